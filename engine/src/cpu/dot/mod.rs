@@ -1,0 +1,1 @@
+//! Dot-product kernels of every weight format against its activation format, chosen at run time.

@@ -1,0 +1,149 @@
+//! Zero-copy GGUF (v2/v3) reading: [`GgufFile::open`] maps a file with memmap2, parses and
+//! validates its header, and hands out [`Tensor`]s that borrow their bytes from the map.
+
+mod error;
+mod reader;
+mod tensor;
+mod value;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::{GgufError, Result};
+pub use reader::{DEFAULT_ALIGNMENT, MAX_ARRAY_NESTING, MAX_DIMS, parse};
+pub use tensor::{Backing, Tensor};
+pub use value::{MetaArray, MetaValue, Metadata, ValueType};
+pub use writer::GgufWriter;
+
+use crate::DType;
+
+/// One tensor's description from the header.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    /// The tensor's name, e.g. `blk.0.attn_q.weight`.
+    pub name: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Dimensions in ggml order: `shape[0]` is the contiguous row length.
+    pub shape: Vec<u64>,
+    /// Offset of its bytes inside the data section.
+    pub offset: u64,
+    /// Number of bytes of data.
+    pub n_bytes: u64,
+}
+
+impl TensorInfo {
+    /// Total number of elements.
+    pub fn n_elements(&self) -> u64 {
+        self.shape.iter().product()
+    }
+}
+
+/// Everything in a GGUF file before the tensor data.
+#[derive(Clone, Debug)]
+pub struct GgufHeader {
+    /// GGUF format version (2 or 3).
+    pub version: u32,
+    /// The key → value table.
+    pub metadata: Metadata,
+    /// Tensor descriptions in file order.
+    pub tensors: Vec<TensorInfo>,
+    /// Alignment of the data section and of every tensor in it.
+    pub alignment: u64,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+    /// Size of the whole file in bytes.
+    pub file_size: u64,
+}
+
+/// An open GGUF file: its validated header and the bytes behind it.
+pub struct GgufFile {
+    header: GgufHeader,
+    backing: Arc<Backing>,
+}
+
+impl std::fmt::Debug for GgufFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GgufFile")
+            .field("version", &self.header.version)
+            .field("n_tensors", &self.header.tensors.len())
+            .field("n_kv", &self.header.metadata.len())
+            .finish()
+    }
+}
+
+impl GgufFile {
+    /// Map `path` and parse it. Tensor data is not read.
+    pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
+        let path = path.as_ref();
+        let io = |source| GgufError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not
+        // being truncated by another process while it is open.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::from_backing(Backing::mmap(map))
+    }
+
+    /// Parse a GGUF image held in memory (tests, fuzzing, files built on the fly).
+    pub fn from_bytes(bytes: &[u8]) -> Result<GgufFile> {
+        Self::from_backing(Backing::owned(bytes))
+    }
+
+    fn from_backing(backing: Backing) -> Result<GgufFile> {
+        let header = parse(backing.bytes())?;
+        Ok(GgufFile {
+            header,
+            backing: Arc::new(backing),
+        })
+    }
+
+    /// The parsed header.
+    pub fn header(&self) -> &GgufHeader {
+        &self.header
+    }
+
+    /// The metadata table.
+    pub fn metadata(&self) -> &Metadata {
+        &self.header.metadata
+    }
+
+    /// Tensor descriptions in file order.
+    pub fn tensor_infos(&self) -> &[TensorInfo] {
+        &self.header.tensors
+    }
+
+    /// The description of tensor `name`.
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.header.tensors.iter().find(|t| t.name == name)
+    }
+
+    /// A zero-copy view of tensor `name`.
+    pub fn tensor(&self, name: &str) -> Option<Tensor> {
+        self.tensor_info(name).map(|info| self.view(info))
+    }
+
+    /// A zero-copy view of the tensor described by `info` (which must come from this file).
+    pub fn view(&self, info: &TensorInfo) -> Tensor {
+        let start = (self.header.data_offset + info.offset) as usize;
+        Tensor::from_backing(
+            info.name.clone(),
+            info.dtype,
+            info.shape.iter().map(|&d| d as usize).collect(),
+            self.backing.clone(),
+            start,
+            info.n_bytes as usize,
+        )
+    }
+
+    /// Size of the file in bytes.
+    pub fn file_size(&self) -> u64 {
+        self.header.file_size
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! The compute graph: ops, a per-layer builder and the arena planner.

@@ -1,0 +1,1 @@
+//! Quantized block formats: layouts, scalar reference dequantize/quantize/vec_dot.

@@ -1,0 +1,1 @@
+//! Chat templates: rendering GGUF `tokenizer.chat_template` with minijinja.

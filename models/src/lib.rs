@@ -1,0 +1,6 @@
+//! Tessera's model side: architectures (llama, gemma3), hyper-parameters, KV caches,
+//! tokenizers, samplers and the Session API that front ends use.
+
+pub mod chat;
+pub mod sampler;
+pub mod tokenizer;

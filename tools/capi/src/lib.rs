@@ -1,0 +1,1 @@
+//! Tessera's C ABI (to come): a static and shared library behind `tessera.h`.

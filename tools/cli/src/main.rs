@@ -1,0 +1,3 @@
+//! The `tessera` command line.
+
+fn main() {}
