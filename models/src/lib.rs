@@ -2,5 +2,11 @@
 //! tokenizers, samplers and the Session API that front ends use.
 
 pub mod chat;
+pub mod error;
+pub mod hparams;
+pub mod registry;
 pub mod sampler;
 pub mod tokenizer;
+
+pub use error::{ModelError, Result};
+pub use hparams::HParams;

@@ -1,0 +1,548 @@
+//! Hyper-parameters read from GGUF `{arch}.*` keys: sizes, norms, RoPE and its scaling, and
+//! which layers attend through a sliding window. Also the KV-cache size they imply.
+
+use tessera_engine::gguf::{MetaArray, MetaValue, Metadata};
+
+use crate::error::{ModelError, Result};
+
+/// The model architectures Tessera runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    /// Llama and its relatives (SmolLM2, Mistral-style sliding windows).
+    Llama,
+    /// Gemma 3 (interleaved local/global attention).
+    Gemma3,
+}
+
+impl Arch {
+    /// The `general.architecture` string.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Llama => "llama",
+            Arch::Gemma3 => "gemma3",
+        }
+    }
+}
+
+/// How RoPE pairs up dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs (2i, 2i+1): ggml's "normal" mode, used by llama GGUFs.
+    Normal,
+    /// Halves (i, i + n_dims/2): ggml's NeoX mode, used by Gemma.
+    Neox,
+}
+
+/// RoPE frequency scaling method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeScalingType {
+    /// No scaling.
+    None,
+    /// Positions divided by the factor.
+    Linear,
+    /// YaRN: interpolation blended with extrapolation per dimension, plus attention scaling.
+    Yarn,
+}
+
+impl RopeScalingType {
+    /// Parse `none`, `linear` or `yarn`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "none" => Some(Self::None),
+            "linear" => Some(Self::Linear),
+            "yarn" => Some(Self::Yarn),
+            _ => None,
+        }
+    }
+}
+
+/// RoPE scaling parameters, as ggml's rope op takes them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeScaling {
+    /// Method.
+    pub kind: RopeScalingType,
+    /// Context extension factor (freq_scale = 1/factor); 1 for none.
+    pub factor: f32,
+    /// Context length the model was trained with before extension.
+    pub orig_ctx: u32,
+    /// YaRN extrapolation mix (1 for yarn, 0 otherwise by default).
+    pub ext_factor: f32,
+    /// Attention magnitude factor.
+    pub attn_factor: f32,
+    /// YaRN high-frequency boundary, in rotations.
+    pub beta_fast: f32,
+    /// YaRN low-frequency boundary, in rotations.
+    pub beta_slow: f32,
+}
+
+impl RopeScaling {
+    /// No scaling.
+    pub fn none(orig_ctx: u32) -> Self {
+        RopeScaling {
+            kind: RopeScalingType::None,
+            factor: 1.0,
+            orig_ctx,
+            ext_factor: 0.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+        }
+    }
+
+    /// ggml's `freq_scale` (1/factor).
+    pub fn freq_scale(&self) -> f32 {
+        if self.kind == RopeScalingType::None {
+            1.0
+        } else {
+            1.0 / self.factor
+        }
+    }
+}
+
+/// User overrides of RoPE settings (CLI flags, Session and C ABI parameters), `None` = from file.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct RopeOverrides {
+    /// `--rope-scaling`.
+    pub kind: Option<RopeScalingType>,
+    /// `--rope-scale`.
+    pub factor: Option<f32>,
+    /// `--rope-freq-base`.
+    pub freq_base: Option<f32>,
+    /// `--yarn-orig-ctx`.
+    pub orig_ctx: Option<u32>,
+    /// `--yarn-ext-factor` (negative = default).
+    pub ext_factor: Option<f32>,
+    /// `--yarn-attn-factor`.
+    pub attn_factor: Option<f32>,
+    /// `--yarn-beta-fast`.
+    pub beta_fast: Option<f32>,
+    /// `--yarn-beta-slow`.
+    pub beta_slow: Option<f32>,
+}
+
+/// What one layer's attention looks like.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LayerAttention {
+    /// Sliding window in tokens, `None` for global attention.
+    pub window: Option<u32>,
+    /// RoPE frequency base of this layer.
+    pub rope_base: f32,
+}
+
+/// All hyper-parameters of a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HParams {
+    /// Architecture.
+    pub arch: Arch,
+    /// Vocabulary size (rows of the embedding).
+    pub n_vocab: usize,
+    /// Context length used in training.
+    pub n_ctx_train: u32,
+    /// Embedding width.
+    pub n_embd: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (GQA/MQA when fewer than query heads).
+    pub n_head_kv: usize,
+    /// Width of one key (and query) head.
+    pub head_dim: usize,
+    /// Width of one value head.
+    pub head_dim_v: usize,
+    /// Feed-forward hidden width.
+    pub n_ff: usize,
+    /// RMSNorm epsilon.
+    pub rms_eps: f32,
+    /// RoPE base of global layers.
+    pub rope_base: f32,
+    /// RoPE base of sliding-window layers.
+    pub rope_base_swa: f32,
+    /// Rotated dimensions per head.
+    pub rope_dims: usize,
+    /// Pairing of rotated dimensions.
+    pub rope_style: RopeStyle,
+    /// Frequency scaling.
+    pub rope_scaling: RopeScaling,
+    /// Sliding window of local layers, if any.
+    pub sliding_window: Option<u32>,
+    /// `true` for layers that attend through the sliding window.
+    pub layer_is_local: Vec<bool>,
+}
+
+/// Largest sizes we accept, far above any real model, so absurd files are refused early.
+const MAX_LAYERS: u32 = 1024;
+const MAX_WIDTH: u32 = 1 << 20;
+const MAX_HEADS: u32 = 4096;
+
+fn invalid(key: &str, why: impl Into<String>) -> ModelError {
+    ModelError::InvalidHParam {
+        key: key.into(),
+        why: why.into(),
+    }
+}
+
+fn bounded(meta: &Metadata, key: &str, min: u32, max: u32) -> Result<u32> {
+    let v = meta.u32(key)?;
+    if v < min || v > max {
+        return Err(invalid(key, format!("{v} is outside [{min}, {max}]")));
+    }
+    Ok(v)
+}
+
+impl HParams {
+    /// Read the hyper-parameters of the architecture named in `general.architecture`.
+    pub fn from_gguf(meta: &Metadata) -> Result<HParams> {
+        let arch_name = meta.str("general.architecture")?;
+        let arch = match arch_name {
+            "llama" => Arch::Llama,
+            "gemma3" => Arch::Gemma3,
+            other => return Err(ModelError::UnsupportedArch(other.into())),
+        };
+        let k = |s: &str| format!("{arch_name}.{s}");
+        let n_layer = bounded(meta, &k("block_count"), 1, MAX_LAYERS)? as usize;
+        let n_embd = bounded(meta, &k("embedding_length"), 1, MAX_WIDTH)? as usize;
+        let n_ff = bounded(meta, &k("feed_forward_length"), 1, MAX_WIDTH)? as usize;
+        let n_head = bounded(meta, &k("attention.head_count"), 1, MAX_HEADS)? as usize;
+        let n_head_kv = match meta.opt_u32(&k("attention.head_count_kv"))? {
+            Some(_) => bounded(meta, &k("attention.head_count_kv"), 1, MAX_HEADS)? as usize,
+            None => n_head,
+        };
+        if n_head % n_head_kv != 0 {
+            return Err(invalid(
+                &k("attention.head_count_kv"),
+                format!("{n_head_kv} does not divide head_count {n_head}"),
+            ));
+        }
+        let head_dim = match meta.opt_u32(&k("attention.key_length"))? {
+            Some(_) => bounded(meta, &k("attention.key_length"), 1, MAX_WIDTH)? as usize,
+            None => {
+                if n_embd % n_head != 0 {
+                    return Err(invalid(
+                        &k("attention.head_count"),
+                        format!("{n_head} does not divide embedding_length {n_embd}"),
+                    ));
+                }
+                n_embd / n_head
+            }
+        };
+        let head_dim_v = match meta.opt_u32(&k("attention.value_length"))? {
+            Some(_) => bounded(meta, &k("attention.value_length"), 1, MAX_WIDTH)? as usize,
+            None => head_dim,
+        };
+        let n_ctx_train = bounded(meta, &k("context_length"), 1, 1 << 24)?;
+        let rms_eps = meta.f32(&k("attention.layer_norm_rms_epsilon"))?;
+        if !(rms_eps > 0.0 && rms_eps < 1.0) {
+            return Err(invalid(
+                &k("attention.layer_norm_rms_epsilon"),
+                format!("{rms_eps}"),
+            ));
+        }
+        let default_base = 10_000.0;
+        let rope_base = meta.opt_f32(&k("rope.freq_base"))?.unwrap_or(default_base);
+        let rope_base_swa = meta
+            .opt_f32(&k("rope.freq_base_swa"))?
+            .unwrap_or(match arch {
+                Arch::Gemma3 => 10_000.0,
+                Arch::Llama => rope_base,
+            });
+        for (key, v) in [
+            ("rope.freq_base", rope_base),
+            ("rope.freq_base_swa", rope_base_swa),
+        ] {
+            if !(v.is_finite() && v > 1.0) {
+                return Err(invalid(&k(key), format!("{v} is not a usable RoPE base")));
+            }
+        }
+        let rope_dims = match meta.opt_u32(&k("rope.dimension_count"))? {
+            Some(d) => d as usize,
+            None => head_dim,
+        };
+        if rope_dims == 0 || rope_dims > head_dim || rope_dims % 2 != 0 {
+            return Err(invalid(
+                &k("rope.dimension_count"),
+                format!("{rope_dims} must be even and at most the head width {head_dim}"),
+            ));
+        }
+        let rope_style = match arch {
+            Arch::Llama => RopeStyle::Normal,
+            Arch::Gemma3 => RopeStyle::Neox,
+        };
+        let rope_scaling = read_rope_scaling(meta, arch_name, n_ctx_train)?;
+
+        let sliding_window = meta.opt_u32(&k("attention.sliding_window"))?;
+        if sliding_window == Some(0) {
+            return Err(invalid(&k("attention.sliding_window"), "0"));
+        }
+        let layer_is_local = match sliding_window {
+            None => vec![false; n_layer],
+            Some(_) => layer_pattern(meta, &k("attention.sliding_window_pattern"), arch, n_layer)?,
+        };
+        let n_vocab = match meta.opt_u32(&k("vocab_size"))? {
+            Some(v) => v as usize,
+            None => meta
+                .str_array("tokenizer.ggml.tokens")
+                .map(|t| t.len())
+                .unwrap_or(0),
+        };
+        Ok(HParams {
+            arch,
+            n_vocab,
+            n_ctx_train,
+            n_embd,
+            n_layer,
+            n_head,
+            n_head_kv,
+            head_dim,
+            head_dim_v,
+            n_ff,
+            rms_eps,
+            rope_base,
+            rope_base_swa,
+            rope_dims,
+            rope_style,
+            rope_scaling,
+            sliding_window,
+            layer_is_local,
+        })
+    }
+
+    /// Apply user overrides of the RoPE settings.
+    pub fn apply_rope_overrides(&mut self, o: &RopeOverrides) -> Result<()> {
+        let s = &mut self.rope_scaling;
+        if let Some(kind) = o.kind {
+            s.kind = kind;
+            s.ext_factor = if kind == RopeScalingType::Yarn {
+                1.0
+            } else {
+                0.0
+            };
+        }
+        if let Some(f) = o.factor {
+            if !(f.is_finite() && f > 0.0) {
+                return Err(ModelError::InvalidInput(format!(
+                    "--rope-scale {f} must be > 0"
+                )));
+            }
+            s.factor = f;
+            if o.kind.is_none() && s.kind == RopeScalingType::None && f != 1.0 {
+                s.kind = RopeScalingType::Linear;
+            }
+        }
+        if let Some(b) = o.freq_base {
+            if !(b.is_finite() && b > 1.0) {
+                return Err(ModelError::InvalidInput(format!(
+                    "--rope-freq-base {b} must be > 1"
+                )));
+            }
+            self.rope_base = b;
+            if self.arch == Arch::Llama {
+                self.rope_base_swa = b;
+            }
+        }
+        if let Some(n) = o.orig_ctx {
+            if n == 0 {
+                return Err(ModelError::InvalidInput(
+                    "--yarn-orig-ctx must be > 0".into(),
+                ));
+            }
+            s.orig_ctx = n;
+        }
+        if let Some(e) = o.ext_factor.filter(|e| *e >= 0.0) {
+            s.ext_factor = e;
+        }
+        if let Some(a) = o.attn_factor {
+            s.attn_factor = a;
+        }
+        if let Some(b) = o.beta_fast {
+            s.beta_fast = b;
+        }
+        if let Some(b) = o.beta_slow {
+            s.beta_slow = b;
+        }
+        Ok(())
+    }
+
+    /// Attention shape of layer `il`: its window and RoPE base.
+    pub fn layer_attention(&self, il: usize) -> LayerAttention {
+        if self.layer_is_local[il] {
+            LayerAttention {
+                window: self.sliding_window,
+                rope_base: self.rope_base_swa,
+            }
+        } else {
+            LayerAttention {
+                window: None,
+                rope_base: self.rope_base,
+            }
+        }
+    }
+
+    /// KV cells layer `il` needs for a context of `n_ctx` tokens (a ring of the window for
+    /// local layers).
+    pub fn kv_cells(&self, il: usize, n_ctx: usize) -> usize {
+        match self.layer_attention(il).window {
+            Some(w) => n_ctx.min(w as usize),
+            None => n_ctx,
+        }
+    }
+
+    /// Bytes of K and V one cell of layer `il` holds with `elem_bytes` per element (2 for F16),
+    /// with `n_kv_heads` heads (pass `n_head` for the multi-head equivalent).
+    pub fn kv_cell_bytes(&self, n_kv_heads: usize, elem_bytes: usize) -> usize {
+        n_kv_heads * (self.head_dim + self.head_dim_v) * elem_bytes
+    }
+
+    /// Bytes of the whole KV cache for `n_ctx` tokens (F16), per layer.
+    pub fn kv_bytes_per_layer(&self, n_ctx: usize) -> Vec<usize> {
+        (0..self.n_layer)
+            .map(|il| self.kv_cells(il, n_ctx) * self.kv_cell_bytes(self.n_head_kv, 2))
+            .collect()
+    }
+}
+
+fn read_rope_scaling(meta: &Metadata, arch: &str, n_ctx_train: u32) -> Result<RopeScaling> {
+    let k = |s: &str| format!("{arch}.rope.scaling.{s}");
+    let mut s = RopeScaling::none(n_ctx_train);
+    if let Some(t) = meta.opt_str(&k("type"))? {
+        s.kind = RopeScalingType::parse(t)
+            .ok_or_else(|| invalid(&k("type"), format!("{t:?} is not none, linear or yarn")))?;
+    }
+    if let Some(f) = meta.opt_f32(&k("factor"))? {
+        if !(f.is_finite() && f > 0.0) {
+            return Err(invalid(&k("factor"), format!("{f}")));
+        }
+        s.factor = f;
+    } else if let Some(f) = meta.opt_f32(&format!("{arch}.rope.scale_linear"))? {
+        s.kind = RopeScalingType::Linear;
+        s.factor = f;
+    }
+    if s.kind == RopeScalingType::None {
+        s.factor = 1.0;
+    }
+    if let Some(n) = meta.opt_u32(&k("original_context_length"))? {
+        s.orig_ctx = n.max(1);
+    }
+    s.ext_factor = if s.kind == RopeScalingType::Yarn {
+        1.0
+    } else {
+        0.0
+    };
+    if let Some(e) = meta.opt_f32(&k("yarn_ext_factor"))? {
+        s.ext_factor = e;
+    }
+    if let Some(a) = meta.opt_f32(&k("attn_factor"))? {
+        s.attn_factor = a;
+    }
+    if let Some(b) = meta.opt_f32(&k("yarn_beta_fast"))? {
+        s.beta_fast = b;
+    }
+    if let Some(b) = meta.opt_f32(&k("yarn_beta_slow"))? {
+        s.beta_slow = b;
+    }
+    if let Some(m) = meta.opt_f32(&k("yarn_log_multiplier"))?
+        && m != 0.0
+        && s.kind == RopeScalingType::Yarn
+    {
+        // DeepSeek-style files store 0.1·multiplier·ln(factor)+1 as the magnitude scale.
+        s.attn_factor *= 1.0 + 0.1 * m * s.factor.ln();
+    }
+    Ok(s)
+}
+
+/// Which layers are local. A pattern key may hold a period `p` (layer il is global when
+/// `il % p == p - 1`) or one bool per layer; without it Gemma 3 uses a period of 6 and other
+/// architectures slide on every layer.
+fn layer_pattern(meta: &Metadata, key: &str, arch: Arch, n_layer: usize) -> Result<Vec<bool>> {
+    let period = |p: usize| (0..n_layer).map(|il| il % p < p - 1).collect::<Vec<bool>>();
+    match meta.get(key) {
+        None => Ok(match arch {
+            Arch::Gemma3 => period(6),
+            Arch::Llama => vec![true; n_layer],
+        }),
+        Some(MetaValue::Array(MetaArray::Bool(v))) if v.len() == n_layer => Ok(v.clone()),
+        Some(v) => match v.as_int() {
+            Some(p) if p >= 1 && p <= n_layer as i128 => Ok(period(p as usize)),
+            _ => Err(invalid(
+                key,
+                format!("{v} is neither a period nor {n_layer} bools"),
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_engine::GgufFile;
+
+    fn model(file: &str) -> Option<GgufFile> {
+        let dir = std::env::var_os("TESSERA_MODELS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::Path::new(&std::env::var_os("HOME").unwrap())
+                    .join(".cache/tessera/models")
+            });
+        GgufFile::open(dir.join(file)).ok()
+    }
+
+    #[test]
+    fn smollm2() {
+        let Some(f) = model("smollm2-135m-instruct-q4_1.gguf") else {
+            return;
+        };
+        let h = HParams::from_gguf(f.metadata()).unwrap();
+        assert_eq!(
+            (h.n_layer, h.n_head, h.n_head_kv, h.head_dim),
+            (30, 9, 3, 64)
+        );
+        assert_eq!(h.rope_style, RopeStyle::Normal);
+        assert!(h.layer_is_local.iter().all(|l| !l));
+        assert_eq!(h.kv_cells(0, 4096), 4096);
+    }
+
+    #[test]
+    fn gemma3_pattern_and_kv_growth() {
+        let Some(f) = model("gemma-3-270m-q4_k_m.gguf") else {
+            return;
+        };
+        let h = HParams::from_gguf(f.metadata()).unwrap();
+        assert_eq!(
+            (h.n_layer, h.n_head, h.n_head_kv, h.head_dim),
+            (18, 4, 1, 256)
+        );
+        let globals: Vec<usize> = (0..18).filter(|&i| !h.layer_is_local[i]).collect();
+        assert_eq!(globals, [5, 11, 17]);
+        assert_eq!(h.layer_attention(0).rope_base, 10_000.0);
+        assert_eq!(h.layer_attention(5).rope_base, 1_000_000.0);
+        let small: usize = h.kv_bytes_per_layer(4096).iter().sum();
+        let big: usize = h.kv_bytes_per_layer(32768).iter().sum();
+        let ratio = big as f64 / small as f64;
+        assert!((ratio - 5.3).abs() < 0.1, "{ratio}");
+    }
+
+    #[test]
+    fn overrides() {
+        let Some(f) = model("smollm2-135m-instruct-q4_1.gguf") else {
+            return;
+        };
+        let mut h = HParams::from_gguf(f.metadata()).unwrap();
+        h.apply_rope_overrides(&RopeOverrides {
+            kind: Some(RopeScalingType::Yarn),
+            factor: Some(4.0),
+            orig_ctx: Some(256),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(h.rope_scaling.kind, RopeScalingType::Yarn);
+        assert_eq!(h.rope_scaling.ext_factor, 1.0);
+        assert_eq!(h.rope_scaling.freq_scale(), 0.25);
+        assert!(
+            h.apply_rope_overrides(&RopeOverrides {
+                factor: Some(-1.0),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+}
