@@ -1,1 +1,90 @@
-//! Shared helpers of Tessera's integration tests: where the real models and fixtures live.
+//! Shared helpers of Tessera's integration tests: where the real models and llama.cpp's
+//! fixtures live, and how a test reacts when they are missing.
+
+use std::path::{Path, PathBuf};
+
+/// File names of the two real models in the models directory.
+pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
+/// Gemma 3 270M Q4_K_M.
+pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
+
+/// `$TESSERA_MODELS` or `~/.cache/tessera/models`.
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("TESSERA_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/tessera/models")
+        })
+}
+
+/// `$TESSERA_FIXTURES` or the `shared/fixtures` folder beside the checkout.
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("TESSERA_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+}
+
+/// The path of a real model; panics when it is missing unless
+/// `TESSERA_ALLOW_MISSING_MODELS=1`, in which case it returns `None` (skip).
+pub fn model(file: &str) -> Option<PathBuf> {
+    let p = models_dir().join(file);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
+        eprintln!("skipped: {} is missing", p.display());
+        return None;
+    }
+    panic!(
+        "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
+        p.display()
+    );
+}
+
+/// Parse a fixture JSON file (relative to the fixtures folder).
+pub fn fixture(rel: &str) -> serde_json::Value {
+    let p = fixtures_dir().join(rel);
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("fixture {} unreadable: {e}", p.display()));
+    serde_json::from_str(&text).expect("fixture is JSON")
+}
+
+/// One greedy fixture: prompt ids, generated ids and llama.cpp's top-5 per step.
+pub struct Greedy {
+    /// Prompt text.
+    pub prompt: String,
+    /// Prompt token ids.
+    pub prompt_ids: Vec<u32>,
+    /// Generated ids.
+    pub generated_ids: Vec<u32>,
+    /// `(id, logit)` top-5 before each generated token.
+    pub top5: Vec<Vec<(u32, f32)>>,
+    /// Decoded piece of each step.
+    pub pieces: Vec<String>,
+}
+
+/// Load `greedy/<model>--<name>.json`.
+pub fn greedy(model: &str, name: &str) -> Greedy {
+    let v = fixture(&format!("greedy/{model}--{name}.json"));
+    let ids = |k: &str| -> Vec<u32> {
+        v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    };
+    let steps = v["steps"].as_array().unwrap();
+    Greedy {
+        prompt: v["prompt"].as_str().unwrap().to_string(),
+        prompt_ids: ids("prompt_ids"),
+        generated_ids: ids("generated_ids"),
+        top5: steps
+            .iter()
+            .map(|s| {
+                s["top5"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| (p[0].as_u64().unwrap() as u32, p[1].as_f64().unwrap() as f32))
+                    .collect()
+            })
+            .collect(),
+        pieces: steps.iter().map(|s| s["piece"].as_str().unwrap().to_string()).collect(),
+    }
+}

@@ -1,12 +1,21 @@
 //! Tessera's model side: architectures (llama, gemma3), hyper-parameters, KV caches,
 //! tokenizers, samplers and the Session API that front ends use.
 
+pub mod arch;
 pub mod chat;
+pub mod context;
 pub mod error;
+pub mod gemma3;
 pub mod hparams;
+pub mod kv_cache;
+pub mod llama;
+pub mod model;
 pub mod registry;
 pub mod sampler;
 pub mod tokenizer;
+pub mod weights;
 
+pub use context::{Context, ContextParams};
 pub use error::{ModelError, Result};
 pub use hparams::HParams;
+pub use model::Model;

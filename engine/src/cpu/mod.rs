@@ -1,5 +1,8 @@
-//! The CPU backend: dot-product kernels chosen at run time (scalar, AVX2/FMA, NEON) and the
-//! per-op kernels the graph executor calls.
+//! The CPU backend: dot-product kernels chosen at run time (scalar, AVX2/FMA, NEON), the per-op
+//! kernels, KV storage, a low-overhead thread pool, and the executor that runs planned graphs.
 
 pub mod dot;
+pub mod exec;
+pub mod kv;
 pub mod ops;
+pub mod pool;

@@ -1,1 +1,457 @@
-//! The compute graph: ops, a per-layer builder and the arena planner.
+//! The compute graph: an op enum, nodes that refer to earlier nodes, a builder that records a
+//! model's ops one layer at a time, and (in [`plan`]) the planner that gives every
+//! intermediate a slice of one arena by liveness.
+//!
+//! Every node produces an f32 matrix of `rows × cols` (rows are tokens, or heads of tokens).
+//! Per-step values — token ids and positions — are not baked in: they are the step's inputs,
+//! so one graph (and its plan) serves every decode step of the same batch size.
+
+pub mod plan;
+
+use crate::{DType, Tensor};
+
+pub use plan::Plan;
+
+/// Index of a node in its graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NodeId(pub u32);
+
+/// Index of a weight tensor in its graph's weight table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WeightId(pub u32);
+
+/// Index of a KV store among those passed to the executor (one per attention layer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KvId(pub u32);
+
+/// How RoPE pairs dimensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RopeMode {
+    /// Adjacent pairs `(2i, 2i+1)` (ggml "normal").
+    Normal,
+    /// Halves `(i, i + n_dims/2)` (ggml NeoX).
+    Neox,
+}
+
+/// Everything the rope op needs besides positions, in ggml's terms.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RopeParams {
+    /// Pairing of dimensions.
+    pub mode: RopeMode,
+    /// Rotated dimensions per head (the rest pass through).
+    pub n_dims: usize,
+    /// Frequency base.
+    pub base: f32,
+    /// 1/scaling factor (1 without scaling).
+    pub freq_scale: f32,
+    /// YaRN extrapolation mix (0 disables YaRN).
+    pub ext_factor: f32,
+    /// Attention magnitude factor.
+    pub attn_factor: f32,
+    /// YaRN fast boundary.
+    pub beta_fast: f32,
+    /// YaRN slow boundary.
+    pub beta_slow: f32,
+    /// Original training context for YaRN.
+    pub orig_ctx: u32,
+}
+
+/// Attention settings of one layer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttnParams {
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads; query head `h` reads KV head `h / (n_head / n_head_kv)`.
+    pub n_head_kv: usize,
+    /// Width of a key (and query) head.
+    pub head_dim: usize,
+    /// Width of a value head.
+    pub head_dim_v: usize,
+    /// Multiplier of q·k.
+    pub scale: f32,
+    /// Sliding window: key at `pk` is visible from `pq` when `pq - pk < window`.
+    pub window: Option<u32>,
+    /// `softcap·tanh(x/softcap)` on the scores when set.
+    pub softcap: Option<f32>,
+}
+
+/// Which rows of the final node the caller wants back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputRows {
+    /// Every token's row (perplexity, embeddings).
+    All,
+    /// Only the last token's row (generation).
+    Last,
+}
+
+/// An operation. Inputs are earlier nodes or weights; the output is a new f32 matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Op {
+    /// Rows of `table` selected by the step's token ids (dequantized to f32).
+    GetRows {
+        /// The embedding table (`[n_embd, n_vocab]`).
+        table: WeightId,
+    },
+    /// RMS normalisation over groups of `group` elements, then (optionally) times `weight`
+    /// (a vector of `group` elements, broadcast).
+    RmsNorm {
+        /// Input.
+        x: NodeId,
+        /// Optional gain.
+        weight: Option<WeightId>,
+        /// Group width (the row width, or the head width for per-head norms).
+        group: usize,
+        /// Epsilon inside the square root.
+        eps: f32,
+    },
+    /// Element-wise product of two nodes of the same shape.
+    Mul {
+        /// Left.
+        a: NodeId,
+        /// Right.
+        b: NodeId,
+    },
+    /// Element-wise sum of two nodes of the same shape.
+    Add {
+        /// Left.
+        a: NodeId,
+        /// Right.
+        b: NodeId,
+    },
+    /// Multiplication by a constant.
+    Scale {
+        /// Input.
+        x: NodeId,
+        /// Factor.
+        s: f32,
+    },
+    /// `x · Wᵀ`: every row of `x` against every row of `w` (weights in any supported type).
+    MatMul {
+        /// Weights `[n_in, n_out]`.
+        w: WeightId,
+        /// Activations `rows × n_in`.
+        x: NodeId,
+    },
+    /// Rotary position embedding of every head of every row, at the step's positions.
+    Rope {
+        /// Input `rows × (n_heads·head_dim)`.
+        x: NodeId,
+        /// Head width.
+        head_dim: usize,
+        /// Rotation settings.
+        params: RopeParams,
+    },
+    /// Causal (optionally windowed) attention of `q` over the KV store's cached cells and the
+    /// batch's own `k`/`v`; afterwards the batch's K/V are written into the store.
+    Attention {
+        /// Queries `rows × (n_head·head_dim)`.
+        q: NodeId,
+        /// Keys of the batch `rows × (n_head_kv·head_dim)`.
+        k: NodeId,
+        /// Values of the batch `rows × (n_head_kv·head_dim_v)`.
+        v: NodeId,
+        /// The layer's KV store.
+        kv: KvId,
+        /// Heads, scale, window.
+        params: AttnParams,
+    },
+    /// `silu(gate) ⊙ up`.
+    SwiGlu {
+        /// Gate projection.
+        gate: NodeId,
+        /// Up projection.
+        up: NodeId,
+    },
+    /// `gelu_tanh(gate) ⊙ up`.
+    GeGlu {
+        /// Gate projection.
+        gate: NodeId,
+        /// Up projection.
+        up: NodeId,
+    },
+    /// The last row only.
+    LastRow {
+        /// Input.
+        x: NodeId,
+    },
+}
+
+impl Op {
+    /// The nodes this op reads.
+    pub fn inputs(&self) -> impl Iterator<Item = NodeId> {
+        let (a, b, c) = match *self {
+            Op::GetRows { .. } => (None, None, None),
+            Op::RmsNorm { x, .. } | Op::Scale { x, .. } | Op::MatMul { x, .. } => {
+                (Some(x), None, None)
+            }
+            Op::Rope { x, .. } | Op::LastRow { x } => (Some(x), None, None),
+            Op::Mul { a, b } | Op::Add { a, b } => (Some(a), Some(b), None),
+            Op::SwiGlu { gate, up } | Op::GeGlu { gate, up } => (Some(gate), Some(up), None),
+            Op::Attention { q, k, v, .. } => (Some(q), Some(k), Some(v)),
+        };
+        [a, b, c].into_iter().flatten()
+    }
+
+    /// A short name for profiles.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::GetRows { .. } => "get_rows",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Mul { .. } => "mul",
+            Op::Add { .. } => "add",
+            Op::Scale { .. } => "scale",
+            Op::MatMul { .. } => "mat_mul",
+            Op::Rope { .. } => "rope",
+            Op::Attention { .. } => "attention",
+            Op::SwiGlu { .. } => "swiglu",
+            Op::GeGlu { .. } => "geglu",
+            Op::LastRow { .. } => "last_row",
+        }
+    }
+}
+
+/// A node: an op, the shape of its output, and the layer that recorded it (for profiles).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    /// The operation.
+    pub op: Op,
+    /// Output rows.
+    pub rows: usize,
+    /// Output columns.
+    pub cols: usize,
+    /// Layer index, `None` for the embedding and output parts.
+    pub layer: Option<u16>,
+}
+
+/// A finished graph for a batch of `n_tokens` tokens.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    /// Nodes in execution order.
+    pub nodes: Vec<Node>,
+    /// Weights the nodes refer to.
+    pub weights: Vec<Tensor>,
+    /// The node whose value is returned.
+    pub output: NodeId,
+    /// Tokens per step.
+    pub n_tokens: usize,
+}
+
+impl Graph {
+    /// The node `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0 as usize]
+    }
+
+    /// The weight `id`.
+    pub fn weight(&self, id: WeightId) -> &Tensor {
+        &self.weights[id.0 as usize]
+    }
+}
+
+/// Records ops into a [`Graph`], checking shapes as it goes (a mismatch is a bug in the
+/// model code, so it panics with the op's name).
+pub struct GraphBuilder {
+    nodes: Vec<Node>,
+    weights: Vec<Tensor>,
+    n_tokens: usize,
+    layer: Option<u16>,
+}
+
+impl GraphBuilder {
+    /// A builder for steps of `n_tokens` tokens.
+    pub fn new(n_tokens: usize) -> GraphBuilder {
+        assert!(n_tokens > 0, "a step has at least one token");
+        GraphBuilder {
+            nodes: Vec::new(),
+            weights: Vec::new(),
+            n_tokens,
+            layer: None,
+        }
+    }
+
+    /// Tokens per step.
+    pub fn n_tokens(&self) -> usize {
+        self.n_tokens
+    }
+
+    /// Tag the following ops with layer `il` (`None` for embedding/output).
+    pub fn set_layer(&mut self, il: Option<usize>) {
+        self.layer = il.map(|l| l as u16);
+    }
+
+    /// Rows and columns of node `id`.
+    pub fn shape(&self, id: NodeId) -> (usize, usize) {
+        let n = &self.nodes[id.0 as usize];
+        (n.rows, n.cols)
+    }
+
+    fn push(&mut self, op: Op, rows: usize, cols: usize) -> NodeId {
+        self.nodes.push(Node {
+            op,
+            rows,
+            cols,
+            layer: self.layer,
+        });
+        NodeId(self.nodes.len() as u32 - 1)
+    }
+
+    fn weight(&mut self, t: &Tensor) -> WeightId {
+        self.weights.push(t.clone());
+        WeightId(self.weights.len() as u32 - 1)
+    }
+
+    /// Embedding lookup of the step's tokens.
+    pub fn get_rows(&mut self, table: &Tensor) -> NodeId {
+        let cols = table.row_len();
+        let id = self.weight(table);
+        self.push(Op::GetRows { table: id }, self.n_tokens, cols)
+    }
+
+    /// RMSNorm of every row of `x`, times `weight` when given.
+    pub fn rms_norm(&mut self, x: NodeId, weight: Option<&Tensor>, eps: f32) -> NodeId {
+        let (_, cols) = self.shape(x);
+        self.rms_norm_grouped(x, weight, cols, eps)
+    }
+
+    /// RMSNorm over groups of `group` elements (e.g. per head), times `weight` when given.
+    pub fn rms_norm_grouped(
+        &mut self,
+        x: NodeId,
+        weight: Option<&Tensor>,
+        group: usize,
+        eps: f32,
+    ) -> NodeId {
+        let (rows, cols) = self.shape(x);
+        assert!(cols % group == 0, "rms_norm: group {group} does not divide {cols}");
+        let weight = weight.map(|w| {
+            assert!(
+                w.dtype() == DType::F32 && w.n_elements() == group,
+                "rms_norm: weight {} must be F32 of {group}",
+                w.name()
+            );
+            self.weight(w)
+        });
+        self.push(
+            Op::RmsNorm {
+                x,
+                weight,
+                group,
+                eps,
+            },
+            rows,
+            cols,
+        )
+    }
+
+    fn same_shape(&self, a: NodeId, b: NodeId, op: &str) -> (usize, usize) {
+        let (sa, sb) = (self.shape(a), self.shape(b));
+        assert_eq!(sa, sb, "{op}: shapes differ");
+        sa
+    }
+
+    /// Element-wise `a ⊙ b`.
+    pub fn mul(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        let (r, c) = self.same_shape(a, b, "mul");
+        self.push(Op::Mul { a, b }, r, c)
+    }
+
+    /// Element-wise `a + b`.
+    pub fn add(&mut self, a: NodeId, b: NodeId) -> NodeId {
+        let (r, c) = self.same_shape(a, b, "add");
+        self.push(Op::Add { a, b }, r, c)
+    }
+
+    /// `s · x`.
+    pub fn scale(&mut self, x: NodeId, s: f32) -> NodeId {
+        let (r, c) = self.shape(x);
+        self.push(Op::Scale { x, s }, r, c)
+    }
+
+    /// `x · Wᵀ` for weights `w` of shape `[n_in, n_out]`.
+    pub fn mat_mul(&mut self, w: &Tensor, x: NodeId) -> NodeId {
+        let (rows, cols) = self.shape(x);
+        assert_eq!(
+            w.row_len(),
+            cols,
+            "mat_mul: {} has rows of {}, input has {cols} columns",
+            w.name(),
+            w.row_len()
+        );
+        let n_out = w.n_rows();
+        let id = self.weight(w);
+        self.push(Op::MatMul { w: id, x }, rows, n_out)
+    }
+
+    /// RoPE on every `head_dim`-wide head of `x`.
+    pub fn rope(&mut self, x: NodeId, head_dim: usize, params: RopeParams) -> NodeId {
+        let (r, c) = self.shape(x);
+        assert!(c % head_dim == 0 && params.n_dims <= head_dim && params.n_dims % 2 == 0);
+        self.push(
+            Op::Rope {
+                x,
+                head_dim,
+                params,
+            },
+            r,
+            c,
+        )
+    }
+
+    /// Attention of `q` over KV store `kv` and the batch's `k`, `v`.
+    pub fn attention(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        kv: KvId,
+        params: AttnParams,
+    ) -> NodeId {
+        let (rq, cq) = self.shape(q);
+        let (rk, ck) = self.shape(k);
+        let (rv, cv) = self.shape(v);
+        assert!(rq == rk && rk == rv, "attention: row counts differ");
+        assert_eq!(cq, params.n_head * params.head_dim, "attention: q width");
+        assert_eq!(ck, params.n_head_kv * params.head_dim, "attention: k width");
+        assert_eq!(cv, params.n_head_kv * params.head_dim_v, "attention: v width");
+        assert!(params.n_head % params.n_head_kv == 0, "attention: heads");
+        self.push(
+            Op::Attention {
+                q,
+                k,
+                v,
+                kv,
+                params,
+            },
+            rq,
+            params.n_head * params.head_dim_v,
+        )
+    }
+
+    /// `silu(gate) ⊙ up`.
+    pub fn swiglu(&mut self, gate: NodeId, up: NodeId) -> NodeId {
+        let (r, c) = self.same_shape(gate, up, "swiglu");
+        self.push(Op::SwiGlu { gate, up }, r, c)
+    }
+
+    /// `gelu_tanh(gate) ⊙ up`.
+    pub fn geglu(&mut self, gate: NodeId, up: NodeId) -> NodeId {
+        let (r, c) = self.same_shape(gate, up, "geglu");
+        self.push(Op::GeGlu { gate, up }, r, c)
+    }
+
+    /// The last row of `x`.
+    pub fn last_row(&mut self, x: NodeId) -> NodeId {
+        let (_, c) = self.shape(x);
+        self.push(Op::LastRow { x }, 1, c)
+    }
+
+    /// Finish with `output` as the graph's result.
+    pub fn finish(self, output: NodeId) -> Graph {
+        Graph {
+            nodes: self.nodes,
+            weights: self.weights,
+            output,
+            n_tokens: self.n_tokens,
+        }
+    }
+}

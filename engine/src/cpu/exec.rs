@@ -1,0 +1,495 @@
+//! The CPU executor: runs a planned [`Graph`] for one step (a batch of tokens at given
+//! positions) over an arena sized once, so steady-state decoding allocates nothing.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::dot::{self, DotKernel};
+use super::kv::KvStore;
+use super::ops::{attention, elementwise, norm, rope};
+use super::pool::{ThreadPool, split_range};
+use crate::graph::{Graph, Node, NodeId, Op, Plan};
+use crate::{DType, quant};
+
+/// A step's inputs do not fit the graph.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// Token and position counts differ from the graph's batch size.
+    #[error("the graph takes {expected} tokens, the step has {tokens} tokens and {positions} positions")]
+    BatchSize {
+        /// Tokens per step of the graph.
+        expected: usize,
+        /// Tokens given.
+        tokens: usize,
+        /// Positions given.
+        positions: usize,
+    },
+    /// A token id outside the embedding table.
+    #[error("token id {id} is out of range (vocabulary of {n_vocab})")]
+    TokenOutOfRange {
+        /// The id.
+        id: u32,
+        /// Rows of the embedding table.
+        n_vocab: usize,
+    },
+    /// A weight type without kernels.
+    #[error("tensor {name:?} has type {dtype}, which the CPU backend cannot compute with")]
+    UnsupportedDType {
+        /// The tensor.
+        name: String,
+        /// Its type.
+        dtype: DType,
+    },
+    /// An attention op names a KV store that was not passed.
+    #[error("the graph uses KV store {0}, but only {1} were passed")]
+    MissingKv(usize, usize),
+    /// Negative position.
+    #[error("position {0} is negative")]
+    NegativePosition(i32),
+}
+
+/// A graph with its plan and resolved kernels, ready to run repeatedly.
+pub struct PreparedGraph {
+    graph: Graph,
+    plan: Plan,
+    /// The dot kernel of each mat_mul node (`None` for other ops).
+    kernels: Vec<Option<&'static DotKernel>>,
+    /// Dequantizer of each get_rows node.
+    dequant: Vec<Option<fn(&[u8], &mut [f32])>>,
+}
+
+impl PreparedGraph {
+    /// The graph.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Arena elements the plan needs.
+    pub fn arena_len(&self) -> usize {
+        self.plan.arena_len
+    }
+}
+
+/// A raw pointer that may cross threads; every use writes a disjoint range.
+#[derive(Clone, Copy)]
+struct SharedMut<T>(*mut T);
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+impl<T> SharedMut<T> {
+    /// # Safety
+    /// `range` must be inside the allocation and not touched by any other thread meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
+    }
+}
+
+/// Runs graphs on the CPU with a fixed thread pool and reusable scratch memory.
+pub struct CpuExecutor {
+    pool: ThreadPool,
+    arena: Vec<f32>,
+    /// Activations quantized for mat_mul.
+    act: Vec<u8>,
+    /// RoPE (cos, sin) per token.
+    rope: Vec<f32>,
+    /// Keys, values and positions gathered for attention.
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    positions: Vec<i32>,
+    /// The batch's K/V in F16, written to the store after attention.
+    staged_k: Vec<f16>,
+    staged_v: Vec<f16>,
+}
+
+/// Ops on fewer elements than this run on the calling thread only.
+const PARALLEL_MIN_ELEMS: usize = 1 << 14;
+
+impl CpuExecutor {
+    /// An executor with `n_threads` threads (0 = all cores).
+    pub fn new(n_threads: usize) -> CpuExecutor {
+        CpuExecutor {
+            pool: ThreadPool::new(n_threads),
+            arena: Vec::new(),
+            act: Vec::new(),
+            rope: Vec::new(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            positions: Vec::new(),
+            staged_k: Vec::new(),
+            staged_v: Vec::new(),
+        }
+    }
+
+    /// Threads in use.
+    pub fn n_threads(&self) -> usize {
+        self.pool.n_threads()
+    }
+
+    /// Plan `graph` and resolve its kernels.
+    pub fn prepare(&self, graph: Graph) -> Result<PreparedGraph, ExecError> {
+        let plan = Plan::new(&graph);
+        let mut kernels = vec![None; graph.nodes.len()];
+        let mut dequant = vec![None; graph.nodes.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let unsupported = |w: WeightRef| ExecError::UnsupportedDType {
+                name: w.0.into(),
+                dtype: w.1,
+            };
+            match node.op {
+                Op::MatMul { w, .. } => {
+                    let t = graph.weight(w);
+                    kernels[i] = Some(
+                        dot::kernel(t.dtype()).ok_or_else(|| unsupported((t.name(), t.dtype())))?,
+                    );
+                }
+                Op::GetRows { table } => {
+                    let t = graph.weight(table);
+                    dequant[i] = Some(
+                        quant::reference(t.dtype())
+                            .ok_or_else(|| unsupported((t.name(), t.dtype())))?
+                            .dequantize_row,
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(PreparedGraph {
+            graph,
+            plan,
+            kernels,
+            dequant,
+        })
+    }
+
+    /// Grow scratch buffers to what `g` needs with stores `kv` (a no-op once they are big
+    /// enough, so repeated steps allocate nothing).
+    fn reserve(&mut self, g: &PreparedGraph, kv: &[KvStore]) {
+        let n_tokens = g.graph.n_tokens;
+        grow(&mut self.arena, g.plan.arena_len);
+        for node in &g.graph.nodes {
+            match node.op {
+                Op::MatMul { w, x } => {
+                    let k = g.graph.weight(w);
+                    let vdt = dot::kernel(k.dtype()).map(|k| k.vec_dot_type).unwrap_or(DType::F32);
+                    let cols = g.graph.node(x).cols;
+                    let bytes = vdt.row_bytes(cols as u64).unwrap_or(0) as usize;
+                    grow(&mut self.act, bytes * g.graph.node(x).rows);
+                }
+                Op::Rope { params, .. } => grow(&mut self.rope, n_tokens * params.n_dims),
+                Op::Attention { kv: id, .. } => {
+                    if let Some(s) = kv.get(id.0 as usize) {
+                        let n_src = s.n_cells() + n_tokens;
+                        grow(&mut self.keys, n_src * s.k_width());
+                        grow(&mut self.values, n_src * s.v_width());
+                        grow(&mut self.positions, n_src);
+                        grow(&mut self.staged_k, n_tokens * s.k_width());
+                        grow(&mut self.staged_v, n_tokens * s.v_width());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Run one step: `tokens` at `positions`, reading and extending the KV stores. Returns the
+    /// output node's values (`rows × cols` of the output node).
+    pub fn run(
+        &mut self,
+        g: &PreparedGraph,
+        tokens: &[u32],
+        positions: &[i32],
+        kv: &mut [KvStore],
+    ) -> Result<&[f32], ExecError> {
+        let graph = &g.graph;
+        if tokens.len() != graph.n_tokens || positions.len() != graph.n_tokens {
+            return Err(ExecError::BatchSize {
+                expected: graph.n_tokens,
+                tokens: tokens.len(),
+                positions: positions.len(),
+            });
+        }
+        if let Some(&p) = positions.iter().find(|&&p| p < 0) {
+            return Err(ExecError::NegativePosition(p));
+        }
+        for node in &graph.nodes {
+            match node.op {
+                Op::GetRows { table } => {
+                    let n_vocab = graph.weight(table).n_rows();
+                    if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+                        return Err(ExecError::TokenOutOfRange { id, n_vocab });
+                    }
+                }
+                Op::Attention { kv: id, .. } if id.0 as usize >= kv.len() => {
+                    return Err(ExecError::MissingKv(id.0 as usize, kv.len()));
+                }
+                _ => {}
+            }
+        }
+        self.reserve(g, kv);
+        for i in 0..graph.nodes.len() {
+            self.run_node(g, i, tokens, positions, kv);
+        }
+        let out = graph.node(graph.output);
+        Ok(&self.arena[g.plan.range(graph.output, out.rows * out.cols)])
+    }
+
+    fn run_node(
+        &mut self,
+        g: &PreparedGraph,
+        i: usize,
+        tokens: &[u32],
+        positions: &[i32],
+        kv: &mut [KvStore],
+    ) {
+        let graph = &g.graph;
+        let node = &graph.nodes[i];
+        let arena = SharedMut(self.arena.as_mut_ptr());
+        let range = |id: NodeId| {
+            let n = graph.node(id);
+            g.plan.range(id, n.rows * n.cols)
+        };
+        // SAFETY: the planner gives this node's output a range disjoint from every live
+        // node's, in particular from this node's inputs; inputs are only read.
+        let out = unsafe { arena.slice(range(NodeId(i as u32))) };
+        let input = |id: NodeId| -> &[f32] { unsafe { arena.slice(range(id)) } };
+        let cols = node.cols;
+        match node.op {
+            Op::GetRows { table } => {
+                let t = graph.weight(table);
+                let dq = g.dequant[i].expect("resolved in prepare");
+                for (row, &tok) in out.chunks_exact_mut(cols).zip(tokens) {
+                    dq(t.row(tok as usize), row);
+                }
+            }
+            Op::RmsNorm {
+                x,
+                weight,
+                group,
+                eps,
+            } => {
+                let w = weight.map(|w| graph.weight(w).as_f32().expect("F32 norm weight"));
+                let xs = input(x);
+                self.rows_parallel(node, out, &|r, o| {
+                    norm::rms_norm(&xs[r.clone()], w, group, eps, o)
+                });
+            }
+            Op::Mul { a, b } => {
+                let (a, b) = (input(a), input(b));
+                self.rows_parallel(node, out, &|r, o| {
+                    elementwise::mul(&a[r.clone()], &b[r], o)
+                });
+            }
+            Op::Add { a, b } => {
+                let (a, b) = (input(a), input(b));
+                self.rows_parallel(node, out, &|r, o| {
+                    elementwise::add(&a[r.clone()], &b[r], o)
+                });
+            }
+            Op::Scale { x, s } => {
+                let x = input(x);
+                self.rows_parallel(node, out, &|r, o| elementwise::scale(&x[r], s, o));
+            }
+            Op::SwiGlu { gate, up } => {
+                let (a, b) = (input(gate), input(up));
+                self.rows_parallel(node, out, &|r, o| {
+                    elementwise::swiglu(&a[r.clone()], &b[r], o)
+                });
+            }
+            Op::GeGlu { gate, up } => {
+                let (a, b) = (input(gate), input(up));
+                self.rows_parallel(node, out, &|r, o| {
+                    elementwise::geglu(&a[r.clone()], &b[r], o)
+                });
+            }
+            Op::LastRow { x } => {
+                let xs = input(x);
+                out.copy_from_slice(&xs[xs.len() - cols..]);
+            }
+            Op::Rope {
+                x,
+                head_dim,
+                params,
+            } => {
+                let nd = params.n_dims;
+                for (t, &pos) in positions.iter().enumerate() {
+                    rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
+                }
+                out.copy_from_slice(input(x));
+                let table = &self.rope[..];
+                for (t, row) in out.chunks_exact_mut(cols).enumerate() {
+                    rope::rope_apply(row, head_dim, params.mode, nd, &table[t * nd..(t + 1) * nd]);
+                }
+            }
+            Op::MatMul { w, x } => {
+                let kernel = g.kernels[i].expect("resolved in prepare");
+                self.mat_mul(graph.weight(w), kernel, input(x), graph.node(x), out);
+            }
+            Op::Attention {
+                q,
+                k,
+                v,
+                kv: id,
+                params,
+            } => {
+                let store = &mut kv[id.0 as usize];
+                self.attention(input(q), input(k), input(v), positions, store, &params, out);
+            }
+        }
+    }
+
+    /// Apply `f(element_range, output_rows)` over the rows of `node`, split across threads when
+    /// the node is large.
+    fn rows_parallel(
+        &self,
+        node: &Node,
+        out: &mut [f32],
+        f: &(dyn Fn(std::ops::Range<usize>, &mut [f32]) + Sync),
+    ) {
+        let (rows, cols) = (node.rows, node.cols);
+        if rows == 1 || rows * cols < PARALLEL_MIN_ELEMS {
+            f(0..rows * cols, out);
+            return;
+        }
+        let o = SharedMut(out.as_mut_ptr());
+        self.pool.run(&|ti, nt| {
+            let r = split_range(rows, ti, nt, 1);
+            let e = r.start * cols..r.end * cols;
+            // SAFETY: threads own disjoint row ranges.
+            f(e.clone(), unsafe { o.slice(e) });
+        });
+    }
+
+    /// `out[t][r] = W.row(r) · x[t]` with the activations quantized once to the kernel's format.
+    fn mat_mul(
+        &mut self,
+        w: &crate::Tensor,
+        kernel: &'static DotKernel,
+        x: &[f32],
+        xn: &Node,
+        out: &mut [f32],
+    ) {
+        let (n_tok, n_in) = (xn.rows, xn.cols);
+        let n_out = w.n_rows();
+        let arb = kernel.vec_dot_type.row_bytes(n_in as u64).expect("whole blocks") as usize;
+        let act = &mut self.act[..arb * n_tok];
+        if n_tok * n_in >= PARALLEL_MIN_ELEMS && n_tok > 1 {
+            let a = SharedMut(act.as_mut_ptr());
+            self.pool.run(&|ti, nt| {
+                for t in split_range(n_tok, ti, nt, 1) {
+                    // SAFETY: each thread quantizes its own rows.
+                    let dst = unsafe { a.slice(t * arb..(t + 1) * arb) };
+                    (kernel.quantize_row)(&x[t * n_in..(t + 1) * n_in], dst);
+                }
+            });
+        } else {
+            for t in 0..n_tok {
+                (kernel.quantize_row)(&x[t * n_in..(t + 1) * n_in], &mut act[t * arb..(t + 1) * arb]);
+            }
+        }
+        let act = &self.act[..arb * n_tok];
+        let o = SharedMut(out.as_mut_ptr());
+        let data = w.data();
+        let wrb = w.row_bytes();
+        let dotf = kernel.vec_dot;
+        self.pool.run(&|ti, nt| {
+            let rows = split_range(n_out, ti, nt, 16);
+            // Blocks of weight rows stay in cache while every token passes over them.
+            const ROW_BLOCK: usize = 16;
+            let mut r0 = rows.start;
+            while r0 < rows.end {
+                let r1 = (r0 + ROW_BLOCK).min(rows.end);
+                for t in 0..n_tok {
+                    let a = &act[t * arb..(t + 1) * arb];
+                    // SAFETY: this thread owns output columns rows.start..rows.end.
+                    let orow = unsafe { o.slice(t * n_out + r0..t * n_out + r1) };
+                    for (k, r) in (r0..r1).enumerate() {
+                        orow[k] = dotf(n_in, &data[r * wrb..(r + 1) * wrb], a);
+                    }
+                }
+                r0 = r1;
+            }
+        });
+    }
+
+    /// Attention over the store's cached cells and the batch's own K/V, then the batch's K/V
+    /// are written into the store.
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &mut self,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        positions: &[i32],
+        store: &mut KvStore,
+        p: &crate::graph::AttnParams,
+        out: &mut [f32],
+    ) {
+        let n_tok = positions.len();
+        let (kw, vw) = (store.k_width(), store.v_width());
+        // The batch's K/V as the cache will hold them (F16).
+        let sk = &mut self.staged_k[..n_tok * kw];
+        let sv = &mut self.staged_v[..n_tok * vw];
+        sk.convert_from_f32_slice(&k[..n_tok * kw]);
+        sv.convert_from_f32_slice(&v[..n_tok * vw]);
+        // Gather the cached cells some query of the batch can see (cells at or after the
+        // batch's first position are stale: the batch replaces them), then the batch itself.
+        let pmin = *positions.iter().min().expect("non-empty batch");
+        let mut n_src = 0;
+        for (c, &pk) in store.cell_positions().iter().enumerate() {
+            let in_window = p.window.is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
+            if pk >= 0 && pk < pmin && in_window {
+                store.k_cell(c).convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
+                store.v_cell(c).convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+                self.positions[n_src] = pk;
+                n_src += 1;
+            }
+        }
+        for t in 0..n_tok {
+            sk[t * kw..(t + 1) * kw].convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
+            sv[t * vw..(t + 1) * vw].convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+            self.positions[n_src] = positions[t];
+            n_src += 1;
+        }
+        let view = attention::KvView {
+            keys: &self.keys[..n_src * kw],
+            values: &self.values[..n_src * vw],
+            positions: &self.positions[..n_src],
+        };
+        let o = SharedMut(out.as_mut_ptr());
+        let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
+        let group = p.n_head / p.n_head_kv;
+        let qw = nh * dk;
+        let ow = nh * dv;
+        let work = |ti: usize, nt: usize| {
+            let mut qbuf = [0.0f32; 512];
+            for task in split_range(n_tok * nh, ti, nt, 1) {
+                let (t, h) = (task / nh, task % nh);
+                // Queries pass through F16, as ggml's flash attention converts them.
+                let qh = &mut qbuf[..dk];
+                for (d, &x) in qh.iter_mut().zip(&q[t * qw + h * dk..t * qw + (h + 1) * dk]) {
+                    *d = f16::from_f32(x).to_f32();
+                }
+                // SAFETY: each (token, head) output slice is written by one thread.
+                let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + 1) * dv) };
+                attention::attend_head(qh, positions[t], h / group, &view, p, dst);
+            }
+        };
+        if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS * 4 {
+            self.pool.run(&work);
+        } else {
+            work(0, 1);
+        }
+        for t in 0..n_tok {
+            store.write_f16(positions[t], &sk[t * kw..(t + 1) * kw], &sv[t * vw..(t + 1) * vw]);
+        }
+    }
+}
+
+type WeightRef<'a> = (&'a str, DType);
+
+fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+}

@@ -1,0 +1,117 @@
+//! KV storage on the CPU: `n_cells` cells of F16 keys and values, each remembering the
+//! position it holds. A token at position `p` is written to cell `p % n_cells`, so a store of
+//! `n_ctx` cells is a plain cache and a store of `window` cells is a ring buffer.
+
+use half::f16;
+
+/// K and V of one attention layer.
+pub struct KvStore {
+    n_cells: usize,
+    k_width: usize,
+    v_width: usize,
+    k: Vec<f16>,
+    v: Vec<f16>,
+    /// Position held by each cell, -1 when empty.
+    cell_pos: Vec<i32>,
+}
+
+impl KvStore {
+    /// An empty store of `n_cells` cells, each with `k_width` key and `v_width` value elements
+    /// (heads × head width).
+    pub fn new(n_cells: usize, k_width: usize, v_width: usize) -> KvStore {
+        KvStore {
+            n_cells,
+            k_width,
+            v_width,
+            k: vec![f16::ZERO; n_cells * k_width],
+            v: vec![f16::ZERO; n_cells * v_width],
+            cell_pos: vec![-1; n_cells],
+        }
+    }
+
+    /// Number of cells.
+    pub fn n_cells(&self) -> usize {
+        self.n_cells
+    }
+
+    /// Key elements per cell.
+    pub fn k_width(&self) -> usize {
+        self.k_width
+    }
+
+    /// Value elements per cell.
+    pub fn v_width(&self) -> usize {
+        self.v_width
+    }
+
+    /// Bytes held by keys, values and positions.
+    pub fn bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 2 + self.cell_pos.len() * 4
+    }
+
+    /// Cells holding a token.
+    pub fn used_cells(&self) -> usize {
+        self.cell_pos.iter().filter(|&&p| p >= 0).count()
+    }
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        self.cell_pos.fill(-1);
+    }
+
+    /// Forget the tokens at positions `>= pos`.
+    pub fn truncate(&mut self, pos: i32) {
+        for p in &mut self.cell_pos {
+            if *p >= pos {
+                *p = -1;
+            }
+        }
+    }
+
+    /// The cell position `pos` goes to.
+    pub fn cell_of(&self, pos: i32) -> usize {
+        pos.rem_euclid(self.n_cells as i32) as usize
+    }
+
+    /// Position held by each cell (-1 = empty).
+    pub fn cell_positions(&self) -> &[i32] {
+        &self.cell_pos
+    }
+
+    /// Keys of cell `c`.
+    pub fn k_cell(&self, c: usize) -> &[f16] {
+        &self.k[c * self.k_width..(c + 1) * self.k_width]
+    }
+
+    /// Values of cell `c`.
+    pub fn v_cell(&self, c: usize) -> &[f16] {
+        &self.v[c * self.v_width..(c + 1) * self.v_width]
+    }
+
+    /// Store already-converted K and V for position `pos`.
+    pub fn write_f16(&mut self, pos: i32, k: &[f16], v: &[f16]) {
+        let c = self.cell_of(pos);
+        self.k[c * self.k_width..(c + 1) * self.k_width].copy_from_slice(k);
+        self.v[c * self.v_width..(c + 1) * self.v_width].copy_from_slice(v);
+        self.cell_pos[c] = pos;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_wraps_and_remembers_positions() {
+        let mut s = KvStore::new(4, 2, 2);
+        let k = [f16::ONE; 2];
+        for p in 0..6 {
+            s.write_f16(p, &k, &k);
+        }
+        assert_eq!(s.cell_positions(), &[4, 5, 2, 3]);
+        s.truncate(4);
+        assert_eq!(s.cell_positions(), &[-1, -1, 2, 3]);
+        assert_eq!(s.used_cells(), 2);
+        assert_eq!(s.bytes(), 4 * 4 * 2 + 16);
+    }
+}

@@ -1,0 +1,57 @@
+//! Looking up a model's weights by name with the shape and type the hyper-parameters imply,
+//! so a bad file is refused at load with the tensor's name, never later in a kernel.
+
+use tessera_engine::{DType, GgufFile, Tensor};
+
+use crate::error::{ModelError, Result};
+
+/// Finds and checks tensors in a GGUF file.
+pub struct WeightLoader<'a> {
+    file: &'a GgufFile,
+}
+
+impl<'a> WeightLoader<'a> {
+    /// A loader over `file`.
+    pub fn new(file: &'a GgufFile) -> Self {
+        WeightLoader { file }
+    }
+
+    /// Whether tensor `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        self.file.tensor_info(name).is_some()
+    }
+
+    /// Tensor `name`, which must have ggml-order `shape` and a computable type.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self
+            .file
+            .tensor(name)
+            .ok_or_else(|| ModelError::MissingTensor(name.into()))?;
+        if t.shape() != shape {
+            return Err(ModelError::BadShape {
+                name: name.into(),
+                expected: shape.to_vec(),
+                found: t.shape().to_vec(),
+            });
+        }
+        if !t.dtype().is_supported() || t.dtype() == DType::Q8_1 || t.dtype() == DType::Q8_K {
+            return Err(ModelError::UnsupportedDType {
+                name: name.into(),
+                dtype: t.dtype(),
+            });
+        }
+        Ok(t)
+    }
+
+    /// A norm weight: F32 vector of `n` elements.
+    pub fn norm(&self, name: &str, n: usize) -> Result<Tensor> {
+        let t = self.get(name, &[n])?;
+        if t.dtype() != DType::F32 {
+            return Err(ModelError::UnsupportedDType {
+                name: name.into(),
+                dtype: t.dtype(),
+            });
+        }
+        Ok(t)
+    }
+}
