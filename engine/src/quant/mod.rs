@@ -32,7 +32,7 @@ pub mod q4;
 pub mod q5;
 pub mod q8;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::DType;
 
