@@ -1,53 +1,146 @@
-//! Dot-product kernels of every weight format against its activation format, chosen at run
-//! time. (Scalar stand-in until the SIMD kernels land.)
+//! Dot-product kernels of every weight format against its activation format, chosen at run time.
+//!
+//! [`kernel`] returns the best [`DotKernel`] for this CPU: AVX2+FMA+F16C on x86_64 (detected once
+//! with `is_x86_feature_detected!`, never assumed at compile time), NEON on aarch64, the scalar
+//! reference from [`crate::quant`] otherwise and for every format without a SIMD version.
+//! `TESSERA_CPU_ISA=scalar` in the environment forces the scalar kernels.
+//!
+//! SIMD kernels import the block formats (layouts, helpers) from `quant`; `quant` knows nothing
+//! of them. Every SIMD kernel is checked against its scalar reference by the tests here, and
+//! every SIMD activation quantizer must produce the same bytes as the reference one.
+//!
+//! Activation rows must come from the quantizers (values −127..=127, never −128): the AVX2
+//! kernels use the `sign`/`maddubs` trick, which is exact on that range.
 
-use crate::{DType, quant};
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
+#[cfg(test)]
+mod tests;
 
-/// Instruction sets the kernels are written for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use crate::DType;
+use crate::quant::{self, BlockFormat};
+use std::sync::OnceLock;
+
+/// An instruction set a kernel is written for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
-    /// Portable scalar code.
+    /// Portable scalar code (the `quant` reference).
     Scalar,
-    /// x86-64 AVX2 + FMA.
+    /// x86_64 AVX2 with FMA and F16C.
     Avx2,
-    /// AArch64 NEON.
+    /// aarch64 Advanced SIMD.
     Neon,
 }
 
-/// The kernels for one weight format.
-#[derive(Debug)]
+/// The kernels one matrix-vector product needs for a weight format.
+#[derive(Clone, Copy, Debug)]
 pub struct DotKernel {
-    /// Weight format.
+    /// The weight format.
     pub dtype: DType,
-    /// Activation format.
+    /// The activation format `vec_dot` expects (quantize the activation row to it once).
     pub vec_dot_type: DType,
-    /// Instruction set.
+    /// The instruction set of `vec_dot` (fallback entries are the scalar reference: `Scalar`).
     pub isa: Isa,
-    /// Activation quantizer.
+    /// Activation quantizer `f32 → vec_dot_type`; the same bytes as the reference quantizer.
     pub quantize_row: fn(&[f32], &mut [u8]),
-    /// Dot product of `n` elements.
+    /// `vec_dot(n, weights, activations)` over `n` elements.
     pub vec_dot: fn(usize, &[u8], &[u8]) -> f32,
 }
 
-/// The best kernel for `dtype` on this CPU.
-pub fn kernel(dtype: DType) -> Option<&'static DotKernel> {
-    use std::sync::OnceLock;
-    static TABLE: OnceLock<Vec<DotKernel>> = OnceLock::new();
-    let t = TABLE.get_or_init(|| {
-        DType::ALL
-            .iter()
-            .filter_map(|&d| {
-                let r = quant::reference(d)?;
-                let a = quant::reference(r.vec_dot_type)?;
-                Some(DotKernel {
-                    dtype: d,
-                    vec_dot_type: r.vec_dot_type,
-                    isa: Isa::Scalar,
-                    quantize_row: a.quantize_row,
-                    vec_dot: r.vec_dot,
-                })
+impl DotKernel {
+    /// The scalar reference kernel of weight format `W`.
+    const fn scalar<W: BlockFormat>(quantize_row: fn(&[f32], &mut [u8])) -> DotKernel {
+        DotKernel {
+            dtype: W::DTYPE,
+            vec_dot_type: W::VEC_DOT_TYPE,
+            isa: Isa::Scalar,
+            quantize_row,
+            vec_dot: W::vec_dot,
+        }
+    }
+}
+
+/// Scalar kernels: every supported type, with its reference activation quantizer.
+static SCALAR: [DotKernel; 15] = {
+    use quant::*;
+    [
+        DotKernel::scalar::<F32>(F32::quantize_row),
+        DotKernel::scalar::<F16>(F16::quantize_row),
+        DotKernel::scalar::<BF16>(BF16::quantize_row),
+        DotKernel::scalar::<Q4_0>(Q8_0::quantize_row),
+        DotKernel::scalar::<Q4_1>(Q8_1::quantize_row),
+        DotKernel::scalar::<Q5_0>(Q8_0::quantize_row),
+        DotKernel::scalar::<Q5_1>(Q8_1::quantize_row),
+        DotKernel::scalar::<Q8_0>(Q8_0::quantize_row),
+        DotKernel::scalar::<Q8_1>(Q8_1::quantize_row),
+        DotKernel::scalar::<Q2_K>(Q8_K::quantize_row),
+        DotKernel::scalar::<Q3_K>(Q8_K::quantize_row),
+        DotKernel::scalar::<Q4_K>(Q8_K::quantize_row),
+        DotKernel::scalar::<Q5_K>(Q8_K::quantize_row),
+        DotKernel::scalar::<Q6_K>(Q8_K::quantize_row),
+        DotKernel::scalar::<Q8_K>(Q8_K::quantize_row),
+    ]
+};
+
+/// Whether the CPU can run the kernels of `isa` (independent of `TESSERA_CPU_ISA`).
+pub fn isa_available(isa: Isa) -> bool {
+    match isa {
+        Isa::Scalar => true,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            static OK: OnceLock<bool> = OnceLock::new();
+            *OK.get_or_init(|| {
+                is_x86_feature_detected!("avx2")
+                    && is_x86_feature_detected!("fma")
+                    && is_x86_feature_detected!("f16c")
             })
-            .collect()
-    });
-    t.iter().find(|k| k.dtype == dtype)
+        }
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => {
+            static OK: OnceLock<bool> = OnceLock::new();
+            *OK.get_or_init(|| std::arch::is_aarch64_feature_detected!("neon"))
+        }
+        #[allow(unreachable_patterns)]
+        _ => false,
+    }
+}
+
+/// The best instruction set of this CPU, decided once. `TESSERA_CPU_ISA=scalar` forces
+/// [`Isa::Scalar`].
+pub fn detected_isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var("TESSERA_CPU_ISA").is_ok_and(|v| v.eq_ignore_ascii_case("scalar")) {
+            return Isa::Scalar;
+        }
+        [Isa::Avx2, Isa::Neon]
+            .into_iter()
+            .find(|i| isa_available(*i))
+            .unwrap_or(Isa::Scalar)
+    })
+}
+
+/// The best kernel for weight format `dtype` on this CPU, `None` for unsupported types.
+pub fn kernel(dtype: DType) -> Option<&'static DotKernel> {
+    kernel_for(detected_isa(), dtype)
+}
+
+/// The kernel for `dtype` written for `isa`, falling back to the scalar one where `isa` has none
+/// for that format. `None` for unsupported types, and for an `isa` this CPU cannot run.
+pub fn kernel_for(isa: Isa, dtype: DType) -> Option<&'static DotKernel> {
+    if !isa_available(isa) {
+        return None;
+    }
+    let simd: &'static [DotKernel] = match isa {
+        Isa::Scalar => &[],
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &avx2::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => &neon::KERNELS,
+        #[allow(unreachable_patterns)]
+        _ => &[],
+    };
+    simd.iter().chain(SCALAR.iter()).find(|k| k.dtype == dtype)
 }

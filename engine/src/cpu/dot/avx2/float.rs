@@ -1,0 +1,89 @@
+//! AVX2 float kernels: F32·F32 and F16·F16 dot products (four 8-lane FMA accumulators) and the
+//! F16 activation conversion (F16C, round to nearest even like the reference).
+
+use super::hsum_ps;
+use crate::quant::float::f16_to_f32;
+use std::arch::x86_64::*;
+
+pub(super) fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 4 * n && a.len() >= 4 * n);
+    let n = n.min(w.len() / 4).min(a.len() / 4);
+    // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; reads
+    // stay inside the first `n` elements.
+    let mut sum = unsafe { f32_impl(n / 32, w.as_ptr(), a.as_ptr()) };
+    for i in n / 32 * 32..n {
+        let x = f32::from_le_bytes(w[4 * i..4 * i + 4].try_into().unwrap());
+        let y = f32::from_le_bytes(a[4 * i..4 * i + 4].try_into().unwrap());
+        sum += x * y;
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f32_impl(n32: usize, w: *const u8, a: *const u8) -> f32 {
+    let (w, a) = (w as *const f32, a as *const f32);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n32 {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let off = 32 * i + 8 * k;
+            let (x, y) = unsafe { (_mm256_loadu_ps(w.add(off)), _mm256_loadu_ps(a.add(off))) };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+    }
+    hsum_ps(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ))
+}
+
+pub(super) fn vec_dot_f16(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    debug_assert!(w.len() >= 2 * n && a.len() >= 2 * n);
+    let n = n.min(w.len() / 2).min(a.len() / 2);
+    // SAFETY: as in `vec_dot_f32`.
+    let mut sum = unsafe { f16_impl(n / 32, w.as_ptr(), a.as_ptr()) };
+    for i in n / 32 * 32..n {
+        sum += f16_to_f32([w[2 * i], w[2 * i + 1]]) * f16_to_f32([a[2 * i], a[2 * i + 1]]);
+    }
+    sum
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_impl(n32: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for i in 0..n32 {
+        for (k, acc) in acc.iter_mut().enumerate() {
+            let off = 2 * (32 * i + 8 * k);
+            let (x, y) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(w.add(off) as *const __m128i)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(a.add(off) as *const __m128i)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+    }
+    hsum_ps(_mm256_add_ps(
+        _mm256_add_ps(acc[0], acc[1]),
+        _mm256_add_ps(acc[2], acc[3]),
+    ))
+}
+
+pub(super) fn quantize_row_f16(src: &[f32], dst: &mut [u8]) {
+    debug_assert_eq!(dst.len(), 2 * src.len());
+    let n = src.len().min(dst.len() / 2);
+    // SAFETY: as in `vec_dot_f32`; writes stay inside the first `n` elements of `dst`.
+    unsafe { f16_rows(n / 8, src.as_ptr(), dst.as_mut_ptr()) };
+    for i in n / 8 * 8..n {
+        dst[2 * i..2 * i + 2].copy_from_slice(&half::f16::from_f32(src[i]).to_bits().to_le_bytes());
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_rows(n8: usize, src: *const f32, dst: *mut u8) {
+    for i in 0..n8 {
+        unsafe {
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.add(8 * i)));
+            _mm_storeu_si128(dst.add(16 * i) as *mut __m128i, h);
+        }
+    }
+}

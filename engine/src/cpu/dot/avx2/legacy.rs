@@ -1,0 +1,199 @@
+//! AVX2 kernels of the 32-element formats: Q4_0, Q4_1, Q5_0 and Q8_0 dot products and the
+//! Q8_0/Q8_1 activation quantizers (byte-identical to the reference, `roundf` included).
+
+use super::{dot_i8_i8, dot_u8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, hsum_ps, load};
+use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
+use crate::quant::q5::Q5_0_BYTES;
+use crate::quant::q8::{Q8_0_BYTES, Q8_1_BYTES, QK};
+use std::arch::x86_64::*;
+
+/// Number of whole blocks both rows hold, at most `n / QK`.
+#[inline(always)]
+fn blocks(n: usize, w: &[u8], wb: usize, a: &[u8], ab: usize) -> usize {
+    debug_assert!(w.len() >= n / QK * wb && a.len() >= n / QK * ab);
+    (n / QK).min(w.len() / wb).min(a.len() / ab)
+}
+
+/// The 32 nibbles of 16 bytes at `p` as bytes: low nibbles (elements 0..16) in the low lane,
+/// high nibbles (16..32) in the high lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn nibbles(p: *const u8) -> __m256i {
+    let b = unsafe { _mm_loadu_si128(p as *const __m128i) };
+    let m = _mm_set1_epi8(0x0f);
+    let lo = _mm_and_si128(b, m);
+    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
+    _mm256_set_m128i(hi, lo)
+}
+
+/// 0xFF in byte `j` where bit `j` of the little-endian u32 at `p` is set, 0 elsewhere.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+    let qh = unsafe { (p as *const u32).read_unaligned() };
+    let v = _mm256_set1_epi32(qh as i32);
+    // Byte j takes byte j / 8 of qh...
+    let idx = _mm256_setr_epi8(
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3,
+        3, 3,
+    );
+    let bytes = _mm256_shuffle_epi8(v, idx);
+    // ...and tests bit j % 8 of it.
+    let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201u64 as i64);
+    _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit)
+}
+
+pub(super) fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q8_0_BYTES, a, Q8_0_BYTES);
+    // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present, and
+    // every read below is inside the first `nb` blocks of `w` and `a`.
+    unsafe { q8_0_impl(nb, w.as_ptr(), a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..nb {
+        let (x, y) = unsafe { (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES)) };
+        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        let p = unsafe { dot_i8_i8(load(x.add(2)), load(y.add(2))) };
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+pub(super) fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q4_0_BYTES, a, Q8_0_BYTES);
+    // SAFETY: as in `vec_dot_q8_0`.
+    unsafe { q4_0_impl(nb, w.as_ptr(), a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let eight = _mm256_set1_epi8(8);
+    for i in 0..nb {
+        let (x, y) = unsafe { (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES)) };
+        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        let qx = unsafe { _mm256_sub_epi8(nibbles(x.add(2)), eight) };
+        let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+pub(super) fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q4_1_BYTES, a, Q8_1_BYTES);
+    // SAFETY: as in `vec_dot_q8_0`.
+    unsafe { q4_1_impl(nb, w.as_ptr(), a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for i in 0..nb {
+        let (x, y) = unsafe { (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES)) };
+        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        summs += unsafe { f16_at(x.add(2)) * f16_at(y.add(2)) };
+        let p = unsafe { dot_u8_i8(nibbles(x.add(4)), load(y.add(4))) };
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc) + summs
+}
+
+pub(super) fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q5_0_BYTES, a, Q8_0_BYTES);
+    // SAFETY: as in `vec_dot_q8_0`.
+    unsafe { q5_0_impl(nb, w.as_ptr(), a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let high = _mm256_set1_epi8(0xf0u8 as i8);
+    for i in 0..nb {
+        let (x, y) = unsafe { (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES)) };
+        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        // q − 16 = nibble when bit 4 is set, nibble − 16 (= nibble | 0xF0 as i8) when not.
+        let qx = unsafe {
+            _mm256_or_si256(
+                nibbles(x.add(6)),
+                _mm256_andnot_si256(bits_to_bytes(x.add(2)), high),
+            )
+        };
+        let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+    }
+    hsum_ps(acc)
+}
+
+/// `roundf` (ties away from zero) of each lane, exactly.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn round_away(v: __m256) -> __m256 {
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(v);
+    let sign = _mm256_and_ps(v, _mm256_set1_ps(-0.0));
+    let abs_frac = _mm256_andnot_ps(_mm256_set1_ps(-0.0), _mm256_sub_ps(v, t));
+    let up = _mm256_cmp_ps::<_CMP_GE_OQ>(abs_frac, _mm256_set1_ps(0.5));
+    _mm256_add_ps(
+        t,
+        _mm256_and_ps(up, _mm256_or_ps(sign, _mm256_set1_ps(1.0))),
+    )
+}
+
+/// Quantize 32 floats at `x` to i8 at `q` as ggml's Q8_0/Q8_1 reference; returns (d, Σq).
+///
+/// # Safety
+/// `x..x + 32` f32 readable, `q..q + 32` writable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
+    let v: [__m256; 4] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.add(8 * k)) });
+    let abs = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
+    let m = _mm256_max_ps(
+        _mm256_max_ps(abs(v[0]), abs(v[1])),
+        _mm256_max_ps(abs(v[2]), abs(v[3])),
+    );
+    let d = hmax_ps(m) / 127.0;
+    let id = _mm256_set1_ps(if d != 0.0 { 1.0 / d } else { 0.0 });
+    let i = v.map(|v| _mm256_cvttps_epi32(round_away(_mm256_mul_ps(v, id))));
+    let sum = hsum_epi32(_mm256_add_epi32(
+        _mm256_add_epi32(i[0], i[1]),
+        _mm256_add_epi32(i[2], i[3]),
+    ));
+    // Pack 4×8 i32 to 32 i8; the packs interleave 128-bit lanes, the permute restores order.
+    let p16 = [
+        _mm256_packs_epi32(i[0], i[1]),
+        _mm256_packs_epi32(i[2], i[3]),
+    ];
+    let p8 = _mm256_packs_epi16(p16[0], p16[1]);
+    let p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    unsafe { _mm256_storeu_si256(q as *mut __m256i, p8) };
+    (d, sum)
+}
+
+pub(super) fn quantize_row_q8_0(src: &[f32], dst: &mut [u8]) {
+    debug_assert_eq!(dst.len(), src.len() / QK * Q8_0_BYTES);
+    // SAFETY: AVX2/FMA/F16C present (see `vec_dot_q8_0`); `q8_block` gets whole blocks.
+    unsafe { q8_rows(src, dst, Q8_0_BYTES) }
+}
+
+pub(super) fn quantize_row_q8_1(src: &[f32], dst: &mut [u8]) {
+    debug_assert_eq!(dst.len(), src.len() / QK * Q8_1_BYTES);
+    // SAFETY: as in `quantize_row_q8_0`.
+    unsafe { q8_rows(src, dst, Q8_1_BYTES) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q8_rows(src: &[f32], dst: &mut [u8], bb: usize) {
+    let with_sum = bb == Q8_1_BYTES;
+    let off = if with_sum { 4 } else { 2 };
+    for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(bb)) {
+        let (d, sum) = unsafe { q8_block(x.as_ptr(), b.as_mut_ptr().add(off)) };
+        b[..2].copy_from_slice(&f16_bytes(d));
+        if with_sum {
+            b[2..4].copy_from_slice(&f16_bytes(sum as f32 * d));
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! AVX2 + FMA + F16C kernels (x86_64) and their table.
+//!
+//! Each kernel is a safe `fn` that clamps the block count to what both slices hold and calls an
+//! `unsafe` `#[target_feature]` body reading through unaligned loads. The safe functions are only
+//! reachable through [`KERNELS`], which `kernel_for` hands out only after run-time detection of
+//! AVX2, FMA and F16C.
+
+mod float;
+mod kquant;
+mod legacy;
+
+use super::{DotKernel, Isa};
+use crate::DType;
+use crate::quant::{BlockFormat, F32};
+use std::arch::x86_64::*;
+
+/// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.
+pub(super) static KERNELS: [DotKernel; 8] = [
+    k(
+        DType::F32,
+        DType::F32,
+        F32::quantize_row,
+        float::vec_dot_f32,
+    ),
+    k(
+        DType::F16,
+        DType::F16,
+        float::quantize_row_f16,
+        float::vec_dot_f16,
+    ),
+    k(
+        DType::Q4_0,
+        DType::Q8_0,
+        legacy::quantize_row_q8_0,
+        legacy::vec_dot_q4_0,
+    ),
+    k(
+        DType::Q4_1,
+        DType::Q8_1,
+        legacy::quantize_row_q8_1,
+        legacy::vec_dot_q4_1,
+    ),
+    k(
+        DType::Q5_0,
+        DType::Q8_0,
+        legacy::quantize_row_q8_0,
+        legacy::vec_dot_q5_0,
+    ),
+    k(
+        DType::Q8_0,
+        DType::Q8_0,
+        legacy::quantize_row_q8_0,
+        legacy::vec_dot_q8_0,
+    ),
+    k(
+        DType::Q4_K,
+        DType::Q8_K,
+        kquant::quantize_row_q8_k,
+        kquant::vec_dot_q4_k,
+    ),
+    k(
+        DType::Q6_K,
+        DType::Q8_K,
+        kquant::quantize_row_q8_k,
+        kquant::vec_dot_q6_k,
+    ),
+];
+
+const fn k(
+    dtype: DType,
+    vec_dot_type: DType,
+    quantize_row: fn(&[f32], &mut [u8]),
+    vec_dot: fn(usize, &[u8], &[u8]) -> f32,
+) -> DotKernel {
+    DotKernel {
+        dtype,
+        vec_dot_type,
+        isa: Isa::Avx2,
+        quantize_row,
+        vec_dot,
+    }
+}
+
+/// Sum of the eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Sum of the eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_epi32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// Largest lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hmax_ps(v: __m256) -> f32 {
+    let s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_max_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// Σ of products of unsigned bytes `u` (≤ 127 in pairs, so no i16 saturation) and signed
+/// bytes `s`, as eight i32 lanes (each the sum of four adjacent products).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+}
+
+/// Σ of products of signed bytes `x` and `y` (`y` never −128), as eight i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
+    dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// Load 32 bytes from `p`.
+///
+/// # Safety
+/// `p..p + 32` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const u8) -> __m256i {
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// The little-endian f16 at `p` as f32.
+///
+/// # Safety
+/// `p..p + 2` must be readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    let bits = unsafe { (p as *const u16).read_unaligned() };
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
+}
+
+/// `v` rounded to f16 (nearest even), as little-endian bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn f16_bytes(v: f32) -> [u8; 2] {
+    let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v));
+    (_mm_cvtsi128_si32(h) as u16).to_le_bytes()
+}

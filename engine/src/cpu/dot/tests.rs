@@ -1,0 +1,167 @@
+//! Every SIMD kernel against its scalar reference on random (never all-zero) data.
+//!
+//! `vec_dot`: for each format and several sizes, 48 random weight/activation pairs; the vector
+//! of SIMD results `a` and of reference results `b` must satisfy NMSE = Σ(a−b)²/Σa² ≤ 1e-6.
+//! Activation quantizers: byte-identical to the reference quantizer, on random rows and on
+//! blocks full of rounding ties, zeros and constants.
+
+use super::{Isa, SCALAR, detected_isa, isa_available, kernel, kernel_for};
+use crate::DType;
+use crate::quant::reference;
+use crate::quant::tests::{Rng, random_activations, random_floats, random_row, row_bytes, sizes};
+
+fn simd_isas() -> Vec<Isa> {
+    [Isa::Avx2, Isa::Neon]
+        .into_iter()
+        .filter(|i| isa_available(*i))
+        .collect()
+}
+
+fn nmse(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum();
+    let den: f64 = a.iter().map(|x| x * x).sum();
+    num / den
+}
+
+#[test]
+fn simd_vec_dot_matches_scalar() {
+    let isas = simd_isas();
+    if isas.is_empty() {
+        eprintln!("SKIPPED: no SIMD instruction set available on this CPU");
+    }
+    let mut rng = Rng::new(1234);
+    for isa in isas {
+        for s in &SCALAR {
+            let k = kernel_for(isa, s.dtype).unwrap();
+            assert_eq!((k.dtype, k.vec_dot_type), (s.dtype, s.vec_dot_type));
+            if k.isa == Isa::Scalar {
+                continue;
+            }
+            let mut lens = sizes(s.dtype);
+            if s.dtype.block_elems() == 1 {
+                lens.extend([31, 63, 65, 4095]);
+            }
+            for n in lens {
+                let (mut got, mut want) = (Vec::new(), Vec::new());
+                for _ in 0..48 {
+                    let w = random_row(&mut rng, s.dtype, n);
+                    let a = random_activations(&mut rng, s.vec_dot_type, n);
+                    got.push((k.vec_dot)(n, &w, &a) as f64);
+                    want.push((s.vec_dot)(n, &w, &a) as f64);
+                }
+                let e = nmse(&got, &want);
+                eprintln!("{isa:?} {} n={n}: NMSE {e:e}", s.dtype);
+                assert!(e <= 1e-6, "{isa:?} {} n={n}: NMSE {e:e}", s.dtype);
+            }
+        }
+    }
+}
+
+/// Rows that stress the quantizers: random, then blocks of exact rounding ties, zeros, a
+/// constant, a lone value, and a negative maximum.
+fn quantizer_inputs(rng: &mut Rng, n: usize) -> Vec<Vec<f32>> {
+    let mut rows = vec![random_floats(rng, n), random_floats(rng, n)];
+    let mut ties = vec![0.0f32; n];
+    for (i, v) in ties.iter_mut().enumerate() {
+        // With amax = 127 the Q8_0 scale is 1 and these are exact .5 ties; Q8_K's is −1 or 1.
+        *v = if i % 32 == 0 {
+            127.0
+        } else {
+            ((i % 64) as f32 - 32.0) + 0.5
+        };
+    }
+    rows.push(ties.iter().map(|v| -v).collect());
+    rows.push(ties);
+    let mut odd = random_floats(rng, n);
+    odd[..32].fill(0.0);
+    if n >= 256 {
+        odd[..256].fill(0.0);
+    }
+    let last = n - 32;
+    odd[last..].fill(-0.3);
+    odd[n / 2] = -50.0;
+    odd[n / 2 + 1] = 50.0;
+    rows.push(odd);
+    rows
+}
+
+#[test]
+fn simd_activation_quantizers_match_reference_bytes() {
+    let mut rng = Rng::new(99);
+    for isa in simd_isas() {
+        for s in &SCALAR {
+            let k = kernel_for(isa, s.dtype).unwrap();
+            let reference_q = reference(k.vec_dot_type).unwrap().quantize_row;
+            for n in [256usize, 512, 4096] {
+                for x in quantizer_inputs(&mut rng, n) {
+                    let mut got = vec![0xa5u8; row_bytes(k.vec_dot_type, n)];
+                    let mut want = vec![0x5au8; got.len()];
+                    (k.quantize_row)(&x, &mut got);
+                    reference_q(&x, &mut want);
+                    assert!(
+                        got == want,
+                        "{isa:?} {} -> {}: n={n} bytes differ",
+                        s.dtype,
+                        k.vec_dot_type
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scalar_table_is_the_reference() {
+    let mut rng = Rng::new(5);
+    for s in &SCALAR {
+        let k = kernel_for(Isa::Scalar, s.dtype).unwrap();
+        assert_eq!(k.isa, Isa::Scalar);
+        let r = reference(s.dtype).unwrap();
+        assert_eq!(k.vec_dot_type, r.vec_dot_type);
+        let n = sizes(s.dtype)[1].max(s.dtype.block_elems());
+        let w = random_row(&mut rng, s.dtype, n);
+        let a = random_activations(&mut rng, k.vec_dot_type, n);
+        assert_eq!(
+            (k.vec_dot)(n, &w, &a).to_bits(),
+            (r.vec_dot)(n, &w, &a).to_bits()
+        );
+        let x = random_floats(&mut rng, n.max(32));
+        let x = &x[..n];
+        let mut q1 = vec![0u8; row_bytes(k.vec_dot_type, n)];
+        let mut q2 = q1.clone();
+        (k.quantize_row)(x, &mut q1);
+        (reference(k.vec_dot_type).unwrap().quantize_row)(x, &mut q2);
+        assert_eq!(q1, q2);
+    }
+}
+
+#[test]
+fn dispatch() {
+    assert!(kernel(DType::IQ2_XXS).is_none());
+    assert!(kernel_for(Isa::Scalar, DType::I32).is_none());
+    for t in DType::ALL {
+        assert_eq!(kernel(t).is_some(), t.is_supported(), "{t}");
+    }
+    let isa = detected_isa();
+    assert!(isa_available(isa));
+    eprintln!("detected ISA: {isa:?}");
+    #[cfg(target_arch = "x86_64")]
+    {
+        assert!(kernel_for(Isa::Neon, DType::Q4_0).is_none());
+        if isa == Isa::Avx2 {
+            for t in [
+                DType::Q4_0,
+                DType::Q4_1,
+                DType::Q5_0,
+                DType::Q8_0,
+                DType::Q4_K,
+                DType::Q6_K,
+                DType::F16,
+                DType::F32,
+            ] {
+                assert_eq!(kernel(t).unwrap().isa, Isa::Avx2, "{t}");
+            }
+            assert_eq!(kernel(DType::Q5_K).unwrap().isa, Isa::Scalar);
+        }
+    }
+}

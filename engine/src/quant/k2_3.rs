@@ -1,0 +1,261 @@
+//! 2- and 3-bit K-quants (256-element super-blocks of 16 sub-blocks of 16), dot partner Q8_K.
+//!
+//! Both store 2-bit values the same way: for element `e = 128·h + 32·j + l` (`h < 2`, `j < 4`,
+//! `l < 32`) the bits are `(qs[32·h + l] >> 2·j) & 3`. Sub-block of element `e` is `e / 16`.
+
+use super::k8::{Q8_K_BYTES, q8k_d};
+use super::kutil::{Qkx2, make_q3_quants, make_qkx2_quants, unpack_scales_q3k};
+use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
+use crate::DType;
+
+/// `{ scales: [u8; 16], qs: [u8; 64], d: f16, dmin: f16 }`, 84 bytes. Sub-block `s` has scale
+/// `d · (scales[s] & 15)` and minimum `dmin · (scales[s] >> 4)`: `x = d·sc·q − dmin·m`.
+pub struct Q2_K;
+
+/// `{ hmask: [u8; 32], qs: [u8; 64], scales: [u8; 12], d: f16 }`, 110 bytes. Values are
+/// `q = low2 − 4·(1 − hbit)` ∈ −4..=3 where `hbit = (hmask[l] >> (4h + j)) & 1`; sixteen 6-bit
+/// scales offset by 32: `x = d · (sc − 32) · q`.
+pub struct Q3_K;
+
+/// Bytes of a Q2_K block.
+pub const Q2_K_BYTES: usize = 84;
+/// Bytes of a Q3_K block.
+pub const Q3_K_BYTES: usize = 110;
+
+/// The 256 2-bit values stored at `qs` (64 bytes), in element order.
+#[inline(always)]
+pub fn unpack2(qs: &[u8]) -> [u8; QK_K] {
+    let mut out = [0u8; QK_K];
+    for (e, o) in out.iter_mut().enumerate() {
+        let (h, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        *o = (qs[32 * h + l] >> (2 * j)) & 3;
+    }
+    out
+}
+
+/// Pack 256 2-bit values (element order) into 64 bytes.
+#[inline(always)]
+fn pack2(l: &[u8; QK_K], qs: &mut [u8]) {
+    for h in 0..2 {
+        for i in 0..32 {
+            let b = 128 * h + i;
+            qs[32 * h + i] = l[b] | (l[b + 32] << 2) | (l[b + 64] << 4) | (l[b + 96] << 6);
+        }
+    }
+}
+
+/// The 256 signed Q3_K values (−4..=3) of a block, in element order.
+#[inline(always)]
+pub fn unpack3(b: &[u8]) -> [i8; QK_K] {
+    let low = unpack2(&b[32..96]);
+    let mut out = [0i8; QK_K];
+    for (e, o) in out.iter_mut().enumerate() {
+        let (h, j, l) = (e / 128, (e % 128) / 32, e % 32);
+        let hbit = (b[l] >> (4 * h + j)) & 1;
+        *o = low[e] as i8 - if hbit != 0 { 0 } else { 4 };
+    }
+    out
+}
+
+impl BlockFormat for Q2_K {
+    const DTYPE: DType = DType::Q2_K;
+    const VEC_DOT_TYPE: DType = DType::Q8_K;
+
+    fn dequantize_row(src: &[u8], dst: &mut [f32]) {
+        debug_assert_eq!(src.len(), dst.len() / QK_K * Q2_K_BYTES);
+        let blocks = src.as_chunks::<Q2_K_BYTES>().0;
+        for (b, y) in blocks.iter().zip(dst.as_chunks_mut::<QK_K>().0) {
+            let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
+            let q = unpack2(&b[16..80]);
+            for (s, (ys, qs)) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).enumerate() {
+                let sc = b[s];
+                let dl = d * (sc & 0x0f) as f32;
+                let ml = dmin * (sc >> 4) as f32;
+                for (o, v) in ys.iter_mut().zip(qs) {
+                    *o = dl * *v as f32 - ml;
+                }
+            }
+        }
+    }
+
+    fn quantize_row(src: &[f32], dst: &mut [u8]) {
+        debug_assert_eq!(dst.len(), src.len() / QK_K * Q2_K_BYTES);
+        let p = Qkx2 {
+            nmax: 3,
+            rmin: -0.5,
+            rdelta: 0.1,
+            nstep: 15,
+            use_mad: true,
+        };
+        let blocks = dst.as_chunks_mut::<Q2_K_BYTES>().0;
+        for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
+            let mut l = [0u8; QK_K];
+            let mut scales = [0.0f32; 16];
+            let mut mins = [0.0f32; 16];
+            let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+            for j in 0..16 {
+                let xs = &x[16 * j..16 * j + 16];
+                let w: [f32; 16] = std::array::from_fn(|i| xs[i].abs());
+                let (s, m) = make_qkx2_quants(&p, xs, &w, &mut l[16 * j..16 * j + 16]);
+                scales[j] = s;
+                mins[j] = m;
+                max_scale = if s > max_scale { s } else { max_scale };
+                max_min = if m > max_min { m } else { max_min };
+            }
+            if max_scale > 0.0 {
+                let iscale = 15.0 / max_scale;
+                for j in 0..16 {
+                    b[j] = nearest_int(iscale * scales[j]) as u8;
+                }
+                put_f16(b, 80, max_scale / 15.0);
+            } else {
+                b[..16].iter_mut().for_each(|s| *s = 0);
+                put_f16(b, 80, 0.0);
+            }
+            if max_min > 0.0 {
+                let iscale = 15.0 / max_min;
+                for j in 0..16 {
+                    b[j] |= (nearest_int(iscale * mins[j]) << 4) as u8;
+                }
+                put_f16(b, 82, max_min / 15.0);
+            } else {
+                put_f16(b, 82, 0.0);
+            }
+            let (dd, dm) = (f16_at(b, 80), f16_at(b, 82));
+            for j in 0..16 {
+                let d = dd * (b[j] & 0x0f) as f32;
+                if d == 0.0 {
+                    continue;
+                }
+                let m = dm * (b[j] >> 4) as f32;
+                for i in 16 * j..16 * j + 16 {
+                    l[i] = nearest_int((x[i] + m) / d).clamp(0, 3) as u8;
+                }
+            }
+            pack2(&l, &mut b[16..80]);
+        }
+    }
+
+    fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        debug_assert!(w.len() >= n / QK_K * Q2_K_BYTES && a.len() >= n / QK_K * Q8_K_BYTES);
+        let wb = w.as_chunks::<Q2_K_BYTES>().0;
+        let ab = a.as_chunks::<Q8_K_BYTES>().0;
+        let mut sum = 0.0f32;
+        for (x, y) in wb.iter().zip(ab).take(n / QK_K) {
+            let q = unpack2(&x[16..80]);
+            let (mut isum, mut summs) = (0i32, 0i32);
+            for s in 0..16 {
+                let sc = x[s];
+                let bsum = i16::from_le_bytes([y[260 + 2 * s], y[261 + 2 * s]]) as i32;
+                summs += bsum * (sc >> 4) as i32;
+                let mut si = 0i32;
+                for i in 16 * s..16 * s + 16 {
+                    si += q[i] as i32 * y[4 + i] as i8 as i32;
+                }
+                isum += (sc & 0x0f) as i32 * si;
+            }
+            let yd = q8k_d(y);
+            sum += yd * f16_at(x, 80) * isum as f32 - yd * f16_at(x, 82) * summs as f32;
+        }
+        sum
+    }
+}
+
+impl BlockFormat for Q3_K {
+    const DTYPE: DType = DType::Q3_K;
+    const VEC_DOT_TYPE: DType = DType::Q8_K;
+
+    fn dequantize_row(src: &[u8], dst: &mut [f32]) {
+        debug_assert_eq!(src.len(), dst.len() / QK_K * Q3_K_BYTES);
+        let blocks = src.as_chunks::<Q3_K_BYTES>().0;
+        for (b, y) in blocks.iter().zip(dst.as_chunks_mut::<QK_K>().0) {
+            let d = f16_at(b, 108);
+            let sc = unpack_scales_q3k(&b[96..108]);
+            let q = unpack3(b);
+            for (s, (ys, qs)) in y.chunks_exact_mut(16).zip(q.chunks_exact(16)).enumerate() {
+                let dl = d * (sc[s] as i32 - 32) as f32;
+                for (o, v) in ys.iter_mut().zip(qs) {
+                    *o = dl * *v as f32;
+                }
+            }
+        }
+    }
+
+    fn quantize_row(src: &[f32], dst: &mut [u8]) {
+        debug_assert_eq!(dst.len(), src.len() / QK_K * Q3_K_BYTES);
+        let blocks = dst.as_chunks_mut::<Q3_K_BYTES>().0;
+        for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
+            let mut l = [0i8; QK_K];
+            let mut scales = [0.0f32; 16];
+            let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
+            for j in 0..16 {
+                scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+                if scales[j].abs() > amax {
+                    amax = scales[j].abs();
+                    max_scale = scales[j];
+                }
+            }
+            let s = &mut b[96..108];
+            s.iter_mut().for_each(|v| *v = 0);
+            if max_scale != 0.0 {
+                let iscale = -32.0 / max_scale;
+                for j in 0..16 {
+                    let v = ((nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32) as u8;
+                    if j < 8 {
+                        s[j] = v & 0x0f;
+                    } else {
+                        s[j - 8] |= (v & 0x0f) << 4;
+                    }
+                    s[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
+                }
+                put_f16(b, 108, 1.0 / iscale);
+            } else {
+                put_f16(b, 108, 0.0);
+            }
+            let sc = unpack_scales_q3k(&b[96..108]);
+            let dd = f16_at(b, 108);
+            for j in 0..16 {
+                let d = dd * (sc[j] as i32 - 32) as f32;
+                if d == 0.0 {
+                    continue;
+                }
+                for i in 16 * j..16 * j + 16 {
+                    l[i] = (nearest_int(x[i] / d).clamp(-4, 3) + 4) as i8;
+                }
+            }
+            let hmask = &mut b[..32];
+            hmask.iter_mut().for_each(|v| *v = 0);
+            let mut low = [0u8; QK_K];
+            for (e, v) in l.iter().enumerate() {
+                let mut q = *v as u8;
+                if q > 3 {
+                    hmask[e % 32] |= 1 << (e / 32);
+                    q -= 4;
+                }
+                low[e] = q;
+            }
+            pack2(&low, &mut b[32..96]);
+        }
+    }
+
+    fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
+        debug_assert!(w.len() >= n / QK_K * Q3_K_BYTES && a.len() >= n / QK_K * Q8_K_BYTES);
+        let wb = w.as_chunks::<Q3_K_BYTES>().0;
+        let ab = a.as_chunks::<Q8_K_BYTES>().0;
+        let mut sum = 0.0f32;
+        for (x, y) in wb.iter().zip(ab).take(n / QK_K) {
+            let q = unpack3(x);
+            let sc = unpack_scales_q3k(&x[96..108]);
+            let mut isum = 0i32;
+            for s in 0..16 {
+                let mut si = 0i32;
+                for i in 16 * s..16 * s + 16 {
+                    si += q[i] as i32 * y[4 + i] as i8 as i32;
+                }
+                isum += (sc[s] as i32 - 32) * si;
+            }
+            sum += (f16_at(x, 108) * q8k_d(y)) * isum as f32;
+        }
+        sum
+    }
+}

@@ -1,0 +1,255 @@
+//! Shared pieces of the K-quant reference quantizers: the scale searches of ggml's
+//! `make_qx_quants`, `make_q3_quants` and `make_qkx2_quants`, written to do the same float
+//! operations in the same order so the output bytes match ggml's `quantize_row_*_ref`.
+
+use super::nearest_int;
+
+/// ggml's `GROUP_MAX_EPS`: below this a group counts as all zeros.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Symmetric quantization of `x` to `l ∈ 0..2·nmax` (stored offset by `nmax`) with the weighted
+/// scale search of `make_qx_quants(.., rmse_type = 1, qw = NULL)` (weights `x²`). Returns the
+/// scale.
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return 0.0;
+    }
+    let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+    let mut iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        let q = quant(iscale, v);
+        *l = (q + nmax) as i8;
+        let w = v * v;
+        sumlx += w * v * q as f32;
+        suml2 += w * q as f32 * q as f32;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
+        let (mut slx, mut sl2) = (0.0f32, 0.0f32);
+        for &v in x {
+            let q = quant(iscale, v);
+            let w = v * v;
+            slx += w * v * q as f32;
+            sl2 += w * q as f32 * q as f32;
+        }
+        if sl2 > 0.0 && slx * slx > best * sl2 {
+            for (l, &v) in l_out.iter_mut().zip(x) {
+                *l = (quant(iscale, v) + nmax) as i8;
+            }
+            scale = slx / sl2;
+            best = scale * slx;
+        }
+    }
+    scale
+}
+
+/// ggml's `make_q3_quants(.., do_rmse = true)`: symmetric quantization with iterative
+/// per-element refinement. `l_out` receives `l + nmax`. Returns the scale.
+pub(crate) fn make_q3_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+    let (mut max, mut amax) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        let q = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+        *l = q as i8;
+        let w = v * v;
+        sumlx += w * v * q as f32;
+        suml2 += w * q as f32 * q as f32;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for (i, &v) in x.iter().enumerate() {
+            let w = v * v;
+            let li = l_out[i] as f32;
+            let mut slx = sumlx - w * v * li;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * li * li;
+                let new_l = nearest_int(v * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new_l != l_out[i] as i32 {
+                    slx += w * v * new_l as f32;
+                    sl2 += w * new_l as f32 * new_l as f32;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l_out[i] = new_l as i8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    for l in l_out.iter_mut() {
+        *l += nmax as i8;
+    }
+    if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
+}
+
+/// Parameters of `make_qkx2_quants`'s scale search.
+pub(crate) struct Qkx2 {
+    /// Largest quantized value.
+    pub nmax: i32,
+    /// First offset tried, added to `nmax`.
+    pub rmin: f32,
+    /// Offset step.
+    pub rdelta: f32,
+    /// Number of steps.
+    pub nstep: i32,
+    /// Minimise the weighted absolute error instead of the squared one.
+    pub use_mad: bool,
+}
+
+/// ggml's `make_qkx2_quants`: asymmetric quantization `x ≈ scale·l − min` with `l ∈ 0..=nmax`,
+/// searching the scale. Returns `(scale, min)` where `min ≥ 0` is subtracted.
+pub(crate) fn make_qkx2_quants(
+    p: &Qkx2,
+    x: &[f32],
+    weights: &[f32],
+    l_out: &mut [u8],
+) -> (f32, f32) {
+    let n = x.len();
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return (0.0, -min);
+    }
+    let nmax = p.nmax;
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let err = |diff: f32| if p.use_mad { diff.abs() } else { diff * diff };
+    let mut best_error = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l_out[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        best_error += weights[i] * err(diff);
+    }
+    if p.nstep < 1 {
+        return (scale, -min);
+    }
+    let mut laux = [0u8; 32];
+    let laux = &mut laux[..n];
+    for is in 0..=p.nstep {
+        iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = l as u8;
+            let w = weights[i];
+            let lf = l as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut cur_error = 0.0f32;
+            for i in 0..n {
+                let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                cur_error += weights[i] * err(diff);
+            }
+            if cur_error < best_error {
+                l_out[..n].copy_from_slice(laux);
+                best_error = cur_error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// Unpack the eight 6-bit scales and eight 6-bit minimums of a Q4_K/Q5_K block from its 12
+/// packed bytes (ggml's `get_scale_min_k4` for `j = 0..8`).
+#[inline(always)]
+pub fn unpack_scales_mins_k4(q: &[u8]) -> ([u8; 8], [u8; 8]) {
+    let mut sc = [0u8; 8];
+    let mut m = [0u8; 8];
+    for j in 0..4 {
+        sc[j] = q[j] & 63;
+        m[j] = q[j + 4] & 63;
+    }
+    for j in 4..8 {
+        sc[j] = (q[j + 4] & 0x0f) | ((q[j - 4] >> 6) << 4);
+        m[j] = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+    (sc, m)
+}
+
+/// Pack eight 6-bit scales and minimums into 12 bytes (inverse of [`unpack_scales_mins_k4`]).
+#[inline(always)]
+pub(crate) fn pack_scales_mins_k4(sc: &[u8; 8], m: &[u8; 8], q: &mut [u8]) {
+    q[..12].iter_mut().for_each(|b| *b = 0);
+    for j in 0..8 {
+        let (ls, lm) = (sc[j], m[j]);
+        if j < 4 {
+            q[j] = ls;
+            q[j + 4] = lm;
+        } else {
+            q[j + 4] = (ls & 0x0f) | ((lm & 0x0f) << 4);
+            q[j - 4] |= (ls >> 4) << 6;
+            q[j] |= (lm >> 4) << 6;
+        }
+    }
+}
+
+/// Unpack the sixteen 6-bit Q3_K scales (still offset by 32) from their 12 packed bytes.
+#[inline(always)]
+pub fn unpack_scales_q3k(s: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (j, o) in out.iter_mut().enumerate() {
+        let lo = if j < 8 { s[j] & 0x0f } else { s[j - 8] >> 4 };
+        let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+        *o = lo | (hi << 4);
+    }
+    out
+}
