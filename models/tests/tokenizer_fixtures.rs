@@ -174,11 +174,6 @@ mod tokenizer {
                 .map(|s| s["id"].as_u64().unwrap() as u32)
                 .collect();
             assert_eq!(step_ids, generated, "{}: step ids", path.display());
-            if let Some(&last) = generated.last() {
-                if generated.len() < 512 && tok.is_eog(last) {
-                    println!("{}: ends with EOG {last}", path.display());
-                }
-            }
         }
     }
 

@@ -214,10 +214,10 @@ impl Bpe {
                 // Not a token: emit the single-byte tokens its mapped text contains.
                 let bytes = &word[sym.start as usize..(sym.start + sym.len) as usize];
                 for &b in bytes {
-                    if self.byte_char[b as usize].is_ascii() {
-                        if let Some(id) = self.single_byte_token[b as usize] {
-                            out.push(id);
-                        }
+                    if self.byte_char[b as usize].is_ascii()
+                        && let Some(id) = self.single_byte_token[b as usize]
+                    {
+                        out.push(id);
                     }
                 }
             }

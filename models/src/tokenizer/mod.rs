@@ -80,7 +80,7 @@ pub enum TokenizerError {
 #[derive(Clone, Debug)]
 enum Model {
     /// Byte-level BPE with merges.
-    Bpe(Bpe),
+    Bpe(Box<Bpe>),
     /// SentencePiece-style merges by score, with `<0xNN>` byte fallback.
     Spm {
         byte_tokens: Box<[Option<u32>; 256]>,
@@ -197,7 +197,12 @@ impl Tokenizer {
                         pre_name.unwrap_or_default()
                     );
                 }
-                model = Model::Bpe(Bpe::new(&vocab, merges, cfg.pre, cfg.ignore_merges));
+                model = Model::Bpe(Box::new(Bpe::new(
+                    &vocab,
+                    merges,
+                    cfg.pre,
+                    cfg.ignore_merges,
+                )));
                 (bos, eos, unk) = (Some(11), Some(11), None);
                 add_bos = cfg.add_bos;
                 add_space_prefix = false;
@@ -382,14 +387,13 @@ impl Tokenizer {
                 }
             };
         }
-        if a & attr::BYTE != 0 {
-            if let Some(b) = text
+        if a & attr::BYTE != 0
+            && let Some(b) = text
                 .strip_prefix("<0x")
                 .and_then(|h| h.strip_suffix('>'))
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                return vec![b];
-            }
+        {
+            return vec![b];
         }
         Vec::new()
     }
