@@ -33,7 +33,8 @@ pub mod attr {
     }
 }
 
-const EMPTY: u32 = u32::MAX;
+/// An empty slot of the hash table.
+const EMPTY: u64 = u64::MAX;
 
 /// Token texts, scores and attributes with text → id lookup.
 #[derive(Clone, Debug)]
@@ -42,7 +43,9 @@ pub(crate) struct Vocab {
     offsets: Vec<u32>,
     scores: Vec<f32>,
     attrs: Vec<u8>,
-    table: Vec<u32>,
+    /// Slots of `(hash >> 32) << 32 | id`: the high hash bits let most probes skip the text
+    /// comparison (and the cache miss it costs).
+    table: Vec<u64>,
     max_len: usize,
 }
 
@@ -109,15 +112,17 @@ impl Vocab {
         let mask = cap - 1;
         for id in 0..n as u32 {
             let text = v.text(id).as_bytes();
-            let mut slot = hash_bytes(text) as usize & mask;
+            let h = hash_bytes(text);
+            let entry = (h & !0xffff_ffff) | u64::from(id);
+            let mut slot = h as usize & mask;
             loop {
                 let cur = v.table[slot];
                 if cur == EMPTY {
-                    v.table[slot] = id;
+                    v.table[slot] = entry;
                     break;
                 }
-                if v.text(cur).as_bytes() == text {
-                    v.table[slot] = id;
+                if (cur ^ h) >> 32 == 0 && v.text(cur as u32).as_bytes() == text {
+                    v.table[slot] = entry;
                     break;
                 }
                 slot = (slot + 1) & mask;
@@ -158,14 +163,15 @@ impl Vocab {
             return None;
         }
         let mask = self.table.len() - 1;
-        let mut slot = hash_bytes(bytes) as usize & mask;
+        let h = hash_bytes(bytes);
+        let mut slot = h as usize & mask;
         loop {
-            let id = self.table[slot];
-            if id == EMPTY {
+            let cur = self.table[slot];
+            if cur == EMPTY {
                 return None;
             }
-            if self.text(id).as_bytes() == bytes {
-                return Some(id);
+            if (cur ^ h) >> 32 == 0 && self.text(cur as u32).as_bytes() == bytes {
+                return Some(cur as u32);
             }
             slot = (slot + 1) & mask;
         }
