@@ -20,6 +20,8 @@ mod pretokenize;
 mod special;
 mod spm;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod unicode;
 mod unicode_tables;
 mod vocab;
@@ -171,6 +173,9 @@ impl Tokenizer {
     /// `tokenizer.ggml.pre` falls back to GPT-2's split with a warning on stderr.
     pub fn from_gguf(meta: &Metadata) -> Result<Tokenizer, TokenizerError> {
         let model_name = meta.str("tokenizer.ggml.model")?;
+        if !matches!(model_name, "gpt2" | "llama") {
+            return Err(TokenizerError::UnsupportedModel(model_name.to_owned()));
+        }
         let tokens = meta.str_array("tokenizer.ggml.tokens")?;
         let n = tokens.len();
         if n == 0 {
