@@ -1,9 +1,9 @@
 //! Tokenizers built from GGUF metadata alone: byte-level BPE (`gpt2`) and SentencePiece-style
 //! (`llama`), reproducing llama.cpp's `llama_tokenize` and `token_to_piece` id for id.
 //!
-//! Encoding runs in three steps: special tokens are cut out of the text ([`special`]), each
-//! remaining raw fragment is tokenized by the model's algorithm ([`bpe`] after the
-//! pre-tokenizer of [`pretokenize`], or [`spm`]), and BOS/EOS are added when asked. Decoding maps
+//! Encoding runs in three steps: special tokens are cut out of the text (`special.rs`), each
+//! remaining raw fragment is tokenized by the model's algorithm (`bpe.rs` after the
+//! pre-tokenizer of `pretokenize.rs`, or `spm.rs`), and BOS/EOS are added when asked. Decoding maps
 //! each id to the bytes it stands for; [`StreamDecoder`] does so incrementally.
 //!
 //! ```no_run

@@ -6,9 +6,9 @@
 //! tokens are candidates only when `parse_special` is set; user-defined tokens always are.
 //!
 //! Running that rule over thousands of candidates (Gemma has 6400) for every call would be slow,
-//! so a cheap scan first finds which candidates occur in the text at all (a walk over the
-//! lexicographically sorted candidate texts from every position whose byte can start one), and
-//! only those are applied in priority order, which gives the same fragments.
+//! so an Aho–Corasick automaton over all candidate texts first finds, in one linear pass, which
+//! candidates occur in the text at all; only those are applied in priority order, which gives the
+//! same fragments.
 
 use super::vocab::{Vocab, attr};
 use std::ops::Range;
@@ -22,34 +22,124 @@ pub(crate) enum Fragment {
     Token(u32),
 }
 
-/// The candidate special tokens of a vocabulary.
+/// No node / no token.
+const NONE: u32 = u32::MAX;
+
+/// The candidate special tokens of a vocabulary, as an Aho–Corasick automaton over their bytes.
+///
+/// Node 0 is the root. Transitions are stored per node, sorted by byte, in one flat array (the
+/// root's also in a dense table); `fail` is the longest proper suffix that is also a trie node,
+/// `out` the candidate ending exactly at a node and `dict` the nearest node on the fail chain
+/// that has one.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SpecialTokens {
-    /// Candidate ids sorted by their texts, for the presence scan.
-    lex: Vec<u32>,
-    /// Bytes that start at least one candidate.
-    first_byte: Vec<bool>,
+    n_candidates: usize,
+    root_next: Vec<u32>,
+    trans_start: Vec<u32>,
+    trans: Vec<(u8, u32)>,
+    fail: Vec<u32>,
+    out: Vec<u32>,
+    dict: Vec<u32>,
 }
 
 impl SpecialTokens {
     /// Collects the tokens with CONTROL, USER_DEFINED or UNKNOWN attributes.
     pub fn new(vocab: &Vocab) -> SpecialTokens {
-        let mut lex: Vec<u32> = (0..vocab.len() as u32)
-            .filter(|&id| {
-                vocab.attr(id) & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
-            })
-            .collect();
-        lex.sort_by(|&a, &b| vocab.text(a).cmp(vocab.text(b)).then(a.cmp(&b)));
-        let mut first_byte = vec![false; 256];
-        for &id in &lex {
-            first_byte[vocab.text(id).as_bytes()[0] as usize] = true;
+        let special = attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN;
+        let mut children: Vec<Vec<(u8, u32)>> = vec![Vec::new()];
+        let mut out = vec![NONE];
+        let mut n_candidates = 0;
+        for id in 0..vocab.len() as u32 {
+            if vocab.attr(id) & special == 0 {
+                continue;
+            }
+            n_candidates += 1;
+            let mut node = 0usize;
+            for &b in vocab.text(id).as_bytes() {
+                node = match children[node].iter().find(|&&(c, _)| c == b) {
+                    Some(&(_, next)) => next as usize,
+                    None => {
+                        let next = children.len();
+                        children[node].push((b, next as u32));
+                        children.push(Vec::new());
+                        out.push(NONE);
+                        next
+                    }
+                };
+            }
+            // Equal texts: the lower id has priority and claims every occurrence.
+            out[node] = out[node].min(id);
         }
-        SpecialTokens { lex, first_byte }
+        let n = children.len();
+        let mut trans_start = Vec::with_capacity(n + 1);
+        let mut trans = Vec::new();
+        for c in &mut children {
+            c.sort_unstable();
+            trans_start.push(trans.len() as u32);
+            trans.extend_from_slice(c);
+        }
+        trans_start.push(trans.len() as u32);
+        let mut root_next = vec![NONE; 256];
+        for &(b, next) in &children[0] {
+            root_next[b as usize] = next;
+        }
+        let mut st = SpecialTokens {
+            n_candidates,
+            root_next,
+            trans_start,
+            trans,
+            fail: vec![0; n],
+            out,
+            dict: vec![NONE; n],
+        };
+        // Breadth-first, so that every node's fail target is final before its children need it.
+        let mut queue = std::collections::VecDeque::from([0u32]);
+        while let Some(u) = queue.pop_front() {
+            for &(b, v) in &children[u as usize] {
+                let f = if u == 0 {
+                    0
+                } else {
+                    let mut f = st.fail[u as usize];
+                    loop {
+                        if let Some(w) = st.next(f, b) {
+                            break w;
+                        }
+                        if f == 0 {
+                            break 0;
+                        }
+                        f = st.fail[f as usize];
+                    }
+                };
+                st.fail[v as usize] = f;
+                st.dict[v as usize] = if st.out[f as usize] != NONE {
+                    f
+                } else {
+                    st.dict[f as usize]
+                };
+                queue.push_back(v);
+            }
+        }
+        st
+    }
+
+    /// The goto transition of `node` on byte `b`.
+    #[inline]
+    fn next(&self, node: u32, b: u8) -> Option<u32> {
+        if node == 0 {
+            let n = self.root_next[b as usize];
+            return (n != NONE).then_some(n);
+        }
+        let (s, e) = (
+            self.trans_start[node as usize] as usize,
+            self.trans_start[node as usize + 1] as usize,
+        );
+        let t = &self.trans[s..e];
+        t.binary_search_by_key(&b, |&(c, _)| c).ok().map(|i| t[i].1)
     }
 
     /// Number of candidate tokens.
     pub fn len(&self) -> usize {
-        self.lex.len()
+        self.n_candidates
     }
 
     /// Whether candidate `id` may be matched under `parse_special`.
@@ -57,35 +147,37 @@ impl SpecialTokens {
         parse_special || vocab.attr(id) & (attr::CONTROL | attr::UNKNOWN) == 0
     }
 
-    /// The candidates occurring somewhere in `text`, in priority order.
+    /// The candidates occurring somewhere in `text`, in priority order (longest first, then
+    /// lowest id).
     fn present(&self, vocab: &Vocab, text: &[u8], parse_special: bool) -> Vec<u32> {
         let mut found: Vec<u32> = Vec::new();
-        for start in 0..text.len() {
-            if !self.first_byte[text[start] as usize] {
-                continue;
-            }
-            let (mut lo, mut hi) = (0, self.lex.len());
-            for (depth, &b) in text[start..].iter().enumerate() {
-                let key = |id: &u32| vocab.text(*id).as_bytes().get(depth).copied();
-                // Within lo..hi every text shares the first `depth` bytes; shorter ones sort first.
-                let range = &self.lex[lo..hi];
-                let new_lo = lo + range.partition_point(|id| key(id).is_none_or(|c| c < b));
-                let new_hi = lo + range.partition_point(|id| key(id).is_none_or(|c| c <= b));
-                (lo, hi) = (new_lo, new_hi);
-                if lo >= hi {
-                    break;
+        if self.n_candidates == 0 {
+            return found;
+        }
+        let mut seen = vec![false; self.out.len()];
+        let mut state = 0u32;
+        for &b in text {
+            state = loop {
+                if let Some(n) = self.next(state, b) {
+                    break n;
                 }
-                // Equal texts with different ids can only come from a vocabulary with
-                // duplicates; all of them are candidates.
-                let mut i = lo;
-                while i < hi && vocab.text(self.lex[i]).len() == depth + 1 {
-                    found.push(self.lex[i]);
-                    i += 1;
+                if state == 0 {
+                    break 0;
                 }
+                state = self.fail[state as usize];
+            };
+            let mut n = if self.out[state as usize] != NONE {
+                state
+            } else {
+                self.dict[state as usize]
+            };
+            // A node already reported had its whole dictionary chain reported with it.
+            while n != NONE && !seen[n as usize] {
+                seen[n as usize] = true;
+                found.push(self.out[n as usize]);
+                n = self.dict[n as usize];
             }
         }
-        found.sort_unstable();
-        found.dedup();
         found.retain(|&id| Self::allowed(vocab, id, parse_special));
         found.sort_by(|&a, &b| {
             let (la, lb) = (vocab.text(a).len(), vocab.text(b).len());
@@ -156,6 +248,34 @@ mod tests {
                 Fragment::Token(2)
             ]
         );
+    }
+
+    #[test]
+    fn presence_scan_agrees_with_naive_search() {
+        let texts = [
+            "ab", "abc", "b", "bab", "cab", "abab", "<x>", "x>", "aaa", "ca",
+        ];
+        let types = vec![4; texts.len()];
+        let v = Vocab::new(&texts, None, Some(&types));
+        let s = SpecialTokens::new(&v);
+        // A small deterministic generator over an alphabet that makes many overlaps.
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..500 {
+            let len = (seed % 24) as usize;
+            let text: String = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    b"abc<x>"[(seed % 6) as usize] as char
+                })
+                .collect();
+            let mut want: Vec<u32> = (0..texts.len() as u32)
+                .filter(|&id| text.contains(v.text(id)))
+                .collect();
+            want.sort_by(|&a, &b| v.text(b).len().cmp(&v.text(a).len()).then(a.cmp(&b)));
+            assert_eq!(s.present(&v, text.as_bytes(), true), want, "{text:?}");
+        }
     }
 
     #[test]
