@@ -43,14 +43,16 @@ pub(crate) struct Vocab {
     offsets: Vec<u32>,
     scores: Vec<f32>,
     attrs: Vec<u8>,
-    /// Slots of `(hash >> 32) << 32 | id`: the high hash bits let most probes skip the text
-    /// comparison (and the cache miss it costs).
+    /// Linear-probing slots of `(hash as u32) << 32 | id`, each entry's home slot given by the
+    /// top bits of its hash; the stored low hash bits let most probes skip the text comparison.
     table: Vec<u64>,
+    /// `64 - log2(table.len())`: the shift that turns a hash into its home slot.
+    shift: u32,
     max_len: usize,
 }
 
 /// A fast, non-cryptographic hash of a byte string (word-at-a-time multiply–rotate, then a
-/// finalizer so that the low bits used for the table index are well mixed).
+/// finalizer so that both the high and the low bits are well mixed).
 pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut h = bytes.len() as u64;
@@ -106,29 +108,55 @@ impl Vocab {
             offsets,
             scores,
             attrs,
-            table: vec![EMPTY; cap],
+            table: Vec::new(),
+            shift: 64 - cap.trailing_zeros(),
             max_len,
         };
-        let mask = cap - 1;
-        for id in 0..n as u32 {
-            let text = v.text(id).as_bytes();
-            let h = hash_bytes(text);
-            let entry = (h & !0xffff_ffff) | u64::from(id);
-            let mut slot = h as usize & mask;
-            loop {
-                let cur = v.table[slot];
-                if cur == EMPTY {
-                    v.table[slot] = entry;
-                    break;
-                }
-                if (cur ^ h) >> 32 == 0 && v.text(cur as u32).as_bytes() == text {
-                    v.table[slot] = entry;
-                    break;
-                }
-                slot = (slot + 1) & mask;
+        v.table = v.build_table(cap);
+        v
+    }
+
+    /// Fills the hash table. Random-order insertion would cost a cache miss per token (tens of
+    /// ms for 262k tokens), so entries are sorted by hash, which is also by home slot, and
+    /// written in one sweep: each goes to the first free slot at or after its home, and the few
+    /// that run past the end wrap to the first free slots at the start. Every slot between an
+    /// entry's home and its position is then occupied, as linear-probing lookup requires.
+    fn build_table(&self, cap: usize) -> Vec<u64> {
+        let n = self.len() as u32;
+        let mut entries: Vec<(u64, u32)> = (0..n)
+            .map(|id| (hash_bytes(self.text(id).as_bytes()), id))
+            .collect();
+        entries.sort_unstable();
+        let mut table = vec![EMPTY; cap];
+        let mut cursor = 0;
+        let mut wrapped = Vec::new();
+        for (i, &(h, id)) in entries.iter().enumerate() {
+            // Equal texts have equal hashes and sort by id: the last id wins. (Texts are only
+            // read on a full hash match, so the sweep itself touches nothing but the table.)
+            let shadowed = entries[i + 1..]
+                .iter()
+                .take_while(|&&(h2, _)| h2 == h)
+                .any(|&(_, id2)| self.text(id2) == self.text(id));
+            if shadowed {
+                continue;
+            }
+            let entry = (h << 32) | u64::from(id);
+            let pos = ((h >> self.shift) as usize).max(cursor);
+            if pos < cap {
+                table[pos] = entry;
+                cursor = pos + 1;
+            } else {
+                wrapped.push(entry);
             }
         }
-        v
+        let mut slot = 0;
+        for entry in wrapped {
+            while table[slot] != EMPTY {
+                slot += 1;
+            }
+            table[slot] = entry;
+        }
+        table
     }
 
     /// Number of tokens.
@@ -164,13 +192,13 @@ impl Vocab {
         }
         let mask = self.table.len() - 1;
         let h = hash_bytes(bytes);
-        let mut slot = h as usize & mask;
+        let mut slot = (h >> self.shift) as usize;
         loop {
             let cur = self.table[slot];
             if cur == EMPTY {
                 return None;
             }
-            if (cur ^ h) >> 32 == 0 && self.text(cur as u32).as_bytes() == bytes {
+            if (cur >> 32) as u32 == h as u32 && self.text(cur as u32).as_bytes() == bytes {
                 return Some(cur as u32);
             }
             slot = (slot + 1) & mask;
@@ -194,5 +222,17 @@ mod tests {
         assert_eq!(v.text(2), "[EMPTY_2]");
         assert_eq!(v.attr(3), attr::CONTROL);
         assert_eq!(v.score(1), 0.0);
+    }
+
+    #[test]
+    fn every_token_is_found_in_a_full_table() {
+        // Enough tokens for clusters and for entries that wrap past the table's end.
+        let tokens: Vec<String> = (0..5000).map(|i| format!("t{i}")).collect();
+        let v = Vocab::new(&tokens, None, None);
+        for (i, t) in tokens.iter().enumerate() {
+            assert_eq!(v.lookup(t.as_bytes()), Some(i as u32));
+        }
+        assert_eq!(v.lookup(b"t5000"), None);
+        assert_eq!(v.lookup(b"x"), None);
     }
 }
