@@ -73,7 +73,11 @@ mod tokenizer {
             GEMMA => &GEM,
             _ => panic!("unknown model {name}"),
         };
-        cell.get_or_init(|| load(name)).as_ref()
+        let tok = cell.get_or_init(|| load(name)).as_ref();
+        if tok.is_none() {
+            println!("skipped: model {name} is missing");
+        }
+        tok
     }
 
     fn read_json(path: &Path) -> Value {
