@@ -273,7 +273,7 @@ impl Sampler {
         if p.penalties_active() {
             self.apply_penalties();
         }
-        if !(p.temp > 0.0) {
+        if p.temp.is_nan() || p.temp <= 0.0 {
             return argmax(&self.cand);
         }
 
