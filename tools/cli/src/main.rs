@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 
 /// Tessera: run quantized LLMs from GGUF files.
 #[derive(Parser, Debug)]
-#[command(name = "tessera", version, about, long_about = None)]
+#[command(name = "tessera", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

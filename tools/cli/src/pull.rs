@@ -8,8 +8,7 @@ use crate::CliResult;
 /// Arguments of `tessera pull`.
 #[derive(Args, Debug)]
 pub struct PullArgs {
-    /// Registry name of the model (`--list` shows them); pulls every known model when omitted
-    /// together with `--all`.
+    /// Registry name of the model (`--list` shows them).
     #[arg(required_unless_present_any = ["list", "all"])]
     name: Option<String>,
     /// Pull every known model.
