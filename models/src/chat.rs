@@ -1,1 +1,619 @@
 //! Chat templates: rendering GGUF `tokenizer.chat_template` with minijinja.
+//!
+//! The template sees what Hugging Face's `apply_chat_template` gives it: `messages` (a list of
+//! `{role, content}`), `add_generation_prompt`, `bos_token`, `eos_token` and
+//! `raise_exception(msg)`, with Python string methods (`.strip()`, `.startswith()` …) from
+//! minijinja-contrib's pycompat, `strftime_now(fmt)`, and Jinja2 as transformers configures
+//! it (`trim_blocks` and `lstrip_blocks` on).
+//!
+//! A file without a template gets a built-in one: Gemma's turn format for `gemma*`
+//! architectures (llama.cpp does the same for Gemma files), ChatML for everything else.
+//!
+//! When the tokenizer adds BOS itself (`tokenizer.ggml.add_bos_token`), [`ChatTemplate::render`]
+//! removes a BOS text the template writes at the very start, as llama.cpp does, so the prompt
+//! does not get two; the result is the text to tokenize with special tokens parsed.
+//! [`ChatTemplate::render_raw`] returns the template's output untouched. (Only a leading BOS
+//! is dropped, and only then: SmolLM2's BOS text is `<|im_start|>`, which starts every turn.)
+
+use minijinja::{Environment, Error, ErrorKind, Value, context};
+use serde::Serialize;
+use tessera_engine::gguf::Metadata;
+
+/// One message of a conversation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant` (templates may know others, e.g. `tool`).
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with any role.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+
+    /// A system message.
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new("system", content)
+    }
+
+    /// A user message.
+    pub fn user(content: impl Into<String>) -> Self {
+        Self::new("user", content)
+    }
+
+    /// An assistant message.
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Self::new("assistant", content)
+    }
+}
+
+/// Where a template came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TemplateOrigin {
+    /// The file's `tokenizer.chat_template`.
+    Gguf,
+    /// Given by the caller ([`ChatTemplate::new`]).
+    Custom,
+    /// Built-in Gemma format (the file had no template, architecture `gemma*`).
+    BuiltinGemma,
+    /// Built-in ChatML (the file had no template).
+    BuiltinChatMl,
+}
+
+/// A chat template failed to compile or to render.
+#[derive(Debug, thiserror::Error)]
+pub enum ChatError {
+    /// The template's syntax is not understood.
+    #[error("chat template does not compile: {0}")]
+    Compile(String),
+    /// Rendering failed (including `raise_exception` called by the template).
+    #[error("chat template failed: {0}")]
+    Render(String),
+}
+
+/// Built-in ChatML: `<|im_start|>role\ncontent<|im_end|>\n` per message.
+pub const CHATML_TEMPLATE: &str = r#"
+{%- for m in messages -%}
+  {{- '<|im_start|>' ~ m.role ~ '\n' ~ m.content ~ '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<|im_start|>assistant\n' -}}
+{%- endif -%}
+"#;
+
+/// Built-in Gemma turn format: the assistant is `model`, a leading system message is put in
+/// front of the first user turn, turns must alternate user/model.
+pub const GEMMA_TEMPLATE: &str = r#"
+{{- bos_token -}}
+{%- if messages and messages[0].role == 'system' -%}
+  {%- set prefix = (messages[0].content | trim) ~ '\n\n' -%}
+  {%- set turns = messages[1:] -%}
+{%- else -%}
+  {%- set prefix = '' -%}
+  {%- set turns = messages -%}
+{%- endif -%}
+{%- for m in turns -%}
+  {%- if (m.role == 'user') != (loop.index0 is even) -%}
+    {{- raise_exception('Gemma conversations must alternate user/assistant/user/...') -}}
+  {%- endif -%}
+  {{- '<start_of_turn>' ~ ('model' if m.role == 'assistant' else m.role) ~ '\n' -}}
+  {{- (prefix if loop.first else '') ~ (m.content | trim) ~ '<end_of_turn>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<start_of_turn>model\n' -}}
+{%- endif -%}
+"#;
+
+/// A compiled chat template with the model's BOS and EOS texts.
+#[derive(Debug)]
+pub struct ChatTemplate {
+    source: String,
+    origin: TemplateOrigin,
+    env: Environment<'static>,
+    compile_error: Option<String>,
+    bos_text: String,
+    eos_text: String,
+    strip_bos: bool,
+}
+
+const NAME: &str = "chat";
+
+impl ChatTemplate {
+    /// The template of a GGUF file (`tokenizer.chat_template`), or the built-in fallback when
+    /// it has none. `bos_text`/`eos_text` are the texts of the BOS and EOS tokens (`<bos>`,
+    /// `<|im_end|>` …), passed to the template as `bos_token` and `eos_token`.
+    ///
+    /// A template that does not compile is reported by [`render`](Self::render). A leading BOS
+    /// is stripped from renderings when the file says the tokenizer adds one
+    /// (`tokenizer.ggml.add_bos_token`; when absent, SentencePiece-style `llama` tokenizers do).
+    pub fn from_gguf(meta: &Metadata, bos_text: &str, eos_text: &str) -> ChatTemplate {
+        let mut t = if let Ok(Some(src)) = meta.opt_str("tokenizer.chat_template") {
+            Self::build(src.to_string(), TemplateOrigin::Gguf, bos_text, eos_text)
+        } else {
+            let arch = meta.opt_str("general.architecture").ok().flatten();
+            let (src, origin) = if arch.is_some_and(|a| a.starts_with("gemma")) {
+                (GEMMA_TEMPLATE, TemplateOrigin::BuiltinGemma)
+            } else {
+                (CHATML_TEMPLATE, TemplateOrigin::BuiltinChatMl)
+            };
+            Self::build(src.to_string(), origin, bos_text, eos_text)
+        };
+        t.strip_bos = match meta.opt_bool("tokenizer.ggml.add_bos_token") {
+            Ok(Some(b)) => b,
+            _ => meta.opt_str("tokenizer.ggml.model").ok().flatten() == Some("llama"),
+        };
+        t
+    }
+
+    /// A template given as source text (e.g. from `--chat-template-file`). It keeps a leading
+    /// BOS the template writes unless [`set_strip_bos`](Self::set_strip_bos) says otherwise.
+    pub fn new(source: &str, bos_text: &str, eos_text: &str) -> Result<ChatTemplate, ChatError> {
+        let t = Self::build(
+            source.to_string(),
+            TemplateOrigin::Custom,
+            bos_text,
+            eos_text,
+        );
+        match &t.compile_error {
+            Some(e) => Err(ChatError::Compile(e.clone())),
+            None => Ok(t),
+        }
+    }
+
+    fn build(source: String, origin: TemplateOrigin, bos: &str, eos: &str) -> ChatTemplate {
+        let mut env = Environment::new();
+        // Jinja2 as transformers sets it up.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        let compile_error = env
+            .add_template_owned(NAME, source.clone())
+            .err()
+            .map(|e| error_text(&e));
+        ChatTemplate {
+            source,
+            origin,
+            env,
+            compile_error,
+            bos_text: bos.to_string(),
+            eos_text: eos.to_string(),
+            strip_bos: false,
+        }
+    }
+
+    /// Whether [`render`](Self::render) drops a leading BOS text (set it when the tokenizer
+    /// adds BOS by itself).
+    pub fn set_strip_bos(&mut self, strip: bool) {
+        self.strip_bos = strip;
+    }
+
+    /// Whether [`render`](Self::render) drops a leading BOS text.
+    pub fn strips_bos(&self) -> bool {
+        self.strip_bos
+    }
+
+    /// The template's source text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// Where the template came from.
+    pub fn origin(&self) -> TemplateOrigin {
+        self.origin
+    }
+
+    /// Render a conversation, ending with the assistant's turn opener when
+    /// `add_generation_prompt`. A BOS text the template writes at the start is removed when
+    /// the tokenizer adds BOS itself ([`strips_bos`](Self::strips_bos)).
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        let mut s = self.render_raw(messages, add_generation_prompt)?;
+        if self.strip_bos && !self.bos_text.is_empty() && s.starts_with(&self.bos_text) {
+            s.drain(..self.bos_text.len());
+        }
+        Ok(s)
+    }
+
+    /// Render exactly what the template writes.
+    pub fn render_raw(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
+        if let Some(e) = &self.compile_error {
+            return Err(ChatError::Compile(e.clone()));
+        }
+        let tmpl = self
+            .env
+            .get_template(NAME)
+            .map_err(|e| ChatError::Compile(error_text(&e)))?;
+        tmpl.render(context! {
+            messages => messages,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_text,
+            eos_token => &self.eos_text,
+        })
+        .map_err(|e| ChatError::Render(error_text(&e)))
+    }
+}
+
+/// The error with its chain of causes (minijinja puts the interesting part in the source).
+fn error_text(e: &Error) -> String {
+    let mut s = e.to_string();
+    let mut cur: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// `raise_exception(msg)`: templates call it to refuse a conversation.
+fn raise_exception(msg: String) -> Result<Value, Error> {
+    Err(Error::new(ErrorKind::InvalidOperation, msg))
+}
+
+/// `strftime_now(fmt)`: the current UTC date and time; knows `%Y %m %d %e %H %M %S %b %B %a %A
+/// %y %j %%` (enough for the date lines templates print).
+fn strftime_now(fmt: String) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    strftime(&fmt, secs)
+}
+
+fn strftime(fmt: &str, unix_secs: u64) -> String {
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    let days = (unix_secs / 86_400) as i64;
+    let rem = unix_secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let before: [u32; 12] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334];
+    let yday = before[m as usize - 1] + d + u32::from(leap && m > 2);
+    let month = MONTHS[m as usize - 1];
+    let weekday = DAYS[days.rem_euclid(7) as usize];
+    let mut out = String::new();
+    let mut it = fmt.chars();
+    while let Some(c) = it.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('Y') => out.push_str(&y.to_string()),
+            Some('y') => out.push_str(&format!("{:02}", y % 100)),
+            Some('m') => out.push_str(&format!("{m:02}")),
+            Some('d') => out.push_str(&format!("{d:02}")),
+            Some('e') => out.push_str(&format!("{d:>2}")),
+            Some('j') => out.push_str(&format!("{yday:03}")),
+            Some('H') => out.push_str(&format!("{:02}", rem / 3600)),
+            Some('M') => out.push_str(&format!("{:02}", rem / 60 % 60)),
+            Some('S') => out.push_str(&format!("{:02}", rem % 60)),
+            Some('b') => out.push_str(&month[..3]),
+            Some('B') => out.push_str(month),
+            Some('a') => out.push_str(&weekday[..3]),
+            Some('A') => out.push_str(weekday),
+            Some('%') => out.push('%'),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// Proleptic Gregorian (year, month 1-12, day 1-31) of a day count since 1970-01-01.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_engine::gguf::MetaValue;
+
+    /// Metadata of a model whose tokenizer adds BOS.
+    fn meta(arch: &str, template: Option<&str>) -> Metadata {
+        let mut m = Metadata::new();
+        m.insert("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(true));
+        m.insert(
+            "general.architecture".into(),
+            MetaValue::String(arch.into()),
+        );
+        if let Some(t) = template {
+            m.insert(
+                "tokenizer.chat_template".into(),
+                MetaValue::String(t.into()),
+            );
+        }
+        m
+    }
+
+    fn conversation() -> Vec<ChatMessage> {
+        vec![
+            ChatMessage::system("Be brief."),
+            ChatMessage::user("Hi!"),
+            ChatMessage::assistant("Hello."),
+            ChatMessage::user("Name a colour."),
+        ]
+    }
+
+    #[test]
+    fn chatml_fallback() {
+        let t = ChatTemplate::from_gguf(&meta("llama", None), "<s>", "</s>");
+        assert_eq!(t.origin(), TemplateOrigin::BuiltinChatMl);
+        assert_eq!(
+            t.render(&conversation(), true).unwrap(),
+            "<|im_start|>system\nBe brief.<|im_end|>\n\
+             <|im_start|>user\nHi!<|im_end|>\n\
+             <|im_start|>assistant\nHello.<|im_end|>\n\
+             <|im_start|>user\nName a colour.<|im_end|>\n\
+             <|im_start|>assistant\n"
+        );
+        let no_prompt = t.render(&[ChatMessage::user("x")], false).unwrap();
+        assert_eq!(no_prompt, "<|im_start|>user\nx<|im_end|>\n");
+    }
+
+    #[test]
+    fn bos_is_only_stripped_when_the_tokenizer_adds_it() {
+        // SmolLM2-like: BOS text "<|im_start|>", no BOS added by the tokenizer.
+        let mut m = Metadata::new();
+        m.insert(
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("gpt2".into()),
+        );
+        m.insert(
+            "tokenizer.ggml.add_bos_token".into(),
+            MetaValue::Bool(false),
+        );
+        let t = ChatTemplate::from_gguf(&m, "<|im_start|>", "<|im_end|>");
+        assert!(!t.strips_bos());
+        let out = t.render(&[ChatMessage::user("x")], true).unwrap();
+        assert!(out.starts_with("<|im_start|>user"), "{out}");
+        // Without the key, SentencePiece tokenizers add BOS, BPE ones do not.
+        let mut m = Metadata::new();
+        m.insert(
+            "tokenizer.ggml.model".into(),
+            MetaValue::String("llama".into()),
+        );
+        assert!(ChatTemplate::from_gguf(&m, "<s>", "</s>").strips_bos());
+        assert!(!ChatTemplate::from_gguf(&Metadata::new(), "<s>", "</s>").strips_bos());
+    }
+
+    #[test]
+    fn gemma_fallback_folds_the_system_prompt() {
+        let t = ChatTemplate::from_gguf(&meta("gemma3", None), "<bos>", "<eos>");
+        assert_eq!(t.origin(), TemplateOrigin::BuiltinGemma);
+        let want = "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
+                    <start_of_turn>model\nHello.<end_of_turn>\n\
+                    <start_of_turn>user\nName a colour.<end_of_turn>\n\
+                    <start_of_turn>model\n";
+        assert_eq!(t.render(&conversation(), true).unwrap(), want);
+        assert_eq!(
+            t.render_raw(&conversation(), true).unwrap(),
+            format!("<bos>{want}")
+        );
+        // Without a system message, and content is trimmed.
+        assert_eq!(
+            t.render(&[ChatMessage::user("  Hi \n")], false).unwrap(),
+            "<start_of_turn>user\nHi<end_of_turn>\n"
+        );
+        // Two user turns in a row are refused.
+        let e = t
+            .render(&[ChatMessage::user("a"), ChatMessage::user("b")], true)
+            .unwrap_err();
+        assert!(e.to_string().contains("alternate"), "{e}");
+    }
+
+    #[test]
+    fn template_features() {
+        let src = "{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}\
+                   {{ raise_exception('no system') }}{% endif %}\
+                   [{{ m['role'].upper() }}:{{ m.content.strip() }}]\
+                   {%- if m.content.strip().startswith('Hi') %}*{% endif %}{% endfor %}\
+                   {% if add_generation_prompt %}{{ eos_token }}{% endif %}";
+        let t = ChatTemplate::from_gguf(&meta("llama", Some(src)), "<s>", "</s>");
+        assert_eq!(t.origin(), TemplateOrigin::Gguf);
+        let msgs = [ChatMessage::user(" Hi "), ChatMessage::assistant("yo")];
+        assert_eq!(
+            t.render(&msgs, true).unwrap(),
+            "[USER:Hi]*[ASSISTANT:yo]</s>"
+        );
+        assert_eq!(
+            t.render_raw(&msgs, false).unwrap(),
+            "<s>[USER:Hi]*[ASSISTANT:yo]"
+        );
+        let e = t.render(&conversation(), true).unwrap_err();
+        assert!(matches!(e, ChatError::Render(_)));
+        assert!(e.to_string().contains("no system"), "{e}");
+    }
+
+    #[test]
+    fn trim_and_lstrip_blocks_like_transformers() {
+        let src = "{% for m in messages %}\n    {% if true %}\n{{ m.content }}\n    {% endif %}\n{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        assert_eq!(
+            t.render(&[ChatMessage::user("a"), ChatMessage::user("b")], false)
+                .unwrap(),
+            "a\nb\n"
+        );
+    }
+
+    #[test]
+    fn bad_templates_are_reported() {
+        assert!(matches!(
+            ChatTemplate::new("{% for %}", "", ""),
+            Err(ChatError::Compile(_))
+        ));
+        let t = ChatTemplate::from_gguf(&meta("llama", Some("{{ x")), "", "");
+        assert!(matches!(t.render(&[], true), Err(ChatError::Compile(_))));
+    }
+
+    #[test]
+    fn strftime_formats() {
+        // 2024-02-29 13:05:09 UTC, a Thursday, day 60.
+        let t = 1_709_211_909;
+        assert_eq!(
+            strftime("%d %b %Y, %A %H:%M:%S %j %% %B %e %y", t),
+            "29 Feb 2024, Thursday 13:05:09 060 % February 29 24"
+        );
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
+        assert!(t.render(&[], false).unwrap().starts_with("20"));
+    }
+
+    /// Real models and llama.cpp's fixtures. A missing file fails the test unless
+    /// `TESSERA_ALLOW_MISSING_MODELS=1`.
+    mod real {
+        use super::super::*;
+        use super::conversation;
+        use std::path::{Path, PathBuf};
+        use tessera_engine::GgufFile;
+
+        fn require(p: PathBuf) -> Option<PathBuf> {
+            if p.exists() {
+                return Some(p);
+            }
+            if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
+                eprintln!("skipped: {} is missing", p.display());
+                return None;
+            }
+            panic!(
+                "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1)",
+                p.display()
+            );
+        }
+
+        fn fixtures_dir() -> PathBuf {
+            std::env::var_os("TESSERA_FIXTURES")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+                })
+        }
+
+        /// The model's template with its BOS/EOS texts, and llama.cpp's chat prompt.
+        fn load(file: &str, fixture: &str) -> Option<(ChatTemplate, String)> {
+            let path = require(crate::registry::models_dir().join(file))?;
+            let fx = require(fixtures_dir().join(format!("greedy/{fixture}--chat.json")))?;
+            let f = GgufFile::open(path).unwrap();
+            let meta = f.metadata();
+            let tokens = meta.str_array("tokenizer.ggml.tokens").unwrap();
+            let text = |k: &str| tokens[meta.u32(k).unwrap() as usize].clone();
+            let t = ChatTemplate::from_gguf(
+                meta,
+                &text("tokenizer.ggml.bos_token_id"),
+                &text("tokenizer.ggml.eos_token_id"),
+            );
+            let v: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(fx).unwrap()).unwrap();
+            Some((t, v["prompt"].as_str().unwrap().to_string()))
+        }
+
+        /// The text between `open` and `close` in `s`.
+        fn between<'a>(s: &'a str, open: &str, close: &str) -> &'a str {
+            let start = s.find(open).unwrap() + open.len();
+            let len = s[start..].find(close).unwrap();
+            &s[start..start + len]
+        }
+
+        #[test]
+        fn smollm2() {
+            let Some((t, prompt)) = load(
+                "smollm2-135m-instruct-q4_1.gguf",
+                "smollm2-135m-instruct-q4_1",
+            ) else {
+                return;
+            };
+            assert_eq!(t.origin(), TemplateOrigin::Gguf);
+            assert_eq!(
+                t.render(&conversation(), true).unwrap(),
+                "<|im_start|>system\nBe brief.<|im_end|>\n\
+                 <|im_start|>user\nHi!<|im_end|>\n\
+                 <|im_start|>assistant\nHello.<|im_end|>\n\
+                 <|im_start|>user\nName a colour.<|im_end|>\n\
+                 <|im_start|>assistant\n"
+            );
+            // llama.cpp's rendering of one user message (the template adds its default
+            // system prompt); SmolLM2 adds no BOS, and the template writes none.
+            let user = between(&prompt, "<|im_start|>user\n", "<|im_end|>");
+            let ours = t.render(&[ChatMessage::user(user)], true).unwrap();
+            assert_eq!(ours, prompt);
+            assert_eq!(
+                t.render_raw(&[ChatMessage::user(user)], true).unwrap(),
+                prompt
+            );
+        }
+
+        #[test]
+        fn gemma3() {
+            let Some((t, prompt)) = load("gemma-3-270m-q4_k_m.gguf", "gemma-3-270m-q4_k_m") else {
+                return;
+            };
+            // The file has no template: the built-in Gemma format is used.
+            assert_eq!(t.origin(), TemplateOrigin::BuiltinGemma);
+            assert_eq!(
+                t.render(&conversation(), true).unwrap(),
+                "<start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n\
+                 <start_of_turn>model\nHello.<end_of_turn>\n\
+                 <start_of_turn>user\nName a colour.<end_of_turn>\n\
+                 <start_of_turn>model\n"
+            );
+            // llama.cpp's prompt has no "<bos>" text: its tokenizer adds BOS (id 2) because
+            // add_bos_token is true. The template writes "<bos>" like Gemma's own Jinja
+            // template; render() drops it, render_raw() keeps it.
+            let user = between(&prompt, "<start_of_turn>user\n", "<end_of_turn>");
+            let msgs = [ChatMessage::user(user)];
+            assert_eq!(t.render(&msgs, true).unwrap(), prompt);
+            assert_eq!(t.render_raw(&msgs, true).unwrap(), format!("<bos>{prompt}"));
+        }
+    }
+}

@@ -1,3 +1,43 @@
-//! The `tessera` command line.
+//! The `tessera` command line: a thin dispatcher over one module per subcommand.
 
-fn main() {}
+mod info;
+mod pull;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Tessera: run quantized LLMs from GGUF files.
+#[derive(Parser, Debug)]
+#[command(name = "tessera", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Download a model from the registry into the models directory (verifies its SHA-256).
+    Pull(pull::PullArgs),
+    /// Show a GGUF file's metadata, hyper-parameters, tokenizer, tensors and KV-cache size.
+    Info(info::InfoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pull(args) => pull::run(args),
+        Command::Info(args) => info::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Error type of the subcommands: anything printable.
+pub type CliResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
