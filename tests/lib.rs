@@ -67,7 +67,11 @@ pub struct Greedy {
 pub fn greedy(model: &str, name: &str) -> Greedy {
     let v = fixture(&format!("greedy/{model}--{name}.json"));
     let ids = |k: &str| -> Vec<u32> {
-        v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
     };
     let steps = v["steps"].as_array().unwrap();
     Greedy {
@@ -85,6 +89,9 @@ pub fn greedy(model: &str, name: &str) -> Greedy {
                     .collect()
             })
             .collect(),
-        pieces: steps.iter().map(|s| s["piece"].as_str().unwrap().to_string()).collect(),
+        pieces: steps
+            .iter()
+            .map(|s| s["piece"].as_str().unwrap().to_string())
+            .collect(),
     }
 }

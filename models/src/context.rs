@@ -55,10 +55,14 @@ impl Context {
     /// A context for `model`.
     pub fn new(model: Arc<Model>, params: ContextParams) -> Result<Context> {
         if params.n_ctx == 0 {
-            return Err(ModelError::InvalidInput("context size must be at least 1".into()));
+            return Err(ModelError::InvalidInput(
+                "context size must be at least 1".into(),
+            ));
         }
         if params.n_batch == 0 {
-            return Err(ModelError::InvalidInput("batch size must be at least 1".into()));
+            return Err(ModelError::InvalidInput(
+                "batch size must be at least 1".into(),
+            ));
         }
         let kv = KvCache::new(model.hparams(), params.n_ctx, params.kv_ring);
         Ok(Context {
@@ -149,7 +153,11 @@ impl Context {
             let last_chunk = row + n == tokens.len();
             let key = (n, all_logits);
             if !self.graphs.contains_key(&key) {
-                let out = if all_logits { OutputRows::All } else { OutputRows::Last };
+                let out = if all_logits {
+                    OutputRows::All
+                } else {
+                    OutputRows::Last
+                };
                 let graph = self.model.arch().build_graph(n, out);
                 let prepared = self
                     .exec

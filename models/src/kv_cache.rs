@@ -43,7 +43,13 @@ impl KvCache {
             .collect();
         let stores = policies
             .iter()
-            .map(|p| KvStore::new(p.cells(), hp.n_head_kv * hp.head_dim, hp.n_head_kv * hp.head_dim_v))
+            .map(|p| {
+                KvStore::new(
+                    p.cells(),
+                    hp.n_head_kv * hp.head_dim,
+                    hp.n_head_kv * hp.head_dim_v,
+                )
+            })
             .collect();
         KvCache {
             policies,

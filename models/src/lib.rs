@@ -12,6 +12,7 @@ pub mod llama;
 pub mod model;
 pub mod registry;
 pub mod sampler;
+pub mod session;
 pub mod tokenizer;
 pub mod weights;
 
@@ -19,3 +20,4 @@ pub use context::{Context, ContextParams};
 pub use error::{ModelError, Result};
 pub use hparams::HParams;
 pub use model::Model;
+pub use session::{Flow, GenerationStats, Session, SessionParams};

@@ -6,13 +6,17 @@ use std::path::Path;
 use tessera_engine::GgufFile;
 
 use crate::arch::{self, Architecture};
-use crate::error::Result;
+use crate::chat::ChatTemplate;
+use crate::error::{ModelError, Result};
 use crate::hparams::{HParams, RopeOverrides};
+use crate::tokenizer::Tokenizer;
 
-/// A model ready to run.
+/// A model ready to run: weights, tokenizer and chat template.
 pub struct Model {
     file: GgufFile,
     arch: Box<dyn Architecture>,
+    tokenizer: Tokenizer,
+    chat_template: ChatTemplate,
 }
 
 impl Model {
@@ -26,8 +30,45 @@ impl Model {
     pub fn from_file(file: GgufFile, rope: &RopeOverrides) -> Result<Model> {
         let mut hp = HParams::from_gguf(file.metadata())?;
         hp.apply_rope_overrides(rope)?;
+        let tokenizer = Tokenizer::from_gguf(file.metadata())
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        if tokenizer.n_vocab() != hp.n_vocab {
+            return Err(ModelError::InvalidHParam {
+                key: "tokenizer.ggml.tokens".into(),
+                why: format!(
+                    "{} tokens, but the embedding has {} rows",
+                    tokenizer.n_vocab(),
+                    hp.n_vocab
+                ),
+            });
+        }
+        let text = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.token_text(i))
+                .unwrap_or("")
+                .to_string()
+        };
+        let chat_template = ChatTemplate::from_gguf(
+            file.metadata(),
+            &text(tokenizer.bos()),
+            &text(tokenizer.eos()),
+        );
         let arch = arch::load(&file, hp)?;
-        Ok(Model { file, arch })
+        Ok(Model {
+            file,
+            arch,
+            tokenizer,
+            chat_template,
+        })
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template (the file's, or a fallback).
+    pub fn chat_template(&self) -> &ChatTemplate {
+        &self.chat_template
     }
 
     /// The GGUF file.

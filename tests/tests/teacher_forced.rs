@@ -66,7 +66,10 @@ fn check(file: &str, fixture_model: &str, name: &str, kv_ring: bool) {
         "{name}: {} steps, {compared} argmax compared, worst top-5 logit diff {worst:.4} at step {worst_at}",
         fx.top5.len()
     );
-    assert!(worst <= LOGIT_TOL, "{name}: worst logit difference {worst} at step {worst_at}");
+    assert!(
+        worst <= LOGIT_TOL,
+        "{name}: worst logit difference {worst} at step {worst_at}"
+    );
 }
 
 fn argmax(v: &[f32]) -> u32 {

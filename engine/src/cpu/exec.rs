@@ -15,7 +15,9 @@ use crate::{DType, quant};
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     /// Token and position counts differ from the graph's batch size.
-    #[error("the graph takes {expected} tokens, the step has {tokens} tokens and {positions} positions")]
+    #[error(
+        "the graph takes {expected} tokens, the step has {tokens} tokens and {positions} positions"
+    )]
     BatchSize {
         /// Tokens per step of the graph.
         expected: usize,
@@ -171,7 +173,9 @@ impl CpuExecutor {
             match node.op {
                 Op::MatMul { w, x } => {
                     let k = g.graph.weight(w);
-                    let vdt = dot::kernel(k.dtype()).map(|k| k.vec_dot_type).unwrap_or(DType::F32);
+                    let vdt = dot::kernel(k.dtype())
+                        .map(|k| k.vec_dot_type)
+                        .unwrap_or(DType::F32);
                     let cols = g.graph.node(x).cols;
                     let bytes = vdt.row_bytes(cols as u64).unwrap_or(0) as usize;
                     grow(&mut self.act, bytes * g.graph.node(x).rows);
@@ -276,15 +280,11 @@ impl CpuExecutor {
             }
             Op::Mul { a, b } => {
                 let (a, b) = (input(a), input(b));
-                self.rows_parallel(node, out, &|r, o| {
-                    elementwise::mul(&a[r.clone()], &b[r], o)
-                });
+                self.rows_parallel(node, out, &|r, o| elementwise::mul(&a[r.clone()], &b[r], o));
             }
             Op::Add { a, b } => {
                 let (a, b) = (input(a), input(b));
-                self.rows_parallel(node, out, &|r, o| {
-                    elementwise::add(&a[r.clone()], &b[r], o)
-                });
+                self.rows_parallel(node, out, &|r, o| elementwise::add(&a[r.clone()], &b[r], o));
             }
             Op::Scale { x, s } => {
                 let x = input(x);
@@ -371,7 +371,10 @@ impl CpuExecutor {
     ) {
         let (n_tok, n_in) = (xn.rows, xn.cols);
         let n_out = w.n_rows();
-        let arb = kernel.vec_dot_type.row_bytes(n_in as u64).expect("whole blocks") as usize;
+        let arb = kernel
+            .vec_dot_type
+            .row_bytes(n_in as u64)
+            .expect("whole blocks") as usize;
         let act = &mut self.act[..arb * n_tok];
         if n_tok * n_in >= PARALLEL_MIN_ELEMS && n_tok > 1 {
             let a = SharedMut(act.as_mut_ptr());
@@ -384,7 +387,10 @@ impl CpuExecutor {
             });
         } else {
             for t in 0..n_tok {
-                (kernel.quantize_row)(&x[t * n_in..(t + 1) * n_in], &mut act[t * arb..(t + 1) * arb]);
+                (kernel.quantize_row)(
+                    &x[t * n_in..(t + 1) * n_in],
+                    &mut act[t * arb..(t + 1) * arb],
+                );
             }
         }
         let act = &self.act[..arb * n_tok];
@@ -437,17 +443,25 @@ impl CpuExecutor {
         let pmin = *positions.iter().min().expect("non-empty batch");
         let mut n_src = 0;
         for (c, &pk) in store.cell_positions().iter().enumerate() {
-            let in_window = p.window.is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
+            let in_window = p
+                .window
+                .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
             if pk >= 0 && pk < pmin && in_window {
-                store.k_cell(c).convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-                store.v_cell(c).convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+                store
+                    .k_cell(c)
+                    .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
+                store
+                    .v_cell(c)
+                    .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
                 self.positions[n_src] = pk;
                 n_src += 1;
             }
         }
         for t in 0..n_tok {
-            sk[t * kw..(t + 1) * kw].convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-            sv[t * vw..(t + 1) * vw].convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+            sk[t * kw..(t + 1) * kw]
+                .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
+            sv[t * vw..(t + 1) * vw]
+                .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
             self.positions[n_src] = positions[t];
             n_src += 1;
         }
@@ -467,7 +481,10 @@ impl CpuExecutor {
                 let (t, h) = (task / nh, task % nh);
                 // Queries pass through F16, as ggml's flash attention converts them.
                 let qh = &mut qbuf[..dk];
-                for (d, &x) in qh.iter_mut().zip(&q[t * qw + h * dk..t * qw + (h + 1) * dk]) {
+                for (d, &x) in qh
+                    .iter_mut()
+                    .zip(&q[t * qw + h * dk..t * qw + (h + 1) * dk])
+                {
                     *d = f16::from_f32(x).to_f32();
                 }
                 // SAFETY: each (token, head) output slice is written by one thread.
@@ -481,7 +498,11 @@ impl CpuExecutor {
             work(0, 1);
         }
         for t in 0..n_tok {
-            store.write_f16(positions[t], &sk[t * kw..(t + 1) * kw], &sv[t * vw..(t + 1) * vw]);
+            store.write_f16(
+                positions[t],
+                &sk[t * kw..(t + 1) * kw],
+                &sv[t * vw..(t + 1) * vw],
+            );
         }
     }
 }

@@ -115,8 +115,7 @@ fn worker(s: Arc<Shared>, idx: usize) {
             let mut sleepers = s.sleepers.lock().unwrap();
             *sleepers += 1;
             // Re-check under the lock so a wake-up between the load and the wait is not lost.
-            while s.generation.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire)
-            {
+            while s.generation.load(Ordering::Acquire) == seen && !s.stop.load(Ordering::Acquire) {
                 sleepers = s.wake.wait(sleepers).unwrap();
             }
             *sleepers -= 1;
@@ -126,7 +125,11 @@ fn worker(s: Arc<Shared>, idx: usize) {
             return;
         }
         seen = gen_now;
-        let job = s.job.lock().unwrap().expect("a job is set before the generation moves");
+        let job = s
+            .job
+            .lock()
+            .unwrap()
+            .expect("a job is set before the generation moves");
         // SAFETY: see `run`: the closure outlives this call.
         unsafe { (*job)(idx, s.n_threads) };
         s.pending.fetch_sub(1, Ordering::AcqRel);

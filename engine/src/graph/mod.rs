@@ -322,7 +322,10 @@ impl GraphBuilder {
         eps: f32,
     ) -> NodeId {
         let (rows, cols) = self.shape(x);
-        assert!(cols % group == 0, "rms_norm: group {group} does not divide {cols}");
+        assert!(
+            cols % group == 0,
+            "rms_norm: group {group} does not divide {cols}"
+        );
         let weight = weight.map(|w| {
             assert!(
                 w.dtype() == DType::F32 && w.n_elements() == group,
@@ -412,7 +415,11 @@ impl GraphBuilder {
         assert!(rq == rk && rk == rv, "attention: row counts differ");
         assert_eq!(cq, params.n_head * params.head_dim, "attention: q width");
         assert_eq!(ck, params.n_head_kv * params.head_dim, "attention: k width");
-        assert_eq!(cv, params.n_head_kv * params.head_dim_v, "attention: v width");
+        assert_eq!(
+            cv,
+            params.n_head_kv * params.head_dim_v,
+            "attention: v width"
+        );
         assert!(params.n_head % params.n_head_kv == 0, "attention: heads");
         self.push(
             Op::Attention {

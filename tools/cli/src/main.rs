@@ -1,5 +1,6 @@
 //! The `tessera` command line: a thin dispatcher over one module per subcommand.
 
+mod common;
 mod info;
 mod pull;
 

@@ -117,11 +117,16 @@ mod tests {
             let mut out = vec![0.0; 8];
             attend_head(&q, pq, kvh, &kv, &p, &mut out);
             // naive
-            let js: Vec<usize> = (0..n_src).filter(|&j| j as i32 <= pq && pq - (j as i32) < 5).collect();
+            let js: Vec<usize> = (0..n_src)
+                .filter(|&j| j as i32 <= pq && pq - (j as i32) < 5)
+                .collect();
             let s: Vec<f64> = js
                 .iter()
                 .map(|&j| {
-                    (0..8).map(|d| q[d] as f64 * keys[j * 16 + kvh * 8 + d] as f64).sum::<f64>() * 0.35
+                    (0..8)
+                        .map(|d| q[d] as f64 * keys[j * 16 + kvh * 8 + d] as f64)
+                        .sum::<f64>()
+                        * 0.35
                 })
                 .collect();
             let m = s.iter().cloned().fold(f64::MIN, f64::max);

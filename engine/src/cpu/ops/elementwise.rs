@@ -58,7 +58,8 @@ mod tests {
         for x in [-5.0f32, -1.0, -0.1, 0.0, 0.3, 2.0, 8.0] {
             let s = x as f64 / (1.0 + (-(x as f64)).exp());
             assert!((silu(x) as f64 - s).abs() < 1e-6);
-            let g = 0.5 * x as f64
+            let g = 0.5
+                * x as f64
                 * (1.0
                     + ((2.0 / std::f64::consts::PI).sqrt()
                         * (x as f64 + 0.044715 * (x as f64).powi(3)))

@@ -71,8 +71,10 @@ mod tests {
     /// The formula of DESIGN.md evaluated in f64 from scratch.
     fn reference(x: &[f64], pos: f64, head_dim: usize, p: &RopeParams) -> Vec<f64> {
         let nd = p.n_dims as f64;
-        let cd = |r: f64| nd * (p.orig_ctx as f64 / (2.0 * std::f64::consts::PI * r)).ln()
-            / (2.0 * (p.base as f64).ln());
+        let cd = |r: f64| {
+            nd * (p.orig_ctx as f64 / (2.0 * std::f64::consts::PI * r)).ln()
+                / (2.0 * (p.base as f64).ln())
+        };
         let low = cd(p.beta_fast as f64).floor().max(0.0);
         let high = cd(p.beta_slow as f64).ceil().min(nd - 1.0);
         let fs = p.freq_scale as f64;

@@ -1,0 +1,180 @@
+//! Flag groups shared by the commands that run a model (`run`, `perplexity`, `chat`, `bench`),
+//! spelled as llama.cpp spells them, and their translation into a [`SessionParams`].
+
+use clap::Args;
+use tessera_models::hparams::{RopeOverrides, RopeScalingType};
+use tessera_models::sampler::SamplerParams;
+use tessera_models::{ContextParams, SessionParams};
+
+/// Which model, how much context, how many threads.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a GGUF path or a registry name (`smollm2-135m`, `gemma3-270m`), pulled on first use.
+    #[arg(short = 'm', long = "model")]
+    pub model: String,
+    /// Context size in tokens.
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 4096)]
+    pub ctx_size: i64,
+    /// Largest batch of prompt tokens evaluated at once.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    pub batch_size: i64,
+    /// Threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<i64>,
+    /// Full KV caches for sliding-window layers instead of ring buffers (for comparisons).
+    #[arg(long = "no-kv-ring")]
+    pub no_kv_ring: bool,
+    #[command(flatten)]
+    /// RoPE overrides.
+    pub rope: RopeArgs,
+}
+
+/// RoPE frequency scaling overrides (defaults come from the GGUF file).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RopeArgs {
+    /// RoPE frequency scaling method: none, linear or yarn.
+    #[arg(long = "rope-scaling", value_parser = ["none", "linear", "yarn"])]
+    pub rope_scaling: Option<String>,
+    /// RoPE context scaling factor (extends the context by this factor).
+    #[arg(long = "rope-scale")]
+    pub rope_scale: Option<f32>,
+    /// RoPE base frequency.
+    #[arg(long = "rope-freq-base")]
+    pub rope_freq_base: Option<f32>,
+    /// YaRN: the model's original context size.
+    #[arg(long = "yarn-orig-ctx")]
+    pub yarn_orig_ctx: Option<u32>,
+    /// YaRN: extrapolation mix factor (negative = default: 1 for yarn).
+    #[arg(long = "yarn-ext-factor", allow_negative_numbers = true)]
+    pub yarn_ext_factor: Option<f32>,
+    /// YaRN: attention magnitude factor.
+    #[arg(long = "yarn-attn-factor")]
+    pub yarn_attn_factor: Option<f32>,
+    /// YaRN: high correction dimension (in rotations).
+    #[arg(long = "yarn-beta-fast")]
+    pub yarn_beta_fast: Option<f32>,
+    /// YaRN: low correction dimension (in rotations).
+    #[arg(long = "yarn-beta-slow")]
+    pub yarn_beta_slow: Option<f32>,
+}
+
+/// Sampling flags.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature (0 = greedy).
+    #[arg(long = "temp", default_value_t = 0.8, allow_negative_numbers = true)]
+    pub temp: f32,
+    /// Top-k (0 = off).
+    #[arg(long = "top-k", default_value_t = 40, allow_negative_numbers = true)]
+    pub top_k: i32,
+    /// Top-p nucleus (1 = off).
+    #[arg(long = "top-p", default_value_t = 0.95, allow_negative_numbers = true)]
+    pub top_p: f32,
+    /// Min-p (0 = off).
+    #[arg(long = "min-p", default_value_t = 0.05, allow_negative_numbers = true)]
+    pub min_p: f32,
+    /// Repetition penalty (1 = off).
+    #[arg(
+        long = "repeat-penalty",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
+    pub repeat_penalty: f32,
+    /// Tokens considered by the penalties (-1 = all).
+    #[arg(
+        long = "repeat-last-n",
+        default_value_t = 64,
+        allow_negative_numbers = true
+    )]
+    pub repeat_last_n: i32,
+    /// Presence penalty (0 = off).
+    #[arg(
+        long = "presence-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub presence_penalty: f32,
+    /// Frequency penalty (0 = off).
+    #[arg(
+        long = "frequency-penalty",
+        default_value_t = 0.0,
+        allow_negative_numbers = true
+    )]
+    pub frequency_penalty: f32,
+    /// RNG seed (-1 = random).
+    #[arg(short = 's', long = "seed", default_value_t = -1, allow_negative_numbers = true)]
+    pub seed: i64,
+}
+
+impl ModelArgs {
+    /// Validate the numbers and build session parameters (sampling left at its defaults).
+    pub fn session_params(&self) -> Result<SessionParams, String> {
+        if self.ctx_size <= 0 {
+            return Err(format!(
+                "-c/--ctx-size {} must be at least 1",
+                self.ctx_size
+            ));
+        }
+        if self.batch_size <= 0 {
+            return Err(format!(
+                "-b/--batch-size {} must be at least 1",
+                self.batch_size
+            ));
+        }
+        let n_threads = match self.threads {
+            None => 0,
+            Some(t) if t >= 1 && t <= 1024 => t as usize,
+            Some(t) => return Err(format!("-t/--threads {t} must be between 1 and 1024")),
+        };
+        Ok(SessionParams {
+            context: ContextParams {
+                n_ctx: self.ctx_size as usize,
+                n_batch: self.batch_size as usize,
+                n_threads,
+                kv_ring: !self.no_kv_ring,
+            },
+            rope: self.rope.overrides(),
+            sampler: SamplerParams::default(),
+        })
+    }
+}
+
+impl RopeArgs {
+    /// The overrides these flags ask for.
+    pub fn overrides(&self) -> RopeOverrides {
+        RopeOverrides {
+            kind: self
+                .rope_scaling
+                .as_deref()
+                .and_then(RopeScalingType::parse),
+            factor: self.rope_scale,
+            freq_base: self.rope_freq_base,
+            orig_ctx: self.yarn_orig_ctx,
+            ext_factor: self.yarn_ext_factor,
+            attn_factor: self.yarn_attn_factor,
+            beta_fast: self.yarn_beta_fast,
+            beta_slow: self.yarn_beta_slow,
+        }
+    }
+}
+
+impl SamplingArgs {
+    /// The sampler settings (validated by the session).
+    pub fn params(&self) -> SamplerParams {
+        SamplerParams {
+            temp: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            frequency_penalty: self.frequency_penalty,
+            presence_penalty: self.presence_penalty,
+            penalty_last_n: self.repeat_last_n,
+            seed: if self.seed < 0 {
+                u64::MAX
+            } else {
+                self.seed as u64
+            },
+        }
+    }
+}
