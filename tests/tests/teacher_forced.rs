@@ -31,6 +31,8 @@ fn check(file: &str, fixture_model: &str, name: &str, kv_ring: bool) {
     let mut worst = 0.0f32;
     let mut worst_at = 0;
     let mut compared = 0;
+    let mut sum_abs = 0.0f64;
+    let mut n_abs = 0usize;
     for (i, top5) in fx.top5.iter().enumerate() {
         if i == 0 {
             ctx.eval(&fx.prompt_ids, false).unwrap();
@@ -56,14 +58,17 @@ fn check(file: &str, fixture_model: &str, name: &str, kv_ring: bool) {
         }
         for &(id, want) in top5 {
             let d = (logits[id as usize] - want).abs();
+            sum_abs += d as f64;
+            n_abs += 1;
             if d > worst {
                 worst = d;
                 worst_at = i;
             }
         }
     }
+    let mean = sum_abs / n_abs as f64;
     eprintln!(
-        "{name}: {} steps, {compared} argmax compared, worst top-5 logit diff {worst:.4} at step {worst_at}",
+        "{name}: {} steps, {compared} argmax compared, top-5 logit diff mean {mean:.4}, worst {worst:.4} at step {worst_at}",
         fx.top5.len()
     );
     assert!(

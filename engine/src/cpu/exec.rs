@@ -102,6 +102,8 @@ pub struct CpuExecutor {
     /// The batch's K/V in F16, written to the store after attention.
     staged_k: Vec<f16>,
     staged_v: Vec<f16>,
+    /// Print every node's sum to stderr (`TESSERA_TRACE=1`), for comparing with llama.cpp.
+    trace: bool,
 }
 
 /// Ops on fewer elements than this run on the calling thread only.
@@ -120,6 +122,7 @@ impl CpuExecutor {
             positions: Vec::new(),
             staged_k: Vec::new(),
             staged_v: Vec::new(),
+            trace: std::env::var_os("TESSERA_TRACE").is_some(),
         }
     }
 
@@ -233,6 +236,21 @@ impl CpuExecutor {
         self.reserve(g, kv);
         for i in 0..graph.nodes.len() {
             self.run_node(g, i, tokens, positions, kv);
+            if self.trace {
+                let node = &graph.nodes[i];
+                let v = &self.arena[g.plan.range(NodeId(i as u32), node.rows * node.cols)];
+                let sum: f64 = v.iter().map(|&x| x as f64).sum();
+                let first: Vec<String> = v.iter().take(3).map(|x| format!("{x:.5}")).collect();
+                eprintln!(
+                    "trace layer {:>3} {:<10} {}x{} sum {:.6} first [{}]",
+                    node.layer.map(|l| l as i64).unwrap_or(-1),
+                    node.op.name(),
+                    node.rows,
+                    node.cols,
+                    sum,
+                    first.join(", ")
+                );
+            }
         }
         let out = graph.node(graph.output);
         Ok(&self.arena[g.plan.range(graph.output, out.rows * out.cols)])

@@ -35,8 +35,21 @@ pub struct ThreadPool {
     workers: Vec<JoinHandle<()>>,
 }
 
-/// Spin iterations before a worker sleeps (roughly 50–200 µs).
+/// Busy-spin iterations before a waiting thread starts yielding its core.
+const SPIN_BEFORE_YIELD: usize = 2_000;
+/// Spin-or-yield iterations before a worker sleeps (roughly a few hundred µs).
 const SPIN_LIMIT: usize = 20_000;
+
+/// One step of a wait loop: spin at first, then give the core away so an oversubscribed
+/// machine (more runnable threads than cores) still makes progress.
+#[inline]
+fn backoff(spins: usize) {
+    if spins < SPIN_BEFORE_YIELD {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
 
 impl ThreadPool {
     /// A pool of `n_threads` threads in total (the caller counts as one). `0` means the number
@@ -92,8 +105,10 @@ impl ThreadPool {
             self.shared.wake.notify_all();
         }
         f(0, n);
+        let mut spins = 0;
         while self.shared.pending.load(Ordering::Acquire) != 0 {
-            std::hint::spin_loop();
+            backoff(spins);
+            spins += 1;
         }
     }
 }
@@ -109,7 +124,7 @@ fn worker(s: Arc<Shared>, idx: usize) {
             }
             spins += 1;
             if spins < SPIN_LIMIT {
-                std::hint::spin_loop();
+                backoff(spins);
                 continue;
             }
             let mut sleepers = s.sleepers.lock().unwrap();

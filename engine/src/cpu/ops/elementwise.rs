@@ -1,5 +1,9 @@
 //! Element-wise ops: add, mul, scale and the gated activations.
 
+use std::sync::OnceLock;
+
+use half::f16;
+
 /// `y = a + b`.
 pub fn add(a: &[f32], b: &[f32], y: &mut [f32]) {
     for ((o, &x), &z) in y.iter_mut().zip(a).zip(b) {
@@ -42,16 +46,59 @@ pub fn swiglu(gate: &[f32], up: &[f32], y: &mut [f32]) {
     }
 }
 
-/// `y = gelu_tanh(gate) ⊙ up`.
+/// GELU as ggml's CPU backend evaluates it: the input rounded to F16 and looked up in a table
+/// of F16-rounded results (exact outside ±10, where GELU is 0 or the identity to f32
+/// precision). Matching this keeps our activations bit-compatible with llama.cpp's.
+#[inline]
+pub fn gelu_f16_table(x: f32) -> f32 {
+    if x <= -10.0 {
+        0.0
+    } else if x >= 10.0 {
+        x
+    } else {
+        let t = gelu_table();
+        f16::from_bits(t[f16::from_f32(x).to_bits() as usize]).to_f32()
+    }
+}
+
+/// `gelu_tanh` of every F16 value, rounded to F16 (built once, 128 KiB).
+fn gelu_table() -> &'static [u16; 65536] {
+    static TABLE: OnceLock<Box<[u16; 65536]>> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0u16; 65536]);
+        for (i, v) in t.iter_mut().enumerate() {
+            let x = f16::from_bits(i as u16).to_f32();
+            *v = f16::from_f32(gelu_tanh(x)).to_bits();
+        }
+        t
+    })
+}
+
+/// `y = gelu(gate) ⊙ up` with [`gelu_f16_table`].
 pub fn geglu(gate: &[f32], up: &[f32], y: &mut [f32]) {
     for ((o, &g), &u) in y.iter_mut().zip(gate).zip(up) {
-        *o = gelu_tanh(g) * u;
+        *o = gelu_f16_table(g) * u;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn table_gelu_is_f16_close_and_exact_in_the_tails() {
+        for i in -2000..2000 {
+            let x = i as f32 * 0.0061;
+            let want = gelu_tanh(x);
+            let got = gelu_f16_table(x);
+            assert!(
+                (got - want).abs() <= 2e-3 * want.abs().max(0.05),
+                "{x}: {got} vs {want}"
+            );
+        }
+        assert_eq!(gelu_f16_table(-10.5), 0.0);
+        assert_eq!(gelu_f16_table(12.25), 12.25);
+    }
 
     #[test]
     fn activations_match_their_definitions() {

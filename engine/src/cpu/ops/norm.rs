@@ -4,8 +4,10 @@
 /// broadcast to every group; `None` means 1).
 pub fn rms_norm(x: &[f32], w: Option<&[f32]>, group: usize, eps: f32, y: &mut [f32]) {
     for (xg, yg) in x.chunks_exact(group).zip(y.chunks_exact_mut(group)) {
-        let ss: f64 = xg.iter().map(|&v| (v as f64) * (v as f64)).sum();
-        let scale = (1.0 / ((ss / group as f64) + eps as f64).sqrt()) as f32;
+        // As ggml: f32 squares summed in f64, then the mean and scale in f32.
+        let ss: f64 = xg.iter().map(|&v| (v * v) as f64).sum();
+        let mean = (ss / group as f64) as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
         match w {
             Some(w) => {
                 for ((o, &v), &g) in yg.iter_mut().zip(xg).zip(w) {
