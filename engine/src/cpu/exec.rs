@@ -102,6 +102,9 @@ pub struct CpuExecutor {
     /// The batch's K/V in F16, written to the store after attention.
     staged_k: Vec<f16>,
     staged_v: Vec<f16>,
+    /// Which node's rows `act` holds, and in which format (consecutive mat_muls of one input,
+    /// like Q/K/V or gate/up, quantize it once).
+    act_holds: Option<(NodeId, DType)>,
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), for comparing with llama.cpp.
     trace: bool,
 }
@@ -122,6 +125,7 @@ impl CpuExecutor {
             positions: Vec::new(),
             staged_k: Vec::new(),
             staged_v: Vec::new(),
+            act_holds: None,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
         }
     }
@@ -234,6 +238,7 @@ impl CpuExecutor {
             }
         }
         self.reserve(g, kv);
+        self.act_holds = None;
         for i in 0..graph.nodes.len() {
             self.run_node(g, i, tokens, positions, kv);
             if self.trace {
@@ -341,7 +346,9 @@ impl CpuExecutor {
             }
             Op::MatMul { w, x } => {
                 let kernel = g.kernels[i].expect("resolved in prepare");
-                self.mat_mul(graph.weight(w), kernel, input(x), graph.node(x), out);
+                let reuse = self.act_holds == Some((x, kernel.vec_dot_type));
+                self.mat_mul(graph.weight(w), kernel, input(x), graph.node(x), out, reuse);
+                self.act_holds = Some((x, kernel.vec_dot_type));
             }
             Op::Attention {
                 q,
@@ -378,7 +385,8 @@ impl CpuExecutor {
         });
     }
 
-    /// `out[t][r] = W.row(r) · x[t]` with the activations quantized once to the kernel's format.
+    /// `out[t][r] = W.row(r) · x[t]` with the activations quantized once to the kernel's format
+    /// (`act_ready`: they already are).
     fn mat_mul(
         &mut self,
         w: &crate::Tensor,
@@ -386,6 +394,7 @@ impl CpuExecutor {
         x: &[f32],
         xn: &Node,
         out: &mut [f32],
+        act_ready: bool,
     ) {
         let (n_tok, n_in) = (xn.rows, xn.cols);
         let n_out = w.n_rows();
@@ -394,7 +403,9 @@ impl CpuExecutor {
             .row_bytes(n_in as u64)
             .expect("whole blocks") as usize;
         let act = &mut self.act[..arb * n_tok];
-        if n_tok * n_in >= PARALLEL_MIN_ELEMS && n_tok > 1 {
+        if act_ready {
+            // Quantized by the previous mat_mul of the same input.
+        } else if n_tok * n_in >= PARALLEL_MIN_ELEMS && n_tok > 1 {
             let a = SharedMut(act.as_mut_ptr());
             self.pool.run(&|ti, nt| {
                 for t in split_range(n_tok, ti, nt, 1) {
@@ -460,7 +471,14 @@ impl CpuExecutor {
         // batch's first position are stale: the batch replaces them), then the batch itself.
         let pmin = *positions.iter().min().expect("non-empty batch");
         let mut n_src = 0;
-        for (c, &pk) in store.cell_positions().iter().enumerate() {
+        // Walk the cells in position order (oldest first) whatever the layout: a ring's oldest
+        // cell is the one the batch's first token will overwrite. The same order for ring and
+        // full caches makes their results bit-identical.
+        let n_cells = store.n_cells();
+        let start = store.cell_of(pmin);
+        for j in 0..n_cells {
+            let c = (start + j) % n_cells;
+            let pk = store.cell_positions()[c];
             let in_window = p
                 .window
                 .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);

@@ -21,6 +21,8 @@ struct Shared {
     wake: Condvar,
     sleepers: Mutex<usize>,
     stop: AtomicBool,
+    /// Workers that have started running (the pool is ready when all have).
+    started: AtomicUsize,
     n_threads: usize,
 }
 
@@ -67,6 +69,7 @@ impl ThreadPool {
             wake: Condvar::new(),
             sleepers: Mutex::new(0),
             stop: AtomicBool::new(false),
+            started: AtomicUsize::new(0),
             n_threads: n,
         });
         let workers = (1..n)
@@ -78,6 +81,13 @@ impl ThreadPool {
                     .expect("spawn worker thread")
             })
             .collect();
+        // Wait until every worker runs, so thread start-up (and its allocations) is over before
+        // the first job.
+        let mut spins = 0;
+        while shared.started.load(Ordering::Acquire) < n - 1 {
+            backoff(spins);
+            spins += 1;
+        }
         ThreadPool { shared, workers }
     }
 
@@ -115,6 +125,7 @@ impl ThreadPool {
 
 fn worker(s: Arc<Shared>, idx: usize) {
     let mut seen = 0usize;
+    s.started.fetch_add(1, Ordering::Release);
     loop {
         let mut spins = 0;
         let gen_now = loop {
