@@ -3,6 +3,7 @@
 mod common;
 mod info;
 mod pull;
+mod run;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Show a GGUF file's metadata, hyper-parameters, tokenizer, tensors and KV-cache size.
     Info(info::InfoArgs),
+    /// Complete a prompt (-p or -f), streaming the continuation to stdout.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull::run(args),
         Command::Info(args) => info::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
