@@ -2,6 +2,7 @@
 
 mod common;
 mod info;
+mod perplexity;
 mod pull;
 mod run;
 
@@ -26,6 +27,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Complete a prompt (-p or -f), streaming the continuation to stdout.
     Run(run::RunArgs),
+    /// Perplexity of a text file, measured as llama.cpp's llama-perplexity does (and KL divergence).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => pull::run(args),
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
