@@ -201,9 +201,17 @@ fn compare_row(
         .map_err(|e| format!("--kl-divergence-base: file ends early ({e})"))?;
     let base_arg = u32::from_le_bytes(row[0..4].try_into().expect("4 bytes"));
     let base_nll = f32::from_le_bytes(row[4..8].try_into().expect("4 bytes")) as f64;
+    let base_lp = |pair: &[u8]| f16::from_le_bytes([pair[0], pair[1]]).to_f64();
+    // Renormalise the stored distribution (f16 rounding leaves its sum slightly off 1), so the
+    // divergence is that of two true distributions: ≥ 0, and ≈ 0 for the same run.
+    let log_z_base = row[8..]
+        .chunks_exact(2)
+        .map(|p| base_lp(p).exp())
+        .sum::<f64>()
+        .ln();
     let mut kl = 0.0f64;
     for (pair, &l) in row[8..].chunks_exact(2).zip(logits) {
-        let lp_base = f16::from_le_bytes([pair[0], pair[1]]).to_f64();
+        let lp_base = base_lp(pair) - log_z_base;
         let p_base = lp_base.exp();
         if p_base > 0.0 {
             kl += p_base * (lp_base - (l as f64 - log_z));
@@ -259,29 +267,28 @@ pub fn run(args: PerplexityArgs) -> CliResult {
     let mut base_tokens = None;
     let mut kl = KlMode::Off;
     let mut base_hdr = None;
-    if let Some(path) = &args.kl_divergence_base {
-        if args.kl_divergence {
-            let f = File::open(path).map_err(|e| {
-                format!("--kl-divergence-base {}: cannot open: {e}", path.display())
-            })?;
-            let mut reader = BufReader::with_capacity(1 << 20, f);
-            let (hdr, toks) = read_kld_header(&mut reader, path)?;
-            if hdr.n_ctx != n_ctx {
-                return Err(format!(
-                    "--kl-divergence-base {} was made with -c {}, this run has -c {n_ctx}",
-                    path.display(),
-                    hdr.n_ctx
-                )
-                .into());
-            }
-            base_tokens = Some(toks);
-            base_hdr = Some(hdr);
-            kl = KlMode::Compare {
-                reader,
-                stats: KlStats::default(),
-                row: Vec::new(),
-            };
+    if let Some(path) = &args.kl_divergence_base
+        && args.kl_divergence
+    {
+        let f = File::open(path)
+            .map_err(|e| format!("--kl-divergence-base {}: cannot open: {e}", path.display()))?;
+        let mut reader = BufReader::with_capacity(1 << 20, f);
+        let (hdr, toks) = read_kld_header(&mut reader, path)?;
+        if hdr.n_ctx != n_ctx {
+            return Err(format!(
+                "--kl-divergence-base {} was made with -c {}, this run has -c {n_ctx}",
+                path.display(),
+                hdr.n_ctx
+            )
+            .into());
         }
+        base_tokens = Some(toks);
+        base_hdr = Some(hdr);
+        kl = KlMode::Compare {
+            reader,
+            stats: KlStats::default(),
+            row: Vec::new(),
+        };
     }
 
     let t_load = Instant::now();
@@ -296,28 +303,28 @@ pub fn run(args: PerplexityArgs) -> CliResult {
         (Some(path), base) => {
             let text = read_text(path)?;
             let t = session.tokenize(&text, true, false);
-            if let Some(b) = base {
-                if !t.starts_with(&b) {
-                    return Err(format!(
-                        "-f/--file {} does not tokenize to the tokens stored in \
-                         --kl-divergence-base (leave -f out to use the stored ones)",
-                        path.display()
-                    )
-                    .into());
-                }
+            if let Some(b) = base
+                && !t.starts_with(&b)
+            {
+                return Err(format!(
+                    "-f/--file {} does not tokenize to the tokens stored in \
+                     --kl-divergence-base (leave -f out to use the stored ones)",
+                    path.display()
+                )
+                .into());
             }
             t
         }
         (None, None) => return Err("give the text to measure with -f/--file".into()),
     };
-    if let Some(h) = base_hdr {
-        if h.n_vocab != n_vocab {
-            return Err(format!(
-                "--kl-divergence-base has a vocabulary of {} tokens, this model {n_vocab}",
-                h.n_vocab
-            )
-            .into());
-        }
+    if let Some(h) = base_hdr
+        && h.n_vocab != n_vocab
+    {
+        return Err(format!(
+            "--kl-divergence-base has a vocabulary of {} tokens, this model {n_vocab}",
+            h.n_vocab
+        )
+        .into());
     }
     if tokens.len() < 2 * n_ctx {
         return Err(format!(
