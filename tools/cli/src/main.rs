@@ -2,7 +2,9 @@
 
 mod common;
 mod info;
+mod perplexity;
 mod pull;
+mod run;
 
 use std::process::ExitCode;
 
@@ -23,6 +25,10 @@ enum Command {
     Pull(pull::PullArgs),
     /// Show a GGUF file's metadata, hyper-parameters, tokenizer, tensors and KV-cache size.
     Info(info::InfoArgs),
+    /// Complete a prompt (-p or -f), streaming the continuation to stdout.
+    Run(run::RunArgs),
+    /// Perplexity of a text file, measured as llama.cpp's llama-perplexity does (and KL divergence).
+    Perplexity(perplexity::PerplexityArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +36,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull::run(args),
         Command::Info(args) => info::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
