@@ -394,3 +394,34 @@ fn tensor_data_past_the_end_is_refused_at_open() {
     assert!(matches!(err, GgufError::TensorOutOfBounds { .. }), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn other_tiny_shapes_load_and_run() {
+    // The smallest one is also a seed of the GGUF fuzz targets.
+    for cfg in [
+        TinyLlama {
+            n_layer: 1,
+            n_embd: 32,
+            n_head: 2,
+            n_head_kv: 1,
+            n_ff: 32,
+            ..Default::default()
+        },
+        TinyLlama {
+            matrix_dtype: DType::F32,
+            separate_output: true,
+            n_head_kv: 4,
+            ..Default::default()
+        },
+        TinyLlama {
+            matrix_dtype: DType::F16,
+            n_head_kv: 1,
+            ..Default::default()
+        },
+    ] {
+        let model = Arc::new(load(&cfg.writer()).unwrap());
+        let mut ctx = Context::new(model, small_ctx()).unwrap();
+        ctx.eval(&[1, 2, 3], false).unwrap();
+        assert!(ctx.logits().iter().all(|l| l.is_finite()), "{cfg:?}");
+    }
+}
