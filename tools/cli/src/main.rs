@@ -1,5 +1,6 @@
 //! The `tessera` command line: a thin dispatcher over one module per subcommand.
 
+mod chat;
 mod common;
 mod info;
 mod pull;
@@ -23,6 +24,8 @@ enum Command {
     Pull(pull::PullArgs),
     /// Show a GGUF file's metadata, hyper-parameters, tokenizer, tensors and KV-cache size.
     Info(info::InfoArgs),
+    /// Chat with a model (default: smollm2-135m, pulled on first use); scriptable through stdin.
+    Chat(chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull::run(args),
         Command::Info(args) => info::run(args),
+        Command::Chat(args) => chat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
