@@ -1,5 +1,6 @@
 //! The `tessera` command line: a thin dispatcher over one module per subcommand.
 
+mod bench;
 mod chat;
 mod common;
 mod info;
@@ -26,6 +27,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Chat with a model (default: smollm2-135m, pulled on first use); scriptable through stdin.
     Chat(chat::ChatArgs),
+    /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => pull::run(args),
         Command::Info(args) => info::run(args),
         Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
