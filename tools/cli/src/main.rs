@@ -3,6 +3,7 @@
 mod bench;
 mod chat;
 mod common;
+mod completions;
 mod info;
 mod pull;
 
@@ -29,6 +30,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
     Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Completions(args) => completions::run::<Cli>(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
