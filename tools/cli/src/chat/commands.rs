@@ -86,7 +86,7 @@ pub fn parse(line: &str) -> Option<Result<Command, String>> {
                     Some((k, v)) if !v.trim().is_empty() => {
                         Ok(Command::Set(Some((k.to_string(), v.trim().to_string()))))
                     }
-                    _ => Err(format!("usage: /set NAME VALUE (e.g. /set temp 0.7)")),
+                    _ => Err("usage: /set NAME VALUE (e.g. /set temp 0.7)".to_string()),
                 }
             }
         }
