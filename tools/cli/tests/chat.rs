@@ -3,6 +3,9 @@
 //!
 //! The model is looked up in `$TESSERA_MODELS` or `~/.cache/tessera/models` (`tessera pull`
 //! puts it there). A missing model fails the test unless `TESSERA_ALLOW_MISSING_MODELS=1`.
+//!
+//! The chats run on one thread: the tests run side by side, and a thread pool on more threads
+//! than there are free cores is much slower.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -37,6 +40,7 @@ fn model(file: &str) -> Option<PathBuf> {
 fn chat_piped(args: &[&str], input: &str) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("chat")
+        .args(["-t", "1"])
         .args(args)
         .env("TESSERA_CHAT_HISTORY", "")
         .stdin(Stdio::piped())
@@ -131,6 +135,7 @@ fn piped_context_full_stop_refuses_and_drop_oldest_goes_on() {
 fn spawn_chat(args: &[&str]) -> PtySession {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
     cmd.arg("chat")
+        .args(["-t", "1"])
         .args(args)
         .env("TESSERA_CHAT_HISTORY", "")
         .env("NO_COLOR", "1")
