@@ -1,6 +1,9 @@
 //! The `tessera` command line: a thin dispatcher over one module per subcommand.
 
+mod bench;
+mod chat;
 mod common;
+mod completions;
 mod info;
 mod perplexity;
 mod pull;
@@ -29,6 +32,12 @@ enum Command {
     Run(run::RunArgs),
     /// Perplexity of a text file, measured as llama.cpp's llama-perplexity does (and KL divergence).
     Perplexity(perplexity::PerplexityArgs),
+    /// Chat with a model (default: smollm2-135m, pulled on first use); scriptable through stdin.
+    Chat(chat::ChatArgs),
+    /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
+    Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +47,9 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Perplexity(args) => perplexity::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Completions(args) => completions::run::<Cli>(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
