@@ -553,6 +553,9 @@ struct tessera_context_params tessera_context_default_params(void);
  * context holds a reference to the model, so the model may be freed first; its memory is
  * released when its last context is freed. On error `*out_ctx` is set to NULL.
  *
+ * Errors: `TESSERA_ERR_INVALID_ARGUMENT` for a negative field, or an `n_ctx` whose KV cache
+ * would not fit in the machine's memory.
+ *
  * # Safety
  * `model` a handle or NULL; `params` NULL or valid; `out_ctx` NULL or writable.
  */

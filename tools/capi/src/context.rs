@@ -112,6 +112,36 @@ pub(crate) unsafe fn context_ref<'a>(ctx: *const tessera_context) -> Result<&'a 
     unsafe { handles::get(ctx) }
 }
 
+/// Total memory of the machine in bytes (Linux: `/proc/meminfo`), when known.
+fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Refuse a context whose KV cache cannot fit in memory: allocating it would abort the
+/// process (Rust aborts on allocation failure), which a C caller must never be able to cause.
+fn check_kv_fits(model: &Model, n_ctx: usize) -> Result<()> {
+    let bytes = model
+        .hparams()
+        .kv_bytes_per_layer(n_ctx)
+        .into_iter()
+        .try_fold(0u64, |acc, b| acc.checked_add(b as u64));
+    let limit = total_memory().unwrap_or(u64::MAX);
+    match bytes {
+        Some(b) if b <= limit && b <= isize::MAX as u64 => Ok(()),
+        _ => Err(Error::invalid(format!(
+            "n_ctx {n_ctx} needs a KV cache of {}, more than this machine's memory ({} MiB)",
+            bytes.map_or("over 2^64 bytes".to_string(), |b| format!(
+                "{} MiB",
+                b >> 20
+            )),
+            limit >> 20
+        ))),
+    }
+}
+
 /// Create a context for `model` with `params` (NULL = the model's settings) and store it in
 /// `*out_ctx`. A model can have any number of contexts; each allocates its own KV cache
 /// (`tessera_kv_bytes` tells how much).
@@ -119,6 +149,9 @@ pub(crate) unsafe fn context_ref<'a>(ctx: *const tessera_context) -> Result<&'a 
 /// Ownership: the caller owns the context and frees it with `tessera_context_free`. The
 /// context holds a reference to the model, so the model may be freed first; its memory is
 /// released when its last context is freed. On error `*out_ctx` is set to NULL.
+///
+/// Errors: `TESSERA_ERR_INVALID_ARGUMENT` for a negative field, or an `n_ctx` whose KV cache
+/// would not fit in the machine's memory.
 ///
 /// # Safety
 /// `model` a handle or NULL; `params` NULL or valid; `out_ctx` NULL or writable.
@@ -148,12 +181,15 @@ pub unsafe extern "C" fn tessera_context_new(
             }
         };
         let d = m.defaults;
+        let n_ctx = pick(p.n_ctx, d.n_ctx, "n_ctx")?;
         let cp = ContextParams {
-            n_ctx: pick(p.n_ctx, d.n_ctx, "n_ctx")?,
-            n_batch: pick(p.n_batch, d.n_batch, "n_batch")?,
+            n_ctx,
+            // A batch never holds more than the context.
+            n_batch: pick(p.n_batch, d.n_batch, "n_batch")?.min(n_ctx),
             n_threads: pick(p.n_threads, d.n_threads, "n_threads")?,
             ..ContextParams::default()
         };
+        check_kv_fits(&m.model, n_ctx)?;
         let ctx =
             Context::new(Arc::clone(&m.model), cp).map_err(|e| Error::invalid(e.to_string()))?;
         let handle = handles::publish(tessera_context {

@@ -151,6 +151,7 @@ mod tests {
     use super::*;
     use crate::error::TESSERA_ERR_NULL_POINTER;
 
+    #[derive(Debug)]
     struct Thing {
         magic: u64,
     }
@@ -180,7 +181,7 @@ mod tests {
             TESSERA_ERR_NULL_POINTER
         );
         assert_eq!(
-            unsafe { get::<Thing>(8 as *const Thing) }
+            unsafe { get::<Thing>(std::ptr::dangling::<Thing>()) }
                 .unwrap_err()
                 .status,
             TESSERA_ERR_INVALID_HANDLE

@@ -332,6 +332,9 @@ static void contexts_and_samplers(tessera_model *m, int32_t n_vocab)
     cp.n_threads = -2;
     EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
     cp = tessera_context_default_params();
+    cp.n_ctx = INT32_MAX; /* a KV cache far larger than any machine's memory */
+    EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
+    cp = tessera_context_default_params();
     cp.n_ctx = 256;
     cp.n_threads = 2;
     EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_OK);
