@@ -43,8 +43,11 @@ struct LastBatch {
 
 /// The mutable part of a context, behind the handle's mutex.
 pub(crate) struct ContextState {
+    /// The model side's context.
     pub(crate) ctx: Context,
+    /// Scratch: the ids of the batch being decoded, checked and converted.
     ids: Vec<u32>,
+    /// What the logits buffer holds.
     last: LastBatch,
 }
 
@@ -87,8 +90,11 @@ impl ContextState {
 /// A model's running state (opaque): KV cache, threads and logits. Use it from one thread at
 /// a time.
 pub struct tessera_context {
+    /// `MAGIC` while alive.
     magic: u64,
+    /// The model (also inside the context; kept here to check ids without the lock).
     model: Arc<Model>,
+    /// Everything mutable, `try_lock`ed by every call.
     pub(crate) state: Mutex<ContextState>,
 }
 

@@ -17,6 +17,7 @@
 //! [`context`], [`tokenize`], [`sampler`], [`chat`].
 
 #![allow(non_camel_case_types)]
+#![warn(missing_docs)]
 
 use std::ffi::c_char;
 

@@ -63,16 +63,22 @@ pub struct tessera_model_params {
 /// Context settings a model hands to its contexts by default.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ContextDefaults {
+    /// Context length (resolved: never 0).
     pub(crate) n_ctx: usize,
+    /// Largest batch.
     pub(crate) n_batch: usize,
+    /// Threads (0 = one per core).
     pub(crate) n_threads: usize,
 }
 
 /// A loaded model (opaque). Immutable: usable from several threads at once. Contexts keep
 /// it alive, so it may be freed before them.
 pub struct tessera_model {
+    /// `MAGIC` while alive.
     magic: u64,
+    /// The model, shared with its contexts.
     pub(crate) model: Arc<Model>,
+    /// What contexts get when their parameters say 0.
     pub(crate) defaults: ContextDefaults,
 }
 

@@ -52,7 +52,9 @@ pub struct tessera_sampler_params {
 /// A sampler chain with its state (opaque): accepted tokens for the penalties, RNG. Use it
 /// from one thread at a time.
 pub struct tessera_sampler {
+    /// `MAGIC` while alive.
     magic: u64,
+    /// The chain and its state, `try_lock`ed by every call.
     state: Mutex<Sampler>,
 }
 

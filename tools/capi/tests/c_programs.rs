@@ -88,7 +88,7 @@ fn hostile_caller_gets_error_codes_not_crashes() {
     );
     let summary = stdout.lines().last().unwrap_or("");
     assert!(summary.ends_with(" passed, 0 failed"), "{stdout}");
-    eprintln!("hostile.c: {summary}");
+    eprintln!("hostile.c summary ({summary})");
 }
 
 /// valgrind, installing it with apt-get when missing; `None` when that is impossible.
