@@ -159,3 +159,86 @@ fn simple_is_clean_under_valgrind() {
         );
     }
 }
+
+/// Names of the functions the header declares.
+fn header_functions() -> Vec<String> {
+    let h = std::fs::read_to_string(crate_dir().join("include/tessera.h")).unwrap();
+    let mut names: Vec<String> = h
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('*') && !l.trim_start().starts_with("/*"))
+        .filter_map(|l| {
+            let open = l.find('(')?;
+            let name = l[..open].rsplit([' ', '*']).next()?;
+            name.starts_with("tessera_").then(|| name.to_string())
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn both_libraries_export_every_header_function() {
+    let names = header_functions();
+    assert!(names.len() >= 39, "{names:?}");
+    for lib in [common::static_lib(), common::shared_lib()] {
+        let mut cmd = Command::new("nm");
+        cmd.arg("--defined-only").arg("-g");
+        if lib.extension().is_some_and(|e| e == "so") {
+            cmd.arg("-D");
+        }
+        let out = run_ok(cmd.arg(&lib), "nm");
+        let symbols: std::collections::HashSet<&str> = std::str::from_utf8(&out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .collect();
+        for n in &names {
+            assert!(
+                symbols.contains(n.as_str()),
+                "{} does not export {n}",
+                lib.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn simple_runs_against_the_shared_library() {
+    let tmp = TempDir::new("shared");
+    let so = common::shared_lib();
+    let exe = tmp.path().join("simple_shared");
+    run_ok(
+        Command::new(common::cc())
+            .args(["-std=c99", "-Wall", "-Wextra", "-Werror"])
+            .arg("-I")
+            .arg(crate_dir().join("include"))
+            .arg(crate_dir().join("examples/simple.c"))
+            .arg(format!("-L{}", so.parent().unwrap().display()))
+            .args(["-ltessera", "-o"])
+            .arg(&exe),
+        "compiling simple.c against libtessera.so",
+    );
+    let run = |args: &[&std::ffi::OsStr]| {
+        Command::new(&exe)
+            .args(args)
+            .env("LD_LIBRARY_PATH", so.parent().unwrap())
+            .output()
+            .unwrap()
+    };
+    let out = run(&["/nonexistent.gguf".as_ref(), "x".as_ref(), "1".as_ref()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot open"));
+    let Some(model) = smollm2() else { return };
+    let out = run(&[
+        model.as_os_str(),
+        "The capital of France is".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), " Paris.\n");
+}

@@ -97,17 +97,39 @@ pub fn static_lib() -> PathBuf {
         })
 }
 
-/// Compile C sources against the static library into `out`, with `-Wall -Wextra -Werror`.
+/// `libtessera.so` built by the same `cargo test` invocation (see [`static_lib`]).
+pub fn shared_lib() -> PathBuf {
+    let a = static_lib();
+    let so = a.with_extension("so");
+    assert!(
+        so.is_file(),
+        "{} not found beside {}",
+        so.display(),
+        a.display()
+    );
+    so
+}
+
+/// Compile C sources against the static library into `out`, as strict C99 with
+/// `-pedantic -Wall -Wextra -Werror`.
 pub fn build_c(sources: &[PathBuf], out: &Path, extra: &[&str]) {
     let mut cmd = Command::new(cc());
-    cmd.args(["-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror"])
-        .args(extra)
-        .arg("-I")
-        .arg(crate_dir().join("include"))
-        .args(sources)
-        .arg(static_lib())
-        .args(["-lpthread", "-ldl", "-lm", "-o"])
-        .arg(out);
+    cmd.args([
+        "-std=c99",
+        "-pedantic",
+        "-O1",
+        "-g",
+        "-Wall",
+        "-Wextra",
+        "-Werror",
+    ])
+    .args(extra)
+    .arg("-I")
+    .arg(crate_dir().join("include"))
+    .args(sources)
+    .arg(static_lib())
+    .args(["-lpthread", "-ldl", "-lm", "-o"])
+    .arg(out);
     run_ok(&mut cmd, "compiling C against libtessera.a");
 }
 
