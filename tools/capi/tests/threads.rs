@@ -1,0 +1,128 @@
+//! The C API driven from Rust through the rlib: one model shared by contexts on several
+//! threads (each must produce llama.cpp's greedy tokens), the model freed before its
+//! contexts, and a context refused with `TESSERA_ERR_BUSY` while another thread holds it.
+
+mod common;
+
+use std::ffi::CString;
+use std::ptr;
+
+use tessera::*;
+
+/// A raw handle that may cross threads (the header documents which handles may).
+struct Shared<T>(*mut T);
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Shared<T> {}
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// The pointer (a method, so closures capture the whole `Shared`, not its field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+fn ok(st: tessera_status) {
+    assert_eq!(st, tessera_status::TESSERA_OK, "{:?}", unsafe {
+        std::ffi::CStr::from_ptr(tessera_last_error())
+    });
+}
+
+/// Greedy-decode `n` tokens after `prompt` in a fresh context of `model`.
+fn greedy(model: *const tessera_model, prompt: &[i32], n: usize) -> Vec<i32> {
+    unsafe {
+        let mut ctx = ptr::null_mut();
+        ok(tessera_context_new(model, ptr::null(), &mut ctx));
+        let mut params = tessera_sampler_default_params();
+        params.greedy = true;
+        let mut smp = ptr::null_mut();
+        ok(tessera_sampler_new(&params, &mut smp));
+        ok(tessera_decode(
+            ctx,
+            prompt.as_ptr(),
+            prompt.len() as i32,
+            false,
+        ));
+        let mut out = Vec::new();
+        for _ in 0..n {
+            let mut t = -1;
+            ok(tessera_sampler_sample(smp, ctx, &mut t));
+            out.push(t);
+            ok(tessera_decode(ctx, &t, 1, false));
+        }
+        ok(tessera_sampler_free(smp));
+        ok(tessera_context_free(ctx));
+        out
+    }
+}
+
+fn load(path: &std::path::Path) -> *mut tessera_model {
+    let c = CString::new(path.to_str().unwrap()).unwrap();
+    let mut params = tessera_model_default_params();
+    params.n_ctx = 64;
+    params.n_threads = 1;
+    let mut m = ptr::null_mut();
+    ok(unsafe { tessera_model_load(c.as_ptr(), &params, &mut m) });
+    m
+}
+
+#[test]
+fn one_model_many_threads() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let model = Shared(load(&path));
+    let prompt = [504, 3575, 282, 4649, 314]; // "The capital of France is"
+    let expected = [7042, 30, 198]; // " Paris", ".", "\n" (llama.cpp's greedy fixture)
+    let handles: Vec<_> = (0..2)
+        .map(|_| std::thread::spawn(move || greedy(model.get(), &prompt, 3)))
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), expected);
+    }
+    ok(unsafe { tessera_model_free(model.0) });
+}
+
+#[test]
+fn contexts_outlive_their_model_and_refuse_concurrent_use() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let model = load(&path);
+    let mut ctx = ptr::null_mut();
+    ok(unsafe { tessera_context_new(model, ptr::null(), &mut ctx) });
+    ok(unsafe { tessera_model_free(model) });
+    let ctx = Shared(ctx);
+
+    // Hold the context busy in one thread (a long decode) while another pokes at it.
+    let tokens: Vec<i32> = (0..48).map(|i| 100 + i).collect();
+    let worker = std::thread::spawn(move || unsafe {
+        tessera_decode(ctx.get(), tokens.as_ptr(), tokens.len() as i32, true)
+    });
+    let mut saw_busy = false;
+    while !worker.is_finished() {
+        let mut n = 0;
+        match unsafe { tessera_n_past(ctx.0, &mut n) } {
+            tessera_status::TESSERA_ERR_BUSY => {
+                let msg = unsafe { std::ffi::CStr::from_ptr(tessera_last_error()) };
+                assert!(msg.to_str().unwrap().contains("another thread"), "{msg:?}");
+                saw_busy = true;
+            }
+            st => assert_eq!(st, tessera_status::TESSERA_OK),
+        }
+        std::thread::yield_now();
+    }
+    ok(worker.join().unwrap());
+    assert!(
+        saw_busy,
+        "the decode finished before the other thread could see it busy"
+    );
+    let mut row = ptr::null();
+    ok(unsafe { tessera_get_logits_ith(ctx.0, 0, &mut row) });
+    ok(unsafe { tessera_context_free(ctx.0) });
+}
