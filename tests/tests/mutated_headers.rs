@@ -123,10 +123,10 @@ fn cases(default: u64) -> u64 {
 
 #[test]
 fn mutated_smollm2_headers_never_panic() {
-    run(tessera_tests::SMOLLM2, cases(1500));
+    run(tessera_tests::SMOLLM2, cases(1200));
 }
 
 #[test]
 fn mutated_gemma3_headers_never_panic() {
-    run(tessera_tests::GEMMA3, cases(600));
+    run(tessera_tests::GEMMA3, cases(500));
 }
