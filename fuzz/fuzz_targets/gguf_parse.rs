@@ -20,7 +20,13 @@ fuzz_target!(|data: &[u8]| {
         }
         // Every key must be readable back through the typed getters without panicking.
         for (k, v) in h.metadata.entries() {
-            let _ = (v.as_int(), v.as_f64(), v.as_str(), v.type_name(), v.to_string());
+            let _ = (
+                v.as_int(),
+                v.as_f64(),
+                v.as_str(),
+                v.type_name(),
+                v.to_string(),
+            );
             let _ = (h.metadata.int_array(k), h.metadata.f32_array(k));
         }
     }

@@ -3,8 +3,10 @@
 //! bytes made UTF-8 lossily) that is encoded and decoded, and also read as token ids (some out of
 //! range) that are decoded at once and through the stream decoder.
 //!
-//! Byte-level BPE (SmolLM2) is lossless: decoding what plain text encodes to must give the text
-//! back. The models are found in `$TESSERA_MODELS` or `~/.cache/tessera/models`.
+//! Byte-level BPE (SmolLM2) is lossless for text whose bytes all have a token: decoding what such
+//! plain text encodes to must give the text back. (SmolLM2's vocabulary lacks some control bytes,
+//! e.g. 0x14; like llama.cpp, the tokenizer drops those — the first campaign's finding.) The
+//! models are found in `$TESSERA_MODELS` or `~/.cache/tessera/models`.
 
 #![no_main]
 
@@ -25,6 +27,25 @@ fn load(name: &str) -> Tokenizer {
     // The file is mapped, not read: only the metadata pages are touched.
     let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     Tokenizer::from_gguf(file.metadata()).expect("the real tokenizer loads")
+}
+
+/// GPT-2's byte → printable character mapping, to look byte tokens up.
+fn byte_char(b: u8) -> char {
+    let printable = |b: u8| matches!(b, 33..=126 | 161..=172 | 174..=255);
+    if printable(b) {
+        return b as char;
+    }
+    let rank = (0..b).filter(|&x| !printable(x)).count() as u32;
+    char::from_u32(256 + rank).unwrap()
+}
+
+/// Which bytes SmolLM2's byte-level vocabulary has a token for.
+fn bpe_bytes() -> &'static [bool; 256] {
+    static B: OnceLock<[bool; 256]> = OnceLock::new();
+    B.get_or_init(|| {
+        let tok = &tokenizers()[0];
+        std::array::from_fn(|b| tok.token_id(&byte_char(b as u8).to_string()).is_some())
+    })
 }
 
 fn tokenizers() -> &'static [Tokenizer; 2] {
@@ -48,7 +69,8 @@ fuzz_target!(|data: &[u8]| {
     let ids = tok.encode(&text, add_special, parse_special);
     assert!(ids.iter().all(|&id| (id as usize) < tok.n_vocab()));
     let back = tok.decode(&ids);
-    if which == 0 && !add_special && !parse_special {
+    if which == 0 && !add_special && !parse_special && text.bytes().all(|b| bpe_bytes()[b as usize])
+    {
         assert_eq!(back, text, "byte-level BPE must round-trip");
     }
     // Arbitrary ids, a few past the vocabulary.
