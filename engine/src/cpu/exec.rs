@@ -109,6 +109,11 @@ pub struct CpuExecutor {
     trace: bool,
 }
 
+/// Weight rows per block of a mat_mul (16 f32 outputs: one cache line per token).
+const ROW_BLOCK: usize = 16;
+/// Tokens per chunk of a mat_mul.
+const TOKEN_BLOCK: usize = 64;
+
 /// Ops on fewer elements than this run on the calling thread only.
 const PARALLEL_MIN_ELEMS: usize = 1 << 14;
 
@@ -426,23 +431,35 @@ impl CpuExecutor {
         let o = SharedMut(out.as_mut_ptr());
         let data = w.data();
         let wrb = w.row_bytes();
-        let dotf = kernel.vec_dot;
         self.pool.run(&|ti, nt| {
-            let rows = split_range(n_out, ti, nt, 16);
-            // Blocks of weight rows stay in cache while every token passes over them.
-            const ROW_BLOCK: usize = 16;
-            let mut r0 = rows.start;
-            while r0 < rows.end {
-                let r1 = (r0 + ROW_BLOCK).min(rows.end);
-                for t in 0..n_tok {
-                    let a = &act[t * arb..(t + 1) * arb];
-                    // SAFETY: this thread owns output columns rows.start..rows.end.
-                    let orow = unsafe { o.slice(t * n_out + r0..t * n_out + r1) };
-                    for (k, r) in (r0..r1).enumerate() {
-                        orow[k] = dotf(n_in, &data[r * wrb..(r + 1) * wrb], a);
+            // Each thread owns whole cache lines of every output row (16 f32).
+            let rows = split_range(n_out, ti, nt, ROW_BLOCK);
+            let mut buf = [0.0f32; ROW_BLOCK * TOKEN_BLOCK];
+            // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
+            // while every token of the chunk passes over them).
+            for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
+                let mut r0 = rows.start;
+                while r0 < rows.end {
+                    let r1 = (r0 + ROW_BLOCK).min(rows.end);
+                    let nr = r1 - r0;
+                    let g = dot::GemmArgs {
+                        n: n_in,
+                        w: &data[r0 * wrb..r1 * wrb],
+                        w_stride: wrb,
+                        rows: nr,
+                        a: &act[t0 * arb..t1 * arb],
+                        a_stride: arb,
+                        tokens: t1 - t0,
+                    };
+                    kernel.gemm(&g, &mut buf[..nr * (t1 - t0)]);
+                    for t in t0..t1 {
+                        // SAFETY: this thread owns output columns rows.start..rows.end.
+                        let orow = unsafe { o.slice(t * n_out + r0..t * n_out + r1) };
+                        orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
                     }
+                    r0 = r1;
                 }
-                r0 = r1;
             }
         });
     }

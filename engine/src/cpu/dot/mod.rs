@@ -47,6 +47,53 @@ pub struct DotKernel {
     pub quantize_row: fn(&[f32], &mut [u8]),
     /// `vec_dot(n, weights, activations)` over `n` elements.
     pub vec_dot: fn(usize, &[u8], &[u8]) -> f32,
+    /// A tiled matrix product (several weight rows × several tokens per pass, no call per
+    /// dot); `None`: [`DotKernel::gemm`] loops over `vec_dot`.
+    pub tile: Option<GemmFn>,
+}
+
+/// One block of a matrix product: `rows` weight rows (`w_stride` bytes apart, from the start
+/// of `w`) times `tokens` quantized activation rows (`a_stride` bytes apart), `n` elements each.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmArgs<'a> {
+    /// Elements per row (a whole number of blocks).
+    pub n: usize,
+    /// Weight rows.
+    pub w: &'a [u8],
+    /// Bytes from one weight row to the next.
+    pub w_stride: usize,
+    /// Number of weight rows.
+    pub rows: usize,
+    /// Activation rows in the kernel's `vec_dot_type`.
+    pub a: &'a [u8],
+    /// Bytes from one activation row to the next.
+    pub a_stride: usize,
+    /// Number of activation rows.
+    pub tokens: usize,
+}
+
+/// A tiled matrix product: `out[t * rows + r] = w.row(r) · a.row(t)`.
+pub type GemmFn = fn(&GemmArgs<'_>, &mut [f32]);
+
+impl DotKernel {
+    /// `out[t * g.rows + r] = w.row(r) · a.row(t)` for every row and token of `g`, with the
+    /// tiled kernel when there is one, else one `vec_dot` per pair (the reference).
+    pub fn gemm(&self, g: &GemmArgs<'_>, out: &mut [f32]) {
+        match self.tile {
+            Some(f) => f(g, out),
+            None => gemm_by_dots(self.vec_dot, g, out),
+        }
+    }
+}
+
+/// The reference matrix product: one `vec_dot` per (row, token).
+pub fn gemm_by_dots(vec_dot: fn(usize, &[u8], &[u8]) -> f32, g: &GemmArgs<'_>, out: &mut [f32]) {
+    for t in 0..g.tokens {
+        let a = &g.a[t * g.a_stride..];
+        for r in 0..g.rows {
+            out[t * g.rows + r] = vec_dot(g.n, &g.w[r * g.w_stride..], a);
+        }
+    }
 }
 
 impl DotKernel {
@@ -58,6 +105,7 @@ impl DotKernel {
             isa: Isa::Scalar,
             quantize_row,
             vec_dot: W::vec_dot,
+            tile: None,
         }
     }
 }
