@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod mutate;
+
 /// File names of the two real models in the models directory.
 pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
 /// Gemma 3 270M Q4_K_M.

@@ -124,6 +124,15 @@ pub struct ChatTemplate {
 
 const NAME: &str = "chat";
 
+/// Instructions one rendering may execute (minijinja "fuel"): a template from a model file may
+/// loop forever or nest loops over large ranges; real chat templates use a few hundred
+/// instructions per message, so this allows conversations of many thousand messages.
+pub const RENDER_FUEL: u64 = 10_000_000;
+
+/// Deepest nesting of macro calls, loops and conditions a template may reach while rendering
+/// (real chat templates stay below 10; minijinja's own ceiling is 500).
+pub const RECURSION_LIMIT: usize = 100;
+
 impl ChatTemplate {
     /// The template of a GGUF file (`tokenizer.chat_template`), or the built-in fallback when
     /// it has none. `bos_text`/`eos_text` are the texts of the BOS and EOS tokens (`<bos>`,
@@ -171,6 +180,9 @@ impl ChatTemplate {
         // Jinja2 as transformers sets it up.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // Hostile templates: bound the work and the recursion of one rendering.
+        env.set_fuel(Some(RENDER_FUEL));
+        env.set_recursion_limit(RECURSION_LIMIT);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
@@ -508,6 +520,27 @@ mod tests {
         assert_eq!(civil_from_days(-1), (1969, 12, 31));
         let t = ChatTemplate::new("{{ strftime_now('%Y') }}", "", "").unwrap();
         assert!(t.render(&[], false).unwrap().starts_with("20"));
+    }
+
+    #[test]
+    fn endless_loops_run_out_of_fuel() {
+        // 10^10 iterations: refused once the fuel is spent, quickly.
+        let src =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let start = std::time::Instant::now();
+        let err = t.render(&conversation(), true).unwrap_err();
+        assert!(matches!(err, ChatError::Render(_)), "{err}");
+        assert!(err.to_string().contains("fuel"), "{err}");
+        assert!(start.elapsed().as_secs() < 30);
+    }
+
+    #[test]
+    fn unbounded_recursion_is_refused() {
+        let src = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}";
+        let t = ChatTemplate::new(src, "", "").unwrap();
+        let err = t.render(&conversation(), true).unwrap_err();
+        assert!(err.to_string().contains("recursion"), "{err}");
     }
 
     /// Real models and llama.cpp's fixtures. A missing file fails the test unless

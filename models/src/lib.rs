@@ -13,6 +13,8 @@ pub mod model;
 pub mod registry;
 pub mod sampler;
 pub mod session;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 

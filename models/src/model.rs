@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use tessera_engine::GgufFile;
+use tessera_engine::gguf::Metadata;
 
 use crate::arch::{self, Architecture};
 use crate::chat::ChatTemplate;
@@ -30,6 +31,7 @@ impl Model {
     pub fn from_file(file: GgufFile, rope: &RopeOverrides) -> Result<Model> {
         let mut hp = HParams::from_gguf(file.metadata())?;
         hp.apply_rope_overrides(rope)?;
+        check_special_token_ids(file.metadata())?;
         let tokenizer = Tokenizer::from_gguf(file.metadata())
             .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         if tokenizer.n_vocab() != hp.n_vocab {
@@ -85,4 +87,30 @@ impl Model {
     pub fn arch(&self) -> &dyn Architecture {
         &*self.arch
     }
+}
+
+/// Every `tokenizer.ggml.*_token_id` key (bos, eos, unk, pad, eot, eom, sep, fim …) must name a
+/// token of the vocabulary: an id past its end would be fed to the embedding or stop nothing.
+/// (llama.cpp warns and falls back to a default; a file that disagrees with itself is refused
+/// here, naming the key.)
+fn check_special_token_ids(meta: &Metadata) -> Result<()> {
+    let Ok(tokens) = meta.str_array("tokenizer.ggml.tokens") else {
+        return Ok(()); // the tokenizer reports the missing vocabulary
+    };
+    let n = tokens.len();
+    for (key, value) in meta.entries() {
+        if !(key.starts_with("tokenizer.ggml.") && key.ends_with("_token_id")) {
+            continue;
+        }
+        match value.as_int() {
+            Some(id) if id >= 0 && id < n as i128 => {}
+            _ => {
+                return Err(ModelError::InvalidHParam {
+                    key: key.clone(),
+                    why: format!("{value} is not a token id of the vocabulary of {n} tokens"),
+                });
+            }
+        }
+    }
+    Ok(())
 }

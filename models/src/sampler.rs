@@ -487,6 +487,53 @@ mod tests {
     }
 
     #[test]
+    fn nan_and_infinite_logits_never_panic() {
+        // Mutated or broken weights give such logits: every sampler setting must still return
+        // an id of the vocabulary, and an infinite logit is the most likely token.
+        let configs = [
+            SamplerParams::greedy(),
+            params(0.8, 40, 0.95, 0.05),
+            params(1.0, 1, 1.0, 0.0),
+            params(0.01, 0, 0.5, 0.0),
+            params(2.0, 0, 1.0, 0.9),
+            SamplerParams {
+                repeat_penalty: 1.3,
+                frequency_penalty: 0.5,
+                presence_penalty: 0.5,
+                ..params(0.8, 40, 0.95, 0.05)
+            },
+        ];
+        let (inf, nan) = (f32::INFINITY, f32::NAN);
+        let cases: [(&[f32], Option<u32>); 7] = [
+            (&[1.0, inf, nan, -inf], Some(1)),
+            (&[nan, nan, nan], None),
+            (&[inf, inf, 0.0], None),
+            (&[-inf, -inf], None),
+            (&[f32::MAX, -f32::MAX, 0.0], Some(0)),
+            (&[nan, -inf, 3.0], Some(2)),
+            (&[0.5], Some(0)),
+        ];
+        for p in configs {
+            for (logits, want) in cases {
+                let mut s = Sampler::new(p);
+                for t in [0, 1, 1, 2] {
+                    s.accept(t);
+                }
+                for _ in 0..20 {
+                    let id = s.sample(logits);
+                    assert!((id as usize) < logits.len(), "{p:?} {logits:?}: {id}");
+                    if let Some(w) = want {
+                        assert_eq!(id, w, "{p:?} {logits:?}");
+                    }
+                    if logits.iter().filter(|l| **l == inf).count() > 0 {
+                        assert_eq!(logits[id as usize], inf, "{p:?} {logits:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn same_seed_same_tokens() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
         let p = params(1.0, 0, 1.0, 0.0);

@@ -43,15 +43,22 @@ impl<'a> WeightLoader<'a> {
         Ok(t)
     }
 
-    /// A norm weight: F32 vector of `n` elements.
+    /// A norm weight: a vector of `n` elements, used as F32. F16 and BF16 vectors are converted
+    /// at load (they are small); other types are refused.
     pub fn norm(&self, name: &str, n: usize) -> Result<Tensor> {
         let t = self.get(name, &[n])?;
-        if t.dtype() != DType::F32 {
-            return Err(ModelError::UnsupportedDType {
+        match t.dtype() {
+            DType::F32 => Ok(t),
+            DType::F16 | DType::BF16 => {
+                let ops = tessera_engine::quant::reference(t.dtype()).expect("F16/BF16 kernels");
+                let mut values = vec![0f32; n];
+                (ops.dequantize_row)(t.data(), &mut values);
+                Ok(Tensor::from_f32(name, vec![n], &values))
+            }
+            dtype => Err(ModelError::UnsupportedDType {
                 name: name.into(),
-                dtype: t.dtype(),
-            });
+                dtype,
+            }),
         }
-        Ok(t)
     }
 }

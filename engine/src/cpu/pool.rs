@@ -1,20 +1,25 @@
 //! A small fork-join thread pool for graph execution: `n - 1` workers plus the calling thread
-//! run one closure together, each told its index. Dispatch allocates nothing and workers spin
-//! briefly before sleeping, so the ~200 small ops of a decode step cost microseconds, not a
-//! scheduler round trip each.
+//! run one closure over a fixed number of tasks, each task told its index. Tasks are claimed
+//! dynamically, so when a worker is not scheduled (a busy or oversubscribed machine) the caller
+//! simply runs its tasks instead of waiting for it. Dispatch allocates nothing and workers spin
+//! briefly before sleeping, so the ~200 small ops of a decode step cost microseconds each.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-/// The job all threads run: `f(thread_index, n_threads)`.
+/// The job: `f(task_index, n_tasks)`.
 type Job = dyn Fn(usize, usize) + Sync;
 
 struct Shared {
     /// Incremented for every new job; workers run a job when they see it change.
     generation: AtomicUsize,
-    /// Workers still running the current job.
-    pending: AtomicUsize,
+    /// Next task index to claim.
+    next_task: AtomicUsize,
+    /// Tasks finished.
+    done_tasks: AtomicUsize,
+    /// Tasks of the current job.
+    n_tasks: AtomicUsize,
     /// The current job (a pointer to a closure on the caller's stack, valid until `pending`
     /// reaches zero).
     job: Mutex<Option<*const Job>>,
@@ -64,7 +69,9 @@ impl ThreadPool {
         };
         let shared = Arc::new(Shared {
             generation: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            next_task: AtomicUsize::new(usize::MAX / 2),
+            done_tasks: AtomicUsize::new(0),
+            n_tasks: AtomicUsize::new(0),
             job: Mutex::new(None),
             wake: Condvar::new(),
             sleepers: Mutex::new(0),
@@ -77,7 +84,7 @@ impl ThreadPool {
                 let s = shared.clone();
                 std::thread::Builder::new()
                     .name(format!("tessera-{idx}"))
-                    .spawn(move || worker(s, idx))
+                    .spawn(move || worker(s))
                     .expect("spawn worker thread")
             })
             .collect();
@@ -96,34 +103,56 @@ impl ThreadPool {
         self.shared.n_threads
     }
 
-    /// Run `f(i, n)` on every thread `i` in `0..n` and return when all are done.
-    pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+    /// Tasks a job is cut into: a few per thread, so work moves to whichever thread runs.
+    pub fn n_tasks(&self) -> usize {
         let n = self.shared.n_threads;
+        if n == 1 { 1 } else { n * TASKS_PER_THREAD }
+    }
+
+    /// Run `f(i, n)` for every task `i` in `0..n` (`n` = [`Self::n_tasks`]) on whichever
+    /// threads are free, and return when all are done. Tasks must be independent.
+    pub fn run(&self, f: &(dyn Fn(usize, usize) + Sync)) {
+        let n = self.n_tasks();
         if n == 1 {
             f(0, 1);
             return;
         }
-        // SAFETY: the pointer's lifetime is erased; we do not return until every worker has
-        // finished with it (pending == 0).
+        let s = &*self.shared;
+        // SAFETY: the pointer's lifetime is erased; we do not return until every task is done,
+        // and a worker only dereferences it after claiming a task of this job.
         let ptr: *const Job = unsafe {
             std::mem::transmute::<*const (dyn Fn(usize, usize) + Sync + '_), *const Job>(f)
         };
-        *self.shared.job.lock().unwrap() = Some(ptr);
-        self.shared.pending.store(n - 1, Ordering::SeqCst);
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
-        if *self.shared.sleepers.lock().unwrap() > 0 {
-            self.shared.wake.notify_all();
+        *s.job.lock().unwrap() = Some(ptr);
+        s.n_tasks.store(n, Ordering::SeqCst);
+        s.done_tasks.store(0, Ordering::SeqCst);
+        s.next_task.store(0, Ordering::SeqCst);
+        s.generation.fetch_add(1, Ordering::SeqCst);
+        if *s.sleepers.lock().unwrap() > 0 {
+            s.wake.notify_all();
         }
-        f(0, n);
+        loop {
+            let i = s.next_task.fetch_add(1, Ordering::AcqRel);
+            if i >= n {
+                break;
+            }
+            f(i, n);
+            s.done_tasks.fetch_add(1, Ordering::AcqRel);
+        }
         let mut spins = 0;
-        while self.shared.pending.load(Ordering::Acquire) != 0 {
+        while s.done_tasks.load(Ordering::Acquire) != n {
             backoff(spins);
             spins += 1;
         }
+        // No more claims for this job.
+        s.next_task.store(usize::MAX / 2, Ordering::SeqCst);
     }
 }
 
-fn worker(s: Arc<Shared>, idx: usize) {
+/// Tasks per thread in a job.
+const TASKS_PER_THREAD: usize = 4;
+
+fn worker(s: Arc<Shared>) {
     let mut seen = 0usize;
     s.started.fetch_add(1, Ordering::Release);
     loop {
@@ -151,14 +180,21 @@ fn worker(s: Arc<Shared>, idx: usize) {
             return;
         }
         seen = gen_now;
-        let job = s
-            .job
-            .lock()
-            .unwrap()
-            .expect("a job is set before the generation moves");
-        // SAFETY: see `run`: the closure outlives this call.
-        unsafe { (*job)(idx, s.n_threads) };
-        s.pending.fetch_sub(1, Ordering::AcqRel);
+        loop {
+            let i = s.next_task.fetch_add(1, Ordering::AcqRel);
+            let n = s.n_tasks.load(Ordering::Acquire);
+            if i >= n {
+                break;
+            }
+            let job = s
+                .job
+                .lock()
+                .unwrap()
+                .expect("a job is set before tasks are claimable");
+            // SAFETY: see `run`: the closure lives until every task is done.
+            unsafe { (*job)(i, n) };
+            s.done_tasks.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -198,16 +234,17 @@ mod tests {
     use std::sync::atomic::AtomicU64;
 
     #[test]
-    fn every_thread_runs_each_job() {
+    fn every_task_runs_once_per_job() {
         for n in [1, 2, 3, 4] {
             let pool = ThreadPool::new(n);
             for round in 0..200u64 {
                 let sum = AtomicU64::new(0);
+                let tasks = pool.n_tasks();
                 pool.run(&|i, nth| {
-                    assert_eq!(nth, n);
+                    assert_eq!(nth, tasks);
                     sum.fetch_add(i as u64 + round, Ordering::Relaxed);
                 });
-                let want: u64 = (0..n as u64).map(|i| i + round).sum();
+                let want: u64 = (0..tasks as u64).map(|i| i + round).sum();
                 assert_eq!(sum.load(Ordering::Relaxed), want);
             }
         }
@@ -221,7 +258,7 @@ mod tests {
         pool.run(&|_, _| {
             hits.fetch_add(1, Ordering::Relaxed);
         });
-        assert_eq!(hits.load(Ordering::Relaxed), 2);
+        assert_eq!(hits.load(Ordering::Relaxed), pool.n_tasks() as u64);
     }
 
     #[test]

@@ -283,6 +283,25 @@ fn tensor_errors() {
 }
 
 #[test]
+fn a_file_without_tensors_needs_no_data_section() {
+    // Found by the gguf_parse fuzz target: no tensors, no key/value pairs, and the file ends
+    // 4 bytes after the counts, before the padding to the data section. Nothing lies out of
+    // bounds, so the header is accepted; its data section starts past the end and is empty.
+    let mut bytes = b"GGUF\x03\0\0\0".to_vec();
+    bytes.extend_from_slice(&[0; 16]);
+    bytes.extend_from_slice(b"igh\x92");
+    let h = parse(&bytes).unwrap();
+    assert!(h.tensors.is_empty() && h.metadata.is_empty());
+    assert_eq!((h.data_offset, h.file_size), (32, 28));
+    assert!(
+        GgufFile::from_bytes(&bytes)
+            .unwrap()
+            .tensor_infos()
+            .is_empty()
+    );
+}
+
+#[test]
 fn random_byte_flips_never_panic() {
     let bytes = sample().to_bytes();
     let mut state = 0x2545F4914F6CDD1Du64;

@@ -1,8 +1,13 @@
 //! The `tessera` command line: a thin dispatcher over one module per subcommand.
 
+mod bench;
+mod chat;
 mod common;
+mod completions;
 mod info;
+mod perplexity;
 mod pull;
+mod run;
 
 use std::process::ExitCode;
 
@@ -23,6 +28,16 @@ enum Command {
     Pull(pull::PullArgs),
     /// Show a GGUF file's metadata, hyper-parameters, tokenizer, tensors and KV-cache size.
     Info(info::InfoArgs),
+    /// Complete a prompt (-p or -f), streaming the continuation to stdout.
+    Run(run::RunArgs),
+    /// Perplexity of a text file, measured as llama.cpp's llama-perplexity does (and KL divergence).
+    Perplexity(perplexity::PerplexityArgs),
+    /// Chat with a model (default: smollm2-135m, pulled on first use); scriptable through stdin.
+    Chat(chat::ChatArgs),
+    /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
+    Bench(bench::BenchArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +45,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull::run(args),
         Command::Info(args) => info::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Perplexity(args) => perplexity::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Completions(args) => completions::run::<Cli>(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,116 @@
+//! Writes the seed corpora of the fuzz targets (see `fuzz/README.md`) into `<dir>/<target>/`:
+//! the first kilobytes of both real models and two tiny complete models for the GGUF targets,
+//! sample texts for the tokenizer target, and the real and built-in chat templates for the
+//! chat-template target. The seeds are generated, not kept in git.
+//!
+//! `cargo run --release -p tessera-models --features testing --example fuzz_seeds -- fuzz/corpus`
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use tessera_engine::GgufFile;
+use tessera_models::chat::{CHATML_TEMPLATE, GEMMA_TEMPLATE};
+use tessera_models::testing::TinyLlama;
+
+const MODELS: [&str; 2] = [
+    "smollm2-135m-instruct-q4_1.gguf",
+    "gemma-3-270m-q4_k_m.gguf",
+];
+
+fn models_dir() -> PathBuf {
+    std::env::var_os("TESSERA_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/tessera/models")
+        })
+}
+
+fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
+    let d = dir.join(target);
+    std::fs::create_dir_all(&d).expect("corpus folder");
+    std::fs::write(d.join(name), bytes).expect("seed written");
+}
+
+fn main() {
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "fuzz/corpus".into()),
+    );
+    let models = models_dir();
+
+    // GGUF targets: real headers' first kilobytes and complete tiny models.
+    for file in MODELS {
+        let Ok(mut f) = std::fs::File::open(models.join(file)) else {
+            eprintln!("skipping {file}: not in {}", models.display());
+            continue;
+        };
+        let mut head = vec![0u8; 16 << 10];
+        f.read_exact(&mut head)
+            .expect("a model is longer than 16 KiB");
+        for kib in [1, 4, 16] {
+            let name = format!("{}-{kib}k", file.trim_end_matches(".gguf"));
+            write(&dir, "gguf_parse", &name, &head[..kib << 10]);
+            write(&dir, "gguf_model", &name, &head[..kib << 10]);
+        }
+    }
+    let smallest = TinyLlama {
+        n_layer: 1,
+        n_embd: 32,
+        n_head: 2,
+        n_head_kv: 1,
+        n_ff: 32,
+        ..Default::default()
+    };
+    for (name, cfg) in [
+        ("tiny-llama", TinyLlama::default()),
+        ("tiny-llama-min", smallest),
+    ] {
+        let bytes = cfg.bytes();
+        write(&dir, "gguf_parse", name, &bytes);
+        write(&dir, "gguf_model", name, &bytes);
+    }
+
+    // Tokenizer: a mode byte (bit 0: model, 1: add special, 2: parse special, 3: compare the
+    // stream decoder), then text.
+    let texts: [&str; 6] = [
+        "Hello world",
+        "  leading spaces, tabs\tand\nnewlines\r\n",
+        "<|im_start|>user\nHi!<|im_end|>\n<start_of_turn>model\n",
+        "Ünïcödé: 日本語のテキスト, emoji 🦀👍🏽, combining e\u{301}",
+        "fn main() { let x = 12345.678e-9; println!(\"{x}\"); }",
+        "<bos><eos><pad><unk>\u{0}\u{1}\u{7f}",
+    ];
+    for (i, t) in texts.iter().enumerate() {
+        for mode in [0u8, 1, 6, 15] {
+            let mut seed = vec![mode];
+            seed.extend_from_slice(t.as_bytes());
+            write(&dir, "tokenizer", &format!("text{i}-mode{mode}"), &seed);
+        }
+    }
+
+    // Chat templates: a selector byte (2 or 3: the source given), the source, NUL, then
+    // messages separated by 0x01, each a role byte then content.
+    let messages: &[u8] = b"\x00Be brief.\x01\x01Hi!\x01\x02Hello.\x01\x01Name a colour.";
+    let mut templates = vec![
+        ("chatml".to_string(), CHATML_TEMPLATE.to_string()),
+        ("gemma".to_string(), GEMMA_TEMPLATE.to_string()),
+    ];
+    for file in MODELS {
+        if let Ok(g) = GgufFile::open(models.join(file))
+            && let Ok(Some(src)) = g.metadata().opt_str("tokenizer.chat_template")
+        {
+            templates.push((file.trim_end_matches(".gguf").to_string(), src.to_string()));
+        }
+    }
+    for (name, src) in templates {
+        for sel in [2u8, 15] {
+            let mut seed = vec![sel];
+            seed.extend_from_slice(src.as_bytes());
+            seed.push(0);
+            seed.extend_from_slice(messages);
+            write(&dir, "chat_template", &format!("{name}-{sel}"), &seed);
+        }
+    }
+    println!("seeds written to {}", dir.display());
+}

@@ -1,0 +1,249 @@
+//! `tessera chat` through the built binary: scripted through a pipe, and interactive in a
+//! pseudo-terminal (streamed replies, KV-cache reuse across turns, `/reset`, Ctrl-C).
+//!
+//! The model is looked up in `$TESSERA_MODELS` or `~/.cache/tessera/models` (`tessera pull`
+//! puts it there). A missing model fails the test unless `TESSERA_ALLOW_MISSING_MODELS=1`.
+//!
+//! The chats run on one thread: the tests run side by side, and a thread pool on more threads
+//! than there are free cores is much slower.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use rexpect::process::wait::WaitStatus;
+use rexpect::reader::Options;
+use rexpect::session::{PtySession, spawn_with_options};
+use tessera_engine::GgufFile;
+use tessera_models::registry;
+use tessera_models::tokenizer::Tokenizer;
+
+const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
+
+/// The model file, or `None` (test skipped) when it is missing and that is allowed.
+fn model(file: &str) -> Option<PathBuf> {
+    let path = registry::models_dir().join(file);
+    if path.is_file() {
+        return Some(path);
+    }
+    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
+        eprintln!("skipping: {} is missing", path.display());
+        return None;
+    }
+    panic!(
+        "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
+        path.display()
+    );
+}
+
+/// `tessera chat ARGS` with `input` on stdin.
+fn chat_piped(args: &[&str], input: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("chat")
+        .args(["-t", "1"])
+        .args(args)
+        .env("TESSERA_CHAT_HISTORY", "")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the tessera binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn piped_question_gets_paris() {
+    let Some(_) = model(SMOLLM2) else { return };
+    let out = chat_piped(
+        &["-m", "smollm2-135m", "--temp", "0", "-c", "512"],
+        "Which city is the capital of France?\n/quit\nThis is never read.\n",
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(
+        stdout.contains("Paris"),
+        "reply: {stdout:?}\nstderr: {stderr}"
+    );
+    // One reply, newline-terminated, nothing else on stdout.
+    assert!(
+        stdout.ends_with('\n') && !stdout.ends_with("\n\n"),
+        "{stdout:?}"
+    );
+    assert!(
+        !stdout.contains("prompt:"),
+        "stats belong on stderr: {stdout:?}"
+    );
+    assert!(stderr.contains("prompt:"), "stats line missing: {stderr}");
+}
+
+#[test]
+fn piped_context_full_stop_refuses_and_drop_oldest_goes_on() {
+    let Some(_) = model(SMOLLM2) else { return };
+    let long = "Please tell me about this: ".to_string() + &"words and more words ".repeat(20);
+    // `stop`: a message larger than the context is refused, with a clear message and exit 1,
+    // and the next (short) turn still gets a reply line.
+    let out = chat_piped(
+        &[
+            "-m",
+            "smollm2-135m",
+            "--temp",
+            "0",
+            "-c",
+            "96",
+            "--context-full",
+            "stop",
+        ],
+        &format!("{long}\nHi\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("context full"), "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout:?}");
+    assert!(stdout.starts_with('\n'), "{stdout:?}");
+    assert!(stdout.trim().len() > 1, "second turn answered: {stdout:?}");
+
+    // `drop-oldest`: many turns in a small context all get replies; old turns are dropped.
+    let questions = [
+        "What is the capital of France?",
+        "What is the capital of Germany?",
+        "What is the capital of Italy?",
+        "What is the capital of Spain?",
+    ];
+    let out = chat_piped(
+        &["-m", "smollm2-135m", "--temp", "0", "-c", "160", "-n", "24"],
+        &(questions.join("\n") + "\n"),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.lines().filter(|l| !l.is_empty()).count() >= 4,
+        "{stdout:?}"
+    );
+    assert!(stderr.contains("dropped"), "{stderr}");
+}
+
+/// A chat in a pseudo-terminal.
+fn spawn_chat(args: &[&str]) -> PtySession {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    cmd.arg("chat")
+        .args(["-t", "1"])
+        .args(args)
+        .env("TESSERA_CHAT_HISTORY", "")
+        .env("NO_COLOR", "1")
+        .env("TERM", "xterm");
+    // rexpect's escape-code stripping also eats text after escapes that end in a
+    // non-letter, so the raw output is matched (NO_COLOR keeps our own lines plain).
+    let opts = Options::new().timeout_ms(Some(180_000));
+    spawn_with_options(cmd, opts).expect("tessera chat starts in a pty")
+}
+
+/// Wait for `re` and return every number in the text it matched, in order.
+fn numbers(p: &mut PtySession, re: &str) -> Vec<usize> {
+    let (_, m) = p
+        .exp_regex(re)
+        .unwrap_or_else(|e| panic!("no match for {re}: {e}"));
+    m.split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn terminal_streams_reuses_cache_resets_and_interrupts() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let mut p = spawn_chat(&[
+        "-m",
+        "smollm2-135m",
+        "--temp",
+        "0",
+        "-c",
+        "2048",
+        "-n",
+        "64",
+    ]);
+    p.exp_string("/help lists the commands").unwrap();
+    p.exp_string("> ").unwrap();
+
+    // Turn 1: the whole prompt is evaluated.
+    p.send_line("Which city is the capital of France?").unwrap();
+    let before = p.exp_string("prompt: ").unwrap();
+    assert!(before.contains("Paris"), "reply: {before:?}");
+    let t1 = numbers(&mut p, r"(\d+) new \+ (\d+) cached tokens");
+    assert_eq!(t1[1], 0, "nothing cached on the first turn");
+    p.exp_string("> ").unwrap();
+
+    // Turn 2 (reply capped to keep the test short): only the new turn's tokens are evaluated.
+    p.send_line("/set n-predict 32").unwrap();
+    p.exp_string("n-predict 32").unwrap();
+    p.exp_string("> ").unwrap();
+    let q2 = "And which city is the capital of Germany?";
+    p.send_line(q2).unwrap();
+    let before = p.exp_string("prompt: ").unwrap();
+    assert!(
+        before.trim().len() > q2.len(),
+        "a reply was written: {before:?}"
+    );
+    let t2 = numbers(&mut p, r"(\d+) new \+ (\d+) cached tokens");
+    p.exp_string("> ").unwrap();
+    p.send_line("/stats").unwrap();
+    let s = numbers(
+        &mut p,
+        r"prompt (\d+) tokens \((\d+) evaluated, (\d+) reused of (\d+) cached\)",
+    );
+    let (total, evaluated, reused, cached) = (s[0], s[1], s[2], s[3]);
+    assert_eq!((evaluated, reused), (t2[0], t2[1]));
+    assert_eq!(evaluated + reused, total);
+    assert!(reused >= t1[0], "turn 1's prompt is reused: {s:?} {t1:?}");
+    assert!(reused + 1 >= cached, "the whole cache is reused: {s:?}");
+    let tok = Tokenizer::from_gguf(GgufFile::open(&path).unwrap().metadata()).unwrap();
+    let n_q2 = tok.encode(q2, false, false).len();
+    assert!(
+        evaluated <= n_q2 + 16,
+        "turn 2 evaluated {evaluated} tokens for a {n_q2}-token message plus the template"
+    );
+    p.exp_string("> ").unwrap();
+
+    // /reset empties the cache.
+    p.send_line("/reset").unwrap();
+    p.exp_string("cleared").unwrap();
+    p.send_line("/stats").unwrap();
+    p.exp_string("KV cache: 0 B used of").unwrap();
+    p.exp_string("(0 of 2048 tokens)").unwrap();
+    p.exp_string("> ").unwrap();
+
+    // Ctrl-C stops a long reply once it is streaming, and the prompt comes back.
+    p.send_line("/set n-predict 400").unwrap();
+    p.exp_string("n-predict 400").unwrap();
+    p.exp_string("> ").unwrap();
+    p.send_line("Count from 1 to 1000, separated by commas.")
+        .unwrap();
+    // Whatever the layout (SmolLM2 may well leave out the commas), wait for a run of digits.
+    p.exp_regex(r"[0-9][0-9, ]{7,}").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("[interrupted]").unwrap();
+    let t3 = numbers(&mut p, r"reply: (\d+) tokens");
+    assert!(t3[0] < 400, "stopped before the cap: {t3:?}");
+    p.exp_string("> ").unwrap();
+
+    // Ctrl-C at the prompt clears the line; the chat goes on.
+    p.send("half a line").unwrap();
+    p.flush().unwrap();
+    p.exp_string("half a line").unwrap();
+    p.send_control('c').unwrap();
+    p.exp_string("> ").unwrap();
+    p.send_line("/quit").unwrap();
+    p.exp_eof().unwrap();
+    match p.process().wait().unwrap() {
+        WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("tessera chat ended with {other:?}"),
+    }
+}

@@ -1,0 +1,199 @@
+//! `tessera perplexity` driven through the built binary.
+//!
+//! The figures of llama.cpp's `llama-perplexity` on `/usr/share/common-licenses/GPL-3`
+//! (shared/fixtures/README.md) are the targets, ±1%. Those runs evaluate ~7,000 tokens each and
+//! take minutes on a small CPU, so they are `#[ignore]`d: run them in release, one at a time,
+//!
+//! ```text
+//! cargo test --release -p tessera-cli --test perplexity -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! Each prints its figure, seconds and tokens/s. The KL-divergence round trip and the refusals
+//! are cheap and always run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use serde_json::Value;
+use tessera_tests::{GEMMA3, SMOLLM2, model};
+
+/// The text llama.cpp's figures were measured on.
+const GPL3: &str = "/usr/share/common-licenses/GPL-3";
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("the tessera binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// GPL-3, or `None` (test skipped) where the system lacks it.
+fn gpl3() -> Option<&'static str> {
+    if Path::new(GPL3).is_file() {
+        Some(GPL3)
+    } else {
+        eprintln!("skipped: {GPL3} is missing");
+        None
+    }
+}
+
+/// Run `perplexity --json` with `extra` flags and return the parsed object.
+fn perplexity_json(model: &Path, extra: &[&str]) -> Value {
+    let m = model.to_str().unwrap();
+    let args = [&["perplexity", "-m", m, "--json"][..], extra].concat();
+    let out = tessera(&args);
+    assert!(out.status.success(), "{args:?} failed: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).expect("--json prints JSON")
+}
+
+/// Measure the whole of GPL-3 and compare with llama.cpp's figure.
+fn ppl_matches(file: &str, extra: &[&str], expected: f64, expected_chunks: Option<u64>) {
+    let (Some(path), Some(text)) = (model(file), gpl3()) else {
+        return;
+    };
+    let t0 = Instant::now();
+    let v = perplexity_json(&path, &[&["-f", text][..], extra].concat());
+    let ppl = v["ppl"].as_f64().unwrap();
+    eprintln!(
+        "{file} {extra:?}: PPL {ppl:.4} ± {:.4} (llama.cpp {expected}), {} chunks, {:.1} s, \
+         {:.1} tokens/s",
+        v["ppl_err"].as_f64().unwrap(),
+        v["chunks"],
+        t0.elapsed().as_secs_f64(),
+        v["tokens_per_second"].as_f64().unwrap()
+    );
+    if let Some(c) = expected_chunks {
+        assert_eq!(v["chunks"].as_u64(), Some(c), "chunk count");
+    }
+    let rel = (ppl - expected).abs() / expected;
+    assert!(
+        rel <= 0.01,
+        "PPL {ppl:.4} is {:.2}% from llama.cpp's {expected}",
+        rel * 100.0
+    );
+}
+
+#[test]
+#[ignore = "expensive: ~7k tokens; run in release with --ignored"]
+fn smollm2_ctx512() {
+    ppl_matches(SMOLLM2, &["-c", "512"], 18.3459, Some(14));
+}
+
+#[test]
+#[ignore = "expensive: ~7k tokens; run in release with --ignored"]
+fn gemma3_ctx512() {
+    ppl_matches(GEMMA3, &["-c", "512"], 13.8844, None);
+}
+
+#[test]
+#[ignore = "expensive: ~7k tokens; run in release with --ignored"]
+fn gemma3_ctx2048_sliding_window() {
+    ppl_matches(GEMMA3, &["-c", "2048"], 14.5067, None);
+}
+
+#[test]
+#[ignore = "expensive: ~7k tokens; run in release with --ignored"]
+fn smollm2_yarn_factor4_ctx1024() {
+    ppl_matches(
+        SMOLLM2,
+        &[
+            "--rope-scaling",
+            "yarn",
+            "--rope-scale",
+            "4",
+            "--yarn-orig-ctx",
+            "256",
+            "-c",
+            "1024",
+        ],
+        21.8228,
+        None,
+    );
+}
+
+/// Save a base, compare the same run with it: no divergence, same argmax everywhere.
+#[test]
+fn kl_divergence_round_trip() {
+    let (Some(path), Some(text)) = (model(SMOLLM2), gpl3()) else {
+        return;
+    };
+    let base: PathBuf =
+        std::env::temp_dir().join(format!("tessera-kld-{}.bin", std::process::id()));
+    let b = base.to_str().unwrap();
+    let common = ["-c", "128", "--chunks", "2"];
+    let saved = perplexity_json(
+        &path,
+        &[&common[..], &["-f", text, "--kl-divergence-base", b]].concat(),
+    );
+    assert_eq!(saved["chunks"], 2);
+    let cmp = perplexity_json(
+        &path,
+        &[&common[..], &["--kl-divergence-base", b, "--kl-divergence"]].concat(),
+    );
+    std::fs::remove_file(&base).ok();
+    let k = &cmp["kl_divergence"];
+    assert_eq!(k["tokens"], 2 * 63);
+    assert!(k["mean"].as_f64().unwrap().abs() < 1e-4, "{k}");
+    assert!(k["max"].as_f64().unwrap() < 1e-3, "{k}");
+    assert_eq!(k["top1_agreement_percent"].as_f64(), Some(100.0));
+    let (p0, p1, pb) = (
+        saved["ppl"].as_f64().unwrap(),
+        cmp["ppl"].as_f64().unwrap(),
+        k["ppl_base"].as_f64().unwrap(),
+    );
+    assert!((p0 - p1).abs() < 1e-9 * p0, "{p0} vs {p1}");
+    assert!((pb - p0).abs() < 1e-4 * p0, "{pb} vs {p0}");
+}
+
+/// Running values per chunk on stdout, then `PPL = x +/- err`, as llama.cpp prints them.
+#[test]
+fn text_output_is_llama_cpp_like() {
+    let (Some(path), Some(text)) = (model(SMOLLM2), gpl3()) else {
+        return;
+    };
+    let out = tessera(&[
+        "perplexity",
+        "-m",
+        path.to_str().unwrap(),
+        "-f",
+        text,
+        "-c",
+        "64",
+        "--chunks",
+        "2",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.starts_with("[1]"), "{s}");
+    assert!(s.contains(",[2]"), "{s}");
+    assert!(s.contains("Final estimate: PPL = "), "{s}");
+    assert!(s.contains(" +/- "), "{s}");
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let m = path.to_str().unwrap();
+    let short = std::env::temp_dir().join(format!("tessera-ppl-short-{}.txt", std::process::id()));
+    std::fs::write(&short, "Too short a text.").unwrap();
+    let s = short.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["-f", s, "-c", "512"], "needs at least 1024"),
+        (&["-f", s, "--chunks", "0"], "--chunks"),
+        (&["-f", s, "-c", "0"], "--ctx-size"),
+        (&["-f", s, "--threads", "0"], "--threads"),
+        (&["--kl-divergence-base", s, "--kl-divergence"], "bad magic"),
+    ];
+    for (bad, what) in cases {
+        let out = tessera(&[&["perplexity", "-m", m][..], bad].concat());
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        let err = stderr(&out);
+        assert!(err.contains(what), "{bad:?}: {err:?} lacks {what:?}");
+    }
+    std::fs::remove_file(&short).ok();
+}

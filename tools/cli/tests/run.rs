@@ -1,0 +1,190 @@
+//! `tessera run` driven through the built binary: llama.cpp's greedy continuations on the two
+//! real models (ids from `--json`, text from the stream), and the refusals of bad input.
+//!
+//! Models come from `$TESSERA_MODELS` or `~/.cache/tessera/models`, fixtures from
+//! `$TESSERA_FIXTURES` or `shared/fixtures` beside the checkout (see the `tessera-tests` crate).
+//! A missing model fails the test unless `TESSERA_ALLOW_MISSING_MODELS=1`.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use tessera_tests::{GEMMA3, SMOLLM2, greedy, model};
+
+fn tessera(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("the tessera binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A file in the temporary directory, unique to this process and test.
+fn temp_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = std::env::temp_dir().join(format!("tessera-run-{}-{name}", std::process::id()));
+    std::fs::write(&p, bytes).expect("temp file written");
+    p
+}
+
+/// Greedy `-n 8` on the fixture's prompt: `--json` ids and the streamed text must be
+/// llama.cpp's.
+fn greedy_matches_llama_cpp(file: &str, fixture_model: &str) {
+    let Some(path) = model(file) else { return };
+    let path = path.to_str().unwrap();
+    let fx = greedy(fixture_model, "capital");
+    let n = 8;
+    let args = [
+        "run", "-m", path, "-p", &fx.prompt, "-n", "8", "--temp", "0", "-c", "256",
+    ];
+
+    let out = tessera(&[&args[..], &["--json"]].concat());
+    assert!(out.status.success(), "run --json failed: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let ids = |k: &str| -> Vec<u32> {
+        v[k].as_array()
+            .unwrap_or_else(|| panic!("{k} missing"))
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect()
+    };
+    assert_eq!(ids("prompt_ids"), fx.prompt_ids, "prompt tokenization");
+    assert_eq!(ids("generated_ids"), fx.generated_ids[..n], "greedy ids");
+    let expected_text: String = fx.pieces[..n].concat();
+    assert_eq!(v["text"].as_str().unwrap(), expected_text);
+    assert_eq!(v["backend"], "cpu");
+    assert_eq!(v["n_ctx"], 256);
+    assert!(v["kv_cache_bytes"].as_u64().unwrap() > 0);
+    assert!(v["threads"].as_u64().unwrap() >= 1);
+    assert!(v["isa"].is_string());
+    for k in ["prompt_tokens_per_second", "generation_tokens_per_second"] {
+        assert!(v[k].as_f64().unwrap() > 0.0, "{k}");
+    }
+
+    // Streamed: the text, then a newline; the timings go to stderr.
+    let out = tessera(&args);
+    assert!(out.status.success(), "run failed: {}", stderr(&out));
+    let text = String::from_utf8(out.stdout.clone()).unwrap();
+    assert_eq!(text, format!("{expected_text}\n"));
+    assert!(stderr(&out).contains("tokens per second"));
+}
+
+#[test]
+fn smollm2_capital_greedy() {
+    greedy_matches_llama_cpp(SMOLLM2, "smollm2-135m-instruct-q4_1");
+    if let Some(path) = model(SMOLLM2) {
+        let out = tessera(&[
+            "run",
+            "-m",
+            path.to_str().unwrap(),
+            "-p",
+            "The capital of France is",
+            "-n",
+            "2",
+            "--temp",
+            "0",
+            "-c",
+            "64",
+        ]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), " Paris.\n");
+    }
+}
+
+#[test]
+fn gemma3_capital_greedy() {
+    greedy_matches_llama_cpp(GEMMA3, "gemma-3-270m-q4_k_m");
+}
+
+/// Each bad value is refused (before the model loads) with a message naming its flag.
+#[test]
+fn bad_values_are_refused() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let path = path.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--temp", "-1"], "--temp"),
+        (&["--top-p", "7"], "--top-p"),
+        (&["--top-k", "-3"], "--top-k"),
+        (&["--min-p", "2"], "--min-p"),
+        (&["--repeat-penalty", "0"], "--repeat-penalty"),
+        (&["-c", "0"], "--ctx-size"),
+        (&["--threads", "0"], "--threads"),
+        (&["-n", "-2"], "--n-predict"),
+    ];
+    for (bad, flag) in cases {
+        let args = [&["run", "-m", path, "-p", "Hello"][..], bad].concat();
+        let out = tessera(&args);
+        assert!(!out.status.success(), "{bad:?} was accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains(flag),
+            "{bad:?}: message {err:?} does not name {flag}"
+        );
+        assert!(!err.contains("panicked"), "{bad:?}: {err}");
+    }
+}
+
+#[test]
+fn invalid_utf8_prompt_file_warns_and_runs() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let f = temp_file("bad-utf8.txt", b"The capital of \xff\xfe France is");
+    let out = tessera(&[
+        "run",
+        "-m",
+        path.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+        "-n",
+        "2",
+        "--temp",
+        "0",
+        "-c",
+        "64",
+        "--json",
+    ]);
+    std::fs::remove_file(&f).ok();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("warning") && err.contains("UTF-8"), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["generated_ids"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn prompt_longer_than_context_is_refused_or_truncated() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let path = path.to_str().unwrap();
+    let long = "one two three four five six seven eight nine ten eleven twelve";
+    let out = tessera(&["run", "-m", path, "-p", long, "-c", "8", "-n", "1"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("context size is 8"), "{err}");
+
+    let out = tessera(&[
+        "run",
+        "-m",
+        path,
+        "-p",
+        long,
+        "-c",
+        "8",
+        "-n",
+        "1",
+        "--truncate",
+        "--json",
+        "--temp",
+        "0",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["prompt_ids"].as_array().unwrap().len(), 8);
+    assert_eq!(v["generated_ids"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn missing_prompt_is_refused() {
+    let out = tessera(&["run", "-m", "nothing.gguf"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--prompt"), "{}", stderr(&out));
+}
