@@ -95,9 +95,8 @@ pub struct CpuExecutor {
     act: Vec<u8>,
     /// RoPE (cos, sin) per token.
     rope: Vec<f32>,
-    /// Keys, values and positions gathered for attention.
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    /// Rows (cache cells, then batch tokens) and positions of the sources attention reads.
+    src_rows: Vec<u32>,
     positions: Vec<i32>,
     /// The batch's K/V in F16, written to the store after attention.
     staged_k: Vec<f16>,
@@ -125,8 +124,7 @@ impl CpuExecutor {
             arena: Vec::new(),
             act: Vec::new(),
             rope: Vec::new(),
-            keys: Vec::new(),
-            values: Vec::new(),
+            src_rows: Vec::new(),
             positions: Vec::new(),
             staged_k: Vec::new(),
             staged_v: Vec::new(),
@@ -196,8 +194,7 @@ impl CpuExecutor {
                 Op::Attention { kv: id, .. } => {
                     if let Some(s) = kv.get(id.0 as usize) {
                         let n_src = s.n_cells() + n_tokens;
-                        grow(&mut self.keys, n_src * s.k_width());
-                        grow(&mut self.values, n_src * s.v_width());
+                        grow(&mut self.src_rows, n_src);
                         grow(&mut self.positions, n_src);
                         grow(&mut self.staged_k, n_tokens * s.k_width());
                         grow(&mut self.staged_v, n_tokens * s.v_width());
@@ -500,27 +497,24 @@ impl CpuExecutor {
                 .window
                 .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
             if pk >= 0 && pk < pmin && in_window {
-                store
-                    .k_cell(c)
-                    .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-                store
-                    .v_cell(c)
-                    .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+                self.src_rows[n_src] = c as u32;
                 self.positions[n_src] = pk;
                 n_src += 1;
             }
         }
-        for t in 0..n_tok {
-            sk[t * kw..(t + 1) * kw]
-                .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-            sv[t * vw..(t + 1) * vw]
-                .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
-            self.positions[n_src] = positions[t];
+        for (t, &pos) in positions.iter().enumerate() {
+            self.src_rows[n_src] = (n_cells + t) as u32;
+            self.positions[n_src] = pos;
             n_src += 1;
         }
+        // Keys and values are read in place, as F16 (no per-step conversion of the cache).
         let view = attention::KvView {
-            keys: &self.keys[..n_src * kw],
-            values: &self.values[..n_src * vw],
+            cache_k: store.k_all(),
+            cache_v: store.v_all(),
+            batch_k: sk,
+            batch_v: sv,
+            n_cells,
+            rows: &self.src_rows[..n_src],
             positions: &self.positions[..n_src],
         };
         let o = SharedMut(out.as_mut_ptr());

@@ -21,6 +21,7 @@ mod tests;
 
 use crate::DType;
 use crate::quant::{self, BlockFormat};
+use half::f16;
 use std::sync::OnceLock;
 
 /// An instruction set a kernel is written for.
@@ -191,4 +192,54 @@ pub fn kernel_for(isa: Isa, dtype: DType) -> Option<&'static DotKernel> {
         _ => &[],
     };
     simd.iter().chain(SCALAR.iter()).find(|k| k.dtype == dtype)
+}
+
+/// Kernels of attention over an F16 KV cache: keys and values are read as stored.
+#[derive(Clone, Copy, Debug)]
+pub struct F16Ops {
+    /// The instruction set of these kernels.
+    pub isa: Isa,
+    /// `Σ q[i]·k[i]` over `min(len)` elements.
+    pub dot: fn(&[f32], &[f16]) -> f32,
+    /// `out[i] += w·v[i]` over `min(len)` elements.
+    pub axpy: fn(&mut [f32], f32, &[f16]),
+}
+
+/// The scalar reference of [`F16Ops`].
+pub static F16_SCALAR: F16Ops = F16Ops {
+    isa: Isa::Scalar,
+    dot: dot_f16_scalar,
+    axpy: axpy_f16_scalar,
+};
+
+/// The best [`F16Ops`] for this CPU (the scalar ones under `TESSERA_CPU_ISA=scalar`).
+pub fn f16_ops() -> &'static F16Ops {
+    match detected_isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &avx2::F16_OPS,
+        _ => &F16_SCALAR,
+    }
+}
+
+/// Scalar `Σ q[i]·k[i]` in eight partial sums.
+fn dot_f16_scalar(q: &[f32], k: &[f16]) -> f32 {
+    let n = q.len().min(k.len());
+    let mut acc = [0.0f32; 8];
+    for c in 0..n / 8 {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            *acc += q[8 * c + l] * k[8 * c + l].to_f32();
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in n / 8 * 8..n {
+        s += q[i] * k[i].to_f32();
+    }
+    s
+}
+
+/// Scalar `out[i] += w·v[i]`.
+fn axpy_f16_scalar(out: &mut [f32], w: f32, v: &[f16]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += w * x.to_f32();
+    }
 }

@@ -209,3 +209,35 @@ fn simd_gemm_matches_scalar_dots() {
         }
     }
 }
+
+#[test]
+fn simd_f16_attention_ops_match_scalar() {
+    use super::{F16_SCALAR, f16_ops};
+    use half::f16;
+    let ops = f16_ops();
+    if ops.isa == Isa::Scalar {
+        eprintln!("SKIPPED: no SIMD F16 kernels on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(4242);
+    for n in [7usize, 16, 64, 100, 256] {
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for _ in 0..32 {
+            let q = random_floats(&mut rng, n);
+            let k: Vec<f16> = random_floats(&mut rng, n)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            got.push((ops.dot)(&q, &k) as f64);
+            want.push((F16_SCALAR.dot)(&q, &k) as f64);
+            let w = q[0];
+            let (mut a, mut b) = (q.clone(), q.clone());
+            (ops.axpy)(&mut a, w, &k);
+            (F16_SCALAR.axpy)(&mut b, w, &k);
+            got.extend(a.iter().map(|&x| x as f64));
+            want.extend(b.iter().map(|&x| x as f64));
+        }
+        let e = nmse(&got, &want);
+        assert!(e <= 1e-6, "F16 ops n={n}: NMSE {e:e}");
+    }
+}

@@ -10,7 +10,7 @@ mod gemm;
 mod kquant;
 mod legacy;
 
-use super::{DotKernel, GemmFn, Isa};
+use super::{DotKernel, F16Ops, GemmFn, Isa};
 use crate::DType;
 use crate::quant::{BlockFormat, F32};
 use std::arch::x86_64::*;
@@ -74,6 +74,13 @@ pub(super) static KERNELS: [DotKernel; 8] = [
         None,
     ),
 ];
+
+/// F16 attention kernels (F16C conversion + FMA).
+pub(super) static F16_OPS: F16Ops = F16Ops {
+    isa: Isa::Avx2,
+    dot: float::dot_f32_f16,
+    axpy: float::axpy_f16,
+};
 
 const fn k(
     dtype: DType,
