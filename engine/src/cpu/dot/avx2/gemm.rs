@@ -247,7 +247,7 @@ fn gemm<B: Block>(g: &GemmArgs<'_>, out: &mut [f32]) {
         return;
     }
     let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
-    assert!(g.n % QK == 0, "whole blocks only");
+    assert!(g.n.is_multiple_of(QK), "whole blocks only");
     assert!(g.w.len() >= need(g.w_stride, g.rows, B::BYTES).max(4));
     assert!(g.a.len() >= need(g.a_stride, g.tokens, B::ACT_BYTES).max(4));
     assert!(out.len() >= g.rows * g.tokens);
