@@ -37,7 +37,6 @@ const fn k(
         isa: Isa::Neon,
         quantize_row,
         vec_dot,
-        tile: None,
     }
 }
 
