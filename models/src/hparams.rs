@@ -208,7 +208,7 @@ impl HParams {
             Some(_) => bounded(meta, &k("attention.head_count_kv"), 1, MAX_HEADS)? as usize,
             None => n_head,
         };
-        if n_head % n_head_kv != 0 {
+        if !n_head.is_multiple_of(n_head_kv) {
             return Err(invalid(
                 &k("attention.head_count_kv"),
                 format!("{n_head_kv} does not divide head_count {n_head}"),
@@ -217,7 +217,7 @@ impl HParams {
         let head_dim = match meta.opt_u32(&k("attention.key_length"))? {
             Some(_) => bounded(meta, &k("attention.key_length"), 1, MAX_WIDTH)? as usize,
             None => {
-                if n_embd % n_head != 0 {
+                if !n_embd.is_multiple_of(n_head) {
                     return Err(invalid(
                         &k("attention.head_count"),
                         format!("{n_head} does not divide embedding_length {n_embd}"),

@@ -90,7 +90,7 @@ impl Session {
             .map_err(ModelError::InvalidInput)?;
         Ok(Session {
             ctx: Context::new(model, params.context)?,
-            sampler: Sampler::new(params.sampler.clone()),
+            sampler: Sampler::new(params.sampler),
             tokens: Vec::new(),
         })
     }

@@ -388,7 +388,7 @@ impl GraphBuilder {
     /// RoPE on every `head_dim`-wide head of `x`.
     pub fn rope(&mut self, x: NodeId, head_dim: usize, params: RopeParams) -> NodeId {
         let (r, c) = self.shape(x);
-        assert!(c % head_dim == 0 && params.n_dims <= head_dim && params.n_dims % 2 == 0);
+        assert!(c % head_dim == 0 && params.n_dims <= head_dim && params.n_dims.is_multiple_of(2));
         self.push(
             Op::Rope {
                 x,
@@ -420,7 +420,10 @@ impl GraphBuilder {
             params.n_head_kv * params.head_dim_v,
             "attention: v width"
         );
-        assert!(params.n_head % params.n_head_kv == 0, "attention: heads");
+        assert!(
+            params.n_head.is_multiple_of(params.n_head_kv),
+            "attention: heads"
+        );
         self.push(
             Op::Attention {
                 q,

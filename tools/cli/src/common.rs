@@ -123,7 +123,7 @@ impl ModelArgs {
         }
         let n_threads = match self.threads {
             None => 0,
-            Some(t) if t >= 1 && t <= 1024 => t as usize,
+            Some(t) if (1..=1024).contains(&t) => t as usize,
             Some(t) => return Err(format!("-t/--threads {t} must be between 1 and 1024")),
         };
         Ok(SessionParams {
