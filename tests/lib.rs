@@ -10,13 +10,10 @@ pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
 /// Gemma 3 270M Q4_K_M.
 pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
 
-/// `$TESSERA_MODELS` or `~/.cache/tessera/models`.
+/// The models directory, as `tessera pull` uses it (`$TESSERA_MODELS` or
+/// `~/.cache/tessera/models`).
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("TESSERA_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/tessera/models")
-        })
+    tessera_models::registry::models_dir()
 }
 
 /// `$TESSERA_FIXTURES` or the `shared/fixtures` folder beside the checkout.

@@ -3,29 +3,10 @@
 //! The model is looked up in `$TESSERA_MODELS` or `~/.cache/tessera/models`. A missing model
 //! fails the test unless `TESSERA_ALLOW_MISSING_MODELS=1`.
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use serde_json::Value;
-use tessera_models::registry;
-
-const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
-
-/// The model file, or `None` (test skipped) when it is missing and that is allowed.
-fn model(file: &str) -> Option<PathBuf> {
-    let path = registry::models_dir().join(file);
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-        eprintln!("skipping: {} is missing", path.display());
-        return None;
-    }
-    panic!(
-        "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
-        path.display()
-    );
-}
+use tessera_tests::{SMOLLM2, model};
 
 fn tessera(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))

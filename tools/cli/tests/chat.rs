@@ -8,33 +8,14 @@
 //! than there are free cores is much slower.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use rexpect::process::wait::WaitStatus;
 use rexpect::reader::Options;
 use rexpect::session::{PtySession, spawn_with_options};
 use tessera_engine::GgufFile;
-use tessera_models::registry;
 use tessera_models::tokenizer::Tokenizer;
-
-const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
-
-/// The model file, or `None` (test skipped) when it is missing and that is allowed.
-fn model(file: &str) -> Option<PathBuf> {
-    let path = registry::models_dir().join(file);
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-        eprintln!("skipping: {} is missing", path.display());
-        return None;
-    }
-    panic!(
-        "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
-        path.display()
-    );
-}
+use tessera_tests::{SMOLLM2, model};
 
 /// `tessera chat ARGS` with `input` on stdin.
 fn chat_piped(args: &[&str], input: &str) -> Output {

@@ -5,32 +5,13 @@
 //! puts them there). A missing model fails the test unless `TESSERA_ALLOW_MISSING_MODELS=1`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
 use tessera_engine::DType;
 use tessera_engine::gguf::{GgufWriter, MetaArray, MetaValue};
-use tessera_models::registry;
-
-const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
-const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
-
-/// The model file, or `None` (test skipped) when it is missing and that is allowed.
-fn model(file: &str) -> Option<PathBuf> {
-    let path = registry::models_dir().join(file);
-    if path.is_file() {
-        return Some(path);
-    }
-    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-        eprintln!("skipping: {} is missing", path.display());
-        return None;
-    }
-    panic!(
-        "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
-        path.display()
-    );
-}
+use tessera_tests::{GEMMA3, SMOLLM2, model};
 
 fn tessera(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tessera"))
