@@ -1,9 +1,11 @@
 //! Tessera's runtime: the GGUF reader, tensor element types, quantized block formats, the
-//! compute graph and its CPU backend. It knows nothing about model architectures.
+//! compute graph, its CPU backend and (feature `gpu`) its wgpu backend. It knows nothing about model architectures.
 
 pub mod cpu;
 pub mod dtype;
 pub mod gguf;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod graph;
 pub mod quant;
 

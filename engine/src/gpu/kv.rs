@@ -1,0 +1,153 @@
+//! KV storage in GPU memory: `n_cells` cells of f16 keys and values (stored as pairs in u32
+//! words) and each cell's position, with the same `pos % n_cells` placement as the CPU store,
+//! so `n_ctx` cells make a plain cache and `window` cells a ring. The host keeps a mirror of the
+//! cell positions to plan each step's scan without reading the GPU back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::device::{GpuDevice, GpuError};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// K and V of one attention layer, on the GPU.
+pub struct GpuKvStore {
+    pub(crate) id: u64,
+    dev: Arc<GpuDevice>,
+    n_cells: usize,
+    k_width: usize,
+    v_width: usize,
+    pub(crate) k: wgpu::Buffer,
+    pub(crate) v: wgpu::Buffer,
+    pub(crate) cell_pos: wgpu::Buffer,
+    host_pos: Vec<i32>,
+}
+
+impl GpuKvStore {
+    /// An empty store of `n_cells` cells of `k_width` key and `v_width` value elements (both
+    /// even: the cache holds f16 pairs).
+    pub fn new(
+        dev: &Arc<GpuDevice>,
+        n_cells: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Result<GpuKvStore, GpuError> {
+        if k_width % 2 != 0 || v_width % 2 != 0 || n_cells == 0 {
+            return Err(GpuError::Unsupported(format!(
+                "KV widths must be even and cells at least 1 (got {k_width}, {v_width}, {n_cells} cells)"
+            )));
+        }
+        let max = dev.max_binding();
+        let (kb, vb) = (
+            (n_cells * k_width * 2) as u64,
+            (n_cells * v_width * 2) as u64,
+        );
+        if kb > max || vb > max {
+            return Err(GpuError::Unsupported(format!(
+                "a KV cache of {n_cells} cells needs {} MiB per layer, over the adapter's \
+                 {} MiB binding limit (use a smaller -c)",
+                kb.max(vb) >> 20,
+                max >> 20
+            )));
+        }
+        let buffer = |label: &str, bytes: u64| {
+            dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes.max(4),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let store = GpuKvStore {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            dev: dev.clone(),
+            n_cells,
+            k_width,
+            v_width,
+            k: buffer("kv.k", kb),
+            v: buffer("kv.v", vb),
+            cell_pos: buffer("kv.pos", n_cells as u64 * 4),
+            host_pos: vec![-1; n_cells],
+        };
+        store.upload_positions();
+        Ok(store)
+    }
+
+    fn upload_positions(&self) {
+        self.dev
+            .queue
+            .write_buffer(&self.cell_pos, 0, bytemuck::cast_slice(&self.host_pos));
+    }
+
+    /// Number of cells.
+    pub fn n_cells(&self) -> usize {
+        self.n_cells
+    }
+
+    /// Key elements per cell.
+    pub fn k_width(&self) -> usize {
+        self.k_width
+    }
+
+    /// Value elements per cell.
+    pub fn v_width(&self) -> usize {
+        self.v_width
+    }
+
+    /// Bytes of GPU memory held by keys, values and positions.
+    pub fn bytes(&self) -> usize {
+        self.n_cells * (self.k_width + self.v_width) * 2 + self.n_cells * 4
+    }
+
+    /// Cells holding a token.
+    pub fn used_cells(&self) -> usize {
+        self.host_pos.iter().filter(|&&p| p >= 0).count()
+    }
+
+    /// Position held by each cell (-1 = empty).
+    pub fn cell_positions(&self) -> &[i32] {
+        &self.host_pos
+    }
+
+    /// The cell position `pos` goes to.
+    pub fn cell_of(&self, pos: i32) -> usize {
+        pos.rem_euclid(self.n_cells as i32) as usize
+    }
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        self.host_pos.fill(-1);
+        self.upload_positions();
+    }
+
+    /// Forget the tokens at positions `>= pos`.
+    pub fn truncate(&mut self, pos: i32) {
+        for p in &mut self.host_pos {
+            if *p >= pos {
+                *p = -1;
+            }
+        }
+        self.upload_positions();
+    }
+
+    /// Record (host side) that the kernels wrote position `pos`.
+    pub(crate) fn note_written(&mut self, pos: i32) {
+        let c = self.cell_of(pos);
+        self.host_pos[c] = pos;
+    }
+
+    /// The positions `[lo, lo + n)` a step starting at `pmin` must scan: those before `pmin`
+    /// that the store can still hold and that a window (relative to `pmin`) leaves visible.
+    pub(crate) fn scan_range(&self, pmin: i32, window: Option<u32>) -> (u32, u32) {
+        let mut lo = (pmin as i64 - self.n_cells as i64).max(0);
+        if let Some(w) = window {
+            lo = lo.max(pmin as i64 - w as i64 + 1);
+        }
+        // Skip leading positions the store no longer holds (after truncation or a reset).
+        let mut lo = lo.min(pmin as i64);
+        while lo < pmin as i64 && self.host_pos[self.cell_of(lo as i32)] != lo as i32 {
+            lo += 1;
+        }
+        (lo as u32, (pmin as i64 - lo) as u32)
+    }
+}

@@ -1,0 +1,127 @@
+//! The WGSL kernels, embedded at build time from the workspace's `shaders/` folder, and the
+//! composition of a kernel's source: kernels that read quantized weights get the block
+//! decoders of `quant.wgsl` and a `dq` function for the weight's type appended.
+
+use crate::DType;
+
+const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
+const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
+const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
+const ROPE: &str = include_str!("../../../shaders/rope.wgsl");
+const ATTN_COMMON: &str = include_str!("../../../shaders/attention_common.wgsl");
+const ATTN_PREFILL: &str = include_str!("../../../shaders/attention_prefill.wgsl");
+const ATTN_DECODE: &str = include_str!("../../../shaders/attention_decode.wgsl");
+const ATTN_REDUCE: &str = include_str!("../../../shaders/attention_reduce.wgsl");
+const KV_WRITE: &str = include_str!("../../../shaders/kv_write.wgsl");
+
+/// One compute kernel, specialised by weight type where it reads weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Matrix-vector product for up to 4 tokens.
+    MatVec(DType),
+    /// Tiled matrix product for prompts.
+    MatMul(DType),
+    /// Embedding lookup.
+    GetRows(DType),
+    /// RMS normalisation with optional f32 gain.
+    RmsNorm,
+    /// Add, mul, scale, gated activations, copy.
+    Elementwise,
+    /// Rotary embedding from a host-computed table.
+    Rope,
+    /// Flash attention over query tiles.
+    AttnPrefill,
+    /// Split-K flash attention for a few queries.
+    AttnDecode,
+    /// Combines the split-K partials.
+    AttnReduce,
+    /// Writes the batch's K/V into the cache.
+    KvWrite,
+}
+
+/// The `quant.wgsl` decoder of `dtype`, if the GPU backend has one.
+pub fn decoder(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::F32 => "dq_f32",
+        DType::F16 => "dq_f16",
+        DType::BF16 => "dq_bf16",
+        DType::Q4_0 => "dq_q4_0",
+        DType::Q4_1 => "dq_q4_1",
+        DType::Q5_0 => "dq_q5_0",
+        DType::Q5_1 => "dq_q5_1",
+        DType::Q8_0 => "dq_q8_0",
+        DType::Q4_K => "dq_q4_k",
+        DType::Q5_K => "dq_q5_k",
+        DType::Q6_K => "dq_q6_k",
+        _ => return None,
+    })
+}
+
+fn with_decoder(kernel: &str, dtype: DType) -> String {
+    let dq = decoder(dtype).expect("callers check decoder() first");
+    format!(
+        "{kernel}\n{QUANT}\nfn dq(base: u32, i: u32) -> f32 {{\n    return {dq}(base, i);\n}}\n"
+    )
+}
+
+impl Kernel {
+    /// The complete WGSL source.
+    pub fn source(self) -> String {
+        match self {
+            Kernel::MatVec(t) => with_decoder(MATVEC, t),
+            Kernel::MatMul(t) => with_decoder(MATMUL, t),
+            Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
+            Kernel::RmsNorm => RMS_NORM.into(),
+            Kernel::Elementwise => ELEMENTWISE.into(),
+            Kernel::Rope => ROPE.into(),
+            Kernel::AttnPrefill => format!("{ATTN_COMMON}\n{ATTN_PREFILL}"),
+            Kernel::AttnDecode => format!("{ATTN_COMMON}\n{ATTN_DECODE}"),
+            Kernel::AttnReduce => ATTN_REDUCE.into(),
+            Kernel::KvWrite => KV_WRITE.into(),
+        }
+    }
+
+    /// A label for the pipeline.
+    pub fn label(self) -> String {
+        format!("{self:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kernel parses and validates with naga (no GPU needed).
+    #[test]
+    fn every_kernel_validates() {
+        let mut kernels = vec![
+            Kernel::RmsNorm,
+            Kernel::Elementwise,
+            Kernel::Rope,
+            Kernel::AttnPrefill,
+            Kernel::AttnDecode,
+            Kernel::AttnReduce,
+            Kernel::KvWrite,
+        ];
+        for t in DType::ALL {
+            if decoder(t).is_some() {
+                kernels.extend([Kernel::MatVec(t), Kernel::MatMul(t), Kernel::GetRows(t)]);
+            }
+        }
+        for k in kernels {
+            let src = k.source();
+            let module = naga::front::wgsl::parse_str(&src)
+                .unwrap_or_else(|e| panic!("{k:?}: {}", e.emit_to_string(&src)));
+            naga::valid::Validator::new(
+                naga::valid::ValidationFlags::all(),
+                // pack2x16float needs it; every Vulkan, Metal and DX12 device has it.
+                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+            )
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! Weights on the GPU: each tensor uploaded once as its raw GGUF bytes (u32 words, the blocks
+//! decoded inside the kernels), split into row chunks when it exceeds the adapter's largest
+//! storage binding (a 262k-vocabulary embedding does on lavapipe's 128 MiB).
+
+use std::sync::Arc;
+
+use super::device::{GpuDevice, GpuError};
+use crate::{DType, Tensor};
+
+/// One chunk of rows of a weight, in its own buffer.
+pub struct WeightChunk {
+    /// The bytes of rows `row0 .. row0 + n_rows`.
+    pub buffer: wgpu::Buffer,
+    /// First row held.
+    pub row0: usize,
+    /// Rows held.
+    pub n_rows: usize,
+}
+
+/// A weight tensor in GPU memory.
+pub struct GpuWeight {
+    /// Element type.
+    pub dtype: DType,
+    /// Bytes per row.
+    pub row_bytes: usize,
+    /// Rows (the slowest dimension).
+    pub n_rows: usize,
+    /// Elements per row.
+    pub n_cols: usize,
+    /// Row chunks in order.
+    pub chunks: Vec<WeightChunk>,
+}
+
+impl GpuWeight {
+    /// Upload `t`.
+    pub fn upload(dev: &Arc<GpuDevice>, t: &Tensor) -> Result<GpuWeight, GpuError> {
+        let row_bytes = t.row_bytes();
+        let n_rows = t.n_rows();
+        let max = dev.max_binding() as usize;
+        if row_bytes == 0 || row_bytes > max {
+            return Err(GpuError::Unsupported(format!(
+                "tensor {:?} has rows of {row_bytes} bytes",
+                t.name()
+            )));
+        }
+        let rows_per_chunk = (max / row_bytes).max(1);
+        let data = t.data();
+        let mut chunks = Vec::new();
+        let mut row0 = 0;
+        while row0 < n_rows.max(1) {
+            let n = rows_per_chunk.min(n_rows - row0);
+            let bytes = &data[row0 * row_bytes..(row0 + n) * row_bytes];
+            let size = (bytes.len() as u64).div_ceil(4).max(1) * 4;
+            let buffer = dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(t.name()),
+                size,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: true,
+            });
+            {
+                let mut view = buffer
+                    .get_mapped_range_mut(..)
+                    .map_err(|e| GpuError::Device(e.to_string()))?;
+                view.slice(..bytes.len()).copy_from_slice(bytes);
+            }
+            buffer.unmap();
+            chunks.push(WeightChunk {
+                buffer,
+                row0,
+                n_rows: n,
+            });
+            row0 += n;
+            if n == 0 {
+                break;
+            }
+        }
+        Ok(GpuWeight {
+            dtype: t.dtype(),
+            row_bytes,
+            n_rows,
+            n_cols: t.row_len(),
+            chunks,
+        })
+    }
+
+    /// Bytes of GPU memory held.
+    pub fn bytes(&self) -> u64 {
+        self.chunks.iter().map(|c| c.buffer.size()).sum()
+    }
+}

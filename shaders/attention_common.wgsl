@@ -1,0 +1,94 @@
+// Shared by the flash-attention kernels: parameters, bindings, and where source `j` of a step
+// comes from. The sources of a step are, in position order, the cached cells holding positions
+// `lo .. lo + n_scan` (the step's scan info, written by the host) (cell `pos % n_cells`, checked against the cell's stored position, which
+// also covers ring caches), then the batch's own keys and values (rounded to f16 as the cache
+// will hold them).
+
+struct Params {
+    q_off: u32,
+    k_off: u32,
+    v_off: u32,
+    out_off: u32,
+    n_tok: u32,
+    n_head: u32,
+    n_head_kv: u32,
+    dk: u32,
+    dv: u32,
+    scale: f32,
+    window: u32,
+    softcap: f32,
+    pad: u32,
+    pos_off: u32,
+    info_off: u32,
+    n_split: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(1) var<storage, read> KC: array<u32>;
+@group(0) @binding(2) var<storage, read> VC: array<u32>;
+@group(0) @binding(3) var<storage, read> CP: array<i32>;
+@group(0) @binding(4) var<storage, read> S: array<u32>;
+@group(0) @binding(5) var<uniform> P: Params;
+
+const NEG: f32 = -1.0e30;
+
+// Cells of the layer's store (the third word of the step's scan info).
+fn n_cells() -> u32 {
+    return S[P.info_off + 2u];
+}
+
+fn position(t: u32) -> i32 {
+    return bitcast<i32>(S[P.pos_off + t]);
+}
+
+fn visible(pq: i32, pk: i32) -> bool {
+    return pk >= 0 && pk <= pq && (P.window == 0u || u32(pq - pk) < P.window);
+}
+
+fn cap(s: f32) -> f32 {
+    if (P.softcap > 0.0) {
+        return P.softcap * tanh(s / P.softcap);
+    }
+    return s;
+}
+
+fn pack_f32(a: f32, b: f32) -> u32 {
+    return pack2x16float(vec2<f32>(a, b));
+}
+
+// Position of source `j` (-1 when the cell no longer holds it), given the scan start `lo` and
+// length `n_scan`.
+fn source_pos(j: u32, lo: u32, n_scan: u32) -> i32 {
+    if (j < n_scan) {
+        let pos = lo + j;
+        if (CP[pos % n_cells()] == i32(pos)) {
+            return i32(pos);
+        }
+        return -1;
+    }
+    return position(j - n_scan);
+}
+
+// Word `w` (two f16 values) of KV head `kvh`'s key of source `j`.
+fn key_word(j: u32, n_scan: u32, lo: u32, kvh: u32, w: u32) -> u32 {
+    let kw2 = P.n_head_kv * P.dk / 2u;
+    if (j < n_scan) {
+        let cell = (lo + j) % n_cells();
+        return KC[cell * kw2 + kvh * P.dk / 2u + w];
+    }
+    let t = j - n_scan;
+    let x = P.k_off + t * P.n_head_kv * P.dk + kvh * P.dk + 2u * w;
+    return pack_f32(A[x], A[x + 1u]);
+}
+
+// Word `w` of KV head `kvh`'s value of source `j`.
+fn value_word(j: u32, n_scan: u32, lo: u32, kvh: u32, w: u32) -> u32 {
+    let vw2 = P.n_head_kv * P.dv / 2u;
+    if (j < n_scan) {
+        let cell = (lo + j) % n_cells();
+        return VC[cell * vw2 + kvh * P.dv / 2u + w];
+    }
+    let t = j - n_scan;
+    let x = P.v_off + t * P.n_head_kv * P.dv + kvh * P.dv + 2u * w;
+    return pack_f32(A[x], A[x + 1u]);
+}

@@ -1,0 +1,32 @@
+// Embedding lookup: row `token[t]` of the table, dequantized (`dq` appended by the host), into
+// output row `t`. Tables too large for one binding come in row chunks; each chunk's dispatch
+// writes the tokens whose rows it holds.
+
+struct Params {
+    out_off: u32,
+    n_cols: u32,
+    row_bytes: u32,
+    row0: u32,
+    n_rows: u32,
+    tok_off: u32,
+    n_tok: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<u32>;
+@group(0) @binding(3) var<uniform> P: Params;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let t = gid.y;
+    if (c >= P.n_cols || t >= P.n_tok) {
+        return;
+    }
+    let tok = S[P.tok_off + t];
+    if (tok < P.row0 || tok >= P.row0 + P.n_rows) {
+        return;
+    }
+    A[P.out_off + t * P.n_cols + c] = dq((tok - P.row0) * P.row_bytes, c);
+}

@@ -1,0 +1,45 @@
+// Stores the batch's keys and values (rounded to f16 pairs) in the cache cells of their
+// positions, `pos % n_cells`, and records each cell's position. Runs after the layer's
+// attention, which read the batch's K/V from the activations, so a ring never overwrites a
+// cell that a query of the same batch still needs.
+
+struct Params {
+    k_off: u32,
+    v_off: u32,
+    kw: u32,
+    vw: u32,
+    n_tok: u32,
+    info_off: u32,
+    pos_off: u32,
+}
+
+@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(1) var<storage, read_write> KC: array<u32>;
+@group(0) @binding(2) var<storage, read_write> VC: array<u32>;
+@group(0) @binding(3) var<storage, read_write> CP: array<i32>;
+@group(0) @binding(4) var<storage, read> S: array<u32>;
+@group(0) @binding(5) var<uniform> P: Params;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let w = gid.x;
+    let t = gid.y;
+    if (t >= P.n_tok) {
+        return;
+    }
+    let pos = bitcast<i32>(S[P.pos_off + t]);
+    let cell = u32(pos) % S[P.info_off + 2u];
+    let kw2 = P.kw / 2u;
+    let vw2 = P.vw / 2u;
+    if (w < kw2) {
+        let x = P.k_off + t * P.kw + 2u * w;
+        KC[cell * kw2 + w] = pack2x16float(vec2<f32>(A[x], A[x + 1u]));
+    }
+    if (w < vw2) {
+        let x = P.v_off + t * P.vw + 2u * w;
+        VC[cell * vw2 + w] = pack2x16float(vec2<f32>(A[x], A[x + 1u]));
+    }
+    if (w == 0u) {
+        CP[cell] = pos;
+    }
+}
