@@ -20,7 +20,7 @@ struct Params {
     pad: u32,
     pos_off: u32,
     info_off: u32,
-    n_split: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
@@ -35,6 +35,11 @@ const NEG: f32 = -1.0e30;
 // Cells of the layer's store (the third word of the step's scan info).
 fn n_cells() -> u32 {
     return S[P.info_off + 2u];
+}
+
+// Split-K workgroups per head this step (the fourth word of the scan info).
+fn n_split() -> u32 {
+    return S[P.info_off + 3u];
 }
 
 fn position(t: u32) -> i32 {

@@ -1,5 +1,5 @@
 // Flash attention for decoding (split-K): the sources of one query are split across
-// `n_split` workgroups per head; each walks its share 64 sources at a time (one score per
+// `n_split()` workgroups per head (chosen by the host each step from the number of sources); each walks its share 64 sources at a time (one score per
 // invocation, max and sum by trees in workgroup memory, online softmax across tiles) and
 // writes its partial max, sum and unnormalised output to `PT`; attention_reduce.wgsl combines
 // them. Query head `h` reads KV head `h / (n_head / n_head_kv)`.
@@ -22,7 +22,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let lo = S[P.info_off];
     let n_scan = S[P.info_off + 1u];
     let n_src = n_scan + t + 1u;
-    let chunk = (n_src + P.n_split - 1u) / P.n_split;
+    let chunk = (n_src + n_split() - 1u) / n_split();
     let s_begin = split * chunk;
     let s_end = min(n_src, s_begin + chunk);
     let pq = position(t);
@@ -92,7 +92,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
     }
     let stride = P.dv + 2u;
-    let o = ((t * P.n_head + h) * P.n_split + split) * stride;
+    let o = ((t * P.n_head + h) * 16u + split) * stride;
     if (lid.x == 0u) {
         PT[o] = m;
         PT[o + 1u] = l;

@@ -5,25 +5,29 @@ struct Params {
     out_off: u32,
     n_head: u32,
     dv: u32,
-    n_split: u32,
+    info_off: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 @group(0) @binding(1) var<storage, read> PT: array<f32>;
-@group(0) @binding(2) var<uniform> P: Params;
+@group(0) @binding(2) var<storage, read> S: array<u32>;
+@group(0) @binding(3) var<uniform> P: Params;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let h = wg.x;
     let t = wg.y;
     let stride = P.dv + 2u;
-    let base = (t * P.n_head + h) * P.n_split * stride;
+    // Splits this step: the fourth word of the layer's scan info. The partials are laid out
+    // for the largest count, 16.
+    let n_split = S[P.info_off + 3u];
+    let base = (t * P.n_head + h) * 16u * stride;
     var m = -1.0e30;
-    for (var s = 0u; s < P.n_split; s++) {
+    for (var s = 0u; s < n_split; s++) {
         m = max(m, PT[base + s * stride]);
     }
     var l = 0.0;
-    for (var s = 0u; s < P.n_split; s++) {
+    for (var s = 0u; s < n_split; s++) {
         l += PT[base + s * stride + 1u] * exp(PT[base + s * stride] - m);
     }
     var inv = 0.0;
@@ -32,7 +36,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     }
     for (var d = lid.x; d < P.dv; d += 64u) {
         var y = 0.0;
-        for (var s = 0u; s < P.n_split; s++) {
+        for (var s = 0u; s < n_split; s++) {
             y += PT[base + s * stride + 2u + d] * exp(PT[base + s * stride] - m);
         }
         A[P.out_off + (t * P.n_head + h) * P.dv + d] = y * inv;

@@ -1,6 +1,7 @@
-// Embedding lookup: row `token[t]` of the table, dequantized (`dq` appended by the host), into
-// output row `t`. Tables too large for one binding come in row chunks; each chunk's dispatch
-// writes the tokens whose rows it holds.
+// Embedding lookup: row `token[t]` of the table, dequantized 32 values at a time
+// (`dq_block`, appended by the host for the table's type), into output row `t`. Tables too
+// large for one binding come in row chunks; each chunk's dispatch writes the tokens whose rows
+// it holds.
 
 struct Params {
     out_off: u32,
@@ -17,16 +18,23 @@ struct Params {
 @group(0) @binding(2) var<storage, read> S: array<u32>;
 @group(0) @binding(3) var<uniform> P: Params;
 
+var<private> put_base: u32;
+
+fn put(i: u32, v: f32) {
+    A[put_base + i] = v;
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let c = gid.x;
+    let blk = gid.x;
     let t = gid.y;
-    if (c >= P.n_cols || t >= P.n_tok) {
+    if (blk >= P.n_cols / 32u || t >= P.n_tok) {
         return;
     }
     let tok = S[P.tok_off + t];
     if (tok < P.row0 || tok >= P.row0 + P.n_rows) {
         return;
     }
-    A[P.out_off + t * P.n_cols + c] = dq((tok - P.row0) * P.row_bytes, c);
+    put_base = P.out_off + t * P.n_cols + blk * 32u;
+    dq_block((tok - P.row0) * P.row_bytes, blk);
 }

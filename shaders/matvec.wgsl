@@ -1,8 +1,10 @@
-// Matrix-vector product for decoding: `out[t][r] = W.row(r) · x[t]` for a few tokens, one
-// workgroup per weight row, the row's elements dequantized in the kernel (`dq`, appended by the
-// host for the weight type) and split across the workgroup, then summed by a tree in
-// workgroup memory. Weights too large for one binding come in row chunks: `row0` is the chunk's
-// first row in the whole matrix.
+// Matrix-vector product for decoding: `out[t][r] = W.row(r) · x[t]` for up to 8 tokens. A
+// workgroup of 64 invocations takes 64 / TPR rows, TPR invocations per row, each decoding whole
+// 32-value sub-blocks of its row (`dq_block`, appended by the host for the weight type) straight
+// into a dot product with the token's activations (`put` below); one barrier per token, then
+// the first invocation of each row sums its row's partials. TPR is set by the host per adapter.
+// Weights too large for one binding come in row chunks: `row0` is the chunk's first row in the
+// whole matrix.
 
 struct Params {
     x_off: u32,
@@ -21,37 +23,39 @@ struct Params {
 @group(0) @binding(2) var<uniform> P: Params;
 
 const WG: u32 = 64u;
-const MAX_TOK: u32 = 4u;
+const TPR: u32 = 16u;
 
-var<workgroup> red: array<f32, 256>;
+var<workgroup> red: array<f32, 64>;
+var<private> dot_x: u32;
+var<private> dot_acc: f32;
+
+fn put(i: u32, v: f32) {
+    dot_acc += v * A[dot_x + i];
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let r = wg.x + wg.y * P.grid_x;
-    if (r >= P.n_rows) {
-        return;
-    }
+    let r = (wg.x + wg.y * P.grid_x) * (WG / TPR) + lid.x / TPR;
+    let lane = lid.x % TPR;
     let base = r * P.row_bytes;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    for (var i = lid.x; i < P.n_in; i += WG) {
-        let w = dq(base, i);
-        for (var t = 0u; t < P.n_tok; t++) {
-            acc[t] += w * A[P.x_off + t * P.n_in + i];
-        }
-    }
-    for (var t = 0u; t < MAX_TOK; t++) {
-        red[t * WG + lid.x] = acc[t];
-    }
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid.x < s) {
-            for (var t = 0u; t < MAX_TOK; t++) {
-                red[t * WG + lid.x] += red[t * WG + lid.x + s];
+    let n_blocks = P.n_in / 32u;
+    for (var t = 0u; t < P.n_tok; t++) {
+        dot_acc = 0.0;
+        if (r < P.n_rows) {
+            for (var blk = lane; blk < n_blocks; blk += TPR) {
+                dot_x = P.x_off + t * P.n_in + blk * 32u;
+                dq_block(base, blk);
             }
         }
+        red[lid.x] = dot_acc;
         workgroupBarrier();
-    }
-    if (lid.x < P.n_tok) {
-        A[P.out_off + lid.x * P.out_stride + P.row0 + r] = red[lid.x * WG];
+        if (lane == 0u && r < P.n_rows) {
+            var s = 0.0;
+            for (var i = 0u; i < TPR; i++) {
+                s += red[lid.x + i];
+            }
+            A[P.out_off + t * P.out_stride + P.row0 + r] = s;
+        }
+        workgroupBarrier();
     }
 }

@@ -131,3 +131,164 @@ fn dq_q6_k(base: u32, i: u32) -> f32 {
     let sc = ld_i8(b + 192u + n * 8u + l / 16u + quarter * 2u);
     return ld_f16(b + 208u) * f32(sc) * f32(q);
 }
+
+// Whole sub-blocks of 32 values at a time: block `blk` of the row at byte `base` (elements
+// blk·32 .. blk·32 + 32), each value handed to `put(i, value)`, which the including kernel
+// defines (the mat-vec kernel accumulates a dot product, the mat-mul kernel stores into
+// workgroup memory; no private arrays, which software rasterisers handle slowly). The scales
+// are read once per call and the quants a word at a time. The host appends
+// `fn dq_block(base: u32, blk: u32)` choosing one of these.
+
+fn blk_f32(base: u32, blk: u32) {
+    for (var i = 0u; i < 32u; i++) {
+        put(i, bitcast<f32>(ld_u32(base + blk * 128u + 4u * i)));
+    }
+}
+
+fn blk_f16(base: u32, blk: u32) {
+    for (var i = 0u; i < 16u; i++) {
+        let v = unpack2x16float(ld_u32(base + blk * 64u + 4u * i));
+        put(2u * i, v.x);
+        put(2u * i + 1u, v.y);
+    }
+}
+
+fn blk_bf16(base: u32, blk: u32) {
+    for (var i = 0u; i < 16u; i++) {
+        let u = ld_u32(base + blk * 64u + 4u * i);
+        put(2u * i, bitcast<f32>(u << 16u));
+        put(2u * i + 1u, bitcast<f32>(u & 0xffff0000u));
+    }
+}
+
+fn blk_q4_0(base: u32, blk: u32) {
+    let b = base + blk * 18u;
+    let d = ld_f16(b);
+    for (var w = 0u; w < 4u; w++) {
+        let u = ld_u32(b + 2u + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (u >> (8u * k)) & 0xffu;
+            put(4u * w + k, (f32(byte & 0xfu) - 8.0) * d);
+            put(4u * w + k + 16u, (f32(byte >> 4u) - 8.0) * d);
+        }
+    }
+}
+
+fn blk_q4_1(base: u32, blk: u32) {
+    let b = base + blk * 20u;
+    let d = ld_f16(b);
+    let m = ld_f16(b + 2u);
+    for (var w = 0u; w < 4u; w++) {
+        let u = ld_u32(b + 4u + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            let byte = (u >> (8u * k)) & 0xffu;
+            put(4u * w + k, f32(byte & 0xfu) * d + m);
+            put(4u * w + k + 16u, f32(byte >> 4u) * d + m);
+        }
+    }
+}
+
+fn blk_q5_0(base: u32, blk: u32) {
+    let b = base + blk * 22u;
+    let d = ld_f16(b);
+    let qh = ld_u32(b + 2u);
+    for (var w = 0u; w < 4u; w++) {
+        let u = ld_u32(b + 6u + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            let j = 4u * w + k;
+            let byte = (u >> (8u * k)) & 0xffu;
+            let lo = (byte & 0xfu) | (((qh >> j) & 1u) << 4u);
+            let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
+            put(j, (f32(lo) - 16.0) * d);
+            put(j + 16u, (f32(hi) - 16.0) * d);
+        }
+    }
+}
+
+fn blk_q5_1(base: u32, blk: u32) {
+    let b = base + blk * 24u;
+    let d = ld_f16(b);
+    let m = ld_f16(b + 2u);
+    let qh = ld_u32(b + 4u);
+    for (var w = 0u; w < 4u; w++) {
+        let u = ld_u32(b + 8u + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            let j = 4u * w + k;
+            let byte = (u >> (8u * k)) & 0xffu;
+            let lo = (byte & 0xfu) | (((qh >> j) & 1u) << 4u);
+            let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
+            put(j, f32(lo) * d + m);
+            put(j + 16u, f32(hi) * d + m);
+        }
+    }
+}
+
+fn blk_q8_0(base: u32, blk: u32) {
+    let b = base + blk * 34u;
+    let d = ld_f16(b);
+    for (var w = 0u; w < 8u; w++) {
+        let u = ld_u32(b + 2u + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            put(4u * w + k, f32((i32(u << (24u - 8u * k))) >> 24u) * d);
+        }
+    }
+}
+
+fn blk_q4_k(base: u32, blk: u32) {
+    let b = base + (blk / 8u) * 144u;
+    let j = blk % 8u;
+    let sm = k4_scale_min(b + 4u, j);
+    let d = ld_f16(b) * sm.x;
+    let m = ld_f16(b + 2u) * sm.y;
+    let shift = (j % 2u) * 4u;
+    let q = b + 16u + (j / 2u) * 32u;
+    for (var w = 0u; w < 8u; w++) {
+        let u = ld_u32(q + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            put(4u * w + k, d * f32((u >> (8u * k + shift)) & 0xfu) - m);
+        }
+    }
+}
+
+fn blk_q5_k(base: u32, blk: u32) {
+    let b = base + (blk / 8u) * 176u;
+    let j = blk % 8u;
+    let sm = k4_scale_min(b + 4u, j);
+    let d = ld_f16(b) * sm.x;
+    let m = ld_f16(b + 2u) * sm.y;
+    let shift = (j % 2u) * 4u;
+    let q = b + 48u + (j / 2u) * 32u;
+    for (var w = 0u; w < 8u; w++) {
+        let u = ld_u32(q + 4u * w);
+        let h = ld_u32(b + 16u + 4u * w);
+        for (var k = 0u; k < 4u; k++) {
+            let lo = (u >> (8u * k + shift)) & 0xfu;
+            let hi = (h >> (8u * k + j)) & 1u;
+            put(4u * w + k, d * f32(lo | (hi << 4u)) - m);
+        }
+    }
+}
+
+fn blk_q6_k(base: u32, blk: u32) {
+    let b = base + (blk / 8u) * 210u;
+    let j = blk % 8u;
+    let n = j / 4u;
+    let quarter = j % 4u;
+    let d = ld_f16(b + 208u);
+    let ql = b + n * 64u + (quarter & 1u) * 32u;
+    let qh = b + 128u + n * 32u;
+    let lshift = (quarter >> 1u) * 4u;
+    let hshift = quarter * 2u;
+    let s0 = d * f32(ld_i8(b + 192u + n * 8u + quarter * 2u));
+    let s1 = d * f32(ld_i8(b + 192u + n * 8u + quarter * 2u + 1u));
+    for (var w = 0u; w < 8u; w++) {
+        let u = ld_u32(ql + 4u * w);
+        let h = ld_u32(qh + 4u * w);
+        let s = select(s1, s0, w < 4u);
+        for (var k = 0u; k < 4u; k++) {
+            let lo = (u >> (8u * k + lshift)) & 0xfu;
+            let hi = (h >> (8u * k + hshift)) & 3u;
+            put(4u * w + k, s * f32(i32(lo | (hi << 4u)) - 32));
+        }
+    }
+}

@@ -173,6 +173,7 @@ fn mat_mul_every_weight_type_and_batch_size() {
             let x = input(&mut b, cols, &mut rng, 1.0);
             let y = b.mat_mul(&w, x);
             let e = compare(b.finish(y));
+            eprintln!("{dt} × {n_tok}: {e:.2e}");
             assert!(e <= 5e-4, "{dt} × {n_tok} tokens: NMSE {e:.2e}");
         }
     }
@@ -397,4 +398,39 @@ fn bad_steps_are_errors() {
     assert!(e.to_string().contains("takes 2 tokens"), "{e}");
     let e = gpu.run(&mut g, &[0, 1], &[1, 1], &mut []).unwrap_err();
     assert!(e.to_string().contains("increasing"), "{e}");
+}
+
+/// Not a test: times mat_mul per weight type on the adapter (`cargo test --release -p
+/// tessera-engine --test gpu_parity mat_mul_speed -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn mat_mul_speed() {
+    need_gpu!();
+    let dev = device().unwrap();
+    let mut rng = Rng(1);
+    for dt in [DType::F32, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K] {
+        for n_tok in [1, 64] {
+            let (rows, cols) = (4096, 1024);
+            let w = weight("w", dt, rows, cols, &mut rng);
+            let mut b = GraphBuilder::new(n_tok);
+            let x = input(&mut b, cols, &mut rng, 1.0);
+            let y = b.mat_mul(&w, x);
+            let mut gpu = GpuExecutor::new(dev.clone());
+            let mut g = gpu.prepare(b.finish(y)).unwrap();
+            let tok = tokens(n_tok);
+            let pos: Vec<i32> = (0..n_tok as i32).collect();
+            gpu.run(&mut g, &tok, &pos, &mut []).unwrap();
+            let t = std::time::Instant::now();
+            let reps = 5;
+            for _ in 0..reps {
+                gpu.run(&mut g, &tok, &pos, &mut []).unwrap();
+            }
+            let s = t.elapsed().as_secs_f64() / reps as f64;
+            eprintln!(
+                "{dt} {n_tok} tokens: {:.2} ms, {:.0} M MAC/s",
+                s * 1e3,
+                (rows * cols * n_tok) as f64 / s / 1e6
+            );
+        }
+    }
 }

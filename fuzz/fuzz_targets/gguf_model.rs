@@ -37,6 +37,7 @@ fuzz_target!(|data: &[u8]| {
         n_batch: 8,
         n_threads: 1,
         kv_ring: true,
+        device: Default::default(),
     };
     let Ok(mut ctx) = Context::new(model, params) else {
         return;

@@ -1,15 +1,17 @@
-//! An inference context: a model's KV cache, an executor with its threads and scratch memory,
-//! and the graphs already planned for each batch size. Evaluating tokens appends them to the
-//! cache and yields logits.
+//! An inference context: a model's KV cache, an executor (CPU threads, or a GPU) with its
+//! scratch memory, and the graphs already planned for each batch size. Evaluating tokens
+//! appends them to the cache and yields logits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tessera_engine::cpu::exec::{CpuExecutor, PreparedGraph};
+use tessera_engine::gpu::{GpuExecutor, GpuPreparedGraph};
 use tessera_engine::graph::OutputRows;
 
+use crate::device::Device;
 use crate::error::{ModelError, Result};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvStores};
 use crate::model::Model;
 
 /// Settings of a context.
@@ -23,6 +25,8 @@ pub struct ContextParams {
     pub n_threads: usize,
     /// Ring buffers for sliding-window layers (false: full caches with a sliding mask).
     pub kv_ring: bool,
+    /// Where to compute.
+    pub device: Device,
 }
 
 impl Default for ContextParams {
@@ -32,8 +36,21 @@ impl Default for ContextParams {
             n_batch: 512,
             n_threads: 0,
             kv_ring: true,
+            device: Device::Cpu,
         }
     }
+}
+
+/// The executor of a context and the graphs it has prepared, keyed by (tokens, all logits).
+enum Backend {
+    Cpu {
+        exec: CpuExecutor,
+        graphs: HashMap<(usize, bool), PreparedGraph>,
+    },
+    Gpu {
+        exec: GpuExecutor,
+        graphs: HashMap<(usize, bool), GpuPreparedGraph>,
+    },
 }
 
 /// A model's running state.
@@ -41,8 +58,7 @@ pub struct Context {
     model: Arc<Model>,
     params: ContextParams,
     kv: KvCache,
-    exec: CpuExecutor,
-    graphs: HashMap<(usize, bool), PreparedGraph>,
+    backend: Backend,
     n_past: usize,
     /// Logits of the last evaluation (`n_rows × n_vocab`).
     logits: Vec<f32>,
@@ -64,13 +80,31 @@ impl Context {
                 "batch size must be at least 1".into(),
             ));
         }
-        let kv = KvCache::new(model.hparams(), params.n_ctx, params.kv_ring);
+        let (kv, backend) = match params.device {
+            Device::Cpu => (
+                KvCache::new(model.hparams(), params.n_ctx, params.kv_ring),
+                Backend::Cpu {
+                    exec: CpuExecutor::new(params.n_threads),
+                    graphs: HashMap::new(),
+                },
+            ),
+            Device::Gpu(index) => {
+                let dev = Device::open_gpu(index)?;
+                let kv = KvCache::new_gpu(model.hparams(), params.n_ctx, params.kv_ring, &dev)?;
+                (
+                    kv,
+                    Backend::Gpu {
+                        exec: GpuExecutor::new(dev),
+                        graphs: HashMap::new(),
+                    },
+                )
+            }
+        };
         Ok(Context {
-            exec: CpuExecutor::new(params.n_threads),
             kv,
+            backend,
             model,
             params,
-            graphs: HashMap::new(),
             n_past: 0,
             logits: Vec::new(),
             n_logit_rows: 0,
@@ -98,9 +132,20 @@ impl Context {
         self.params.n_ctx
     }
 
-    /// Threads in use.
+    /// CPU threads in use (0 on a GPU).
     pub fn n_threads(&self) -> usize {
-        self.exec.n_threads()
+        match &self.backend {
+            Backend::Cpu { exec, .. } => exec.n_threads(),
+            Backend::Gpu { .. } => 0,
+        }
+    }
+
+    /// What computes: `cpu`, or the GPU adapter's name, backend and type.
+    pub fn backend_name(&self) -> String {
+        match &self.backend {
+            Backend::Cpu { .. } => "cpu".into(),
+            Backend::Gpu { exec, .. } => exec.device().describe(),
+        }
     }
 
     /// The KV cache.
@@ -148,31 +193,20 @@ impl Context {
             self.logits.resize(rows_wanted * n_vocab, 0.0);
         }
         let mut row = 0;
-        for chunk in tokens.chunks(self.params.n_batch) {
+        for chunk in tokens.chunks(self.batch_limit(all_logits)) {
             let n = chunk.len();
             let last_chunk = row + n == tokens.len();
-            let key = (n, all_logits);
-            if !self.graphs.contains_key(&key) {
-                let out = if all_logits {
-                    OutputRows::All
-                } else {
-                    OutputRows::Last
-                };
-                let graph = self.model.arch().build_graph(n, out);
-                let prepared = self
-                    .exec
-                    .prepare(graph)
-                    .map_err(|e| ModelError::InvalidInput(e.to_string()))?;
-                self.graphs.insert(key, prepared);
-            }
-            let g = &self.graphs[&key];
             self.positions.clear();
             self.positions
                 .extend((self.n_past..self.n_past + n).map(|p| p as i32));
-            let out = self
-                .exec
-                .run(g, chunk, &self.positions, self.kv.stores_mut())
-                .map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+            let out = Self::run_chunk(
+                &mut self.backend,
+                &mut self.kv,
+                &self.model,
+                &self.positions,
+                chunk,
+                all_logits,
+            )?;
             if all_logits {
                 self.logits[row * n_vocab..(row + n) * n_vocab].copy_from_slice(out);
             } else if last_chunk {
@@ -183,6 +217,63 @@ impl Context {
         }
         self.n_logit_rows = rows_wanted;
         Ok(())
+    }
+
+    /// Tokens per step: `n_batch`, less on a GPU when every row's logits must fit in one
+    /// storage binding beside the other activations.
+    fn batch_limit(&self, all_logits: bool) -> usize {
+        match &self.backend {
+            Backend::Gpu { exec, .. } if all_logits => {
+                let n_vocab = self.model.hparams().n_vocab.max(1) as u64;
+                let rows = exec.device().max_binding() / 4 / (2 * n_vocab);
+                (rows as usize).clamp(1, self.params.n_batch)
+            }
+            _ => self.params.n_batch,
+        }
+    }
+
+    /// Run one chunk of tokens at `positions` on the backend, preparing its graph on first
+    /// use; returns the output rows.
+    fn run_chunk<'a>(
+        backend: &'a mut Backend,
+        kv: &'a mut KvCache,
+        model: &Model,
+        positions: &[i32],
+        chunk: &[u32],
+        all_logits: bool,
+    ) -> Result<&'a [f32]> {
+        let key = (chunk.len(), all_logits);
+        let out_rows = if all_logits {
+            OutputRows::All
+        } else {
+            OutputRows::Last
+        };
+        let arch = model.arch();
+        match (backend, kv.stores_mut()) {
+            (Backend::Cpu { exec, graphs }, KvStores::Cpu(stores)) => {
+                if !graphs.contains_key(&key) {
+                    let g = exec
+                        .prepare(arch.build_graph(chunk.len(), out_rows))
+                        .map_err(|e| ModelError::InvalidInput(e.to_string()))?;
+                    graphs.insert(key, g);
+                }
+                exec.run(&graphs[&key], chunk, positions, stores)
+                    .map_err(|e| ModelError::InvalidInput(e.to_string()))
+            }
+            (Backend::Gpu { exec, graphs }, KvStores::Gpu(stores)) => {
+                if !graphs.contains_key(&key) {
+                    let g = exec
+                        .prepare(arch.build_graph(chunk.len(), out_rows))
+                        .map_err(|e| ModelError::Backend(e.to_string()))?;
+                    graphs.insert(key, g);
+                }
+                let g = graphs.get_mut(&key).expect("just inserted");
+                exec.run(g, chunk, positions, stores)
+                    .map(|v| &*v)
+                    .map_err(|e| ModelError::Backend(e.to_string()))
+            }
+            _ => unreachable!("the KV cache lives on the context's backend"),
+        }
     }
 
     /// Logits of the last evaluation: row `i` of [`Self::n_logit_rows`].

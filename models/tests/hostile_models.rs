@@ -37,6 +37,7 @@ fn small_ctx() -> ContextParams {
         n_batch: 8,
         n_threads: 1,
         kv_ring: true,
+        device: Default::default(),
     }
 }
 

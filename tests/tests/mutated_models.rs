@@ -45,6 +45,7 @@ fn exercise(path: &Path, greedy: bool) -> Outcome {
             n_batch: 32,
             n_threads: 1,
             kv_ring: true,
+            device: Default::default(),
         },
         sampler: if greedy {
             SamplerParams::greedy()

@@ -19,10 +19,14 @@ use crate::DType;
 use crate::cpu::ops::rope;
 use crate::graph::{Graph, NodeId, Op, Plan, RopeMode, RopeParams};
 
-/// Token counts up to this use the mat-vec and split-K attention kernels.
+/// Token counts up to this use the mat-vec kernel.
+const MATVEC_MAX_TOKENS: usize = 8;
+/// Token counts up to this use the split-K attention kernel.
 const DECODE_MAX_TOKENS: usize = 4;
-/// Workgroups per head of the split-K attention kernel.
+/// Most workgroups per head of the split-K attention kernel (the partials are sized for it).
 const ATTN_SPLITS: u32 = 16;
+/// Sources per split-K workgroup before another split is used.
+const ATTN_SPLIT_SOURCES: u32 = 256;
 /// Largest head width the attention kernels take.
 const MAX_HEAD_DIM: usize = 256;
 /// Largest workgroup count along one dispatch dimension.
@@ -50,6 +54,11 @@ struct Dispatch {
     /// Byte offset and size of its parameters in the uniform buffer.
     uniform: (u64, u64),
     groups: [u32; 3],
+    /// The graph node it computes (part of).
+    node: usize,
+    /// For split-K attention: the step-buffer offset of the scan info whose split count
+    /// replaces `groups[0]` each step.
+    splits_from: Option<usize>,
 }
 
 /// Where a step's per-step values go in the step buffer (in u32 words).
@@ -168,6 +177,8 @@ pub struct GpuExecutor {
     /// memory (and so the key) cannot be freed and reused by another tensor meanwhile.
     weights: HashMap<(usize, usize), (crate::Tensor, Arc<GpuWeight>)>,
     dummy: wgpu::Buffer,
+    /// Print every node's sum to stderr (`TESSERA_TRACE=1`), as the CPU executor does.
+    trace: bool,
 }
 
 /// Split `n` workgroups over x and y within the per-dimension limit; returns `[x, y, 1]`.
@@ -194,6 +205,7 @@ impl GpuExecutor {
             pipelines: HashMap::new(),
             weights: HashMap::new(),
             dummy,
+            trace: std::env::var_os("TESSERA_TRACE").is_some(),
         }
     }
 
@@ -270,6 +282,14 @@ impl GpuExecutor {
         let mut uniform_words: Vec<u32> = Vec::new();
         let mut dispatches = Vec::new();
         let mut partial_len = 4usize;
+        // Invocations per mat-vec row: one on software rasterisers (lavapipe), where
+        // workgroups and barriers are expensive, 16 on GPUs.
+        let tpr = if self.dev.report.device_type == "Cpu" {
+            1
+        } else {
+            16
+        };
+        let current_node = std::cell::Cell::new(0usize);
         let mut push = |kernel: Kernel, binds: Vec<Bind>, params: &[u32], groups: [u32; 3]| {
             let start = uniform_words.len() * 4;
             let size = params.len().div_ceil(4) * 16;
@@ -281,14 +301,26 @@ impl GpuExecutor {
                 binds,
                 uniform: (start as u64, size as u64),
                 groups,
+                splits_from: None,
+                node: current_node.get(),
             });
+            dispatches.len() - 1
         };
+        // (dispatch, scan info) of the split-K attention dispatches.
+        let mut split_fixups: Vec<(usize, usize)> = Vec::new();
         for (i, node) in graph.nodes.iter().enumerate() {
+            current_node.set(i);
             let out = plan.offsets[i] as u32;
             match node.op {
                 Op::GetRows { table } => {
                     let w = &weights[table.0 as usize];
                     check_decoder(&graph, table.0 as usize)?;
+                    if node.cols % 32 != 0 {
+                        return Err(GpuError::Unsupported(format!(
+                            "get_rows with rows of {} values (the kernel takes multiples of 32)",
+                            node.cols
+                        )));
+                    }
                     for (c, chunk) in w.chunks.iter().enumerate() {
                         let p = [
                             out,
@@ -308,7 +340,7 @@ impl GpuExecutor {
                                 Bind::Uniform,
                             ],
                             &p,
-                            [(node.cols as u32).div_ceil(64), n_tok as u32, 1],
+                            [(node.cols as u32 / 32).div_ceil(64), n_tok as u32, 1],
                         );
                     }
                 }
@@ -378,10 +410,15 @@ impl GpuExecutor {
                     let w = &weights[wid.0 as usize];
                     let xn = graph.node(x);
                     let (rows, n_in) = (xn.rows, xn.cols);
+                    if n_in % 32 != 0 {
+                        return Err(GpuError::Unsupported(format!(
+                            "mat_mul with rows of {n_in} values (the kernels take multiples of 32)"
+                        )));
+                    }
                     for (c, chunk) in w.chunks.iter().enumerate() {
-                        let decode = rows <= DECODE_MAX_TOKENS;
+                        let decode = rows <= MATVEC_MAX_TOKENS;
                         let g = if decode {
-                            grid(chunk.n_rows as u32)
+                            grid((chunk.n_rows as u32).div_ceil(64 / tpr))
                         } else {
                             [
                                 (chunk.n_rows as u32).div_ceil(64),
@@ -401,7 +438,7 @@ impl GpuExecutor {
                             g[0],
                         ];
                         let k = if decode {
-                            Kernel::MatVec(w.dtype)
+                            Kernel::MatVec(w.dtype, tpr)
                         } else {
                             Kernel::MatMul(w.dtype)
                         };
@@ -469,7 +506,7 @@ impl GpuExecutor {
                         )));
                     }
                     let info = layout.len;
-                    layout.len += 3;
+                    layout.len += 4;
                     layout.attention.push((kv.0, a.window, info));
                     layout.writes.push(kv.0);
                     let decode = n_tok <= DECODE_MAX_TOKENS;
@@ -502,18 +539,19 @@ impl GpuExecutor {
                     if decode {
                         let mut b = kvb.to_vec();
                         b.push(Bind::Partials);
-                        push(
+                        let d = push(
                             Kernel::AttnDecode,
                             b,
                             &p,
                             [ATTN_SPLITS, a.n_head as u32, n_tok as u32],
                         );
+                        split_fixups.push((d, info));
                         partial_len =
                             partial_len.max(n_tok * a.n_head * ATTN_SPLITS as usize * (dv + 2));
-                        let pr = [out, a.n_head as u32, dv as u32, ATTN_SPLITS];
+                        let pr = [out, a.n_head as u32, dv as u32, info as u32];
                         push(
                             Kernel::AttnReduce,
-                            vec![Bind::Arena, Bind::Partials, Bind::Uniform],
+                            vec![Bind::Arena, Bind::Partials, Bind::Step, Bind::Uniform],
                             &pr,
                             [a.n_head as u32, n_tok as u32, 1],
                         );
@@ -543,6 +581,9 @@ impl GpuExecutor {
                     );
                 }
             }
+        }
+        for (d, info) in split_fixups {
+            dispatches[d].splits_from = Some(info);
         }
         for d in &dispatches {
             self.pipeline(d.kernel);
@@ -725,6 +766,9 @@ impl GpuExecutor {
             sh[o] = lo;
             sh[o + 1] = n;
             sh[o + 2] = store.n_cells() as u32;
+            sh[o + 3] = (n + n_tok as u32)
+                .div_ceil(ATTN_SPLIT_SOURCES)
+                .clamp(1, ATTN_SPLITS);
         }
         self.dev
             .queue
@@ -736,6 +780,9 @@ impl GpuExecutor {
             g.bound = Some((ids, groups));
         }
         let groups = &g.bound.as_ref().expect("just made").1;
+        if self.trace {
+            self.trace_step(g)?;
+        }
         let mut enc = self
             .dev
             .device
@@ -750,7 +797,11 @@ impl GpuExecutor {
             for (d, bg) in g.dispatches.iter().zip(groups) {
                 pass.set_pipeline(&self.pipelines[&d.kernel]);
                 pass.set_bind_group(0, bg, &[]);
-                pass.dispatch_workgroups(d.groups[0], d.groups[1], d.groups[2]);
+                let x = match d.splits_from {
+                    Some(o) => g.step_host[o + 3],
+                    None => d.groups[0],
+                };
+                pass.dispatch_workgroups(x, d.groups[1], d.groups[2]);
             }
         }
         let bytes = g.out_range.1 as u64 * 4;
@@ -763,6 +814,55 @@ impl GpuExecutor {
             }
         }
         Ok(&g.out_host)
+    }
+}
+
+impl GpuExecutor {
+    /// Run the step node by node, printing each node's sum and first values (slow: one
+    /// submission and readback per node). The KV writes happen here too, so the normal run
+    /// that follows recomputes the step over an already-written cache: only for debugging.
+    fn trace_step(&self, g: &GpuPreparedGraph) -> Result<(), GpuError> {
+        let plan = Plan::new(&g.graph);
+        let groups = &g.bound.as_ref().expect("made before").1;
+        let mut d = 0;
+        for (i, node) in g.graph.nodes.iter().enumerate() {
+            let t0 = std::time::Instant::now();
+            let mut enc = self.dev.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                while d < g.dispatches.len() && g.dispatches[d].node == i {
+                    let disp = &g.dispatches[d];
+                    pass.set_pipeline(&self.pipelines[&disp.kernel]);
+                    pass.set_bind_group(0, &groups[d], &[]);
+                    let x = match disp.splits_from {
+                        Some(o) => g.step_host[o + 3],
+                        None => disp.groups[0],
+                    };
+                    pass.dispatch_workgroups(x, disp.groups[1], disp.groups[2]);
+                    d += 1;
+                }
+            }
+            self.dev.queue.submit([enc.finish()]);
+            self.dev
+                .device
+                .poll(wgpu::PollType::wait_indefinitely())
+                .map_err(|e| GpuError::Device(e.to_string()))?;
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let arena = read_buffer(&self.dev, &g.arena)?;
+            let v = &arena[plan.range(NodeId(i as u32), node.rows * node.cols)];
+            let sum: f64 = v.iter().map(|&x| x as f64).sum();
+            let first: Vec<String> = v.iter().take(3).map(|x| format!("{x:.5}")).collect();
+            eprintln!(
+                "trace layer {:>3} {:<10} {}x{} sum {:.6} first [{}] {ms:.3} ms",
+                node.layer.map(|l| l as i64).unwrap_or(-1),
+                node.op.name(),
+                node.rows,
+                node.cols,
+                sum,
+                first.join(", ")
+            );
+        }
+        Ok(())
     }
 }
 

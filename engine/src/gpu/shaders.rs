@@ -20,8 +20,8 @@ const KV_WRITE: &str = include_str!("../../../shaders/kv_write.wgsl");
 /// One compute kernel, specialised by weight type where it reads weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// Matrix-vector product for up to 4 tokens.
-    MatVec(DType),
+    /// Matrix-vector product for up to 8 tokens, with this many invocations per row.
+    MatVec(DType, u32),
     /// Tiled matrix product for prompts.
     MatMul(DType),
     /// Embedding lookup.
@@ -62,8 +62,10 @@ pub fn decoder(dtype: DType) -> Option<&'static str> {
 
 fn with_decoder(kernel: &str, dtype: DType) -> String {
     let dq = decoder(dtype).expect("callers check decoder() first");
+    let block = dq.replacen("dq_", "blk_", 1);
     format!(
-        "{kernel}\n{QUANT}\nfn dq(base: u32, i: u32) -> f32 {{\n    return {dq}(base, i);\n}}\n"
+        "{kernel}\n{QUANT}\nfn dq(base: u32, i: u32) -> f32 {{\n    return {dq}(base, i);\n}}\n\
+         fn dq_block(base: u32, blk: u32) {{\n    {block}(base, blk);\n}}\n"
     )
 }
 
@@ -71,7 +73,13 @@ impl Kernel {
     /// The complete WGSL source.
     pub fn source(self) -> String {
         match self {
-            Kernel::MatVec(t) => with_decoder(MATVEC, t),
+            Kernel::MatVec(t, tpr) => with_decoder(
+                &MATVEC.replace(
+                    "const TPR: u32 = 16u;",
+                    &format!("const TPR: u32 = {tpr}u;"),
+                ),
+                t,
+            ),
             Kernel::MatMul(t) => with_decoder(MATMUL, t),
             Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
             Kernel::RmsNorm => RMS_NORM.into(),
@@ -108,7 +116,12 @@ mod tests {
         ];
         for t in DType::ALL {
             if decoder(t).is_some() {
-                kernels.extend([Kernel::MatVec(t), Kernel::MatMul(t), Kernel::GetRows(t)]);
+                kernels.extend([
+                    Kernel::MatVec(t, 1),
+                    Kernel::MatVec(t, 16),
+                    Kernel::MatMul(t),
+                    Kernel::GetRows(t),
+                ]);
             }
         }
         for k in kernels {

@@ -398,6 +398,7 @@ pub fn run(args: BenchArgs) -> CliResult {
                 n_batch: args.batch_size,
                 n_threads: t.threads,
                 kv_ring: true,
+                device: Default::default(),
             },
             ..Default::default()
         };

@@ -4,7 +4,7 @@
 use clap::Args;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
 use tessera_models::sampler::SamplerParams;
-use tessera_models::{ContextParams, SessionParams};
+use tessera_models::{ContextParams, Device, SessionParams};
 
 /// Which model, how much context, how many threads.
 #[derive(Args, Debug, Clone)]
@@ -24,6 +24,12 @@ pub struct ModelArgs {
     /// Full KV caches for sliding-window layers instead of ring buffers (for comparisons).
     #[arg(long = "no-kv-ring")]
     pub no_kv_ring: bool,
+    /// Compute device: cpu or gpu (default: $TESSERA_DEVICE, else cpu).
+    #[arg(long = "device", value_parser = ["cpu", "gpu"])]
+    pub device: Option<String>,
+    /// Which GPU with --device gpu (`tessera info --devices` lists them; 0 = the best).
+    #[arg(long = "gpu-index", alias = "main-gpu")]
+    pub gpu_index: Option<usize>,
     #[command(flatten)]
     /// RoPE overrides.
     pub rope: RopeArgs,
@@ -132,10 +138,32 @@ impl ModelArgs {
                 n_batch: self.batch_size as usize,
                 n_threads,
                 kv_ring: !self.no_kv_ring,
+                device: self.device()?,
             },
             rope: self.rope.overrides(),
             sampler: SamplerParams::default(),
         })
+    }
+}
+
+impl ModelArgs {
+    /// The device `--device`/`--gpu-index` ask for, else `TESSERA_DEVICE`, else the CPU.
+    pub fn device(&self) -> Result<Device, String> {
+        let from_env = Device::from_env().map_err(|e| format!("TESSERA_DEVICE: {e}"))?;
+        let device = match self.device.as_deref() {
+            Some("cpu") => Device::Cpu,
+            Some(_) => Device::Gpu(self.gpu_index.unwrap_or(0)),
+            None => match (from_env, self.gpu_index) {
+                (Some(Device::Gpu(_)), Some(i)) => Device::Gpu(i),
+                (Some(d), _) => d,
+                (None, Some(i)) => Device::Gpu(i),
+                (None, None) => Device::Cpu,
+            },
+        };
+        if device == Device::Cpu && self.gpu_index.is_some() {
+            return Err("--gpu-index needs --device gpu".into());
+        }
+        Ok(device)
     }
 }
 

@@ -2,6 +2,8 @@
 //! tokenizer summary, tensors, totals per type — and the KV cache its hyper-parameters imply,
 //! per token, at a context length, beside the multi-head equivalent and per layer, so GQA/MQA and
 //! sliding windows show in numbers. Only the header is read, never tensor data.
+//! `tessera info --devices` lists the compute devices instead: the CPU and every GPU adapter
+//! wgpu finds, with the limits and optional features the GPU backend uses.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -26,7 +28,11 @@ const KV_ELEM_BYTES: usize = 2;
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// A GGUF file, or a registry name (pulled on first use).
-    model: String,
+    #[arg(required_unless_present = "devices")]
+    model: Option<String>,
+    /// List the compute devices (CPU and GPU adapters) instead of describing a model.
+    #[arg(long)]
+    devices: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -38,13 +44,18 @@ pub struct InfoArgs {
 
 /// Run `tessera info`.
 pub fn run(args: InfoArgs) -> CliResult {
-    let path = registry::resolve_model(&args.model)?;
-    let file = GgufFile::open(&path)?;
-    let report = Report::new(&path, &file, args.ctx as usize);
-    let out = if args.json {
-        serde_json::to_string_pretty(&report.to_json())? + "\n"
-    } else {
-        report.to_text()
+    let out = match (&args.model, args.devices) {
+        (Some(model), false) => {
+            let path = registry::resolve_model(model)?;
+            let file = GgufFile::open(&path)?;
+            let report = Report::new(&path, &file, args.ctx as usize);
+            if args.json {
+                serde_json::to_string_pretty(&report.to_json())? + "\n"
+            } else {
+                report.to_text()
+            }
+        }
+        _ => devices_report(args.json)?,
     };
     // A closed pipe (`tessera info x | head`) is not an error worth a message.
     use std::io::Write;
@@ -56,6 +67,75 @@ pub fn run(args: InfoArgs) -> CliResult {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// The CPU and every GPU adapter, as text or JSON.
+fn devices_report(as_json: bool) -> CliResult<String> {
+    let isa = crate::run::isa_name(tessera_engine::cpu::dot::detected_isa());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gpus = tessera_engine::gpu::list_adapters();
+    if as_json {
+        let list: Vec<Value> = gpus
+            .iter()
+            .map(|a| {
+                json!({
+                    "index": a.index,
+                    "name": a.name,
+                    "backend": a.backend,
+                    "type": a.device_type,
+                    "driver": a.driver,
+                    "max_storage_binding_bytes": a.max_storage_binding,
+                    "max_buffer_bytes": a.max_buffer,
+                    "max_workgroup_storage_bytes": a.max_workgroup_storage,
+                    "max_invocations_per_workgroup": a.max_invocations,
+                    "shader_f16": a.shader_f16,
+                    "subgroups": a.subgroups,
+                    "subgroup_size_min": a.subgroup_size.0,
+                    "subgroup_size_max": a.subgroup_size.1,
+                })
+            })
+            .collect();
+        let v = json!({"cpu": {"isa": isa, "cores": cores}, "gpus": list});
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
+    }
+    let mut s = String::new();
+    writeln!(s, "cpu: {isa}, {cores} cores (--device cpu)")?;
+    if gpus.is_empty() {
+        writeln!(
+            s,
+            "gpu: none found (wgpu saw no Vulkan, Metal or DX12 adapter; on Linux, \
+             `apt-get install mesa-vulkan-drivers` gives a software one)"
+        )?;
+    }
+    for a in &gpus {
+        writeln!(
+            s,
+            "gpu {}: {} ({}, {}; driver {}) (--device gpu --gpu-index {})",
+            a.index, a.name, a.backend, a.device_type, a.driver, a.index
+        )?;
+        writeln!(
+            s,
+            "    max storage binding {} MiB, max buffer {} MiB, workgroup memory {} KiB, \
+             {} invocations per workgroup",
+            a.max_storage_binding >> 20,
+            a.max_buffer >> 20,
+            a.max_workgroup_storage >> 10,
+            a.max_invocations
+        )?;
+        writeln!(
+            s,
+            "    shader-f16 {}, subgroups {} (size {}..{})",
+            yes_no(a.shader_f16),
+            yes_no(a.subgroups),
+            a.subgroup_size.0,
+            a.subgroup_size.1
+        )?;
+    }
+    Ok(s)
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
 }
 
 /// Count and bytes of the tensors of one type.

@@ -192,6 +192,8 @@ pub fn run(args: RunArgs) -> CliResult {
     let gen_tps = generated.len() as f64 / gen_seconds.max(1e-9);
     let threads = session.context().n_threads();
     let isa = isa_name(detected_isa());
+    let backend = session.context().backend_name();
+    let on_cpu = backend == "cpu";
 
     if args.json {
         let out = json!({
@@ -199,7 +201,7 @@ pub fn run(args: RunArgs) -> CliResult {
             "prompt_ids": prompt,
             "generated_ids": generated,
             "text": text,
-            "backend": "cpu",
+            "backend": backend,
             "isa": isa,
             "threads": threads,
             "n_ctx": n_ctx,
@@ -221,8 +223,13 @@ pub fn run(args: RunArgs) -> CliResult {
     let ms = |s: f64| s * 1e3;
     let per_tok = |s: f64, n: usize| if n == 0 { 0.0 } else { ms(s) / n as f64 };
     eprintln!();
+    let detail = if on_cpu {
+        format!("cpu ({isa}, {threads} threads)")
+    } else {
+        format!("gpu {backend}")
+    };
     eprintln!(
-        "tessera: backend cpu ({isa}, {threads} threads), n_ctx {n_ctx}, KV cache {:.2} MiB",
+        "tessera: backend {detail}, n_ctx {n_ctx}, KV cache {:.2} MiB",
         session.kv_bytes() as f64 / (1024.0 * 1024.0)
     );
     eprintln!("tessera:        load time = {:10.2} ms", ms(load_seconds));
