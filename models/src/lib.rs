@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod chat;
 pub mod context;
+pub mod context_shift;
 pub mod error;
 pub mod gemma3;
 pub mod hparams;
@@ -19,6 +20,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use context::{Context, ContextParams};
+pub use context_shift::ContextShift;
 pub use error::{ModelError, Result};
 pub use hparams::HParams;
 pub use model::Model;
