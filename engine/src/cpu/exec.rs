@@ -50,6 +50,9 @@ pub enum ExecError {
     NegativePosition(i32),
 }
 
+/// Dequantizes one row of a weight into f32.
+type DequantRow = fn(&[u8], &mut [f32]);
+
 /// A graph with its plan and resolved kernels, ready to run repeatedly.
 pub struct PreparedGraph {
     graph: Graph,
@@ -57,7 +60,7 @@ pub struct PreparedGraph {
     /// The dot kernel of each mat_mul node (`None` for other ops).
     kernels: Vec<Option<&'static DotKernel>>,
     /// Dequantizer of each get_rows node.
-    dequant: Vec<Option<fn(&[u8], &mut [f32])>>,
+    dequant: Vec<Option<DequantRow>>,
 }
 
 impl PreparedGraph {
