@@ -122,7 +122,18 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
     let mut acc = [[_mm256_setzero_ps(); T]; R];
     let mut mins = [_mm256_setzero_ps(); T];
     let ones = _mm256_set1_epi16(1);
+    // With one token the tile streams its rows from memory once. The rows of the next tile
+    // follow these in memory (the executor's row blocks are contiguous), so each block step
+    // prefetches its share of them: the hardware prefetcher does not run ahead on 4 short
+    // interleaved row streams (the loads stalled on memory without this).
+    let next = w.wrapping_add(R * wrb);
     for b in 0..nb {
+        if T == 1 {
+            let p = next.wrapping_add(b * R * B::BYTES);
+            for k in 0..=R * B::BYTES / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8);
+            }
+        }
         // (d, m) of the R rows as eight f16 lanes d0 m0 d1 m1 … → f32 in one conversion.
         let mut g = [0i32; 4];
         for (r, g) in g.iter_mut().enumerate().take(R) {
