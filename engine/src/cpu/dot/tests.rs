@@ -210,6 +210,51 @@ fn simd_gemm_matches_scalar_dots() {
     }
 }
 
+/// The tiled kernels sum in the same lanes and order as their own ISA's `vec_dot`, so switching
+/// between them never moves a logit (the teacher-forced bounds rely on it).
+#[test]
+fn simd_gemm_is_bit_identical_to_simd_dots() {
+    let mut rng = Rng::new(78);
+    for isa in simd_isas() {
+        for s in &SCALAR {
+            let k = kernel_for(isa, s.dtype).unwrap();
+            if k.tile.is_none() {
+                continue;
+            }
+            let n = sizes(s.dtype)[1].max(s.dtype.block_elems());
+            for (rows, tokens) in [(5, 1), (8, 9), (13, 6)] {
+                let w: Vec<u8> = (0..rows)
+                    .flat_map(|_| random_row(&mut rng, s.dtype, n))
+                    .collect();
+                let a: Vec<u8> = (0..tokens)
+                    .flat_map(|_| random_activations(&mut rng, s.vec_dot_type, n))
+                    .collect();
+                let g = GemmArgs {
+                    n,
+                    w: &w,
+                    w_stride: row_bytes(s.dtype, n),
+                    rows,
+                    a: &a,
+                    a_stride: row_bytes(s.vec_dot_type, n),
+                    tokens,
+                };
+                let mut got = vec![f32::NAN; rows * tokens];
+                let mut want = vec![f32::NAN; rows * tokens];
+                k.gemm(&g, &mut got);
+                gemm_by_dots(k.vec_dot, &g, &mut want);
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{isa:?} {} gemm {rows}x{tokens} output {i}: {x} vs {y}",
+                        s.dtype
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn simd_f16_attention_ops_match_scalar() {
     use super::{F16_SCALAR, f16_ops};

@@ -7,6 +7,7 @@
 
 mod float;
 mod gemm;
+mod gemm_k;
 mod kquant;
 mod legacy;
 
@@ -64,14 +65,14 @@ pub(super) static KERNELS: [DotKernel; 8] = [
         DType::Q8_K,
         kquant::quantize_row_q8_k,
         kquant::vec_dot_q4_k,
-        None,
+        Some(gemm_k::gemm_q4_k),
     ),
     k(
         DType::Q6_K,
         DType::Q8_K,
         kquant::quantize_row_q8_k,
         kquant::vec_dot_q6_k,
-        None,
+        Some(gemm_k::gemm_q6_k),
     ),
 ];
 
