@@ -50,6 +50,9 @@ pub enum ExecError {
     NegativePosition(i32),
 }
 
+/// Dequantizes one row of a weight into f32.
+type DequantRow = fn(&[u8], &mut [f32]);
+
 /// A graph with its plan and resolved kernels, ready to run repeatedly.
 pub struct PreparedGraph {
     graph: Graph,
@@ -57,7 +60,7 @@ pub struct PreparedGraph {
     /// The dot kernel of each mat_mul node (`None` for other ops).
     kernels: Vec<Option<&'static DotKernel>>,
     /// Dequantizer of each get_rows node.
-    dequant: Vec<Option<fn(&[u8], &mut [f32])>>,
+    dequant: Vec<Option<DequantRow>>,
 }
 
 impl PreparedGraph {
@@ -95,9 +98,8 @@ pub struct CpuExecutor {
     act: Vec<u8>,
     /// RoPE (cos, sin) per token.
     rope: Vec<f32>,
-    /// Keys, values and positions gathered for attention.
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    /// Rows (cache cells, then batch tokens) and positions of the sources attention reads.
+    src_rows: Vec<u32>,
     positions: Vec<i32>,
     /// The batch's K/V in F16, written to the store after attention.
     staged_k: Vec<f16>,
@@ -108,6 +110,11 @@ pub struct CpuExecutor {
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), for comparing with llama.cpp.
     trace: bool,
 }
+
+/// Weight rows per block of a mat_mul (16 f32 outputs: one cache line per token).
+const ROW_BLOCK: usize = 16;
+/// Tokens per chunk of a mat_mul.
+const TOKEN_BLOCK: usize = 64;
 
 /// Ops on fewer elements than this run on the calling thread only.
 const PARALLEL_MIN_ELEMS: usize = 1 << 14;
@@ -120,8 +127,7 @@ impl CpuExecutor {
             arena: Vec::new(),
             act: Vec::new(),
             rope: Vec::new(),
-            keys: Vec::new(),
-            values: Vec::new(),
+            src_rows: Vec::new(),
             positions: Vec::new(),
             staged_k: Vec::new(),
             staged_v: Vec::new(),
@@ -191,8 +197,7 @@ impl CpuExecutor {
                 Op::Attention { kv: id, .. } => {
                     if let Some(s) = kv.get(id.0 as usize) {
                         let n_src = s.n_cells() + n_tokens;
-                        grow(&mut self.keys, n_src * s.k_width());
-                        grow(&mut self.values, n_src * s.v_width());
+                        grow(&mut self.src_rows, n_src);
                         grow(&mut self.positions, n_src);
                         grow(&mut self.staged_k, n_tokens * s.k_width());
                         grow(&mut self.staged_v, n_tokens * s.v_width());
@@ -426,23 +431,35 @@ impl CpuExecutor {
         let o = SharedMut(out.as_mut_ptr());
         let data = w.data();
         let wrb = w.row_bytes();
-        let dotf = kernel.vec_dot;
         self.pool.run(&|ti, nt| {
-            let rows = split_range(n_out, ti, nt, 16);
-            // Blocks of weight rows stay in cache while every token passes over them.
-            const ROW_BLOCK: usize = 16;
-            let mut r0 = rows.start;
-            while r0 < rows.end {
-                let r1 = (r0 + ROW_BLOCK).min(rows.end);
-                for t in 0..n_tok {
-                    let a = &act[t * arb..(t + 1) * arb];
-                    // SAFETY: this thread owns output columns rows.start..rows.end.
-                    let orow = unsafe { o.slice(t * n_out + r0..t * n_out + r1) };
-                    for (k, r) in (r0..r1).enumerate() {
-                        orow[k] = dotf(n_in, &data[r * wrb..(r + 1) * wrb], a);
+            // Each thread owns whole cache lines of every output row (16 f32).
+            let rows = split_range(n_out, ti, nt, ROW_BLOCK);
+            let mut buf = [0.0f32; ROW_BLOCK * TOKEN_BLOCK];
+            // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
+            // while every token of the chunk passes over them).
+            for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
+                let mut r0 = rows.start;
+                while r0 < rows.end {
+                    let r1 = (r0 + ROW_BLOCK).min(rows.end);
+                    let nr = r1 - r0;
+                    let g = dot::GemmArgs {
+                        n: n_in,
+                        w: &data[r0 * wrb..r1 * wrb],
+                        w_stride: wrb,
+                        rows: nr,
+                        a: &act[t0 * arb..t1 * arb],
+                        a_stride: arb,
+                        tokens: t1 - t0,
+                    };
+                    kernel.gemm(&g, &mut buf[..nr * (t1 - t0)]);
+                    for t in t0..t1 {
+                        // SAFETY: this thread owns output columns rows.start..rows.end.
+                        let orow = unsafe { o.slice(t * n_out + r0..t * n_out + r1) };
+                        orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
                     }
+                    r0 = r1;
                 }
-                r0 = r1;
             }
         });
     }
@@ -483,27 +500,24 @@ impl CpuExecutor {
                 .window
                 .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
             if pk >= 0 && pk < pmin && in_window {
-                store
-                    .k_cell(c)
-                    .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-                store
-                    .v_cell(c)
-                    .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+                self.src_rows[n_src] = c as u32;
                 self.positions[n_src] = pk;
                 n_src += 1;
             }
         }
-        for t in 0..n_tok {
-            sk[t * kw..(t + 1) * kw]
-                .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-            sv[t * vw..(t + 1) * vw]
-                .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
-            self.positions[n_src] = positions[t];
+        for (t, &pos) in positions.iter().enumerate() {
+            self.src_rows[n_src] = (n_cells + t) as u32;
+            self.positions[n_src] = pos;
             n_src += 1;
         }
+        // Keys and values are read in place, as F16 (no per-step conversion of the cache).
         let view = attention::KvView {
-            keys: &self.keys[..n_src * kw],
-            values: &self.values[..n_src * vw],
+            cache_k: store.k_all(),
+            cache_v: store.v_all(),
+            batch_k: sk,
+            batch_v: sv,
+            n_cells,
+            rows: &self.src_rows[..n_src],
             positions: &self.positions[..n_src],
         };
         let o = SharedMut(out.as_mut_ptr());

@@ -87,3 +87,52 @@ unsafe fn f16_rows(n8: usize, src: *const f32, dst: *mut u8) {
         }
     }
 }
+
+pub(super) fn dot_f32_f16(q: &[f32], k: &[half::f16]) -> f32 {
+    let n = q.len().min(k.len());
+    // SAFETY: F16_OPS is handed out only with AVX2/FMA/F16C present; reads stay in `..n`.
+    let mut s = unsafe { dot_f32_f16_impl(n / 16, q.as_ptr(), k.as_ptr() as *const u8) };
+    for i in n / 16 * 16..n {
+        s += q[i] * k[i].to_f32();
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_f16_impl(n16: usize, q: *const f32, k: *const u8) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for i in 0..n16 {
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let off = 16 * i + 8 * h;
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(q.add(off)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(k.add(2 * off) as *const __m128i)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+pub(super) fn axpy_f16(out: &mut [f32], w: f32, v: &[half::f16]) {
+    let n = out.len().min(v.len());
+    // SAFETY: as in `dot_f32_f16`; reads and writes stay in `..n`.
+    unsafe { axpy_f16_impl(n / 8, out.as_mut_ptr(), w, v.as_ptr() as *const u8) };
+    for i in n / 8 * 8..n {
+        out[i] += w * v[i].to_f32();
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_impl(n8: usize, out: *mut f32, w: f32, v: *const u8) {
+    let wv = _mm256_set1_ps(w);
+    for i in 0..n8 {
+        unsafe {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(16 * i) as *const __m128i));
+            let o = out.add(8 * i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
+        }
+    }
+}
