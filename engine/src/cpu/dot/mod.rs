@@ -203,6 +203,9 @@ pub struct F16Ops {
     pub dot: fn(&[f32], &[f16]) -> f32,
     /// `out[i] += w·v[i]` over `min(len)` elements.
     pub axpy: fn(&mut [f32], f32, &[f16]),
+    /// `s[i] = exp(s[i] − max)` in place; returns the sum (softmax weights of a block of
+    /// attention scores).
+    pub exp_sum: fn(&mut [f32], f32) -> f32,
 }
 
 /// The scalar reference of [`F16Ops`].
@@ -210,6 +213,7 @@ pub static F16_SCALAR: F16Ops = F16Ops {
     isa: Isa::Scalar,
     dot: dot_f16_scalar,
     axpy: axpy_f16_scalar,
+    exp_sum: exp_sum_scalar,
 };
 
 /// The best [`F16Ops`] for this CPU (the scalar ones under `TESSERA_CPU_ISA=scalar`).
@@ -235,6 +239,16 @@ fn dot_f16_scalar(q: &[f32], k: &[f16]) -> f32 {
         s += q[i] * k[i].to_f32();
     }
     s
+}
+
+/// Scalar `s[i] = exp(s[i] − max)`, returning the sum.
+fn exp_sum_scalar(s: &mut [f32], max: f32) -> f32 {
+    let mut sum = 0.0;
+    for x in s {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    sum
 }
 
 /// Scalar `out[i] += w·v[i]`.

@@ -284,5 +284,23 @@ fn simd_f16_attention_ops_match_scalar() {
         }
         let e = nmse(&got, &want);
         assert!(e <= 1e-6, "F16 ops n={n}: NMSE {e:e}");
+        // exp_sum: scores from far below to at the maximum, element by element and summed.
+        let s: Vec<f32> = random_floats(&mut rng, n)
+            .iter()
+            .map(|x| 60.0 * x)
+            .collect();
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let (mut a, mut b) = (s.clone(), s.clone());
+        let (sa, sb) = (
+            (ops.exp_sum)(&mut a, max),
+            (F16_SCALAR.exp_sum)(&mut b, max),
+        );
+        assert!((sa - sb).abs() <= 1e-6 * sb, "exp_sum n={n}: {sa} vs {sb}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 4e-7 * y.max(1e-30),
+                "exp n={n}: {x} vs {y}"
+            );
+        }
     }
 }

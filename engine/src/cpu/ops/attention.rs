@@ -97,6 +97,30 @@ pub fn attend_head_with(
     out.fill(0.0);
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
+    // The visible sources in chunks: their scores, then one exp pass (vectorised) and one
+    // rescale of the output per chunk whose maximum is new, instead of one per key.
+    let mut scores = [0.0f32; CHUNK];
+    let mut src = [0u32; CHUNK];
+    let mut n = 0;
+    let mut flush = |scores: &mut [f32], src: &[u32], out: &mut [f32]| {
+        let cmax = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if cmax > max {
+            if max > f32::NEG_INFINITY {
+                // Rescale what has been accumulated to the new maximum.
+                let r = (max - cmax).exp();
+                sum *= r;
+                for o in out.iter_mut() {
+                    *o *= r;
+                }
+            }
+            max = cmax;
+        }
+        sum += (ops.exp_sum)(scores, max);
+        for (&w, &j) in scores.iter().zip(src) {
+            let v = &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv];
+            (ops.axpy)(out, w, v);
+        }
+    };
     for (j, &pk) in kv.positions.iter().enumerate() {
         if !visible(pq, pk, p.window) {
             continue;
@@ -106,19 +130,16 @@ pub fn attend_head_with(
         if let Some(c) = p.softcap {
             s = c * (s / c).tanh();
         }
-        let v = &kv.value(j, vw)[kvh * dv..(kvh + 1) * dv];
-        if s > max {
-            // Rescale what has been accumulated to the new maximum.
-            let r = (max - s).exp();
-            sum *= r;
-            for o in out.iter_mut() {
-                *o *= r;
-            }
-            max = s;
+        scores[n] = s;
+        src[n] = j as u32;
+        n += 1;
+        if n == CHUNK {
+            flush(&mut scores, &src, out);
+            n = 0;
         }
-        let w = (s - max).exp();
-        sum += w;
-        (ops.axpy)(out, w, v);
+    }
+    if n > 0 {
+        flush(&mut scores[..n], &src[..n], out);
     }
     if sum > 0.0 {
         let inv = 1.0 / sum;
@@ -127,6 +148,9 @@ pub fn attend_head_with(
         }
     }
 }
+
+/// Sources per softmax chunk (scores on the stack).
+const CHUNK: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -220,6 +244,66 @@ mod tests {
                     .map(|(&j, x)| (x - m).exp() / z * values[j * 16 + kvh * 8 + d] as f64)
                     .sum();
                 assert!((out[d] as f64 - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// Many sources (several softmax chunks, with later chunks holding larger scores so the
+    /// output is rescaled), SIMD and scalar kernels against an f64 softmax.
+    #[test]
+    fn chunked_softmax_matches_naive_over_many_sources() {
+        let p = AttnParams {
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim: 16,
+            head_dim_v: 16,
+            scale: 0.25,
+            window: None,
+            softcap: Some(30.0),
+        };
+        let n_src = 3 * CHUNK + 37;
+        let f = |i: usize| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0;
+        // Keys grow along the sources, so the maximum score keeps moving to later chunks.
+        let keys: Vec<f16> = (0..n_src * 16)
+            .map(|i| f16::from_f32(f(i) + (i / 16) as f32 / 200.0))
+            .collect();
+        let values: Vec<f16> = (0..n_src * 16).map(|i| f16::from_f32(f(i + 9))).collect();
+        let positions: Vec<i32> = (0..n_src as i32).collect();
+        let rows: Vec<u32> = (0..n_src as u32).collect();
+        let kv = KvView {
+            cache_k: &keys,
+            cache_v: &values,
+            batch_k: &[],
+            batch_v: &[],
+            n_cells: n_src,
+            rows: &rows,
+            positions: &positions,
+        };
+        let q: Vec<f32> = (0..16).map(|i| 1.0 + f(i + 3) / 4.0).collect();
+        let pq = n_src as i32;
+        let s: Vec<f64> = (0..n_src)
+            .map(|j| {
+                let d: f64 = (0..16)
+                    .map(|d| q[d] as f64 * keys[j * 16 + d].to_f64())
+                    .sum();
+                30.0 * (d * 0.25 / 30.0).tanh()
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
+            let mut out = vec![0.0; 16];
+            attend_head_with(ops, &q, pq, 0, &kv, &p, &mut out);
+            for d in 0..16 {
+                let want: f64 = (0..n_src)
+                    .map(|j| (s[j] - m).exp() / z * values[j * 16 + d].to_f64())
+                    .sum();
+                assert!(
+                    (out[d] as f64 - want).abs() < 1e-5,
+                    "{:?} dim {d}: {} vs {want}",
+                    ops.isa,
+                    out[d]
+                );
             }
         }
     }

@@ -136,3 +136,59 @@ unsafe fn axpy_f16_impl(n8: usize, out: *mut f32, w: f32, v: *const u8) {
         }
     }
 }
+
+pub(super) fn exp_sum(s: &mut [f32], max: f32) -> f32 {
+    let n = s.len();
+    // SAFETY: F16_OPS is handed out only with AVX2/FMA/F16C present; reads and writes stay in
+    // `..n`.
+    let mut sum = unsafe { exp_sum_impl(n / 8, s.as_mut_ptr(), max) };
+    for x in &mut s[n / 8 * 8..] {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    sum
+}
+
+/// `s[i] = exp(s[i] − max)` for `8·n8` elements, returning their sum. `exp` by range reduction
+/// to `2^k · e^r` with |r| ≤ ln2/2 and a degree-6 Taylor polynomial of `e^r` (relative error
+/// about 1e-7, below f32 rounding); arguments under −87 give about 1e-38 (never infinities).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_sum_impl(n8: usize, s: *mut f32, max: f32) -> f32 {
+    let m = _mm256_set1_ps(max);
+    let lo = _mm256_set1_ps(-87.0);
+    let log2e = _mm256_set1_ps(std::f32::consts::LOG2_E);
+    // ln 2 split in a part exact in f32 and the rest.
+    let ln2_hi = _mm256_set1_ps(0.693_145_75);
+    let ln2_lo = _mm256_set1_ps(1.428_606_8e-6);
+    let c = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ]
+    .map(|x: f32| _mm256_set1_ps(x));
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n8 {
+        let p = unsafe { s.add(8 * i) };
+        let x = _mm256_max_ps(_mm256_sub_ps(unsafe { _mm256_loadu_ps(p) }, m), lo);
+        let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, log2e),
+        );
+        let r = _mm256_fnmadd_ps(k, ln2_lo, _mm256_fnmadd_ps(k, ln2_hi, x));
+        let mut e = c[0];
+        for &ci in &c[1..] {
+            e = _mm256_fmadd_ps(e, r, ci);
+        }
+        let two_k = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(k),
+            _mm256_set1_epi32(127),
+        )));
+        let y = _mm256_mul_ps(e, two_k);
+        unsafe { _mm256_storeu_ps(p, y) };
+        acc = _mm256_add_ps(acc, y);
+    }
+    hsum_ps(acc)
+}

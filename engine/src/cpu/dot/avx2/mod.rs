@@ -81,6 +81,7 @@ pub(super) static F16_OPS: F16Ops = F16Ops {
     isa: Isa::Avx2,
     dot: float::dot_f32_f16,
     axpy: float::axpy_f16,
+    exp_sum: float::exp_sum,
 };
 
 const fn k(
