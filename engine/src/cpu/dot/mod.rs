@@ -206,6 +206,9 @@ pub struct F16Ops {
     /// `s[i] = exp(s[i] − max)` in place; returns the sum (softmax weights of a block of
     /// attention scores).
     pub exp_sum: fn(&mut [f32], f32) -> f32,
+    /// `out[i] += Σ_j w[j]·v[j][i]` over `min(len)` elements: the same sums, in the same order,
+    /// as one `axpy` per row, with the output held in registers.
+    pub wsum: fn(&mut [f32], &[f32], &[&[f16]]),
 }
 
 /// The scalar reference of [`F16Ops`].
@@ -214,6 +217,7 @@ pub static F16_SCALAR: F16Ops = F16Ops {
     dot: dot_f16_scalar,
     axpy: axpy_f16_scalar,
     exp_sum: exp_sum_scalar,
+    wsum: wsum_scalar,
 };
 
 /// The best [`F16Ops`] for this CPU (the scalar ones under `TESSERA_CPU_ISA=scalar`).
@@ -249,6 +253,13 @@ fn exp_sum_scalar(s: &mut [f32], max: f32) -> f32 {
         sum += *x;
     }
     sum
+}
+
+/// Scalar `out[i] += Σ_j w[j]·v[j][i]`: one `axpy` per row.
+fn wsum_scalar(out: &mut [f32], w: &[f32], v: &[&[f16]]) {
+    for (&wj, vj) in w.iter().zip(v) {
+        axpy_f16_scalar(out, wj, vj);
+    }
 }
 
 /// Scalar `out[i] += w·v[i]`.

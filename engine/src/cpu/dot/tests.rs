@@ -284,6 +284,34 @@ fn simd_f16_attention_ops_match_scalar() {
         }
         let e = nmse(&got, &want);
         assert!(e <= 1e-6, "F16 ops n={n}: NMSE {e:e}");
+        // wsum: bit-identical to one SIMD axpy per row, close to the scalar one.
+        let rows: Vec<Vec<f16>> = (0..9)
+            .map(|_| {
+                random_floats(&mut rng, n)
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f16]> = rows.iter().map(|r| r.as_slice()).collect();
+        let w = random_floats(&mut rng, 9);
+        let start = random_floats(&mut rng, n);
+        let (mut a, mut b, mut c) = (start.clone(), start.clone(), start.clone());
+        (ops.wsum)(&mut a, &w, &refs);
+        for (&wj, r) in w.iter().zip(&refs) {
+            (ops.axpy)(&mut b, wj, r);
+        }
+        (F16_SCALAR.wsum)(&mut c, &w, &refs);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "wsum n={n} element {i}: {x} vs {y}"
+            );
+        }
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let e = nmse(&f(&a), &f(&c));
+        assert!(e <= 1e-6, "wsum n={n}: NMSE {e:e}");
         // exp_sum: scores from far below to at the maximum, element by element and summed.
         let s: Vec<f32> = random_floats(&mut rng, n)
             .iter()

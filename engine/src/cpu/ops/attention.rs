@@ -116,10 +116,11 @@ pub fn attend_head_with(
             max = cmax;
         }
         sum += (ops.exp_sum)(scores, max);
-        for (&w, &j) in scores.iter().zip(src) {
-            let v = &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv];
-            (ops.axpy)(out, w, v);
+        let mut values: [&[f16]; CHUNK] = [&[]; CHUNK];
+        for (v, &j) in values.iter_mut().zip(src) {
+            *v = &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv];
         }
+        (ops.wsum)(out, scores, &values[..src.len()]);
     };
     for (j, &pk) in kv.positions.iter().enumerate() {
         if !visible(pq, pk, p.window) {

@@ -192,3 +192,55 @@ unsafe fn exp_sum_impl(n8: usize, s: *mut f32, max: f32) -> f32 {
     }
     hsum_ps(acc)
 }
+
+pub(super) fn wsum_f16(out: &mut [f32], w: &[f32], v: &[&[half::f16]]) {
+    let n = v.iter().fold(out.len(), |n, r| n.min(r.len()));
+    let keys = w.len().min(v.len());
+    // SAFETY: as in `dot_f32_f16`; every row holds at least `n` elements, and reads and
+    // writes stay in `..n`.
+    unsafe { wsum_impl::<8>(0, n / 64, out.as_mut_ptr(), &w[..keys], &v[..keys]) };
+    unsafe {
+        wsum_impl::<1>(
+            n / 64 * 64,
+            n % 64 / 8,
+            out.as_mut_ptr(),
+            &w[..keys],
+            &v[..keys],
+        )
+    };
+    for i in n / 8 * 8..n {
+        for (&wj, vj) in w.iter().zip(v) {
+            out[i] += wj * vj[i].to_f32();
+        }
+    }
+}
+
+/// `out[d] += Σ_j w[j]·v[j][d]` for `blocks` blocks of `8·A` elements from `d0`, the block's
+/// `A` accumulators in registers while every row passes (the same FMA sequence per element as
+/// one `axpy_f16` per row).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn wsum_impl<const A: usize>(
+    d0: usize,
+    blocks: usize,
+    out: *mut f32,
+    w: &[f32],
+    v: &[&[half::f16]],
+) {
+    for b in 0..blocks {
+        let d = d0 + 8 * A * b;
+        let mut acc: [__m256; A] =
+            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(out.add(d + 8 * k)) });
+        for (&wj, vj) in w.iter().zip(v) {
+            let wv = _mm256_set1_ps(wj);
+            let p = unsafe { vj.as_ptr().add(d) } as *const u8;
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let x =
+                    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(16 * k) as *const __m128i) });
+                *acc = _mm256_fmadd_ps(wv, x, *acc);
+            }
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(out.add(d + 8 * k), *acc) };
+        }
+    }
+}

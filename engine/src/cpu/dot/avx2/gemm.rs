@@ -1,5 +1,5 @@
 //! AVX2 tiled matrix products of the 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0 weights against
-//! Q8_0/Q8_1 activations): a tile of up to 4 weight rows × 2 tokens walks the blocks once, so
+//! Q8_0/Q8_1 activations): a tile of up to 4 weight rows × 4 tokens walks the blocks once, so
 //! each weight block is unpacked once for all the tile's tokens, each activation block loaded
 //! once for all its rows, and the f16 scales of 4 rows are converted with one instruction.
 //! No call per dot product.
@@ -179,7 +179,7 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
 }
 
 /// Tokens per tile when there are several.
-const TILE_T: usize = 2;
+const TILE_T: usize = 4;
 /// Rows per tile.
 const TILE_R: usize = 4;
 

@@ -82,6 +82,7 @@ pub(super) static F16_OPS: F16Ops = F16Ops {
     dot: float::dot_f32_f16,
     axpy: float::axpy_f16,
     exp_sum: float::exp_sum,
+    wsum: float::wsum_f16,
 };
 
 const fn k(
