@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 pub mod mutate;
 pub mod teacher;
+pub mod working_copy;
 
 /// File names of the two real models in the models directory.
 pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";

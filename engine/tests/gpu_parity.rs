@@ -408,7 +408,14 @@ fn mat_mul_speed() {
     need_gpu!();
     let dev = device().unwrap();
     let mut rng = Rng(1);
-    for dt in [DType::F32, DType::Q4_0, DType::Q4_1, DType::Q8_0, DType::Q4_K, DType::Q6_K] {
+    for dt in [
+        DType::F32,
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q6_K,
+    ] {
         for n_tok in [1, 64] {
             let (rows, cols) = (4096, 1024);
             let w = weight("w", dt, rows, cols, &mut rng);

@@ -3,6 +3,7 @@
 //! appends them to the cache and yields logits.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
 use tessera_engine::cpu::exec::{CpuExecutor, PreparedGraph};
@@ -251,25 +252,25 @@ impl Context {
         let arch = model.arch();
         match (backend, kv.stores_mut()) {
             (Backend::Cpu { exec, graphs }, KvStores::Cpu(stores)) => {
-                if !graphs.contains_key(&key) {
-                    let g = exec
-                        .prepare(arch.build_graph(chunk.len(), out_rows))
-                        .map_err(|e| ModelError::InvalidInput(e.to_string()))?;
-                    graphs.insert(key, g);
-                }
-                exec.run(&graphs[&key], chunk, positions, stores)
+                let g = match graphs.entry(key) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(
+                        exec.prepare(arch.build_graph(chunk.len(), out_rows))
+                            .map_err(|e| ModelError::InvalidInput(e.to_string()))?,
+                    ),
+                };
+                exec.run(g, chunk, positions, stores)
                     .map_err(|e| ModelError::InvalidInput(e.to_string()))
             }
             (Backend::Gpu { exec, graphs }, KvStores::Gpu(stores)) => {
-                if !graphs.contains_key(&key) {
-                    let g = exec
-                        .prepare(arch.build_graph(chunk.len(), out_rows))
-                        .map_err(|e| ModelError::Backend(e.to_string()))?;
-                    graphs.insert(key, g);
-                }
-                let g = graphs.get_mut(&key).expect("just inserted");
+                let g = match graphs.entry(key) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(
+                        exec.prepare(arch.build_graph(chunk.len(), out_rows))
+                            .map_err(|e| ModelError::Backend(e.to_string()))?,
+                    ),
+                };
                 exec.run(g, chunk, positions, stores)
-                    .map(|v| &*v)
                     .map_err(|e| ModelError::Backend(e.to_string()))
             }
             _ => unreachable!("the KV cache lives on the context's backend"),

@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod chat;
 pub mod context;
+pub mod context_shift;
 pub mod device;
 pub mod error;
 pub mod gemma3;
@@ -20,6 +21,7 @@ pub mod tokenizer;
 pub mod weights;
 
 pub use context::{Context, ContextParams};
+pub use context_shift::ContextShift;
 pub use device::Device;
 pub use error::{ModelError, Result};
 pub use hparams::HParams;

@@ -205,6 +205,9 @@ pub struct Sampler {
     cand: Vec<Candidate>,
     /// Scratch: per-token counts over the history, all zero between calls.
     counts: Vec<u32>,
+    /// Token ids that are never sampled (their logits count as -inf), e.g. the
+    /// end-of-generation ids under `--ignore-eos`.
+    banned: Vec<u32>,
 }
 
 impl Sampler {
@@ -224,6 +227,7 @@ impl Sampler {
             history: VecDeque::with_capacity(cap),
             cand: Vec::new(),
             counts: Vec::new(),
+            banned: Vec::new(),
         }
     }
 
@@ -250,6 +254,19 @@ impl Sampler {
         self.history.push_back(token);
     }
 
+    /// Never sample the tokens `ids` from now on (replaces an earlier list; ids beyond the
+    /// vocabulary are ignored). This is llama.cpp's `--ignore-eos` when `ids` are the
+    /// end-of-generation tokens: a logit bias of minus infinity.
+    pub fn ban(&mut self, ids: &[u32]) {
+        self.banned.clear();
+        self.banned.extend_from_slice(ids);
+    }
+
+    /// The tokens [`Self::ban`] excluded.
+    pub fn banned(&self) -> &[u32] {
+        &self.banned
+    }
+
     /// Forget the accepted tokens and restart the RNG from the same seed.
     pub fn reset(&mut self) {
         self.history.clear();
@@ -270,6 +287,11 @@ impl Sampler {
                 // NaN never wins.
                 logit: if l.is_nan() { f32::NEG_INFINITY } else { l },
             }));
+        for &b in &self.banned {
+            if let Some(c) = self.cand.get_mut(b as usize) {
+                c.logit = f32::NEG_INFINITY;
+            }
+        }
         if p.penalties_active() {
             self.apply_penalties();
         }
@@ -531,6 +553,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn banned_tokens_are_never_sampled() {
+        // Token 3 dominates; once banned, greedy picks the runner-up and sampling never
+        // returns it, whatever the chain.
+        let logits = [0.0, 1.0, 2.0, 50.0, 0.5];
+        let configs = [
+            SamplerParams::greedy(),
+            params(1.0, 0, 1.0, 0.0),
+            params(0.8, 40, 0.95, 0.05),
+        ];
+        for p in configs {
+            let mut s = Sampler::new(p);
+            s.ban(&[3, 99]);
+            assert_eq!(s.banned(), &[3, 99]);
+            for _ in 0..50 {
+                assert_ne!(s.sample(&logits), 3, "{p:?}");
+            }
+            s.ban(&[]);
+            assert_eq!(s.sample(&logits), 3, "{p:?}: the ban is lifted");
+        }
+        let mut g = Sampler::new(SamplerParams::greedy());
+        g.ban(&[3]);
+        assert_eq!(g.sample(&logits), 2);
     }
 
     #[test]

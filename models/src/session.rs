@@ -175,11 +175,19 @@ impl Session {
         self.sampler.accept(token);
     }
 
-    /// Replace the sampling settings.
+    /// Replace the sampling settings (tokens banned with [`Self::ban_tokens`] stay banned).
     pub fn set_sampler(&mut self, params: SamplerParams) -> Result<()> {
         params.validate().map_err(ModelError::InvalidInput)?;
+        let banned = self.sampler.banned().to_vec();
         self.sampler = Sampler::new(params);
+        self.sampler.ban(&banned);
         Ok(())
+    }
+
+    /// Never sample `ids` from now on (replaces an earlier list): with the tokenizer's
+    /// end-of-generation ids, this is llama.cpp's `--ignore-eos`.
+    pub fn ban_tokens(&mut self, ids: &[u32]) {
+        self.sampler.ban(ids);
     }
 
     /// The sampler.

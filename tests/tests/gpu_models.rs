@@ -60,7 +60,8 @@ fn check_batched(file: &str, fixture_model: &str, name: &str) {
     seq.extend_from_slice(&fx.generated_ids[..n_gen - 1]);
     ctx.eval(&seq, true).unwrap();
     let first = fx.prompt_ids.len() - 1;
-    teacher::compare(name, &fx, |i| ctx.logits_row(first + i).to_vec());
+    let own = teacher::self_spread(fixture_model, name);
+    teacher::compare(name, &fx, own, |i| ctx.logits_row(first + i).to_vec());
 }
 
 const SMOL: &str = "smollm2-135m-instruct-q4_1";
@@ -127,7 +128,10 @@ fn decode_matches_cpu(file: &str) {
         sorted.sort_by(|a, b| b.total_cmp(a));
         let lead = sorted[0] - sorted[1];
         if lead >= 0.6 {
-            assert_eq!(ag, ac, "step {step}: GPU {ag} vs CPU {ac} (CPU lead {lead})");
+            assert_eq!(
+                ag, ac,
+                "step {step}: GPU {ag} vs CPU {ac} (CPU lead {lead})"
+            );
         }
         let worst = lg
             .iter()

@@ -4,24 +4,21 @@
 //! tokens through `Session`. Nothing may panic (a panic fails the test and names the seed) and
 //! nothing may hang (a watchdog aborts the run, naming the seed, after two minutes per case).
 //!
-//! One working copy of each model is patched in place and restored after every case, so the test
-//! copies each model once. `TESSERA_MUTATED_MODELS=N` changes the number of cases per model.
-//!
-//! Left for later: the same through the `tessera run` subprocess (exit codes, no signal deaths).
+//! One working copy of each model ([`WorkingCopy`]) is patched in place and restored after every
+//! case, so the test copies each model once. `TESSERA_MUTATED_MODELS=N` changes the number of
+//! cases per model. The same mutations go through the `tessera run` subprocess in
+//! `tools/cli/tests/mutated_run.rs` (exit codes, no signal deaths).
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tessera_engine::GgufFile;
 use tessera_models::hparams::RopeOverrides;
 use tessera_models::sampler::SamplerParams;
 use tessera_models::{ContextParams, Flow, Model, Session, SessionParams};
-use tessera_tests::mutate::{Patch, Rng, map_header, mutate_data, mutate_fields};
+use tessera_tests::working_copy::WorkingCopy;
 
 /// Longest a single case may run before the watchdog aborts the process.
 const CASE_LIMIT: Duration = Duration::from_secs(120);
@@ -92,27 +89,7 @@ fn run(file: &str, default_cases: u64) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(default_cases);
     let t0 = Instant::now();
-    let original = File::open(&path).unwrap();
-    let size = original.metadata().unwrap().len();
-    let data_offset = GgufFile::open(&path).unwrap().header().data_offset as usize;
-    let mut header = vec![0u8; data_offset];
-    original.read_exact_at(&mut header, 0).unwrap();
-    let map = map_header(&header);
-    let read = |offset: u64, len: usize| {
-        let mut b = vec![0u8; len];
-        original.read_exact_at(&mut b, offset).unwrap();
-        b
-    };
-
-    let dir = std::env::temp_dir().join(format!(
-        "tessera-mutated-models-{}-{file}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let work = dir.join(file);
-    std::fs::copy(&path, &work).unwrap();
-    let small = dir.join("truncated.gguf");
-    let w = OpenOptions::new().write(true).open(&work).unwrap();
+    let mut copy = WorkingCopy::new(&path, "tessera-mutated-models");
 
     // The watchdog: the case in progress and when it started.
     let current: Arc<Mutex<Option<(u64, Instant)>>> = Arc::new(Mutex::new(None));
@@ -135,59 +112,18 @@ fn run(file: &str, default_cases: u64) {
     let mut panics = Vec::new();
     let mut counts = [0usize; 3];
     for seed in 0..cases {
-        let mut rng = Rng::new(seed);
-        let mut patches: Vec<Patch> = Vec::new();
-        let mut target = work.as_path();
-        let mut tail_cut = None;
-        match rng.below(10) {
-            0..=3 => patches = mutate_fields(&mut rng, &header, &map),
-            4..=7 => patches = mutate_data(&mut rng, data_offset, size as usize),
-            8 => {
-                patches = mutate_fields(&mut rng, &header, &map);
-                patches.extend(mutate_data(&mut rng, data_offset, size as usize));
-            }
-            _ => {
-                if rng.one_in(2) {
-                    // Cut inside the header: a small separate file.
-                    let cut = rng.below(data_offset as u64) as usize;
-                    std::fs::write(&small, &header[..cut]).unwrap();
-                    target = small.as_path();
-                } else {
-                    // Cut in the last 8 MiB of tensor data.
-                    let cut = size - 1 - rng.below((size - data_offset as u64).min(8 << 20));
-                    w.set_len(cut).unwrap();
-                    tail_cut = Some(cut);
-                }
-            }
-        }
-        let saved: Vec<Vec<u8>> = patches
-            .iter()
-            .map(|p| read(p.offset as u64, p.bytes.len()))
-            .collect();
-        for p in &patches {
-            w.write_all_at(&p.bytes, p.offset as u64).unwrap();
-        }
-
+        let (target, _) = copy.apply(seed);
         *current.lock().unwrap() = Some((seed, Instant::now()));
         let greedy = seed % 2 == 0;
-        match catch_unwind(AssertUnwindSafe(|| exercise(target, greedy))) {
+        match catch_unwind(AssertUnwindSafe(|| exercise(&target, greedy))) {
             Ok(o) => counts[o as usize] += 1,
             Err(e) => panics.push((seed, panic_text(&*e))),
         }
         *current.lock().unwrap() = None;
-
-        // Restore the working copy.
-        for (p, old) in patches.iter().zip(&saved).rev() {
-            w.write_all_at(old, p.offset as u64).unwrap();
-        }
-        if let Some(cut) = tail_cut {
-            let tail = read(cut, (size - cut) as usize);
-            w.write_all_at(&tail, cut).unwrap();
-        }
     }
+    copy.restore();
     done.store(true, Ordering::Relaxed);
     watchdog.join().unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
     eprintln!(
         "{file}: {cases} mutated models in {:.1} s: {} refused at load, {} ran, {} refused at run",
         t0.elapsed().as_secs_f64(),

@@ -8,7 +8,7 @@ use tessera_models::hparams::RopeOverrides;
 use tessera_models::{Context, ContextParams, Model};
 use tessera_tests::{GEMMA3, SMOLLM2, greedy, model, teacher};
 
-// The bounds and why they are what they are: tessera_tests::teacher.
+// The bounds, and the measurements behind them: tessera_tests::teacher.
 
 fn check(file: &str, fixture_model: &str, name: &str, kv_ring: bool) {
     let Some(path) = model(file) else { return };
@@ -25,7 +25,8 @@ fn check(file: &str, fixture_model: &str, name: &str, kv_ring: bool) {
     .unwrap();
     // The prompt, then each generated token in turn; logits before step i come from the
     // evaluation of the previous token.
-    teacher::compare(name, &fx, |i| {
+    let own = teacher::self_spread(fixture_model, name);
+    teacher::compare(name, &fx, own, |i| {
         if i == 0 {
             ctx.eval(&fx.prompt_ids, false).unwrap();
         } else {

@@ -50,6 +50,9 @@ pub enum ExecError {
     NegativePosition(i32),
 }
 
+/// Dequantizes one row of a weight into f32.
+type DequantRow = fn(&[u8], &mut [f32]);
+
 /// A graph with its plan and resolved kernels, ready to run repeatedly.
 pub struct PreparedGraph {
     graph: Graph,
@@ -57,7 +60,7 @@ pub struct PreparedGraph {
     /// The dot kernel of each mat_mul node (`None` for other ops).
     kernels: Vec<Option<&'static DotKernel>>,
     /// Dequantizer of each get_rows node.
-    dequant: Vec<Option<fn(&[u8], &mut [f32])>>,
+    dequant: Vec<Option<DequantRow>>,
 }
 
 impl PreparedGraph {
@@ -95,9 +98,8 @@ pub struct CpuExecutor {
     act: Vec<u8>,
     /// RoPE (cos, sin) per token.
     rope: Vec<f32>,
-    /// Keys, values and positions gathered for attention.
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    /// Rows (cache cells, then batch tokens) and positions of the sources attention reads.
+    src_rows: Vec<u32>,
     positions: Vec<i32>,
     /// The batch's K/V in F16, written to the store after attention.
     staged_k: Vec<f16>,
@@ -108,6 +110,11 @@ pub struct CpuExecutor {
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), for comparing with llama.cpp.
     trace: bool,
 }
+
+/// Weight rows per block of a mat_mul (16 f32 outputs: one cache line per token).
+const ROW_BLOCK: usize = 16;
+/// Tokens per chunk of a mat_mul.
+const TOKEN_BLOCK: usize = 64;
 
 /// Ops on fewer elements than this run on the calling thread only.
 const PARALLEL_MIN_ELEMS: usize = 1 << 14;
@@ -120,8 +127,7 @@ impl CpuExecutor {
             arena: Vec::new(),
             act: Vec::new(),
             rope: Vec::new(),
-            keys: Vec::new(),
-            values: Vec::new(),
+            src_rows: Vec::new(),
             positions: Vec::new(),
             staged_k: Vec::new(),
             staged_v: Vec::new(),
@@ -191,8 +197,7 @@ impl CpuExecutor {
                 Op::Attention { kv: id, .. } => {
                     if let Some(s) = kv.get(id.0 as usize) {
                         let n_src = s.n_cells() + n_tokens;
-                        grow(&mut self.keys, n_src * s.k_width());
-                        grow(&mut self.values, n_src * s.v_width());
+                        grow(&mut self.src_rows, n_src);
                         grow(&mut self.positions, n_src);
                         grow(&mut self.staged_k, n_tokens * s.k_width());
                         grow(&mut self.staged_v, n_tokens * s.v_width());
@@ -239,9 +244,19 @@ impl CpuExecutor {
         }
         self.reserve(g, kv);
         self.act_holds = None;
-        for i in 0..graph.nodes.len() {
-            self.run_node(g, i, tokens, positions, kv);
-            if self.trace {
+        let mut next = 0;
+        while next < graph.nodes.len() {
+            let (start, end) = (next, mat_mul_group_end(g, next));
+            if end > start + 1 {
+                self.run_mat_mul_group(g, start..end);
+            } else {
+                self.run_node(g, start, tokens, positions, kv);
+            }
+            next = end;
+            if !self.trace {
+                continue;
+            }
+            for i in start..end {
                 let node = &graph.nodes[i];
                 let v = &self.arena[g.plan.range(NodeId(i as u32), node.rows * node.cols)];
                 let sum: f64 = v.iter().map(|&x| x as f64).sum();
@@ -344,12 +359,7 @@ impl CpuExecutor {
                     rope::rope_apply(row, head_dim, params.mode, nd, &table[t * nd..(t + 1) * nd]);
                 }
             }
-            Op::MatMul { w, x } => {
-                let kernel = g.kernels[i].expect("resolved in prepare");
-                let reuse = self.act_holds == Some((x, kernel.vec_dot_type));
-                self.mat_mul(graph.weight(w), kernel, input(x), graph.node(x), out, reuse);
-                self.act_holds = Some((x, kernel.vec_dot_type));
-            }
+            Op::MatMul { .. } => self.run_mat_mul_group(g, i..i + 1),
             Op::Attention {
                 q,
                 k,
@@ -385,20 +395,55 @@ impl CpuExecutor {
         });
     }
 
-    /// `out[t][r] = W.row(r) · x[t]` with the activations quantized once to the kernel's format
-    /// (`act_ready`: they already are).
-    fn mat_mul(
-        &mut self,
-        w: &crate::Tensor,
-        kernel: &'static DotKernel,
-        x: &[f32],
-        xn: &Node,
-        out: &mut [f32],
-        act_ready: bool,
-    ) {
+    /// Mat_mul nodes `nodes` (all reading the same input in the same activation format, see
+    /// [`mat_mul_group_end`]) in one pass of the pool: the input is quantized once, and the
+    /// weight rows of all of them are split across the tasks together, so a decode step pays
+    /// one dispatch for Q, K and V (and one for gate and up) instead of one per weight.
+    fn run_mat_mul_group(&mut self, g: &PreparedGraph, nodes: std::ops::Range<usize>) {
+        let graph = &g.graph;
+        let arena = SharedMut(self.arena.as_mut_ptr());
+        let mut segs = [None; MAX_GROUP];
+        let mut x_id = None;
+        for (seg, i) in segs.iter_mut().zip(nodes.clone()) {
+            let Op::MatMul { w, x } = graph.nodes[i].op else {
+                unreachable!("a mat_mul group holds mat_muls only")
+            };
+            let n = graph.node(NodeId(i as u32));
+            let range = g.plan.range(NodeId(i as u32), n.rows * n.cols);
+            // SAFETY: the planner gives each node's output a range disjoint from every live
+            // node's (the group's outputs and their common input are live together).
+            let out = SharedMut(unsafe { arena.slice(range) }.as_mut_ptr());
+            let kernel = g.kernels[i].expect("resolved in prepare");
+            *seg = Some(MatMulSeg {
+                w: graph.weight(w),
+                kernel,
+                out,
+            });
+            x_id = Some(x);
+        }
+        let x_id = x_id.expect("a non-empty group");
+        let xn = graph.node(x_id);
+        let range = g.plan.range(x_id, xn.rows * xn.cols);
+        // SAFETY: the input is only read, and no output overlaps it (see above).
+        let x = unsafe { arena.slice(range) };
+        let vdt = segs[0]
+            .as_ref()
+            .expect("a non-empty group")
+            .kernel
+            .vec_dot_type;
+        let reuse = self.act_holds == Some((x_id, vdt));
+        self.mat_mul(&segs[..nodes.len()], x, xn, reuse);
+        self.act_holds = Some((x_id, vdt));
+    }
+
+    /// `out_s[t][r] = W_s.row(r) · x[t]` for every segment `s`, with the activations quantized
+    /// once to the kernels' common format (`act_ready`: they already are).
+    fn mat_mul(&mut self, segs: &[Option<MatMulSeg<'_>>], x: &[f32], xn: &Node, act_ready: bool) {
         let (n_tok, n_in) = (xn.rows, xn.cols);
-        let n_out = w.n_rows();
-        let arb = kernel
+        let first = segs[0].as_ref().expect("a non-empty group");
+        let quantize_row = first.kernel.quantize_row;
+        let arb = first
+            .kernel
             .vec_dot_type
             .row_bytes(n_in as u64)
             .expect("whole blocks") as usize;
@@ -411,38 +456,63 @@ impl CpuExecutor {
                 for t in split_range(n_tok, ti, nt, 1) {
                     // SAFETY: each thread quantizes its own rows.
                     let dst = unsafe { a.slice(t * arb..(t + 1) * arb) };
-                    (kernel.quantize_row)(&x[t * n_in..(t + 1) * n_in], dst);
+                    quantize_row(&x[t * n_in..(t + 1) * n_in], dst);
                 }
             });
         } else {
             for t in 0..n_tok {
-                (kernel.quantize_row)(
+                quantize_row(
                     &x[t * n_in..(t + 1) * n_in],
                     &mut act[t * arb..(t + 1) * arb],
                 );
             }
         }
         let act = &self.act[..arb * n_tok];
-        let o = SharedMut(out.as_mut_ptr());
-        let data = w.data();
-        let wrb = w.row_bytes();
-        let dotf = kernel.vec_dot;
+        // Work units: blocks of ROW_BLOCK weight rows, segment after segment.
+        let mut unit_end = [0usize; MAX_GROUP];
+        let mut total = 0;
+        for (end, seg) in unit_end.iter_mut().zip(segs) {
+            total += seg.as_ref().expect("filled").w.n_rows().div_ceil(ROW_BLOCK);
+            *end = total;
+        }
         self.pool.run(&|ti, nt| {
-            let rows = split_range(n_out, ti, nt, 16);
-            // Blocks of weight rows stay in cache while every token passes over them.
-            const ROW_BLOCK: usize = 16;
-            let mut r0 = rows.start;
-            while r0 < rows.end {
-                let r1 = (r0 + ROW_BLOCK).min(rows.end);
-                for t in 0..n_tok {
-                    let a = &act[t * arb..(t + 1) * arb];
-                    // SAFETY: this thread owns output columns rows.start..rows.end.
-                    let orow = unsafe { o.slice(t * n_out + r0..t * n_out + r1) };
-                    for (k, r) in (r0..r1).enumerate() {
-                        orow[k] = dotf(n_in, &data[r * wrb..(r + 1) * wrb], a);
+            let units = split_range(total, ti, nt, 1);
+            let mut buf = [0.0f32; ROW_BLOCK * TOKEN_BLOCK];
+            // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
+            // while every token of the chunk passes over them).
+            for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
+                for u in units.clone() {
+                    let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
+                    let seg = segs[s].as_ref().expect("filled");
+                    let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
+                    let n_out = seg.w.n_rows();
+                    let r0 = (u - first_unit) * ROW_BLOCK;
+                    let r1 = (r0 + ROW_BLOCK).min(n_out);
+                    let nr = r1 - r0;
+                    let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
+                    let args = dot::GemmArgs {
+                        n: n_in,
+                        w: &data[r0 * wrb..r1 * wrb],
+                        w_stride: wrb,
+                        rows: nr,
+                        a: &act[t0 * arb..t1 * arb],
+                        a_stride: arb,
+                        tokens: t1 - t0,
+                    };
+                    if n_tok == 1 {
+                        // SAFETY: this unit's rows of the single token's output are written
+                        // by this task only.
+                        seg.kernel.gemm(&args, unsafe { seg.out.slice(r0..r1) });
+                        continue;
+                    }
+                    seg.kernel.gemm(&args, &mut buf[..nr * (t1 - t0)]);
+                    for t in t0..t1 {
+                        // SAFETY: this unit's rows of every token are written by this task only.
+                        let orow = unsafe { seg.out.slice(t * n_out + r0..t * n_out + r1) };
+                        orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
                     }
                 }
-                r0 = r1;
             }
         });
     }
@@ -483,27 +553,24 @@ impl CpuExecutor {
                 .window
                 .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
             if pk >= 0 && pk < pmin && in_window {
-                store
-                    .k_cell(c)
-                    .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-                store
-                    .v_cell(c)
-                    .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
+                self.src_rows[n_src] = c as u32;
                 self.positions[n_src] = pk;
                 n_src += 1;
             }
         }
-        for t in 0..n_tok {
-            sk[t * kw..(t + 1) * kw]
-                .convert_to_f32_slice(&mut self.keys[n_src * kw..(n_src + 1) * kw]);
-            sv[t * vw..(t + 1) * vw]
-                .convert_to_f32_slice(&mut self.values[n_src * vw..(n_src + 1) * vw]);
-            self.positions[n_src] = positions[t];
+        for (t, &pos) in positions.iter().enumerate() {
+            self.src_rows[n_src] = (n_cells + t) as u32;
+            self.positions[n_src] = pos;
             n_src += 1;
         }
+        // Keys and values are read in place, as F16 (no per-step conversion of the cache).
         let view = attention::KvView {
-            keys: &self.keys[..n_src * kw],
-            values: &self.values[..n_src * vw],
+            cache_k: store.k_all(),
+            cache_v: store.v_all(),
+            batch_k: sk,
+            batch_v: sv,
+            n_cells,
+            rows: &self.src_rows[..n_src],
             positions: &self.positions[..n_src],
         };
         let o = SharedMut(out.as_mut_ptr());
@@ -541,6 +608,37 @@ impl CpuExecutor {
             );
         }
     }
+}
+
+/// Most mat_muls run in one pass ([`CpuExecutor::run_mat_mul_group`]).
+const MAX_GROUP: usize = 4;
+
+/// One weight of a mat_mul group and where its output goes.
+#[derive(Clone, Copy)]
+struct MatMulSeg<'a> {
+    w: &'a crate::Tensor,
+    kernel: &'static DotKernel,
+    /// `n_tokens × w.n_rows()` outputs.
+    out: SharedMut<f32>,
+}
+
+/// The end of the run of mat_mul nodes starting at `i` that read the same input in the same
+/// activation format (at most [`MAX_GROUP`]); `i + 1` when node `i` starts no such run.
+fn mat_mul_group_end(g: &PreparedGraph, i: usize) -> usize {
+    let nodes = &g.graph.nodes;
+    let Op::MatMul { x, .. } = nodes[i].op else {
+        return i + 1;
+    };
+    let vdt = |j: usize| g.kernels[j].map(|k| k.vec_dot_type);
+    let mut end = i + 1;
+    while end < nodes.len()
+        && end - i < MAX_GROUP
+        && matches!(nodes[end].op, Op::MatMul { x: x2, .. } if x2 == x)
+        && vdt(end) == vdt(i)
+    {
+        end += 1;
+    }
+    end
 }
 
 type WeightRef<'a> = (&'a str, DType);

@@ -88,6 +88,16 @@ impl KvStore {
         &self.v[c * self.v_width..(c + 1) * self.v_width]
     }
 
+    /// All keys, `n_cells × k_width`.
+    pub fn k_all(&self) -> &[f16] {
+        &self.k
+    }
+
+    /// All values, `n_cells × v_width`.
+    pub fn v_all(&self) -> &[f16] {
+        &self.v
+    }
+
     /// Store already-converted K and V for position `pos`.
     pub fn write_f16(&mut self, pos: i32, k: &[f16], v: &[f16]) {
         let c = self.cell_of(pos);

@@ -32,7 +32,7 @@ impl GpuKvStore {
         k_width: usize,
         v_width: usize,
     ) -> Result<GpuKvStore, GpuError> {
-        if k_width % 2 != 0 || v_width % 2 != 0 || n_cells == 0 {
+        if !k_width.is_multiple_of(2) || !v_width.is_multiple_of(2) || n_cells == 0 {
             return Err(GpuError::Unsupported(format!(
                 "KV widths must be even and cells at least 1 (got {k_width}, {v_width}, {n_cells} cells)"
             )));

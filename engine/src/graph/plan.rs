@@ -133,9 +133,9 @@ mod tests {
             }
         }
         last[n - 1] = n;
-        for a in 0..n {
+        for (a, &last_a) in last.iter().enumerate() {
             for b in a + 1..n {
-                let live_together = b <= last[a];
+                let live_together = b <= last_a;
                 let ra = plan.range(NodeId(a as u32), 3 * 64);
                 let rb = plan.range(NodeId(b as u32), 3 * 64);
                 if live_together {

@@ -4,7 +4,15 @@
 //! recognised); the continuation streams to stdout, one flush per token, and a llama.cpp-like
 //! timing summary goes to stderr. `--json` prints a single object at the end instead.
 //!
+//! When the context fills up, generation stops (with a notice), or with `--context-shift` the
+//! first `--keep` tokens stay, the oldest half of the rest is dropped and generation goes on
+//! ([`Session::shift_context`]: the surviving tokens are evaluated again, there is no rope
+//! shift). `--ignore-eos` never samples end-of-generation tokens, and `--stats-interval N`
+//! reports speed and resident memory every N tokens ([`stats`]), so long runs can be watched.
+//!
 //! Every numeric flag is checked before the model is loaded, and a refusal names the flag.
+
+pub mod stats;
 
 use std::borrow::Cow;
 use std::io::Write;
@@ -52,6 +60,62 @@ pub struct RunArgs {
     /// Print one JSON object at the end (ids, text, speed) instead of streaming text.
     #[arg(long = "json")]
     json: bool,
+    /// When the context is full, keep the first --keep tokens, drop the oldest half of the
+    /// rest and go on (the tokens left are evaluated again: Tessera has no rope shift).
+    #[arg(long = "context-shift", overrides_with = "no_context_shift")]
+    context_shift: bool,
+    /// Stop generating when the context is full (the default).
+    #[arg(long = "no-context-shift", overrides_with = "context_shift")]
+    no_context_shift: bool,
+    /// Prompt tokens a context shift keeps, BOS not counted (-1 = the whole prompt).
+    #[arg(long = "keep", default_value_t = 0, allow_negative_numbers = true)]
+    keep: i64,
+    /// Never sample end-of-generation tokens (generate exactly -n tokens).
+    #[arg(long = "ignore-eos")]
+    ignore_eos: bool,
+    /// Every N generated tokens, print tokens so far, t/s over the interval and resident
+    /// memory to stderr (and list them in --json); 0 = never.
+    #[arg(
+        long = "stats-interval",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    stats_interval: i64,
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// `-n` tokens were generated.
+    Limit,
+    /// An end-of-generation token was sampled.
+    EndOfGeneration,
+    /// The context is full and was not (or could not be) shifted.
+    ContextFull,
+    /// Standard output was closed.
+    BrokenPipe,
+}
+
+impl Stop {
+    /// Its name in `--json`.
+    fn name(self) -> &'static str {
+        match self {
+            Stop::Limit => "limit",
+            Stop::EndOfGeneration => "eog",
+            Stop::ContextFull => "context_full",
+            Stop::BrokenPipe => "broken_pipe",
+        }
+    }
+}
+
+/// Tokens a context shift keeps, as llama.cpp counts `--keep`: the first `keep` prompt tokens
+/// plus BOS when the prompt starts with it; the whole prompt when `keep` is negative or longer
+/// than the prompt.
+fn n_keep(keep: i64, prompt_len: usize, starts_with_bos: bool) -> usize {
+    if keep < 0 || keep as u64 >= prompt_len as u64 {
+        return prompt_len;
+    }
+    (keep as usize + usize::from(starts_with_bos)).min(prompt_len)
 }
 
 /// Lower-case name of an instruction set, for reports.
@@ -94,13 +158,24 @@ pub fn run(args: RunArgs) -> CliResult {
         )
         .into());
     }
+    if args.keep < -1 {
+        return Err(format!("--keep {} must be >= -1 (-1 = the whole prompt)", args.keep).into());
+    }
+    if args.stats_interval < 0 {
+        return Err(format!(
+            "--stats-interval {} must be >= 0 (0 = no stats)",
+            args.stats_interval
+        )
+        .into());
+    }
     let mut params = args.model.session_params()?;
     params.sampler = args.sampling.params();
     params.sampler.validate()?;
     let prompt_text = read_prompt(&args)?;
 
     let t_load = Instant::now();
-    let mut session = Session::load(&args.model.model, &params)?;
+    let mut session = Session::load(&args.model.model, &params)
+        .map_err(|e| format!("cannot load {}: {e}", args.model.model))?;
     let load_seconds = t_load.elapsed().as_secs_f64();
     let n_ctx = session.n_ctx();
 
@@ -127,6 +202,12 @@ pub fn run(args: RunArgs) -> CliResult {
              to fit the context size {n_ctx}"
         );
     }
+    let starts_with_bos = session.tokenizer().bos() == Some(prompt[0]);
+    let n_keep = n_keep(args.keep, prompt.len(), starts_with_bos);
+    if args.ignore_eos {
+        let eog = session.tokenizer().eog_ids().to_vec();
+        session.ban_tokens(&eog);
+    }
     let n_predict = if args.n_predict < 0 {
         usize::MAX
     } else {
@@ -145,43 +226,81 @@ pub fn run(args: RunArgs) -> CliResult {
     let model = session.model().clone();
     let tok = model.tokenizer();
     let mut stream = tok.stream_decoder();
+    // Ids are kept for --json only, so a long streamed run holds no growing buffer.
     let mut generated: Vec<u32> = Vec::new();
+    let mut n_generated = 0usize;
     let mut text = String::new();
     let mut n_decodes = 0usize;
+    let mut shifts = 0usize;
+    let mut reevaluated = 0usize;
+    let mut shift_seconds = 0.0f64;
+    let mut progress = stats::Progress::new(args.stats_interval as usize);
     let mut stdout = std::io::stdout().lock();
+    let json = args.json;
     let mut emit = |piece: &str, text: &mut String| -> std::io::Result<()> {
-        text.push_str(piece);
-        if !args.json && !piece.is_empty() {
+        if json {
+            text.push_str(piece);
+        } else if !piece.is_empty() {
             stdout.write_all(piece.as_bytes())?;
             stdout.flush()?;
         }
         Ok(())
     };
     let t_gen = Instant::now();
-    let mut broken_pipe = false;
-    while generated.len() < n_predict {
+    let mut stop = Stop::Limit;
+    while n_generated < n_predict {
         let id = session.sample();
         session.accept(id);
-        generated.push(id);
+        n_generated += 1;
+        if json {
+            generated.push(id);
+        }
         if tok.is_eog(id) {
+            stop = Stop::EndOfGeneration;
             break;
         }
         let piece = stream.push(id);
         if let Err(e) = emit(&piece, &mut text) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                broken_pipe = true;
+                stop = Stop::BrokenPipe;
                 break;
             }
             return Err(e.into());
         }
-        if generated.len() >= n_predict || session.n_past() >= n_ctx {
+        if let Some(sample) = progress.tick(n_generated, session.n_past(), shifts, shift_seconds) {
+            eprintln!("{}", sample.line());
+        }
+        if n_generated >= n_predict {
             break;
+        }
+        if session.n_past() >= n_ctx {
+            if !args.context_shift {
+                eprintln!(
+                    "\nnote: the context is full ({n_ctx} tokens): generation stopped \
+                     (use a larger -c/--ctx-size, or --context-shift)"
+                );
+                stop = Stop::ContextFull;
+                break;
+            }
+            let t_shift = Instant::now();
+            match session.shift_context(n_keep) {
+                Ok(shift) => {
+                    shifts += 1;
+                    reevaluated += shift.reevaluated;
+                    shift_seconds += t_shift.elapsed().as_secs_f64();
+                }
+                Err(e) => {
+                    eprintln!("\nnote: the context is full ({n_ctx} tokens): {e}");
+                    stop = Stop::ContextFull;
+                    break;
+                }
+            }
         }
         session.eval(&[id])?;
         n_decodes += 1;
     }
     let rest = stream.finish();
-    if !broken_pipe {
+    if stop != Stop::BrokenPipe {
         match emit(&rest, &mut text) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
             _ => {}
@@ -189,7 +308,7 @@ pub fn run(args: RunArgs) -> CliResult {
     }
     let gen_seconds = t_gen.elapsed().as_secs_f64();
     let prompt_tps = prompt.len() as f64 / prompt_seconds.max(1e-9);
-    let gen_tps = generated.len() as f64 / gen_seconds.max(1e-9);
+    let gen_tps = n_generated as f64 / gen_seconds.max(1e-9);
     let threads = session.context().n_threads();
     let isa = isa_name(detected_isa());
     let backend = session.context().backend_name();
@@ -207,17 +326,23 @@ pub fn run(args: RunArgs) -> CliResult {
             "n_ctx": n_ctx,
             "kv_cache_bytes": session.kv_bytes(),
             "prompt_tokens": prompt.len(),
-            "generated_tokens": generated.len(),
+            "generated_tokens": n_generated,
             "load_seconds": load_seconds,
             "prompt_seconds": prompt_seconds,
             "generation_seconds": gen_seconds,
             "prompt_tokens_per_second": prompt_tps,
             "generation_tokens_per_second": gen_tps,
+            "stop": stop.name(),
+            "n_keep": n_keep,
+            "context_shifts": shifts,
+            "reevaluated_tokens": reevaluated,
+            "shift_seconds": shift_seconds,
+            "stats": progress.samples(),
         });
         writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(());
     }
-    if !broken_pipe {
+    if stop != Stop::BrokenPipe {
         let _ = writeln!(stdout);
     }
     let ms = |s: f64| s * 1e3;
@@ -243,14 +368,37 @@ pub fn run(args: RunArgs) -> CliResult {
     eprintln!(
         "tessera:        eval time = {:10.2} ms / {:5} runs   ({:8.2} ms per token, {:8.2} tokens per second)",
         ms(gen_seconds),
-        generated.len(),
-        per_tok(gen_seconds, generated.len()),
+        n_generated,
+        per_tok(gen_seconds, n_generated),
         gen_tps
     );
+    if shifts > 0 {
+        eprintln!(
+            "tessera:   context shifts = {:10.2} ms / {shifts:5} shifts ({reevaluated} tokens \
+             evaluated again, {n_keep} kept each time)",
+            ms(shift_seconds)
+        );
+    }
     eprintln!(
         "tessera:       total time = {:10.2} ms / {:5} tokens ({n_decodes} decode steps)",
         ms(load_seconds + prompt_seconds + gen_seconds),
-        prompt.len() + generated.len()
+        prompt.len() + n_generated
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_counts_bos_as_llama_cpp_does() {
+        assert_eq!(n_keep(0, 10, true), 1);
+        assert_eq!(n_keep(0, 10, false), 0);
+        assert_eq!(n_keep(4, 10, true), 5);
+        assert_eq!(n_keep(9, 10, true), 10);
+        assert_eq!(n_keep(10, 10, true), 10);
+        assert_eq!(n_keep(1000, 10, false), 10);
+        assert_eq!(n_keep(-1, 10, true), 10);
+    }
 }

@@ -38,18 +38,28 @@ fn chat_piped(args: &[&str], input: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The question the answer tests ask, and a word its greedy reply contains.
+///
+/// These tests check the chat plumbing, not what SmolLM2-135M knows, so the question is one
+/// whose greedy reply ("The opposite of hot is cold.") is the same on the scalar and the AVX2
+/// kernels and across kernel changes. "Which city is the capital of France?" was not: the
+/// 135M model's greedy reply flips between "The capital of France is Paris." and "Le Grand
+/// Château, also known as the City of Light…" with the summation order of the mat_mul
+/// (already on the scalar path before the tiled AVX2 kernels).
+const QUESTION: (&str, &str) = ("What is the opposite of hot?", "cold");
+
 #[test]
-fn piped_question_gets_paris() {
+fn piped_question_gets_answer() {
     let Some(_) = model(SMOLLM2) else { return };
     let out = chat_piped(
         &["-m", "smollm2-135m", "--temp", "0", "-c", "512"],
-        "Which city is the capital of France?\n/quit\nThis is never read.\n",
+        &format!("{}\n/quit\nThis is never read.\n", QUESTION.0),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
     assert!(
-        stdout.contains("Paris"),
+        stdout.contains(QUESTION.1),
         "reply: {stdout:?}\nstderr: {stderr}"
     );
     // One reply, newline-terminated, nothing else on stdout.
@@ -155,9 +165,9 @@ fn terminal_streams_reuses_cache_resets_and_interrupts() {
     p.exp_string("> ").unwrap();
 
     // Turn 1: the whole prompt is evaluated.
-    p.send_line("Which city is the capital of France?").unwrap();
+    p.send_line(QUESTION.0).unwrap();
     let before = p.exp_string("prompt: ").unwrap();
-    assert!(before.contains("Paris"), "reply: {before:?}");
+    assert!(before.contains(QUESTION.1), "reply: {before:?}");
     let t1 = numbers(&mut p, r"(\d+) new \+ (\d+) cached tokens");
     assert_eq!(t1[1], 0, "nothing cached on the first turn");
     p.exp_string("> ").unwrap();
@@ -166,7 +176,7 @@ fn terminal_streams_reuses_cache_resets_and_interrupts() {
     p.send_line("/set n-predict 32").unwrap();
     p.exp_string("n-predict 32").unwrap();
     p.exp_string("> ").unwrap();
-    let q2 = "And which city is the capital of Germany?";
+    let q2 = "And what is the opposite of big?";
     p.send_line(q2).unwrap();
     let before = p.exp_string("prompt: ").unwrap();
     assert!(

@@ -111,6 +111,8 @@ fn bad_values_are_refused() {
         (&["-c", "0"], "--ctx-size"),
         (&["--threads", "0"], "--threads"),
         (&["-n", "-2"], "--n-predict"),
+        (&["--keep", "-2"], "--keep"),
+        (&["--stats-interval", "-1"], "--stats-interval"),
     ];
     for (bad, flag) in cases {
         let args = [&["run", "-m", path, "-p", "Hello"][..], bad].concat();

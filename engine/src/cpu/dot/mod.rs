@@ -21,6 +21,7 @@ mod tests;
 
 use crate::DType;
 use crate::quant::{self, BlockFormat};
+use half::f16;
 use std::sync::OnceLock;
 
 /// An instruction set a kernel is written for.
@@ -47,6 +48,53 @@ pub struct DotKernel {
     pub quantize_row: fn(&[f32], &mut [u8]),
     /// `vec_dot(n, weights, activations)` over `n` elements.
     pub vec_dot: fn(usize, &[u8], &[u8]) -> f32,
+    /// A tiled matrix product (several weight rows × several tokens per pass, no call per
+    /// dot); `None`: [`DotKernel::gemm`] loops over `vec_dot`.
+    pub tile: Option<GemmFn>,
+}
+
+/// One block of a matrix product: `rows` weight rows (`w_stride` bytes apart, from the start
+/// of `w`) times `tokens` quantized activation rows (`a_stride` bytes apart), `n` elements each.
+#[derive(Clone, Copy, Debug)]
+pub struct GemmArgs<'a> {
+    /// Elements per row (a whole number of blocks).
+    pub n: usize,
+    /// Weight rows.
+    pub w: &'a [u8],
+    /// Bytes from one weight row to the next.
+    pub w_stride: usize,
+    /// Number of weight rows.
+    pub rows: usize,
+    /// Activation rows in the kernel's `vec_dot_type`.
+    pub a: &'a [u8],
+    /// Bytes from one activation row to the next.
+    pub a_stride: usize,
+    /// Number of activation rows.
+    pub tokens: usize,
+}
+
+/// A tiled matrix product: `out[t * rows + r] = w.row(r) · a.row(t)`.
+pub type GemmFn = fn(&GemmArgs<'_>, &mut [f32]);
+
+impl DotKernel {
+    /// `out[t * g.rows + r] = w.row(r) · a.row(t)` for every row and token of `g`, with the
+    /// tiled kernel when there is one, else one `vec_dot` per pair (the reference).
+    pub fn gemm(&self, g: &GemmArgs<'_>, out: &mut [f32]) {
+        match self.tile {
+            Some(f) => f(g, out),
+            None => gemm_by_dots(self.vec_dot, g, out),
+        }
+    }
+}
+
+/// The reference matrix product: one `vec_dot` per (row, token).
+pub fn gemm_by_dots(vec_dot: fn(usize, &[u8], &[u8]) -> f32, g: &GemmArgs<'_>, out: &mut [f32]) {
+    for t in 0..g.tokens {
+        let a = &g.a[t * g.a_stride..];
+        for r in 0..g.rows {
+            out[t * g.rows + r] = vec_dot(g.n, &g.w[r * g.w_stride..], a);
+        }
+    }
 }
 
 impl DotKernel {
@@ -58,6 +106,7 @@ impl DotKernel {
             isa: Isa::Scalar,
             quantize_row,
             vec_dot: W::vec_dot,
+            tile: None,
         }
     }
 }
@@ -143,4 +192,79 @@ pub fn kernel_for(isa: Isa, dtype: DType) -> Option<&'static DotKernel> {
         _ => &[],
     };
     simd.iter().chain(SCALAR.iter()).find(|k| k.dtype == dtype)
+}
+
+/// Kernels of attention over an F16 KV cache: keys and values are read as stored.
+#[derive(Clone, Copy, Debug)]
+pub struct F16Ops {
+    /// The instruction set of these kernels.
+    pub isa: Isa,
+    /// `Σ q[i]·k[i]` over `min(len)` elements.
+    pub dot: fn(&[f32], &[f16]) -> f32,
+    /// `out[i] += w·v[i]` over `min(len)` elements.
+    pub axpy: fn(&mut [f32], f32, &[f16]),
+    /// `s[i] = exp(s[i] − max)` in place; returns the sum (softmax weights of a block of
+    /// attention scores).
+    pub exp_sum: fn(&mut [f32], f32) -> f32,
+    /// `out[i] += Σ_j w[j]·v[j][i]` over `min(len)` elements: the same sums, in the same order,
+    /// as one `axpy` per row, with the output held in registers.
+    pub wsum: fn(&mut [f32], &[f32], &[&[f16]]),
+}
+
+/// The scalar reference of [`F16Ops`].
+pub static F16_SCALAR: F16Ops = F16Ops {
+    isa: Isa::Scalar,
+    dot: dot_f16_scalar,
+    axpy: axpy_f16_scalar,
+    exp_sum: exp_sum_scalar,
+    wsum: wsum_scalar,
+};
+
+/// The best [`F16Ops`] for this CPU (the scalar ones under `TESSERA_CPU_ISA=scalar`).
+pub fn f16_ops() -> &'static F16Ops {
+    match detected_isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &avx2::F16_OPS,
+        _ => &F16_SCALAR,
+    }
+}
+
+/// Scalar `Σ q[i]·k[i]` in eight partial sums.
+fn dot_f16_scalar(q: &[f32], k: &[f16]) -> f32 {
+    let n = q.len().min(k.len());
+    let mut acc = [0.0f32; 8];
+    for c in 0..n / 8 {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            *acc += q[8 * c + l] * k[8 * c + l].to_f32();
+        }
+    }
+    let mut s: f32 = acc.iter().sum();
+    for i in n / 8 * 8..n {
+        s += q[i] * k[i].to_f32();
+    }
+    s
+}
+
+/// Scalar `s[i] = exp(s[i] − max)`, returning the sum.
+fn exp_sum_scalar(s: &mut [f32], max: f32) -> f32 {
+    let mut sum = 0.0;
+    for x in s {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    sum
+}
+
+/// Scalar `out[i] += Σ_j w[j]·v[j][i]`: one `axpy` per row.
+fn wsum_scalar(out: &mut [f32], w: &[f32], v: &[&[f16]]) {
+    for (&wj, vj) in w.iter().zip(v) {
+        axpy_f16_scalar(out, wj, vj);
+    }
+}
+
+/// Scalar `out[i] += w·v[i]`.
+fn axpy_f16_scalar(out: &mut [f32], w: f32, v: &[f16]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += w * x.to_f32();
+    }
 }

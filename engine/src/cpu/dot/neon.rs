@@ -37,6 +37,7 @@ const fn k(
         isa: Isa::Neon,
         quantize_row,
         vec_dot,
+        tile: None,
     }
 }
 

@@ -5,7 +5,7 @@
 //! Activation quantizers: byte-identical to the reference quantizer, on random rows and on
 //! blocks full of rounding ties, zeros and constants.
 
-use super::{Isa, SCALAR, detected_isa, isa_available, kernel, kernel_for};
+use super::{GemmArgs, Isa, SCALAR, detected_isa, gemm_by_dots, isa_available, kernel, kernel_for};
 use crate::DType;
 use crate::quant::reference;
 use crate::quant::tests::{Rng, random_activations, random_floats, random_row, row_bytes, sizes};
@@ -162,6 +162,173 @@ fn dispatch() {
                 assert_eq!(kernel(t).unwrap().isa, Isa::Avx2, "{t}");
             }
             assert_eq!(kernel(DType::Q5_K).unwrap().isa, Isa::Scalar);
+        }
+    }
+}
+
+#[test]
+fn simd_gemm_matches_scalar_dots() {
+    let mut rng = Rng::new(77);
+    for isa in simd_isas() {
+        for s in &SCALAR {
+            let k = kernel_for(isa, s.dtype).unwrap();
+            if k.tile.is_none() {
+                continue;
+            }
+            let n = sizes(s.dtype)[1].max(s.dtype.block_elems());
+            // Edge tiles included: rows and tokens that are not multiples of the tile.
+            for (rows, tokens) in [(1, 1), (4, 1), (7, 3), (16, 5), (9, 64)] {
+                let w: Vec<u8> = (0..rows)
+                    .flat_map(|_| random_row(&mut rng, s.dtype, n))
+                    .collect();
+                let a: Vec<u8> = (0..tokens)
+                    .flat_map(|_| random_activations(&mut rng, s.vec_dot_type, n))
+                    .collect();
+                let g = GemmArgs {
+                    n,
+                    w: &w,
+                    w_stride: row_bytes(s.dtype, n),
+                    rows,
+                    a: &a,
+                    a_stride: row_bytes(s.vec_dot_type, n),
+                    tokens,
+                };
+                let mut got = vec![f32::NAN; rows * tokens];
+                let mut want = vec![f32::NAN; rows * tokens];
+                k.gemm(&g, &mut got);
+                gemm_by_dots(s.vec_dot, &g, &mut want);
+                let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+                let e = nmse(&f(&got), &f(&want));
+                eprintln!("{isa:?} {} gemm {rows}x{tokens} n={n}: NMSE {e:e}", s.dtype);
+                assert!(
+                    e <= 1e-6,
+                    "{isa:?} {} gemm {rows}x{tokens}: NMSE {e:e}",
+                    s.dtype
+                );
+            }
+        }
+    }
+}
+
+/// The tiled kernels sum in the same lanes and order as their own ISA's `vec_dot`, so switching
+/// between them never moves a logit (the teacher-forced bounds rely on it).
+#[test]
+fn simd_gemm_is_bit_identical_to_simd_dots() {
+    let mut rng = Rng::new(78);
+    for isa in simd_isas() {
+        for s in &SCALAR {
+            let k = kernel_for(isa, s.dtype).unwrap();
+            if k.tile.is_none() {
+                continue;
+            }
+            let n = sizes(s.dtype)[1].max(s.dtype.block_elems());
+            for (rows, tokens) in [(5, 1), (8, 9), (13, 6)] {
+                let w: Vec<u8> = (0..rows)
+                    .flat_map(|_| random_row(&mut rng, s.dtype, n))
+                    .collect();
+                let a: Vec<u8> = (0..tokens)
+                    .flat_map(|_| random_activations(&mut rng, s.vec_dot_type, n))
+                    .collect();
+                let g = GemmArgs {
+                    n,
+                    w: &w,
+                    w_stride: row_bytes(s.dtype, n),
+                    rows,
+                    a: &a,
+                    a_stride: row_bytes(s.vec_dot_type, n),
+                    tokens,
+                };
+                let mut got = vec![f32::NAN; rows * tokens];
+                let mut want = vec![f32::NAN; rows * tokens];
+                k.gemm(&g, &mut got);
+                gemm_by_dots(k.vec_dot, &g, &mut want);
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{isa:?} {} gemm {rows}x{tokens} output {i}: {x} vs {y}",
+                        s.dtype
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn simd_f16_attention_ops_match_scalar() {
+    use super::{F16_SCALAR, f16_ops};
+    use half::f16;
+    let ops = f16_ops();
+    if ops.isa == Isa::Scalar {
+        eprintln!("SKIPPED: no SIMD F16 kernels on this CPU");
+        return;
+    }
+    let mut rng = Rng::new(4242);
+    for n in [7usize, 16, 64, 100, 256] {
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for _ in 0..32 {
+            let q = random_floats(&mut rng, n);
+            let k: Vec<f16> = random_floats(&mut rng, n)
+                .into_iter()
+                .map(f16::from_f32)
+                .collect();
+            got.push((ops.dot)(&q, &k) as f64);
+            want.push((F16_SCALAR.dot)(&q, &k) as f64);
+            let w = q[0];
+            let (mut a, mut b) = (q.clone(), q.clone());
+            (ops.axpy)(&mut a, w, &k);
+            (F16_SCALAR.axpy)(&mut b, w, &k);
+            got.extend(a.iter().map(|&x| x as f64));
+            want.extend(b.iter().map(|&x| x as f64));
+        }
+        let e = nmse(&got, &want);
+        assert!(e <= 1e-6, "F16 ops n={n}: NMSE {e:e}");
+        // wsum: bit-identical to one SIMD axpy per row, close to the scalar one.
+        let rows: Vec<Vec<f16>> = (0..9)
+            .map(|_| {
+                random_floats(&mut rng, n)
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f16]> = rows.iter().map(|r| r.as_slice()).collect();
+        let w = random_floats(&mut rng, 9);
+        let start = random_floats(&mut rng, n);
+        let (mut a, mut b, mut c) = (start.clone(), start.clone(), start.clone());
+        (ops.wsum)(&mut a, &w, &refs);
+        for (&wj, r) in w.iter().zip(&refs) {
+            (ops.axpy)(&mut b, wj, r);
+        }
+        (F16_SCALAR.wsum)(&mut c, &w, &refs);
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "wsum n={n} element {i}: {x} vs {y}"
+            );
+        }
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        let e = nmse(&f(&a), &f(&c));
+        assert!(e <= 1e-6, "wsum n={n}: NMSE {e:e}");
+        // exp_sum: scores from far below to at the maximum, element by element and summed.
+        let s: Vec<f32> = random_floats(&mut rng, n)
+            .iter()
+            .map(|x| 60.0 * x)
+            .collect();
+        let max = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let (mut a, mut b) = (s.clone(), s.clone());
+        let (sa, sb) = (
+            (ops.exp_sum)(&mut a, max),
+            (F16_SCALAR.exp_sum)(&mut b, max),
+        );
+        assert!((sa - sb).abs() <= 1e-6 * sb, "exp_sum n={n}: {sa} vs {sb}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(
+                (x - y).abs() <= 4e-7 * y.max(1e-30),
+                "exp n={n}: {x} vs {y}"
+            );
         }
     }
 }

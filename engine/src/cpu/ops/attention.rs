@@ -1,16 +1,65 @@
 //! Attention of one query head over a set of keys and values with their positions: causal,
 //! optionally windowed, with an online softmax (running max and sum) so memory stays O(head).
 
+use half::f16;
+
+use crate::cpu::dot::{F16Ops, f16_ops};
 use crate::graph::AttnParams;
 
-/// Keys and values gathered for one step, in f32, row `j` holding all KV heads of source `j`.
+/// The keys and values one step attends to, read in place as F16 (nothing is converted or
+/// copied per step): source `j` is row `rows[j]` of the cache when `rows[j] < n_cells`, else
+/// row `rows[j] - n_cells` of the batch's own K/V; each row holds all KV heads.
 pub struct KvView<'a> {
-    /// `n_src × (n_head_kv·head_dim)` keys.
-    pub keys: &'a [f32],
-    /// `n_src × (n_head_kv·head_dim_v)` values.
-    pub values: &'a [f32],
-    /// Position of each source row.
+    /// The store's keys, `n_cells × k_width`.
+    pub cache_k: &'a [f16],
+    /// The store's values, `n_cells × v_width`.
+    pub cache_v: &'a [f16],
+    /// The batch's keys, `n_tokens × k_width`.
+    pub batch_k: &'a [f16],
+    /// The batch's values, `n_tokens × v_width`.
+    pub batch_v: &'a [f16],
+    /// Cells in the store (rows at or past it are batch rows).
+    pub n_cells: usize,
+    /// Row of each source.
+    pub rows: &'a [u32],
+    /// Position of each source.
     pub positions: &'a [i32],
+}
+
+impl KvView<'_> {
+    /// Key row of source `j` (all KV heads, `width` elements).
+    #[inline]
+    fn key(&self, j: usize, width: usize) -> &[f16] {
+        row(
+            self.cache_k,
+            self.batch_k,
+            self.rows[j] as usize,
+            self.n_cells,
+            width,
+        )
+    }
+
+    /// Value row of source `j` (all KV heads, `width` elements).
+    #[inline]
+    fn value(&self, j: usize, width: usize) -> &[f16] {
+        row(
+            self.cache_v,
+            self.batch_v,
+            self.rows[j] as usize,
+            self.n_cells,
+            width,
+        )
+    }
+}
+
+#[inline]
+fn row<'a>(cache: &'a [f16], batch: &'a [f16], r: usize, n_cells: usize, w: usize) -> &'a [f16] {
+    if r < n_cells {
+        &cache[r * w..(r + 1) * w]
+    } else {
+        let r = r - n_cells;
+        &batch[r * w..(r + 1) * w]
+    }
 }
 
 /// Whether a key at `pk` is visible from a query at `pq`.
@@ -19,9 +68,22 @@ pub fn visible(pq: i32, pk: i32, window: Option<u32>) -> bool {
     pk >= 0 && pk <= pq && window.is_none_or(|w| ((pq - pk) as i64) < w as i64)
 }
 
-/// `out = Σ softmax(scale·q·k_j) v_j` over the visible sources of KV head `kvh`.
-/// A query with no visible key gets zeros.
+/// `out = Σ softmax(scale·q·k_j) v_j` over the visible sources of KV head `kvh`, with the
+/// run-time dispatched F16 kernels ([`f16_ops`]). A query with no visible key gets zeros.
 pub fn attend_head(
+    q: &[f32],
+    pq: i32,
+    kvh: usize,
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    out: &mut [f32],
+) {
+    attend_head_with(f16_ops(), q, pq, kvh, kv, p, out)
+}
+
+/// [`attend_head`] with the given F16 kernels (the tests compare SIMD with scalar).
+pub fn attend_head_with(
+    ops: &F16Ops,
     q: &[f32],
     pq: i32,
     kvh: usize,
@@ -35,30 +97,50 @@ pub fn attend_head(
     out.fill(0.0);
     let mut max = f32::NEG_INFINITY;
     let mut sum = 0.0f32;
+    // The visible sources in chunks: their scores, then one exp pass (vectorised) and one
+    // rescale of the output per chunk whose maximum is new, instead of one per key.
+    let mut scores = [0.0f32; CHUNK];
+    let mut src = [0u32; CHUNK];
+    let mut n = 0;
+    let mut flush = |scores: &mut [f32], src: &[u32], out: &mut [f32]| {
+        let cmax = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        if cmax > max {
+            if max > f32::NEG_INFINITY {
+                // Rescale what has been accumulated to the new maximum.
+                let r = (max - cmax).exp();
+                sum *= r;
+                for o in out.iter_mut() {
+                    *o *= r;
+                }
+            }
+            max = cmax;
+        }
+        sum += (ops.exp_sum)(scores, max);
+        let mut values: [&[f16]; CHUNK] = [&[]; CHUNK];
+        for (v, &j) in values.iter_mut().zip(src) {
+            *v = &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv];
+        }
+        (ops.wsum)(out, scores, &values[..src.len()]);
+    };
     for (j, &pk) in kv.positions.iter().enumerate() {
         if !visible(pq, pk, p.window) {
             continue;
         }
-        let k = &kv.keys[j * kw + kvh * dk..j * kw + (kvh + 1) * dk];
-        let mut s = dot(q, k) * p.scale;
+        let k = &kv.key(j, kw)[kvh * dk..(kvh + 1) * dk];
+        let mut s = (ops.dot)(q, k) * p.scale;
         if let Some(c) = p.softcap {
             s = c * (s / c).tanh();
         }
-        let v = &kv.values[j * vw + kvh * dv..j * vw + (kvh + 1) * dv];
-        if s > max {
-            // Rescale what has been accumulated to the new maximum.
-            let r = (max - s).exp();
-            sum *= r;
-            for o in out.iter_mut() {
-                *o *= r;
-            }
-            max = s;
+        scores[n] = s;
+        src[n] = j as u32;
+        n += 1;
+        if n == CHUNK {
+            flush(&mut scores, &src, out);
+            n = 0;
         }
-        let w = (s - max).exp();
-        sum += w;
-        for (o, &x) in out.iter_mut().zip(v) {
-            *o += w * x;
-        }
+    }
+    if n > 0 {
+        flush(&mut scores[..n], &src[..n], out);
     }
     if sum > 0.0 {
         let inv = 1.0 / sum;
@@ -68,22 +150,8 @@ pub fn attend_head(
     }
 }
 
-/// Plain dot product (the compiler vectorises it).
-#[inline]
-pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut s: f32 = acc.iter().sum();
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    s
-}
+/// Sources per softmax chunk (scores on the stack).
+const CHUNK: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -102,12 +170,34 @@ mod tests {
         };
         let n_src = 9;
         let f = |i: usize| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0;
-        let keys: Vec<f32> = (0..n_src * 16).map(f).collect();
-        let values: Vec<f32> = (0..n_src * 16).map(|i| f(i + 77)).collect();
+        // Values exact in F16, so the naive f64 reference sees the same numbers.
+        let h = |x: f32| f16::from_f32(x).to_f32();
+        let keys: Vec<f32> = (0..n_src * 16).map(|i| h(f(i))).collect();
+        let values: Vec<f32> = (0..n_src * 16).map(|i| h(f(i + 77))).collect();
+        let (k16, v16): (Vec<f16>, Vec<f16>) = (
+            keys.iter().map(|&x| f16::from_f32(x)).collect(),
+            values.iter().map(|&x| f16::from_f32(x)).collect(),
+        );
         let positions: Vec<i32> = (0..n_src as i32).collect();
+        // The first 5 sources from the "cache" (in reverse cell order), the rest from the batch.
+        let cache_k: Vec<f16> = (0..5)
+            .rev()
+            .flat_map(|j| k16[j * 16..(j + 1) * 16].to_vec())
+            .collect();
+        let cache_v: Vec<f16> = (0..5)
+            .rev()
+            .flat_map(|j| v16[j * 16..(j + 1) * 16].to_vec())
+            .collect();
+        let rows: Vec<u32> = (0..n_src as u32)
+            .map(|j| if j < 5 { 4 - j } else { j })
+            .collect();
         let kv = KvView {
-            keys: &keys,
-            values: &values,
+            cache_k: &cache_k,
+            cache_v: &cache_v,
+            batch_k: &k16[5 * 16..],
+            batch_v: &v16[5 * 16..],
+            n_cells: 5,
+            rows: &rows,
             positions: &positions,
         };
         let q: Vec<f32> = (0..8).map(|i| f(i + 5)).collect();
@@ -116,6 +206,23 @@ mod tests {
             let pq = 7;
             let mut out = vec![0.0; 8];
             attend_head(&q, pq, kvh, &kv, &p, &mut out);
+            let mut scalar = vec![0.0; 8];
+            attend_head_with(
+                &crate::cpu::dot::F16_SCALAR,
+                &q,
+                pq,
+                kvh,
+                &kv,
+                &p,
+                &mut scalar,
+            );
+            let num: f64 = out
+                .iter()
+                .zip(&scalar)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
+            let den: f64 = scalar.iter().map(|&b| (b as f64).powi(2)).sum();
+            assert!(num / den <= 1e-6, "SIMD vs scalar NMSE {}", num / den);
             // naive
             let js: Vec<usize> = (0..n_src)
                 .filter(|&j| j as i32 <= pq && pq - (j as i32) < 5)
@@ -138,6 +245,66 @@ mod tests {
                     .map(|(&j, x)| (x - m).exp() / z * values[j * 16 + kvh * 8 + d] as f64)
                     .sum();
                 assert!((out[d] as f64 - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// Many sources (several softmax chunks, with later chunks holding larger scores so the
+    /// output is rescaled), SIMD and scalar kernels against an f64 softmax.
+    #[test]
+    fn chunked_softmax_matches_naive_over_many_sources() {
+        let p = AttnParams {
+            n_head: 1,
+            n_head_kv: 1,
+            head_dim: 16,
+            head_dim_v: 16,
+            scale: 0.25,
+            window: None,
+            softcap: Some(30.0),
+        };
+        let n_src = 3 * CHUNK + 37;
+        let f = |i: usize| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0;
+        // Keys grow along the sources, so the maximum score keeps moving to later chunks.
+        let keys: Vec<f16> = (0..n_src * 16)
+            .map(|i| f16::from_f32(f(i) + (i / 16) as f32 / 200.0))
+            .collect();
+        let values: Vec<f16> = (0..n_src * 16).map(|i| f16::from_f32(f(i + 9))).collect();
+        let positions: Vec<i32> = (0..n_src as i32).collect();
+        let rows: Vec<u32> = (0..n_src as u32).collect();
+        let kv = KvView {
+            cache_k: &keys,
+            cache_v: &values,
+            batch_k: &[],
+            batch_v: &[],
+            n_cells: n_src,
+            rows: &rows,
+            positions: &positions,
+        };
+        let q: Vec<f32> = (0..16).map(|i| 1.0 + f(i + 3) / 4.0).collect();
+        let pq = n_src as i32;
+        let s: Vec<f64> = (0..n_src)
+            .map(|j| {
+                let d: f64 = (0..16)
+                    .map(|d| q[d] as f64 * keys[j * 16 + d].to_f64())
+                    .sum();
+                30.0 * (d * 0.25 / 30.0).tanh()
+            })
+            .collect();
+        let m = s.iter().cloned().fold(f64::MIN, f64::max);
+        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+        for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
+            let mut out = vec![0.0; 16];
+            attend_head_with(ops, &q, pq, 0, &kv, &p, &mut out);
+            for d in 0..16 {
+                let want: f64 = (0..n_src)
+                    .map(|j| (s[j] - m).exp() / z * values[j * 16 + d].to_f64())
+                    .sum();
+                assert!(
+                    (out[d] as f64 - want).abs() < 1e-5,
+                    "{:?} dim {d}: {} vs {want}",
+                    ops.isa,
+                    out[d]
+                );
             }
         }
     }

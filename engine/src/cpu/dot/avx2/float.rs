@@ -87,3 +87,160 @@ unsafe fn f16_rows(n8: usize, src: *const f32, dst: *mut u8) {
         }
     }
 }
+
+pub(super) fn dot_f32_f16(q: &[f32], k: &[half::f16]) -> f32 {
+    let n = q.len().min(k.len());
+    // SAFETY: F16_OPS is handed out only with AVX2/FMA/F16C present; reads stay in `..n`.
+    let mut s = unsafe { dot_f32_f16_impl(n / 16, q.as_ptr(), k.as_ptr() as *const u8) };
+    for i in n / 16 * 16..n {
+        s += q[i] * k[i].to_f32();
+    }
+    s
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_f32_f16_impl(n16: usize, q: *const f32, k: *const u8) -> f32 {
+    let mut acc = [_mm256_setzero_ps(); 2];
+    for i in 0..n16 {
+        for (h, acc) in acc.iter_mut().enumerate() {
+            let off = 16 * i + 8 * h;
+            let (x, y) = unsafe {
+                (
+                    _mm256_loadu_ps(q.add(off)),
+                    _mm256_cvtph_ps(_mm_loadu_si128(k.add(2 * off) as *const __m128i)),
+                )
+            };
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+    }
+    hsum_ps(_mm256_add_ps(acc[0], acc[1]))
+}
+
+pub(super) fn axpy_f16(out: &mut [f32], w: f32, v: &[half::f16]) {
+    let n = out.len().min(v.len());
+    // SAFETY: as in `dot_f32_f16`; reads and writes stay in `..n`.
+    unsafe { axpy_f16_impl(n / 8, out.as_mut_ptr(), w, v.as_ptr() as *const u8) };
+    for i in n / 8 * 8..n {
+        out[i] += w * v[i].to_f32();
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn axpy_f16_impl(n8: usize, out: *mut f32, w: f32, v: *const u8) {
+    let wv = _mm256_set1_ps(w);
+    for i in 0..n8 {
+        unsafe {
+            let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(16 * i) as *const __m128i));
+            let o = out.add(8 * i);
+            _mm256_storeu_ps(o, _mm256_fmadd_ps(wv, x, _mm256_loadu_ps(o)));
+        }
+    }
+}
+
+pub(super) fn exp_sum(s: &mut [f32], max: f32) -> f32 {
+    let n = s.len();
+    // SAFETY: F16_OPS is handed out only with AVX2/FMA/F16C present; reads and writes stay in
+    // `..n`.
+    let mut sum = unsafe { exp_sum_impl(n / 8, s.as_mut_ptr(), max) };
+    for x in &mut s[n / 8 * 8..] {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    sum
+}
+
+/// `s[i] = exp(s[i] − max)` for `8·n8` elements, returning their sum. `exp` by range reduction
+/// to `2^k · e^r` with |r| ≤ ln2/2 and a degree-6 Taylor polynomial of `e^r` (relative error
+/// about 1e-7, below f32 rounding); arguments under −87 give about 1e-38 (never infinities).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_sum_impl(n8: usize, s: *mut f32, max: f32) -> f32 {
+    let m = _mm256_set1_ps(max);
+    let lo = _mm256_set1_ps(-87.0);
+    let log2e = _mm256_set1_ps(std::f32::consts::LOG2_E);
+    // ln 2 split in a part exact in f32 and the rest.
+    let ln2_hi = _mm256_set1_ps(0.693_145_75);
+    let ln2_lo = _mm256_set1_ps(1.428_606_8e-6);
+    let c = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ]
+    .map(|x: f32| _mm256_set1_ps(x));
+    let mut acc = _mm256_setzero_ps();
+    for i in 0..n8 {
+        let p = unsafe { s.add(8 * i) };
+        let x = _mm256_max_ps(_mm256_sub_ps(unsafe { _mm256_loadu_ps(p) }, m), lo);
+        let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm256_mul_ps(x, log2e),
+        );
+        let r = _mm256_fnmadd_ps(k, ln2_lo, _mm256_fnmadd_ps(k, ln2_hi, x));
+        let mut e = c[0];
+        for &ci in &c[1..] {
+            e = _mm256_fmadd_ps(e, r, ci);
+        }
+        let two_k = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+            _mm256_cvtps_epi32(k),
+            _mm256_set1_epi32(127),
+        )));
+        let y = _mm256_mul_ps(e, two_k);
+        unsafe { _mm256_storeu_ps(p, y) };
+        acc = _mm256_add_ps(acc, y);
+    }
+    hsum_ps(acc)
+}
+
+pub(super) fn wsum_f16(out: &mut [f32], w: &[f32], v: &[&[half::f16]]) {
+    let n = v.iter().fold(out.len(), |n, r| n.min(r.len()));
+    let keys = w.len().min(v.len());
+    // SAFETY: as in `dot_f32_f16`; every row holds at least `n` elements, and reads and
+    // writes stay in `..n`.
+    unsafe { wsum_impl::<8>(0, n / 64, out.as_mut_ptr(), &w[..keys], &v[..keys]) };
+    unsafe {
+        wsum_impl::<1>(
+            n / 64 * 64,
+            n % 64 / 8,
+            out.as_mut_ptr(),
+            &w[..keys],
+            &v[..keys],
+        )
+    };
+    for i in n / 8 * 8..n {
+        for (&wj, vj) in w.iter().zip(v) {
+            out[i] += wj * vj[i].to_f32();
+        }
+    }
+}
+
+/// `out[d] += Σ_j w[j]·v[j][d]` for `blocks` blocks of `8·A` elements from `d0`, the block's
+/// `A` accumulators in registers while every row passes (the same FMA sequence per element as
+/// one `axpy_f16` per row).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn wsum_impl<const A: usize>(
+    d0: usize,
+    blocks: usize,
+    out: *mut f32,
+    w: &[f32],
+    v: &[&[half::f16]],
+) {
+    for b in 0..blocks {
+        let d = d0 + 8 * A * b;
+        let mut acc: [__m256; A] =
+            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(out.add(d + 8 * k)) });
+        for (&wj, vj) in w.iter().zip(v) {
+            let wv = _mm256_set1_ps(wj);
+            let p = unsafe { vj.as_ptr().add(d) } as *const u8;
+            for (k, acc) in acc.iter_mut().enumerate() {
+                let x =
+                    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(16 * k) as *const __m128i) });
+                *acc = _mm256_fmadd_ps(wv, x, *acc);
+            }
+        }
+        for (k, acc) in acc.iter().enumerate() {
+            unsafe { _mm256_storeu_ps(out.add(d + 8 * k), *acc) };
+        }
+    }
+}

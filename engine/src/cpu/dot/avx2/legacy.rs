@@ -18,7 +18,7 @@ fn blocks(n: usize, w: &[u8], wb: usize, a: &[u8], ab: usize) -> usize {
 /// high nibbles (16..32) in the high lane.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn nibbles(p: *const u8) -> __m256i {
+pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     let b = unsafe { _mm_loadu_si128(p as *const __m128i) };
     let m = _mm_set1_epi8(0x0f);
     let lo = _mm_and_si128(b, m);
@@ -29,7 +29,7 @@ unsafe fn nibbles(p: *const u8) -> __m256i {
 /// 0xFF in byte `j` where bit `j` of the little-endian u32 at `p` is set, 0 elsewhere.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+pub(super) unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
     let qh = unsafe { (p as *const u32).read_unaligned() };
     let v = _mm256_set1_epi32(qh as i32);
     // Byte j takes byte j / 8 of qh...

@@ -6,10 +6,12 @@
 //! AVX2, FMA and F16C.
 
 mod float;
+mod gemm;
+mod gemm_k;
 mod kquant;
 mod legacy;
 
-use super::{DotKernel, Isa};
+use super::{DotKernel, F16Ops, GemmFn, Isa};
 use crate::DType;
 use crate::quant::{BlockFormat, F32};
 use std::arch::x86_64::*;
@@ -21,56 +23,74 @@ pub(super) static KERNELS: [DotKernel; 8] = [
         DType::F32,
         F32::quantize_row,
         float::vec_dot_f32,
+        None,
     ),
     k(
         DType::F16,
         DType::F16,
         float::quantize_row_f16,
         float::vec_dot_f16,
+        None,
     ),
     k(
         DType::Q4_0,
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q4_0,
+        Some(gemm::gemm_q4_0),
     ),
     k(
         DType::Q4_1,
         DType::Q8_1,
         legacy::quantize_row_q8_1,
         legacy::vec_dot_q4_1,
+        Some(gemm::gemm_q4_1),
     ),
     k(
         DType::Q5_0,
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q5_0,
+        Some(gemm::gemm_q5_0),
     ),
     k(
         DType::Q8_0,
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q8_0,
+        Some(gemm::gemm_q8_0),
     ),
     k(
         DType::Q4_K,
         DType::Q8_K,
         kquant::quantize_row_q8_k,
         kquant::vec_dot_q4_k,
+        Some(gemm_k::gemm_q4_k),
     ),
     k(
         DType::Q6_K,
         DType::Q8_K,
         kquant::quantize_row_q8_k,
         kquant::vec_dot_q6_k,
+        Some(gemm_k::gemm_q6_k),
     ),
 ];
+
+/// F16 attention kernels (F16C conversion + FMA).
+pub(super) static F16_OPS: F16Ops = F16Ops {
+    isa: Isa::Avx2,
+    dot: float::dot_f32_f16,
+    axpy: float::axpy_f16,
+    exp_sum: float::exp_sum,
+    wsum: float::wsum_f16,
+};
 
 const fn k(
     dtype: DType,
     vec_dot_type: DType,
     quantize_row: fn(&[f32], &mut [u8]),
     vec_dot: fn(usize, &[u8], &[u8]) -> f32,
+    tile: Option<GemmFn>,
 ) -> DotKernel {
     DotKernel {
         dtype,
@@ -78,6 +98,7 @@ const fn k(
         isa: Isa::Avx2,
         quantize_row,
         vec_dot,
+        tile,
     }
 }
 

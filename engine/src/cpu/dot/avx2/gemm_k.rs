@@ -1,0 +1,296 @@
+//! AVX2 tiled matrix products of the K-quants (Q4_K and Q6_K weights against Q8_K
+//! activations): a tile of up to 4 weight rows × 4 tokens unpacks each weight super-block (its
+//! 6-bit scales and its quants) once for all the tile's tokens, and computes the min / offset
+//! corrections from the activations' block sums with one `madd` each.
+//!
+//! Every output is bit-identical to the untiled AVX2 dot product (`kquant.rs`): the integer
+//! sums land in the same lanes and the float operations run in the same order.
+
+// Row and token indices address accumulators, weight rows and activation rows together.
+#![allow(clippy::needless_range_loop)]
+
+use super::{f16_at, hsum_epi32, hsum_ps, load};
+use crate::cpu::dot::GemmArgs;
+use crate::quant::QK_K;
+use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
+use crate::quant::k6::Q6_K_BYTES;
+use crate::quant::k8::Q8_K_BYTES;
+use std::arch::x86_64::*;
+
+/// Offset of the quants in a Q8_K block (after its f32 scale).
+const Y_QS: usize = 4;
+/// Offset of the sixteen i16 block sums in a Q8_K block.
+const Y_BSUMS: usize = 4 + QK_K;
+
+/// The f32 scale of the Q8_K block at `y`.
+///
+/// # Safety
+/// `y..y + 4` readable.
+#[inline(always)]
+unsafe fn q8k_d(y: *const u8) -> f32 {
+    unsafe { (y as *const f32).read_unaligned() }
+}
+
+/// Prefetches the share of block `b` of the rows that follow an `R`-row tile of `bytes`-byte
+/// blocks starting at `w` (see `gemm.rs`: one-token tiles stream their rows once).
+#[inline(always)]
+fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
+    let p = w.wrapping_add(R * wrb + b * R * bytes);
+    for k in 0..=R * bytes / 64 {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8) };
+    }
+}
+
+/// Q4_K tile: `out[t * ldo + r] = w_r · a_t` for `R` rows (`wrb` bytes apart) and `T` tokens
+/// (`arb` bytes apart) over `nb` super-blocks.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` blocks readable in each row and token; `out` writable at every
+/// `t * ldo + r`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q4_k<const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    a: *const u8,
+    arb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let mut acc_m = [[0.0f32; T]; R];
+    let low = _mm256_set1_epi8(0x0f);
+    for i in 0..nb {
+        if T == 1 {
+            prefetch_next::<R>(w, wrb, i, Q4_K_BYTES);
+        }
+        for r in 0..R {
+            let x = unsafe { w.add(r * wrb + i * Q4_K_BYTES) };
+            let scales = unsafe { std::slice::from_raw_parts(x.add(4), 12) };
+            let (sc, m) = unpack_scales_mins_k4(scales);
+            // Each min twice, to pair with the two 16-element sums of its 32-element block.
+            let m2 = _mm256_setr_epi16(
+                m[0] as i16,
+                m[0] as i16,
+                m[1] as i16,
+                m[1] as i16,
+                m[2] as i16,
+                m[2] as i16,
+                m[3] as i16,
+                m[3] as i16,
+                m[4] as i16,
+                m[4] as i16,
+                m[5] as i16,
+                m[5] as i16,
+                m[6] as i16,
+                m[6] as i16,
+                m[7] as i16,
+                m[7] as i16,
+            );
+            let (xd, xdmin) = unsafe { (f16_at(x), f16_at(x.add(2))) };
+            let mut sumi = [_mm256_setzero_si256(); T];
+            for c in 0..4 {
+                let q = unsafe { load(x.add(16 + 32 * c)) };
+                let lo = _mm256_and_si256(q, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
+                let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
+                for (t, sumi) in sumi.iter_mut().enumerate() {
+                    let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                    let (y0, y1) =
+                        unsafe { (load(y.add(Y_QS + 64 * c)), load(y.add(Y_QS + 32 + 64 * c))) };
+                    let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
+                    let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
+                    *sumi = _mm256_add_epi32(*sumi, _mm256_add_epi32(p0, p1));
+                }
+            }
+            for t in 0..T {
+                let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                let yd = unsafe { q8k_d(y) };
+                let bsums = unsafe { load(y.add(Y_BSUMS)) };
+                let summs = hsum_epi32(_mm256_madd_epi16(bsums, m2));
+                acc_m[r][t] += xdmin * yd * summs as f32;
+                let d = xd * yd;
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[r][t]);
+            }
+        }
+    }
+    for t in 0..T {
+        for r in 0..R {
+            unsafe { *out.add(t * ldo + r) = hsum_ps(acc[r][t]) - acc_m[r][t] };
+        }
+    }
+}
+
+/// Q6_K tile; as [`tile_q4_k`].
+///
+/// # Safety
+/// As [`tile_q4_k`].
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_q6_k<const R: usize, const T: usize>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    a: *const u8,
+    arb: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
+    for i in 0..nb {
+        if T == 1 {
+            prefetch_next::<R>(w, wrb, i, Q6_K_BYTES);
+        }
+        for r in 0..R {
+            let x = unsafe { w.add(r * wrb + i * Q6_K_BYTES) };
+            // The sixteen i8 scales as i16.
+            let sc16 =
+                _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.add(192) as *const __m128i) });
+            let sc = |s: usize| unsafe { *x.add(192 + s) } as i8 as i16;
+            let mut sumi = [_mm256_setzero_si256(); T];
+            // The values are stored +32: start each sum at −32·Σ sc·bsum.
+            for (t, sumi) in sumi.iter_mut().enumerate() {
+                let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                let corr = hsum_epi32(_mm256_madd_epi16(unsafe { load(y.add(Y_BSUMS)) }, sc16));
+                *sumi = _mm256_setr_epi32(-32 * corr, 0, 0, 0, 0, 0, 0, 0);
+            }
+            for h in 0..2 {
+                let (ql0, ql1, qh) = unsafe {
+                    (
+                        load(x.add(64 * h)),
+                        load(x.add(64 * h + 32)),
+                        load(x.add(128 + 32 * h)),
+                    )
+                };
+                let q = [
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql0, m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(ql1, m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
+                    ),
+                    _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
+                    ),
+                ];
+                for (k, qk) in q.into_iter().enumerate() {
+                    let s = 8 * h + 2 * k;
+                    let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));
+                    for (t, sumi) in sumi.iter_mut().enumerate() {
+                        let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                        let yk = unsafe { load(y.add(Y_QS + 128 * h + 32 * k)) };
+                        let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), scales);
+                        *sumi = _mm256_add_epi32(*sumi, p);
+                    }
+                }
+            }
+            let xd = unsafe { f16_at(x.add(208)) };
+            for t in 0..T {
+                let yd = unsafe { q8k_d(a.add(t * arb + i * Q8_K_BYTES)) };
+                let d = xd * yd;
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[r][t]);
+            }
+        }
+    }
+    for t in 0..T {
+        for r in 0..R {
+            unsafe { *out.add(t * ldo + r) = hsum_ps(acc[r][t]) };
+        }
+    }
+}
+
+/// Rows per tile.
+const TILE_R: usize = 4;
+/// Tokens per tile when there are several.
+const TILE_T: usize = 4;
+
+/// A tile function: `(nb, w, wrb, a, arb, out, ldo)`.
+type TileFn = unsafe fn(usize, *const u8, usize, *const u8, usize, *mut f32, usize);
+
+/// The tile functions of one format, for 4×4, 4×1 and 1×1 tiles.
+struct Tiles {
+    /// Bytes per weight super-block.
+    bytes: usize,
+    r4t4: TileFn,
+    r4t1: TileFn,
+    r1t1: TileFn,
+}
+
+static Q4_K_TILES: Tiles = Tiles {
+    bytes: Q4_K_BYTES,
+    r4t4: tile_q4_k::<TILE_R, TILE_T>,
+    r4t1: tile_q4_k::<TILE_R, 1>,
+    r1t1: tile_q4_k::<1, 1>,
+};
+
+static Q6_K_TILES: Tiles = Tiles {
+    bytes: Q6_K_BYTES,
+    r4t4: tile_q6_k::<TILE_R, TILE_T>,
+    r4t1: tile_q6_k::<TILE_R, 1>,
+    r1t1: tile_q6_k::<1, 1>,
+};
+
+/// Checks `g` and `out` against the block sizes and runs the tiles over the whole product.
+fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
+    let nb = g.n / QK_K;
+    if g.rows == 0 || g.tokens == 0 {
+        return;
+    }
+    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
+    assert!(g.n.is_multiple_of(QK_K), "whole super-blocks only");
+    assert!(g.w.len() >= need(g.w_stride, g.rows, tiles.bytes));
+    assert!(g.a.len() >= need(g.a_stride, g.tokens, Q8_K_BYTES));
+    assert!(out.len() >= g.rows * g.tokens);
+    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
+    let (wrb, arb, rows) = (g.w_stride, g.a_stride, g.rows);
+    // SAFETY: the table holding the callers is handed out only with AVX2/FMA/F16C present;
+    // the asserts above keep every block of every row and token in bounds, and each tile
+    // writes only its own outputs inside `rows × tokens`.
+    unsafe {
+        let mut r = 0;
+        while r + TILE_R <= rows {
+            let mut t = 0;
+            while t + TILE_T <= g.tokens {
+                let at = (w.add(r * wrb), a.add(t * arb), o.add(t * rows + r));
+                (tiles.r4t4)(nb, at.0, wrb, at.1, arb, at.2, rows);
+                t += TILE_T;
+            }
+            while t < g.tokens {
+                let at = (w.add(r * wrb), a.add(t * arb), o.add(t * rows + r));
+                (tiles.r4t1)(nb, at.0, wrb, at.1, arb, at.2, rows);
+                t += 1;
+            }
+            r += TILE_R;
+        }
+        while r < rows {
+            for t in 0..g.tokens {
+                let at = (w.add(r * wrb), a.add(t * arb), o.add(t * rows + r));
+                (tiles.r1t1)(nb, at.0, wrb, at.1, arb, at.2, rows);
+            }
+            r += 1;
+        }
+    }
+}
+
+pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm(&Q4_K_TILES, g, out)
+}
+
+pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm(&Q6_K_TILES, g, out)
+}
