@@ -190,3 +190,100 @@ fn missing_prompt_is_refused() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("--prompt"), "{}", stderr(&out));
 }
+
+/// Whether `tessera info --devices` lists a GPU; without one, GPU tests are skipped unless
+/// `TESSERA_REQUIRE_GPU=1` (CI), which makes a missing GPU a failure.
+fn have_gpu() -> bool {
+    let out = tessera(&["info", "--devices", "--json"]);
+    assert!(out.status.success(), "info --devices: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let any = v["gpus"].as_array().is_some_and(|g| !g.is_empty());
+    if !any {
+        assert!(
+            std::env::var("TESSERA_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "TESSERA_REQUIRE_GPU=1 but `tessera info --devices` lists no GPU"
+        );
+        eprintln!("skipped: no GPU");
+    }
+    any
+}
+
+/// `--device gpu --json`: the backend names the adapter, and greedy decoding gives llama.cpp's
+/// first `n` tokens of a fixture whose first steps are sure (llama.cpp's top-1 leads by more
+/// than 0.6).
+fn gpu_run_greedy(file: &str, fixture_model: &str, fixture: &str, n: usize) {
+    let Some(path) = model(file) else { return };
+    if !have_gpu() {
+        return;
+    }
+    let fx = greedy(fixture_model, fixture);
+    for (i, t) in fx.top5[..n].iter().enumerate() {
+        assert!(
+            t[0].1 - t[1].1 >= 0.6,
+            "step {i} is not a sure step of the fixture"
+        );
+    }
+    let ns = n.to_string();
+    let out = tessera(&[
+        "run",
+        "-m",
+        path.to_str().unwrap(),
+        "-p",
+        &fx.prompt,
+        "-n",
+        &ns,
+        "--temp",
+        "0",
+        "-c",
+        "128",
+        "--device",
+        "gpu",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "run --device gpu failed: {}",
+        stderr(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("--json prints JSON");
+    let backend = v["backend"].as_str().unwrap();
+    assert_ne!(backend, "cpu");
+    eprintln!("backend: {backend}");
+    let ids: Vec<u32> = v["generated_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(ids, fx.generated_ids[..n], "greedy ids on the GPU");
+}
+
+#[test]
+fn smollm2_greedy_on_gpu() {
+    gpu_run_greedy(SMOLLM2, "smollm2-135m-instruct-q4_1", "capital", 4);
+}
+
+#[test]
+fn gemma3_greedy_on_gpu() {
+    gpu_run_greedy(GEMMA3, "gemma-3-270m-q4_k_m", "chat", 4);
+}
+
+#[test]
+fn unknown_device_values_are_refused() {
+    let out = tessera(&["run", "-m", "x.gguf", "-p", "hi", "--device", "tpu"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--device"), "{}", stderr(&out));
+    let out = tessera(&[
+        "run",
+        "-m",
+        "x.gguf",
+        "-p",
+        "hi",
+        "--device",
+        "cpu",
+        "--gpu-index",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--gpu-index"), "{}", stderr(&out));
+}
