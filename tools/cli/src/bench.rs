@@ -18,7 +18,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use tessera_engine::GgufFile;
 use tessera_models::hparams::RopeOverrides;
-use tessera_models::{ContextParams, Model, Session, SessionParams, registry};
+use tessera_models::{ContextParams, Device, Model, Session, SessionParams, registry};
 
 use crate::CliResult;
 
@@ -68,9 +68,12 @@ pub struct BenchArgs {
     /// Largest batch evaluated at once: a prompt up to this size is one batch.
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     batch_size: usize,
-    /// Backend to run on (only `cpu` for now).
-    #[arg(long = "device", default_value = "cpu", value_parser = ["cpu"])]
+    /// Backend to run on: cpu or gpu.
+    #[arg(long = "device", default_value = "cpu", value_parser = ["cpu", "gpu"])]
     device: String,
+    /// Which GPU with --device gpu (`tessera info --devices` lists them).
+    #[arg(long = "gpu-index", default_value_t = 0)]
+    gpu_index: usize,
     /// Print a JSON array (one object per test) instead of the markdown table.
     #[arg(long)]
     json: bool,
@@ -377,7 +380,12 @@ pub fn run(args: BenchArgs) -> CliResult {
     let path = registry::resolve_model(&args.model)?;
     let model = Arc::new(Model::load(&path, &RopeOverrides::default())?);
     let info = ModelInfo::new(&path, model.file(), model.hparams().arch.name());
-    let backend = "CPU";
+    let device = if args.device == "gpu" {
+        Device::Gpu(args.gpu_index)
+    } else {
+        Device::Cpu
+    };
+    let backend = if device == Device::Cpu { "CPU" } else { "GPU" };
     let n_vocab = model.hparams().n_vocab;
     let bos = if model.tokenizer().add_bos() {
         model.tokenizer().bos()
@@ -398,11 +406,14 @@ pub fn run(args: BenchArgs) -> CliResult {
                 n_batch: args.batch_size,
                 n_threads: t.threads,
                 kv_ring: true,
-                device: Default::default(),
+                device,
             },
             ..Default::default()
         };
         let session = Session::new(model.clone(), &params)?;
+        if device != Device::Cpu && args.progress {
+            eprintln!("bench: on {}", session.context().backend_name());
+        }
         t.threads = session.context().n_threads();
         if args.progress {
             eprintln!(
