@@ -13,7 +13,8 @@
 # cargo if missing), MODELS (space-separated GGUF paths; default: SmolLM2 Q4_1 and Gemma 3
 # Q4_K_M in ~/.cache/tessera/models), THREADS (2), REPS (repetitions per run, 5), ROUNDS (2),
 # BW (read bandwidth in bytes/s for the limit, 19.6e9), OUT (BENCHMARKS.md),
-# MAX_LOAD (wait until the 1-minute load average is below this; 2.5).
+# MAX_LOAD (wait until the 1-minute load average is below this; 2.5), WAIT_TRIES (at most this
+# many 10 s waits per run, then run anyway; 60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,7 @@ ROUNDS=${ROUNDS:-2}
 BW=${BW:-19.6e9}
 OUT=${OUT:-BENCHMARKS.md}
 MAX_LOAD=${MAX_LOAD:-2.5}
+WAIT_TRIES=${WAIT_TRIES:-60}
 MDIR=${TESSERA_MODELS:-$HOME/.cache/tessera/models}
 MODELS=${MODELS:-"$MDIR/smollm2-135m-instruct-q4_1.gguf $MDIR/gemma-3-270m-q4_k_m.gguf"}
 
@@ -37,7 +39,7 @@ trap 'rm -rf "$work"' EXIT
 
 wait_quiet() {
     local tries=0
-    while awk -v m="$MAX_LOAD" '{exit !($1 >= m)}' /proc/loadavg && [ $tries -lt 60 ]; do
+    while awk -v m="$MAX_LOAD" '{exit !($1 >= m)}' /proc/loadavg && [ $tries -lt "$WAIT_TRIES" ]; do
         sleep 10
         tries=$((tries + 1))
     done
