@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tessera_models::{Context, ContextParams, Model};
+use tessera_models::{Context, ContextParams, Device, Model};
 
 use crate::buffers::{out_ptr, put, slice};
 use crate::error::{
@@ -24,7 +24,19 @@ pub struct tessera_context_params {
     pub n_batch: i32,
     /// Threads (0 = the model's `n_threads`, where 0 means one per core).
     pub n_threads: i32,
+    /// Where to compute: `TESSERA_DEVICE_DEFAULT` (0: the `TESSERA_DEVICE` environment
+    /// variable if set, else the CPU), `TESSERA_DEVICE_CPU` or `TESSERA_DEVICE_GPU`.
+    pub device: i32,
+    /// With `TESSERA_DEVICE_GPU`: which adapter (0 = the best; `tessera info --devices`).
+    pub gpu_index: i32,
 }
+
+/// `tessera_context_params.device`: the environment's choice (`TESSERA_DEVICE`), else the CPU.
+pub const TESSERA_DEVICE_DEFAULT: i32 = 0;
+/// `tessera_context_params.device`: the CPU.
+pub const TESSERA_DEVICE_CPU: i32 = 1;
+/// `tessera_context_params.device`: a GPU through wgpu (Vulkan, Metal, DX12).
+pub const TESSERA_DEVICE_GPU: i32 = 2;
 
 /// The default context parameters: all 0, i.e. the model's settings. Cannot fail.
 #[unsafe(no_mangle)]
@@ -188,11 +200,31 @@ pub unsafe extern "C" fn tessera_context_new(
         };
         let d = m.defaults;
         let n_ctx = pick(p.n_ctx, d.n_ctx, "n_ctx")?;
+        if p.gpu_index < 0 {
+            return Err(Error::invalid(format!(
+                "params->gpu_index is {}, must be >= 0",
+                p.gpu_index
+            )));
+        }
+        let device = match p.device {
+            TESSERA_DEVICE_DEFAULT => Device::from_env()
+                .map_err(|e| Error::invalid(format!("TESSERA_DEVICE: {e}")))?
+                .unwrap_or(Device::Cpu),
+            TESSERA_DEVICE_CPU => Device::Cpu,
+            TESSERA_DEVICE_GPU => Device::Gpu(p.gpu_index as usize),
+            v => {
+                return Err(Error::invalid(format!(
+                    "params->device is {v}: use TESSERA_DEVICE_DEFAULT (0), TESSERA_DEVICE_CPU (1) \
+                     or TESSERA_DEVICE_GPU (2)"
+                )));
+            }
+        };
         let cp = ContextParams {
             n_ctx,
             // A batch never holds more than the context.
             n_batch: pick(p.n_batch, d.n_batch, "n_batch")?.min(n_ctx),
             n_threads: pick(p.n_threads, d.n_threads, "n_threads")?,
+            device,
             ..ContextParams::default()
         };
         check_kv_fits(&m.model, n_ctx)?;

@@ -332,6 +332,15 @@ static void contexts_and_samplers(tessera_model *m, int32_t n_vocab)
     cp.n_threads = -2;
     EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
     cp = tessera_context_default_params();
+    cp.device = 7; /* no such device */
+    EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
+    cp = tessera_context_default_params();
+    cp.device = TESSERA_DEVICE_GPU;
+    cp.gpu_index = -1;
+    EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
+    cp.gpu_index = 1000; /* past the last adapter: refused whether or not a GPU exists */
+    EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
+    cp = tessera_context_default_params();
     cp.n_ctx = INT32_MAX; /* a KV cache far larger than any machine's memory */
     EXPECT(tessera_context_new(m, &cp, &ctx), TESSERA_ERR_INVALID_ARGUMENT);
     cp = tessera_context_default_params();
