@@ -98,6 +98,8 @@ pub struct CpuExecutor {
     act: Vec<u8>,
     /// RoPE (cos, sin) per token.
     rope: Vec<f32>,
+    /// The parameters `rope` holds the table of for this step's positions (`None`: stale).
+    rope_for: Option<crate::graph::RopeParams>,
     /// Rows (cache cells, then batch tokens) and positions of the sources attention reads.
     src_rows: Vec<u32>,
     positions: Vec<i32>,
@@ -127,6 +129,7 @@ impl CpuExecutor {
             arena: Vec::new(),
             act: Vec::new(),
             rope: Vec::new(),
+            rope_for: None,
             src_rows: Vec::new(),
             positions: Vec::new(),
             staged_k: Vec::new(),
@@ -244,6 +247,7 @@ impl CpuExecutor {
         }
         self.reserve(g, kv);
         self.act_holds = None;
+        self.rope_for = None;
         let mut next = 0;
         while next < graph.nodes.len() {
             let (start, end) = (next, mat_mul_group_end(g, next));
@@ -350,8 +354,13 @@ impl CpuExecutor {
                 params,
             } => {
                 let nd = params.n_dims;
-                for (t, &pos) in positions.iter().enumerate() {
-                    rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
+                // Q and K of a layer, and layers alike, share the table: computed once per step
+                // and parameter set.
+                if self.rope_for != Some(params) {
+                    for (t, &pos) in positions.iter().enumerate() {
+                        rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
+                    }
+                    self.rope_for = Some(params);
                 }
                 out.copy_from_slice(input(x));
                 let table = &self.rope[..];
