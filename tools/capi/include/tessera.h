@@ -74,6 +74,22 @@
 #define TESSERA_ROPE_SCALING_YARN 2
 
 /**
+ * `tessera_context_params.device`: the model's `device` load parameter, else the
+ * environment's choice (`TESSERA_DEVICE`), else the CPU.
+ */
+#define TESSERA_DEVICE_DEFAULT 0
+
+/**
+ * `tessera_context_params.device`: the CPU.
+ */
+#define TESSERA_DEVICE_CPU 1
+
+/**
+ * `tessera_context_params.device`: a GPU through wgpu (Vulkan, Metal, DX12).
+ */
+#define TESSERA_DEVICE_GPU 2
+
+/**
  * `seed` value asking for a random seed.
  */
 #define TESSERA_SEED_RANDOM UINT64_MAX
@@ -186,8 +202,10 @@ typedef struct tessera_sampler tessera_sampler;
  */
 typedef struct tessera_model_params {
   /**
-   * Where to run: NULL or "cpu" (the only device so far; anything else is
-   * `TESSERA_ERR_UNSUPPORTED`). Only read during `tessera_model_load`.
+   * Where its contexts run by default: NULL (the `TESSERA_DEVICE` environment variable,
+   * else the CPU), "cpu", "gpu" or "gpu:N" (adapter N of `tessera info --devices`); anything
+   * else is `TESSERA_ERR_UNSUPPORTED`. A context's own `device` parameter overrides it.
+   * Only read during `tessera_model_load`.
    */
   const char *device;
   /**
@@ -254,6 +272,16 @@ typedef struct tessera_context_params {
    * Threads (0 = the model's `n_threads`, where 0 means one per core).
    */
   int32_t n_threads;
+  /**
+   * Where to compute: `TESSERA_DEVICE_DEFAULT` (0: the model's `device` load parameter,
+   * else the `TESSERA_DEVICE` environment variable, else the CPU), `TESSERA_DEVICE_CPU` or
+   * `TESSERA_DEVICE_GPU`.
+   */
+  int32_t device;
+  /**
+   * With `TESSERA_DEVICE_GPU`: which adapter (0 = the best; `tessera info --devices`).
+   */
+  int32_t gpu_index;
 } tessera_context_params;
 
 /**

@@ -24,14 +24,16 @@ pub struct tessera_context_params {
     pub n_batch: i32,
     /// Threads (0 = the model's `n_threads`, where 0 means one per core).
     pub n_threads: i32,
-    /// Where to compute: `TESSERA_DEVICE_DEFAULT` (0: the `TESSERA_DEVICE` environment
-    /// variable if set, else the CPU), `TESSERA_DEVICE_CPU` or `TESSERA_DEVICE_GPU`.
+    /// Where to compute: `TESSERA_DEVICE_DEFAULT` (0: the model's `device` load parameter,
+    /// else the `TESSERA_DEVICE` environment variable, else the CPU), `TESSERA_DEVICE_CPU` or
+    /// `TESSERA_DEVICE_GPU`.
     pub device: i32,
     /// With `TESSERA_DEVICE_GPU`: which adapter (0 = the best; `tessera info --devices`).
     pub gpu_index: i32,
 }
 
-/// `tessera_context_params.device`: the environment's choice (`TESSERA_DEVICE`), else the CPU.
+/// `tessera_context_params.device`: the model's `device` load parameter, else the
+/// environment's choice (`TESSERA_DEVICE`), else the CPU.
 pub const TESSERA_DEVICE_DEFAULT: i32 = 0;
 /// `tessera_context_params.device`: the CPU.
 pub const TESSERA_DEVICE_CPU: i32 = 1;
@@ -207,9 +209,12 @@ pub unsafe extern "C" fn tessera_context_new(
             )));
         }
         let device = match p.device {
-            TESSERA_DEVICE_DEFAULT => Device::from_env()
-                .map_err(|e| Error::invalid(format!("TESSERA_DEVICE: {e}")))?
-                .unwrap_or(Device::Cpu),
+            TESSERA_DEVICE_DEFAULT => match d.device {
+                Some(dev) => dev,
+                None => Device::from_env()
+                    .map_err(|e| Error::invalid(format!("TESSERA_DEVICE: {e}")))?
+                    .unwrap_or(Device::Cpu),
+            },
             TESSERA_DEVICE_CPU => Device::Cpu,
             TESSERA_DEVICE_GPU => Device::Gpu(p.gpu_index as usize),
             v => {

@@ -6,8 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 use tessera_engine::gguf::MetaValue;
-use tessera_models::Model;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
+use tessera_models::{Device, Model};
 
 use crate::buffers::{cbytes, cstr, out_ptr, put, write_text};
 use crate::error::{
@@ -31,8 +31,10 @@ pub const TESSERA_ROPE_SCALING_YARN: i32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct tessera_model_params {
-    /// Where to run: NULL or "cpu" (the only device so far; anything else is
-    /// `TESSERA_ERR_UNSUPPORTED`). Only read during `tessera_model_load`.
+    /// Where its contexts run by default: NULL (the `TESSERA_DEVICE` environment variable,
+    /// else the CPU), "cpu", "gpu" or "gpu:N" (adapter N of `tessera info --devices`); anything
+    /// else is `TESSERA_ERR_UNSUPPORTED`. A context's own `device` parameter overrides it.
+    /// Only read during `tessera_model_load`.
     pub device: *const c_char,
     /// Threads per context; 0 = one per CPU core. Default 0.
     pub n_threads: i32,
@@ -69,6 +71,8 @@ pub(crate) struct ContextDefaults {
     pub(crate) n_batch: usize,
     /// Threads (0 = one per core).
     pub(crate) n_threads: usize,
+    /// The device named in the load parameters (`None`: `TESSERA_DEVICE`, else the CPU).
+    pub(crate) device: Option<Device>,
 }
 
 /// A loaded model (opaque). Immutable: usable from several threads at once. Contexts keep
@@ -133,16 +137,18 @@ fn positive(v: f32, name: &str) -> Result<Option<f32>> {
 /// # Safety
 /// `p.device`, when non-NULL, must be a NUL-terminated string.
 unsafe fn parse_params(p: &tessera_model_params) -> Result<(RopeOverrides, ContextDefaults, i32)> {
-    if !p.device.is_null() {
+    let device = if p.device.is_null() {
+        None
+    } else {
         // SAFETY: documented as a NUL-terminated string.
-        let device = unsafe { cstr(p.device, "params->device")? };
-        if device != "cpu" {
-            return Err(Error::new(
+        let name = unsafe { cstr(p.device, "params->device")? };
+        Some(Device::parse(name).map_err(|_| {
+            Error::new(
                 TESSERA_ERR_UNSUPPORTED,
-                format!("device {device:?} is not available in this build (only \"cpu\")"),
-            ));
-        }
-    }
+                format!("device {name:?} is not available (use \"cpu\", \"gpu\" or \"gpu:N\")"),
+            )
+        })?)
+    };
     let nonneg = |v: i32, name: &str| -> Result<usize> {
         if v < 0 {
             Err(Error::invalid(format!(
@@ -191,6 +197,7 @@ unsafe fn parse_params(p: &tessera_model_params) -> Result<(RopeOverrides, Conte
         n_ctx: 0,
         n_batch,
         n_threads,
+        device,
     };
     Ok((rope, defaults, n_ctx))
 }
