@@ -96,3 +96,28 @@ pub fn greedy(model: &str, name: &str) -> Greedy {
             .collect(),
     }
 }
+
+/// Whether the `tessera` binary at `tessera` lists a GPU in `info --devices --json`. Without
+/// one, GPU tests skip (this prints why) — unless `TESSERA_REQUIRE_GPU=1` (CI), which makes a
+/// missing GPU a failure.
+pub fn cli_has_gpu(tessera: &Path) -> bool {
+    let out = std::process::Command::new(tessera)
+        .args(["info", "--devices", "--json"])
+        .output()
+        .expect("the tessera binary runs");
+    assert!(
+        out.status.success(),
+        "info --devices: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let any = v["gpus"].as_array().is_some_and(|g| !g.is_empty());
+    if !any {
+        assert!(
+            std::env::var("TESSERA_REQUIRE_GPU").map_or(true, |v| v != "1"),
+            "TESSERA_REQUIRE_GPU=1 but `tessera info --devices` lists no GPU"
+        );
+        eprintln!("skipped: no GPU");
+    }
+    any
+}

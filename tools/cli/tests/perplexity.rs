@@ -198,21 +198,9 @@ fn refusals_name_the_problem() {
     std::fs::remove_file(&short).ok();
 }
 
-/// Whether `tessera info --devices` lists a GPU (without one, GPU tests are skipped unless
-/// `TESSERA_REQUIRE_GPU=1`, which makes that a failure).
+/// Whether a GPU is there (see `tessera_tests::cli_has_gpu`).
 fn have_gpu() -> bool {
-    let out = tessera(&["info", "--devices", "--json"]);
-    assert!(out.status.success(), "info --devices: {}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    let any = v["gpus"].as_array().is_some_and(|g| !g.is_empty());
-    if !any {
-        assert!(
-            std::env::var("TESSERA_REQUIRE_GPU").map_or(true, |v| v != "1"),
-            "TESSERA_REQUIRE_GPU=1 but `tessera info --devices` lists no GPU"
-        );
-        eprintln!("skipped: no GPU");
-    }
-    any
+    tessera_tests::cli_has_gpu(std::path::Path::new(env!("CARGO_BIN_EXE_tessera")))
 }
 
 /// Perplexity on the GPU against the CPU over `extra`'s chunks, within `tolerance` (relative).
