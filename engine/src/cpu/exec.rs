@@ -263,17 +263,7 @@ impl CpuExecutor {
             for i in start..end {
                 let node = &graph.nodes[i];
                 let v = &self.arena[g.plan.range(NodeId(i as u32), node.rows * node.cols)];
-                let sum: f64 = v.iter().map(|&x| x as f64).sum();
-                let first: Vec<String> = v.iter().take(3).map(|x| format!("{x:.5}")).collect();
-                eprintln!(
-                    "trace layer {:>3} {:<10} {}x{} sum {:.6} first [{}]",
-                    node.layer.map(|l| l as i64).unwrap_or(-1),
-                    node.op.name(),
-                    node.rows,
-                    node.cols,
-                    sum,
-                    first.join(", ")
-                );
+                eprintln!("{}", node.trace_line(v));
             }
         }
         let out = graph.node(graph.output);

@@ -850,17 +850,7 @@ impl GpuExecutor {
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             let arena = read_buffer(&self.dev, &g.arena)?;
             let v = &arena[plan.range(NodeId(i as u32), node.rows * node.cols)];
-            let sum: f64 = v.iter().map(|&x| x as f64).sum();
-            let first: Vec<String> = v.iter().take(3).map(|x| format!("{x:.5}")).collect();
-            eprintln!(
-                "trace layer {:>3} {:<10} {}x{} sum {:.6} first [{}] {ms:.3} ms",
-                node.layer.map(|l| l as i64).unwrap_or(-1),
-                node.op.name(),
-                node.rows,
-                node.cols,
-                sum,
-                first.join(", ")
-            );
+            eprintln!("{} {ms:.3} ms", node.trace_line(v));
         }
         Ok(())
     }

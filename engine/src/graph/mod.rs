@@ -223,6 +223,25 @@ pub struct Node {
     pub layer: Option<u16>,
 }
 
+impl Node {
+    /// One line describing this node's output `values` for `TESSERA_TRACE=1`: layer, op,
+    /// shape, sum and first values — the same on every backend, so traces can be diffed
+    /// (and compared with llama.cpp's `llama-eval-callback`).
+    pub fn trace_line(&self, values: &[f32]) -> String {
+        let sum: f64 = values.iter().map(|&x| x as f64).sum();
+        let first: Vec<String> = values.iter().take(3).map(|x| format!("{x:.5}")).collect();
+        format!(
+            "trace layer {:>3} {:<10} {}x{} sum {:.6} first [{}]",
+            self.layer.map(|l| l as i64).unwrap_or(-1),
+            self.op.name(),
+            self.rows,
+            self.cols,
+            sum,
+            first.join(", ")
+        )
+    }
+}
+
 /// A finished graph for a batch of `n_tokens` tokens.
 #[derive(Clone, Debug)]
 pub struct Graph {
