@@ -78,6 +78,7 @@ struct StepLayout {
 /// A graph made ready for the GPU: its dispatches, buffers and host-side staging.
 pub struct GpuPreparedGraph {
     graph: Graph,
+    plan: Plan,
     weights: Vec<Arc<GpuWeight>>,
     dispatches: Vec<Dispatch>,
     arena: wgpu::Buffer,
@@ -123,9 +124,8 @@ impl GpuPreparedGraph {
 
     /// The arena range `[start, end)` (f32 elements) of node `id`'s output.
     pub fn node_range(&self, id: NodeId) -> std::ops::Range<usize> {
-        let plan = Plan::new(&self.graph);
         let n = self.graph.node(id);
-        plan.range(id, n.rows * n.cols)
+        self.plan.range(id, n.rows * n.cols)
     }
 }
 
@@ -629,6 +629,7 @@ impl GpuExecutor {
         Ok(GpuPreparedGraph {
             step_host: vec![0; layout.len],
             graph,
+            plan,
             weights,
             dispatches,
             arena,
@@ -822,7 +823,6 @@ impl GpuExecutor {
     /// submission and readback per node). The KV writes happen here too, so the normal run
     /// that follows recomputes the step over an already-written cache: only for debugging.
     fn trace_step(&self, g: &GpuPreparedGraph) -> Result<(), GpuError> {
-        let plan = Plan::new(&g.graph);
         let groups = &g.bound.as_ref().expect("made before").1;
         let mut d = 0;
         for (i, node) in g.graph.nodes.iter().enumerate() {
@@ -849,7 +849,7 @@ impl GpuExecutor {
                 .map_err(|e| GpuError::Device(e.to_string()))?;
             let ms = t0.elapsed().as_secs_f64() * 1e3;
             let arena = read_buffer(&self.dev, &g.arena)?;
-            let v = &arena[plan.range(NodeId(i as u32), node.rows * node.cols)];
+            let v = &arena[g.node_range(NodeId(i as u32))];
             eprintln!("{} {ms:.3} ms", node.trace_line(v));
         }
         Ok(())
