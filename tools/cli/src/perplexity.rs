@@ -371,10 +371,11 @@ pub fn run(args: PerplexityArgs) -> CliResult {
 
     let threads = session.context().n_threads();
     let isa = isa_name(detected_isa());
+    let backend = session.context().backend_name();
     if !args.json {
         eprintln!(
             "perplexity: {} tokens, {n_chunk} chunks of {n_ctx} (batch {n_batch}), {} scored per \
-             chunk; backend cpu ({isa}, {threads} threads)",
+             chunk; backend {backend} (host: {isa}, {threads} threads)",
             tokens.len(),
             scored_per_chunk
         );
@@ -409,12 +410,16 @@ pub fn run(args: PerplexityArgs) -> CliResult {
         let mut b0 = 0;
         while b0 < n_ctx {
             let b1 = (b0 + n_batch).min(n_ctx);
-            if b1 <= first {
-                session.eval(&chunk_tokens[b0..b1])?;
-            } else {
-                session.eval_all(&chunk_tokens[b0..b1])?;
-                for p in b0.max(first)..b1.min(n_ctx - 1) {
-                    let logits = session.logits_row(p - b0);
+            // Only the scored half's logits are computed (as llama.cpp asks for them): a
+            // batch that straddles `first` is evaluated in two calls.
+            let s = b0.max(first).min(b1);
+            if s > b0 {
+                session.eval(&chunk_tokens[b0..s])?;
+            }
+            if s < b1 {
+                session.eval_all(&chunk_tokens[s..b1])?;
+                for p in s..b1.min(n_ctx - 1) {
+                    let logits = session.logits_row(p - s);
                     let (v, arg, log_z) = score_row(logits, chunk_tokens[p + 1]);
                     nll += v;
                     nll2 += v * v;
@@ -469,7 +474,7 @@ pub fn run(args: PerplexityArgs) -> CliResult {
             "seconds": seconds,
             "load_seconds": load_seconds,
             "tokens_per_second": tps,
-            "backend": "cpu",
+            "backend": backend,
             "isa": isa,
             "threads": threads,
         });

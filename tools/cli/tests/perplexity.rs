@@ -213,11 +213,14 @@ fn gpu_close_to_cpu(file: &str, extra: &[&str], tolerance: f64) {
     }
     let args = [&["-f", text][..], extra].concat();
     let t0 = Instant::now();
-    let cpu = perplexity_json(&path, &args)["ppl"].as_f64().unwrap();
+    let cpu_json = perplexity_json(&path, &args);
+    assert_eq!(cpu_json["backend"], "cpu");
+    let cpu = cpu_json["ppl"].as_f64().unwrap();
     let t1 = Instant::now();
-    let gpu = perplexity_json(&path, &[&args[..], &["--device", "gpu"]].concat())["ppl"]
-        .as_f64()
-        .unwrap();
+    let gpu_json = perplexity_json(&path, &[&args[..], &["--device", "gpu"]].concat());
+    let gpu = gpu_json["ppl"].as_f64().unwrap();
+    // The adapter's description, never "cpu".
+    assert_ne!(gpu_json["backend"], "cpu", "{gpu_json}");
     let rel = (gpu - cpu).abs() / cpu;
     eprintln!(
         "{file} {extra:?}: PPL cpu {cpu:.4} ({:.1} s), gpu {gpu:.4} ({:.1} s), {:.2}% apart",
