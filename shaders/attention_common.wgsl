@@ -24,8 +24,9 @@ struct Params {
 }
 
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
-@group(0) @binding(1) var<storage, read> KC: array<u32>;
-@group(0) @binding(2) var<storage, read> VC: array<u32>;
+// The cache's f16 pairs, four words (eight values) a vec4: head widths are multiples of 8.
+@group(0) @binding(1) var<storage, read> KC: array<vec4<u32>>;
+@group(0) @binding(2) var<storage, read> VC: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> CP: array<i32>;
 @group(0) @binding(4) var<storage, read> S: array<u32>;
 @group(0) @binding(5) var<uniform> P: Params;
@@ -74,26 +75,39 @@ fn source_pos(j: u32, lo: u32, n_scan: u32) -> i32 {
     return position(j - n_scan);
 }
 
-// Word `w` (two f16 values) of KV head `kvh`'s key of source `j`.
-fn key_word(j: u32, n_scan: u32, lo: u32, kvh: u32, w: u32) -> u32 {
-    let kw2 = P.n_head_kv * P.dk / 2u;
+// Words `4·w4 .. 4·w4 + 4` (eight f16 values) of KV head `kvh`'s key of source `j`.
+fn key_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
     if (j < n_scan) {
         let cell = (lo + j) % n_cells();
-        return KC[cell * kw2 + kvh * P.dk / 2u + w];
+        return KC[cell * (P.n_head_kv * P.dk / 8u) + kvh * P.dk / 8u + w4];
     }
-    let t = j - n_scan;
-    let x = P.k_off + t * P.n_head_kv * P.dk + kvh * P.dk + 2u * w;
-    return pack_f32(A[x], A[x + 1u]);
+    let x = P.k_off + (j - n_scan) * P.n_head_kv * P.dk + kvh * P.dk + 8u * w4;
+    return pack8(x);
 }
 
-// Word `w` of KV head `kvh`'s value of source `j`.
-fn value_word(j: u32, n_scan: u32, lo: u32, kvh: u32, w: u32) -> u32 {
-    let vw2 = P.n_head_kv * P.dv / 2u;
+// Words `4·w4 .. 4·w4 + 4` of KV head `kvh`'s value of source `j`.
+fn value_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
     if (j < n_scan) {
         let cell = (lo + j) % n_cells();
-        return VC[cell * vw2 + kvh * P.dv / 2u + w];
+        return VC[cell * (P.n_head_kv * P.dv / 8u) + kvh * P.dv / 8u + w4];
     }
-    let t = j - n_scan;
-    let x = P.v_off + t * P.n_head_kv * P.dv + kvh * P.dv + 2u * w;
-    return pack_f32(A[x], A[x + 1u]);
+    let x = P.v_off + (j - n_scan) * P.n_head_kv * P.dv + kvh * P.dv + 8u * w4;
+    return pack8(x);
+}
+
+// A[x .. x + 8] as f16 pairs.
+fn pack8(x: u32) -> vec4<u32> {
+    return vec4<u32>(
+        pack_f32(A[x], A[x + 1u]),
+        pack_f32(A[x + 2u], A[x + 3u]),
+        pack_f32(A[x + 4u], A[x + 5u]),
+        pack_f32(A[x + 6u], A[x + 7u]),
+    );
+}
+
+// The dot product of two sets of eight f16 values.
+fn dot8(a: vec4<u32>, b: vec4<u32>) -> f32 {
+    let s = unpack2x16float(a.x) * unpack2x16float(b.x) + unpack2x16float(a.y) * unpack2x16float(b.y)
+        + unpack2x16float(a.z) * unpack2x16float(b.z) + unpack2x16float(a.w) * unpack2x16float(b.w);
+    return s.x + s.y;
 }

@@ -1,15 +1,17 @@
 // Flash attention for decoding (split-K): the sources of one query are split across
-// `n_split()` workgroups per head (chosen by the host each step from the number of sources); each walks its share 64 sources at a time (one score per
-// invocation, max and sum by trees in workgroup memory, online softmax across tiles) and
-// writes its partial max, sum and unnormalised output to `PT`; attention_reduce.wgsl combines
-// them. Query head `h` reads KV head `h / (n_head / n_head_kv)`.
+// `n_split()` workgroups per head (chosen by the host each step from the number of sources);
+// each walks its share 64 sources at a time (one score per invocation, eight key values per
+// load; max and sum by trees in workgroup memory; online softmax across tiles; invocation g
+// accumulates the 8-value output group g, eight values per load) and writes its partial max,
+// sum and unnormalised output to `PT`; attention_reduce.wgsl combines them. Query head `h` reads KV head `h / (n_head / n_head_kv)`.
 // Expects attention_common.wgsl before it.
 
 @group(0) @binding(6) var<storage, read_write> PT: array<f32>;
 
 const WG: u32 = 64u;
 
-var<workgroup> q: array<f32, 256>;
+// The query, rounded to f16 as the CPU rounds it: q[w][c] is value 4·w + c.
+var<workgroup> q: array<vec4<f32>, 64>;
 var<workgroup> red: array<f32, 64>;
 var<workgroup> pw: array<f32, 64>;
 
@@ -27,13 +29,19 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let s_end = min(n_src, s_begin + chunk);
     let pq = position(t);
     let xq = P.q_off + t * P.n_head * P.dk + h * P.dk;
-    for (var d = lid.x; d < P.dk; d += WG) {
-        q[d] = unpack2x16float(pack_f32(A[xq + d], 0.0)).x;
+    for (var w = lid.x; w < P.dk / 4u; w += WG) {
+        let x = xq + 4u * w;
+        q[w] = vec4<f32>(
+            unpack2x16float(pack_f32(A[x], A[x + 1u])),
+            unpack2x16float(pack_f32(A[x + 2u], A[x + 3u])),
+        );
     }
     var m = NEG;
     var l = 0.0;
-    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
-    let dk2 = P.dk / 2u;
+    var acc_lo = vec4<f32>(0.0);
+    var acc_hi = vec4<f32>(0.0);
+    let dk8 = P.dk / 8u;
+    let dv8 = P.dv / 8u;
     for (var s0 = s_begin; s0 < s_end; s0 += WG) {
         workgroupBarrier();
         let j = s0 + lid.x;
@@ -41,12 +49,15 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (j < s_end) {
             let pk = source_pos(j, lo, n_scan);
             if (visible(pq, pk)) {
-                var dot = 0.0;
-                for (var w = 0u; w < dk2; w++) {
-                    let k = unpack2x16float(key_word(j, n_scan, lo, kvh, w));
-                    dot += q[2u * w] * k.x + q[2u * w + 1u] * k.y;
+                var qk = 0.0;
+                for (var w = 0u; w < dk8; w++) {
+                    let k = key_words4(j, n_scan, lo, kvh, w);
+                    let a = q[2u * w];
+                    let b = q[2u * w + 1u];
+                    qk += dot(a, vec4<f32>(unpack2x16float(k.x), unpack2x16float(k.y)))
+                        + dot(b, vec4<f32>(unpack2x16float(k.z), unpack2x16float(k.w)));
                 }
-                s = cap(dot * P.scale);
+                s = cap(qk * P.scale);
             }
         }
         red[lid.x] = s;
@@ -75,20 +86,20 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let r = exp(m - m_new);
         l = l * r + red[0];
         m = m_new;
-        let n_here = min(WG, s_end - s0);
-        for (var i = 0u; i < P.dv / WG + select(0u, 1u, P.dv % WG != 0u); i++) {
-            let d = lid.x + WG * i;
-            if (d < P.dv) {
-                var a = acc[i] * r;
-                for (var k = 0u; k < n_here; k++) {
-                    let pk = pw[k];
-                    if (pk > 0.0) {
-                        let v = unpack2x16float(value_word(s0 + k, n_scan, lo, kvh, d / 2u));
-                        a += pk * select(v.x, v.y, (d & 1u) == 1u);
-                    }
+        if (lid.x < dv8) {
+            let n_here = min(WG, s_end - s0);
+            var a_lo = acc_lo * r;
+            var a_hi = acc_hi * r;
+            for (var k = 0u; k < n_here; k++) {
+                let pk = pw[k];
+                if (pk > 0.0) {
+                    let v = value_words4(s0 + k, n_scan, lo, kvh, lid.x);
+                    a_lo += pk * vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+                    a_hi += pk * vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
                 }
-                acc[i] = a;
             }
+            acc_lo = a_lo;
+            acc_hi = a_hi;
         }
     }
     let stride = P.dv + 2u;
@@ -97,10 +108,10 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         PT[o] = m;
         PT[o + 1u] = l;
     }
-    for (var i = 0u; i < 4u; i++) {
-        let d = lid.x + WG * i;
-        if (d < P.dv) {
-            PT[o + 2u + d] = acc[i];
+    if (lid.x < dv8) {
+        for (var c = 0u; c < 4u; c++) {
+            PT[o + 2u + 8u * lid.x + c] = acc_lo[c];
+            PT[o + 6u + 8u * lid.x + c] = acc_hi[c];
         }
     }
 }

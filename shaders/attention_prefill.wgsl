@@ -1,22 +1,55 @@
-// Flash attention for prompts: one workgroup per tile of 8 queries of one head. Keys and values
-// pass through workgroup memory 8 sources at a time (as f16 pairs); each of the 64
-// invocations scores one (query, source) pair, one invocation per query updates that query's
-// running max and sum (online softmax), and every invocation rescales and accumulates its
-// share of the outputs. Query head `h` reads KV head `h / (n_head / n_head_kv)`.
-// Expects attention_common.wgsl before it.
+// Flash attention for prompts: one workgroup per tile of 8 queries of one head. Queries, keys
+// and values pass through workgroup memory as f16, eight values to a vec4<u32>, 8 sources at
+// a time; each of the 64 invocations scores one (query, source) pair, one invocation per query
+// updates that query's running max and sum (online softmax), and every invocation rescales
+// and accumulates 8-value groups of its query's output (groups kj, kj + 8, …). Reading eight
+// values per load keeps workgroup-memory traffic low (and software rasterisers, which load one
+// lane at a time, fast). Query head `h` reads KV head `h / (n_head / n_head_kv)`. Head widths
+// are multiples of 8 up to 256. Expects attention_common.wgsl before it.
 
 const QT: u32 = 8u;
 const KT: u32 = 8u;
-const WORDS: u32 = 128u;
+// vec4<u32>s per query, key or value row (256 f16 values).
+const ROW: u32 = 32u;
 
-var<workgroup> qs: array<u32, 1024>;
-var<workgroup> ks: array<u32, 1024>;
-var<workgroup> vs: array<u32, 1024>;
-var<workgroup> ps: array<f32, 64>;
+var<workgroup> qs: array<vec4<u32>, 256>;
+var<workgroup> ks: array<vec4<u32>, 256>;
+var<workgroup> vs: array<vec4<u32>, 256>;
+// ps[qi·2 + k/4][k%4]: query qi's score, then weight, of the tile's source k.
+var<workgroup> ps: array<vec4<f32>, 16>;
 var<workgroup> kpos: array<i32, 8>;
 var<workgroup> mrow: array<f32, 8>;
 var<workgroup> lrow: array<f32, 8>;
 var<workgroup> rrow: array<f32, 8>;
+
+// Eight output values of one query (an 8-value group of its head).
+struct Acc8 {
+    lo: vec4<f32>,
+    hi: vec4<f32>,
+}
+
+// `a` rescaled by `r` plus the tile's weighted values of group `g`, weights p0 (sources
+// 0..4) and p1 (4..8).
+fn pv_group(a: Acc8, g: u32, r: f32, p0: vec4<f32>, p1: vec4<f32>) -> Acc8 {
+    var lo = a.lo * r;
+    var hi = a.hi * r;
+    for (var k = 0u; k < KT; k++) {
+        let v = vs[k * ROW + g];
+        let pk = select(p1[k & 3u], p0[k & 3u], k < 4u);
+        lo += pk * vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+        hi += pk * vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+    }
+    return Acc8(lo, hi);
+}
+
+// Writes group `g` of query `tq`'s normalised output.
+fn store_group(tq: u32, h: u32, g: u32, a: Acc8, inv: f32) {
+    let o = P.out_off + tq * P.n_head * P.dv + h * P.dv + 8u * g;
+    for (var c = 0u; c < 4u; c++) {
+        A[o + c] = a.lo[c] * inv;
+        A[o + 4u + c] = a.hi[c] * inv;
+    }
+}
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -25,19 +58,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let t0 = wg.x * QT;
     let lo = S[P.info_off];
     let n_scan = S[P.info_off + 1u];
-    let dk2 = P.dk / 2u;
-    let dv2 = P.dv / 2u;
+    let dk8 = P.dk / 8u;
+    let dv8 = P.dv / 8u;
     let qw = P.n_head * P.dk;
-    for (var idx = lid.x; idx < QT * dk2; idx += 64u) {
-        let qi = idx / dk2;
-        let w = idx % dk2;
+    for (var idx = lid.x; idx < QT * dk8; idx += 64u) {
+        let qi = idx / dk8;
+        let w4 = idx % dk8;
         let t = t0 + qi;
-        var word = 0u;
+        var words = vec4<u32>(0u);
         if (t < P.n_tok) {
-            let x = P.q_off + t * qw + h * P.dk + 2u * w;
-            word = pack_f32(A[x], A[x + 1u]);
+            words = pack8(P.q_off + t * qw + h * P.dk + 8u * w4);
         }
-        qs[qi * WORDS + w] = word;
+        qs[qi * ROW + w4] = words;
     }
     if (lid.x < QT) {
         mrow[lid.x] = NEG;
@@ -50,26 +82,30 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (tq < P.n_tok) {
         pq = position(tq);
     }
-    var acc: array<f32, 32>;
+    let zero = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
+    var acc0 = zero;
+    var acc1 = zero;
+    var acc2 = zero;
+    var acc3 = zero;
     // Batch positions increase, so no query of this tile sees batch sources past its last one.
     let src_end = n_scan + min(P.n_tok, t0 + QT);
     for (var s0 = 0u; s0 < src_end; s0 += KT) {
         workgroupBarrier();
-        for (var idx = lid.x; idx < KT * dk2; idx += 64u) {
-            let j = s0 + idx / dk2;
-            var word = 0u;
+        for (var idx = lid.x; idx < KT * dk8; idx += 64u) {
+            let j = s0 + idx / dk8;
+            var words = vec4<u32>(0u);
             if (j < src_end) {
-                word = key_word(j, n_scan, lo, kvh, idx % dk2);
+                words = key_words4(j, n_scan, lo, kvh, idx % dk8);
             }
-            ks[(idx / dk2) * WORDS + idx % dk2] = word;
+            ks[(idx / dk8) * ROW + idx % dk8] = words;
         }
-        for (var idx = lid.x; idx < KT * dv2; idx += 64u) {
-            let j = s0 + idx / dv2;
-            var word = 0u;
+        for (var idx = lid.x; idx < KT * dv8; idx += 64u) {
+            let j = s0 + idx / dv8;
+            var words = vec4<u32>(0u);
             if (j < src_end) {
-                word = value_word(j, n_scan, lo, kvh, idx % dv2);
+                words = value_words4(j, n_scan, lo, kvh, idx % dv8);
             }
-            vs[(idx / dv2) * WORDS + idx % dv2] = word;
+            vs[(idx / dv8) * ROW + idx % dv8] = words;
         }
         if (lid.x < KT) {
             var p = -1;
@@ -82,46 +118,44 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         var s = NEG;
         if (tq < P.n_tok && visible(pq, kpos[kj])) {
             var dot = 0.0;
-            for (var w = 0u; w < dk2; w++) {
-                let a = unpack2x16float(qs[qi * WORDS + w]);
-                let b = unpack2x16float(ks[kj * WORDS + w]);
-                dot += a.x * b.x + a.y * b.y;
+            for (var w = 0u; w < dk8; w++) {
+                dot += dot8(qs[qi * ROW + w], ks[kj * ROW + w]);
             }
             s = cap(dot * P.scale);
         }
-        ps[lid.x] = s;
+        ps[lid.x / 4u][lid.x % 4u] = s;
         workgroupBarrier();
         if (lid.x < QT) {
             let m_old = mrow[lid.x];
-            var m_new = m_old;
-            for (var k = 0u; k < KT; k++) {
-                m_new = max(m_new, ps[lid.x * KT + k]);
-            }
-            var sum = 0.0;
-            for (var k = 0u; k < KT; k++) {
-                let sk = ps[lid.x * KT + k];
-                var p = 0.0;
-                if (sk > NEG) {
-                    p = exp(sk - m_new);
-                }
-                ps[lid.x * KT + k] = p;
-                sum += p;
-            }
+            let s0v = ps[lid.x * 2u];
+            let s1v = ps[lid.x * 2u + 1u];
+            let m_new = max(m_old, max(max(max(s0v.x, s0v.y), max(s0v.z, s0v.w)),
+                max(max(s1v.x, s1v.y), max(s1v.z, s1v.w))));
+            // Masked sources (NEG) weigh nothing, also while every score so far is masked.
+            let e0 = select(vec4<f32>(0.0), exp(s0v - m_new), s0v > vec4<f32>(NEG));
+            let e1 = select(vec4<f32>(0.0), exp(s1v - m_new), s1v > vec4<f32>(NEG));
+            ps[lid.x * 2u] = e0;
+            ps[lid.x * 2u + 1u] = e1;
             let r = exp(m_old - m_new);
             rrow[lid.x] = r;
-            lrow[lid.x] = lrow[lid.x] * r + sum;
+            lrow[lid.x] = lrow[lid.x] * r + dot(e0 + e1, vec4<f32>(1.0));
             mrow[lid.x] = m_new;
         }
         workgroupBarrier();
         let r = rrow[qi];
-        for (var i = 0u; i < P.dv / KT; i++) {
-            let d = kj + KT * i;
-            var a = acc[i] * r;
-            for (var k = 0u; k < KT; k++) {
-                let v = unpack2x16float(vs[k * WORDS + d / 2u]);
-                a += ps[qi * KT + k] * select(v.x, v.y, (d & 1u) == 1u);
-            }
-            acc[i] = a;
+        let p0 = ps[qi * 2u];
+        let p1 = ps[qi * 2u + 1u];
+        if (kj < dv8) {
+            acc0 = pv_group(acc0, kj, r, p0, p1);
+        }
+        if (kj + 8u < dv8) {
+            acc1 = pv_group(acc1, kj + 8u, r, p0, p1);
+        }
+        if (kj + 16u < dv8) {
+            acc2 = pv_group(acc2, kj + 16u, r, p0, p1);
+        }
+        if (kj + 24u < dv8) {
+            acc3 = pv_group(acc3, kj + 24u, r, p0, p1);
         }
     }
     workgroupBarrier();
@@ -131,9 +165,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (l > 0.0) {
             inv = 1.0 / l;
         }
-        let o = P.out_off + tq * P.n_head * P.dv + h * P.dv;
-        for (var i = 0u; i < P.dv / KT; i++) {
-            A[o + kj + KT * i] = acc[i] * inv;
+        if (kj < dv8) {
+            store_group(tq, h, kj, acc0, inv);
+        }
+        if (kj + 8u < dv8) {
+            store_group(tq, h, kj + 8u, acc1, inv);
+        }
+        if (kj + 16u < dv8) {
+            store_group(tq, h, kj + 16u, acc2, inv);
+        }
+        if (kj + 24u < dv8) {
+            store_group(tq, h, kj + 24u, acc3, inv);
         }
     }
 }

@@ -1,5 +1,6 @@
 // Embedding lookup: row `token[t]` of the table, dequantized 32 values at a time
-// (`dq_block`, appended by the host for the table's type), into output row `t`. Tables too
+// (`dq_block`, appended by the host for the table's type), into output row `t` (the arena is
+// read as vec4s: node offsets are multiples of 16 values, rows of 32). Tables too
 // large for one binding come in row chunks; each chunk's dispatch writes the tokens whose rows
 // it holds.
 
@@ -13,15 +14,15 @@ struct Params {
     n_tok: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read> S: array<u32>;
 @group(0) @binding(3) var<uniform> P: Params;
 
 var<private> put_base: u32;
 
-fn put(i: u32, v: f32) {
-    A[put_base + i] = v;
+fn put4(i: u32, v: vec4<f32>) {
+    A[(put_base + i) / 4u] = v;
 }
 
 @compute @workgroup_size(64)

@@ -19,7 +19,8 @@ struct Params {
     grid_x: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+// The arena as vec4s (node offsets are multiples of 16 values, rows multiples of 32).
+@group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<uniform> P: Params;
 
@@ -33,8 +34,13 @@ var<workgroup> ws: array<vec4<f32>, 512>;
 var<workgroup> xs: array<vec4<f32>, 512>;
 var<private> put_row: u32;
 
-fn put(i: u32, v: f32) {
-    ws[i * Q + put_row / 4u][put_row % 4u] = v;
+fn put4(i: u32, v: vec4<f32>) {
+    let r4 = put_row / 4u;
+    let c = put_row % 4u;
+    ws[i * Q + r4][c] = v.x;
+    ws[(i + 1u) * Q + r4][c] = v.y;
+    ws[(i + 2u) * Q + r4][c] = v.z;
+    ws[(i + 3u) * Q + r4][c] = v.w;
 }
 
 @compute @workgroup_size(64)
@@ -67,20 +73,23 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (r < P.n_rows) {
             dq_block(r * P.row_bytes, blk);
         } else {
-            for (var i = 0u; i < K; i++) {
-                put(i, 0.0);
+            for (var i = 0u; i < K; i += 4u) {
+                put4(i, vec4<f32>(0.0));
             }
         }
-        // Consecutive invocations read consecutive values of one token's row.
-        for (var j = 0u; j < K; j++) {
+        // Consecutive invocations read consecutive vec4s of one token's row.
+        for (var j = 0u; j < K / 4u; j++) {
             let idx = j * TILE + lid.x;
-            let t = idx / K;
-            let k = idx % K;
-            var x = 0.0;
+            let t = idx / (K / 4u);
+            let k = 4u * (idx % (K / 4u));
+            var x = vec4<f32>(0.0);
             if (t0 + t < P.n_tok) {
-                x = A[P.x_off + (t0 + t) * P.n_in + blk * K + k];
+                x = A[(P.x_off + (t0 + t) * P.n_in + blk * K + k) / 4u];
             }
-            xs[k * Q + t / 4u][t % 4u] = x;
+            xs[k * Q + t / 4u][t % 4u] = x.x;
+            xs[(k + 1u) * Q + t / 4u][t % 4u] = x.y;
+            xs[(k + 2u) * Q + t / 4u][t % 4u] = x.z;
+            xs[(k + 3u) * Q + t / 4u][t % 4u] = x.w;
         }
         workgroupBarrier();
         for (var k = 0u; k < K; k++) {
@@ -127,10 +136,10 @@ fn store(t: u32, r: u32, lo: vec4<f32>, hi: vec4<f32>) {
     let o = P.out_off + t * P.out_stride + P.row0 + r;
     for (var i = 0u; i < 4u; i++) {
         if (r + i < P.n_rows) {
-            A[o + i] = lo[i];
+            A[(o + i) / 4u][(o + i) % 4u] = lo[i];
         }
         if (r + 4u + i < P.n_rows) {
-            A[o + 4u + i] = hi[i];
+            A[(o + 4u + i) / 4u][(o + 4u + i) % 4u] = hi[i];
         }
     }
 }

@@ -1,7 +1,8 @@
 // Matrix-vector product for decoding: `out[t][r] = W.row(r) · x[t]` for up to 8 tokens. A
 // workgroup of 64 invocations takes 64 / TPR rows, TPR invocations per row, each decoding whole
 // 32-value sub-blocks of its row (`dq_block`, appended by the host for the weight type) straight
-// into a dot product with the token's activations (`put` below); one barrier per token, then
+// into a dot product with the token's activations (`put4` below, one vec4 load of activations
+// per four weights: node offsets are multiples of 16 values); one barrier per token, then
 // the first invocation of each row sums its row's partials. TPR is set by the host per adapter.
 // Weights too large for one binding come in row chunks: `row0` is the chunk's first row in the
 // whole matrix.
@@ -18,7 +19,7 @@ struct Params {
     grid_x: u32,
 }
 
-@group(0) @binding(0) var<storage, read_write> A: array<f32>;
+@group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<uniform> P: Params;
 
@@ -29,8 +30,8 @@ var<workgroup> red: array<f32, 64>;
 var<private> dot_x: u32;
 var<private> dot_acc: f32;
 
-fn put(i: u32, v: f32) {
-    dot_acc += v * A[dot_x + i];
+fn put4(i: u32, v: vec4<f32>) {
+    dot_acc += dot(v, A[(dot_x + i) / 4u]);
 }
 
 @compute @workgroup_size(64)
@@ -54,7 +55,8 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             for (var i = 0u; i < TPR; i++) {
                 s += red[lid.x + i];
             }
-            A[P.out_off + t * P.out_stride + P.row0 + r] = s;
+            let o = P.out_off + t * P.out_stride + P.row0 + r;
+            A[o / 4u][o % 4u] = s;
         }
         workgroupBarrier();
     }

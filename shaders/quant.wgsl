@@ -7,18 +7,28 @@ fn ld_u8(b: u32) -> u32 {
     return (W[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
 }
 
+// Every 16- and 32-bit field of these formats starts at an even byte (blocks have even sizes),
+// so these take even `b` and never branch: software rasterisers run both sides of a branch
+// that differs between lanes, and load memory one lane at a time.
 fn ld_u16(b: u32) -> u32 {
-    if ((b & 3u) != 3u) {
-        return (W[b >> 2u] >> ((b & 3u) * 8u)) & 0xffffu;
-    }
-    return ld_u8(b) | (ld_u8(b + 1u) << 8u);
+    return (W[b >> 2u] >> ((b & 2u) * 8u)) & 0xffffu;
 }
 
+// The word at even byte `b`: one load when `b` is a multiple of 4, else the halves of two.
 fn ld_u32(b: u32) -> u32 {
-    if ((b & 3u) == 0u) {
-        return W[b >> 2u];
-    }
-    return ld_u16(b) | (ld_u16(b + 2u) << 16u);
+    let w = b >> 2u;
+    let odd = (b & 2u) != 0u;
+    return join16(W[w], W[w + select(0u, 1u, odd)], odd);
+}
+
+// The word at byte 4·w + 2 of `cur` = W[w], `nxt` = W[w + 1] if `odd`, else `cur`.
+fn join16(cur: u32, nxt: u32, odd: bool) -> u32 {
+    return select(cur, (cur >> 16u) | (nxt << 16u), odd);
+}
+
+// The word at byte `b`, a multiple of 4 (formats whose blocks are multiples of 4 bytes).
+fn ld_w(b: u32) -> u32 {
+    return W[b >> 2u];
 }
 
 fn ld_f16(b: u32) -> f32 {
@@ -133,44 +143,68 @@ fn dq_q6_k(base: u32, i: u32) -> f32 {
 }
 
 // Whole sub-blocks of 32 values at a time: block `blk` of the row at byte `base` (elements
-// blk·32 .. blk·32 + 32), each value handed to `put(i, value)`, which the including kernel
-// defines (the mat-vec kernel accumulates a dot product, the mat-mul kernel stores into
-// workgroup memory; no private arrays, which software rasterisers handle slowly). The scales
-// are read once per call and the quants a word at a time. The host appends
-// `fn dq_block(base: u32, blk: u32)` choosing one of these.
+// blk·32 .. blk·32 + 32), handed four at a time to `put4(i, values)` (elements i .. i + 4),
+// which the including kernel defines (the mat-vec kernel accumulates a dot product with one
+// vec4 load of activations, the mat-mul kernel stores into workgroup memory; no private arrays,
+// which software rasterisers handle slowly). The scales are read once per call and the quants
+// a word at a time. The host appends `fn dq_block(base: u32, blk: u32)` choosing one of these.
+
+// The low (shift 0) or high (shift 4) nibbles of the four bytes of `u`.
+fn nibbles(u: u32, shift: u32) -> vec4<f32> {
+    let n = (u >> shift) & 0x0f0f0f0fu;
+    return vec4<f32>(f32(n & 0xffu), f32((n >> 8u) & 0xffu), f32((n >> 16u) & 0xffu), f32(n >> 24u));
+}
+
+// Bit `j`, `j + 1`, `j + 2`, `j + 3` of `qh`, each as 16.0 or 0.0 (Q5's fifth bits).
+fn fifth_bits(qh: u32, j: u32) -> vec4<f32> {
+    let b = qh >> j;
+    return vec4<f32>(f32(b & 1u), f32((b >> 1u) & 1u), f32((b >> 2u) & 1u), f32((b >> 3u) & 1u)) * 16.0;
+}
+
+// The four signed bytes of `u`.
+fn sbytes(u: u32) -> vec4<f32> {
+    let w = bitcast<i32>(u);
+    return vec4<f32>(f32((w << 24u) >> 24u), f32((w << 16u) >> 24u), f32((w << 8u) >> 24u), f32(w >> 24u));
+}
 
 fn blk_f32(base: u32, blk: u32) {
-    for (var i = 0u; i < 32u; i++) {
-        put(i, bitcast<f32>(ld_u32(base + blk * 128u + 4u * i)));
+    let b = base + blk * 128u;
+    for (var i = 0u; i < 8u; i++) {
+        let o = b + 16u * i;
+        put4(4u * i, bitcast<vec4<f32>>(vec4<u32>(ld_w(o), ld_w(o + 4u), ld_w(o + 8u), ld_w(o + 12u))));
     }
 }
 
 fn blk_f16(base: u32, blk: u32) {
-    for (var i = 0u; i < 16u; i++) {
-        let v = unpack2x16float(ld_u32(base + blk * 64u + 4u * i));
-        put(2u * i, v.x);
-        put(2u * i + 1u, v.y);
+    let b = base + blk * 64u;
+    for (var i = 0u; i < 8u; i++) {
+        let o = b + 8u * i;
+        put4(4u * i, vec4<f32>(unpack2x16float(ld_w(o)), unpack2x16float(ld_w(o + 4u))));
     }
 }
 
 fn blk_bf16(base: u32, blk: u32) {
-    for (var i = 0u; i < 16u; i++) {
-        let u = ld_u32(base + blk * 64u + 4u * i);
-        put(2u * i, bitcast<f32>(u << 16u));
-        put(2u * i + 1u, bitcast<f32>(u & 0xffff0000u));
+    let b = base + blk * 64u;
+    for (var i = 0u; i < 8u; i++) {
+        let u0 = ld_w(b + 8u * i);
+        let u1 = ld_w(b + 8u * i + 4u);
+        put4(4u * i, bitcast<vec4<f32>>(vec4<u32>(u0 << 16u, u0 & 0xffff0000u, u1 << 16u, u1 & 0xffff0000u)));
     }
 }
 
 fn blk_q4_0(base: u32, blk: u32) {
     let b = base + blk * 18u;
     let d = ld_f16(b);
+    // The quants' words, at b + 2: one new load per word.
+    let odd = ((b + 2u) & 2u) != 0u;
+    let w0 = (b + 2u) >> 2u;
+    var cur = W[w0];
     for (var w = 0u; w < 4u; w++) {
-        let u = ld_u32(b + 2u + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            let byte = (u >> (8u * k)) & 0xffu;
-            put(4u * w + k, (f32(byte & 0xfu) - 8.0) * d);
-            put(4u * w + k + 16u, (f32(byte >> 4u) - 8.0) * d);
-        }
+        let nxt = W[w0 + w + 1u];
+        let u = join16(cur, nxt, odd);
+        cur = nxt;
+        put4(4u * w, (nibbles(u, 0u) - 8.0) * d);
+        put4(4u * w + 16u, (nibbles(u, 4u) - 8.0) * d);
     }
 }
 
@@ -179,29 +213,28 @@ fn blk_q4_1(base: u32, blk: u32) {
     let d = ld_f16(b);
     let m = ld_f16(b + 2u);
     for (var w = 0u; w < 4u; w++) {
-        let u = ld_u32(b + 4u + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            let byte = (u >> (8u * k)) & 0xffu;
-            put(4u * w + k, f32(byte & 0xfu) * d + m);
-            put(4u * w + k + 16u, f32(byte >> 4u) * d + m);
-        }
+        let u = ld_w(b + 4u + 4u * w);
+        put4(4u * w, nibbles(u, 0u) * d + m);
+        put4(4u * w + 16u, nibbles(u, 4u) * d + m);
     }
 }
 
 fn blk_q5_0(base: u32, blk: u32) {
     let b = base + blk * 22u;
     let d = ld_f16(b);
-    let qh = ld_u32(b + 2u);
+    // The fifth bits' word at b + 2, then the quants' words: one new load per word.
+    let odd = ((b + 2u) & 2u) != 0u;
+    let w0 = (b + 2u) >> 2u;
+    var cur = W[w0];
+    var nxt = W[w0 + 1u];
+    let qh = join16(cur, nxt, odd);
+    cur = nxt;
     for (var w = 0u; w < 4u; w++) {
-        let u = ld_u32(b + 6u + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            let j = 4u * w + k;
-            let byte = (u >> (8u * k)) & 0xffu;
-            let lo = (byte & 0xfu) | (((qh >> j) & 1u) << 4u);
-            let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
-            put(j, (f32(lo) - 16.0) * d);
-            put(j + 16u, (f32(hi) - 16.0) * d);
-        }
+        nxt = W[w0 + w + 2u];
+        let u = join16(cur, nxt, odd);
+        cur = nxt;
+        put4(4u * w, (nibbles(u, 0u) + fifth_bits(qh, 4u * w) - 16.0) * d);
+        put4(4u * w + 16u, (nibbles(u, 4u) + fifth_bits(qh, 4u * w + 16u) - 16.0) * d);
     }
 }
 
@@ -209,28 +242,25 @@ fn blk_q5_1(base: u32, blk: u32) {
     let b = base + blk * 24u;
     let d = ld_f16(b);
     let m = ld_f16(b + 2u);
-    let qh = ld_u32(b + 4u);
+    let qh = ld_w(b + 4u);
     for (var w = 0u; w < 4u; w++) {
-        let u = ld_u32(b + 8u + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            let j = 4u * w + k;
-            let byte = (u >> (8u * k)) & 0xffu;
-            let lo = (byte & 0xfu) | (((qh >> j) & 1u) << 4u);
-            let hi = (byte >> 4u) | (((qh >> (j + 16u)) & 1u) << 4u);
-            put(j, f32(lo) * d + m);
-            put(j + 16u, f32(hi) * d + m);
-        }
+        let u = ld_w(b + 8u + 4u * w);
+        put4(4u * w, (nibbles(u, 0u) + fifth_bits(qh, 4u * w)) * d + m);
+        put4(4u * w + 16u, (nibbles(u, 4u) + fifth_bits(qh, 4u * w + 16u)) * d + m);
     }
 }
 
 fn blk_q8_0(base: u32, blk: u32) {
     let b = base + blk * 34u;
     let d = ld_f16(b);
+    // The quants' words, at b + 2: one new load per word.
+    let odd = ((b + 2u) & 2u) != 0u;
+    let w0 = (b + 2u) >> 2u;
+    var cur = W[w0];
     for (var w = 0u; w < 8u; w++) {
-        let u = ld_u32(b + 2u + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            put(4u * w + k, f32((i32(u << (24u - 8u * k))) >> 24u) * d);
-        }
+        let nxt = W[w0 + w + 1u];
+        put4(4u * w, sbytes(join16(cur, nxt, odd)) * d);
+        cur = nxt;
     }
 }
 
@@ -243,10 +273,7 @@ fn blk_q4_k(base: u32, blk: u32) {
     let shift = (j % 2u) * 4u;
     let q = b + 16u + (j / 2u) * 32u;
     for (var w = 0u; w < 8u; w++) {
-        let u = ld_u32(q + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            put(4u * w + k, d * f32((u >> (8u * k + shift)) & 0xfu) - m);
-        }
+        put4(4u * w, d * nibbles(ld_w(q + 4u * w), shift) - m);
     }
 }
 
@@ -259,13 +286,10 @@ fn blk_q5_k(base: u32, blk: u32) {
     let shift = (j % 2u) * 4u;
     let q = b + 48u + (j / 2u) * 32u;
     for (var w = 0u; w < 8u; w++) {
-        let u = ld_u32(q + 4u * w);
-        let h = ld_u32(b + 16u + 4u * w);
-        for (var k = 0u; k < 4u; k++) {
-            let lo = (u >> (8u * k + shift)) & 0xfu;
-            let hi = (h >> (8u * k + j)) & 1u;
-            put(4u * w + k, d * f32(lo | (hi << 4u)) - m);
-        }
+        // Bit j of each of the four bytes of h, as 16.0 or 0.0.
+        let h = (ld_w(b + 16u + 4u * w) >> j) & 0x01010101u;
+        let hi = vec4<f32>(f32(h & 1u), f32((h >> 8u) & 1u), f32((h >> 16u) & 1u), f32(h >> 24u)) * 16.0;
+        put4(4u * w, d * (nibbles(ld_w(q + 4u * w), shift) + hi) - m);
     }
 }
 
@@ -281,14 +305,21 @@ fn blk_q6_k(base: u32, blk: u32) {
     let hshift = quarter * 2u;
     let s0 = d * f32(ld_i8(b + 192u + n * 8u + quarter * 2u));
     let s1 = d * f32(ld_i8(b + 192u + n * 8u + quarter * 2u + 1u));
+    // ql and qh share the block's parity: one new load per word of each.
+    let odd = (b & 2u) != 0u;
+    let l0 = ql >> 2u;
+    let h0 = qh >> 2u;
+    var lcur = W[l0];
+    var hcur = W[h0];
     for (var w = 0u; w < 8u; w++) {
-        let u = ld_u32(ql + 4u * w);
-        let h = ld_u32(qh + 4u * w);
-        let s = select(s1, s0, w < 4u);
-        for (var k = 0u; k < 4u; k++) {
-            let lo = (u >> (8u * k + lshift)) & 0xfu;
-            let hi = (h >> (8u * k + hshift)) & 3u;
-            put(4u * w + k, s * f32(i32(lo | (hi << 4u)) - 32));
-        }
+        let lnxt = W[l0 + w + 1u];
+        let hnxt = W[h0 + w + 1u];
+        let lo = (join16(lcur, lnxt, odd) >> lshift) & 0x0f0f0f0fu;
+        let hi = (join16(hcur, hnxt, odd) >> hshift) & 0x03030303u;
+        lcur = lnxt;
+        hcur = hnxt;
+        let q = lo | (hi << 4u);
+        let v = vec4<f32>(f32(q & 0xffu), f32((q >> 8u) & 0xffu), f32((q >> 16u) & 0xffu), f32(q >> 24u));
+        put4(4u * w, select(s1, s0, w < 4u) * (v - 32.0));
     }
 }

@@ -494,14 +494,14 @@ impl GpuExecutor {
                     let (dk, dv) = (a.head_dim, a.head_dim_v);
                     if dk > MAX_HEAD_DIM
                         || dv > MAX_HEAD_DIM
-                        || dk % 2 != 0
+                        || dk % 8 != 0
                         || dv % 8 != 0
                         || a.n_head_kv == 0
                         || a.n_head % a.n_head_kv != 0
                     {
                         return Err(GpuError::Unsupported(format!(
                             "attention with head widths {dk}/{dv} and {}/{} heads (widths up to \
-                             {MAX_HEAD_DIM}, even keys, values a multiple of 8)",
+                             {MAX_HEAD_DIM}, multiples of 8)",
                             a.n_head, a.n_head_kv
                         )));
                     }
