@@ -103,6 +103,11 @@ fn nmse(want: &[f32], got: &[f32]) -> f64 {
 
 /// Run `graph` on both backends (no KV), check the sentinel, return the NMSE.
 fn compare(graph: Graph) -> f64 {
+    compare_with_tpr(graph, None)
+}
+
+/// [`compare`] with `tpr` invocations per mat-vec row instead of the adapter's default.
+fn compare_with_tpr(graph: Graph, tpr: Option<u32>) -> f64 {
     let dev = device().expect("caller checked");
     let tok = tokens(graph.n_tokens);
     let pos: Vec<i32> = (0..graph.n_tokens as i32).collect();
@@ -111,6 +116,9 @@ fn compare(graph: Graph) -> f64 {
     let want = cpu.run(&cg, &tok, &pos, &mut []).unwrap().to_vec();
     let plan = Plan::new(&graph);
     let mut gpu = GpuExecutor::new(dev.clone());
+    if let Some(n) = tpr {
+        gpu.set_matvec_invocations_per_row(n).unwrap();
+    }
     let mut gg = gpu.prepare(graph.clone()).unwrap();
     gg.fill_arena(&dev, SENTINEL);
     let got = gpu.run(&mut gg, &tok, &pos, &mut []).unwrap().to_vec();
@@ -175,6 +183,33 @@ fn mat_mul_every_weight_type_and_batch_size() {
             let e = compare(b.finish(y));
             eprintln!("{dt} × {n_tok}: {e:.2e}");
             assert!(e <= 5e-4, "{dt} × {n_tok} tokens: NMSE {e:.2e}");
+        }
+    }
+}
+
+/// Both mat-vec kernels whatever the adapter: one invocation per row (software rasterisers'
+/// default) and 16 with a workgroup reduction (GPUs'), and one odd count between.
+#[test]
+fn mat_vec_both_kernels_every_weight_type() {
+    need_gpu!();
+    for (i, &dt) in DType::ALL.iter().enumerate() {
+        if tessera_engine::gpu::shaders::decoder(dt).is_none() {
+            continue;
+        }
+        for tpr in [1, 4, 16] {
+            for n_tok in [1, 2, 8] {
+                let mut rng = Rng(0x5eed + i as u64 * 7 + n_tok as u64 + tpr as u64 * 101);
+                let cols = if dt.block_elems() == 256 { 768 } else { 160 };
+                let w = weight("w", dt, 93, cols, &mut rng);
+                let mut b = GraphBuilder::new(n_tok);
+                let x = input(&mut b, cols, &mut rng, 1.0);
+                let y = b.mat_mul(&w, x);
+                let e = compare_with_tpr(b.finish(y), Some(tpr));
+                assert!(
+                    e <= 5e-4,
+                    "{dt} × {n_tok} tokens, {tpr} per row: NMSE {e:.2e}"
+                );
+            }
         }
     }
 }

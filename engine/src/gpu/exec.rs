@@ -179,6 +179,9 @@ pub struct GpuExecutor {
     dummy: wgpu::Buffer,
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), as the CPU executor does.
     trace: bool,
+    /// Invocations per mat-vec row: 1 (the barrier-free kernel) on software rasterisers
+    /// (lavapipe), where workgroup barriers are expensive, 16 on GPUs.
+    matvec_tpr: u32,
 }
 
 /// Split `n` workgroups over x and y within the per-dimension limit; returns `[x, y, 1]`.
@@ -192,8 +195,26 @@ fn f(x: f32) -> u32 {
 }
 
 impl GpuExecutor {
+    /// Use `n` invocations per row in the mat-vec kernel of graphs prepared from now on
+    /// (1, 2, 4, 8, 16, 32 or 64; 1 selects the barrier-free kernel). The default suits the
+    /// adapter; the parity tests use this to run both kernels on any adapter.
+    pub fn set_matvec_invocations_per_row(&mut self, n: u32) -> Result<(), GpuError> {
+        if !n.is_power_of_two() || n > 64 {
+            return Err(GpuError::Unsupported(format!(
+                "{n} invocations per mat-vec row (1, 2, 4, … 64)"
+            )));
+        }
+        self.matvec_tpr = n;
+        Ok(())
+    }
+
     /// An executor on `dev`.
     pub fn new(dev: Arc<GpuDevice>) -> GpuExecutor {
+        let matvec_tpr = if dev.report.device_type == "Cpu" {
+            1
+        } else {
+            16
+        };
         let dummy = dev.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
             size: 16,
@@ -206,6 +227,7 @@ impl GpuExecutor {
             weights: HashMap::new(),
             dummy,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
+            matvec_tpr,
         }
     }
 
@@ -282,13 +304,7 @@ impl GpuExecutor {
         let mut uniform_words: Vec<u32> = Vec::new();
         let mut dispatches = Vec::new();
         let mut partial_len = 4usize;
-        // Invocations per mat-vec row: one on software rasterisers (lavapipe), where
-        // workgroups and barriers are expensive, 16 on GPUs.
-        let tpr = if self.dev.report.device_type == "Cpu" {
-            1
-        } else {
-            16
-        };
+        let tpr = self.matvec_tpr;
         let current_node = std::cell::Cell::new(0usize);
         let mut push = |kernel: Kernel, binds: Vec<Bind>, params: &[u32], groups: [u32; 3]| {
             let start = uniform_words.len() * 4;

@@ -6,6 +6,7 @@ use crate::DType;
 
 const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
 const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
+const MATVEC_ROW: &str = include_str!("../../../shaders/matvec_row.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
@@ -20,7 +21,8 @@ const KV_WRITE: &str = include_str!("../../../shaders/kv_write.wgsl");
 /// One compute kernel, specialised by weight type where it reads weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
-    /// Matrix-vector product for up to 8 tokens, with this many invocations per row.
+    /// Matrix-vector product for up to 8 tokens, with this many invocations per row (1: the
+    /// barrier-free kernel for CPU adapters).
     MatVec(DType, u32),
     /// Tiled matrix product for prompts.
     MatMul(DType),
@@ -73,6 +75,7 @@ impl Kernel {
     /// The complete WGSL source.
     pub fn source(self) -> String {
         match self {
+            Kernel::MatVec(t, 1) => with_decoder(MATVEC_ROW, t),
             Kernel::MatVec(t, tpr) => with_decoder(
                 &MATVEC.replace(
                     "const TPR: u32 = 16u;",
