@@ -4,6 +4,9 @@
 // into a dot product with the token's activations (`put4` below, one vec4 load of activations
 // per four weights: node offsets are multiples of 16 values); one barrier per token, then
 // the first invocation of each row sums its row's partials. TPR is set by the host per adapter.
+// Where the adapter has subgroups at least TPR wide, the host swaps the block between the
+// `reduce` markers for a butterfly of subgroup shuffles (no workgroup memory, no barriers);
+// the rows' TPR invocations are then consecutive lanes of one subgroup.
 // Weights too large for one binding come in row chunks: `row0` is the chunk's first row in the
 // whole matrix.
 
@@ -48,16 +51,18 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                 dq_block(base, blk);
             }
         }
+        // reduce:begin
         red[lid.x] = dot_acc;
         workgroupBarrier();
+        var s = 0.0;
+        for (var i = 0u; i < TPR; i++) {
+            s += red[lid.x - lane + i];
+        }
+        workgroupBarrier();
+        // reduce:end
         if (lane == 0u && r < P.n_rows) {
-            var s = 0.0;
-            for (var i = 0u; i < TPR; i++) {
-                s += red[lid.x + i];
-            }
             let o = P.out_off + t * P.out_stride + P.row0 + r;
             A[o / 4u][o % 4u] = s;
         }
-        workgroupBarrier();
     }
 }

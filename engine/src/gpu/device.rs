@@ -138,6 +138,9 @@ pub struct GpuDevice {
     pub report: AdapterReport,
     /// The limits the device was opened with.
     pub limits: wgpu::Limits,
+    /// Whether the device was opened with subgroup operations (the adapter has them); kernels
+    /// use them where a subgroup is wide enough, and workgroup memory otherwise.
+    pub subgroups: bool,
     /// The first error wgpu reported and nobody has collected yet.
     errors: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -159,9 +162,16 @@ impl GpuDevice {
         let report = report(index, adapter);
         // Ask for everything the adapter has: large weight tensors need the largest bindings.
         let limits = adapter.limits();
+        // Optional features the kernels use when present: subgroup shuffles (mat-vec sums).
+        let subgroups = report.subgroups;
+        let required_features = if subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let desc = wgpu::DeviceDescriptor {
             label: Some("tessera"),
-            required_features: wgpu::Features::empty(),
+            required_features,
             required_limits: limits.clone(),
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -187,6 +197,7 @@ impl GpuDevice {
             queue,
             report,
             limits,
+            subgroups,
             errors,
         }))
     }

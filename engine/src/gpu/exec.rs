@@ -180,7 +180,7 @@ pub struct GpuExecutor {
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), as the CPU executor does.
     trace: bool,
     /// Invocations per mat-vec row: 1 (the barrier-free kernel) on software rasterisers
-    /// (lavapipe), where workgroup barriers are expensive, 16 on GPUs.
+    /// (lavapipe), where workgroup barriers are expensive, 16 (or the subgroup width) on GPUs.
     matvec_tpr: u32,
 }
 
@@ -210,8 +210,12 @@ impl GpuExecutor {
 
     /// An executor on `dev`.
     pub fn new(dev: Arc<GpuDevice>) -> GpuExecutor {
+        // One invocation a row on software rasterisers; on GPUs 16, or the subgroup width
+        // where narrower, so that subgroup shuffles can sum the rows.
         let matvec_tpr = if dev.report.device_type == "Cpu" {
             1
+        } else if dev.subgroups && dev.report.subgroup_size.0 >= 4 {
+            dev.report.subgroup_size.0.min(16).next_power_of_two()
         } else {
             16
         };
@@ -305,6 +309,9 @@ impl GpuExecutor {
         let mut dispatches = Vec::new();
         let mut partial_len = 4usize;
         let tpr = self.matvec_tpr;
+        // Row sums by subgroup shuffles where a subgroup holds whole rows.
+        let matvec_subgroups =
+            tpr > 1 && self.dev.subgroups && tpr <= self.dev.report.subgroup_size.0;
         let current_node = std::cell::Cell::new(0usize);
         let mut push = |kernel: Kernel, binds: Vec<Bind>, params: &[u32], groups: [u32; 3]| {
             let start = uniform_words.len() * 4;
@@ -454,7 +461,7 @@ impl GpuExecutor {
                             g[0],
                         ];
                         let k = if decode {
-                            Kernel::MatVec(w.dtype, tpr)
+                            Kernel::MatVec(w.dtype, tpr, matvec_subgroups)
                         } else {
                             Kernel::MatMul(w.dtype)
                         };

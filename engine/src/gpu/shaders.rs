@@ -22,8 +22,9 @@ const KV_WRITE: &str = include_str!("../../../shaders/kv_write.wgsl");
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kernel {
     /// Matrix-vector product for up to 8 tokens, with this many invocations per row (1: the
-    /// barrier-free kernel for CPU adapters).
-    MatVec(DType, u32),
+    /// barrier-free kernel for CPU adapters), summed by subgroup shuffles if `true` (the
+    /// adapter's subgroups are at least that wide), else through workgroup memory.
+    MatVec(DType, u32, bool),
     /// Tiled matrix product for prompts.
     MatMul(DType),
     /// Embedding lookup.
@@ -71,18 +72,36 @@ fn with_decoder(kernel: &str, dtype: DType) -> String {
     )
 }
 
+/// matvec.wgsl with its workgroup reduction (between the `reduce` markers) replaced by a
+/// butterfly of subgroup shuffles over each row's TPR consecutive lanes.
+fn subgroup_reduce(src: &str) -> String {
+    let (begin, end) = ("        // reduce:begin\n", "        // reduce:end\n");
+    let a = src.find(begin).expect("matvec.wgsl marks its reduction");
+    let b = src.find(end).expect("matvec.wgsl marks its reduction") + end.len();
+    let butterfly = "        var s = dot_acc;\n\
+                     \x20       for (var m = TPR / 2u; m > 0u; m >>= 1u) {\n\
+                     \x20           s += subgroupShuffleXor(s, m);\n\
+                     \x20       }\n";
+    format!("{}{butterfly}{}", &src[..a], &src[b..])
+}
+
 impl Kernel {
     /// The complete WGSL source.
     pub fn source(self) -> String {
         match self {
-            Kernel::MatVec(t, 1) => with_decoder(MATVEC_ROW, t),
-            Kernel::MatVec(t, tpr) => with_decoder(
-                &MATVEC.replace(
+            Kernel::MatVec(t, 1, _) => with_decoder(MATVEC_ROW, t),
+            Kernel::MatVec(t, tpr, subgroups) => {
+                let src = MATVEC.replace(
                     "const TPR: u32 = 16u;",
                     &format!("const TPR: u32 = {tpr}u;"),
-                ),
-                t,
-            ),
+                );
+                let src = if subgroups {
+                    subgroup_reduce(&src)
+                } else {
+                    src
+                };
+                with_decoder(&src, t)
+            }
             Kernel::MatMul(t) => with_decoder(MATMUL, t),
             Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
             Kernel::RmsNorm => RMS_NORM.into(),
@@ -120,8 +139,9 @@ mod tests {
         for t in DType::ALL {
             if decoder(t).is_some() {
                 kernels.extend([
-                    Kernel::MatVec(t, 1),
-                    Kernel::MatVec(t, 16),
+                    Kernel::MatVec(t, 1, false),
+                    Kernel::MatVec(t, 16, false),
+                    Kernel::MatVec(t, 8, true),
                     Kernel::MatMul(t),
                     Kernel::GetRows(t),
                 ]);
@@ -133,9 +153,13 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{k:?}: {}", e.emit_to_string(&src)));
             naga::valid::Validator::new(
                 naga::valid::ValidationFlags::all(),
-                // pack2x16float needs it; every Vulkan, Metal and DX12 device has it.
-                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+                // pack2x16float needs the first; every Vulkan, Metal and DX12 device has it.
+                // Subgroup shuffles are only composed in where the adapter has them.
+                naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+                    | naga::valid::Capabilities::SUBGROUP,
             )
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
         }
