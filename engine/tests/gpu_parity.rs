@@ -214,6 +214,40 @@ fn mat_vec_both_kernels_every_weight_type() {
     }
 }
 
+/// Two executors on one device (two contexts on one model) hold one copy of the weights, and
+/// the copy goes when the last of them does.
+#[test]
+fn executors_on_one_device_share_weights() {
+    need_gpu!();
+    // A device of its own, so that no other test's uploads count.
+    let dev = GpuDevice::open(0).unwrap();
+    let mut rng = Rng(0x5ba7);
+    let w = weight("w", DType::Q4_0, 96, 256, &mut rng);
+    let mut b = GraphBuilder::new(2);
+    let x = input(&mut b, 256, &mut rng, 1.0);
+    let y = b.mat_mul(&w, x);
+    let graph = b.finish(y);
+    let mut first = GpuExecutor::new(dev.clone());
+    let g1 = first.prepare(graph.clone()).unwrap();
+    let once = dev.weight_bytes();
+    assert!(once > 0 && once == first.weight_bytes());
+    let mut second = GpuExecutor::new(dev.clone());
+    let g2 = second.prepare(graph).unwrap();
+    assert_eq!(
+        dev.weight_bytes(),
+        once,
+        "the second executor uploaded again"
+    );
+    drop((g1, first));
+    assert_eq!(
+        dev.weight_bytes(),
+        once,
+        "still held by the second executor"
+    );
+    drop((g2, second));
+    assert_eq!(dev.weight_bytes(), 0, "uploads outlived their executors");
+}
+
 #[test]
 fn get_rows_every_table_type() {
     need_gpu!();

@@ -2,7 +2,10 @@
 //! DX12), what each reports (name, backend, limits, optional features, subgroup sizes), and a
 //! [`GpuDevice`] opened on one of them with the limits the kernels need.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use super::weights::GpuWeight;
+use crate::Tensor;
 
 /// Why no GPU could be opened.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +146,9 @@ pub struct GpuDevice {
     pub subgroups: bool,
     /// The first error wgpu reported and nobody has collected yet.
     errors: Arc<std::sync::Mutex<Option<String>>>,
+    /// Uploaded weights by the address and length of their bytes, shared by every executor
+    /// on this device; an entry lives as long as some executor holds the upload.
+    weights: std::sync::Mutex<std::collections::HashMap<(usize, usize), Weak<GpuWeight>>>,
 }
 
 impl GpuDevice {
@@ -199,6 +205,7 @@ impl GpuDevice {
             limits,
             subgroups,
             errors,
+            weights: Default::default(),
         }))
     }
 
@@ -217,6 +224,30 @@ impl GpuDevice {
             Some(e) => Err(GpuError::Device(e)),
             None => Ok(()),
         }
+    }
+
+    /// `t` in GPU memory: the upload another executor on this device already holds, or a new
+    /// one. Two contexts on one model share one copy of the weights.
+    pub fn shared_weight(self: &Arc<Self>, t: &Tensor) -> Result<Arc<GpuWeight>, GpuError> {
+        let key = (t.data().as_ptr() as usize, t.data().len());
+        let mut cache = self.weights.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = cache.get(&key).and_then(Weak::upgrade) {
+            return Ok(w);
+        }
+        cache.retain(|_, w| w.strong_count() > 0);
+        let w = Arc::new(GpuWeight::upload(self, t)?);
+        cache.insert(key, Arc::downgrade(&w));
+        Ok(w)
+    }
+
+    /// Bytes of weights in GPU memory, over every executor on this device.
+    pub fn weight_bytes(&self) -> u64 {
+        let cache = self.weights.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .values()
+            .filter_map(Weak::upgrade)
+            .map(|w| w.bytes())
+            .sum()
     }
 
     /// Largest storage binding the kernels may use, in bytes (a multiple of 4).

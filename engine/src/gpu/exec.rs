@@ -173,9 +173,10 @@ fn map_read(
 pub struct GpuExecutor {
     dev: Arc<GpuDevice>,
     pipelines: HashMap<Kernel, wgpu::ComputePipeline>,
-    /// Uploads by the address and length of their bytes; the tensor is kept alongside so its
-    /// memory (and so the key) cannot be freed and reused by another tensor meanwhile.
-    weights: HashMap<(usize, usize), (crate::Tensor, Arc<GpuWeight>)>,
+    /// This executor's uploads by the address and length of their bytes (each upload keeps
+    /// its tensor alive, so the key cannot be reused meanwhile); shared with the other
+    /// executors on the device through [`GpuDevice::shared_weight`].
+    weights: HashMap<(usize, usize), Arc<GpuWeight>>,
     dummy: wgpu::Buffer,
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), as the CPU executor does.
     trace: bool,
@@ -242,7 +243,7 @@ impl GpuExecutor {
 
     /// Bytes of weights uploaded so far.
     pub fn weight_bytes(&self) -> u64 {
-        self.weights.values().map(|(_, w)| w.bytes()).sum()
+        self.weights.values().map(|w| w.bytes()).sum()
     }
 
     fn pipeline(&mut self, k: Kernel) -> &wgpu::ComputePipeline {
@@ -269,11 +270,11 @@ impl GpuExecutor {
 
     fn upload(&mut self, t: &crate::Tensor) -> Result<Arc<GpuWeight>, GpuError> {
         let key = (t.data().as_ptr() as usize, t.data().len());
-        if let Some((_, w)) = self.weights.get(&key) {
+        if let Some(w) = self.weights.get(&key) {
             return Ok(w.clone());
         }
-        let w = Arc::new(GpuWeight::upload(&self.dev, t)?);
-        self.weights.insert(key, (t.clone(), w.clone()));
+        let w = self.dev.shared_weight(t)?;
+        self.weights.insert(key, w.clone());
         Ok(w)
     }
 

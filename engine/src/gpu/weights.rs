@@ -1,6 +1,7 @@
 //! Weights on the GPU: each tensor uploaded once as its raw GGUF bytes (u32 words, the blocks
 //! decoded inside the kernels), split into row chunks when it exceeds the adapter's largest
-//! storage binding (a 262k-vocabulary embedding does on lavapipe's 128 MiB).
+//! storage binding (a 262k-vocabulary embedding does on lavapipe's 128 MiB). Uploads are shared
+//! by every executor on a device through [`GpuDevice::shared_weight`].
 
 use std::sync::Arc;
 
@@ -29,6 +30,9 @@ pub struct GpuWeight {
     pub n_cols: usize,
     /// Row chunks in order.
     pub chunks: Vec<WeightChunk>,
+    /// The source tensor, kept alive while the upload is: its bytes' address is the key of
+    /// the device's cache, and must not be reused by another tensor meanwhile.
+    _source: Tensor,
 }
 
 impl GpuWeight {
@@ -80,6 +84,7 @@ impl GpuWeight {
             n_rows,
             n_cols: t.row_len(),
             chunks,
+            _source: t.clone(),
         })
     }
 
