@@ -7,22 +7,7 @@
 // workgroup-memory traffic low, and on software rasterisers (which load memory one lane at a
 // time) it is what sets the speed. Row chunks as in matvec.wgsl.
 
-struct Params {
-    x_off: u32,
-    out_off: u32,
-    n_in: u32,
-    n_rows: u32,
-    row_bytes: u32,
-    out_stride: u32,
-    row0: u32,
-    n_tok: u32,
-    grid_x: u32,
-}
-
-// The arena as vec4s (node offsets are multiples of 16 values, rows multiples of 32).
-@group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<uniform> P: Params;
+// Params and bindings: matrix_common.wgsl, composed before this file.
 
 const TILE: u32 = 64u;
 const K: u32 = 32u;

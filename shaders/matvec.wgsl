@@ -10,21 +10,7 @@
 // Weights too large for one binding come in row chunks: `row0` is the chunk's first row in the
 // whole matrix.
 
-struct Params {
-    x_off: u32,
-    out_off: u32,
-    n_in: u32,
-    n_rows: u32,
-    row_bytes: u32,
-    out_stride: u32,
-    row0: u32,
-    n_tok: u32,
-    grid_x: u32,
-}
-
-@group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<uniform> P: Params;
+// Params and bindings: matrix_common.wgsl, composed before this file.
 
 const WG: u32 = 64u;
 const TPR: u32 = 16u;

@@ -5,22 +5,7 @@
 // barriers as coroutines, which costs it several times the arithmetic. Row chunks and
 // parameters as in matvec.wgsl.
 
-struct Params {
-    x_off: u32,
-    out_off: u32,
-    n_in: u32,
-    n_rows: u32,
-    row_bytes: u32,
-    out_stride: u32,
-    row0: u32,
-    n_tok: u32,
-    grid_x: u32,
-}
-
-// The arena as vec4s (node offsets are multiples of 16 values, rows multiples of 32).
-@group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<uniform> P: Params;
+// Params and bindings: matrix_common.wgsl, composed before this file.
 
 var<private> dot_x: u32;
 var<private> dot_acc: f32;

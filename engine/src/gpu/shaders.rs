@@ -1,10 +1,13 @@
 //! The WGSL kernels, embedded at build time from the workspace's `shaders/` folder, and the
 //! composition of a kernel's source: kernels that read quantized weights get the block
-//! decoders of `quant.wgsl` and a `dq` function for the weight's type appended.
+//! decoders of `quant.wgsl` and a `dq` function for the weight's type appended; the
+//! weight-matrix kernels get `matrix_common.wgsl` (parameters, bindings) before them, the
+//! attention kernels `attention_common.wgsl`.
 
 use crate::DType;
 
 const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
+const MATRIX_COMMON: &str = include_str!("../../../shaders/matrix_common.wgsl");
 const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
 const MATVEC_ROW: &str = include_str!("../../../shaders/matvec_row.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
@@ -89,9 +92,9 @@ impl Kernel {
     /// The complete WGSL source.
     pub fn source(self) -> String {
         match self {
-            Kernel::MatVec(t, 1, _) => with_decoder(MATVEC_ROW, t),
+            Kernel::MatVec(t, 1, _) => with_decoder(&format!("{MATRIX_COMMON}\n{MATVEC_ROW}"), t),
             Kernel::MatVec(t, tpr, subgroups) => {
-                let src = MATVEC.replace(
+                let src = format!("{MATRIX_COMMON}\n{MATVEC}").replace(
                     "const TPR: u32 = 16u;",
                     &format!("const TPR: u32 = {tpr}u;"),
                 );
@@ -102,7 +105,7 @@ impl Kernel {
                 };
                 with_decoder(&src, t)
             }
-            Kernel::MatMul(t) => with_decoder(MATMUL, t),
+            Kernel::MatMul(t) => with_decoder(&format!("{MATRIX_COMMON}\n{MATMUL}"), t),
             Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
             Kernel::RmsNorm => RMS_NORM.into(),
             Kernel::Elementwise => ELEMENTWISE.into(),
