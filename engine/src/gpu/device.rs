@@ -229,7 +229,7 @@ impl GpuDevice {
     /// `t` in GPU memory: the upload another executor on this device already holds, or a new
     /// one. Two contexts on one model share one copy of the weights.
     pub fn shared_weight(self: &Arc<Self>, t: &Tensor) -> Result<Arc<GpuWeight>, GpuError> {
-        let key = (t.data().as_ptr() as usize, t.data().len());
+        let key = super::weights::weight_key(t);
         let mut cache = self.weights.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(w) = cache.get(&key).and_then(Weak::upgrade) {
             return Ok(w);

@@ -269,7 +269,7 @@ impl GpuExecutor {
     }
 
     fn upload(&mut self, t: &crate::Tensor) -> Result<Arc<GpuWeight>, GpuError> {
-        let key = (t.data().as_ptr() as usize, t.data().len());
+        let key = super::weights::weight_key(t);
         if let Some(w) = self.weights.get(&key) {
             return Ok(w.clone());
         }

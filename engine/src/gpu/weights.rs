@@ -35,6 +35,12 @@ pub struct GpuWeight {
     _source: Tensor,
 }
 
+/// The cache key of `t`'s upload: the address and length of its bytes (an upload keeps its
+/// tensor alive, so the key cannot be reused by another tensor while the upload lives).
+pub fn weight_key(t: &Tensor) -> (usize, usize) {
+    (t.data().as_ptr() as usize, t.data().len())
+}
+
 impl GpuWeight {
     /// Upload `t`.
     pub fn upload(dev: &Arc<GpuDevice>, t: &Tensor) -> Result<GpuWeight, GpuError> {
