@@ -115,6 +115,12 @@ pub struct CpuExecutor {
 
 /// Weight rows per block of a mat_mul (16 f32 outputs: one cache line per token).
 const ROW_BLOCK: usize = 16;
+/// Weight rows per block of a prompt's mat_mul, where there are enough of them to go round
+/// the threads: kernels that repack their rows or prepare the activations per call do it
+/// once for more rows.
+const PROMPT_ROW_BLOCK: usize = 64;
+/// Blocks per pool task a mat_mul needs before it uses [`PROMPT_ROW_BLOCK`].
+const PROMPT_BLOCKS_PER_TASK: usize = 1;
 /// Tokens per chunk of a mat_mul.
 const TOKEN_BLOCK: usize = 64;
 
@@ -467,16 +473,27 @@ impl CpuExecutor {
             }
         }
         let act = &self.act[..arb * n_tok];
-        // Work units: blocks of ROW_BLOCK weight rows, segment after segment.
+        // Work units: blocks of `rb` weight rows, segment after segment.
+        let rows_of = |rb: usize| {
+            segs.iter()
+                .map(|s| s.as_ref().expect("filled").w.n_rows().div_ceil(rb))
+                .sum::<usize>()
+        };
+        let tasks = self.pool.n_tasks();
+        let rb = if n_tok >= 4 && rows_of(PROMPT_ROW_BLOCK) >= PROMPT_BLOCKS_PER_TASK * tasks {
+            PROMPT_ROW_BLOCK
+        } else {
+            ROW_BLOCK
+        };
         let mut unit_end = [0usize; MAX_GROUP];
         let mut total = 0;
         for (end, seg) in unit_end.iter_mut().zip(segs) {
-            total += seg.as_ref().expect("filled").w.n_rows().div_ceil(ROW_BLOCK);
+            total += seg.as_ref().expect("filled").w.n_rows().div_ceil(rb);
             *end = total;
         }
         self.pool.run(&|ti, nt| {
             let units = split_range(total, ti, nt, 1);
-            let mut buf = [0.0f32; ROW_BLOCK * TOKEN_BLOCK];
+            let mut buf = [0.0f32; PROMPT_ROW_BLOCK * TOKEN_BLOCK];
             // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
             // while every token of the chunk passes over them).
             for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
@@ -486,8 +503,8 @@ impl CpuExecutor {
                     let seg = segs[s].as_ref().expect("filled");
                     let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
                     let n_out = seg.w.n_rows();
-                    let r0 = (u - first_unit) * ROW_BLOCK;
-                    let r1 = (r0 + ROW_BLOCK).min(n_out);
+                    let r0 = (u - first_unit) * rb;
+                    let r1 = (r0 + rb).min(n_out);
                     let nr = r1 - r0;
                     let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
                     let args = dot::GemmArgs {

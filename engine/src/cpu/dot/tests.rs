@@ -222,7 +222,7 @@ fn simd_gemm_is_bit_identical_to_simd_dots() {
                 continue;
             }
             let n = sizes(s.dtype)[1].max(s.dtype.block_elems());
-            for (rows, tokens) in [(5, 1), (8, 9), (13, 6)] {
+            for (rows, tokens) in [(5, 1), (8, 9), (13, 6), (3, 7), (24, 4), (6, 2)] {
                 let w: Vec<u8> = (0..rows)
                     .flat_map(|_| random_row(&mut rng, s.dtype, n))
                     .collect();

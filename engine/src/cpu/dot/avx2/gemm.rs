@@ -15,7 +15,7 @@ use std::arch::x86_64::*;
 /// A 32-element weight format as the tile kernel reads it. Every block starts with its f16
 /// scale `d` (then, with `HAS_MIN`, its f16 min `m`); activation blocks start with f16 `d`
 /// (then, for Q8_1, f16 `s = d·Σq`).
-trait Block {
+pub(super) trait Block {
     /// Bytes per weight block.
     const BYTES: usize;
     /// Bytes per activation block (Q8_0 or Q8_1).
@@ -33,10 +33,10 @@ trait Block {
     unsafe fn quants(p: *const u8) -> __m256i;
 }
 
-struct Q4_0;
-struct Q4_1;
-struct Q5_0;
-struct Q8_0;
+pub(super) struct Q4_0;
+pub(super) struct Q4_1;
+pub(super) struct Q5_0;
+pub(super) struct Q8_0;
 
 impl Block for Q4_0 {
     const BYTES: usize = Q4_0_BYTES;
@@ -97,7 +97,7 @@ impl Block for Q8_0 {
 /// # Safety
 /// `p..p + 4` readable.
 #[inline(always)]
-unsafe fn u32_at(p: *const u8) -> i32 {
+pub(super) unsafe fn u32_at(p: *const u8) -> i32 {
     unsafe { (p as *const i32).read_unaligned() }
 }
 
@@ -276,18 +276,6 @@ fn gemm<B: Block>(g: &GemmArgs<'_>, out: &mut [f32]) {
             out.as_mut_ptr(),
         )
     }
-}
-
-pub(super) fn gemm_q4_0(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm::<Q4_0>(g, out)
-}
-
-pub(super) fn gemm_q4_1(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm::<Q4_1>(g, out)
-}
-
-pub(super) fn gemm_q5_0(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm::<Q5_0>(g, out)
 }
 
 pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {

@@ -1,5 +1,9 @@
 //! AVX2 kernels of the 32-element formats: Q4_0, Q4_1, Q5_0 and Q8_0 dot products and the
 //! Q8_0/Q8_1 activation quantizers (byte-identical to the reference, `roundf` included).
+//!
+//! The Q4_0, Q4_1 and Q5_0 dot products sum in the order of [`super::gemm_small`]: each block's
+//! exact integer dot product, then `acc = fma(Σ q·a, d_w·d_a, acc)` (and `fma(m, s, acc)`),
+//! so that they and its tiles give bit-identical results.
 
 use super::{dot_i8_i8, dot_u8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, hsum_ps, load};
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
@@ -70,16 +74,16 @@ pub(super) fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = 0.0f32;
     let eight = _mm256_set1_epi8(8);
     for i in 0..nb {
         let (x, y) = unsafe { (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES)) };
-        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        let d = unsafe { f16_at(x) * f16_at(y) };
         let qx = unsafe { _mm256_sub_epi8(nibbles(x.add(2)), eight) };
         let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        acc = (hsum_epi32(p) as f32).mul_add(d, acc);
     }
-    hsum_ps(acc)
+    acc
 }
 
 pub(super) fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -90,16 +94,15 @@ pub(super) fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_1_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
+    let mut acc = 0.0f32;
     for i in 0..nb {
         let (x, y) = unsafe { (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES)) };
-        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
-        summs += unsafe { f16_at(x.add(2)) * f16_at(y.add(2)) };
+        let d = unsafe { f16_at(x) * f16_at(y) };
         let p = unsafe { dot_u8_i8(nibbles(x.add(4)), load(y.add(4))) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        acc = (hsum_epi32(p) as f32).mul_add(d, acc);
+        acc = unsafe { f16_at(x.add(2)).mul_add(f16_at(y.add(2)), acc) };
     }
-    hsum_ps(acc) + summs
+    acc
 }
 
 pub(super) fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -110,11 +113,11 @@ pub(super) fn vec_dot_q5_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q5_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+    let mut acc = 0.0f32;
     let high = _mm256_set1_epi8(0xf0u8 as i8);
     for i in 0..nb {
         let (x, y) = unsafe { (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES)) };
-        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        let d = unsafe { f16_at(x) * f16_at(y) };
         // q − 16 = nibble when bit 4 is set, nibble − 16 (= nibble | 0xF0 as i8) when not.
         let qx = unsafe {
             _mm256_or_si256(
@@ -123,9 +126,9 @@ unsafe fn q5_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
             )
         };
         let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        acc = (hsum_epi32(p) as f32).mul_add(d, acc);
     }
-    hsum_ps(acc)
+    acc
 }
 
 /// `roundf` (ties away from zero) of each lane, exactly.

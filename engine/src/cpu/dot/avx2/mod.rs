@@ -8,6 +8,7 @@
 mod float;
 mod gemm;
 mod gemm_k;
+mod gemm_small;
 mod kquant;
 mod legacy;
 
@@ -37,21 +38,21 @@ pub(super) static KERNELS: [DotKernel; 8] = [
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q4_0,
-        Some(gemm::gemm_q4_0),
+        Some(gemm_small::gemm_q4_0),
     ),
     k(
         DType::Q4_1,
         DType::Q8_1,
         legacy::quantize_row_q8_1,
         legacy::vec_dot_q4_1,
-        Some(gemm::gemm_q4_1),
+        Some(gemm_small::gemm_q4_1),
     ),
     k(
         DType::Q5_0,
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q5_0,
-        Some(gemm::gemm_q5_0),
+        Some(gemm_small::gemm_q5_0),
     ),
     k(
         DType::Q8_0,

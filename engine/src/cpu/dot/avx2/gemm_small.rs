@@ -1,0 +1,434 @@
+//! AVX2 matrix products of the 4- and 5-bit 32-element formats (Q4_0, Q4_1, Q5_0) against
+//! Q8_0/Q8_1 activations, with weight rows in vector lanes.
+//!
+//! **One sum order for every path.** For row `r` and token `t`, block by block:
+//! `acc = fma(Σ q·a, d_r·d_t, acc)` (then, for Q4_1, `acc = fma(m_r, s_t, acc)`), where `Σ q·a` is
+//! the block's exact integer dot product. [`super::legacy`]'s `vec_dot`s, the decode tiles and
+//! the packed prompt tiles below all follow it, so a logit does not move whichever of them
+//! computes it (the tests check bit identity).
+//!
+//! **Prompt path (4 tokens or more): 8 rows per register.** Each call repacks its weight rows
+//! into groups of 8, a block at a time: the 8 rows' quants as signed bytes, interleaved 4 bytes
+//! a row (`q[j]` holds elements `4j..4j+4` of rows 0..8), beside their f32 scales and `128·Σq`.
+//! The activation block's bytes are offset to unsigned (`a + 128`). Then one `maddubs` of
+//! `q[j]` with the token's 4 bytes `4j..4j+4` broadcast gives 8 rows × 4 products, and the
+//! block's 8 dot products arrive in the 8 lanes: `Σ (a+128)·q − 128·Σq = Σ a·q`. The scales
+//! of 8 rows are one vector, so a block costs one conversion and one `fma` for 8 outputs
+//! (instead of per row and token). |q| ≤ 16 keeps four `maddubs` sums inside i16.
+//! The repacking is done once per call and used by all its tokens (64 per call).
+//!
+//! **Decode path (fewer tokens):** 4 rows × 1 token straight from the file's blocks; the rows'
+//! 8-lane partial sums are reduced to exact totals with horizontal adds before the scales.
+
+use super::gemm::{Block, Q4_0, Q4_1, Q5_0, u32_at};
+use super::{dot_i8_i8, dot_u8_i8, f16_at, load};
+use crate::cpu::dot::GemmArgs;
+use crate::quant::q8::QK;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Fewest tokens for which a call repacks its rows (below: decode tiles).
+const MIN_PACKED_TOKENS: usize = 4;
+/// Tokens per pass of the packed kernel (they share each loaded weight vector).
+const PACKED_TT: usize = 4;
+
+/// One block of 8 weight rows, repacked. 32-byte aligned so every field loads aligned.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Packed8 {
+    /// f32 scale of each row.
+    d: [f32; 8],
+    /// `128 · Σ q` of each row (removes the activations' +128 offset).
+    corr: [i32; 8],
+    /// f32 min of each row (Q4_1; zero otherwise).
+    m: [f32; 8],
+    /// `q[j]`: elements `4j..4j+4` of rows 0..8, as signed bytes, row after row.
+    q: [[u8; 32]; 8],
+}
+
+const PACKED8_ZERO: Packed8 = Packed8 {
+    d: [0.0; 8],
+    corr: [0; 8],
+    m: [0.0; 8],
+    q: [[0; 32]; 8],
+};
+
+/// One activation block, prepared for the packed kernel.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ActBlock {
+    /// The quants plus 128, as unsigned bytes.
+    u: [u8; 32],
+    /// f32 scale.
+    d: f32,
+    /// f32 `d · Σ a` (Q8_1 activations; zero otherwise).
+    s: f32,
+}
+
+const ACT_ZERO: ActBlock = ActBlock {
+    u: [0; 32],
+    d: 0.0,
+    s: 0.0,
+};
+
+thread_local! {
+    /// Each thread's repacked weights and prepared activations; grown, never shrunk, so a
+    /// steady stream of calls allocates nothing.
+    static SCRATCH: RefCell<(Vec<Packed8>, Vec<ActBlock>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The exact totals of the 8 i32 lanes of each of `p[0..4]`, in lanes 0..4.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn totals4(p: [__m256i; 4]) -> __m128i {
+    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+}
+
+/// `out[r] = w_r · a` for `R ≤ 4` rows at `w` (`wrb` apart) and one token at `a`, over `nb`
+/// blocks; with `prefetch`, the `R` rows after these are prefetched (decode streams them next).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` blocks readable in each row and in `a`; `out..out + R` writable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_tile<B: Block, const R: usize>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    a: *const u8,
+    out: *mut f32,
+    prefetch: bool,
+) {
+    let mut acc = _mm_setzero_ps();
+    let next = w.wrapping_add(R * wrb);
+    for b in 0..nb {
+        if prefetch {
+            let p = next.wrapping_add(b * R * B::BYTES);
+            for k in 0..=R * B::BYTES / 64 {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8);
+            }
+        }
+        let ab = unsafe { a.add(b * B::ACT_BYTES) };
+        let y = unsafe { load(ab.add(B::ACT_QS)) };
+        let mut p = [_mm256_setzero_si256(); 4];
+        // (d, m) of the rows as f16 pairs d0 m0 d1 m1 …, converted in one go.
+        let mut g = [0i32; 4];
+        for r in 0..R {
+            let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
+            let q = unsafe { B::quants(wb) };
+            p[r] = if B::SIGNED {
+                dot_i8_i8(q, y)
+            } else {
+                dot_u8_i8(q, y)
+            };
+            g[r] = unsafe { u32_at(wb) };
+        }
+        let dm = _mm256_cvtph_ps(_mm_setr_epi32(g[0], g[1], g[2], g[3]));
+        let dm = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+        let d = _mm_mul_ps(
+            _mm256_castps256_ps128(dm),
+            _mm_set1_ps(unsafe { f16_at(ab) }),
+        );
+        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(totals4(p)), d, acc);
+        if B::HAS_MIN {
+            let s = _mm_set1_ps(unsafe { f16_at(ab.add(2)) });
+            acc = _mm_fmadd_ps(_mm256_extractf128_ps::<1>(dm), s, acc);
+        }
+    }
+    let mut o = [0.0f32; 4];
+    unsafe { _mm_storeu_ps(o.as_mut_ptr(), acc) };
+    for (r, &v) in o.iter().enumerate().take(R) {
+        unsafe { *out.add(r) = v };
+    }
+}
+
+/// Repacks rows `0..nr` (`nr ≤ 8`; the rest zero) at `w` (`wrb` apart) into `dst[0..nb]`.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` blocks readable in each of the `nr` rows; `dst` holds `nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Packed8) {
+    let ones8 = _mm256_set1_epi8(1);
+    let ones16 = _mm256_set1_epi16(1);
+    for b in 0..nb {
+        let mut v = [_mm256_setzero_si256(); 8];
+        let mut dh = [0u16; 8];
+        let mut mh = [0u16; 8];
+        for r in 0..nr {
+            let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
+            v[r] = unsafe { B::quants(wb) };
+            dh[r] = unsafe { (wb as *const u16).read_unaligned() };
+            if B::HAS_MIN {
+                mh[r] = unsafe { (wb.add(2) as *const u16).read_unaligned() };
+            }
+        }
+        // 8 × 8 transpose of 4-byte groups: chunk j = group j of every row.
+        let t: [__m256i; 8] = std::array::from_fn(|k| {
+            let (x, y) = (v[k & !1], v[k | 1]);
+            if k & 1 == 0 {
+                _mm256_unpacklo_epi32(x, y)
+            } else {
+                _mm256_unpackhi_epi32(x, y)
+            }
+        });
+        // t[2i] = groups (0,1 | 4,5) and t[2i+1] = (2,3 | 6,7) of rows 2i, 2i+1, interleaved.
+        let s: [__m256i; 8] = std::array::from_fn(|k| {
+            // k = 4·half + c: rows 4·half..4·half+4, group pair c (0: g0/g4, 1: g1/g5, 2: g2/g6, 3: g3/g7).
+            let (half, c) = (k / 4, k % 4);
+            let (x, y) = (t[4 * half + (c / 2)], t[4 * half + 2 + (c / 2)]);
+            if c % 2 == 0 {
+                _mm256_unpacklo_epi64(x, y)
+            } else {
+                _mm256_unpackhi_epi64(x, y)
+            }
+        });
+        let chunks: [__m256i; 8] = std::array::from_fn(|j| {
+            let (x, y) = (s[j % 4], s[4 + j % 4]);
+            if j < 4 {
+                _mm256_permute2x128_si256::<0x20>(x, y)
+            } else {
+                _mm256_permute2x128_si256::<0x31>(x, y)
+            }
+        });
+        let mut sum16 = _mm256_setzero_si256();
+        let p = unsafe { &mut *dst.add(b) };
+        for (j, c) in chunks.iter().enumerate() {
+            sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(ones8, *c));
+            unsafe { _mm256_store_si256(p.q[j].as_mut_ptr() as *mut __m256i, *c) };
+        }
+        let corr = _mm256_slli_epi32::<7>(_mm256_madd_epi16(sum16, ones16));
+        unsafe {
+            _mm256_store_si256(p.corr.as_mut_ptr() as *mut __m256i, corr);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
+            _mm256_store_ps(p.d.as_mut_ptr(), d);
+            if B::HAS_MIN {
+                let m = _mm256_cvtph_ps(_mm_loadu_si128(mh.as_ptr() as *const __m128i));
+                _mm256_store_ps(p.m.as_mut_ptr(), m);
+            }
+        }
+    }
+}
+
+/// Prepares `nb` blocks of each of `tokens` activation rows at `a` (`arb` apart) into `dst`
+/// (token after token).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; the blocks readable; `dst` holds `tokens · nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prepare_acts<B: Block>(
+    nb: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    dst: *mut ActBlock,
+) {
+    let offset = _mm256_set1_epi8(0x80u8 as i8);
+    for t in 0..tokens {
+        for b in 0..nb {
+            let ab = unsafe { a.add(t * arb + b * B::ACT_BYTES) };
+            let o = unsafe { &mut *dst.add(t * nb + b) };
+            let u = _mm256_xor_si256(unsafe { load(ab.add(B::ACT_QS)) }, offset);
+            unsafe { _mm256_storeu_si256(o.u.as_mut_ptr() as *mut __m256i, u) };
+            o.d = unsafe { f16_at(ab) };
+            o.s = if B::HAS_MIN {
+                unsafe { f16_at(ab.add(2)) }
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// `out[t·ldo + r] = w_r · a_t` for the 8 rows of `pk` (first `nr` stored) and `TT` tokens of
+/// `act` (`nb` blocks apart).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `pk` holds `nb` blocks, `act` `TT · nb`; `out` writable at every
+/// `t·ldo + r` for `r < nr`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn packed_tile<B: Block, const TT: usize>(
+    nb: usize,
+    pk: *const Packed8,
+    act: *const ActBlock,
+    out: *mut f32,
+    ldo: usize,
+    nr: usize,
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); TT];
+    for b in 0..nb {
+        let p = unsafe { &*pk.add(b) };
+        let ab: [&ActBlock; TT] = std::array::from_fn(|t| unsafe { &*act.add(t * nb + b) });
+        let mut lo = [_mm256_setzero_si256(); TT];
+        let mut hi = [_mm256_setzero_si256(); TT];
+        for j in 0..8 {
+            let wj = unsafe { _mm256_load_si256(p.q[j].as_ptr() as *const __m256i) };
+            for t in 0..TT {
+                let u = _mm256_set1_epi32(unsafe { u32_at(ab[t].u.as_ptr().add(4 * j)) });
+                let m = _mm256_maddubs_epi16(u, wj);
+                // Four sums of two products ≤ 255·16 each stay inside i16.
+                if j < 4 {
+                    lo[t] = _mm256_add_epi16(lo[t], m);
+                } else {
+                    hi[t] = _mm256_add_epi16(hi[t], m);
+                }
+            }
+        }
+        let corr = unsafe { _mm256_load_si256(p.corr.as_ptr() as *const __m256i) };
+        let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
+        for t in 0..TT {
+            let i = _mm256_sub_epi32(
+                _mm256_add_epi32(
+                    _mm256_madd_epi16(lo[t], ones),
+                    _mm256_madd_epi16(hi[t], ones),
+                ),
+                corr,
+            );
+            let s = _mm256_mul_ps(d, _mm256_set1_ps(ab[t].d));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, acc[t]);
+            if B::HAS_MIN {
+                let m = unsafe { _mm256_load_ps(p.m.as_ptr()) };
+                acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab[t].s), acc[t]);
+            }
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        let o = unsafe { out.add(t * ldo) };
+        if nr == 8 {
+            unsafe { _mm256_storeu_ps(o, *acc) };
+        } else {
+            let mut v = [0.0f32; 8];
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *acc) };
+            for (r, &x) in v.iter().enumerate().take(nr) {
+                unsafe { *o.add(r) = x };
+            }
+        }
+    }
+}
+
+/// The whole product through packed groups of 8 rows.
+///
+/// # Safety
+/// As in [`gemm_impl`], with `tokens ≥ 1`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_packed<B: Block>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    out: *mut f32,
+) {
+    let groups = rows.div_ceil(8);
+    // This thread's scratch, grown to fit. The pointers stay valid below: nothing else touches
+    // the scratch until this call returns (no call inside reenters it).
+    let (pk, act) = SCRATCH.with_borrow_mut(|(pk, act)| {
+        if pk.len() < groups * nb {
+            pk.resize(groups * nb, PACKED8_ZERO);
+        }
+        if act.len() < tokens * nb {
+            act.resize(tokens * nb, ACT_ZERO);
+        }
+        (pk.as_mut_ptr(), act.as_mut_ptr())
+    });
+    unsafe { prepare_acts::<B>(nb, a, arb, tokens, act) };
+    for g in 0..groups {
+        let r0 = 8 * g;
+        let nr = (rows - r0).min(8);
+        let gp = unsafe { pk.add(g * nb) };
+        unsafe { repack8::<B>(nb, w.add(r0 * wrb), wrb, nr, gp) };
+        let mut t = 0;
+        while t + PACKED_TT <= tokens {
+            let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
+            unsafe { packed_tile::<B, PACKED_TT>(nb, gp, at, ot, rows, nr) };
+            t += PACKED_TT;
+        }
+        while t < tokens {
+            let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
+            unsafe { packed_tile::<B, 1>(nb, gp, at, ot, rows, nr) };
+            t += 1;
+        }
+    }
+}
+
+/// The whole product: packed groups for prompts, 4-row decode tiles otherwise.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` blocks readable in each of the `rows` rows at `w` (`wrb`
+/// apart) and the `tokens` rows at `a` (`arb` apart); `out` holds `tokens × rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_impl<B: Block>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    out: *mut f32,
+) {
+    if tokens >= MIN_PACKED_TOKENS {
+        return unsafe { gemm_packed::<B>(nb, w, wrb, rows, a, arb, tokens, out) };
+    }
+    let prefetch = tokens == 1;
+    for t in 0..tokens {
+        let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows)) };
+        let mut r = 0;
+        while r + 4 <= rows {
+            unsafe { rows_tile::<B, 4>(nb, w.add(r * wrb), wrb, at, ot.add(r), prefetch) };
+            r += 4;
+        }
+        let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
+        match rows - r {
+            1 => unsafe { rows_tile::<B, 1>(nb, wr, wrb, at, or, false) },
+            2 => unsafe { rows_tile::<B, 2>(nb, wr, wrb, at, or, false) },
+            3 => unsafe { rows_tile::<B, 3>(nb, wr, wrb, at, or, false) },
+            _ => {}
+        }
+    }
+}
+
+/// Checks `g` and `out` against the block sizes of `B` and runs the product.
+fn gemm<B: Block>(g: &GemmArgs<'_>, out: &mut [f32]) {
+    let nb = g.n / QK;
+    if g.rows == 0 || g.tokens == 0 {
+        return;
+    }
+    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
+    assert!(g.n.is_multiple_of(QK), "whole blocks only");
+    assert!(g.w.len() >= need(g.w_stride, g.rows, B::BYTES).max(4));
+    assert!(g.a.len() >= need(g.a_stride, g.tokens, B::ACT_BYTES).max(4));
+    assert!(out.len() >= g.rows * g.tokens);
+    // SAFETY: the table holding these fns is handed out only with AVX2/FMA/F16C present; the
+    // asserts above keep every block (and its 4 scale bytes, inside the block) in bounds.
+    unsafe {
+        gemm_impl::<B>(
+            nb,
+            g.w.as_ptr(),
+            g.w_stride,
+            g.rows,
+            g.a.as_ptr(),
+            g.a_stride,
+            g.tokens,
+            out.as_mut_ptr(),
+        )
+    }
+}
+
+pub(super) fn gemm_q4_0(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm::<Q4_0>(g, out)
+}
+
+pub(super) fn gemm_q4_1(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm::<Q4_1>(g, out)
+}
+
+pub(super) fn gemm_q5_0(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm::<Q5_0>(g, out)
+}
