@@ -124,6 +124,9 @@ const PROMPT_BLOCKS_PER_TASK: usize = 1;
 /// Tokens per chunk of a mat_mul.
 const TOKEN_BLOCK: usize = 64;
 
+/// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512).
+const QBUF: usize = 2048;
+
 /// Ops on fewer elements than this run on the calling thread only.
 const PARALLEL_MIN_ELEMS: usize = 1 << 14;
 
@@ -594,21 +597,33 @@ impl CpuExecutor {
         let group = p.n_head / p.n_head_kv;
         let qw = nh * dk;
         let ow = nh * dv;
+        // A task: `hg` query heads of one token that share a KV head (each key and value is
+        // converted once for all of them), or single heads where that leaves too few tasks.
+        let chunk = (1..=attention::MAX_GROUP_HEADS)
+            .rev()
+            .find(|&c| group.is_multiple_of(c))
+            .expect("1 divides");
+        let hg = if n_tok * nh / chunk >= self.pool.n_tasks() {
+            chunk
+        } else {
+            1
+        };
+        assert!(hg * dk <= QBUF, "head width {dk} over {QBUF} / {hg}");
         let work = |ti: usize, nt: usize| {
-            let mut qbuf = [0.0f32; 512];
-            for task in split_range(n_tok * nh, ti, nt, 1) {
-                let (t, h) = (task / nh, task % nh);
+            let mut qbuf = [0.0f32; QBUF];
+            for task in split_range(n_tok * nh / hg, ti, nt, 1) {
+                let (t, h) = (task / (nh / hg), task % (nh / hg) * hg);
                 // Queries pass through F16, as ggml's flash attention converts them.
-                let qh = &mut qbuf[..dk];
+                let qh = &mut qbuf[..hg * dk];
                 for (d, &x) in qh
                     .iter_mut()
-                    .zip(&q[t * qw + h * dk..t * qw + (h + 1) * dk])
+                    .zip(&q[t * qw + h * dk..t * qw + (h + hg) * dk])
                 {
                     *d = f16::from_f32(x).to_f32();
                 }
                 // SAFETY: each (token, head) output slice is written by one thread.
-                let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + 1) * dv) };
-                attention::attend_head(qh, positions[t], h / group, &view, p, dst);
+                let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + hg) * dv) };
+                attention::attend_group(qh, positions[t], h / group, &view, p, dst);
             }
         };
         if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS * 4 {

@@ -194,6 +194,12 @@ pub fn kernel_for(isa: Isa, dtype: DType) -> Option<&'static DotKernel> {
     simd.iter().chain(SCALAR.iter()).find(|k| k.dtype == dtype)
 }
 
+/// [`F16Ops::dots`]: `(queries, head width, keys, scores, scores per query)`.
+pub type DotsFn = fn(&[f32], usize, &[&[f16]], &mut [f32], usize);
+
+/// [`F16Ops::wsums`]: `(outputs, head width, weights, weights per output, value rows)`.
+pub type WsumsFn = fn(&mut [f32], usize, &[f32], usize, &[&[f16]]);
+
 /// Kernels of attention over an F16 KV cache: keys and values are read as stored.
 #[derive(Clone, Copy, Debug)]
 pub struct F16Ops {
@@ -209,6 +215,13 @@ pub struct F16Ops {
     /// `out[i] += Σ_j w[j]·v[j][i]` over `min(len)` elements: the same sums, in the same order,
     /// as one `axpy` per row, with the output held in registers.
     pub wsum: fn(&mut [f32], &[f32], &[&[f16]]),
+    /// `dots(q, d, k, s, ld)`: `s[g·ld + j] = dot(q[g·d..(g+1)·d], k[j])` for each of the
+    /// `q.len() / d` queries and every key, bit for bit as `dot` (each key is loaded once for
+    /// all the queries: the heads that share a KV head).
+    pub dots: DotsFn,
+    /// `wsums(out, n, w, ld, v)`: `wsum(out[g·n..(g+1)·n], w[g·ld..g·ld + v.len()], v)` for each
+    /// of the `out.len() / n` outputs, bit for bit (each value row is loaded once for all).
+    pub wsums: WsumsFn,
 }
 
 /// The scalar reference of [`F16Ops`].
@@ -218,7 +231,25 @@ pub static F16_SCALAR: F16Ops = F16Ops {
     axpy: axpy_f16_scalar,
     exp_sum: exp_sum_scalar,
     wsum: wsum_scalar,
+    dots: dots_scalar,
+    wsums: wsums_scalar,
 };
+
+/// Scalar [`F16Ops::dots`]: one `dot` per query and key.
+fn dots_scalar(q: &[f32], d: usize, k: &[&[f16]], s: &mut [f32], ld: usize) {
+    for (g, qg) in q.chunks_exact(d).enumerate() {
+        for (j, kj) in k.iter().enumerate() {
+            s[g * ld + j] = dot_f16_scalar(qg, kj);
+        }
+    }
+}
+
+/// Scalar [`F16Ops::wsums`]: one `wsum` per output.
+fn wsums_scalar(out: &mut [f32], n: usize, w: &[f32], ld: usize, v: &[&[f16]]) {
+    for (g, og) in out.chunks_exact_mut(n).enumerate() {
+        wsum_scalar(og, &w[g * ld..g * ld + v.len()], v);
+    }
+}
 
 /// The best [`F16Ops`] for this CPU (the scalar ones under `TESSERA_CPU_ISA=scalar`).
 pub fn f16_ops() -> &'static F16Ops {

@@ -332,3 +332,47 @@ fn simd_f16_attention_ops_match_scalar() {
         }
     }
 }
+
+/// `dots` and `wsums` (several queries at once) are bit for bit `dot` and `wsum` per query,
+/// for every group size the attention uses and head widths with tails, SIMD and scalar.
+#[test]
+fn grouped_f16_attention_ops_are_per_query_ops() {
+    use super::{F16_SCALAR, f16_ops};
+    use half::f16;
+    let mut rng = Rng::new(4343);
+    for ops in [f16_ops(), &F16_SCALAR] {
+        for n in [8usize, 24, 64, 100, 256] {
+            for g in 1..=6 {
+                let (j, ld) = (11, 13);
+                let q = random_floats(&mut rng, g * n);
+                let rows: Vec<Vec<f16>> = (0..j)
+                    .map(|_| {
+                        random_floats(&mut rng, n)
+                            .into_iter()
+                            .map(f16::from_f32)
+                            .collect()
+                    })
+                    .collect();
+                let refs: Vec<&[f16]> = rows.iter().map(|r| r.as_slice()).collect();
+                let mut s = vec![f32::NAN; g * ld];
+                (ops.dots)(&q, n, &refs, &mut s, ld);
+                let w = random_floats(&mut rng, g * ld);
+                let start = random_floats(&mut rng, g * n);
+                let mut out = start.clone();
+                (ops.wsums)(&mut out, n, &w, ld, &refs);
+                for h in 0..g {
+                    let qh = &q[h * n..(h + 1) * n];
+                    for (jj, r) in refs.iter().enumerate() {
+                        let (x, y) = (s[h * ld + jj], (ops.dot)(qh, r));
+                        assert_eq!(x.to_bits(), y.to_bits(), "{:?} dots n={n} g={g}", ops.isa);
+                    }
+                    let mut alone = start[h * n..(h + 1) * n].to_vec();
+                    (ops.wsum)(&mut alone, &w[h * ld..h * ld + j], &refs);
+                    for (x, y) in out[h * n..(h + 1) * n].iter().zip(&alone) {
+                        assert_eq!(x.to_bits(), y.to_bits(), "{:?} wsums n={n} g={g}", ops.isa);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -78,7 +78,7 @@ pub fn attend_head(
     p: &AttnParams,
     out: &mut [f32],
 ) {
-    attend_head_with(f16_ops(), q, pq, kvh, kv, p, out)
+    attend_group_with(f16_ops(), q, pq, kvh, kv, p, out)
 }
 
 /// [`attend_head`] with the given F16 kernels (the tests compare SIMD with scalar).
@@ -91,61 +91,106 @@ pub fn attend_head_with(
     p: &AttnParams,
     out: &mut [f32],
 ) {
+    attend_group_with(ops, q, pq, kvh, kv, p, out)
+}
+
+/// Most query heads [`attend_group`] takes at once.
+pub const MAX_GROUP_HEADS: usize = 4;
+
+/// [`attend_head`] for `g = q.len() / head_dim ≤ MAX_GROUP_HEADS` query heads of one token
+/// that share KV head `kvh` (`q`: `g × head_dim`, `out`: `g × head_dim_v`): each key and value
+/// is loaded and converted once for all of them. Every head's output is bit for bit what
+/// [`attend_head`] gives it alone.
+pub fn attend_group(
+    q: &[f32],
+    pq: i32,
+    kvh: usize,
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    out: &mut [f32],
+) {
+    attend_group_with(f16_ops(), q, pq, kvh, kv, p, out)
+}
+
+/// [`attend_group`] with the given F16 kernels.
+pub fn attend_group_with(
+    ops: &F16Ops,
+    q: &[f32],
+    pq: i32,
+    kvh: usize,
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    out: &mut [f32],
+) {
     let (dk, dv) = (p.head_dim, p.head_dim_v);
+    let g = q.len() / dk;
+    assert!(
+        (1..=MAX_GROUP_HEADS).contains(&g) && q.len() == g * dk && out.len() == g * dv,
+        "1 to {MAX_GROUP_HEADS} whole query heads and their outputs"
+    );
     let kw = p.n_head_kv * dk;
     let vw = p.n_head_kv * dv;
     out.fill(0.0);
-    let mut max = f32::NEG_INFINITY;
-    let mut sum = 0.0f32;
+    let mut max = [f32::NEG_INFINITY; MAX_GROUP_HEADS];
+    let mut sum = [0.0f32; MAX_GROUP_HEADS];
     // The visible sources in chunks: their scores, then one exp pass (vectorised) and one
     // rescale of the output per chunk whose maximum is new, instead of one per key.
-    let mut scores = [0.0f32; CHUNK];
+    let mut scores = [0.0f32; MAX_GROUP_HEADS * CHUNK];
+    let mut keys: [&[f16]; CHUNK] = [&[]; CHUNK];
     let mut src = [0u32; CHUNK];
     let mut n = 0;
-    let mut flush = |scores: &mut [f32], src: &[u32], out: &mut [f32]| {
-        let cmax = scores.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        if cmax > max {
-            if max > f32::NEG_INFINITY {
-                // Rescale what has been accumulated to the new maximum.
-                let r = (max - cmax).exp();
-                sum *= r;
-                for o in out.iter_mut() {
-                    *o *= r;
+    let mut flush = |keys: &[&[f16]], src: &[u32], out: &mut [f32]| {
+        let n = keys.len();
+        (ops.dots)(q, dk, keys, &mut scores, CHUNK);
+        for h in 0..g {
+            let s = &mut scores[h * CHUNK..h * CHUNK + n];
+            for x in s.iter_mut() {
+                *x *= p.scale;
+                if let Some(c) = p.softcap {
+                    *x = c * (*x / c).tanh();
                 }
             }
-            max = cmax;
+            let cmax = s.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            if cmax > max[h] {
+                if max[h] > f32::NEG_INFINITY {
+                    // Rescale what has been accumulated to the new maximum.
+                    let r = (max[h] - cmax).exp();
+                    sum[h] *= r;
+                    for o in out[h * dv..(h + 1) * dv].iter_mut() {
+                        *o *= r;
+                    }
+                }
+                max[h] = cmax;
+            }
+            sum[h] += (ops.exp_sum)(s, max[h]);
         }
-        sum += (ops.exp_sum)(scores, max);
         let mut values: [&[f16]; CHUNK] = [&[]; CHUNK];
         for (v, &j) in values.iter_mut().zip(src) {
             *v = &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv];
         }
-        (ops.wsum)(out, scores, &values[..src.len()]);
+        (ops.wsums)(out, dv, &scores, CHUNK, &values[..n]);
     };
     for (j, &pk) in kv.positions.iter().enumerate() {
         if !visible(pq, pk, p.window) {
             continue;
         }
-        let k = &kv.key(j, kw)[kvh * dk..(kvh + 1) * dk];
-        let mut s = (ops.dot)(q, k) * p.scale;
-        if let Some(c) = p.softcap {
-            s = c * (s / c).tanh();
-        }
-        scores[n] = s;
+        keys[n] = &kv.key(j, kw)[kvh * dk..(kvh + 1) * dk];
         src[n] = j as u32;
         n += 1;
         if n == CHUNK {
-            flush(&mut scores, &src, out);
+            flush(&keys, &src, out);
             n = 0;
         }
     }
     if n > 0 {
-        flush(&mut scores[..n], &src[..n], out);
+        flush(&keys[..n], &src[..n], out);
     }
-    if sum > 0.0 {
-        let inv = 1.0 / sum;
-        for o in out.iter_mut() {
-            *o *= inv;
+    for h in 0..g {
+        if sum[h] > 0.0 {
+            let inv = 1.0 / sum[h];
+            for o in out[h * dv..(h + 1) * dv].iter_mut() {
+                *o *= inv;
+            }
         }
     }
 }
@@ -245,6 +290,59 @@ mod tests {
                     .map(|(&j, x)| (x - m).exp() / z * values[j * 16 + kvh * 8 + d] as f64)
                     .sum();
                 assert!((out[d] as f64 - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    /// Heads that share a KV head, attended together, get bit for bit what each gets alone
+    /// (SIMD and scalar kernels; groups of 1 to 4; several softmax chunks; a window).
+    #[test]
+    fn grouped_heads_match_single_heads_bitwise() {
+        let f = |i: usize| ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0;
+        for (dk, g) in [(64, 3), (256, 4), (24, 2), (40, 1)] {
+            let p = AttnParams {
+                n_head: 2 * g,
+                n_head_kv: 2,
+                head_dim: dk,
+                head_dim_v: dk,
+                scale: 0.2,
+                window: Some(300),
+                softcap: None,
+            };
+            let n_src = CHUNK + 77;
+            let kw = 2 * dk;
+            let keys: Vec<f16> = (0..n_src * kw)
+                .map(|i| f16::from_f32(f(i) + (i / kw) as f32 / 300.0))
+                .collect();
+            let values: Vec<f16> = (0..n_src * kw).map(|i| f16::from_f32(f(i + 5))).collect();
+            let positions: Vec<i32> = (0..n_src as i32).collect();
+            let rows: Vec<u32> = (0..n_src as u32).collect();
+            let kv = KvView {
+                cache_k: &keys,
+                cache_v: &values,
+                batch_k: &[],
+                batch_v: &[],
+                n_cells: n_src,
+                rows: &rows,
+                positions: &positions,
+            };
+            let q: Vec<f32> = (0..g * dk).map(|i| f(i + 11)).collect();
+            for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
+                let mut grouped = vec![f32::NAN; g * dk];
+                attend_group_with(ops, &q, n_src as i32 - 3, 1, &kv, &p, &mut grouped);
+                for h in 0..g {
+                    let mut alone = vec![f32::NAN; dk];
+                    let qh = &q[h * dk..(h + 1) * dk];
+                    attend_head_with(ops, qh, n_src as i32 - 3, 1, &kv, &p, &mut alone);
+                    for (d, (a, b)) in grouped[h * dk..].iter().zip(&alone).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{:?} d{dk} g{g} head {h} dim {d}",
+                            ops.isa
+                        );
+                    }
+                }
             }
         }
     }

@@ -244,3 +244,157 @@ unsafe fn wsum_impl<const A: usize>(
         }
     }
 }
+
+/// Queries per pass of [`dots_f32_f16`] and [`wsums_f16`] (their accumulators fill the
+/// registers).
+const QUERIES: usize = 4;
+
+pub(super) fn dots_f32_f16(q: &[f32], d: usize, k: &[&[half::f16]], s: &mut [f32], ld: usize) {
+    let g = q.len() / d;
+    assert!(
+        k.iter().all(|kj| kj.len() >= d),
+        "key rows of the head width"
+    );
+    assert!(g == 0 || s.len() >= (g - 1) * ld + k.len());
+    for g0 in (0..g).step_by(QUERIES) {
+        let (qs, ss) = (&q[g0 * d..], &mut s[g0 * ld..]);
+        // SAFETY: F16_OPS is handed out only with AVX2/FMA/F16C present; the asserts keep
+        // `QUERIES` (or fewer) query rows, every key row and every score in bounds.
+        unsafe {
+            match (g - g0).min(QUERIES) {
+                1 => dots_impl::<1>(qs, d, k, ss, ld),
+                2 => dots_impl::<2>(qs, d, k, ss, ld),
+                3 => dots_impl::<3>(qs, d, k, ss, ld),
+                _ => dots_impl::<4>(qs, d, k, ss, ld),
+            }
+        }
+    }
+}
+
+/// [`dot_f32_f16`] of `G` queries with every key, each key converted once.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `q` holds `G·d`, every key `d`, `s` every `g·ld + j`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dots_impl<const G: usize>(
+    q: &[f32],
+    d: usize,
+    k: &[&[half::f16]],
+    s: &mut [f32],
+    ld: usize,
+) {
+    let qp = q.as_ptr();
+    for (j, kj) in k.iter().enumerate() {
+        let kp = kj.as_ptr() as *const u8;
+        let mut acc = [[_mm256_setzero_ps(); 2]; G];
+        for i in 0..d / 16 {
+            for h in 0..2 {
+                let off = 16 * i + 8 * h;
+                let y =
+                    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(2 * off) as *const __m128i) });
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    let x = unsafe { _mm256_loadu_ps(qp.add(g * d + off)) };
+                    acc[h] = _mm256_fmadd_ps(x, y, acc[h]);
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            let mut v = hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+            for i in d / 16 * 16..d {
+                v += q[g * d + i] * kj[i].to_f32();
+            }
+            s[g * ld + j] = v;
+        }
+    }
+}
+
+pub(super) fn wsums_f16(out: &mut [f32], n: usize, w: &[f32], ld: usize, v: &[&[half::f16]]) {
+    let g = out.len() / n;
+    let keys = v.len();
+    assert!(
+        v.iter().all(|vj| vj.len() >= n),
+        "value rows of the head width"
+    );
+    assert!(g == 0 || w.len() >= (g - 1) * ld + keys);
+    for g0 in (0..g).step_by(QUERIES) {
+        let gs = (g - g0).min(QUERIES);
+        let (o, ws) = (&mut out[g0 * n..(g0 + gs) * n], &w[g0 * ld..]);
+        // SAFETY: as in `dots_f32_f16`: `gs` outputs of `n`, their weights, `n` per value row.
+        unsafe {
+            match gs {
+                1 => wsums_impl::<1>(o, n, ws, ld, v),
+                2 => wsums_impl::<2>(o, n, ws, ld, v),
+                3 => wsums_impl::<3>(o, n, ws, ld, v),
+                _ => wsums_impl::<4>(o, n, ws, ld, v),
+            }
+        }
+    }
+}
+
+/// [`wsum_f16`] of `G` outputs over the same value rows, each row converted once: blocks of
+/// 16 elements (then 8) of all `G` outputs in registers while every row passes.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `out` holds `G·n`, `w` every `g·ld + j`, every row `n`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn wsums_impl<const G: usize>(
+    out: &mut [f32],
+    n: usize,
+    w: &[f32],
+    ld: usize,
+    v: &[&[half::f16]],
+) {
+    let op = out.as_mut_ptr();
+    unsafe {
+        wsums_blocks::<G, 2>(0, n / 16, op, n, w, ld, v);
+        wsums_blocks::<G, 1>(n / 16 * 16, n % 16 / 8, op, n, w, ld, v);
+    }
+    for g in 0..G {
+        for i in n / 8 * 8..n {
+            for (j, vj) in v.iter().enumerate() {
+                out[g * n + i] += w[g * ld + j] * vj[i].to_f32();
+            }
+        }
+    }
+}
+
+/// `blocks` blocks of `8·A` elements from `d0` of [`wsums_impl`].
+///
+/// # Safety
+/// As in [`wsums_impl`], the blocks inside `n`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wsums_blocks<const G: usize, const A: usize>(
+    d0: usize,
+    blocks: usize,
+    out: *mut f32,
+    n: usize,
+    w: &[f32],
+    ld: usize,
+    v: &[&[half::f16]],
+) {
+    for b in 0..blocks {
+        let d = d0 + 8 * A * b;
+        let mut acc: [[__m256; A]; G] = std::array::from_fn(|g| {
+            std::array::from_fn(|k| unsafe { _mm256_loadu_ps(out.add(g * n + d + 8 * k)) })
+        });
+        for (j, vj) in v.iter().enumerate() {
+            let p = unsafe { vj.as_ptr().add(d) } as *const u8;
+            let x: [__m256; A] = std::array::from_fn(|k| {
+                _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(16 * k) as *const __m128i) })
+            });
+            for (g, acc) in acc.iter_mut().enumerate() {
+                let wv = _mm256_set1_ps(unsafe { *w.get_unchecked(g * ld + j) });
+                for (acc, x) in acc.iter_mut().zip(&x) {
+                    *acc = _mm256_fmadd_ps(wv, *x, *acc);
+                }
+            }
+        }
+        for (g, acc) in acc.iter().enumerate() {
+            for (k, acc) in acc.iter().enumerate() {
+                unsafe { _mm256_storeu_ps(out.add(g * n + d + 8 * k), *acc) };
+            }
+        }
+    }
+}

@@ -84,6 +84,8 @@ pub(super) static F16_OPS: F16Ops = F16Ops {
     axpy: float::axpy_f16,
     exp_sum: float::exp_sum,
     wsum: float::wsum_f16,
+    dots: float::dots_f32_f16,
+    wsums: float::wsums_f16,
 };
 
 const fn k(
