@@ -3,6 +3,8 @@
 //! - `decode/<type>`: one token against a 64 MiB weight matrix (far beyond the caches), as a
 //!   decode step's mat_muls and output projection stream their weights; reported in bytes of
 //!   weights per second next to `decode/memread`, a plain read of the same bytes (the ceiling).
+//! - `decode_cached/<type>`: the same against 256 KiB (in L2): the kernel's own speed, the
+//!   ceiling on decode speed when two threads share the memory bandwidth.
 //! - `prefill/<type>`: 64 tokens against 64 rows of 1024 elements (all in L2), as a prefill
 //!   tile sees them; reported in multiply-adds per second.
 //!
@@ -70,11 +72,17 @@ fn activations(dtype: DType, tokens: usize) -> (Vec<u8>, usize) {
 }
 
 fn decode(c: &mut Criterion) {
-    let mut g = c.benchmark_group("decode");
+    decode_over(c, "decode", 64 << 20);
+    decode_over(c, "decode_cached", 256 << 10);
+}
+
+/// One token against `bytes` of weights, in blocks of 16 rows.
+fn decode_over(c: &mut Criterion, name: &str, bytes: usize) {
+    let mut g = c.benchmark_group(name);
     g.sample_size(10);
     for dtype in TYPES {
         let rb = dtype.row_bytes(N as u64).unwrap() as usize;
-        let rows = (64 << 20) / rb / 16 * 16;
+        let rows = bytes / rb / 16 * 16;
         let (w, rb) = weights(dtype, rows);
         let (a, ab) = activations(dtype, 1);
         let k = kernel(dtype).unwrap();

@@ -496,7 +496,13 @@ impl CpuExecutor {
         }
         self.pool.run(&|ti, nt| {
             let units = split_range(total, ti, nt, 1);
-            let mut buf = [0.0f32; PROMPT_ROW_BLOCK * TOKEN_BLOCK];
+            // Prompt outputs pass through a per-task buffer (16 KiB; not zeroed for decode,
+            // which writes in place and runs this closure hundreds of times per token).
+            let mut buf_store = if n_tok > 1 {
+                Some([0.0f32; PROMPT_ROW_BLOCK * TOKEN_BLOCK])
+            } else {
+                None
+            };
             // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
             // while every token of the chunk passes over them).
             for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
@@ -525,6 +531,7 @@ impl CpuExecutor {
                         seg.kernel.gemm(&args, unsafe { seg.out.slice(r0..r1) });
                         continue;
                     }
+                    let buf = buf_store.as_mut().expect("a prompt's buffer");
                     seg.kernel.gemm(&args, &mut buf[..nr * (t1 - t0)]);
                     for t in t0..t1 {
                         // SAFETY: this unit's rows of every token are written by this task only.
@@ -626,7 +633,7 @@ impl CpuExecutor {
                 attention::attend_group(qh, positions[t], h / group, &view, p, dst);
             }
         };
-        if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS * 4 {
+        if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS {
             self.pool.run(&work);
         } else {
             work(0, 1);

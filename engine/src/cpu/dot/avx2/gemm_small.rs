@@ -21,11 +21,52 @@
 //! 8-lane partial sums are reduced to exact totals with horizontal adds before the scales.
 
 use super::gemm::{Block, Q4_0, Q4_1, Q5_0, u32_at};
-use super::{dot_i8_i8, dot_u8_i8, f16_at, load};
+use super::legacy::{bits_to_bytes, nibbles};
+use super::{dot_u8_i8, f16_at, hsum_epi32, load};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::q8::QK;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
+
+/// The formats here as the decode tiles read them: the quants as stored, unsigned.
+trait SmallBlock: Block {
+    /// Stored quant − `OFFSET` = the signed quant `q` (0 for Q4_1, whose quants are unsigned).
+    const OFFSET: i32;
+    /// The block's 32 stored quants (0..=31) in element order.
+    ///
+    /// # Safety
+    /// `p..p + BYTES` readable; AVX2 present.
+    unsafe fn stored(p: *const u8) -> __m256i;
+}
+
+impl SmallBlock for Q4_0 {
+    const OFFSET: i32 = 8;
+    #[inline(always)]
+    unsafe fn stored(p: *const u8) -> __m256i {
+        unsafe { nibbles(p.add(2)) }
+    }
+}
+
+impl SmallBlock for Q4_1 {
+    const OFFSET: i32 = 0;
+    #[inline(always)]
+    unsafe fn stored(p: *const u8) -> __m256i {
+        unsafe { nibbles(p.add(4)) }
+    }
+}
+
+impl SmallBlock for Q5_0 {
+    const OFFSET: i32 = 16;
+    #[inline(always)]
+    unsafe fn stored(p: *const u8) -> __m256i {
+        unsafe {
+            _mm256_or_si256(
+                nibbles(p.add(6)),
+                _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10)),
+            )
+        }
+    }
+}
 
 /// Fewest tokens for which a call repacks its rows (below: decode tiles).
 const MIN_PACKED_TOKENS: usize = 4;
@@ -77,30 +118,46 @@ thread_local! {
     static SCRATCH: RefCell<(Vec<Packed8>, Vec<ActBlock>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// The exact totals of the 8 i32 lanes of each of `p[0..4]`, in lanes 0..4.
+/// The exact totals of the 8 i32 lanes of each of `p[0..8]`, in lanes 0..8.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn totals4(p: [__m256i; 4]) -> __m128i {
-    let h = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
-    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+fn totals8(p: [__m256i; 8]) -> __m256i {
+    let lo = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+    let hi = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+    // lo = rows 0..4 over lanes 0..4 | rows 0..4 over lanes 4..8; hi the same for rows 4..8.
+    _mm256_add_epi32(
+        _mm256_permute2x128_si256::<0x20>(lo, hi),
+        _mm256_permute2x128_si256::<0x31>(lo, hi),
+    )
 }
 
-/// `out[r] = w_r · a` for `R ≤ 4` rows at `w` (`wrb` apart) and one token at `a`, over `nb`
-/// blocks; with `prefetch`, the `R` rows after these are prefetched (decode streams them next).
+/// Rows per decode tile.
+const DECODE_ROWS: usize = 8;
+
+/// `out[r] = w_r · a` for `R ≤ 8` rows at `w` (`wrb` apart) and one token whose block scales
+/// are `ad[b]` (Q8_1 sums `as_[b]`, `OFFSET · Σ a` per block `corr[b]`), quants at `a`, over
+/// `nb` blocks; with `prefetch`, the `R` rows after these are prefetched (decode streams them
+/// next). The stored (unsigned) quants meet the activations in one `maddubs`, and
+/// `Σ stored·a − OFFSET·Σ a = Σ q·a` once per block for all the rows.
 ///
 /// # Safety
-/// AVX2/FMA/F16C present; `nb` blocks readable in each row and in `a`; `out..out + R` writable.
+/// AVX2/FMA/F16C present; `nb` blocks readable in each row and in `a`, `nb` values in `ad`,
+/// `as_` and `corr`; `out..out + R` writable.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn rows_tile<B: Block, const R: usize>(
+#[allow(clippy::too_many_arguments)]
+unsafe fn rows_tile<B: SmallBlock, const R: usize>(
     nb: usize,
     w: *const u8,
     wrb: usize,
     a: *const u8,
+    ad: *const f32,
+    as_: *const f32,
+    corr: *const i32,
     out: *mut f32,
     prefetch: bool,
 ) {
-    let mut acc = _mm_setzero_ps();
+    let mut acc = _mm256_setzero_ps();
     let next = w.wrapping_add(R * wrb);
     for b in 0..nb {
         if prefetch {
@@ -109,35 +166,36 @@ unsafe fn rows_tile<B: Block, const R: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8);
             }
         }
-        let ab = unsafe { a.add(b * B::ACT_BYTES) };
-        let y = unsafe { load(ab.add(B::ACT_QS)) };
-        let mut p = [_mm256_setzero_si256(); 4];
-        // (d, m) of the rows as f16 pairs d0 m0 d1 m1 …, converted in one go.
-        let mut g = [0i32; 4];
+        let y = unsafe { load(a.add(b * B::ACT_BYTES + B::ACT_QS)) };
+        let mut p = [_mm256_setzero_si256(); 8];
+        // (d, m) of the rows as f16 pairs d0 m0 d1 m1 …
+        let mut g = [0i32; 8];
         for r in 0..R {
             let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
-            let q = unsafe { B::quants(wb) };
-            p[r] = if B::SIGNED {
-                dot_i8_i8(q, y)
-            } else {
-                dot_u8_i8(q, y)
-            };
+            p[r] = dot_u8_i8(unsafe { B::stored(wb) }, y);
             g[r] = unsafe { u32_at(wb) };
         }
-        let dm = _mm256_cvtph_ps(_mm_setr_epi32(g[0], g[1], g[2], g[3]));
-        let dm = _mm256_permutevar8x32_ps(dm, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
-        let d = _mm_mul_ps(
-            _mm256_castps256_ps128(dm),
-            _mm_set1_ps(unsafe { f16_at(ab) }),
+        let g = _mm256_setr_epi32(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
+        // The low halves (d) of the 8 words, then the high halves (m), as f32.
+        let split = _mm256_setr_epi8(
+            0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3,
+            6, 7, 10, 11, 14, 15,
         );
-        acc = _mm_fmadd_ps(_mm_cvtepi32_ps(totals4(p)), d, acc);
+        let g = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(g, split));
+        let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(g));
+        let d = _mm256_mul_ps(dw, _mm256_set1_ps(unsafe { *ad.add(b) }));
+        let mut i = totals8(p);
+        if B::OFFSET != 0 {
+            i = _mm256_sub_epi32(i, _mm256_set1_epi32(unsafe { *corr.add(b) }));
+        }
+        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc);
         if B::HAS_MIN {
-            let s = _mm_set1_ps(unsafe { f16_at(ab.add(2)) });
-            acc = _mm_fmadd_ps(_mm256_extractf128_ps::<1>(dm), s, acc);
+            let m = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(g));
+            acc = _mm256_fmadd_ps(m, _mm256_set1_ps(unsafe { *as_.add(b) }), acc);
         }
     }
-    let mut o = [0.0f32; 4];
-    unsafe { _mm_storeu_ps(o.as_mut_ptr(), acc) };
+    let mut o = [0.0f32; 8];
+    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
     for (r, &v) in o.iter().enumerate().take(R) {
         unsafe { *out.add(r) = v };
     }
@@ -363,7 +421,7 @@ unsafe fn gemm_packed<B: Block>(
 /// apart) and the `tokens` rows at `a` (`arb` apart); `out` holds `tokens × rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_impl<B: Block>(
+unsafe fn gemm_impl<B: SmallBlock>(
     nb: usize,
     w: *const u8,
     wrb: usize,
@@ -377,25 +435,55 @@ unsafe fn gemm_impl<B: Block>(
         return unsafe { gemm_packed::<B>(nb, w, wrb, rows, a, arb, tokens, out) };
     }
     let prefetch = tokens == 1;
+    // Each token's block scales (and Q8_1 sums) as f32, once for all its rows.
+    let scales = SCRATCH.with_borrow_mut(|(_, act)| {
+        if act.len() < nb {
+            act.resize(nb, ACT_ZERO);
+        }
+        act.as_mut_ptr()
+    }) as *mut f32;
+    // SAFETY (of the casts): an `ActBlock` is 40 bytes, so `nb` of them hold `3·nb` f32/i32s;
+    // the scratch stays this thread's until the call returns.
+    let (ad, as_) = (scales, unsafe { scales.add(nb) });
+    let corr = unsafe { scales.add(2 * nb) } as *mut i32;
+    let ones = _mm256_set1_epi8(1);
     for t in 0..tokens {
         let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows)) };
+        for b in 0..nb {
+            let ab = unsafe { at.add(b * B::ACT_BYTES) };
+            unsafe {
+                *ad.add(b) = f16_at(ab);
+                *as_.add(b) = if B::HAS_MIN { f16_at(ab.add(2)) } else { 0.0 };
+                if B::OFFSET != 0 {
+                    let y = load(ab.add(B::ACT_QS));
+                    *corr.add(b) = B::OFFSET * hsum_epi32(dot_u8_i8(ones, y));
+                }
+            }
+        }
         let mut r = 0;
-        while r + 4 <= rows {
-            unsafe { rows_tile::<B, 4>(nb, w.add(r * wrb), wrb, at, ot.add(r), prefetch) };
-            r += 4;
+        while r + DECODE_ROWS <= rows {
+            let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
+            unsafe { rows_tile::<B, DECODE_ROWS>(nb, wr, wrb, at, ad, as_, corr, or, prefetch) };
+            r += DECODE_ROWS;
         }
         let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
-        match rows - r {
-            1 => unsafe { rows_tile::<B, 1>(nb, wr, wrb, at, or, false) },
-            2 => unsafe { rows_tile::<B, 2>(nb, wr, wrb, at, or, false) },
-            3 => unsafe { rows_tile::<B, 3>(nb, wr, wrb, at, or, false) },
-            _ => {}
+        unsafe {
+            match rows - r {
+                1 => rows_tile::<B, 1>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                2 => rows_tile::<B, 2>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                3 => rows_tile::<B, 3>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                4 => rows_tile::<B, 4>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                5 => rows_tile::<B, 5>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                6 => rows_tile::<B, 6>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                7 => rows_tile::<B, 7>(nb, wr, wrb, at, ad, as_, corr, or, false),
+                _ => {}
+            }
         }
     }
 }
 
 /// Checks `g` and `out` against the block sizes of `B` and runs the product.
-fn gemm<B: Block>(g: &GemmArgs<'_>, out: &mut [f32]) {
+fn gemm<B: SmallBlock>(g: &GemmArgs<'_>, out: &mut [f32]) {
     let nb = g.n / QK;
     if g.rows == 0 || g.tokens == 0 {
         return;

@@ -23,11 +23,10 @@ fn blocks(n: usize, w: &[u8], wb: usize, a: &[u8], ab: usize) -> usize {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
-    let b = unsafe { _mm_loadu_si128(p as *const __m128i) };
-    let m = _mm_set1_epi8(0x0f);
-    let lo = _mm_and_si128(b, m);
-    let hi = _mm_and_si128(_mm_srli_epi16::<4>(b), m);
-    _mm256_set_m128i(hi, lo)
+    // The 16 bytes in both lanes (one broadcast load), the high lane shifted down a nibble.
+    let b = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p as *const __m128i) });
+    let both = _mm256_blend_epi32::<0xf0>(b, _mm256_srli_epi16::<4>(b));
+    _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
 }
 
 /// 0xFF in byte `j` where bit `j` of the little-endian u32 at `p` is set, 0 elsewhere.
