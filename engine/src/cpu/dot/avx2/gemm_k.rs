@@ -4,7 +4,9 @@
 //! corrections from the activations' block sums with one `madd` each.
 //!
 //! Every output is bit-identical to the untiled AVX2 dot product (`kquant.rs`): the integer
-//! sums land in the same lanes and the float operations run in the same order.
+//! sums land in the same lanes and the float operations run in the same order. For Q4_K that
+//! order is `gemm_q4k_packed`'s (each super-block's exact integer total, then one fma), and
+//! prompts of 4 tokens or more go to its packed kernel.
 
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
@@ -60,7 +62,8 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    // Sum order of `gemm_q4k_packed`: each super-block's exact integer total, then one fma.
+    let mut acc = [[0.0f32; T]; R];
     let mut acc_m = [[0.0f32; T]; R];
     let low = _mm256_set1_epi8(0x0f);
     for i in 0..nb {
@@ -114,14 +117,13 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
                 let summs = hsum_epi32(_mm256_madd_epi16(bsums, m2));
                 acc_m[r][t] += xdmin * yd * summs as f32;
                 let d = xd * yd;
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[r][t]);
+                acc[r][t] = (hsum_epi32(sumi[t]) as f32).mul_add(d, acc[r][t]);
             }
         }
     }
     for t in 0..T {
         for r in 0..R {
-            unsafe { *out.add(t * ldo + r) = hsum_ps(acc[r][t]) - acc_m[r][t] };
+            unsafe { *out.add(t * ldo + r) = acc[r][t] - acc_m[r][t] };
         }
     }
 }
@@ -288,8 +290,33 @@ fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
 }
 
 pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm(&Q4_K_TILES, g, out)
+    if g.tokens < MIN_PACKED_TOKENS {
+        return gemm(&Q4_K_TILES, g, out);
+    }
+    let nb = g.n / QK_K;
+    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
+    assert!(g.n.is_multiple_of(QK_K), "whole super-blocks only");
+    assert!(g.rows > 0 && g.w.len() >= need(g.w_stride, g.rows, Q4_K_BYTES));
+    assert!(g.a.len() >= need(g.a_stride, g.tokens, Q8_K_BYTES));
+    assert!(out.len() >= g.rows * g.tokens);
+    // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
+    // asserts keep every super-block of every row and token, and every output, in bounds.
+    unsafe {
+        super::gemm_q4k_packed::gemm_packed(
+            nb,
+            g.w.as_ptr(),
+            g.w_stride,
+            g.rows,
+            g.a.as_ptr(),
+            g.a_stride,
+            g.tokens,
+            out.as_mut_ptr(),
+        )
+    }
 }
+
+/// Fewest tokens for which a Q4_K call repacks its rows (`gemm_q4k_packed`).
+const MIN_PACKED_TOKENS: usize = 4;
 
 pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm(&Q6_K_TILES, g, out)

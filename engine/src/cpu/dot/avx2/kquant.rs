@@ -33,7 +33,8 @@ pub(super) fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+    // Sum order of `gemm_q4k_packed`: each super-block's exact integer total, then one fma.
+    let mut acc = 0.0f32;
     let mut acc_m = 0.0f32;
     let low = _mm256_set1_epi8(0x0f);
     for i in 0..nb {
@@ -64,9 +65,9 @@ unsafe fn q4_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
         let d = unsafe { f16_at(x) } * yd;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = (hsum_epi32(sumi) as f32).mul_add(d, acc);
     }
-    hsum_ps(acc) - acc_m
+    acc - acc_m
 }
 
 pub(super) fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {

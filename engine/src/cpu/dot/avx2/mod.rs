@@ -8,6 +8,7 @@
 mod float;
 mod gemm;
 mod gemm_k;
+mod gemm_q4k_packed;
 mod gemm_small;
 mod kquant;
 mod legacy;

@@ -1,0 +1,253 @@
+//! AVX2 prompt products of Q4_K weights against Q8_K activations with 8 weight rows per
+//! register, as [`super::gemm_small`] does for the 32-element formats.
+//!
+//! Each call repacks its rows in groups of 8, a super-block at a time: the 8 rows' nibbles as
+//! bytes, interleaved 4 bytes a row per 32-element sub-block, beside the rows' sub-block scales
+//! and mins (as i16 pairs for `madd`) and their f32 `d`, `dmin`. One `maddubs` of 4 bytes of 8
+//! rows with the token's 4 activation bytes broadcast gives 8 rows × 4 products; a sub-block's
+//! 8 of them sum in i16 (≤ 8·2·15·128), one `madd` applies the 8 rows' scales, and the 8 dot
+//! products of a super-block arrive in 8 lanes, exact.
+//!
+//! **Sum order** (shared with `kquant.rs`'s `vec_dot_q4_k` and the decode tiles of
+//! `gemm_k.rs`): per super-block, the exact integer `T = Σ_j sc_j·Σ q·a` and `M = Σ_j m_j·Σ a`;
+//! `acc = fma(f32(T), d·d_a, acc)`, `acc_m += (dmin·d_a)·f32(M)`; the result is `acc − acc_m`.
+
+// Row, sub-block and token indices address several arrays together.
+#![allow(clippy::needless_range_loop)]
+
+use super::{f16_at, load};
+use crate::quant::QK_K;
+use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
+use crate::quant::k8::Q8_K_BYTES;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Offset of the quants in a Q8_K block (after its f32 scale).
+const Y_QS: usize = 4;
+/// Offset of the sixteen i16 block sums in a Q8_K block.
+const Y_BSUMS: usize = 4 + QK_K;
+/// Tokens per pass (they share each loaded weight vector).
+const TT: usize = 4;
+
+/// One super-block of 8 weight rows, repacked.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct PackedK4 {
+    /// f32 `d` of each row.
+    d: [f32; 8],
+    /// f32 `dmin` of each row.
+    dmin: [f32; 8],
+    /// `sc[j]`: each row's scale of sub-block `j`, twice (an i16 pair for `madd`).
+    sc: [[i16; 16]; 8],
+    /// `mn[k]`: each row's mins of sub-blocks `2k` and `2k + 1` (an i16 pair).
+    mn: [[i16; 16]; 4],
+    /// `q[j][c]`: elements `4c..4c+4` of sub-block `j` of rows 0..8, as bytes, row after row.
+    q: [[[u8; 32]; 8]; 8],
+}
+
+const PACKED_ZERO: PackedK4 = PackedK4 {
+    d: [0.0; 8],
+    dmin: [0.0; 8],
+    sc: [[0; 16]; 8],
+    mn: [[0; 16]; 4],
+    q: [[[0; 32]; 8]; 8],
+};
+
+thread_local! {
+    /// Each thread's repacked weights; grown, never shrunk.
+    static SCRATCH: RefCell<Vec<PackedK4>> = const { RefCell::new(Vec::new()) };
+}
+
+/// 8 × 8 transpose of 4-byte groups: `out[j]` = group `j` of `v[0..8]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
+    let t: [__m256i; 8] = std::array::from_fn(|k| {
+        let (x, y) = (v[k & !1], v[k | 1]);
+        if k & 1 == 0 {
+            _mm256_unpacklo_epi32(x, y)
+        } else {
+            _mm256_unpackhi_epi32(x, y)
+        }
+    });
+    let s: [__m256i; 8] = std::array::from_fn(|k| {
+        let (half, c) = (k / 4, k % 4);
+        let (x, y) = (t[4 * half + (c / 2)], t[4 * half + 2 + (c / 2)]);
+        if c % 2 == 0 {
+            _mm256_unpacklo_epi64(x, y)
+        } else {
+            _mm256_unpackhi_epi64(x, y)
+        }
+    });
+    std::array::from_fn(|j| {
+        let (x, y) = (s[j % 4], s[4 + j % 4]);
+        if j < 4 {
+            _mm256_permute2x128_si256::<0x20>(x, y)
+        } else {
+            _mm256_permute2x128_si256::<0x31>(x, y)
+        }
+    })
+}
+
+/// Repacks rows `0..nr` (`nr ≤ 8`; the rest zero) at `w` (`wrb` apart) into `dst[0..nb]`.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds
+/// `nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedK4) {
+    let low = _mm256_set1_epi8(0x0f);
+    for b in 0..nb {
+        let p = unsafe { &mut *dst.add(b) };
+        *p = PACKED_ZERO;
+        let mut sub = [[_mm256_setzero_si256(); 8]; 8];
+        for r in 0..nr {
+            let x = unsafe { w.add(r * wrb + b * Q4_K_BYTES) };
+            p.d[r] = unsafe { f16_at(x) };
+            p.dmin[r] = unsafe { f16_at(x.add(2)) };
+            let scales = unsafe { std::slice::from_raw_parts(x.add(4), 12) };
+            let (sc, m) = unpack_scales_mins_k4(scales);
+            for j in 0..8 {
+                p.sc[j][2 * r] = sc[j] as i16;
+                p.sc[j][2 * r + 1] = sc[j] as i16;
+            }
+            for k in 0..4 {
+                p.mn[k][2 * r] = m[2 * k] as i16;
+                p.mn[k][2 * r + 1] = m[2 * k + 1] as i16;
+            }
+            for c in 0..4 {
+                let q = unsafe { load(x.add(16 + 32 * c)) };
+                sub[2 * c][r] = _mm256_and_si256(q, low);
+                sub[2 * c + 1][r] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            }
+        }
+        for (j, rows) in sub.into_iter().enumerate() {
+            for (c, chunk) in transpose8(rows).into_iter().enumerate() {
+                unsafe { _mm256_store_si256(p.q[j][c].as_mut_ptr() as *mut __m256i, chunk) };
+            }
+        }
+    }
+}
+
+/// `out[t·ldo + r] = w_r · a_t` for the 8 rows of `pk` (first `nr` stored) and `N ≤ TT`
+/// tokens at `a` (`arb` apart), over `nb` super-blocks.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `pk` holds `nb`; `nb` Q8_K blocks readable in each token; `out`
+/// writable at every `t·ldo + r` for `r < nr`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_tile<const N: usize>(
+    nb: usize,
+    pk: *const PackedK4,
+    a: *const u8,
+    arb: usize,
+    out: *mut f32,
+    ldo: usize,
+    nr: usize,
+) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_m = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let p = unsafe { &*pk.add(b) };
+        let y: [*const u8; N] = std::array::from_fn(|t| unsafe { a.add(t * arb + b * Q8_K_BYTES) });
+        let mut isum = [_mm256_setzero_si256(); N];
+        for j in 0..8 {
+            let mut s16 = [_mm256_setzero_si256(); N];
+            for c in 0..8 {
+                let wq = unsafe { _mm256_load_si256(p.q[j][c].as_ptr() as *const __m256i) };
+                for t in 0..N {
+                    let off = Y_QS + 32 * j + 4 * c;
+                    let u = _mm256_set1_epi32(unsafe {
+                        (y[t].add(off) as *const i32).read_unaligned()
+                    });
+                    s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wq, u));
+                }
+            }
+            let sc = unsafe { _mm256_load_si256(p.sc[j].as_ptr() as *const __m256i) };
+            for t in 0..N {
+                isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
+            }
+        }
+        let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
+        let dmin = unsafe { _mm256_load_ps(p.dmin.as_ptr()) };
+        for t in 0..N {
+            // Σ a over sub-blocks 2k and 2k+1, as an i16 pair, from the block sums.
+            let bs = unsafe { load(y[t].add(Y_BSUMS)) };
+            let pairs = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
+            let pairs = _mm256_packs_epi32(pairs, pairs);
+            let mut msum = _mm256_setzero_si256();
+            let pv: [i32; 8] = unsafe { std::mem::transmute(pairs) };
+            // `packs` keeps 128-bit lanes: sub-block sums 0..4 then 4..8 sit in words 0..4 of
+            // each lane; pairs of them are the i32s 0, 1 (lane 0) and 4, 5 (lane 1).
+            for (k, &i) in [0usize, 1, 4, 5].iter().enumerate() {
+                let mn = unsafe { _mm256_load_si256(p.mn[k].as_ptr() as *const __m256i) };
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mn, _mm256_set1_epi32(pv[i])));
+            }
+            let yd = _mm256_set1_ps(unsafe { (y[t] as *const f32).read_unaligned() });
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, yd), acc[t]);
+            acc_m[t] = _mm256_add_ps(
+                acc_m[t],
+                _mm256_mul_ps(_mm256_mul_ps(dmin, yd), _mm256_cvtepi32_ps(msum)),
+            );
+        }
+    }
+    for t in 0..N {
+        let v = _mm256_sub_ps(acc[t], acc_m[t]);
+        let o = unsafe { out.add(t * ldo) };
+        if nr == 8 {
+            unsafe { _mm256_storeu_ps(o, v) };
+        } else {
+            let mut x = [0.0f32; 8];
+            unsafe { _mm256_storeu_ps(x.as_mut_ptr(), v) };
+            for (r, &x) in x.iter().enumerate().take(nr) {
+                unsafe { *o.add(r) = x };
+            }
+        }
+    }
+}
+
+/// `out[t·rows + r] = w_r · a_t` over packed groups of 8 rows.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `rows` rows at `w` (`wrb`
+/// apart) and the `tokens` Q8_K rows at `a` (`arb` apart); `out` holds `tokens × rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_packed(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    out: *mut f32,
+) {
+    let groups = rows.div_ceil(8);
+    // This thread's scratch, grown to fit; nothing else touches it until this call returns.
+    let pk = SCRATCH.with_borrow_mut(|pk| {
+        if pk.len() < groups * nb {
+            pk.resize(groups * nb, PACKED_ZERO);
+        }
+        pk.as_mut_ptr()
+    });
+    for g in 0..groups {
+        let r0 = 8 * g;
+        let nr = (rows - r0).min(8);
+        let gp = unsafe { pk.add(g * nb) };
+        unsafe { repack8(nb, w.add(r0 * wrb), wrb, nr, gp) };
+        let mut t = 0;
+        while t + TT <= tokens {
+            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
+            unsafe { packed_tile::<TT>(nb, gp, at, arb, ot, rows, nr) };
+            t += TT;
+        }
+        while t < tokens {
+            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
+            unsafe { packed_tile::<1>(nb, gp, at, arb, ot, rows, nr) };
+            t += 1;
+        }
+    }
+}
