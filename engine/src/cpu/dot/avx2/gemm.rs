@@ -1,5 +1,6 @@
-//! AVX2 tiled matrix products of the 32-element formats (Q4_0, Q4_1, Q5_0, Q8_0 weights against
-//! Q8_0/Q8_1 activations): a tile of up to 4 weight rows × 4 tokens walks the blocks once, so
+//! The 32-element block formats as the AVX2 tiles read them ([`Block`]: Q4_0, Q4_1, Q5_0 and
+//! Q8_0; the first three's products live in `gemm_small.rs`), and the Q8_0 × Q8_0 tiled
+//! product: a tile of up to 4 weight rows × 4 tokens walks the blocks once, so
 //! each weight block is unpacked once for all the tile's tokens, each activation block loaded
 //! once for all its rows, and the f16 scales of 4 rows are converted with one instruction.
 //! No call per dot product.

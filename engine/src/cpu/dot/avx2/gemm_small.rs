@@ -17,8 +17,10 @@
 //! (instead of per row and token). |q| ≤ 16 keeps four `maddubs` sums inside i16.
 //! The repacking is done once per call and used by all its tokens (64 per call).
 //!
-//! **Decode path (fewer tokens):** 4 rows × 1 token straight from the file's blocks; the rows'
-//! 8-lane partial sums are reduced to exact totals with horizontal adds before the scales.
+//! **Decode path (fewer tokens):** 8 rows × 1 token straight from the file's blocks: the stored
+//! (unsigned) quants meet the activations in one `maddubs` each, the rows' 8-lane partial sums
+//! are reduced to exact totals with horizontal adds, `OFFSET·Σa` comes off once per block, and
+//! one conversion and one `fma` serve the 8 rows.
 
 use super::gemm::{Block, Q4_0, Q4_1, Q5_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
