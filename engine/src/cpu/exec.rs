@@ -124,7 +124,8 @@ const PROMPT_BLOCKS_PER_TASK: usize = 1;
 /// Tokens per chunk of a mat_mul.
 const TOKEN_BLOCK: usize = 64;
 
-/// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512).
+/// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512; wider
+/// heads go one at a time, up to 2048 wide).
 const QBUF: usize = 2048;
 
 /// Ops on fewer elements than this run on the calling thread only.
@@ -610,7 +611,7 @@ impl CpuExecutor {
             .rev()
             .find(|&c| group.is_multiple_of(c))
             .expect("1 divides");
-        let hg = if n_tok * nh / chunk >= self.pool.n_tasks() {
+        let hg = if chunk * dk <= QBUF && n_tok * nh / chunk >= self.pool.n_tasks() {
             chunk
         } else {
             1
