@@ -6,7 +6,7 @@
 //! No call per dot product.
 
 use super::legacy::{bits_to_bytes, nibbles};
-use super::{hsum_ps, load};
+use super::{checked_blocks, hsum_ps, load};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
 use crate::quant::q5::Q5_0_BYTES;
@@ -254,17 +254,11 @@ unsafe fn gemm_impl<B: Block>(
 
 /// Checks `g` and `out` against the block sizes of `B` and runs the tiles.
 fn gemm<B: Block>(g: &GemmArgs<'_>, out: &mut [f32]) {
-    let nb = g.n / QK;
-    if g.rows == 0 || g.tokens == 0 {
+    let Some(nb) = checked_blocks(g, out, QK, B::BYTES, B::ACT_BYTES, 4) else {
         return;
-    }
-    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
-    assert!(g.n.is_multiple_of(QK), "whole blocks only");
-    assert!(g.w.len() >= need(g.w_stride, g.rows, B::BYTES).max(4));
-    assert!(g.a.len() >= need(g.a_stride, g.tokens, B::ACT_BYTES).max(4));
-    assert!(out.len() >= g.rows * g.tokens);
+    };
     // SAFETY: the table holding these fns is handed out only with AVX2/FMA/F16C present; the
-    // asserts above keep every block (and its 4 scale bytes, inside the block) in bounds.
+    // checks keep every block (and its 4 scale bytes, inside the block) in bounds.
     unsafe {
         gemm_impl::<B>(
             nb,

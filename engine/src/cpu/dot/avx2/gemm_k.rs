@@ -11,7 +11,7 @@
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
-use super::{f16_at, hsum_epi32, hsum_ps, load};
+use super::{checked_blocks, f16_at, hsum_epi32, hsum_ps, load};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
@@ -249,15 +249,9 @@ static Q6_K_TILES: Tiles = Tiles {
 
 /// Checks `g` and `out` against the block sizes and runs the tiles over the whole product.
 fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
-    let nb = g.n / QK_K;
-    if g.rows == 0 || g.tokens == 0 {
+    let Some(nb) = checked_blocks(g, out, QK_K, tiles.bytes, Q8_K_BYTES, 0) else {
         return;
-    }
-    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
-    assert!(g.n.is_multiple_of(QK_K), "whole super-blocks only");
-    assert!(g.w.len() >= need(g.w_stride, g.rows, tiles.bytes));
-    assert!(g.a.len() >= need(g.a_stride, g.tokens, Q8_K_BYTES));
-    assert!(out.len() >= g.rows * g.tokens);
+    };
     let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
     let (wrb, arb, rows) = (g.w_stride, g.a_stride, g.rows);
     // SAFETY: the table holding the callers is handed out only with AVX2/FMA/F16C present;
@@ -293,14 +287,11 @@ pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     if g.tokens < MIN_PACKED_TOKENS {
         return gemm(&Q4_K_TILES, g, out);
     }
-    let nb = g.n / QK_K;
-    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
-    assert!(g.n.is_multiple_of(QK_K), "whole super-blocks only");
-    assert!(g.rows > 0 && g.w.len() >= need(g.w_stride, g.rows, Q4_K_BYTES));
-    assert!(g.a.len() >= need(g.a_stride, g.tokens, Q8_K_BYTES));
-    assert!(out.len() >= g.rows * g.tokens);
+    let Some(nb) = checked_blocks(g, out, QK_K, Q4_K_BYTES, Q8_K_BYTES, 0) else {
+        return;
+    };
     // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
-    // asserts keep every super-block of every row and token, and every output, in bounds.
+    // checks keep every super-block of every row and token, and every output, in bounds.
     unsafe {
         super::gemm_q4k_packed::gemm_packed(
             nb,

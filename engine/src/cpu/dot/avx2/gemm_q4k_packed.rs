@@ -15,7 +15,7 @@
 // Row, sub-block and token indices address several arrays together.
 #![allow(clippy::needless_range_loop)]
 
-use super::{f16_at, load};
+use super::{f16_at, load, transpose8x4};
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
 use crate::quant::k8::Q8_K_BYTES;
@@ -58,37 +58,6 @@ thread_local! {
     static SCRATCH: RefCell<Vec<PackedK4>> = const { RefCell::new(Vec::new()) };
 }
 
-/// 8 × 8 transpose of 4-byte groups: `out[j]` = group `j` of `v[0..8]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn transpose8(v: [__m256i; 8]) -> [__m256i; 8] {
-    let t: [__m256i; 8] = std::array::from_fn(|k| {
-        let (x, y) = (v[k & !1], v[k | 1]);
-        if k & 1 == 0 {
-            _mm256_unpacklo_epi32(x, y)
-        } else {
-            _mm256_unpackhi_epi32(x, y)
-        }
-    });
-    let s: [__m256i; 8] = std::array::from_fn(|k| {
-        let (half, c) = (k / 4, k % 4);
-        let (x, y) = (t[4 * half + (c / 2)], t[4 * half + 2 + (c / 2)]);
-        if c % 2 == 0 {
-            _mm256_unpacklo_epi64(x, y)
-        } else {
-            _mm256_unpackhi_epi64(x, y)
-        }
-    });
-    std::array::from_fn(|j| {
-        let (x, y) = (s[j % 4], s[4 + j % 4]);
-        if j < 4 {
-            _mm256_permute2x128_si256::<0x20>(x, y)
-        } else {
-            _mm256_permute2x128_si256::<0x31>(x, y)
-        }
-    })
-}
-
 /// Repacks rows `0..nr` (`nr ≤ 8`; the rest zero) at `w` (`wrb` apart) into `dst[0..nb]`.
 ///
 /// # Safety
@@ -122,7 +91,7 @@ unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pack
             }
         }
         for (j, rows) in sub.into_iter().enumerate() {
-            for (c, chunk) in transpose8(rows).into_iter().enumerate() {
+            for (c, chunk) in transpose8x4(rows).into_iter().enumerate() {
                 unsafe { _mm256_store_si256(p.q[j][c].as_mut_ptr() as *mut __m256i, chunk) };
             }
         }

@@ -24,7 +24,7 @@
 
 use super::gemm::{Block, Q4_0, Q4_1, Q5_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
-use super::{dot_u8_i8, f16_at, hsum_epi32, load};
+use super::{checked_blocks, dot_u8_i8, f16_at, hsum_epi32, load, transpose8x4};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::q8::QK;
 use std::arch::x86_64::*;
@@ -223,34 +223,8 @@ unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst:
                 mh[r] = unsafe { (wb.add(2) as *const u16).read_unaligned() };
             }
         }
-        // 8 × 8 transpose of 4-byte groups: chunk j = group j of every row.
-        let t: [__m256i; 8] = std::array::from_fn(|k| {
-            let (x, y) = (v[k & !1], v[k | 1]);
-            if k & 1 == 0 {
-                _mm256_unpacklo_epi32(x, y)
-            } else {
-                _mm256_unpackhi_epi32(x, y)
-            }
-        });
-        // t[2i] = groups (0,1 | 4,5) and t[2i+1] = (2,3 | 6,7) of rows 2i, 2i+1, interleaved.
-        let s: [__m256i; 8] = std::array::from_fn(|k| {
-            // k = 4·half + c: rows 4·half..4·half+4, group pair c (0: g0/g4, 1: g1/g5, 2: g2/g6, 3: g3/g7).
-            let (half, c) = (k / 4, k % 4);
-            let (x, y) = (t[4 * half + (c / 2)], t[4 * half + 2 + (c / 2)]);
-            if c % 2 == 0 {
-                _mm256_unpacklo_epi64(x, y)
-            } else {
-                _mm256_unpackhi_epi64(x, y)
-            }
-        });
-        let chunks: [__m256i; 8] = std::array::from_fn(|j| {
-            let (x, y) = (s[j % 4], s[4 + j % 4]);
-            if j < 4 {
-                _mm256_permute2x128_si256::<0x20>(x, y)
-            } else {
-                _mm256_permute2x128_si256::<0x31>(x, y)
-            }
-        });
+        // Chunk j = group j (elements 4j..4j+4) of every row.
+        let chunks = transpose8x4(v);
         let mut sum16 = _mm256_setzero_si256();
         let p = unsafe { &mut *dst.add(b) };
         for (j, c) in chunks.iter().enumerate() {
@@ -486,17 +460,11 @@ unsafe fn gemm_impl<B: SmallBlock>(
 
 /// Checks `g` and `out` against the block sizes of `B` and runs the product.
 fn gemm<B: SmallBlock>(g: &GemmArgs<'_>, out: &mut [f32]) {
-    let nb = g.n / QK;
-    if g.rows == 0 || g.tokens == 0 {
+    let Some(nb) = checked_blocks(g, out, QK, B::BYTES, B::ACT_BYTES, 4) else {
         return;
-    }
-    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
-    assert!(g.n.is_multiple_of(QK), "whole blocks only");
-    assert!(g.w.len() >= need(g.w_stride, g.rows, B::BYTES).max(4));
-    assert!(g.a.len() >= need(g.a_stride, g.tokens, B::ACT_BYTES).max(4));
-    assert!(out.len() >= g.rows * g.tokens);
+    };
     // SAFETY: the table holding these fns is handed out only with AVX2/FMA/F16C present; the
-    // asserts above keep every block (and its 4 scale bytes, inside the block) in bounds.
+    // checks keep every block (and its 4 scale bytes, inside the block) in bounds.
     unsafe {
         gemm_impl::<B>(
             nb,

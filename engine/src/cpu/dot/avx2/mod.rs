@@ -13,7 +13,7 @@ mod gemm_small;
 mod kquant;
 mod legacy;
 
-use super::{DotKernel, F16Ops, GemmFn, Isa};
+use super::{DotKernel, F16Ops, GemmArgs, GemmFn, Isa};
 use crate::DType;
 use crate::quant::{BlockFormat, F32};
 use std::arch::x86_64::*;
@@ -178,4 +178,62 @@ unsafe fn f16_at(p: *const u8) -> f32 {
 fn f16_bytes(v: f32) -> [u8; 2] {
     let h = _mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(v));
     (_mm_cvtsi128_si32(h) as u16).to_le_bytes()
+}
+
+/// Checks a tiled product's arguments before its `unsafe` body: `g.n` a whole number of
+/// `elems`-element blocks, those blocks (`w_bytes` each) in every weight row and (`a_bytes`
+/// each) in every token, at least `min_bytes` at the start of each (scales read ahead), and
+/// `out` holding `rows × tokens`. Returns the blocks per row, or `None` for an empty product.
+fn checked_blocks(
+    g: &GemmArgs<'_>,
+    out: &[f32],
+    elems: usize,
+    w_bytes: usize,
+    a_bytes: usize,
+    min_bytes: usize,
+) -> Option<usize> {
+    let nb = g.n / elems;
+    if g.rows == 0 || g.tokens == 0 {
+        return None;
+    }
+    let need = |stride: usize, count: usize, bytes: usize| (count - 1) * stride + nb * bytes;
+    assert!(g.n.is_multiple_of(elems), "whole blocks only");
+    assert!(g.w.len() >= need(g.w_stride, g.rows, w_bytes).max(min_bytes));
+    assert!(g.a.len() >= need(g.a_stride, g.tokens, a_bytes).max(min_bytes));
+    assert!(out.len() >= g.rows * g.tokens);
+    Some(nb)
+}
+
+/// 8 × 8 transpose of 4-byte groups: `out[j]` holds group `j` (bytes `4j..4j+4`) of `v[0]`,
+/// then of `v[1]`, … `v[7]` (8 rows' bytes interleaved 4 at a time, for the packed tiles).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn transpose8x4(v: [__m256i; 8]) -> [__m256i; 8] {
+    // t[2i], t[2i+1]: groups (0,1 | 4,5) and (2,3 | 6,7) of rows 2i, 2i+1, interleaved.
+    let t: [__m256i; 8] = std::array::from_fn(|k| {
+        let (x, y) = (v[k & !1], v[k | 1]);
+        if k & 1 == 0 {
+            _mm256_unpacklo_epi32(x, y)
+        } else {
+            _mm256_unpackhi_epi32(x, y)
+        }
+    });
+    // s[4h + c]: rows 4h..4h+4, groups c | c + 4.
+    let s: [__m256i; 8] = std::array::from_fn(|k| {
+        let (half, c) = (k / 4, k % 4);
+        let (x, y) = (t[4 * half + (c / 2)], t[4 * half + 2 + (c / 2)]);
+        if c % 2 == 0 {
+            _mm256_unpacklo_epi64(x, y)
+        } else {
+            _mm256_unpackhi_epi64(x, y)
+        }
+    });
+    std::array::from_fn(|j| {
+        let (x, y) = (s[j % 4], s[4 + j % 4]);
+        if j < 4 {
+            _mm256_permute2x128_si256::<0x20>(x, y)
+        } else {
+            _mm256_permute2x128_si256::<0x31>(x, y)
+        }
+    })
 }
