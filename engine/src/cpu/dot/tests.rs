@@ -285,14 +285,7 @@ fn simd_f16_attention_ops_match_scalar() {
         let e = nmse(&got, &want);
         assert!(e <= 1e-6, "F16 ops n={n}: NMSE {e:e}");
         // wsum: bit-identical to one SIMD axpy per row, close to the scalar one.
-        let rows: Vec<Vec<f16>> = (0..9)
-            .map(|_| {
-                random_floats(&mut rng, n)
-                    .into_iter()
-                    .map(f16::from_f32)
-                    .collect()
-            })
-            .collect();
+        let rows = random_f16_rows(&mut rng, 9, n);
         let refs: Vec<&[f16]> = rows.iter().map(|r| r.as_slice()).collect();
         let w = random_floats(&mut rng, 9);
         let start = random_floats(&mut rng, n);
@@ -345,14 +338,7 @@ fn grouped_f16_attention_ops_are_per_query_ops() {
             for g in 1..=6 {
                 let (j, ld) = (11, 13);
                 let q = random_floats(&mut rng, g * n);
-                let rows: Vec<Vec<f16>> = (0..j)
-                    .map(|_| {
-                        random_floats(&mut rng, n)
-                            .into_iter()
-                            .map(f16::from_f32)
-                            .collect()
-                    })
-                    .collect();
+                let rows = random_f16_rows(&mut rng, j, n);
                 let refs: Vec<&[f16]> = rows.iter().map(|r| r.as_slice()).collect();
                 let mut s = vec![f32::NAN; g * ld];
                 (ops.dots)(&q, n, &refs, &mut s, ld);
@@ -375,4 +361,16 @@ fn grouped_f16_attention_ops_are_per_query_ops() {
             }
         }
     }
+}
+
+/// `count` rows of `n` random values in F16.
+fn random_f16_rows(rng: &mut Rng, count: usize, n: usize) -> Vec<Vec<half::f16>> {
+    (0..count)
+        .map(|_| {
+            random_floats(rng, n)
+                .into_iter()
+                .map(half::f16::from_f32)
+                .collect()
+        })
+        .collect()
 }

@@ -68,39 +68,15 @@ pub fn visible(pq: i32, pk: i32, window: Option<u32>) -> bool {
     pk >= 0 && pk <= pq && window.is_none_or(|w| ((pq - pk) as i64) < w as i64)
 }
 
-/// `out = Σ softmax(scale·q·k_j) v_j` over the visible sources of KV head `kvh`, with the
-/// run-time dispatched F16 kernels ([`f16_ops`]). A query with no visible key gets zeros.
-pub fn attend_head(
-    q: &[f32],
-    pq: i32,
-    kvh: usize,
-    kv: &KvView<'_>,
-    p: &AttnParams,
-    out: &mut [f32],
-) {
-    attend_group_with(f16_ops(), q, pq, kvh, kv, p, out)
-}
-
-/// [`attend_head`] with the given F16 kernels (the tests compare SIMD with scalar).
-pub fn attend_head_with(
-    ops: &F16Ops,
-    q: &[f32],
-    pq: i32,
-    kvh: usize,
-    kv: &KvView<'_>,
-    p: &AttnParams,
-    out: &mut [f32],
-) {
-    attend_group_with(ops, q, pq, kvh, kv, p, out)
-}
-
 /// Most query heads [`attend_group`] takes at once.
 pub const MAX_GROUP_HEADS: usize = 4;
 
-/// [`attend_head`] for `g = q.len() / head_dim ≤ MAX_GROUP_HEADS` query heads of one token
-/// that share KV head `kvh` (`q`: `g × head_dim`, `out`: `g × head_dim_v`): each key and value
-/// is loaded and converted once for all of them. Every head's output is bit for bit what
-/// [`attend_head`] gives it alone.
+/// `out_h = Σ softmax(scale·q_h·k_j) v_j` over the visible sources of KV head `kvh`, for
+/// `g = q.len() / head_dim ≤ MAX_GROUP_HEADS` query heads of one token that share it (`q`:
+/// `g × head_dim`, `out`: `g × head_dim_v`; `g = 1` for a single head), with the run-time
+/// dispatched F16 kernels ([`f16_ops`]). Each key and value is loaded and converted once for
+/// all the heads, and every head's output is bit for bit what it gets alone. A query with no
+/// visible key gets zeros.
 pub fn attend_group(
     q: &[f32],
     pq: i32,
@@ -112,7 +88,7 @@ pub fn attend_group(
     attend_group_with(f16_ops(), q, pq, kvh, kv, p, out)
 }
 
-/// [`attend_group`] with the given F16 kernels.
+/// [`attend_group`] with the given F16 kernels (the tests compare SIMD with scalar).
 pub fn attend_group_with(
     ops: &F16Ops,
     q: &[f32],
@@ -250,9 +226,9 @@ mod tests {
             let kvh = h / 2;
             let pq = 7;
             let mut out = vec![0.0; 8];
-            attend_head(&q, pq, kvh, &kv, &p, &mut out);
+            attend_group(&q, pq, kvh, &kv, &p, &mut out);
             let mut scalar = vec![0.0; 8];
-            attend_head_with(
+            attend_group_with(
                 &crate::cpu::dot::F16_SCALAR,
                 &q,
                 pq,
@@ -333,7 +309,7 @@ mod tests {
                 for h in 0..g {
                     let mut alone = vec![f32::NAN; dk];
                     let qh = &q[h * dk..(h + 1) * dk];
-                    attend_head_with(ops, qh, n_src as i32 - 3, 1, &kv, &p, &mut alone);
+                    attend_group_with(ops, qh, n_src as i32 - 3, 1, &kv, &p, &mut alone);
                     for (d, (a, b)) in grouped[h * dk..].iter().zip(&alone).enumerate() {
                         assert_eq!(
                             a.to_bits(),
@@ -392,7 +368,7 @@ mod tests {
         let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
         for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
             let mut out = vec![0.0; 16];
-            attend_head_with(ops, &q, pq, 0, &kv, &p, &mut out);
+            attend_group_with(ops, &q, pq, 0, &kv, &p, &mut out);
             for d in 0..16 {
                 let want: f64 = (0..n_src)
                     .map(|j| (s[j] - m).exp() / z * values[j * 16 + d].to_f64())
