@@ -1,18 +1,17 @@
-//! An inference context: a model's KV cache, an executor (CPU threads, or a GPU) with its
-//! scratch memory, and the graphs already planned for each batch size. Evaluating tokens
-//! appends them to the cache and yields logits.
+//! An inference context: a model's KV cache layout, a backend (the engine's executor on the
+//! chosen device, holding the KV stores and scratch memory), and the graphs already prepared for
+//! each batch size. Evaluating tokens appends them to the cache and yields logits.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use tessera_engine::cpu::exec::{CpuExecutor, PreparedGraph};
-use tessera_engine::gpu::{GpuExecutor, GpuPreparedGraph};
+use tessera_engine::backend::{self, Backend, BackendParams, GraphId};
 use tessera_engine::graph::OutputRows;
 
-use crate::device::Device;
+use crate::Device;
 use crate::error::{ModelError, Result};
-use crate::kv_cache::{KvCache, KvStores};
+use crate::kv_cache::KvCache;
 use crate::model::Model;
 
 /// Settings of a context.
@@ -42,24 +41,14 @@ impl Default for ContextParams {
     }
 }
 
-/// The executor of a context and the graphs it has prepared, keyed by (tokens, all logits).
-enum Backend {
-    Cpu {
-        exec: CpuExecutor,
-        graphs: HashMap<(usize, bool), PreparedGraph>,
-    },
-    Gpu {
-        exec: GpuExecutor,
-        graphs: HashMap<(usize, bool), GpuPreparedGraph>,
-    },
-}
-
 /// A model's running state.
 pub struct Context {
     model: Arc<Model>,
     params: ContextParams,
     kv: KvCache,
-    backend: Backend,
+    backend: Box<dyn Backend>,
+    /// The backend's prepared graphs, by (tokens, all logits).
+    graphs: HashMap<(usize, bool), GraphId>,
     n_past: usize,
     /// Logits of the last evaluation (`n_rows × n_vocab`).
     logits: Vec<f32>,
@@ -81,29 +70,18 @@ impl Context {
                 "batch size must be at least 1".into(),
             ));
         }
-        let (kv, backend) = match params.device {
-            Device::Cpu => (
-                KvCache::new(model.hparams(), params.n_ctx, params.kv_ring),
-                Backend::Cpu {
-                    exec: CpuExecutor::new(params.n_threads),
-                    graphs: HashMap::new(),
-                },
-            ),
-            Device::Gpu(index) => {
-                let dev = Device::open_gpu(index)?;
-                let kv = KvCache::new_gpu(model.hparams(), params.n_ctx, params.kv_ring, &dev)?;
-                (
-                    kv,
-                    Backend::Gpu {
-                        exec: GpuExecutor::new(dev),
-                        graphs: HashMap::new(),
-                    },
-                )
-            }
-        };
+        let kv = KvCache::new(model.hparams(), params.n_ctx, params.kv_ring);
+        let backend = backend::open(
+            params.device,
+            &BackendParams {
+                n_threads: params.n_threads,
+                kv_layers: kv.shapes().to_vec(),
+            },
+        )?;
         Ok(Context {
             kv,
             backend,
+            graphs: HashMap::new(),
             model,
             params,
             n_past: 0,
@@ -135,28 +113,44 @@ impl Context {
 
     /// CPU threads in use (0 on a GPU).
     pub fn n_threads(&self) -> usize {
-        match &self.backend {
-            Backend::Cpu { exec, .. } => exec.n_threads(),
-            Backend::Gpu { .. } => 0,
-        }
+        self.backend.n_threads()
     }
 
     /// What computes: `cpu`, or the GPU adapter's name, backend and type.
     pub fn backend_name(&self) -> String {
-        match &self.backend {
-            Backend::Cpu { .. } => "cpu".into(),
-            Backend::Gpu { exec, .. } => exec.device().describe(),
-        }
+        self.backend.describe()
     }
 
-    /// The KV cache.
+    /// The KV cache's layout.
     pub fn kv_cache(&self) -> &KvCache {
         &self.kv
     }
 
+    /// Bytes the KV stores hold, per layer, in the memory of the device that computes.
+    pub fn kv_bytes_per_layer(&self) -> Vec<usize> {
+        (0..self.backend.n_kv_layers())
+            .map(|l| self.backend.kv_layer(l).bytes())
+            .collect()
+    }
+
+    /// Bytes the KV stores hold in total.
+    pub fn kv_bytes(&self) -> usize {
+        self.kv_bytes_per_layer().iter().sum()
+    }
+
+    /// Bytes of the KV stores holding tokens now.
+    pub fn kv_used_bytes(&self) -> usize {
+        (0..self.backend.n_kv_layers())
+            .map(|l| {
+                let s = self.backend.kv_layer(l);
+                s.used_cells() * s.bytes() / s.n_cells().max(1)
+            })
+            .sum()
+    }
+
     /// Forget every token.
     pub fn reset(&mut self) {
-        self.kv.clear();
+        self.backend.kv_clear();
         self.n_past = 0;
         self.n_logit_rows = 0;
     }
@@ -164,7 +158,7 @@ impl Context {
     /// Forget tokens from position `n` on (keeps the first `n`).
     pub fn truncate(&mut self, n: usize) {
         if n < self.n_past {
-            self.kv.truncate(n);
+            self.backend.kv_truncate(n as i32);
             self.n_past = n;
         }
     }
@@ -201,8 +195,8 @@ impl Context {
             self.positions
                 .extend((self.n_past..self.n_past + n).map(|p| p as i32));
             let out = Self::run_chunk(
-                &mut self.backend,
-                &mut self.kv,
+                self.backend.as_mut(),
+                &mut self.graphs,
                 &self.model,
                 &self.positions,
                 chunk,
@@ -220,15 +214,12 @@ impl Context {
         Ok(())
     }
 
-    /// Tokens per step: `n_batch`, less on a GPU when every row's logits must fit in one
-    /// storage binding beside the other activations.
+    /// Tokens per step: `n_batch`, less where the device bounds how many rows of logits one
+    /// step may produce.
     fn batch_limit(&self, all_logits: bool) -> usize {
-        match &self.backend {
-            Backend::Gpu { exec, .. } if all_logits => {
-                let n_vocab = self.model.hparams().n_vocab.max(1) as u64;
-                let rows = exec.device().max_binding() / 4 / (2 * n_vocab);
-                (rows as usize).clamp(1, self.params.n_batch)
-            }
+        let n_vocab = self.model.hparams().n_vocab;
+        match self.backend.max_output_rows(n_vocab) {
+            Some(rows) if all_logits => rows.clamp(1, self.params.n_batch),
             _ => self.params.n_batch,
         }
     }
@@ -236,45 +227,25 @@ impl Context {
     /// Run one chunk of tokens at `positions` on the backend, preparing its graph on first
     /// use; returns the output rows.
     fn run_chunk<'a>(
-        backend: &'a mut Backend,
-        kv: &'a mut KvCache,
+        backend: &'a mut dyn Backend,
+        graphs: &mut HashMap<(usize, bool), GraphId>,
         model: &Model,
         positions: &[i32],
         chunk: &[u32],
         all_logits: bool,
     ) -> Result<&'a [f32]> {
-        let key = (chunk.len(), all_logits);
-        let out_rows = if all_logits {
-            OutputRows::All
-        } else {
-            OutputRows::Last
+        let id = match graphs.entry((chunk.len(), all_logits)) {
+            Entry::Occupied(e) => *e.get(),
+            Entry::Vacant(e) => {
+                let out_rows = if all_logits {
+                    OutputRows::All
+                } else {
+                    OutputRows::Last
+                };
+                *e.insert(backend.prepare(model.arch().build_graph(chunk.len(), out_rows))?)
+            }
         };
-        let arch = model.arch();
-        match (backend, kv.stores_mut()) {
-            (Backend::Cpu { exec, graphs }, KvStores::Cpu(stores)) => {
-                let g = match graphs.entry(key) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(
-                        exec.prepare(arch.build_graph(chunk.len(), out_rows))
-                            .map_err(|e| ModelError::InvalidInput(e.to_string()))?,
-                    ),
-                };
-                exec.run(g, chunk, positions, stores)
-                    .map_err(|e| ModelError::InvalidInput(e.to_string()))
-            }
-            (Backend::Gpu { exec, graphs }, KvStores::Gpu(stores)) => {
-                let g = match graphs.entry(key) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(
-                        exec.prepare(arch.build_graph(chunk.len(), out_rows))
-                            .map_err(|e| ModelError::Backend(e.to_string()))?,
-                    ),
-                };
-                exec.run(g, chunk, positions, stores)
-                    .map_err(|e| ModelError::Backend(e.to_string()))
-            }
-            _ => unreachable!("the KV cache lives on the context's backend"),
-        }
+        Ok(backend.run(id, chunk, positions)?)
     }
 
     /// Logits of the last evaluation: row `i` of [`Self::n_logit_rows`].

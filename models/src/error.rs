@@ -43,9 +43,10 @@ pub enum ModelError {
     /// An input the caller gave is unusable (too long, empty, out of range).
     #[error("{0}")]
     InvalidInput(String),
-    /// The compute backend failed (no GPU, a GPU error, a shape it cannot run).
-    #[error("{0}")]
-    Backend(String),
+    /// The compute backend failed (no GPU, a GPU error, a shape it cannot run, a step that
+    /// does not fit its graph).
+    #[error(transparent)]
+    Backend(#[from] tessera_engine::BackendError),
     /// The tokenizer could not be built.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

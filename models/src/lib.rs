@@ -5,7 +5,6 @@ pub mod arch;
 pub mod chat;
 pub mod context;
 pub mod context_shift;
-pub mod device;
 pub mod error;
 pub mod gemma3;
 pub mod hparams;
@@ -22,8 +21,8 @@ pub mod weights;
 
 pub use context::{Context, ContextParams};
 pub use context_shift::ContextShift;
-pub use device::Device;
 pub use error::{ModelError, Result};
 pub use hparams::HParams;
 pub use model::Model;
 pub use session::{Flow, GenerationStats, Session, SessionParams};
+pub use tessera_engine::backend::Device;

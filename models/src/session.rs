@@ -133,12 +133,12 @@ impl Session {
 
     /// KV cache bytes allocated.
     pub fn kv_bytes(&self) -> usize {
-        self.ctx.kv_cache().bytes()
+        self.ctx.kv_bytes()
     }
 
     /// KV cache bytes holding tokens.
     pub fn kv_used_bytes(&self) -> usize {
-        self.ctx.kv_cache().used_bytes()
+        self.ctx.kv_used_bytes()
     }
 
     /// Evaluate `tokens` after the cached ones; [`Self::logits`] then holds the last token's.

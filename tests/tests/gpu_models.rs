@@ -8,6 +8,7 @@
 //! Runs on whatever adapter wgpu finds: lavapipe (a software Vulkan) in CI, where evaluation is
 //! slow, so the 870-token `long` fixtures are `#[ignore]`d (run them with `-- --ignored` on a
 //! real GPU). Without an adapter the tests pass with a note, unless `TESSERA_REQUIRE_GPU=1`.
+#![cfg(feature = "gpu")]
 
 use std::sync::Arc;
 
@@ -17,9 +18,9 @@ use tessera_tests::{GEMMA3, SMOLLM2, greedy, model, teacher};
 
 /// The GPU to use, or `None` (test skipped) without one.
 fn gpu() -> Option<Device> {
-    match Device::open_gpu(0) {
+    match tessera_engine::backend::describe(Device::Gpu(0)) {
         Ok(d) => {
-            eprintln!("GPU: {}", d.describe());
+            eprintln!("GPU: {d}");
             Some(Device::Gpu(0))
         }
         Err(e) => {

@@ -1,8 +1,11 @@
 //! KV storage on the CPU: `n_cells` cells of F16 keys and values, each remembering the
-//! position it holds. A token at position `p` is written to cell `p % n_cells`, so a store of
-//! `n_ctx` cells is a plain cache and a store of `window` cells is a ring buffer.
+//! position it holds ([`CellPositions`]: a token at position `p` goes to cell `p % n_cells`, so
+//! a store of `n_ctx` cells is a plain cache and a store of `window` cells is a ring buffer).
 
 use half::f16;
+
+use crate::backend::KvLayer;
+use crate::kv_cells::CellPositions;
 
 /// K and V of one attention layer.
 pub struct KvStore {
@@ -11,8 +14,8 @@ pub struct KvStore {
     v_width: usize,
     k: Vec<f16>,
     v: Vec<f16>,
-    /// Position held by each cell, -1 when empty.
-    cell_pos: Vec<i32>,
+    /// Position held by each cell.
+    cells: CellPositions,
 }
 
 impl KvStore {
@@ -25,7 +28,7 @@ impl KvStore {
             v_width,
             k: vec![f16::ZERO; n_cells * k_width],
             v: vec![f16::ZERO; n_cells * v_width],
-            cell_pos: vec![-1; n_cells],
+            cells: CellPositions::new(n_cells),
         }
     }
 
@@ -46,36 +49,32 @@ impl KvStore {
 
     /// Bytes held by keys, values and positions.
     pub fn bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 2 + self.cell_pos.len() * 4
+        (self.k.len() + self.v.len()) * 2 + self.n_cells * 4
     }
 
     /// Cells holding a token.
     pub fn used_cells(&self) -> usize {
-        self.cell_pos.iter().filter(|&&p| p >= 0).count()
+        self.cells.used()
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
-        self.cell_pos.fill(-1);
+        self.cells.clear();
     }
 
     /// Forget the tokens at positions `>= pos`.
     pub fn truncate(&mut self, pos: i32) {
-        for p in &mut self.cell_pos {
-            if *p >= pos {
-                *p = -1;
-            }
-        }
+        self.cells.truncate(pos);
     }
 
     /// The cell position `pos` goes to.
     pub fn cell_of(&self, pos: i32) -> usize {
-        pos.rem_euclid(self.n_cells as i32) as usize
+        self.cells.cell_of(pos)
     }
 
     /// Position held by each cell (-1 = empty).
     pub fn cell_positions(&self) -> &[i32] {
-        &self.cell_pos
+        self.cells.as_slice()
     }
 
     /// Keys of cell `c`.
@@ -103,7 +102,21 @@ impl KvStore {
         let c = self.cell_of(pos);
         self.k[c * self.k_width..(c + 1) * self.k_width].copy_from_slice(k);
         self.v[c * self.v_width..(c + 1) * self.v_width].copy_from_slice(v);
-        self.cell_pos[c] = pos;
+        self.cells.note_written(pos);
+    }
+}
+
+impl KvLayer for KvStore {
+    fn n_cells(&self) -> usize {
+        self.n_cells
+    }
+
+    fn bytes(&self) -> usize {
+        KvStore::bytes(self)
+    }
+
+    fn cell_positions(&self) -> &[i32] {
+        self.cells.as_slice()
     }
 }
 

@@ -50,34 +50,7 @@ pub enum GpuError {
     Device(String),
 }
 
-/// What one adapter is and offers.
-#[derive(Clone, Debug)]
-pub struct AdapterReport {
-    /// Index for `--gpu-index`.
-    pub index: usize,
-    /// Name as the driver gives it.
-    pub name: String,
-    /// Vulkan, Metal, DX12….
-    pub backend: String,
-    /// Discrete, integrated, CPU (software), virtual.
-    pub device_type: String,
-    /// Driver name and version.
-    pub driver: String,
-    /// Largest storage-buffer binding in bytes.
-    pub max_storage_binding: u64,
-    /// Largest buffer in bytes.
-    pub max_buffer: u64,
-    /// Workgroup memory in bytes.
-    pub max_workgroup_storage: u32,
-    /// Invocations per workgroup.
-    pub max_invocations: u32,
-    /// `shader-f16` is available.
-    pub shader_f16: bool,
-    /// Subgroup operations are available.
-    pub subgroups: bool,
-    /// Smallest and largest subgroup size the adapter reports.
-    pub subgroup_size: (u32, u32),
-}
+pub use crate::backend::AdapterReport;
 
 fn instance() -> wgpu::Instance {
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();

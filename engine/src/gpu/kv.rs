@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::device::{GpuDevice, GpuError};
+use crate::backend::KvLayer;
+use crate::kv_cells::CellPositions;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -20,7 +22,8 @@ pub struct GpuKvStore {
     pub(crate) k: wgpu::Buffer,
     pub(crate) v: wgpu::Buffer,
     pub(crate) cell_pos: wgpu::Buffer,
-    host_pos: Vec<i32>,
+    /// The host's mirror of `cell_pos`.
+    host_pos: CellPositions,
 }
 
 impl GpuKvStore {
@@ -67,16 +70,18 @@ impl GpuKvStore {
             k: buffer("kv.k", kb),
             v: buffer("kv.v", vb),
             cell_pos: buffer("kv.pos", n_cells as u64 * 4),
-            host_pos: vec![-1; n_cells],
+            host_pos: CellPositions::new(n_cells),
         };
         store.upload_positions();
         Ok(store)
     }
 
     fn upload_positions(&self) {
-        self.dev
-            .queue
-            .write_buffer(&self.cell_pos, 0, bytemuck::cast_slice(&self.host_pos));
+        self.dev.queue.write_buffer(
+            &self.cell_pos,
+            0,
+            bytemuck::cast_slice(self.host_pos.as_slice()),
+        );
     }
 
     /// Number of cells.
@@ -101,53 +106,53 @@ impl GpuKvStore {
 
     /// Cells holding a token.
     pub fn used_cells(&self) -> usize {
-        self.host_pos.iter().filter(|&&p| p >= 0).count()
+        self.host_pos.used()
     }
 
     /// Position held by each cell (-1 = empty).
     pub fn cell_positions(&self) -> &[i32] {
-        &self.host_pos
+        self.host_pos.as_slice()
     }
 
     /// The cell position `pos` goes to.
     pub fn cell_of(&self, pos: i32) -> usize {
-        pos.rem_euclid(self.n_cells as i32) as usize
+        self.host_pos.cell_of(pos)
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
-        self.host_pos.fill(-1);
+        self.host_pos.clear();
         self.upload_positions();
     }
 
     /// Forget the tokens at positions `>= pos`.
     pub fn truncate(&mut self, pos: i32) {
-        for p in &mut self.host_pos {
-            if *p >= pos {
-                *p = -1;
-            }
-        }
+        self.host_pos.truncate(pos);
         self.upload_positions();
     }
 
     /// Record (host side) that the kernels wrote position `pos`.
     pub(crate) fn note_written(&mut self, pos: i32) {
-        let c = self.cell_of(pos);
-        self.host_pos[c] = pos;
+        self.host_pos.note_written(pos);
     }
 
-    /// The positions `[lo, lo + n)` a step starting at `pmin` must scan: those before `pmin`
-    /// that the store can still hold and that a window (relative to `pmin`) leaves visible.
+    /// The positions `[lo, lo + n)` a step starting at `pmin` must scan
+    /// ([`CellPositions::scan_range`]).
     pub(crate) fn scan_range(&self, pmin: i32, window: Option<u32>) -> (u32, u32) {
-        let mut lo = (pmin as i64 - self.n_cells as i64).max(0);
-        if let Some(w) = window {
-            lo = lo.max(pmin as i64 - w as i64 + 1);
-        }
-        // Skip leading positions the store no longer holds (after truncation or a reset).
-        let mut lo = lo.min(pmin as i64);
-        while lo < pmin as i64 && self.host_pos[self.cell_of(lo as i32)] != lo as i32 {
-            lo += 1;
-        }
-        (lo as u32, (pmin as i64 - lo) as u32)
+        self.host_pos.scan_range(pmin, window)
+    }
+}
+
+impl KvLayer for GpuKvStore {
+    fn n_cells(&self) -> usize {
+        self.n_cells
+    }
+
+    fn bytes(&self) -> usize {
+        GpuKvStore::bytes(self)
+    }
+
+    fn cell_positions(&self) -> &[i32] {
+        self.host_pos.as_slice()
     }
 }

@@ -3,6 +3,7 @@
 //! memory ([`kv`]), and an executor that runs the same planned [`crate::graph::Graph`] as the
 //! CPU backend with one command encoder per step ([`exec`]).
 
+pub mod backend;
 pub mod device;
 pub mod exec;
 pub mod kv;

@@ -396,9 +396,8 @@ pub unsafe extern "C" fn tessera_kv_bytes(
         out_ptr(used, "used")?;
         out_ptr(total, "total")?;
         let st = lock(&c.state, "context")?;
-        let kv = st.ctx.kv_cache();
-        put(used, kv.used_bytes() as u64, "used")?;
-        put(total, kv.bytes() as u64, "total")
+        put(used, st.ctx.kv_used_bytes() as u64, "used")?;
+        put(total, st.ctx.kv_bytes() as u64, "total")
     })
 }
 

@@ -73,7 +73,7 @@ pub fn run(args: InfoArgs) -> CliResult {
 fn devices_report(as_json: bool) -> CliResult<String> {
     let isa = crate::run::isa_name(tessera_engine::cpu::dot::detected_isa());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let gpus = tessera_engine::gpu::list_adapters();
+    let gpus = tessera_engine::backend::list_gpus();
     if as_json {
         let list: Vec<Value> = gpus
             .iter()
@@ -100,7 +100,12 @@ fn devices_report(as_json: bool) -> CliResult<String> {
     }
     let mut s = String::new();
     writeln!(s, "cpu: {isa}, {cores} cores (--device cpu)")?;
-    if gpus.is_empty() {
+    if !cfg!(feature = "gpu") {
+        writeln!(
+            s,
+            "gpu: this build has no GPU backend (built without the `gpu` cargo feature)"
+        )?;
+    } else if gpus.is_empty() {
         writeln!(
             s,
             "gpu: none found (wgpu saw no Vulkan, Metal or DX12 adapter; on Linux, \

@@ -1,0 +1,144 @@
+//! Backends behind one trait: what the model side sees of the hardware it computes on.
+//!
+//! A [`Backend`] is one context's compute state on one device: its executor (CPU threads or a
+//! GPU queue), the KV stores of every attention layer in that device's memory, and the graphs it
+//! has prepared. [`open`] builds one for a [`Device`]; the model side holds a
+//! `Box<dyn Backend>` and never names the CPU or GPU executors. A new backend is an engine-only
+//! change: a [`Device`] variant, an implementation of [`Backend`], and a line in [`open`].
+
+mod device;
+mod error;
+
+pub use device::{AdapterReport, Device, list_gpus};
+pub use error::BackendError;
+
+use crate::graph::Graph;
+
+/// The shape of one attention layer's KV store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KvShape {
+    /// Cells (tokens) the store holds: the context, or a sliding window's ring.
+    pub n_cells: usize,
+    /// Key elements per cell (KV heads × key head width).
+    pub k_width: usize,
+    /// Value elements per cell (KV heads × value head width).
+    pub v_width: usize,
+}
+
+/// What a backend is built with.
+#[derive(Clone, Debug, Default)]
+pub struct BackendParams {
+    /// CPU threads (0 = all cores); backends that are not the CPU ignore it.
+    pub n_threads: usize,
+    /// One KV store per attention layer, in layer order.
+    pub kv_layers: Vec<KvShape>,
+}
+
+/// A graph prepared by a backend, named by the handle [`Backend::prepare`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GraphId(pub(crate) usize);
+
+/// What the model side may ask of one layer's KV store.
+pub trait KvLayer {
+    /// Cells in the store.
+    fn n_cells(&self) -> usize;
+    /// Bytes the store holds (keys, values and cell positions), on whatever device.
+    fn bytes(&self) -> usize;
+    /// Position held by each cell (-1 = empty).
+    fn cell_positions(&self) -> &[i32];
+    /// Cells holding a token.
+    fn used_cells(&self) -> usize {
+        self.cell_positions().iter().filter(|&&p| p >= 0).count()
+    }
+}
+
+/// One context's compute state on one device: executor, KV stores and prepared graphs.
+pub trait Backend: Send {
+    /// What computes: `cpu`, or a GPU adapter's name, API and type.
+    fn describe(&self) -> String;
+
+    /// CPU threads in use (0 where the backend is not the CPU).
+    fn n_threads(&self) -> usize;
+
+    /// The most output rows of `row_len` floats one step may produce, where the device bounds
+    /// it (a GPU's largest storage binding); `None` where it does not.
+    fn max_output_rows(&self, row_len: usize) -> Option<usize>;
+
+    /// Plan `graph` and resolve its kernels; the handle runs it as often as wanted.
+    fn prepare(&mut self, graph: Graph) -> Result<GraphId, BackendError>;
+
+    /// Run one step of a prepared graph: `tokens` at `positions` (increasing), reading and
+    /// extending the KV stores. Returns the output node's values (`rows × cols`).
+    fn run(
+        &mut self,
+        graph: GraphId,
+        tokens: &[u32],
+        positions: &[i32],
+    ) -> Result<&[f32], BackendError>;
+
+    /// Number of KV stores (one per attention layer).
+    fn n_kv_layers(&self) -> usize;
+
+    /// The KV store of layer `layer` (`< n_kv_layers()`).
+    fn kv_layer(&self, layer: usize) -> &dyn KvLayer;
+
+    /// Forget every cached token.
+    fn kv_clear(&mut self);
+
+    /// Forget the cached tokens at positions `>= pos`.
+    fn kv_truncate(&mut self, pos: i32);
+}
+
+/// A backend on `device` with `params`' threads and KV stores. GPUs are opened once per
+/// process and shared by every backend on them.
+pub fn open(device: Device, params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
+    match device {
+        Device::Cpu => Ok(Box::new(crate::cpu::backend::CpuBackend::new(params))),
+        #[cfg(feature = "gpu")]
+        Device::Gpu(index) => Ok(Box::new(crate::gpu::backend::GpuBackend::new(
+            index, params,
+        )?)),
+        #[cfg(not(feature = "gpu"))]
+        Device::Gpu(_) => Err(BackendError::NotBuilt("gpu")),
+    }
+}
+
+/// Open `device` (once per process, as [`open`] does) and describe it; an error says why it
+/// cannot be used.
+pub fn describe(device: Device) -> Result<String, BackendError> {
+    match device {
+        Device::Cpu => Ok("cpu".into()),
+        #[cfg(feature = "gpu")]
+        Device::Gpu(index) => Ok(crate::gpu::backend::shared_device(index)?.describe()),
+        #[cfg(not(feature = "gpu"))]
+        Device::Gpu(_) => Err(BackendError::NotBuilt("gpu")),
+    }
+}
+
+/// The graphs a backend has prepared, by handle.
+pub(crate) struct PreparedGraphs<G>(Vec<G>);
+
+impl<G> Default for PreparedGraphs<G> {
+    fn default() -> Self {
+        PreparedGraphs(Vec::new())
+    }
+}
+
+impl<G> PreparedGraphs<G> {
+    /// Keep `g`; its handle.
+    pub(crate) fn insert(&mut self, g: G) -> GraphId {
+        self.0.push(g);
+        GraphId(self.0.len() - 1)
+    }
+
+    /// The graph of `id`, or an error for a handle this backend did not give out.
+    pub(crate) fn get_mut(&mut self, id: GraphId) -> Result<&mut G, BackendError> {
+        let n = self.0.len();
+        self.0.get_mut(id.0).ok_or_else(|| {
+            BackendError::InvalidStep(format!(
+                "graph handle {} was not prepared by this backend ({n} graphs)",
+                id.0
+            ))
+        })
+    }
+}
