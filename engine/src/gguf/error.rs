@@ -16,6 +16,15 @@ pub enum GgufError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// The path names a directory, a FIFO, a device or a socket: opening a FIFO would wait
+    /// for a writer forever, and a device has no end.
+    #[error("cannot open {path}: it is {kind}, not a regular file")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// `a directory`, `a FIFO (named pipe)`, ….
+        kind: &'static str,
+    },
     /// The file ends before a field it must contain.
     #[error(
         "file truncated: {what} at offset {offset} needs {needed} bytes, only {available} left"

@@ -73,14 +73,47 @@ impl std::fmt::Debug for GgufFile {
     }
 }
 
+/// What a path that is not a regular file names, for [`GgufError::NotAFile`].
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() {
+            return "a character device";
+        }
+        if t.is_block_device() {
+            return "a block device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    }
+}
+
 impl GgufFile {
-    /// Map `path` and parse it. Tensor data is not read.
+    /// Map `path` and parse it; a path that is not a regular file (a directory, FIFO, device)
+    /// is refused before it is opened. Tensor data is not read.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
         let path = path.as_ref();
         let io = |source| GgufError::Io {
             path: path.to_path_buf(),
             source,
         };
+        let kind = std::fs::metadata(path).map_err(io)?.file_type();
+        if !kind.is_file() {
+            return Err(GgufError::NotAFile {
+                path: path.to_path_buf(),
+                kind: file_kind(&kind),
+            });
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not
         // being truncated by another process while it is open.

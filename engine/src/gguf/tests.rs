@@ -386,3 +386,20 @@ fn real_gemma3_parses() {
     );
     assert_eq!(m.str_array("tokenizer.ggml.tokens").unwrap().len(), 262144);
 }
+
+/// Directories and devices are refused by name before they are opened (a device has no end;
+/// FIFOs, which would block the open forever, are tested through the CLI in
+/// `tools/cli/tests/info.rs`).
+#[test]
+fn non_regular_paths_are_refused_by_kind() {
+    let dir = std::env::temp_dir().join(format!("tessera-gguf-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = GgufFile::open(&dir).unwrap_err().to_string();
+    assert!(err.contains("it is a directory"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+    #[cfg(unix)]
+    {
+        let err = GgufFile::open("/dev/zero").unwrap_err().to_string();
+        assert!(err.contains("it is a character device"), "{err}");
+    }
+}

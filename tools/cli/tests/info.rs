@@ -211,3 +211,45 @@ fn bad_arguments_fail_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("known"));
 }
+
+/// A FIFO, a directory or a device as the model is refused at once, by kind, from `info` and
+/// `run` (opening a FIFO used to wait for a writer forever).
+#[cfg(unix)]
+#[test]
+fn non_regular_model_paths_are_refused_not_waited_on() {
+    use std::time::{Duration, Instant};
+    let dir = std::env::temp_dir().join(format!("tessera-cli-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("model.gguf");
+    let made = Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.is_ok_and(|s| s.success()), "mkfifo {fifo:?}");
+    let fifo = fifo.to_str().unwrap();
+    let dir_s = dir.to_str().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["info", fifo], "it is a FIFO"),
+        (&["run", "-m", fifo, "-p", "x", "-n", "1"], "it is a FIFO"),
+        (&["info", dir_s], "it is a directory"),
+        (&["info", "/dev/zero"], "it is a character device"),
+    ];
+    for (args, want) in cases {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(20) {
+                child.kill().ok();
+                panic!("{args:?} still running after 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
