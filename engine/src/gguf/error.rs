@@ -99,11 +99,11 @@ pub enum GgufError {
         /// Where the second copy starts.
         offset: u64,
     },
-    /// `general.alignment` is zero or not a power of two.
+    /// `general.alignment` is not an integer, or not a power of two between 8 and 65536.
     #[error("general.alignment = {value} is not a power of two between 8 and 65536")]
     BadAlignment {
-        /// The value found.
-        value: u64,
+        /// The value found, as the metadata holds it (a string value is quoted).
+        value: String,
     },
     /// A tensor has more than four dimensions.
     #[error("tensor {tensor:?}: {n_dims} dimensions at offset {offset} (at most 4)")]

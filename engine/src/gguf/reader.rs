@@ -117,15 +117,17 @@ pub fn parse(bytes: &[u8]) -> Result<GgufHeader> {
 
     let alignment = match metadata.get("general.alignment") {
         None => DEFAULT_ALIGNMENT,
-        Some(v) => {
-            let a = v.as_int().unwrap_or(0);
-            if !(8..=65536).contains(&a) || (a as u64).count_ones() != 1 {
-                return Err(GgufError::BadAlignment {
-                    value: a.clamp(0, u64::MAX as i128) as u64,
-                });
+        Some(v) => match v.as_int() {
+            Some(a) if (8..=65536).contains(&a) && (a as u64).is_power_of_two() => a as u64,
+            _ => {
+                let mut value = v.to_string();
+                if let Some((cut, _)) = value.char_indices().nth(64) {
+                    value.truncate(cut);
+                    value.push('…');
+                }
+                return Err(GgufError::BadAlignment { value });
             }
-            a as u64
-        }
+        },
     };
 
     let mut tensors = Vec::with_capacity(n_tensors as usize);

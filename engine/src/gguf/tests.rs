@@ -214,6 +214,12 @@ fn bad_alignment() {
             "{a}"
         );
     }
+    // A value of the wrong type is named as it is, not as 0.
+    let w = sample().kv("general.alignment", MetaValue::String("64".into()));
+    assert_eq!(
+        parse_err(&w.to_bytes()).to_string(),
+        "general.alignment = \"64\" is not a power of two between 8 and 65536"
+    );
     let mut w = sample().kv("general.alignment", MetaValue::U32(64));
     w.alignment = 64;
     assert_eq!(
