@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod graph;
 pub mod quant;
+pub mod rope;
 
 pub use dtype::DType;
 pub use gguf::{GgufError, GgufFile, Tensor};

@@ -358,7 +358,7 @@ impl CpuExecutor {
                 // and parameter set.
                 if self.rope_for != Some(params) {
                     for (t, &pos) in positions.iter().enumerate() {
-                        rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
+                        crate::rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
                     }
                     self.rope_for = Some(params);
                 }

@@ -2,8 +2,14 @@
 //! composition of a kernel's source: kernels that read quantized weights get the block
 //! decoders of `quant.wgsl` and a `dq` function for the weight's type appended; the
 //! weight-matrix kernels get `matrix_common.wgsl` (parameters, bindings) before them, the
-//! attention kernels `attention_common.wgsl`.
+//! attention kernels `attention_common.wgsl`. Every kernel starts with the declarations
+//! generated from [`super::params`]: its uniform parameter struct (and, for the element-wise
+//! kernel, the `OP_*` codes).
 
+use super::params::{
+    AttentionUniforms, AttnReduceUniforms, ElementwiseOp, ElementwiseUniforms, GetRowsUniforms,
+    KernelParams, KvWriteUniforms, MatrixUniforms, RmsNormUniforms, RopeUniforms,
+};
 use crate::DType;
 
 const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
@@ -89,8 +95,34 @@ fn subgroup_reduce(src: &str) -> String {
 }
 
 impl Kernel {
-    /// The complete WGSL source.
+    /// The WGSL declarations generated on the Rust side that the kernel's source expects:
+    /// its uniform parameter struct, and the element-wise op codes.
+    pub fn prelude(self) -> String {
+        match self {
+            Kernel::MatVec(..) | Kernel::MatMul(_) => MatrixUniforms::WGSL.into(),
+            Kernel::GetRows(_) => GetRowsUniforms::WGSL.into(),
+            Kernel::RmsNorm => RmsNormUniforms::WGSL.into(),
+            Kernel::Elementwise => {
+                format!(
+                    "{}\n{}",
+                    ElementwiseUniforms::WGSL,
+                    ElementwiseOp::wgsl_consts()
+                )
+            }
+            Kernel::Rope => RopeUniforms::WGSL.into(),
+            Kernel::AttnPrefill | Kernel::AttnDecode => AttentionUniforms::WGSL.into(),
+            Kernel::AttnReduce => AttnReduceUniforms::WGSL.into(),
+            Kernel::KvWrite => KvWriteUniforms::WGSL.into(),
+        }
+    }
+
+    /// The complete WGSL source: the [`Kernel::prelude`], then the kernel.
     pub fn source(self) -> String {
+        format!("{}\n{}", self.prelude(), self.body())
+    }
+
+    /// The kernel's WGSL composed from `shaders/`, without the prelude.
+    fn body(self) -> String {
         match self {
             Kernel::MatVec(t, 1, _) => with_decoder(&format!("{MATRIX_COMMON}\n{MATVEC_ROW}"), t),
             Kernel::MatVec(t, tpr, subgroups) => {
