@@ -173,6 +173,35 @@ impl GpuExecutor {
         Ok(w)
     }
 
+    /// Record the dispatches of every node of `graph`, each by its op's encoder.
+    fn encode(
+        &self,
+        graph: &Graph,
+        plan: &Plan,
+        weights: &[Arc<GpuWeight>],
+    ) -> Result<Recorder, GpuError> {
+        let align = self.dev.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
+        let mut rec = Recorder::new(graph.n_tokens, align);
+        let tpr = self.matvec_tpr;
+        let matvec = MatVecChoice {
+            tpr,
+            // Row sums by subgroup shuffles where a subgroup holds whole rows.
+            subgroups: tpr > 1 && self.dev.subgroups && tpr <= self.dev.report.subgroup_size.0,
+        };
+        for (i, node) in graph.nodes.iter().enumerate() {
+            let ctx = NodeCtx {
+                graph,
+                plan,
+                weights,
+                node,
+                out: plan.offsets[i] as u32,
+                matvec,
+            };
+            encode_node(&ctx, i, &mut rec)?;
+        }
+        Ok(rec)
+    }
+
     /// Plan `graph`, upload its weights (once per tensor across graphs), compile its kernels
     /// and lay out every dispatch's parameters.
     pub fn prepare(&mut self, graph: Graph) -> Result<GpuPreparedGraph, GpuError> {
@@ -192,72 +221,47 @@ impl GpuExecutor {
         for t in &graph.weights {
             weights.push(self.upload(t)?);
         }
-        let align = self.dev.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
-        let mut rec = Recorder::new(graph.n_tokens, align);
-        let tpr = self.matvec_tpr;
-        let matvec = MatVecChoice {
-            tpr,
-            // Row sums by subgroup shuffles where a subgroup holds whole rows.
-            subgroups: tpr > 1 && self.dev.subgroups && tpr <= self.dev.report.subgroup_size.0,
-        };
-        for (i, node) in graph.nodes.iter().enumerate() {
-            let ctx = NodeCtx {
-                graph: &graph,
-                plan: &plan,
-                weights: &weights,
-                node,
-                out: plan.offsets[i] as u32,
-                matvec,
-            };
-            encode_node(&ctx, i, &mut rec)?;
+        let rec = self.encode(&graph, &plan, &weights)?;
+        for d in &rec.dispatches {
+            self.pipeline(d.kernel);
         }
         let Recorder {
-            mut uniform_words,
+            uniform_words,
             dispatches,
             layout,
             partial_len,
             ..
         } = rec;
-        for d in &dispatches {
-            self.pipeline(d.kernel);
-        }
         let dev = &self.dev.device;
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        let arena = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("arena"),
-            size: arena_bytes,
-            usage: storage | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        if uniform_words.is_empty() {
-            uniform_words.resize(4, 0);
-        }
+        let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+            dev.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let arena = buffer("arena", arena_bytes, storage | wgpu::BufferUsages::COPY_SRC);
         let uniforms = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
-            contents: bytemuck::cast_slice(&uniform_words),
+            contents: bytemuck::cast_slice(if uniform_words.is_empty() {
+                &[0u32; 4][..]
+            } else {
+                &uniform_words[..]
+            }),
             usage: wgpu::BufferUsages::UNIFORM,
         });
-        let step = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("step"),
-            size: (layout.len as u64 * 4).max(16),
-            usage: storage,
-            mapped_at_creation: false,
-        });
-        let partials = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attention partials"),
-            size: partial_len as u64 * 4,
-            usage: storage,
-            mapped_at_creation: false,
-        });
+        let step = buffer("step", (layout.len as u64 * 4).max(16), storage);
+        let partials = buffer("attention partials", partial_len as u64 * 4, storage);
         let out_node = graph.node(graph.output);
         let out_len = out_node.rows * out_node.cols;
         let out_start = plan.offsets[graph.output.0 as usize] as u64 * 4;
-        let readback = dev.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("output"),
-            size: (out_len as u64 * 4).max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let readback = buffer(
+            "output",
+            (out_len as u64 * 4).max(4),
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
         self.dev.check()?;
         Ok(GpuPreparedGraph {
             step_host: vec![0; layout.len],
@@ -330,53 +334,7 @@ impl GpuExecutor {
         positions: &[i32],
         kv: &mut [GpuKvStore],
     ) -> Result<&'g [f32], GpuError> {
-        let n_tok = g.graph.n_tokens;
-        if tokens.len() != n_tok || positions.len() != n_tok {
-            return Err(GpuError::Unsupported(format!(
-                "the graph takes {n_tok} tokens, the step has {} tokens and {} positions",
-                tokens.len(),
-                positions.len()
-            )));
-        }
-        if positions[0] < 0 || positions.windows(2).any(|w| w[1] <= w[0]) {
-            return Err(GpuError::Unsupported(
-                "positions must be non-negative and increasing".into(),
-            ));
-        }
-        for node in &g.graph.nodes {
-            match node.op {
-                Op::GetRows { table } => {
-                    let n_vocab = g.graph.weight(table).n_rows();
-                    if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
-                        return Err(GpuError::Unsupported(format!(
-                            "token id {id} is out of range (vocabulary of {n_vocab})"
-                        )));
-                    }
-                }
-                Op::Attention { kv: id, params, .. } => {
-                    let Some(s) = kv.get(id.0 as usize) else {
-                        return Err(GpuError::Unsupported(format!(
-                            "the graph uses KV store {}, but only {} were passed",
-                            id.0,
-                            kv.len()
-                        )));
-                    };
-                    if s.k_width() != params.n_head_kv * params.head_dim
-                        || s.v_width() != params.n_head_kv * params.head_dim_v
-                    {
-                        return Err(GpuError::Unsupported(format!(
-                            "KV store {} has widths {}/{}, the layer needs {}/{}",
-                            id.0,
-                            s.k_width(),
-                            s.v_width(),
-                            params.n_head_kv * params.head_dim,
-                            params.n_head_kv * params.head_dim_v
-                        )));
-                    }
-                }
-                _ => {}
-            }
-        }
+        check_step(&g.graph, tokens, positions, kv)?;
         // The step's values.
         g.layout.write(&mut g.step_host, tokens, positions, kv);
         self.dev
@@ -462,4 +420,63 @@ impl GpuExecutor {
         }
         Ok(())
     }
+}
+
+/// Fails unless `tokens` at `positions` over the stores `kv` are a valid step of `graph`:
+/// as many as it takes, at increasing non-negative positions, ids inside the vocabulary, and
+/// every KV store it names passed with the widths its layer needs.
+fn check_step(
+    graph: &Graph,
+    tokens: &[u32],
+    positions: &[i32],
+    kv: &[GpuKvStore],
+) -> Result<(), GpuError> {
+    let n_tok = graph.n_tokens;
+    if tokens.len() != n_tok || positions.len() != n_tok {
+        return Err(GpuError::Unsupported(format!(
+            "the graph takes {n_tok} tokens, the step has {} tokens and {} positions",
+            tokens.len(),
+            positions.len()
+        )));
+    }
+    if positions[0] < 0 || positions.windows(2).any(|w| w[1] <= w[0]) {
+        return Err(GpuError::Unsupported(
+            "positions must be non-negative and increasing".into(),
+        ));
+    }
+    for node in &graph.nodes {
+        match node.op {
+            Op::GetRows { table } => {
+                let n_vocab = graph.weight(table).n_rows();
+                if let Some(&id) = tokens.iter().find(|&&t| t as usize >= n_vocab) {
+                    return Err(GpuError::Unsupported(format!(
+                        "token id {id} is out of range (vocabulary of {n_vocab})"
+                    )));
+                }
+            }
+            Op::Attention { kv: id, params, .. } => {
+                let Some(s) = kv.get(id.0 as usize) else {
+                    return Err(GpuError::Unsupported(format!(
+                        "the graph uses KV store {}, but only {} were passed",
+                        id.0,
+                        kv.len()
+                    )));
+                };
+                if s.k_width() != params.n_head_kv * params.head_dim
+                    || s.v_width() != params.n_head_kv * params.head_dim_v
+                {
+                    return Err(GpuError::Unsupported(format!(
+                        "KV store {} has widths {}/{}, the layer needs {}/{}",
+                        id.0,
+                        s.k_width(),
+                        s.v_width(),
+                        params.n_head_kv * params.head_dim,
+                        params.n_head_kv * params.head_dim_v
+                    )));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
