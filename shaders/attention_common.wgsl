@@ -1,4 +1,4 @@
-// Shared by the flash-attention kernels: parameters, bindings, and where source `j` of a step
+// Shared by the flash-attention kernels: bindings, and where source `j` of a step
 // comes from. The sources of a step are, in position order, the cached cells holding positions
 // `lo .. lo + n_scan` (the step's scan info, written by the host) (cell `pos % n_cells`, checked against the cell's stored position, which
 // also covers ring caches), then the batch's own keys and values (rounded to f16 as the cache

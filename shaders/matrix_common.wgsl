@@ -1,5 +1,5 @@
 // Shared by the weight-matrix kernels (matvec.wgsl, matvec_row.wgsl, matmul.wgsl): their
-// parameters and bindings. `out[t][r] = W.row(r) · x[t]` for the rows of one chunk of W
+// bindings. `out[t][r] = W.row(r) · x[t]` for the rows of one chunk of W
 // (`row0` is its first row in the whole matrix), x read at `x_off` with rows of `n_in` values,
 // the output at `out_off` with rows `out_stride` apart.
 

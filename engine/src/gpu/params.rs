@@ -12,7 +12,7 @@ impl WgslScalar for u32 {}
 impl WgslScalar for i32 {}
 impl WgslScalar for f32 {}
 
-/// Compiles only for [`WgslScalar`] types (the field check of [`kernel_params!`]).
+/// Compiles only for [`WgslScalar`] types (the field check of `kernel_params!`).
 const fn assert_wgsl_scalar<T: WgslScalar>() {}
 
 /// A kernel's uniform parameter block.
