@@ -159,9 +159,8 @@ impl Kernel {
 mod tests {
     use super::*;
 
-    /// Every kernel parses and validates with naga (no GPU needed).
-    #[test]
-    fn every_kernel_validates() {
+    /// Every kernel, with each weight type the kernels decode.
+    fn all_kernels() -> Vec<Kernel> {
         let mut kernels = vec![
             Kernel::RmsNorm,
             Kernel::Elementwise,
@@ -182,7 +181,13 @@ mod tests {
                 ]);
             }
         }
-        for k in kernels {
+        kernels
+    }
+
+    /// Every kernel parses and validates with naga (no GPU needed).
+    #[test]
+    fn every_kernel_validates() {
+        for k in all_kernels() {
             let src = k.source();
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{k:?}: {}", e.emit_to_string(&src)));
@@ -197,6 +202,33 @@ mod tests {
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
+        }
+    }
+
+    /// Every kernel reads its parameters through the struct generated from `params.rs`, and
+    /// the element-wise codes come from there too: a hand-written copy in a shader could drift
+    /// from the Rust side.
+    #[test]
+    fn every_kernel_reads_the_generated_uniform_struct() {
+        for k in all_kernels() {
+            let prelude = k.prelude();
+            let name = prelude
+                .strip_prefix("struct ")
+                .and_then(|s| s.split_whitespace().next())
+                .expect("the prelude starts with the parameter struct");
+            let body = k.body();
+            let uniforms: Vec<&str> = body
+                .lines()
+                .filter(|l| l.contains("var<uniform>"))
+                .collect();
+            assert_eq!(uniforms.len(), 1, "{k:?}: one uniform binding");
+            assert!(
+                uniforms[0].trim_end().ends_with(&format!(": {name};")),
+                "{k:?} declares {:?}, not the generated {name}",
+                uniforms[0]
+            );
+            assert!(!body.contains("struct Params"), "{k:?}");
+            assert!(!body.contains("const OP_"), "{k:?}");
         }
     }
 }
