@@ -1,35 +1,17 @@
-// Shared by the flash-attention kernels: parameters, bindings, and where source `j` of a step
+// Shared by the flash-attention kernels: bindings, and where source `j` of a step
 // comes from. The sources of a step are, in position order, the cached cells holding positions
 // `lo .. lo + n_scan` (the step's scan info, written by the host) (cell `pos % n_cells`, checked against the cell's stored position, which
 // also covers ring caches), then the batch's own keys and values (rounded to f16 as the cache
 // will hold them).
 
-struct Params {
-    q_off: u32,
-    k_off: u32,
-    v_off: u32,
-    out_off: u32,
-    n_tok: u32,
-    n_head: u32,
-    n_head_kv: u32,
-    dk: u32,
-    dv: u32,
-    scale: f32,
-    window: u32,
-    softcap: f32,
-    pad: u32,
-    pos_off: u32,
-    info_off: u32,
-    pad2: u32,
-}
-
+// `AttentionUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 // The cache's f16 pairs, four words (eight values) a vec4: head widths are multiples of 8.
 @group(0) @binding(1) var<storage, read> KC: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> VC: array<vec4<u32>>;
 @group(0) @binding(3) var<storage, read> CP: array<i32>;
 @group(0) @binding(4) var<storage, read> S: array<u32>;
-@group(0) @binding(5) var<uniform> P: Params;
+@group(0) @binding(5) var<uniform> P: AttentionUniforms;
 
 const NEG: f32 = -1.0e30;
 

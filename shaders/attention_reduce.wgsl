@@ -1,17 +1,11 @@
 // Combines the split-K partials of attention_decode.wgsl: per (token, head), the global max
 // over the splits, each split's sum and output rescaled to it, then the normalised output.
 
-struct Params {
-    out_off: u32,
-    n_head: u32,
-    dv: u32,
-    info_off: u32,
-}
-
+// `AttnReduceUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 @group(0) @binding(1) var<storage, read> PT: array<f32>;
 @group(0) @binding(2) var<storage, read> S: array<u32>;
-@group(0) @binding(3) var<uniform> P: Params;
+@group(0) @binding(3) var<uniform> P: AttnReduceUniforms;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {

@@ -4,20 +4,11 @@
 // large for one binding come in row chunks; each chunk's dispatch writes the tokens whose rows
 // it holds.
 
-struct Params {
-    out_off: u32,
-    n_cols: u32,
-    row_bytes: u32,
-    row0: u32,
-    n_rows: u32,
-    tok_off: u32,
-    n_tok: u32,
-}
-
+// `GetRowsUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read> S: array<u32>;
-@group(0) @binding(3) var<uniform> P: Params;
+@group(0) @binding(3) var<uniform> P: GetRowsUniforms;
 
 var<private> put_base: u32;
 

@@ -3,22 +3,13 @@
 // attention, which read the batch's K/V from the activations, so a ring never overwrites a
 // cell that a query of the same batch still needs.
 
-struct Params {
-    k_off: u32,
-    v_off: u32,
-    kw: u32,
-    vw: u32,
-    n_tok: u32,
-    info_off: u32,
-    pos_off: u32,
-}
-
+// `KvWriteUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 @group(0) @binding(1) var<storage, read_write> KC: array<u32>;
 @group(0) @binding(2) var<storage, read_write> VC: array<u32>;
 @group(0) @binding(3) var<storage, read_write> CP: array<i32>;
 @group(0) @binding(4) var<storage, read> S: array<u32>;
-@group(0) @binding(5) var<uniform> P: Params;
+@group(0) @binding(5) var<uniform> P: KvWriteUniforms;
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -7,7 +7,7 @@
 // workgroup-memory traffic low, and on software rasterisers (which load memory one lane at a
 // time) it is what sets the speed. Row chunks as in matvec.wgsl.
 
-// Params and bindings: matrix_common.wgsl, composed before this file.
+// Bindings: matrix_common.wgsl, composed before this file; parameters: `MatrixUniforms`.
 
 const TILE: u32 = 64u;
 const K: u32 = 32u;

@@ -1,21 +1,11 @@
 // Shared by the weight-matrix kernels (matvec.wgsl, matvec_row.wgsl, matmul.wgsl): their
-// parameters and bindings. `out[t][r] = W.row(r) · x[t]` for the rows of one chunk of W
+// bindings. `out[t][r] = W.row(r) · x[t]` for the rows of one chunk of W
 // (`row0` is its first row in the whole matrix), x read at `x_off` with rows of `n_in` values,
 // the output at `out_off` with rows `out_stride` apart.
 
-struct Params {
-    x_off: u32,
-    out_off: u32,
-    n_in: u32,
-    n_rows: u32,
-    row_bytes: u32,
-    out_stride: u32,
-    row0: u32,
-    n_tok: u32,
-    grid_x: u32,
-}
+// `MatrixUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 
 // The arena as vec4s (node offsets are multiples of 16 values, rows multiples of 32).
 @group(0) @binding(0) var<storage, read_write> A: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<uniform> P: Params;
+@group(0) @binding(2) var<uniform> P: MatrixUniforms;

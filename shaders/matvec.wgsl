@@ -10,7 +10,7 @@
 // Weights too large for one binding come in row chunks: `row0` is the chunk's first row in the
 // whole matrix.
 
-// Params and bindings: matrix_common.wgsl, composed before this file.
+// Bindings: matrix_common.wgsl, composed before this file; parameters: `MatrixUniforms`.
 
 const WG: u32 = 64u;
 const TPR: u32 = 16u;

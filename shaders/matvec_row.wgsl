@@ -5,7 +5,7 @@
 // barriers as coroutines, which costs it several times the arithmetic. Row chunks and
 // parameters as in matvec.wgsl.
 
-// Params and bindings: matrix_common.wgsl, composed before this file.
+// Bindings: matrix_common.wgsl, composed before this file; parameters: `MatrixUniforms`.
 
 var<private> dot_x: u32;
 var<private> dot_acc: f32;

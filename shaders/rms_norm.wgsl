@@ -2,19 +2,10 @@
 // optional f32 gain broadcast over the groups: one workgroup per group, the sum of squares by a
 // tree in workgroup memory.
 
-struct Params {
-    x_off: u32,
-    out_off: u32,
-    group: u32,
-    n_groups: u32,
-    eps: f32,
-    has_weight: u32,
-    grid_x: u32,
-}
-
+// `RmsNormUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 @group(0) @binding(1) var<storage, read> W: array<u32>;
-@group(0) @binding(2) var<uniform> P: Params;
+@group(0) @binding(2) var<uniform> P: RmsNormUniforms;
 
 const WG: u32 = 256u;
 

@@ -3,21 +3,10 @@
 // since f32 trigonometry loses the angle at large positions; this kernel applies it, in ggml's
 // normal (adjacent pairs) or NeoX (halves) pairing. Dimensions past `n_dims` pass through.
 
-struct Params {
-    x_off: u32,
-    out_off: u32,
-    n_tok: u32,
-    cols: u32,
-    head_dim: u32,
-    n_dims: u32,
-    neox: u32,
-    table_off: u32,
-    grid_x: u32,
-}
-
+// `RopeUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 @group(0) @binding(1) var<storage, read> S: array<u32>;
-@group(0) @binding(2) var<uniform> P: Params;
+@group(0) @binding(2) var<uniform> P: RopeUniforms;
 
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {

@@ -10,6 +10,7 @@ pub mod gpu;
 pub mod graph;
 pub mod kv_cells;
 pub mod quant;
+pub mod rope;
 
 pub use backend::{Backend, BackendError, Device};
 pub use dtype::DType;

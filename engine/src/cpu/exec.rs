@@ -1,12 +1,13 @@
 //! The CPU executor: runs a planned [`Graph`] for one step (a batch of tokens at given
-//! positions) over an arena sized once, so steady-state decoding allocates nothing.
-
-use half::f16;
-use half::slice::HalfFloatSliceExt;
+//! positions) over an arena sized once, so steady-state decoding allocates nothing. It
+//! schedules the ops (which node runs when, on which threads, which mat_muls share one pass);
+//! their math lives in [`super::ops`].
 
 use super::dot::{self, DotKernel};
 use super::kv::KvStore;
-use super::ops::{attention, elementwise, norm, rope};
+use super::ops::kv_attention::{self, KvAttnScratch};
+use super::ops::matmul::{self, MAX_GROUP, MatMulSeg};
+use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, grow, norm, rope};
 use super::pool::{ThreadPool, split_range};
 use crate::graph::{Graph, Node, NodeId, Op, Plan};
 use crate::{DType, quant};
@@ -75,21 +76,6 @@ impl PreparedGraph {
     }
 }
 
-/// A raw pointer that may cross threads; every use writes a disjoint range.
-#[derive(Clone, Copy)]
-struct SharedMut<T>(*mut T);
-unsafe impl<T> Send for SharedMut<T> {}
-unsafe impl<T> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// # Safety
-    /// `range` must be inside the allocation and not touched by any other thread meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, range: std::ops::Range<usize>) -> &mut [T] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(range.start), range.len()) }
-    }
-}
-
 /// Runs graphs on the CPU with a fixed thread pool and reusable scratch memory.
 pub struct CpuExecutor {
     pool: ThreadPool,
@@ -100,36 +86,14 @@ pub struct CpuExecutor {
     rope: Vec<f32>,
     /// The parameters `rope` holds the table of for this step's positions (`None`: stale).
     rope_for: Option<crate::graph::RopeParams>,
-    /// Rows (cache cells, then batch tokens) and positions of the sources attention reads.
-    src_rows: Vec<u32>,
-    positions: Vec<i32>,
-    /// The batch's K/V in F16, written to the store after attention.
-    staged_k: Vec<f16>,
-    staged_v: Vec<f16>,
+    /// Attention's gathered sources and staged K/V.
+    attn: KvAttnScratch,
     /// Which node's rows `act` holds, and in which format (consecutive mat_muls of one input,
     /// like Q/K/V or gate/up, quantize it once).
     act_holds: Option<(NodeId, DType)>,
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), for comparing with llama.cpp.
     trace: bool,
 }
-
-/// Weight rows per block of a mat_mul (16 f32 outputs: one cache line per token).
-const ROW_BLOCK: usize = 16;
-/// Weight rows per block of a prompt's mat_mul, where there are enough of them to go round
-/// the threads: kernels that repack their rows or prepare the activations per call do it
-/// once for more rows.
-const PROMPT_ROW_BLOCK: usize = 64;
-/// Blocks per pool task a mat_mul needs before it uses [`PROMPT_ROW_BLOCK`].
-const PROMPT_BLOCKS_PER_TASK: usize = 1;
-/// Tokens per chunk of a mat_mul.
-const TOKEN_BLOCK: usize = 64;
-
-/// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512; wider
-/// heads go one at a time, up to 2048 wide).
-const QBUF: usize = 2048;
-
-/// Ops on fewer elements than this run on the calling thread only.
-const PARALLEL_MIN_ELEMS: usize = 1 << 14;
 
 impl CpuExecutor {
     /// An executor with `n_threads` threads (0 = all cores).
@@ -140,10 +104,7 @@ impl CpuExecutor {
             act: Vec::new(),
             rope: Vec::new(),
             rope_for: None,
-            src_rows: Vec::new(),
-            positions: Vec::new(),
-            staged_k: Vec::new(),
-            staged_v: Vec::new(),
+            attn: KvAttnScratch::default(),
             act_holds: None,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
         }
@@ -209,11 +170,7 @@ impl CpuExecutor {
                 Op::Rope { params, .. } => grow(&mut self.rope, n_tokens * params.n_dims),
                 Op::Attention { kv: id, .. } => {
                     if let Some(s) = kv.get(id.0 as usize) {
-                        let n_src = s.n_cells() + n_tokens;
-                        grow(&mut self.src_rows, n_src);
-                        grow(&mut self.positions, n_src);
-                        grow(&mut self.staged_k, n_tokens * s.k_width());
-                        grow(&mut self.staged_v, n_tokens * s.v_width());
+                        self.attn.reserve(n_tokens, s);
                     }
                 }
                 _ => {}
@@ -298,6 +255,7 @@ impl CpuExecutor {
         // SAFETY: the planner gives this node's output a range disjoint from every live
         // node's, in particular from this node's inputs; inputs are only read.
         let out = unsafe { arena.slice(range(NodeId(i as u32))) };
+        // SAFETY: as above: inputs are live nodes' ranges, disjoint from `out`, only read.
         let input = |id: NodeId| -> &[f32] { unsafe { arena.slice(range(id)) } };
         let cols = node.cols;
         match node.op {
@@ -358,7 +316,7 @@ impl CpuExecutor {
                 // and parameter set.
                 if self.rope_for != Some(params) {
                     for (t, &pos) in positions.iter().enumerate() {
-                        rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
+                        crate::rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
                     }
                     self.rope_for = Some(params);
                 }
@@ -377,7 +335,17 @@ impl CpuExecutor {
                 params,
             } => {
                 let store = &mut kv[id.0 as usize];
-                self.attention(input(q), input(k), input(v), positions, store, &params, out);
+                kv_attention::attend_step(
+                    &self.pool,
+                    &mut self.attn,
+                    input(q),
+                    input(k),
+                    input(v),
+                    positions,
+                    store,
+                    &params,
+                    out,
+                );
             }
         }
     }
@@ -441,224 +409,17 @@ impl CpuExecutor {
             .kernel
             .vec_dot_type;
         let reuse = self.act_holds == Some((x_id, vdt));
-        self.mat_mul(&segs[..nodes.len()], x, xn, reuse);
+        let shape = (xn.rows, xn.cols);
+        matmul::mat_mul(
+            &self.pool,
+            &mut self.act,
+            &segs[..nodes.len()],
+            x,
+            shape,
+            reuse,
+        );
         self.act_holds = Some((x_id, vdt));
     }
-
-    /// `out_s[t][r] = W_s.row(r) · x[t]` for every segment `s`, with the activations quantized
-    /// once to the kernels' common format (`act_ready`: they already are).
-    fn mat_mul(&mut self, segs: &[Option<MatMulSeg<'_>>], x: &[f32], xn: &Node, act_ready: bool) {
-        let (n_tok, n_in) = (xn.rows, xn.cols);
-        let first = segs[0].as_ref().expect("a non-empty group");
-        let quantize_row = first.kernel.quantize_row;
-        let arb = first
-            .kernel
-            .vec_dot_type
-            .row_bytes(n_in as u64)
-            .expect("whole blocks") as usize;
-        let act = &mut self.act[..arb * n_tok];
-        if act_ready {
-            // Quantized by the previous mat_mul of the same input.
-        } else if n_tok * n_in >= PARALLEL_MIN_ELEMS && n_tok > 1 {
-            let a = SharedMut(act.as_mut_ptr());
-            self.pool.run(&|ti, nt| {
-                for t in split_range(n_tok, ti, nt, 1) {
-                    // SAFETY: each thread quantizes its own rows.
-                    let dst = unsafe { a.slice(t * arb..(t + 1) * arb) };
-                    quantize_row(&x[t * n_in..(t + 1) * n_in], dst);
-                }
-            });
-        } else {
-            for t in 0..n_tok {
-                quantize_row(
-                    &x[t * n_in..(t + 1) * n_in],
-                    &mut act[t * arb..(t + 1) * arb],
-                );
-            }
-        }
-        let act = &self.act[..arb * n_tok];
-        // Work units: blocks of `rb` weight rows, segment after segment.
-        let rows_of = |rb: usize| {
-            segs.iter()
-                .map(|s| s.as_ref().expect("filled").w.n_rows().div_ceil(rb))
-                .sum::<usize>()
-        };
-        let tasks = self.pool.n_tasks();
-        let rb = if n_tok >= 4 && rows_of(PROMPT_ROW_BLOCK) >= PROMPT_BLOCKS_PER_TASK * tasks {
-            PROMPT_ROW_BLOCK
-        } else {
-            ROW_BLOCK
-        };
-        let mut unit_end = [0usize; MAX_GROUP];
-        let mut total = 0;
-        for (end, seg) in unit_end.iter_mut().zip(segs) {
-            total += seg.as_ref().expect("filled").w.n_rows().div_ceil(rb);
-            *end = total;
-        }
-        self.pool.run(&|ti, nt| {
-            let units = split_range(total, ti, nt, 1);
-            // Prompt outputs pass through a per-task buffer (16 KiB; not zeroed for decode,
-            // which writes in place and runs this closure hundreds of times per token).
-            let mut buf_store = if n_tok > 1 {
-                Some([0.0f32; PROMPT_ROW_BLOCK * TOKEN_BLOCK])
-            } else {
-                None
-            };
-            // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
-            // while every token of the chunk passes over them).
-            for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
-                let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
-                for u in units.clone() {
-                    let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
-                    let seg = segs[s].as_ref().expect("filled");
-                    let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
-                    let n_out = seg.w.n_rows();
-                    let r0 = (u - first_unit) * rb;
-                    let r1 = (r0 + rb).min(n_out);
-                    let nr = r1 - r0;
-                    let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
-                    let args = dot::GemmArgs {
-                        n: n_in,
-                        w: &data[r0 * wrb..r1 * wrb],
-                        w_stride: wrb,
-                        rows: nr,
-                        a: &act[t0 * arb..t1 * arb],
-                        a_stride: arb,
-                        tokens: t1 - t0,
-                    };
-                    if n_tok == 1 {
-                        // SAFETY: this unit's rows of the single token's output are written
-                        // by this task only.
-                        seg.kernel.gemm(&args, unsafe { seg.out.slice(r0..r1) });
-                        continue;
-                    }
-                    let buf = buf_store.as_mut().expect("a prompt's buffer");
-                    seg.kernel.gemm(&args, &mut buf[..nr * (t1 - t0)]);
-                    for t in t0..t1 {
-                        // SAFETY: this unit's rows of every token are written by this task only.
-                        let orow = unsafe { seg.out.slice(t * n_out + r0..t * n_out + r1) };
-                        orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
-                    }
-                }
-            }
-        });
-    }
-
-    /// Attention over the store's cached cells and the batch's own K/V, then the batch's K/V
-    /// are written into the store.
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &mut self,
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        positions: &[i32],
-        store: &mut KvStore,
-        p: &crate::graph::AttnParams,
-        out: &mut [f32],
-    ) {
-        let n_tok = positions.len();
-        let (kw, vw) = (store.k_width(), store.v_width());
-        // The batch's K/V as the cache will hold them (F16).
-        let sk = &mut self.staged_k[..n_tok * kw];
-        let sv = &mut self.staged_v[..n_tok * vw];
-        sk.convert_from_f32_slice(&k[..n_tok * kw]);
-        sv.convert_from_f32_slice(&v[..n_tok * vw]);
-        // Gather the cached cells some query of the batch can see (cells at or after the
-        // batch's first position are stale: the batch replaces them), then the batch itself.
-        let pmin = *positions.iter().min().expect("non-empty batch");
-        let mut n_src = 0;
-        // Walk the cells in position order (oldest first) whatever the layout: a ring's oldest
-        // cell is the one the batch's first token will overwrite. The same order for ring and
-        // full caches makes their results bit-identical.
-        let n_cells = store.n_cells();
-        let start = store.cell_of(pmin);
-        for j in 0..n_cells {
-            let c = (start + j) % n_cells;
-            let pk = store.cell_positions()[c];
-            let in_window = p
-                .window
-                .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
-            if pk >= 0 && pk < pmin && in_window {
-                self.src_rows[n_src] = c as u32;
-                self.positions[n_src] = pk;
-                n_src += 1;
-            }
-        }
-        for (t, &pos) in positions.iter().enumerate() {
-            self.src_rows[n_src] = (n_cells + t) as u32;
-            self.positions[n_src] = pos;
-            n_src += 1;
-        }
-        // Keys and values are read in place, as F16 (no per-step conversion of the cache).
-        let view = attention::KvView {
-            cache_k: store.k_all(),
-            cache_v: store.v_all(),
-            batch_k: sk,
-            batch_v: sv,
-            n_cells,
-            rows: &self.src_rows[..n_src],
-            positions: &self.positions[..n_src],
-        };
-        let o = SharedMut(out.as_mut_ptr());
-        let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
-        let group = p.n_head / p.n_head_kv;
-        let qw = nh * dk;
-        let ow = nh * dv;
-        // A task: `hg` query heads of one token that share a KV head (each key and value is
-        // converted once for all of them), or single heads where that leaves too few tasks.
-        let chunk = (1..=attention::MAX_GROUP_HEADS)
-            .rev()
-            .find(|&c| group.is_multiple_of(c))
-            .expect("1 divides");
-        let hg = if chunk * dk <= QBUF && n_tok * nh / chunk >= self.pool.n_tasks() {
-            chunk
-        } else {
-            1
-        };
-        assert!(hg * dk <= QBUF, "head width {dk} over {QBUF} / {hg}");
-        let work = |ti: usize, nt: usize| {
-            let mut qbuf = [0.0f32; QBUF];
-            for task in split_range(n_tok * nh / hg, ti, nt, 1) {
-                let (t, h) = (task / (nh / hg), task % (nh / hg) * hg);
-                // Queries pass through F16, as ggml's flash attention converts them.
-                let qh = &mut qbuf[..hg * dk];
-                for (d, &x) in qh
-                    .iter_mut()
-                    .zip(&q[t * qw + h * dk..t * qw + (h + hg) * dk])
-                {
-                    *d = f16::from_f32(x).to_f32();
-                }
-                // SAFETY: each (token, head) output slice is written by one thread.
-                let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + hg) * dv) };
-                attention::attend_group(qh, positions[t], h / group, &view, p, dst);
-            }
-        };
-        if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS {
-            self.pool.run(&work);
-        } else {
-            work(0, 1);
-        }
-        for t in 0..n_tok {
-            store.write_f16(
-                positions[t],
-                &sk[t * kw..(t + 1) * kw],
-                &sv[t * vw..(t + 1) * vw],
-            );
-        }
-    }
-}
-
-/// Most mat_muls run in one pass ([`CpuExecutor::run_mat_mul_group`]).
-const MAX_GROUP: usize = 4;
-
-/// One weight of a mat_mul group and where its output goes.
-#[derive(Clone, Copy)]
-struct MatMulSeg<'a> {
-    w: &'a crate::Tensor,
-    kernel: &'static DotKernel,
-    /// `n_tokens × w.n_rows()` outputs.
-    out: SharedMut<f32>,
 }
 
 /// The end of the run of mat_mul nodes starting at `i` that read the same input in the same
@@ -681,9 +442,3 @@ fn mat_mul_group_end(g: &PreparedGraph, i: usize) -> usize {
 }
 
 type WeightRef<'a> = (&'a str, DType);
-
-fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) {
-    if v.len() < n {
-        v.resize(n, T::default());
-    }
-}

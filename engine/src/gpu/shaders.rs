@@ -2,8 +2,14 @@
 //! composition of a kernel's source: kernels that read quantized weights get the block
 //! decoders of `quant.wgsl` and a `dq` function for the weight's type appended; the
 //! weight-matrix kernels get `matrix_common.wgsl` (parameters, bindings) before them, the
-//! attention kernels `attention_common.wgsl`.
+//! attention kernels `attention_common.wgsl`. Every kernel starts with the declarations
+//! generated from [`super::params`]: its uniform parameter struct (and, for the element-wise
+//! kernel, the `OP_*` codes).
 
+use super::params::{
+    AttentionUniforms, AttnReduceUniforms, ElementwiseOp, ElementwiseUniforms, GetRowsUniforms,
+    KernelParams, KvWriteUniforms, MatrixUniforms, RmsNormUniforms, RopeUniforms,
+};
 use crate::DType;
 
 const QUANT: &str = include_str!("../../../shaders/quant.wgsl");
@@ -89,8 +95,34 @@ fn subgroup_reduce(src: &str) -> String {
 }
 
 impl Kernel {
-    /// The complete WGSL source.
+    /// The WGSL declarations generated on the Rust side that the kernel's source expects:
+    /// its uniform parameter struct, and the element-wise op codes.
+    pub fn prelude(self) -> String {
+        match self {
+            Kernel::MatVec(..) | Kernel::MatMul(_) => MatrixUniforms::WGSL.into(),
+            Kernel::GetRows(_) => GetRowsUniforms::WGSL.into(),
+            Kernel::RmsNorm => RmsNormUniforms::WGSL.into(),
+            Kernel::Elementwise => {
+                format!(
+                    "{}\n{}",
+                    ElementwiseUniforms::WGSL,
+                    ElementwiseOp::wgsl_consts()
+                )
+            }
+            Kernel::Rope => RopeUniforms::WGSL.into(),
+            Kernel::AttnPrefill | Kernel::AttnDecode => AttentionUniforms::WGSL.into(),
+            Kernel::AttnReduce => AttnReduceUniforms::WGSL.into(),
+            Kernel::KvWrite => KvWriteUniforms::WGSL.into(),
+        }
+    }
+
+    /// The complete WGSL source: the [`Kernel::prelude`], then the kernel.
     pub fn source(self) -> String {
+        format!("{}\n{}", self.prelude(), self.body())
+    }
+
+    /// The kernel's WGSL composed from `shaders/`, without the prelude.
+    fn body(self) -> String {
         match self {
             Kernel::MatVec(t, 1, _) => with_decoder(&format!("{MATRIX_COMMON}\n{MATVEC_ROW}"), t),
             Kernel::MatVec(t, tpr, subgroups) => {
@@ -127,9 +159,8 @@ impl Kernel {
 mod tests {
     use super::*;
 
-    /// Every kernel parses and validates with naga (no GPU needed).
-    #[test]
-    fn every_kernel_validates() {
+    /// Every kernel, with each weight type the kernels decode.
+    fn all_kernels() -> Vec<Kernel> {
         let mut kernels = vec![
             Kernel::RmsNorm,
             Kernel::Elementwise,
@@ -150,7 +181,13 @@ mod tests {
                 ]);
             }
         }
-        for k in kernels {
+        kernels
+    }
+
+    /// Every kernel parses and validates with naga (no GPU needed).
+    #[test]
+    fn every_kernel_validates() {
+        for k in all_kernels() {
             let src = k.source();
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{k:?}: {}", e.emit_to_string(&src)));
@@ -165,6 +202,33 @@ mod tests {
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(&module)
             .unwrap_or_else(|e| panic!("{k:?}: {e:?}"));
+        }
+    }
+
+    /// Every kernel reads its parameters through the struct generated from `params.rs`, and
+    /// the element-wise codes come from there too: a hand-written copy in a shader could drift
+    /// from the Rust side.
+    #[test]
+    fn every_kernel_reads_the_generated_uniform_struct() {
+        for k in all_kernels() {
+            let prelude = k.prelude();
+            let name = prelude
+                .strip_prefix("struct ")
+                .and_then(|s| s.split_whitespace().next())
+                .expect("the prelude starts with the parameter struct");
+            let body = k.body();
+            let uniforms: Vec<&str> = body
+                .lines()
+                .filter(|l| l.contains("var<uniform>"))
+                .collect();
+            assert_eq!(uniforms.len(), 1, "{k:?}: one uniform binding");
+            assert!(
+                uniforms[0].trim_end().ends_with(&format!(": {name};")),
+                "{k:?} declares {:?}, not the generated {name}",
+                uniforms[0]
+            );
+            assert!(!body.contains("struct Params"), "{k:?}");
+            assert!(!body.contains("const OP_"), "{k:?}");
         }
     }
 }

@@ -1,51 +1,7 @@
-//! Rotary position embedding with linear and YaRN frequency scaling, as ggml defines it.
-//! Angles are computed in f64 so large positions stay exact to f32 precision.
+//! Rotary position embedding on the CPU: every head rotated in place with the `(cos, sin)`
+//! table that [`crate::rope::rope_table`] computes (the table math is shared with the GPU).
 
-use crate::graph::{RopeMode, RopeParams};
-
-/// YaRN's correction dimension: the pair index whose wavelength makes `n_rot` rotations over
-/// the original context.
-fn corr_dim(n_dims: usize, orig_ctx: u32, n_rot: f64, base: f64) -> f64 {
-    n_dims as f64 * (orig_ctx as f64 / (n_rot * 2.0 * std::f64::consts::PI)).ln()
-        / (2.0 * base.ln())
-}
-
-/// The `[low, high]` pair range over which YaRN ramps from extrapolation to interpolation.
-pub fn yarn_corr_dims(p: &RopeParams) -> (f64, f64) {
-    let base = p.base as f64;
-    let low = corr_dim(p.n_dims, p.orig_ctx, p.beta_fast as f64, base).floor();
-    let high = corr_dim(p.n_dims, p.orig_ctx, p.beta_slow as f64, base).ceil();
-    (low.max(0.0), high.min(p.n_dims as f64 - 1.0))
-}
-
-/// Fill `table` with `(cos, sin)` of every rotated pair at position `pos`
-/// (`table.len() == n_dims`), magnitude-scaled as YaRN asks.
-pub fn rope_table(pos: i32, p: &RopeParams, table: &mut [f32]) {
-    let half = p.n_dims / 2;
-    debug_assert_eq!(table.len(), p.n_dims);
-    let (low, high) = yarn_corr_dims(p);
-    let freq_scale = p.freq_scale as f64;
-    let ext = p.ext_factor as f64;
-    let mut mscale = p.attn_factor as f64;
-    if ext != 0.0 {
-        mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
-    }
-    let base = p.base as f64;
-    for i in 0..half {
-        let theta_extrap = pos as f64 * base.powf(-2.0 * i as f64 / p.n_dims as f64);
-        let theta_interp = freq_scale * theta_extrap;
-        let theta = if ext != 0.0 {
-            let y = (i as f64 - low) / (high - low).max(0.001);
-            let ramp = 1.0 - y.clamp(0.0, 1.0);
-            let mix = ramp * ext;
-            theta_interp * (1.0 - mix) + theta_extrap * mix
-        } else {
-            theta_interp
-        };
-        table[2 * i] = (theta.cos() * mscale) as f32;
-        table[2 * i + 1] = (theta.sin() * mscale) as f32;
-    }
-}
+use crate::graph::RopeMode;
 
 /// Rotate every `head_dim`-wide head of `x` in place with the pairs of `table`.
 pub fn rope_apply(x: &mut [f32], head_dim: usize, mode: RopeMode, n_dims: usize, table: &[f32]) {
@@ -67,6 +23,8 @@ pub fn rope_apply(x: &mut [f32], head_dim: usize, mode: RopeMode, n_dims: usize,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::RopeParams;
+    use crate::rope::{rope_table, yarn_corr_dims};
 
     /// The formula of DESIGN.md evaluated in f64 from scratch.
     fn reference(x: &[f64], pos: f64, head_dim: usize, p: &RopeParams) -> Vec<f64> {

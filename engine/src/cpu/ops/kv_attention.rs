@@ -1,0 +1,146 @@
+//! A step's attention over a KV store: the batch's K/V staged as F16 (as the cache will hold
+//! them), the visible sources gathered in position order (cached cells, then the batch), every
+//! (token, query-head group) attended by [`attention::attend_group`] across the pool's tasks,
+//! then the batch's K/V written into the store.
+
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+use super::attention;
+use super::{PARALLEL_MIN_ELEMS, SharedMut, grow};
+use crate::cpu::kv::KvStore;
+use crate::cpu::pool::{ThreadPool, split_range};
+use crate::graph::AttnParams;
+
+/// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512; wider
+/// heads go one at a time, up to 2048 wide).
+const QBUF: usize = 2048;
+
+/// Scratch memory of [`attend_step`], grown once to what the graph needs.
+#[derive(Default)]
+pub struct KvAttnScratch {
+    /// Rows (cache cells, then batch tokens) of the sources attention reads.
+    src_rows: Vec<u32>,
+    /// Their positions.
+    positions: Vec<i32>,
+    /// The batch's K/V in F16, written to the store after attention.
+    staged_k: Vec<f16>,
+    staged_v: Vec<f16>,
+}
+
+impl KvAttnScratch {
+    /// Grow to what a step of `n_tokens` over `store` needs (a no-op once big enough).
+    pub fn reserve(&mut self, n_tokens: usize, store: &KvStore) {
+        let n_src = store.n_cells() + n_tokens;
+        grow(&mut self.src_rows, n_src);
+        grow(&mut self.positions, n_src);
+        grow(&mut self.staged_k, n_tokens * store.k_width());
+        grow(&mut self.staged_v, n_tokens * store.v_width());
+    }
+}
+
+/// Attention of the batch's queries `q` (at `positions`) over the store's cached cells and
+/// the batch's own keys `k` and values `v`, into `out`; then the batch's K/V are written
+/// into the store. `scratch` must have been reserved for the step.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_step(
+    pool: &ThreadPool,
+    scratch: &mut KvAttnScratch,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    positions: &[i32],
+    store: &mut KvStore,
+    p: &AttnParams,
+    out: &mut [f32],
+) {
+    let n_tok = positions.len();
+    let (kw, vw) = (store.k_width(), store.v_width());
+    // The batch's K/V as the cache will hold them (F16).
+    let sk = &mut scratch.staged_k[..n_tok * kw];
+    let sv = &mut scratch.staged_v[..n_tok * vw];
+    sk.convert_from_f32_slice(&k[..n_tok * kw]);
+    sv.convert_from_f32_slice(&v[..n_tok * vw]);
+    // Gather the cached cells some query of the batch can see (cells at or after the
+    // batch's first position are stale: the batch replaces them), then the batch itself.
+    let pmin = *positions.iter().min().expect("non-empty batch");
+    let mut n_src = 0;
+    // Walk the cells in position order (oldest first) whatever the layout: a ring's oldest
+    // cell is the one the batch's first token will overwrite. The same order for ring and
+    // full caches makes their results bit-identical.
+    let n_cells = store.n_cells();
+    let start = store.cell_of(pmin);
+    for j in 0..n_cells {
+        let c = (start + j) % n_cells;
+        let pk = store.cell_positions()[c];
+        let in_window = p
+            .window
+            .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
+        if pk >= 0 && pk < pmin && in_window {
+            scratch.src_rows[n_src] = c as u32;
+            scratch.positions[n_src] = pk;
+            n_src += 1;
+        }
+    }
+    for (t, &pos) in positions.iter().enumerate() {
+        scratch.src_rows[n_src] = (n_cells + t) as u32;
+        scratch.positions[n_src] = pos;
+        n_src += 1;
+    }
+    // Keys and values are read in place, as F16 (no per-step conversion of the cache).
+    let view = attention::KvView {
+        cache_k: store.k_all(),
+        cache_v: store.v_all(),
+        batch_k: sk,
+        batch_v: sv,
+        n_cells,
+        rows: &scratch.src_rows[..n_src],
+        positions: &scratch.positions[..n_src],
+    };
+    let o = SharedMut(out.as_mut_ptr());
+    let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
+    let group = p.n_head / p.n_head_kv;
+    let qw = nh * dk;
+    let ow = nh * dv;
+    // A task: `hg` query heads of one token that share a KV head (each key and value is
+    // converted once for all of them), or single heads where that leaves too few tasks.
+    let chunk = (1..=attention::MAX_GROUP_HEADS)
+        .rev()
+        .find(|&c| group.is_multiple_of(c))
+        .expect("1 divides");
+    let hg = if chunk * dk <= QBUF && n_tok * nh / chunk >= pool.n_tasks() {
+        chunk
+    } else {
+        1
+    };
+    assert!(hg * dk <= QBUF, "head width {dk} over {QBUF} / {hg}");
+    let work = |ti: usize, nt: usize| {
+        let mut qbuf = [0.0f32; QBUF];
+        for task in split_range(n_tok * nh / hg, ti, nt, 1) {
+            let (t, h) = (task / (nh / hg), task % (nh / hg) * hg);
+            // Queries pass through F16, as ggml's flash attention converts them.
+            let qh = &mut qbuf[..hg * dk];
+            for (d, &x) in qh
+                .iter_mut()
+                .zip(&q[t * qw + h * dk..t * qw + (h + hg) * dk])
+            {
+                *d = f16::from_f32(x).to_f32();
+            }
+            // SAFETY: each (token, head) output slice is written by one thread.
+            let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + hg) * dv) };
+            attention::attend_group(qh, positions[t], h / group, &view, p, dst);
+        }
+    };
+    if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS {
+        pool.run(&work);
+    } else {
+        work(0, 1);
+    }
+    for t in 0..n_tok {
+        store.write_f16(
+            positions[t],
+            &sk[t * kw..(t + 1) * kw],
+            &sv[t * vw..(t + 1) * vw],
+        );
+    }
+}

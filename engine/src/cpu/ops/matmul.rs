@@ -1,0 +1,140 @@
+//! Weight products `out[t][r] = W.row(r) · x[t]` for one or several weights that read the
+//! same activations (Q/K/V, gate/up): the activations are quantized once to the dot kernels'
+//! format, then the weights' rows are split across the pool's tasks together, in blocks of
+//! rows (in L1 while every token of a chunk passes over them) within chunks of tokens (in L2).
+
+use super::PARALLEL_MIN_ELEMS;
+use super::SharedMut;
+use crate::cpu::dot::{self, DotKernel};
+use crate::cpu::pool::{ThreadPool, split_range};
+
+/// Weight rows per block of a mat_mul (16 f32 outputs: one cache line per token).
+const ROW_BLOCK: usize = 16;
+/// Weight rows per block of a prompt's mat_mul, where there are enough of them to go round
+/// the threads: kernels that repack their rows or prepare the activations per call do it
+/// once for more rows.
+const PROMPT_ROW_BLOCK: usize = 64;
+/// Blocks per pool task a mat_mul needs before it uses [`PROMPT_ROW_BLOCK`].
+const PROMPT_BLOCKS_PER_TASK: usize = 1;
+/// Tokens per chunk of a mat_mul.
+const TOKEN_BLOCK: usize = 64;
+
+/// Most weights one [`mat_mul`] takes.
+pub const MAX_GROUP: usize = 4;
+
+/// One weight of a mat_mul group and where its output goes.
+#[derive(Clone, Copy)]
+pub struct MatMulSeg<'a> {
+    /// The weight.
+    pub w: &'a crate::Tensor,
+    /// Its dot kernel.
+    pub kernel: &'static DotKernel,
+    /// `n_tokens × w.n_rows()` outputs.
+    pub out: SharedMut<f32>,
+}
+
+/// `out_s[t][r] = W_s.row(r) · x[t]` for every segment `s` (all with the same activation
+/// format), `x` being `n_tok × n_in`, with the activations quantized once into `act`
+/// (`act_ready`: they already are, by the previous mat_mul of the same input).
+pub fn mat_mul(
+    pool: &ThreadPool,
+    act: &mut [u8],
+    segs: &[Option<MatMulSeg<'_>>],
+    x: &[f32],
+    (n_tok, n_in): (usize, usize),
+    act_ready: bool,
+) {
+    let first = segs[0].as_ref().expect("a non-empty group");
+    let quantize_row = first.kernel.quantize_row;
+    let arb = first
+        .kernel
+        .vec_dot_type
+        .row_bytes(n_in as u64)
+        .expect("whole blocks") as usize;
+    let act = &mut act[..arb * n_tok];
+    if act_ready {
+        // Quantized by the previous mat_mul of the same input.
+    } else if n_tok * n_in >= PARALLEL_MIN_ELEMS && n_tok > 1 {
+        let a = SharedMut(act.as_mut_ptr());
+        pool.run(&|ti, nt| {
+            for t in split_range(n_tok, ti, nt, 1) {
+                // SAFETY: each thread quantizes its own rows.
+                let dst = unsafe { a.slice(t * arb..(t + 1) * arb) };
+                quantize_row(&x[t * n_in..(t + 1) * n_in], dst);
+            }
+        });
+    } else {
+        for t in 0..n_tok {
+            quantize_row(
+                &x[t * n_in..(t + 1) * n_in],
+                &mut act[t * arb..(t + 1) * arb],
+            );
+        }
+    }
+    let act = &act[..];
+    // Work units: blocks of `rb` weight rows, segment after segment.
+    let rows_of = |rb: usize| {
+        segs.iter()
+            .map(|s| s.as_ref().expect("filled").w.n_rows().div_ceil(rb))
+            .sum::<usize>()
+    };
+    let tasks = pool.n_tasks();
+    let rb = if n_tok >= 4 && rows_of(PROMPT_ROW_BLOCK) >= PROMPT_BLOCKS_PER_TASK * tasks {
+        PROMPT_ROW_BLOCK
+    } else {
+        ROW_BLOCK
+    };
+    let mut unit_end = [0usize; MAX_GROUP];
+    let mut total = 0;
+    for (end, seg) in unit_end.iter_mut().zip(segs) {
+        total += seg.as_ref().expect("filled").w.n_rows().div_ceil(rb);
+        *end = total;
+    }
+    pool.run(&|ti, nt| {
+        let units = split_range(total, ti, nt, 1);
+        // Prompt outputs pass through a per-task buffer (16 KiB; not zeroed for decode,
+        // which writes in place and runs this closure hundreds of times per token).
+        let mut buf_store = if n_tok > 1 {
+            Some([0.0f32; PROMPT_ROW_BLOCK * TOKEN_BLOCK])
+        } else {
+            None
+        };
+        // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
+        // while every token of the chunk passes over them).
+        for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
+            let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
+            for u in units.clone() {
+                let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
+                let seg = segs[s].as_ref().expect("filled");
+                let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
+                let n_out = seg.w.n_rows();
+                let r0 = (u - first_unit) * rb;
+                let r1 = (r0 + rb).min(n_out);
+                let nr = r1 - r0;
+                let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
+                let args = dot::GemmArgs {
+                    n: n_in,
+                    w: &data[r0 * wrb..r1 * wrb],
+                    w_stride: wrb,
+                    rows: nr,
+                    a: &act[t0 * arb..t1 * arb],
+                    a_stride: arb,
+                    tokens: t1 - t0,
+                };
+                if n_tok == 1 {
+                    // SAFETY: this unit's rows of the single token's output are written
+                    // by this task only.
+                    seg.kernel.gemm(&args, unsafe { seg.out.slice(r0..r1) });
+                    continue;
+                }
+                let buf = buf_store.as_mut().expect("a prompt's buffer");
+                seg.kernel.gemm(&args, &mut buf[..nr * (t1 - t0)]);
+                for t in t0..t1 {
+                    // SAFETY: this unit's rows of every token are written by this task only.
+                    let orow = unsafe { seg.out.slice(t * n_out + r0..t * n_out + r1) };
+                    orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,119 @@
+//! Flash attention over a layer's KV store: for a few tokens the split-K kernel
+//! (`attention_decode.wgsl`, its workgroup count per head set each step from the scan info)
+//! and the reduction of its partials (`attention_reduce.wgsl`), for prompts the query-tile
+//! kernel (`attention_prefill.wgsl`); then `kv_write.wgsl` stores the batch's K/V.
+
+use super::{Bind, MAX_HEAD_DIM, NodeCtx, Recorder};
+use crate::gpu::device::GpuError;
+use crate::gpu::params::{AttentionUniforms, AttnReduceUniforms, KvWriteUniforms};
+use crate::gpu::shaders::Kernel;
+use crate::gpu::step::ATTN_SPLITS;
+use crate::graph::{AttnParams, KvId, NodeId};
+
+/// Token counts up to this use the split-K attention kernel.
+const DECODE_MAX_TOKENS: usize = 4;
+
+/// Record the attention of queries `q` over KV store `kv` and the batch's keys and values
+/// (`[q, k, v]`), then the write of the batch's K/V into the store.
+pub fn encode(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    [q, k, v]: [NodeId; 3],
+    kv: KvId,
+    a: &AttnParams,
+) -> Result<(), GpuError> {
+    let (dk, dv) = (a.head_dim, a.head_dim_v);
+    if dk > MAX_HEAD_DIM
+        || dv > MAX_HEAD_DIM
+        || dk % 8 != 0
+        || dv % 8 != 0
+        || a.n_head_kv == 0
+        || !a.n_head.is_multiple_of(a.n_head_kv)
+    {
+        return Err(GpuError::Unsupported(format!(
+            "attention with head widths {dk}/{dv} and {}/{} heads (widths up to \
+             {MAX_HEAD_DIM}, multiples of 8)",
+            a.n_head, a.n_head_kv
+        )));
+    }
+    let n_tok = ctx.n_tok();
+    let info = rec.layout.attention_info(kv.0, a.window);
+    let pos_off = rec.layout.positions as u32;
+    let decode = n_tok <= DECODE_MAX_TOKENS;
+    let p = AttentionUniforms {
+        q_off: ctx.off(q),
+        k_off: ctx.off(k),
+        v_off: ctx.off(v),
+        out_off: ctx.out,
+        n_tok: n_tok as u32,
+        n_head: a.n_head as u32,
+        n_head_kv: a.n_head_kv as u32,
+        dk: dk as u32,
+        dv: dv as u32,
+        scale: a.scale,
+        window: a.window.unwrap_or(0),
+        softcap: a.softcap.unwrap_or(0.0),
+        pad: 0,
+        pos_off,
+        info_off: info as u32,
+        max_splits: ATTN_SPLITS,
+    };
+    let kvb = [
+        Bind::Arena,
+        Bind::KvK(kv.0),
+        Bind::KvV(kv.0),
+        Bind::KvPos(kv.0),
+        Bind::Step,
+        Bind::Uniform,
+    ];
+    if decode {
+        let mut b = kvb.to_vec();
+        b.push(Bind::Partials);
+        let d = rec.push(
+            Kernel::AttnDecode,
+            b,
+            &p,
+            [ATTN_SPLITS, a.n_head as u32, n_tok as u32],
+        );
+        rec.dispatches[d].splits_from = Some(info);
+        rec.partial_len = rec
+            .partial_len
+            .max(n_tok * a.n_head * ATTN_SPLITS as usize * (dv + 2));
+        let pr = AttnReduceUniforms {
+            out_off: ctx.out,
+            n_head: a.n_head as u32,
+            dv: dv as u32,
+            info_off: info as u32,
+        };
+        rec.push(
+            Kernel::AttnReduce,
+            vec![Bind::Arena, Bind::Partials, Bind::Step, Bind::Uniform],
+            &pr,
+            [a.n_head as u32, n_tok as u32, 1],
+        );
+    } else {
+        rec.push(
+            Kernel::AttnPrefill,
+            kvb.to_vec(),
+            &p,
+            [(n_tok as u32).div_ceil(8), a.n_head as u32, 1],
+        );
+    }
+    let (kw, vw) = (a.n_head_kv * dk, a.n_head_kv * dv);
+    let pw = KvWriteUniforms {
+        k_off: ctx.off(k),
+        v_off: ctx.off(v),
+        kw: kw as u32,
+        vw: vw as u32,
+        n_tok: n_tok as u32,
+        info_off: info as u32,
+        pos_off,
+    };
+    rec.push(
+        Kernel::KvWrite,
+        kvb.to_vec(),
+        &pw,
+        [(kw.max(vw) as u32 / 2).div_ceil(64), n_tok as u32, 1],
+    );
+    Ok(())
+}

@@ -1,0 +1,244 @@
+//! Encoding a planned graph as GPU dispatches, one op at a time: each graph op has an encoder
+//! in a submodule that checks what the kernels support, fills the kernel's uniform parameter
+//! block ([`super::params`]) and records its dispatch(es) with a [`Recorder`], reserving the
+//! step-buffer words it needs in the [`StepLayout`]. [`encode_node`] dispatches a node to its
+//! encoder.
+
+mod attention;
+mod elementwise;
+mod get_rows;
+mod matmul;
+mod norm;
+mod rope;
+
+use std::sync::Arc;
+
+use super::device::GpuError;
+use super::params::{ElementwiseOp, KernelParams, words};
+use super::shaders::{Kernel, decoder};
+use super::step::StepLayout;
+use super::weights::GpuWeight;
+use crate::graph::{Graph, Node, NodeId, Op, Plan, WeightId};
+
+/// Largest head width the attention kernels take.
+pub const MAX_HEAD_DIM: usize = 256;
+/// Largest workgroup count along one dispatch dimension.
+const MAX_GROUPS: u32 = 65535;
+
+/// What one binding of a dispatch refers to, resolved to a buffer when the bind groups are
+/// made.
+#[derive(Clone, Copy, Debug)]
+pub enum Bind {
+    /// The activation arena.
+    Arena,
+    /// Chunk `.1` of weight `.0`.
+    Weight(u32, u32),
+    /// A placeholder where an optional weight is absent.
+    NoWeight,
+    /// The step buffer (token ids, positions, RoPE tables, attention scan infos).
+    Step,
+    /// The dispatch's range of the uniform buffer.
+    Uniform,
+    /// The keys of a KV store.
+    KvK(u32),
+    /// The values of a KV store.
+    KvV(u32),
+    /// The cell positions of a KV store.
+    KvPos(u32),
+    /// The split-K attention partials.
+    Partials,
+}
+
+/// One kernel launch.
+pub struct Dispatch {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// Its bindings, in binding order.
+    pub binds: Vec<Bind>,
+    /// Byte offset and size of its parameters in the uniform buffer.
+    pub uniform: (u64, u64),
+    /// Workgroups along x, y, z.
+    pub groups: [u32; 3],
+    /// The graph node it computes (part of).
+    pub node: usize,
+    /// For split-K attention: the step-buffer offset of the scan info whose split count
+    /// replaces `groups[0]` each step.
+    pub splits_from: Option<usize>,
+}
+
+/// Collects the dispatches of a graph with their uniform parameters, and the step-buffer
+/// layout they read.
+pub struct Recorder {
+    /// The adapter's uniform-buffer offset alignment, in bytes.
+    align: usize,
+    /// The uniform buffer's contents.
+    pub uniform_words: Vec<u32>,
+    /// The dispatches in order.
+    pub dispatches: Vec<Dispatch>,
+    /// Where the step's values go in the step buffer.
+    pub layout: StepLayout,
+    /// f32 values the attention partials buffer needs.
+    pub partial_len: usize,
+    /// The node being encoded.
+    node: usize,
+}
+
+impl Recorder {
+    /// An empty recording for steps of `n_tok` tokens, with uniform offsets aligned to
+    /// `align` bytes.
+    pub fn new(n_tok: usize, align: usize) -> Recorder {
+        Recorder {
+            align,
+            uniform_words: Vec::new(),
+            dispatches: Vec::new(),
+            layout: StepLayout::new(n_tok),
+            partial_len: 4,
+            node: 0,
+        }
+    }
+
+    /// Record a launch of `kernel` with `params` (in 16-byte units of the uniform buffer, at
+    /// an aligned offset) for the node being encoded; returns its index.
+    pub fn push<P: KernelParams>(
+        &mut self,
+        kernel: Kernel,
+        binds: Vec<Bind>,
+        params: &P,
+        groups: [u32; 3],
+    ) -> usize {
+        let params = words(params);
+        let start = self.uniform_words.len() * 4;
+        let size = params.len().div_ceil(4) * 16;
+        self.uniform_words.extend_from_slice(params);
+        let end = (start + size).div_ceil(self.align) * self.align;
+        self.uniform_words.resize(end / 4, 0);
+        self.dispatches.push(Dispatch {
+            kernel,
+            binds,
+            uniform: (start as u64, size as u64),
+            groups,
+            splits_from: None,
+            node: self.node,
+        });
+        self.dispatches.len() - 1
+    }
+}
+
+/// How the mat-vec kernel is specialised for the adapter.
+#[derive(Clone, Copy, Debug)]
+pub struct MatVecChoice {
+    /// Invocations per row.
+    pub tpr: u32,
+    /// Row sums by subgroup shuffles.
+    pub subgroups: bool,
+}
+
+/// What an op encoder reads: the graph, its plan and weights, and the node being encoded.
+pub struct NodeCtx<'a> {
+    /// The graph.
+    pub graph: &'a Graph,
+    /// Its plan.
+    pub plan: &'a Plan,
+    /// Its weights, uploaded.
+    pub weights: &'a [Arc<GpuWeight>],
+    /// The node.
+    pub node: &'a Node,
+    /// Arena offset of the node's output.
+    pub out: u32,
+    /// The mat-vec kernel to use.
+    pub matvec: MatVecChoice,
+}
+
+impl NodeCtx<'_> {
+    /// Arena offset of node `id`'s output.
+    pub fn off(&self, id: NodeId) -> u32 {
+        self.plan.offsets[id.0 as usize] as u32
+    }
+
+    /// Tokens per step.
+    pub fn n_tok(&self) -> usize {
+        self.graph.n_tokens
+    }
+
+    /// Values of the node's output.
+    pub fn n_values(&self) -> usize {
+        self.node.rows * self.node.cols
+    }
+
+    /// Fails unless the kernels can decode weight `w`'s type.
+    pub fn check_decoder(&self, w: WeightId) -> Result<(), GpuError> {
+        let t = self.graph.weight(w);
+        if decoder(t.dtype()).is_none() {
+            return Err(GpuError::UnsupportedDType {
+                name: t.name().into(),
+                dtype: t.dtype(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Record the dispatches of node `index` of `ctx.graph`.
+pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<(), GpuError> {
+    rec.node = index;
+    match ctx.node.op {
+        Op::GetRows { table } => get_rows::encode(ctx, rec, table),
+        Op::RmsNorm {
+            x,
+            weight,
+            group,
+            eps,
+        } => norm::encode(ctx, rec, x, weight, group, eps),
+        Op::Add { a, b } => elementwise::binary(ctx, rec, ElementwiseOp::Add, a, b),
+        Op::Mul { a, b } => elementwise::binary(ctx, rec, ElementwiseOp::Mul, a, b),
+        Op::SwiGlu { gate, up } => elementwise::binary(ctx, rec, ElementwiseOp::SwiGlu, gate, up),
+        Op::GeGlu { gate, up } => elementwise::binary(ctx, rec, ElementwiseOp::GeGlu, gate, up),
+        Op::Scale { x, s } => elementwise::scale(ctx, rec, x, s),
+        Op::LastRow { x } => elementwise::last_row(ctx, rec, x),
+        Op::MatMul { w, x } => matmul::encode(ctx, rec, w, x),
+        Op::Rope {
+            x,
+            head_dim,
+            params,
+        } => rope::encode(ctx, rec, x, head_dim, params),
+        Op::Attention {
+            q,
+            k,
+            v,
+            kv,
+            params,
+        } => attention::encode(ctx, rec, [q, k, v], kv, &params),
+    }
+}
+
+/// Split `n` workgroups over x and y within the per-dimension limit; returns `[x, y, 1]`.
+fn grid(n: u32) -> [u32; 3] {
+    let x = n.clamp(1, MAX_GROUPS);
+    [x, n.div_ceil(x).max(1), 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpu::params::ElementwiseUniforms;
+
+    #[test]
+    fn grid_stays_within_the_dimension_limit() {
+        assert_eq!(grid(0), [1, 1, 1]);
+        assert_eq!(grid(7), [7, 1, 1]);
+        assert_eq!(grid(MAX_GROUPS + 1), [MAX_GROUPS, 2, 1]);
+    }
+
+    #[test]
+    fn uniforms_are_padded_to_16_bytes_at_aligned_offsets() {
+        let mut rec = Recorder::new(1, 256);
+        let p = ElementwiseUniforms::default();
+        rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
+        rec.node = 3;
+        rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
+        assert_eq!(rec.dispatches[0].uniform, (0, 32));
+        assert_eq!(rec.dispatches[1].uniform, (256, 32));
+        assert_eq!(rec.dispatches[1].node, 3);
+        assert_eq!(rec.uniform_words.len(), 128);
+    }
+}

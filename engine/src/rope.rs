@@ -1,0 +1,91 @@
+//! The backend-neutral part of rotary position embedding: the per-position `(cos, sin)` table
+//! with linear and YaRN frequency scaling, as ggml defines it. Both backends rotate with this
+//! table (the CPU in `cpu::ops::rope`, the GPU in `shaders/rope.wgsl`). Angles are computed
+//! in f64 so large positions stay exact to f32 precision.
+
+use crate::graph::RopeParams;
+
+/// YaRN's correction dimension: the pair index whose wavelength makes `n_rot` rotations over
+/// the original context.
+fn corr_dim(n_dims: usize, orig_ctx: u32, n_rot: f64, base: f64) -> f64 {
+    n_dims as f64 * (orig_ctx as f64 / (n_rot * 2.0 * std::f64::consts::PI)).ln()
+        / (2.0 * base.ln())
+}
+
+/// The `[low, high]` pair range over which YaRN ramps from extrapolation to interpolation.
+pub fn yarn_corr_dims(p: &RopeParams) -> (f64, f64) {
+    let base = p.base as f64;
+    let low = corr_dim(p.n_dims, p.orig_ctx, p.beta_fast as f64, base).floor();
+    let high = corr_dim(p.n_dims, p.orig_ctx, p.beta_slow as f64, base).ceil();
+    (low.max(0.0), high.min(p.n_dims as f64 - 1.0))
+}
+
+/// Fill `table` with `(cos, sin)` of every rotated pair at position `pos`
+/// (`table.len() == n_dims`), magnitude-scaled as YaRN asks.
+pub fn rope_table(pos: i32, p: &RopeParams, table: &mut [f32]) {
+    let half = p.n_dims / 2;
+    debug_assert_eq!(table.len(), p.n_dims);
+    let (low, high) = yarn_corr_dims(p);
+    let freq_scale = p.freq_scale as f64;
+    let ext = p.ext_factor as f64;
+    let mut mscale = p.attn_factor as f64;
+    if ext != 0.0 {
+        mscale *= 1.0 + 0.1 * (1.0 / freq_scale).ln();
+    }
+    let base = p.base as f64;
+    for i in 0..half {
+        let theta_extrap = pos as f64 * base.powf(-2.0 * i as f64 / p.n_dims as f64);
+        let theta_interp = freq_scale * theta_extrap;
+        let theta = if ext != 0.0 {
+            let y = (i as f64 - low) / (high - low).max(0.001);
+            let ramp = 1.0 - y.clamp(0.0, 1.0);
+            let mix = ramp * ext;
+            theta_interp * (1.0 - mix) + theta_extrap * mix
+        } else {
+            theta_interp
+        };
+        table[2 * i] = (theta.cos() * mscale) as f32;
+        table[2 * i + 1] = (theta.sin() * mscale) as f32;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::RopeMode;
+
+    fn params(freq_scale: f32, ext_factor: f32) -> RopeParams {
+        RopeParams {
+            mode: RopeMode::Neox,
+            n_dims: 64,
+            base: 10000.0,
+            freq_scale,
+            ext_factor,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            orig_ctx: 256,
+        }
+    }
+
+    #[test]
+    fn position_zero_is_the_identity_scaled_by_mscale() {
+        let mut table = [0.0f32; 64];
+        rope_table(0, &params(1.0, 0.0), &mut table);
+        for pair in table.chunks_exact(2) {
+            assert_eq!(pair, [1.0, 0.0]);
+        }
+        // YaRN with factor 4: cos and sin grow by 1 + 0.1·ln 4.
+        rope_table(0, &params(0.25, 1.0), &mut table);
+        let m = (1.0 + 0.1 * 4f64.ln()) as f32;
+        for pair in table.chunks_exact(2) {
+            assert_eq!(pair, [m, 0.0]);
+        }
+    }
+
+    #[test]
+    fn corr_dims_lie_inside_the_rotated_pairs() {
+        let (low, high) = yarn_corr_dims(&params(0.25, 1.0));
+        assert!(0.0 <= low && low < high && high <= 63.0, "{low} {high}");
+    }
+}
