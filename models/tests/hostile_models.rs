@@ -426,3 +426,24 @@ fn other_tiny_shapes_load_and_run() {
         assert!(ctx.logits().iter().all(|l| l.is_finite()), "{cfg:?}");
     }
 }
+
+#[test]
+fn heads_wider_than_the_cpu_kernels_are_an_error_not_a_panic() {
+    // One head of 2560: the model is valid, but the CPU's attention takes heads up to 2048
+    // wide (it used to assert on the first evaluation).
+    let cfg = TinyLlama {
+        n_layer: 1,
+        n_embd: 2560,
+        n_head: 1,
+        n_head_kv: 1,
+        n_ff: 32,
+        ..Default::default()
+    };
+    let model = Arc::new(load(&cfg.writer()).unwrap());
+    let mut ctx = Context::new(model, small_ctx()).unwrap();
+    let err = ctx.eval(&[1, 2, 3], false).unwrap_err().to_string();
+    assert!(
+        err.contains("key heads 2560 wide") && err.contains("up to 2048"),
+        "{err}"
+    );
+}

@@ -43,7 +43,7 @@ impl From<crate::cpu::exec::ExecError> for BackendError {
                 dtype,
                 backend: "CPU",
             },
-            E::MissingKv(..) => BackendError::Unsupported(e.to_string()),
+            E::MissingKv(..) | E::HeadTooWide { .. } => BackendError::Unsupported(e.to_string()),
             E::BatchSize { .. } | E::TokenOutOfRange { .. } | E::NegativePosition(_) => {
                 BackendError::InvalidStep(e.to_string())
             }

@@ -46,6 +46,16 @@ pub enum ExecError {
     /// An attention op names a KV store that was not passed.
     #[error("the graph uses KV store {0}, but only {1} were passed")]
     MissingKv(usize, usize),
+    /// An attention op whose key heads are wider than the CPU kernels take.
+    #[error(
+        "attention with key heads {head_dim} wide: the CPU backend takes heads up to {max} wide"
+    )]
+    HeadTooWide {
+        /// The graph's key head width.
+        head_dim: usize,
+        /// The widest the kernels take.
+        max: usize,
+    },
     /// Negative position.
     #[error("position {0} is negative")]
     NegativePosition(i32),
@@ -139,6 +149,12 @@ impl CpuExecutor {
                             .ok_or_else(|| unsupported((t.name(), t.dtype())))?
                             .dequantize_row,
                     );
+                }
+                Op::Attention { params, .. } if params.head_dim > kv_attention::MAX_HEAD_DIM => {
+                    return Err(ExecError::HeadTooWide {
+                        head_dim: params.head_dim,
+                        max: kv_attention::MAX_HEAD_DIM,
+                    });
                 }
                 _ => {}
             }

@@ -14,7 +14,10 @@ use crate::graph::AttnParams;
 
 /// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512; wider
 /// heads go one at a time, up to 2048 wide).
-const QBUF: usize = 2048;
+pub const QBUF: usize = 2048;
+
+/// Widest key head the CPU attends ([`QBUF`]: one head's query fits the conversion buffer).
+pub const MAX_HEAD_DIM: usize = QBUF;
 
 /// Scratch memory of [`attend_step`], grown once to what the graph needs.
 #[derive(Default)]
