@@ -93,7 +93,7 @@ pub trait Backend: Send {
 /// process and shared by every backend on them.
 pub fn open(device: Device, params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
     match device {
-        Device::Cpu => Ok(Box::new(crate::cpu::backend::CpuBackend::new(params))),
+        Device::Cpu => Ok(Box::new(crate::cpu::backend::CpuBackend::new(params)?)),
         #[cfg(feature = "gpu")]
         Device::Gpu(index) => Ok(Box::new(crate::gpu::backend::GpuBackend::new(
             index, params,

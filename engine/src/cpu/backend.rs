@@ -3,6 +3,7 @@
 
 use super::exec::{CpuExecutor, PreparedGraph};
 use super::kv::KvStore;
+use super::pool::MAX_THREADS;
 use crate::backend::{Backend, BackendError, BackendParams, GraphId, KvLayer, PreparedGraphs};
 use crate::graph::Graph;
 
@@ -14,17 +15,30 @@ pub struct CpuBackend {
 }
 
 impl CpuBackend {
-    /// An executor with `params.n_threads` threads and empty KV stores of `params.kv_layers`.
-    pub fn new(params: &BackendParams) -> CpuBackend {
-        CpuBackend {
-            exec: CpuExecutor::new(params.n_threads),
+    /// An executor with `params.n_threads` threads and empty KV stores of `params.kv_layers`;
+    /// more threads than [`MAX_THREADS`], or a thread the system refuses, is an error.
+    pub fn new(params: &BackendParams) -> Result<CpuBackend, BackendError> {
+        if params.n_threads > MAX_THREADS {
+            return Err(BackendError::Unsupported(format!(
+                "{} threads: the CPU backend takes at most {MAX_THREADS}",
+                params.n_threads
+            )));
+        }
+        let exec = CpuExecutor::try_new(params.n_threads).map_err(|e| {
+            BackendError::Device(format!(
+                "could not start {} CPU threads: {e}",
+                params.n_threads
+            ))
+        })?;
+        Ok(CpuBackend {
+            exec,
             kv: params
                 .kv_layers
                 .iter()
                 .map(|s| KvStore::new(s.n_cells, s.k_width, s.v_width))
                 .collect(),
             graphs: PreparedGraphs::default(),
-        }
+        })
     }
 }
 

@@ -108,8 +108,18 @@ pub struct CpuExecutor {
 impl CpuExecutor {
     /// An executor with `n_threads` threads (0 = all cores).
     pub fn new(n_threads: usize) -> CpuExecutor {
+        Self::with_pool(ThreadPool::new(n_threads))
+    }
+
+    /// An executor with `n_threads` threads (0 = all cores), or the system's reason for
+    /// refusing a thread (nothing is left running then).
+    pub fn try_new(n_threads: usize) -> std::io::Result<CpuExecutor> {
+        ThreadPool::try_new(n_threads).map(Self::with_pool)
+    }
+
+    fn with_pool(pool: ThreadPool) -> CpuExecutor {
         CpuExecutor {
-            pool: ThreadPool::new(n_threads),
+            pool,
             arena: Vec::new(),
             act: Vec::new(),
             rope: Vec::new(),

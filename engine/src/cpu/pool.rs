@@ -60,8 +60,15 @@ fn backoff(spins: usize) {
 
 impl ThreadPool {
     /// A pool of `n_threads` threads in total (the caller counts as one). `0` means the number
-    /// of physical cores as far as std can tell (available parallelism).
+    /// of physical cores as far as std can tell (available parallelism). Panics where the
+    /// system refuses a thread; [`Self::try_new`] returns the error instead.
     pub fn new(n_threads: usize) -> ThreadPool {
+        Self::try_new(n_threads).expect("spawn worker thread")
+    }
+
+    /// A pool of `n_threads` threads in total, or the system's reason for refusing one; the
+    /// workers already started are then stopped and joined, so nothing is left running.
+    pub fn try_new(n_threads: usize) -> std::io::Result<ThreadPool> {
         let n = if n_threads == 0 {
             default_threads()
         } else {
@@ -79,15 +86,19 @@ impl ThreadPool {
             started: AtomicUsize::new(0),
             n_threads: n,
         });
-        let workers = (1..n)
-            .map(|idx| {
-                let s = shared.clone();
-                std::thread::Builder::new()
-                    .name(format!("tessera-{idx}"))
-                    .spawn(move || worker(s))
-                    .expect("spawn worker thread")
-            })
-            .collect();
+        // Built before the workers, so that a failed spawn drops it: Drop stops and joins the
+        // workers spawned so far.
+        let mut pool = ThreadPool {
+            shared: shared.clone(),
+            workers: Vec::with_capacity(n - 1),
+        };
+        for idx in 1..n {
+            let s = shared.clone();
+            let worker = std::thread::Builder::new()
+                .name(format!("tessera-{idx}"))
+                .spawn(move || worker(s))?;
+            pool.workers.push(worker);
+        }
         // Wait until every worker runs, so thread start-up (and its allocations) is over before
         // the first job.
         let mut spins = 0;
@@ -95,7 +106,7 @@ impl ThreadPool {
             backoff(spins);
             spins += 1;
         }
-        ThreadPool { shared, workers }
+        Ok(pool)
     }
 
     /// Number of threads, the caller included.
@@ -210,6 +221,9 @@ impl Drop for ThreadPool {
         }
     }
 }
+
+/// The most threads a pool takes (the command line and the C ABI refuse more).
+pub const MAX_THREADS: usize = 1024;
 
 /// The default thread count: available parallelism (physical cores on most machines here).
 pub fn default_threads() -> usize {

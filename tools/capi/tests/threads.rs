@@ -126,3 +126,31 @@ fn contexts_outlive_their_model_and_refuse_concurrent_use() {
     ok(unsafe { tessera_get_logits_ith(ctx.0, 0, &mut row) });
     ok(unsafe { tessera_context_free(ctx.0) });
 }
+
+/// Threads running in this process, from `/proc/self/status`.
+#[cfg(target_os = "linux")]
+fn process_threads() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("Threads:")).unwrap();
+    line[8..].trim().parse().unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn absurd_thread_counts_are_refused_and_leave_no_threads_behind() {
+    let Some(path) = common::smollm2() else {
+        return;
+    };
+    let model = load(&path);
+    let before = process_threads();
+    let mut params = unsafe { tessera_context_default_params() };
+    params.n_threads = 100_000;
+    let mut ctx = ptr::null_mut();
+    let st = unsafe { tessera_context_new(model, &params, &mut ctx) };
+    assert_eq!(st, tessera_status::TESSERA_ERR_INVALID_ARGUMENT);
+    let msg = unsafe { std::ffi::CStr::from_ptr(tessera_last_error()) };
+    assert!(msg.to_str().unwrap().contains("at most 1024"), "{msg:?}");
+    assert!(ctx.is_null());
+    assert_eq!(process_threads(), before, "threads left running");
+    ok(unsafe { tessera_model_free(model) });
+}

@@ -2,6 +2,7 @@
 //! spelled as llama.cpp spells them, and their translation into a [`SessionParams`].
 
 use clap::Args;
+use tessera_engine::cpu::pool::MAX_THREADS;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
 use tessera_models::sampler::SamplerParams;
 use tessera_models::{ContextParams, Device, SessionParams};
@@ -129,8 +130,12 @@ impl ModelArgs {
         }
         let n_threads = match self.threads {
             None => 0,
-            Some(t) if (1..=1024).contains(&t) => t as usize,
-            Some(t) => return Err(format!("-t/--threads {t} must be between 1 and 1024")),
+            Some(t) if (1..=MAX_THREADS as i64).contains(&t) => t as usize,
+            Some(t) => {
+                return Err(format!(
+                    "-t/--threads {t} must be between 1 and {MAX_THREADS}"
+                ));
+            }
         };
         Ok(SessionParams {
             context: ContextParams {
