@@ -13,17 +13,13 @@
 use criterion::{Criterion, Throughput, black_box, criterion_group, criterion_main};
 use tessera_engine::DType;
 use tessera_engine::cpu::dot::{GemmArgs, kernel};
-use tessera_engine::quant::reference;
+use tessera_engine::quant::{self, reference};
 
-/// Formats with a mat_mul kernel that real models use.
-const TYPES: [DType; 6] = [
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q8_0,
-    DType::Q4_K,
-    DType::Q6_K,
-];
+/// The quantized weight formats (the format table's weight formats but the float ones), in
+/// table order; `-- FILTER` narrows them down.
+fn types() -> impl Iterator<Item = DType> {
+    quant::weight_formats().filter(|t| t.block_elems() > 1)
+}
 
 /// Elements per row.
 const N: usize = 1024;
@@ -80,7 +76,7 @@ fn decode(c: &mut Criterion) {
 fn decode_over(c: &mut Criterion, name: &str, bytes: usize) {
     let mut g = c.benchmark_group(name);
     g.sample_size(10);
-    for dtype in TYPES {
+    for dtype in types() {
         let rb = dtype.row_bytes(N as u64).unwrap() as usize;
         let rows = bytes / rb / 16 * 16;
         let (w, rb) = weights(dtype, rows);
@@ -125,7 +121,7 @@ fn prefill(c: &mut Criterion) {
     let mut g = c.benchmark_group("prefill");
     g.sample_size(20);
     let (rows, tokens) = (64, 64);
-    for dtype in TYPES {
+    for dtype in types() {
         let (w, rb) = weights(dtype, rows);
         let (a, ab) = activations(dtype, tokens);
         let k = kernel(dtype).unwrap();

@@ -2,6 +2,8 @@
 //!
 //! Every type GGUF files can contain is listed here, including the ones Tessera cannot compute
 //! with, so the reader can validate byte sizes of any file and `tessera info` can describe it.
+//! This is the one place block geometry is written down; which types Tessera computes with,
+//! and with which kernels, is the table of block formats in [`crate::quant::FORMATS`].
 
 use std::fmt;
 
@@ -163,7 +165,7 @@ impl DType {
     }
 
     /// Number of elements in one block (1 for plain scalar types).
-    pub fn block_elems(self) -> usize {
+    pub const fn block_elems(self) -> usize {
         use DType::*;
         match self {
             F32 | F16 | BF16 | I8 | I16 | I32 | I64 | F64 => 1,
@@ -174,7 +176,7 @@ impl DType {
     }
 
     /// Number of bytes in one block.
-    pub fn block_bytes(self) -> usize {
+    pub const fn block_bytes(self) -> usize {
         use DType::*;
         match self {
             F32 => 4,
@@ -220,26 +222,10 @@ impl DType {
         (n / be).checked_mul(self.block_bytes() as u64)
     }
 
-    /// Whether Tessera has kernels (dequantize, dot products) for this type.
+    /// Whether Tessera has kernels (dequantize, dot products) for this type: whether it has an
+    /// entry in the table of block formats, [`crate::quant::FORMATS`].
     pub fn is_supported(self) -> bool {
-        use DType::*;
-        matches!(
-            self,
-            F32 | F16
-                | BF16
-                | Q4_0
-                | Q4_1
-                | Q5_0
-                | Q5_1
-                | Q8_0
-                | Q8_1
-                | Q2_K
-                | Q3_K
-                | Q4_K
-                | Q5_K
-                | Q6_K
-                | Q8_K
-        )
+        crate::quant::format(self).is_some()
     }
 
     /// Parse a ggml type name (case-insensitive), e.g. `q4_k` or `F16`.

@@ -74,6 +74,16 @@ fn weight(name: &str, dtype: DType, rows: usize, cols: usize, rng: &mut Rng) -> 
     Tensor::from_bytes(name, dtype, vec![cols, rows], &bytes).unwrap()
 }
 
+/// Every weight format the GPU backend decodes: the format table's weight formats with a GPU
+/// decoder, in table order.
+fn gpu_weight_formats() -> Vec<DType> {
+    quant::FORMATS
+        .iter()
+        .filter(|f| f.is_weight && f.gpu_decoder.is_some())
+        .map(|f| f.dtype)
+        .collect()
+}
+
 /// A random F32 embedding table whose rows feed the op under test (`get_rows` is exact on
 /// both backends, so every op sees identical inputs).
 fn input(b: &mut GraphBuilder, cols: usize, rng: &mut Rng, scale: f32) -> NodeId {
@@ -159,18 +169,7 @@ macro_rules! need_gpu {
 #[test]
 fn mat_mul_every_weight_type_and_batch_size() {
     need_gpu!();
-    let types = [
-        DType::F32,
-        DType::F16,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q4_K,
-        DType::Q5_K,
-        DType::Q6_K,
-    ];
+    let types = gpu_weight_formats();
     for (i, &dt) in types.iter().enumerate() {
         for n_tok in [1, 3, 4, 5, 70] {
             let mut rng = Rng(0x9e37 + i as u64 * 31 + n_tok as u64);
@@ -251,19 +250,7 @@ fn executors_on_one_device_share_weights() {
 #[test]
 fn get_rows_every_table_type() {
     need_gpu!();
-    for (i, dt) in [
-        DType::F32,
-        DType::F16,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q8_0,
-        DType::Q4_K,
-        DType::Q6_K,
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    for (i, dt) in gpu_weight_formats().into_iter().enumerate() {
         let mut rng = Rng(77 + i as u64);
         let n_tok = 5;
         let cols = 256;
@@ -477,14 +464,7 @@ fn mat_mul_speed() {
     need_gpu!();
     let dev = device().unwrap();
     let mut rng = Rng(1);
-    for dt in [
-        DType::F32,
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q8_0,
-        DType::Q4_K,
-        DType::Q6_K,
-    ] {
+    for dt in gpu_weight_formats() {
         for n_tok in [1, 64] {
             let (rows, cols) = (4096, 1024);
             let w = weight("w", dt, rows, cols, &mut rng);

@@ -54,22 +54,10 @@ pub enum Kernel {
     KvWrite,
 }
 
-/// The `quant.wgsl` decoder of `dtype`, if the GPU backend has one.
+/// The `quant.wgsl` decoder of `dtype`, if the GPU backend has one (the `gpu_decoder` of its
+/// entry in the format table, [`crate::quant::FORMATS`]).
 pub fn decoder(dtype: DType) -> Option<&'static str> {
-    Some(match dtype {
-        DType::F32 => "dq_f32",
-        DType::F16 => "dq_f16",
-        DType::BF16 => "dq_bf16",
-        DType::Q4_0 => "dq_q4_0",
-        DType::Q4_1 => "dq_q4_1",
-        DType::Q5_0 => "dq_q5_0",
-        DType::Q5_1 => "dq_q5_1",
-        DType::Q8_0 => "dq_q8_0",
-        DType::Q4_K => "dq_q4_k",
-        DType::Q5_K => "dq_q5_k",
-        DType::Q6_K => "dq_q6_k",
-        _ => return None,
-    })
+    crate::quant::format(dtype).and_then(|f| f.gpu_decoder)
 }
 
 fn with_decoder(kernel: &str, dtype: DType) -> String {

@@ -18,9 +18,9 @@ pub struct Q2_K;
 pub struct Q3_K;
 
 /// Bytes of a Q2_K block.
-pub const Q2_K_BYTES: usize = 84;
+pub const Q2_K_BYTES: usize = DType::Q2_K.block_bytes();
 /// Bytes of a Q3_K block.
-pub const Q3_K_BYTES: usize = 110;
+pub const Q3_K_BYTES: usize = DType::Q3_K.block_bytes();
 
 /// The 256 2-bit values stored at `qs` (64 bytes), in element order.
 #[inline(always)]

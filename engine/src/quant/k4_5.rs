@@ -19,9 +19,9 @@ pub struct Q4_K;
 pub struct Q5_K;
 
 /// Bytes of a Q4_K block.
-pub const Q4_K_BYTES: usize = 144;
+pub const Q4_K_BYTES: usize = DType::Q4_K.block_bytes();
 /// Bytes of a Q5_K block.
-pub const Q5_K_BYTES: usize = 176;
+pub const Q5_K_BYTES: usize = DType::Q5_K.block_bytes();
 
 /// The 256 4-bit values stored at `qs` (128 bytes), in element order.
 #[inline(always)]

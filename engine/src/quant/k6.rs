@@ -13,7 +13,7 @@ use crate::DType;
 pub struct Q6_K;
 
 /// Bytes of a Q6_K block.
-pub const Q6_K_BYTES: usize = 210;
+pub const Q6_K_BYTES: usize = DType::Q6_K.block_bytes();
 
 /// The 256 unsigned 6-bit values (0..=63, i.e. before subtracting 32) of a block.
 #[inline(always)]

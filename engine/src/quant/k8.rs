@@ -11,7 +11,7 @@ use crate::DType;
 pub struct Q8_K;
 
 /// Bytes of a Q8_K block.
-pub const Q8_K_BYTES: usize = 292;
+pub const Q8_K_BYTES: usize = DType::Q8_K.block_bytes();
 
 /// The scale `d` of a Q8_K block.
 #[inline(always)]

@@ -10,6 +10,10 @@
 //! [`q8`] (Q8_0, Q8_1), [`k2_3`] (Q2_K, Q3_K), [`k4_5`] (Q4_K, Q5_K), [`k6`] (Q6_K), [`k8`] (Q8_K).
 //! Dependencies point one way: these files know nothing about SIMD; `cpu::dot` imports them.
 //!
+//! Which formats exist is written once, in the table [`FORMATS`] (see [`formats`]): one entry per
+//! format, from which [`reference`], [`DType::is_supported`], the CPU's scalar dispatch table,
+//! the GPU's decoder list and the tests' and benchmarks' format lists are derived.
+//!
 //! All functions take plain `&[u8]` that may sit at any alignment. They never panic on
 //! correctly sized input; sizes are checked with `debug_assert!` only, and on wrong sizes in
 //! release builds they process the whole blocks that fit and leave the rest untouched.
@@ -23,6 +27,7 @@
 #![allow(clippy::needless_range_loop)]
 
 pub mod float;
+pub mod formats;
 pub mod k2_3;
 pub mod k4_5;
 pub mod k6;
@@ -37,6 +42,7 @@ pub(crate) mod tests;
 use crate::DType;
 
 pub use float::{BF16, F16, F32};
+pub use formats::{FORMATS, FormatInfo, activation_formats, format, weight_formats};
 pub use k2_3::{Q2_K, Q3_K};
 pub use k4_5::{Q4_K, Q5_K};
 pub use k6::Q6_K;
@@ -93,27 +99,9 @@ impl QuantOps {
     }
 }
 
-static REFERENCE: [QuantOps; 15] = [
-    QuantOps::of::<F32>(),
-    QuantOps::of::<F16>(),
-    QuantOps::of::<BF16>(),
-    QuantOps::of::<Q4_0>(),
-    QuantOps::of::<Q4_1>(),
-    QuantOps::of::<Q5_0>(),
-    QuantOps::of::<Q5_1>(),
-    QuantOps::of::<Q8_0>(),
-    QuantOps::of::<Q8_1>(),
-    QuantOps::of::<Q2_K>(),
-    QuantOps::of::<Q3_K>(),
-    QuantOps::of::<Q4_K>(),
-    QuantOps::of::<Q5_K>(),
-    QuantOps::of::<Q6_K>(),
-    QuantOps::of::<Q8_K>(),
-];
-
 /// The scalar reference kernels for `dtype`, or `None` for types Tessera cannot compute with.
 pub fn reference(dtype: DType) -> Option<&'static QuantOps> {
-    REFERENCE.iter().find(|o| o.dtype == dtype)
+    format(dtype).map(|f| &f.ops)
 }
 
 /// Read the little-endian f16 at `b[off..off + 2]` as f32.

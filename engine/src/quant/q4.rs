@@ -8,7 +8,7 @@ use super::{BlockFormat, f16_at, put_f16};
 use crate::DType;
 
 /// Elements per block.
-pub const QK: usize = 32;
+pub const QK: usize = DType::Q4_0.block_elems();
 
 /// `{ d: f16, qs: [u8; 16] }`, 18 bytes: `x = d · (q − 8)`. Dot partner: Q8_0.
 pub struct Q4_0;
@@ -17,9 +17,9 @@ pub struct Q4_0;
 pub struct Q4_1;
 
 /// Bytes of a Q4_0 block.
-pub const Q4_0_BYTES: usize = 18;
+pub const Q4_0_BYTES: usize = DType::Q4_0.block_bytes();
 /// Bytes of a Q4_1 block.
-pub const Q4_1_BYTES: usize = 20;
+pub const Q4_1_BYTES: usize = DType::Q4_1.block_bytes();
 
 /// The signed index and value of the element with the largest magnitude (first one on ties),
 /// as ggml's legacy quantizers pick it.

@@ -9,7 +9,7 @@ use super::{BlockFormat, f16_at, put_f16};
 use crate::DType;
 
 /// Elements per block.
-pub const QK: usize = 32;
+pub const QK: usize = DType::Q5_0.block_elems();
 
 /// `{ d: f16, qh: [u8; 4], qs: [u8; 16] }`, 22 bytes: `x = d · (q − 16)`. Dot partner: Q8_0.
 pub struct Q5_0;
@@ -18,9 +18,9 @@ pub struct Q5_0;
 pub struct Q5_1;
 
 /// Bytes of a Q5_0 block.
-pub const Q5_0_BYTES: usize = 22;
+pub const Q5_0_BYTES: usize = DType::Q5_0.block_bytes();
 /// Bytes of a Q5_1 block.
-pub const Q5_1_BYTES: usize = 24;
+pub const Q5_1_BYTES: usize = DType::Q5_1.block_bytes();
 
 /// The 32 unsigned 5-bit values of a block whose `qh` starts at byte `off` (followed by `qs`).
 #[inline(always)]

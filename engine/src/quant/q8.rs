@@ -7,7 +7,7 @@ use super::{BlockFormat, f16_at, put_f16};
 use crate::DType;
 
 /// Elements per block.
-pub const QK: usize = 32;
+pub const QK: usize = DType::Q8_0.block_elems();
 
 /// `{ d: f16, qs: [i8; 32] }`, 34 bytes: `x = d · q`. Dot partner: itself.
 pub struct Q8_0;
@@ -18,9 +18,9 @@ pub struct Q8_0;
 pub struct Q8_1;
 
 /// Bytes of a Q8_0 block.
-pub const Q8_0_BYTES: usize = 34;
+pub const Q8_0_BYTES: usize = DType::Q8_0.block_bytes();
 /// Bytes of a Q8_1 block.
-pub const Q8_1_BYTES: usize = 36;
+pub const Q8_1_BYTES: usize = DType::Q8_1.block_bytes();
 
 /// The Q8_0/Q8_1 scale of a block: `amax / 127`.
 #[inline(always)]

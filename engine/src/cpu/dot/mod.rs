@@ -20,7 +20,7 @@ mod neon;
 mod tests;
 
 use crate::DType;
-use crate::quant::{self, BlockFormat};
+use crate::quant::{self, FormatInfo};
 use half::f16;
 use std::sync::OnceLock;
 
@@ -98,39 +98,29 @@ pub fn gemm_by_dots(vec_dot: fn(usize, &[u8], &[u8]) -> f32, g: &GemmArgs<'_>, o
 }
 
 impl DotKernel {
-    /// The scalar reference kernel of weight format `W`.
-    const fn scalar<W: BlockFormat>(quantize_row: fn(&[f32], &mut [u8])) -> DotKernel {
+    /// The scalar reference kernel of format `f`, with its activation format's reference
+    /// quantizer.
+    const fn scalar(f: &FormatInfo) -> DotKernel {
         DotKernel {
-            dtype: W::DTYPE,
-            vec_dot_type: W::VEC_DOT_TYPE,
+            dtype: f.dtype,
+            vec_dot_type: f.ops.vec_dot_type,
             isa: Isa::Scalar,
-            quantize_row,
-            vec_dot: W::vec_dot,
+            quantize_row: f.quantize_activation,
+            vec_dot: f.ops.vec_dot,
             tile: None,
         }
     }
 }
 
-/// Scalar kernels: every supported type, with its reference activation quantizer.
-static SCALAR: [DotKernel; 15] = {
-    use quant::*;
-    [
-        DotKernel::scalar::<F32>(F32::quantize_row),
-        DotKernel::scalar::<F16>(F16::quantize_row),
-        DotKernel::scalar::<BF16>(BF16::quantize_row),
-        DotKernel::scalar::<Q4_0>(Q8_0::quantize_row),
-        DotKernel::scalar::<Q4_1>(Q8_1::quantize_row),
-        DotKernel::scalar::<Q5_0>(Q8_0::quantize_row),
-        DotKernel::scalar::<Q5_1>(Q8_1::quantize_row),
-        DotKernel::scalar::<Q8_0>(Q8_0::quantize_row),
-        DotKernel::scalar::<Q8_1>(Q8_1::quantize_row),
-        DotKernel::scalar::<Q2_K>(Q8_K::quantize_row),
-        DotKernel::scalar::<Q3_K>(Q8_K::quantize_row),
-        DotKernel::scalar::<Q4_K>(Q8_K::quantize_row),
-        DotKernel::scalar::<Q5_K>(Q8_K::quantize_row),
-        DotKernel::scalar::<Q6_K>(Q8_K::quantize_row),
-        DotKernel::scalar::<Q8_K>(Q8_K::quantize_row),
-    ]
+/// Scalar kernels: one per entry of the format table [`quant::FORMATS`], in its order.
+static SCALAR: [DotKernel; quant::FORMATS.len()] = {
+    let mut table = [DotKernel::scalar(&quant::FORMATS[0]); quant::FORMATS.len()];
+    let mut i = 1;
+    while i < table.len() {
+        table[i] = DotKernel::scalar(&quant::FORMATS[i]);
+        i += 1;
+    }
+    table
 };
 
 /// Whether the CPU can run the kernels of `isa` (independent of `TESSERA_CPU_ISA`).

@@ -9,25 +9,8 @@ mod oracle;
 mod real_models;
 mod roundtrip;
 
-use super::{QK_K, put_f16, reference};
+use super::{QK_K, put_f16, reference, weight_formats};
 use crate::DType;
-
-/// Every weight format (everything with a `vec_dot` against an activation format).
-pub(crate) const WEIGHT_FORMATS: [DType; 13] = [
-    DType::F32,
-    DType::F16,
-    DType::BF16,
-    DType::Q4_0,
-    DType::Q4_1,
-    DType::Q5_0,
-    DType::Q5_1,
-    DType::Q8_0,
-    DType::Q2_K,
-    DType::Q3_K,
-    DType::Q4_K,
-    DType::Q5_K,
-    DType::Q6_K,
-];
 
 /// A small deterministic generator (SplitMix64), so the tests need no extra crates.
 pub(crate) struct Rng(u64);
@@ -234,7 +217,7 @@ fn unaligned_input_is_fine() {
     // Every kernel reads through byte slices at odd offsets without panicking and gives the
     // same answer as from an aligned copy.
     let mut rng = Rng::new(7);
-    for t in WEIGHT_FORMATS {
+    for t in weight_formats() {
         let ops = reference(t).unwrap();
         let n = sizes(t)[1].max(t.block_elems());
         let w = random_row(&mut rng, t, n);

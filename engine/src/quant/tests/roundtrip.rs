@@ -14,7 +14,7 @@
 
 use super::{Rng, dequant, random_floats, row_bytes};
 use crate::DType;
-use crate::quant::reference;
+use crate::quant::{FORMATS, QK_K, reference, weight_formats};
 
 fn round_trip(t: DType, x: &[f32]) -> Vec<f32> {
     let mut b = vec![0u8; row_bytes(t, x.len())];
@@ -39,14 +39,12 @@ fn float_formats_round_trip() {
 #[test]
 fn legacy_formats_round_trip_within_bound() {
     let mut rng = Rng::new(6);
-    for t in [
-        DType::Q4_0,
-        DType::Q4_1,
-        DType::Q5_0,
-        DType::Q5_1,
-        DType::Q8_0,
-        DType::Q8_1,
-    ] {
+    // Every 32-element format; a new one needs its bound below.
+    for t in FORMATS
+        .iter()
+        .map(|f| f.dtype)
+        .filter(|t| t.block_elems() == 32)
+    {
         let mut x = random_floats(&mut rng, 4096);
         x[..32].iter_mut().for_each(|v| *v = 0.0);
         x[32..64].iter_mut().for_each(|v| *v = -0.75);
@@ -61,7 +59,7 @@ fn legacy_formats_round_trip_within_bound() {
                 DType::Q5_0 => amax / 16.0 * (1.0 + 16.0 * EPS16),
                 DType::Q4_1 => (max - min) / 15.0 * (0.5 + 15.0 * EPS16) + min.abs() * EPS16,
                 DType::Q5_1 => (max - min) / 31.0 * (0.5 + 31.0 * EPS16) + min.abs() * EPS16,
-                _ => unreachable!(),
+                other => panic!("{other}: no round-trip bound"),
             };
             for (a, b) in xb.iter().zip(yb) {
                 assert!(
@@ -118,7 +116,12 @@ const K_BOUNDS: [(DType, f32, f32); 5] = [
 #[test]
 fn k_quants_round_trip_within_bound() {
     let mut rng = Rng::new(9);
-    for (t, rms_bound, max_bound) in K_BOUNDS {
+    // Every K-quant weight format; a new one needs its bounds in `K_BOUNDS`.
+    for t in weight_formats().filter(|t| t.block_elems() == QK_K) {
+        let (_, rms_bound, max_bound) = *K_BOUNDS
+            .iter()
+            .find(|b| b.0 == t)
+            .unwrap_or_else(|| panic!("{t}: no round-trip bounds in K_BOUNDS"));
         let mut x: Vec<f32> = (0..64 * 256).map(|_| rng.normal()).collect();
         x[..256].iter_mut().for_each(|v| *v = 0.0);
         let y = round_trip(t, &x);

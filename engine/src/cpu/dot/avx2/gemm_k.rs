@@ -11,7 +11,7 @@
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
-use super::{checked_blocks, f16_at, hsum_epi32, hsum_ps, load};
+use super::{checked_blocks, f16_at, hsum_epi32, hsum_ps, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
@@ -23,15 +23,6 @@ use std::arch::x86_64::*;
 const Y_QS: usize = 4;
 /// Offset of the sixteen i16 block sums in a Q8_K block.
 const Y_BSUMS: usize = 4 + QK_K;
-
-/// The f32 scale of the Q8_K block at `y`.
-///
-/// # Safety
-/// `y..y + 4` readable.
-#[inline(always)]
-unsafe fn q8k_d(y: *const u8) -> f32 {
-    unsafe { (y as *const f32).read_unaligned() }
-}
 
 /// Prefetches the share of block `b` of the rows that follow an `R`-row tile of `bytes`-byte
 /// blocks starting at `w` (see `gemm.rs`: one-token tiles stream their rows once).
@@ -145,7 +136,6 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
     ldo: usize,
 ) {
     let mut acc = [[_mm256_setzero_ps(); T]; R];
-    let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
     for i in 0..nb {
         if T == 1 {
             prefetch_next::<R>(w, wrb, i, Q6_K_BYTES);
@@ -164,31 +154,9 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
                 *sumi = _mm256_setr_epi32(-32 * corr, 0, 0, 0, 0, 0, 0, 0);
             }
             for h in 0..2 {
-                let (ql0, ql1, qh) = unsafe {
-                    (
-                        load(x.add(64 * h)),
-                        load(x.add(64 * h + 32)),
-                        load(x.add(128 + 32 * h)),
-                    )
-                };
-                let q = [
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql0, m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(ql1, m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
-                    ),
-                    _mm256_or_si256(
-                        _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                        _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
-                    ),
-                ];
+                // SAFETY: block `i` of row `r` is readable (the caller's contract), and a
+                // Q6_K block is 210 bytes ≥ 192.
+                let q = unsafe { unpack_q6_k_half(x, h) };
                 for (k, qk) in q.into_iter().enumerate() {
                     let s = 8 * h + 2 * k;
                     let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));

@@ -1,7 +1,7 @@
 //! AVX2 kernels of the K-quants: Q4_K and Q6_K dot products against Q8_K, and the Q8_K
 //! activation quantizer (byte-identical to the reference).
 
-use super::{f16_at, hmax_ps, hsum_epi32, hsum_ps, load};
+use super::{f16_at, hmax_ps, hsum_epi32, hsum_ps, load, q8k_d, unpack_q6_k_half};
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
 use crate::quant::k6::Q6_K_BYTES;
@@ -13,15 +13,6 @@ use std::arch::x86_64::*;
 fn blocks(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
     debug_assert!(w.len() >= n / QK_K * wb && a.len() >= n / QK_K * Q8_K_BYTES);
     (n / QK_K).min(w.len() / wb).min(a.len() / Q8_K_BYTES)
-}
-
-/// The f32 scale of the Q8_K block at `y`.
-///
-/// # Safety
-/// `y..y + 4` readable.
-#[inline(always)]
-unsafe fn q8k_d(y: *const u8) -> f32 {
-    unsafe { (y as *const f32).read_unaligned() }
 }
 
 pub(super) fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
@@ -79,7 +70,6 @@ pub(super) fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
     let mut acc = _mm256_setzero_ps();
-    let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
     for i in 0..nb {
         let xb = &w[i * Q6_K_BYTES..(i + 1) * Q6_K_BYTES];
         let yb = &a[i * Q8_K_BYTES..(i + 1) * Q8_K_BYTES];
@@ -92,31 +82,8 @@ unsafe fn q6_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
         }
         let mut sumi = _mm256_setr_epi32(-32 * corr, 0, 0, 0, 0, 0, 0, 0);
         for h in 0..2 {
-            let (ql0, ql1, qh) = unsafe {
-                (
-                    load(x.add(64 * h)),
-                    load(x.add(64 * h + 32)),
-                    load(x.add(128 + 32 * h)),
-                )
-            };
-            let q = [
-                _mm256_or_si256(
-                    _mm256_and_si256(ql0, m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(ql1, m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
-                ),
-                _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
-                    _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
-                ),
-            ];
+            // SAFETY: `xb` is a whole Q6_K block (210 bytes ≥ 192).
+            let q = unsafe { unpack_q6_k_half(x, h) };
             for (k, qk) in q.into_iter().enumerate() {
                 let yk = unsafe { load(y.add(4 + 128 * h + 32 * k)) };
                 let s = 8 * h + 2 * k;

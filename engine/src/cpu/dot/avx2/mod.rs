@@ -172,6 +172,55 @@ unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
 
+/// The f32 scale of the Q8_K block at `y`.
+///
+/// # Safety
+/// `y..y + 4` readable.
+#[inline(always)]
+unsafe fn q8k_d(y: *const u8) -> f32 {
+    // SAFETY: the caller guarantees 4 readable bytes; `read_unaligned` needs no alignment.
+    unsafe { (y as *const f32).read_unaligned() }
+}
+
+/// The 6-bit values of half `h` (0 or 1: elements `128h..128h + 128`) of the Q6_K block at
+/// `x`, as four vectors of 32 bytes in 0..=63 (stored +32): vector `k` holds elements
+/// `128h + 32k..128h + 32k + 32`, the low 4 bits from `ql`, the high 2 from `qh`.
+///
+/// # Safety
+/// `x..x + 192` readable (the block's `ql` and `qh`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q6_k_half(x: *const u8, h: usize) -> [__m256i; 4] {
+    let (m4, m2) = (_mm256_set1_epi8(0x0f), _mm256_set1_epi8(3));
+    // SAFETY: `h` ≤ 1, so the three 32-byte loads end at most at byte 192, which the caller
+    // guarantees readable.
+    let (ql0, ql1, qh) = unsafe {
+        (
+            load(x.add(64 * h)),
+            load(x.add(64 * h + 32)),
+            load(x.add(128 + 32 * h)),
+        )
+    };
+    [
+        _mm256_or_si256(
+            _mm256_and_si256(ql0, m4),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(qh, m2)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(ql1, m4),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<2>(qh), m2)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), m4),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<4>(qh), m2)),
+        ),
+        _mm256_or_si256(
+            _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), m4),
+            _mm256_slli_epi16::<4>(_mm256_and_si256(_mm256_srli_epi16::<6>(qh), m2)),
+        ),
+    ]
+}
+
 /// `v` rounded to f16 (nearest even), as little-endian bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
