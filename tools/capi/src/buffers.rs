@@ -2,7 +2,7 @@
 //! arrays, out-parameters, and the "needed size" buffer convention the header documents.
 //!
 //! Every helper checks for NULL, negative sizes and misalignment before it forms a Rust
-//! reference, so a hostile argument becomes an [`Error`] rather than undefined behaviour.
+//! reference, so a hostile argument becomes an `Error` rather than undefined behaviour.
 
 use std::ffi::{CStr, c_char};
 

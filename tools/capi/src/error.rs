@@ -1,5 +1,5 @@
 //! Status codes, the per-thread last-error message, and the guard every entry point runs its
-//! body in: it clears the message, catches panics, and turns an [`Error`] into a status code
+//! body in: it clears the message, catches panics, and turns an `Error` into a status code
 //! with the message stored for `tessera_last_error`.
 
 use std::any::Any;
