@@ -17,8 +17,9 @@ impl<T> Clone for Shared<T> {
     }
 }
 impl<T> Copy for Shared<T> {}
-// SAFETY: the handles shared here (a model; a context only while the API's `try_lock`
-// refuses concurrent use) are the ones the header documents as usable from any thread.
+// SAFETY: the header's thread rules allow it: a model may be used from any number of threads,
+// and a context may move between threads (a concurrent call gets `TESSERA_ERR_BUSY` from its
+// `try_lock` instead of racing).
 unsafe impl<T> Send for Shared<T> {}
 // SAFETY: as for `Send`: the API checks and locks every handle itself.
 unsafe impl<T> Sync for Shared<T> {}
