@@ -25,11 +25,14 @@ fn counting() -> bool {
     COUNTING.with(|c| c.get())
 }
 
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
+// counting touches only an atomic and a thread-local `Cell`, and never allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, passed on unchanged.
         unsafe { System.alloc(layout) }
     }
 
@@ -37,10 +40,12 @@ unsafe impl GlobalAlloc for Counting {
         if counting() {
             ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         }
+        // SAFETY: the caller upholds `GlobalAlloc::realloc`'s contract, passed on unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds `GlobalAlloc::dealloc`'s contract, passed on unchanged.
         unsafe { System.dealloc(ptr, layout) }
     }
 }

@@ -34,6 +34,8 @@ struct Shared {
 // SAFETY: the raw job pointer is only dereferenced while the caller of `run` keeps the closure
 // alive (it waits for all workers); the closure itself is `Sync`.
 unsafe impl Send for Shared {}
+// SAFETY: as for `Send`: the job pointer is only read while `run` keeps the closure,
+// which is `Sync`, alive; every other field is `Sync` itself.
 unsafe impl Sync for Shared {}
 
 /// A fixed set of threads that run closures together.

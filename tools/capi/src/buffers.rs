@@ -2,7 +2,7 @@
 //! arrays, out-parameters, and the "needed size" buffer convention the header documents.
 //!
 //! Every helper checks for NULL, negative sizes and misalignment before it forms a Rust
-//! reference, so a hostile argument becomes an [`Error`] rather than undefined behaviour.
+//! reference, so a hostile argument becomes an `Error` rather than undefined behaviour.
 
 use std::ffi::{CStr, c_char};
 
@@ -186,18 +186,23 @@ mod tests {
     fn text_follows_the_needed_size_convention() {
         let mut needed = 0;
         let mut buf = [1 as c_char; 4];
+        // SAFETY: `buf` holds the 4 bytes given as capacity and `needed` is a live i32.
         let e = unsafe { write_text(b"abcd", buf.as_mut_ptr(), 4, &mut needed, "t") };
         assert_eq!(e.unwrap_err().status, TESSERA_ERR_BUFFER_TOO_SMALL);
         assert_eq!(needed, 5);
         assert_eq!(buf[0], 0);
+        // SAFETY: a NULL buffer with capacity 0 is a size query; `needed` is a live i32.
         let e = unsafe { write_text(b"abcd", std::ptr::null_mut(), 0, &mut needed, "t") };
         assert_eq!(e.unwrap_err().status, TESSERA_ERR_BUFFER_TOO_SMALL);
         assert_eq!(needed, 5);
+        // SAFETY: a NULL buffer is refused before any write; `needed` is a live i32.
         let e = unsafe { write_text(b"abcd", std::ptr::null_mut(), 3, &mut needed, "t") };
         assert_eq!(e.unwrap_err().status, TESSERA_ERR_NULL_POINTER);
+        // SAFETY: a negative capacity is refused before any write; `needed` is a live i32.
         let e = unsafe { write_text(b"abcd", buf.as_mut_ptr(), -1, &mut needed, "t") };
         assert_eq!(e.unwrap_err().status, TESSERA_ERR_INVALID_ARGUMENT);
         let mut big = [1 as c_char; 5];
+        // SAFETY: `big` holds the 5 bytes given as capacity and `needed` is a live i32.
         unsafe { write_text(b"abcd", big.as_mut_ptr(), 5, &mut needed, "t") }.unwrap();
         assert_eq!(&big, &[97, 98, 99, 100, 0]);
     }
@@ -206,9 +211,11 @@ mod tests {
     fn items_follow_the_count_convention() {
         let mut n = 0;
         let mut buf = [0u32; 2];
+        // SAFETY: `buf` holds the 2 items given as capacity and `n` is a live i32.
         let e = unsafe { write_items(&[1, 2, 3], buf.as_mut_ptr(), 2, &mut n, "t") };
         assert_eq!(e.unwrap_err().status, TESSERA_ERR_BUFFER_TOO_SMALL);
         assert_eq!(n, 3);
+        // SAFETY: `buf` holds the 2 items given as capacity and `n` is a live i32.
         unsafe { write_items(&[7, 8], buf.as_mut_ptr(), 2, &mut n, "t") }.unwrap();
         assert_eq!((n, buf), (2, [7, 8]));
     }
@@ -216,7 +223,10 @@ mod tests {
     #[test]
     fn misaligned_pointers_are_refused() {
         let words = [0u32; 4];
+        // SAFETY: byte 1 of the 16-byte array `words`.
         let p = unsafe { (words.as_ptr() as *const u8).add(1) } as *const u32;
+        // SAFETY: the misaligned pointer is refused before any read (and 4 bytes from it are
+        // inside `words` anyway).
         let e = unsafe { slice(p, 1, "ids", 1) };
         assert_eq!(e.unwrap_err().status, TESSERA_ERR_INVALID_ARGUMENT);
     }

@@ -18,8 +18,10 @@ unsafe fn message(
     contents: &[*const c_char],
     i: usize,
 ) -> Result<ChatMessage> {
-    // SAFETY: forwarded from the caller.
+    // SAFETY: the pointer is NULL or NUL-terminated (this fn's precondition), and `cstr`
+    // refuses NULL before reading.
     let role = unsafe { cstr(roles[i], &format!("roles[{i}]"))? };
+    // SAFETY: as for the role.
     let content = unsafe { cstr(contents[i], &format!("contents[{i}]"))? };
     Ok(ChatMessage::new(role, content))
 }
@@ -55,6 +57,9 @@ pub unsafe extern "C" fn tessera_chat_apply_template(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table; `slice` checks `roles` and
+    // `contents` (`n_messages` readable pointers each, the caller's contract), whose strings
+    // `message` reads only after a NULL check; `write_text` checks `buf` and `needed`.
     guard("tessera_chat_apply_template", || unsafe {
         let m = model_ref(model)?;
         let roles = slice(roles, n_messages, "roles", 1)?;

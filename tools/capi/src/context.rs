@@ -129,6 +129,8 @@ impl Handle for tessera_context {
 /// # Safety
 /// See [`handles::get`].
 pub(crate) unsafe fn context_ref<'a>(ctx: *const tessera_context) -> Result<&'a tessera_context> {
+    // SAFETY: the caller's promise that `ctx` is not freed while the reference is used is
+    // `handles::get`'s precondition.
     unsafe { handles::get(ctx) }
 }
 
@@ -181,6 +183,9 @@ pub unsafe extern "C" fn tessera_context_new(
     params: *const tessera_context_params,
     out_ctx: *mut *mut tessera_context,
 ) -> tessera_status {
+    // SAFETY: the caller meets this fn's `# Safety` contract; `out_ctx` and `params` are
+    // checked non-NULL and aligned by `out_ptr` before they are written or read, and `model`
+    // is looked up in the live-handle table before it is read.
     guard("tessera_context_new", || unsafe {
         out_ptr(out_ctx, "out_ctx")?;
         out_ctx.write(std::ptr::null_mut());
@@ -258,6 +263,8 @@ pub unsafe extern "C" fn tessera_context_new(
 /// No other thread may be using `ctx` during or after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tessera_context_free(ctx: *mut tessera_context) -> tessera_status {
+    // SAFETY: `release` checks `ctx` against the live-handle table before freeing it, and the
+    // caller guarantees no other thread is using it.
     guard("tessera_context_free", || unsafe { handles::release(ctx) })
 }
 
@@ -282,6 +289,9 @@ pub unsafe extern "C" fn tessera_decode(
     n_tokens: i32,
     all_logits: bool,
 ) -> tessera_status {
+    // SAFETY: `ctx` is looked up in the live-handle table before it is read, and `slice`
+    // checks `tokens` (non-NULL, aligned, `n_tokens >= 1`) before reading the `n_tokens` ids
+    // the caller vouches for.
     guard("tessera_decode", || unsafe {
         let c = context_ref(ctx)?;
         let tokens = slice(tokens, n_tokens, "tokens", 1)?;
@@ -326,6 +336,7 @@ pub unsafe extern "C" fn tessera_get_logits(
     ctx: *mut tessera_context,
     logits: *mut *const f32,
 ) -> tessera_status {
+    // SAFETY: `logits_ith` checks both pointers; their validity is this fn's own contract.
     unsafe { logits_ith("tessera_get_logits", ctx, -1, logits) }
 }
 
@@ -344,6 +355,7 @@ pub unsafe extern "C" fn tessera_get_logits_ith(
     i: i32,
     logits: *mut *const f32,
 ) -> tessera_status {
+    // SAFETY: `logits_ith` checks both pointers; their validity is this fn's own contract.
     unsafe { logits_ith("tessera_get_logits_ith", ctx, i, logits) }
 }
 
@@ -357,6 +369,8 @@ unsafe fn logits_ith(
     i: i32,
     logits: *mut *const f32,
 ) -> tessera_status {
+    // SAFETY: `ctx` is looked up in the live-handle table before it is read, and `logits`
+    // is checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard(name, || unsafe {
         let c = context_ref(ctx)?;
         out_ptr(logits, "logits")?;
@@ -372,6 +386,7 @@ unsafe fn logits_ith(
 /// `ctx` a handle or NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tessera_kv_clear(ctx: *mut tessera_context) -> tessera_status {
+    // SAFETY: `ctx` is looked up in the live-handle table before it is read.
     guard("tessera_kv_clear", || unsafe {
         let c = context_ref(ctx)?;
         let mut st = lock(&c.state, "context")?;
@@ -391,6 +406,8 @@ pub unsafe extern "C" fn tessera_kv_bytes(
     used: *mut u64,
     total: *mut u64,
 ) -> tessera_status {
+    // SAFETY: `ctx` is looked up in the live-handle table before it is read, and `used` and
+    // `total` are checked non-NULL and aligned by `out_ptr` before `put` writes them.
     guard("tessera_kv_bytes", || unsafe {
         let c = context_ref(ctx)?;
         out_ptr(used, "used")?;
@@ -411,6 +428,8 @@ pub unsafe extern "C" fn tessera_n_past(
     ctx: *mut tessera_context,
     n_past: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `ctx` is looked up in the live-handle table before it is read, and `n_past`
+    // is checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard("tessera_n_past", || unsafe {
         let c = context_ref(ctx)?;
         out_ptr(n_past, "n_past")?;
@@ -428,6 +447,8 @@ pub unsafe extern "C" fn tessera_n_ctx(
     ctx: *mut tessera_context,
     n_ctx: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `ctx` is looked up in the live-handle table before it is read, and `n_ctx`
+    // is checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard("tessera_n_ctx", || unsafe {
         let c = context_ref(ctx)?;
         out_ptr(n_ctx, "n_ctx")?;

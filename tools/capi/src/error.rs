@@ -1,5 +1,5 @@
 //! Status codes, the per-thread last-error message, and the guard every entry point runs its
-//! body in: it clears the message, catches panics, and turns an [`Error`] into a status code
+//! body in: it clears the message, catches panics, and turns an `Error` into a status code
 //! with the message stored for `tessera_last_error`.
 
 use std::any::Any;
@@ -201,6 +201,8 @@ mod tests {
     use std::ffi::CStr;
 
     fn last() -> String {
+        // SAFETY: `tessera_last_error` always returns a NUL-terminated string that lives until
+        // the next call on this thread.
         unsafe { CStr::from_ptr(tessera_last_error()) }
             .to_string_lossy()
             .into_owned()
@@ -247,6 +249,7 @@ mod tests {
             TESSERA_ERR_NO_LOGITS,
             TESSERA_ERR_PANIC,
         ] {
+            // SAFETY: `tessera_status_str` returns a static NUL-terminated string.
             let s = unsafe { CStr::from_ptr(tessera_status_str(st as i32)) };
             assert_ne!(s.to_bytes(), b"unknown status", "{st:?}");
         }

@@ -173,28 +173,35 @@ mod tests {
         let p = publish(Thing {
             magic: Thing::MAGIC,
         });
+        // SAFETY: `p` is live and only this thread uses it.
         assert!(unsafe { get(p) }.is_ok());
         assert_eq!(
+            // SAFETY: NULL is refused before any read.
             unsafe { get::<Thing>(std::ptr::null()) }
                 .unwrap_err()
                 .status,
             TESSERA_ERR_NULL_POINTER
         );
         assert_eq!(
+            // SAFETY: the dangling pointer is not in the live table, so `get` never reads it.
             unsafe { get::<Thing>(std::ptr::dangling::<Thing>()) }
                 .unwrap_err()
                 .status,
             TESSERA_ERR_INVALID_HANDLE
         );
+        // SAFETY: `p` is live and no other thread uses it.
         unsafe { release(p) }.unwrap();
         assert_eq!(
+            // SAFETY: `p` was released, so the table refuses it before any read.
             unsafe { get(p) }.unwrap_err().status,
             TESSERA_ERR_INVALID_HANDLE
         );
         assert_eq!(
+            // SAFETY: `p` was released, so the table refuses it before anything is freed.
             unsafe { release(p) }.unwrap_err().status,
             TESSERA_ERR_INVALID_HANDLE
         );
+        // SAFETY: NULL is a no-op.
         assert!(unsafe { release::<Thing>(std::ptr::null_mut()) }.is_ok());
     }
 

@@ -7,7 +7,7 @@
 //!
 //! - every function returns a [`tessera_status`] (or a value that cannot fail), and stores a
 //!   message for [`tessera_last_error`] on the calling thread;
-//! - every body runs under `catch_unwind` ([`error::guard`]): no panic reaches C;
+//! - every body runs under `catch_unwind` (`error::guard`): no panic reaches C;
 //! - handles are checked against a table of live handles and a magic number before use
 //!   ([`handles`]), and contexts/samplers are `try_lock`ed, so misuse from C is reported
 //!   instead of crashing (see the header's preamble for the exact limits);

@@ -222,6 +222,9 @@ pub unsafe extern "C" fn tessera_model_load(
     params: *const tessera_model_params,
     out_model: *mut *mut tessera_model,
 ) -> tessera_status {
+    // SAFETY: the caller meets this fn's `# Safety` contract; `out_model` and `params` are
+    // checked non-NULL and aligned by `out_ptr` before they are written or read, and `cbytes`
+    // reads `path` only after its NULL check.
     guard("tessera_model_load", || unsafe {
         out_ptr(out_model, "out_model")?;
         out_model.write(std::ptr::null_mut());
@@ -264,6 +267,8 @@ pub unsafe extern "C" fn tessera_model_load(
 /// No other thread may be using `model` during or after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tessera_model_free(model: *mut tessera_model) -> tessera_status {
+    // SAFETY: `release` checks `model` against the live-handle table before freeing it, and the
+    // caller guarantees no other thread is using it.
     guard("tessera_model_free", || unsafe { handles::release(model) })
 }
 
@@ -272,6 +277,8 @@ pub unsafe extern "C" fn tessera_model_free(model: *mut tessera_model) -> tesser
 /// # Safety
 /// See [`handles::get`].
 pub(crate) unsafe fn model_ref<'a>(model: *const tessera_model) -> Result<&'a tessera_model> {
+    // SAFETY: the caller's promise that `model` is not freed while the reference is used is
+    // `handles::get`'s precondition.
     unsafe { handles::get(model) }
 }
 
@@ -285,6 +292,8 @@ unsafe fn get_int(
     out: *mut i32,
     f: impl FnOnce(&Model) -> i64,
 ) -> tessera_status {
+    // SAFETY: `model` is looked up in the live-handle table before it is read, and `out` is
+    // checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard(name, || unsafe {
         let m = model_ref(model)?;
         out_ptr(out, "the out-parameter")?;
@@ -303,6 +312,7 @@ pub unsafe extern "C" fn tessera_model_n_vocab(
     model: *const tessera_model,
     n_vocab: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_n_vocab", model, n_vocab, |m| {
             m.hparams().n_vocab as i64
@@ -319,6 +329,7 @@ pub unsafe extern "C" fn tessera_model_n_ctx_train(
     model: *const tessera_model,
     n_ctx_train: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_n_ctx_train", model, n_ctx_train, |m| {
             m.hparams().n_ctx_train as i64
@@ -335,6 +346,7 @@ pub unsafe extern "C" fn tessera_model_n_layer(
     model: *const tessera_model,
     n_layer: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_n_layer", model, n_layer, |m| {
             m.hparams().n_layer as i64
@@ -351,6 +363,7 @@ pub unsafe extern "C" fn tessera_model_n_embd(
     model: *const tessera_model,
     n_embd: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_n_embd", model, n_embd, |m| {
             m.hparams().n_embd as i64
@@ -367,6 +380,7 @@ pub unsafe extern "C" fn tessera_model_token_bos(
     model: *const tessera_model,
     token: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_token_bos", model, token, |m| {
             m.tokenizer().bos().map_or(-1, i64::from)
@@ -383,6 +397,7 @@ pub unsafe extern "C" fn tessera_model_token_eos(
     model: *const tessera_model,
     token: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_token_eos", model, token, |m| {
             m.tokenizer().eos().map_or(-1, i64::from)
@@ -405,6 +420,8 @@ pub unsafe extern "C" fn tessera_model_arch(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table; `write_text` checks `buf`
+    // (NULL only with capacity 0) and `needed`, whose room is this fn's contract.
     guard("tessera_model_arch", || unsafe {
         let m = model_ref(model)?;
         let name = m.model.hparams().arch.name();
@@ -426,6 +443,8 @@ pub unsafe extern "C" fn tessera_model_chat_template(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table; `write_text` checks `buf`
+    // (NULL only with capacity 0) and `needed`, whose room is this fn's contract.
     guard("tessera_model_chat_template", || unsafe {
         let m = model_ref(model)?;
         let src = m.model.chat_template().source();
@@ -483,6 +502,8 @@ pub unsafe extern "C" fn tessera_model_meta_val_str(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table, `key` NULL-checked by `cstr`
+    // (its NUL is the caller's contract); `write_text` checks `buf` and `needed`.
     guard("tessera_model_meta_val_str", || unsafe {
         let m = model_ref(model)?;
         let key = cstr(key, "key")?;
@@ -509,6 +530,7 @@ pub unsafe extern "C" fn tessera_model_meta_count(
     model: *const tessera_model,
     count: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `get_int` checks both pointers; their validity is this fn's own contract.
     unsafe {
         get_int("tessera_model_meta_count", model, count, |m| {
             m.file().metadata().len() as i64
@@ -531,6 +553,8 @@ pub unsafe extern "C" fn tessera_model_meta_key_by_index(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table; `write_text` checks `buf`
+    // (NULL only with capacity 0) and `needed`, whose room is this fn's contract.
     guard("tessera_model_meta_key_by_index", || unsafe {
         let m = model_ref(model)?;
         let entries = m.model.file().metadata().entries();

@@ -133,6 +133,8 @@ fn c_field_names(msg: &str) -> String {
 /// `p` must be non-NULL, aligned and point to a `tessera_sampler_params`.
 unsafe fn read_params(p: *const tessera_sampler_params) -> tessera_sampler_params {
     use std::ptr::addr_of;
+    // SAFETY: `p` is non-NULL, aligned and points to a `tessera_sampler_params`
+    // (precondition); each field is read through a raw place, `greedy` as a byte.
     unsafe {
         tessera_sampler_params {
             greedy: addr_of!((*p).greedy).cast::<u8>().read() != 0,
@@ -163,6 +165,8 @@ pub unsafe extern "C" fn tessera_sampler_new(
     params: *const tessera_sampler_params,
     out_sampler: *mut *mut tessera_sampler,
 ) -> tessera_status {
+    // SAFETY: `out_sampler` and `params` are checked non-NULL and aligned by `out_ptr`
+    // before they are written or read; their validity is this fn's contract.
     guard("tessera_sampler_new", || unsafe {
         out_ptr(out_sampler, "out_sampler")?;
         out_sampler.write(std::ptr::null_mut());
@@ -190,6 +194,8 @@ pub unsafe extern "C" fn tessera_sampler_new(
 /// No other thread may be using `sampler` during or after this call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tessera_sampler_free(sampler: *mut tessera_sampler) -> tessera_status {
+    // SAFETY: `release` checks `sampler` against the live-handle table before freeing it,
+    // and the caller guarantees no other thread is using it.
     guard("tessera_sampler_free", || unsafe {
         handles::release(sampler)
     })
@@ -210,6 +216,8 @@ pub unsafe extern "C" fn tessera_sampler_sample(
     ctx: *mut tessera_context,
     token: *mut i32,
 ) -> tessera_status {
+    // SAFETY: both handles are looked up in the live-handle table before they are read, and
+    // `token` is checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard("tessera_sampler_sample", || unsafe {
         let s = handles::get(sampler)?;
         let c = context_ref(ctx)?;
@@ -234,6 +242,7 @@ pub unsafe extern "C" fn tessera_sampler_accept(
     model: *const tessera_model,
     token: i32,
 ) -> tessera_status {
+    // SAFETY: both handles are looked up in the live-handle table before they are read.
     guard("tessera_sampler_accept", || unsafe {
         let s = handles::get(sampler)?;
         let m = model_ref(model)?;
@@ -249,6 +258,7 @@ pub unsafe extern "C" fn tessera_sampler_accept(
 /// `sampler` a handle or NULL.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tessera_sampler_reset(sampler: *mut tessera_sampler) -> tessera_status {
+    // SAFETY: `sampler` is looked up in the live-handle table before it is read.
     guard("tessera_sampler_reset", || unsafe {
         let s = handles::get(sampler)?;
         lock(&s.state, "sampler")?.reset();
@@ -266,6 +276,8 @@ pub unsafe extern "C" fn tessera_sampler_seed(
     sampler: *mut tessera_sampler,
     seed: *mut u64,
 ) -> tessera_status {
+    // SAFETY: `sampler` is looked up in the live-handle table before it is read, and `seed`
+    // is checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard("tessera_sampler_seed", || unsafe {
         let s = handles::get(sampler)?;
         out_ptr(seed, "seed")?;

@@ -61,6 +61,9 @@ pub unsafe extern "C" fn tessera_tokenize(
     capacity: i32,
     n_out: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is looked up in the live-handle table before it is read; `n_out` is
+    // checked by `out_ptr`, `text` by `slice` (`text_len` readable bytes, the caller's contract)
+    // and `tokens_out` by `write_items` (room for `capacity` ids, the caller's contract).
     guard("tessera_tokenize", || unsafe {
         let m = model_ref(model)?;
         out_ptr(n_out, "n_out")?;
@@ -93,6 +96,8 @@ pub unsafe extern "C" fn tessera_token_to_piece(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table; `write_text` checks `buf`
+    // (NULL only with capacity 0) and `needed`, whose room is this fn's contract.
     guard("tessera_token_to_piece", || unsafe {
         let m = model_ref(model)?;
         let id = token_id(&m.model, token)?;
@@ -120,6 +125,8 @@ pub unsafe extern "C" fn tessera_detokenize(
     capacity: i32,
     needed: *mut i32,
 ) -> tessera_status {
+    // SAFETY: `model` is checked against the live-handle table, `slice` checks `tokens`
+    // (`n_tokens` readable ids, the caller's contract); `write_text` checks `buf` and `needed`.
     guard("tessera_detokenize", || unsafe {
         let m = model_ref(model)?;
         let tokens = slice(tokens, n_tokens, "tokens", 1)?;
@@ -142,6 +149,8 @@ pub unsafe extern "C" fn tessera_token_is_eog(
     token: i32,
     is_eog: *mut bool,
 ) -> tessera_status {
+    // SAFETY: `model` is looked up in the live-handle table before it is read, and `is_eog`
+    // is checked non-NULL and aligned by `out_ptr` before `put` writes it.
     guard("tessera_token_is_eog", || unsafe {
         let m = model_ref(model)?;
         out_ptr(is_eog, "is_eog")?;

@@ -15,12 +15,16 @@ use tessera::*;
 fn try_load(path: &std::path::Path) -> (tessera_status, String) {
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let mut m = ptr::null_mut();
+    // SAFETY: `c` is NUL-terminated and `m` is a live local.
     let st = unsafe { tessera_model_load(c.as_ptr(), ptr::null(), &mut m) };
+    // SAFETY: `tessera_last_error` never returns NULL, and its string lives until the next
+    // API call on this thread.
     let msg = unsafe { CStr::from_ptr(tessera_last_error()) }
         .to_string_lossy()
         .into_owned();
     if st == tessera_status::TESSERA_OK {
         assert!(!m.is_null());
+        // SAFETY: `m` is the live handle just loaded, used by this thread only.
         assert_eq!(unsafe { tessera_model_free(m) }, tessera_status::TESSERA_OK);
     } else {
         assert!(m.is_null());

@@ -17,7 +17,11 @@ impl<T> Clone for Shared<T> {
     }
 }
 impl<T> Copy for Shared<T> {}
+// SAFETY: the header's thread rules allow it: a model may be used from any number of threads,
+// and a context may move between threads (a concurrent call gets `TESSERA_ERR_BUSY` from its
+// `try_lock` instead of racing).
 unsafe impl<T> Send for Shared<T> {}
+// SAFETY: as for `Send`: the API checks and locks every handle itself.
 unsafe impl<T> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
@@ -28,6 +32,8 @@ impl<T> Shared<T> {
 }
 
 fn ok(st: tessera_status) {
+    // SAFETY: `tessera_last_error` never returns NULL, and its string lives until the next
+    // API call on this thread.
     assert_eq!(st, tessera_status::TESSERA_OK, "{:?}", unsafe {
         std::ffi::CStr::from_ptr(tessera_last_error())
     });
@@ -35,6 +41,8 @@ fn ok(st: tessera_status) {
 
 /// Greedy-decode `n` tokens after `prompt` in a fresh context of `model`.
 fn greedy(model: *const tessera_model, prompt: &[i32], n: usize) -> Vec<i32> {
+    // SAFETY: `model` is a live handle that outlives this call; every other pointer is a
+    // local that lives through the calls using it, and the handles made here are freed once.
     unsafe {
         let mut ctx = ptr::null_mut();
         ok(tessera_context_new(model, ptr::null(), &mut ctx));
@@ -67,6 +75,7 @@ fn load(path: &std::path::Path) -> *mut tessera_model {
     params.n_ctx = 64;
     params.n_threads = 1;
     let mut m = ptr::null_mut();
+    // SAFETY: `c` is NUL-terminated, `params` and `m` are live locals.
     ok(unsafe { tessera_model_load(c.as_ptr(), &params, &mut m) });
     m
 }
@@ -85,6 +94,7 @@ fn one_model_many_threads() {
     for h in handles {
         assert_eq!(h.join().unwrap(), expected);
     }
+    // SAFETY: every thread using the model has been joined, so none uses it any more.
     ok(unsafe { tessera_model_free(model.0) });
 }
 
@@ -95,20 +105,28 @@ fn contexts_outlive_their_model_and_refuse_concurrent_use() {
     };
     let model = load(&path);
     let mut ctx = ptr::null_mut();
+    // SAFETY: `model` is a live handle and `ctx` a live local.
     ok(unsafe { tessera_context_new(model, ptr::null(), &mut ctx) });
+    // SAFETY: `model` is live and no other thread uses it; the context holds its own reference.
     ok(unsafe { tessera_model_free(model) });
     let ctx = Shared(ctx);
 
     // Hold the context busy in one thread (a long decode) while another pokes at it.
     let tokens: Vec<i32> = (0..48).map(|i| 100 + i).collect();
+    // SAFETY: `ctx` is live until it is freed after this thread is joined; `tokens` moves
+    // into the closure and outlives the call.
     let worker = std::thread::spawn(move || unsafe {
         tessera_decode(ctx.get(), tokens.as_ptr(), tokens.len() as i32, true)
     });
     let mut saw_busy = false;
     while !worker.is_finished() {
         let mut n = 0;
+        // SAFETY: `ctx` is live (freed only at the end); concurrent use is refused with
+        // `TESSERA_ERR_BUSY`, not raced.
         match unsafe { tessera_n_past(ctx.0, &mut n) } {
             tessera_status::TESSERA_ERR_BUSY => {
+                // SAFETY: `tessera_last_error` never returns NULL, and its string lives until the next
+                // API call on this thread.
                 let msg = unsafe { std::ffi::CStr::from_ptr(tessera_last_error()) };
                 assert!(msg.to_str().unwrap().contains("another thread"), "{msg:?}");
                 saw_busy = true;
@@ -123,7 +141,9 @@ fn contexts_outlive_their_model_and_refuse_concurrent_use() {
         "the decode finished before the other thread could see it busy"
     );
     let mut row = ptr::null();
+    // SAFETY: `ctx` is live and the worker is joined; `row` is a live local.
     ok(unsafe { tessera_get_logits_ith(ctx.0, 0, &mut row) });
+    // SAFETY: `ctx` is live, and the only other thread that used it has been joined.
     ok(unsafe { tessera_context_free(ctx.0) });
 }
 

@@ -57,6 +57,7 @@ fn dot16(a: int8x16_t, b: int8x16_t) -> int32x4_t {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn dot32(a: *const u8, b: *const u8) -> i32 {
+    // SAFETY: 32 bytes are readable at each pointer (precondition), 16 per load.
     unsafe {
         let (a, b) = (a as *const i8, b as *const i8);
         let s = vaddq_s32(
@@ -98,6 +99,7 @@ fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn q4_0_block(q: *const u8, y: *const u8) -> i32 {
+    // SAFETY: 16 bytes are readable at `q` and 32 at `y` (precondition), 16 per load.
     unsafe {
         let b = vld1q_u8(q);
         let eight = vdupq_n_s8(8);
@@ -139,6 +141,8 @@ fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn q4_k_block(q: *const u8, y: *const u8, sc: &[u8; 8]) -> i32 {
+    // SAFETY: the loads stay within the 128 bytes at `q` (`32c + 32 <= 128`) and the 256 at `y`
+    // (`64c + 64 <= 256`) that the precondition makes readable.
     unsafe {
         let mask = vdupq_n_u8(0x0f);
         let y = y as *const i8;
@@ -191,6 +195,8 @@ fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn q6_k_block(x: *const u8, y: *const u8) -> i32 {
+    // SAFETY: the loads stay within the 210 bytes at `x` (quants `..192`, scales `192..208`)
+    // and the 256 at `y` (`e + 16 <= 256`) that the precondition makes readable.
     unsafe {
         let (m4, m2, off) = (vdupq_n_u8(0x0f), vdupq_n_u8(3), vdupq_n_s8(32));
         let y = y as *const i8;
@@ -239,6 +245,8 @@ fn vec_dot_f32(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "neon")]
 unsafe fn f32_impl(n16: usize, w: *const u8, a: *const u8) -> f32 {
+    // SAFETY: elements `off..off + 4` lie below `16·n16`, which `vec_dot_f32` keeps inside both
+    // rows.
     unsafe {
         let (w, a) = (w as *const f32, a as *const f32);
         let mut acc = [vdupq_n_f32(0.0); 4];

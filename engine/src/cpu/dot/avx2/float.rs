@@ -26,6 +26,7 @@ unsafe fn f32_impl(n32: usize, w: *const u8, a: *const u8) -> f32 {
     for i in 0..n32 {
         for (k, acc) in acc.iter_mut().enumerate() {
             let off = 32 * i + 8 * k;
+            // SAFETY: `off + 8 <= 32·n32`, and `vec_dot_f32` passes `32·n32` readable f32s in each row.
             let (x, y) = unsafe { (_mm256_loadu_ps(w.add(off)), _mm256_loadu_ps(a.add(off))) };
             *acc = _mm256_fmadd_ps(x, y, *acc);
         }
@@ -53,6 +54,8 @@ unsafe fn f16_impl(n32: usize, w: *const u8, a: *const u8) -> f32 {
     for i in 0..n32 {
         for (k, acc) in acc.iter_mut().enumerate() {
             let off = 2 * (32 * i + 8 * k);
+            // SAFETY: the 8 f16s at element `off` lie below `32·n32`, which `vec_dot_f16` keeps
+            // inside both rows.
             let (x, y) = unsafe {
                 (
                     _mm256_cvtph_ps(_mm_loadu_si128(w.add(off) as *const __m128i)),
@@ -81,6 +84,8 @@ pub(super) fn quantize_row_f16(src: &[f32], dst: &mut [u8]) {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_rows(n8: usize, src: *const f32, dst: *mut u8) {
     for i in 0..n8 {
+        // SAFETY: elements `8i..8i + 8` with `i < n8`: inside the `8·n8` f32s of `src` and f16s
+        // of `dst` that `quantize_row_f16` guarantees.
         unsafe {
             let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(src.add(8 * i)));
             _mm_storeu_si128(dst.add(16 * i) as *mut __m128i, h);
@@ -104,6 +109,8 @@ unsafe fn dot_f32_f16_impl(n16: usize, q: *const f32, k: *const u8) -> f32 {
     for i in 0..n16 {
         for (h, acc) in acc.iter_mut().enumerate() {
             let off = 16 * i + 8 * h;
+            // SAFETY: the 8 elements at `off` lie below `16·n16`, which `dot_f32_f16` keeps inside `q`
+            // and `k`.
             let (x, y) = unsafe {
                 (
                     _mm256_loadu_ps(q.add(off)),
@@ -129,6 +136,8 @@ pub(super) fn axpy_f16(out: &mut [f32], w: f32, v: &[half::f16]) {
 unsafe fn axpy_f16_impl(n8: usize, out: *mut f32, w: f32, v: *const u8) {
     let wv = _mm256_set1_ps(w);
     for i in 0..n8 {
+        // SAFETY: elements `8i..8i + 8` with `i < n8`: inside the `8·n8` that `axpy_f16`
+        // guarantees in `out` and `v`.
         unsafe {
             let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(16 * i) as *const __m128i));
             let o = out.add(8 * i);
@@ -172,7 +181,9 @@ unsafe fn exp_sum_impl(n8: usize, s: *mut f32, max: f32) -> f32 {
     .map(|x: f32| _mm256_set1_ps(x));
     let mut acc = _mm256_setzero_ps();
     for i in 0..n8 {
+        // SAFETY: `8i + 8 <= 8·n8`, so `p` stays inside the `8·n8` elements `exp_sum` passes.
         let p = unsafe { s.add(8 * i) };
+        // SAFETY: `p` points at 8 of the `8·n8` elements `exp_sum` passes.
         let x = _mm256_max_ps(_mm256_sub_ps(unsafe { _mm256_loadu_ps(p) }, m), lo);
         let k = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
             _mm256_mul_ps(x, log2e),
@@ -187,6 +198,7 @@ unsafe fn exp_sum_impl(n8: usize, s: *mut f32, max: f32) -> f32 {
             _mm256_set1_epi32(127),
         )));
         let y = _mm256_mul_ps(e, two_k);
+        // SAFETY: the 8 elements just read at `p`.
         unsafe { _mm256_storeu_ps(p, y) };
         acc = _mm256_add_ps(acc, y);
     }
@@ -199,6 +211,8 @@ pub(super) fn wsum_f16(out: &mut [f32], w: &[f32], v: &[&[half::f16]]) {
     // SAFETY: as in `dot_f32_f16`; every row holds at least `n` elements, and reads and
     // writes stay in `..n`.
     unsafe { wsum_impl::<8>(0, n / 64, out.as_mut_ptr(), &w[..keys], &v[..keys]) };
+    // SAFETY: as above; this pass covers the 8-element blocks from `n / 64 * 64` up to
+    // `n / 8 * 8`.
     unsafe {
         wsum_impl::<1>(
             n / 64 * 64,
@@ -229,17 +243,21 @@ unsafe fn wsum_impl<const A: usize>(
     for b in 0..blocks {
         let d = d0 + 8 * A * b;
         let mut acc: [__m256; A] =
+            // SAFETY: the caller's blocks end at or before `n / 8 * 8`, and `out` holds `n`.
             std::array::from_fn(|k| unsafe { _mm256_loadu_ps(out.add(d + 8 * k)) });
         for (&wj, vj) in w.iter().zip(v) {
             let wv = _mm256_set1_ps(wj);
+            // SAFETY: `d < n`, and every value row holds at least `n` elements (see `wsum_f16`).
             let p = unsafe { vj.as_ptr().add(d) } as *const u8;
             for (k, acc) in acc.iter_mut().enumerate() {
                 let x =
+                    // SAFETY: the `8·A` f16s from `d` lie inside the row (`d + 8·A <= n`).
                     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(16 * k) as *const __m128i) });
                 *acc = _mm256_fmadd_ps(wv, x, *acc);
             }
         }
         for (k, acc) in acc.iter().enumerate() {
+            // SAFETY: the same block of `out` that was loaded above.
             unsafe { _mm256_storeu_ps(out.add(d + 8 * k), *acc) };
         }
     }
@@ -291,8 +309,10 @@ unsafe fn dots_impl<const G: usize>(
             for h in 0..2 {
                 let off = 16 * i + 8 * h;
                 let y =
+                    // SAFETY: f16s `off..off + 8` lie below `d`, which key row `j` holds (precondition).
                     _mm256_cvtph_ps(unsafe { _mm_loadu_si128(kp.add(2 * off) as *const __m128i) });
                 for (g, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: `g·d + off + 8 <= G·d`, which `q` holds (precondition).
                     let x = unsafe { _mm256_loadu_ps(qp.add(g * d + off)) };
                     acc[h] = _mm256_fmadd_ps(x, y, acc[h]);
                 }
@@ -345,6 +365,8 @@ unsafe fn wsums_impl<const G: usize>(
     v: &[&[half::f16]],
 ) {
     let op = out.as_mut_ptr();
+    // SAFETY: the two calls cover the 8-element blocks below `n / 8 * 8` of each output,
+    // within this fn's own precondition (features present, `out`, `w` and rows in bounds).
     unsafe {
         wsums_blocks::<G, 2>(0, n / 16, op, n, w, ld, v);
         wsums_blocks::<G, 1>(n / 16 * 16, n % 16 / 8, op, n, w, ld, v);
@@ -377,14 +399,18 @@ unsafe fn wsums_blocks<const G: usize, const A: usize>(
     for b in 0..blocks {
         let d = d0 + 8 * A * b;
         let mut acc: [[__m256; A]; G] = std::array::from_fn(|g| {
+            // SAFETY: `g·n + d + 8·A <= G·n` (the blocks stay inside `n`), which `out` holds.
             std::array::from_fn(|k| unsafe { _mm256_loadu_ps(out.add(g * n + d + 8 * k)) })
         });
         for (j, vj) in v.iter().enumerate() {
+            // SAFETY: `d < n`, and every value row holds at least `n` elements (precondition).
             let p = unsafe { vj.as_ptr().add(d) } as *const u8;
             let x: [__m256; A] = std::array::from_fn(|k| {
+                // SAFETY: the `8·A` f16s from `d` lie inside the row (`d + 8·A <= n`).
                 _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(16 * k) as *const __m128i) })
             });
             for (g, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: `g < G` and `j < v.len()`, and `w` holds every `g·ld + j` (precondition).
                 let wv = _mm256_set1_ps(unsafe { *w.get_unchecked(g * ld + j) });
                 for (acc, x) in acc.iter_mut().zip(&x) {
                     *acc = _mm256_fmadd_ps(wv, *x, *acc);
@@ -393,6 +419,7 @@ unsafe fn wsums_blocks<const G: usize, const A: usize>(
         }
         for (g, acc) in acc.iter().enumerate() {
             for (k, acc) in acc.iter().enumerate() {
+                // SAFETY: the same block of `out` that was loaded above.
                 unsafe { _mm256_storeu_ps(out.add(g * n + d + 8 * k), *acc) };
             }
         }

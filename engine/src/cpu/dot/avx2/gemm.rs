@@ -47,6 +47,8 @@ impl Block for Q4_0 {
     const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
+        // SAFETY: AVX2 is present and `p..p + BYTES` readable (the trait's precondition); the
+        // nibbles are bytes `2..18` of the 18-byte block.
         unsafe { _mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)) }
     }
 }
@@ -59,6 +61,7 @@ impl Block for Q4_1 {
     const SIGNED: bool = false;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
+        // SAFETY: as for Q4_0; the nibbles are bytes `4..20` of the 20-byte block.
         unsafe { nibbles(p.add(4)) }
     }
 }
@@ -72,6 +75,8 @@ impl Block for Q5_0 {
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
         // q − 16 = nibble when bit 4 is set, nibble | 0xF0 (as i8) when not.
+        // SAFETY: as for Q4_0; the nibbles are bytes `6..22` and the high bits `2..6` of the
+        // 22-byte block.
         unsafe {
             _mm256_or_si256(
                 nibbles(p.add(6)),
@@ -89,6 +94,7 @@ impl Block for Q8_0 {
     const SIGNED: bool = true;
     #[inline(always)]
     unsafe fn quants(p: *const u8) -> __m256i {
+        // SAFETY: as for Q4_0; the quants are bytes `2..34` of the 34-byte block.
         unsafe { load(p.add(2)) }
     }
 }
@@ -99,6 +105,7 @@ impl Block for Q8_0 {
 /// `p..p + 4` readable.
 #[inline(always)]
 pub(super) unsafe fn u32_at(p: *const u8) -> i32 {
+    // SAFETY: `p..p + 4` is readable (precondition).
     unsafe { (p as *const i32).read_unaligned() }
 }
 
@@ -138,10 +145,12 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
         // (d, m) of the R rows as eight f16 lanes d0 m0 d1 m1 … → f32 in one conversion.
         let mut g = [0i32; 4];
         for (r, g) in g.iter_mut().enumerate().take(R) {
+            // SAFETY: row `r < R`, block `b < nb`: its first 4 bytes are readable (precondition).
             *g = unsafe { u32_at(w.add(r * wrb + b * B::BYTES)) };
         }
         let wdm = _mm256_cvtph_ps(_mm_setr_epi32(g[0], g[1], g[2], g[3]));
         let q: [__m256i; R] =
+            // SAFETY: row `r < R`, block `b < nb`: the whole block is readable (precondition).
             std::array::from_fn(|r| unsafe { B::quants(w.add(r * wrb + b * B::BYTES)) });
         let qa: [__m256i; R] = if B::SIGNED {
             q.map(|q| _mm256_sign_epi8(q, q))
@@ -149,12 +158,15 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
             q
         };
         for t in 0..T {
+            // SAFETY: token `t < T`, block `b < nb`: inside the activations (precondition).
             let ab = unsafe { a.add(t * arb + b * B::ACT_BYTES) };
             // Lanes 2r: d_r·d_a; lanes 2r+1: m_r·s_a (garbage without HAS_MIN, never read).
+            // SAFETY: an activation block's first 4 bytes (its scales) are readable (precondition).
             let s = _mm256_mul_ps(wdm, _mm256_cvtph_ps(_mm_set1_epi32(unsafe { u32_at(ab) })));
             if B::HAS_MIN {
                 mins[t] = _mm256_add_ps(mins[t], s);
             }
+            // SAFETY: the quants end with the activation block (`ACT_QS + 32 == ACT_BYTES`).
             let y = unsafe { load(ab.add(B::ACT_QS)) };
             for r in 0..R {
                 let yy = if B::SIGNED {
@@ -171,9 +183,11 @@ unsafe fn tile<B: Block, const R: usize, const T: usize>(
     for t in 0..T {
         let mut m = [0.0f32; 8];
         if B::HAS_MIN {
+            // SAFETY: `m` is 8 f32s, one 256-bit store.
             unsafe { _mm256_storeu_ps(m.as_mut_ptr(), mins[t]) };
         }
         for (r, acc) in acc.iter().enumerate() {
+            // SAFETY: `out` is writable at every `t·ldo + r` with `t < T`, `r < R` (precondition).
             unsafe { *out.add(t * ldo + r) = hsum_ps(acc[t]) + m[2 * r + 1] };
         }
     }
@@ -202,9 +216,12 @@ unsafe fn gemm_impl<B: Block>(
 ) {
     let mut r = 0;
     while r + TILE_R <= rows {
+        // SAFETY: `r < rows`, so row `r` starts inside the weights.
         let wr = unsafe { w.add(r * wrb) };
         let mut t = 0;
         while t + TILE_T <= tokens {
+            // SAFETY: rows `r..r + 4 <= rows` and tokens `t..t + 4 <= tokens` meet `tile`'s contract
+            // (this fn's precondition); their outputs sit at `(t + i)·rows + r + j`.
             unsafe {
                 tile::<B, TILE_R, TILE_T>(
                     nb,
@@ -219,6 +236,7 @@ unsafe fn gemm_impl<B: Block>(
             t += TILE_T;
         }
         while t < tokens {
+            // SAFETY: rows `r..r + 4 <= rows` and token `t < tokens`, as above.
             unsafe {
                 tile::<B, TILE_R, 1>(
                     nb,
@@ -236,6 +254,7 @@ unsafe fn gemm_impl<B: Block>(
     }
     while r < rows {
         for t in 0..tokens {
+            // SAFETY: row `r < rows` and token `t < tokens`, as above.
             unsafe {
                 tile::<B, 1, 1>(
                     nb,

@@ -62,7 +62,9 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
             prefetch_next::<R>(w, wrb, i, Q4_K_BYTES);
         }
         for r in 0..R {
+            // SAFETY: row `r < R`, super-block `i < nb`: inside the rows (precondition).
             let x = unsafe { w.add(r * wrb + i * Q4_K_BYTES) };
+            // SAFETY: bytes `4..16` of the 144-byte Q4_K block: its 12 packed scales and mins.
             let scales = unsafe { std::slice::from_raw_parts(x.add(4), 12) };
             let (sc, m) = unpack_scales_mins_k4(scales);
             // Each min twice, to pair with the two 16-element sums of its 32-element block.
@@ -84,17 +86,21 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
                 m[7] as i16,
                 m[7] as i16,
             );
+            // SAFETY: bytes `0..4` of the Q4_K block: its f16 `d` and `dmin`.
             let (xd, xdmin) = unsafe { (f16_at(x), f16_at(x.add(2))) };
             let mut sumi = [_mm256_setzero_si256(); T];
             for c in 0..4 {
+                // SAFETY: bytes `16 + 32c..48 + 32c` (`c < 4`) of the 144-byte block: its nibbles.
                 let q = unsafe { load(x.add(16 + 32 * c)) };
                 let lo = _mm256_and_si256(q, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
                 let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
                 let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
                 for (t, sumi) in sumi.iter_mut().enumerate() {
+                    // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                     let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
                     let (y0, y1) =
+                        // SAFETY: bytes `4 + 64c..68 + 64c` (`c < 4`) of the 292-byte Q8_K block: its quants.
                         unsafe { (load(y.add(Y_QS + 64 * c)), load(y.add(Y_QS + 32 + 64 * c))) };
                     let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, y0), s0);
                     let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, y1), s1);
@@ -102,8 +108,11 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
                 }
             }
             for t in 0..T {
+                // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                 let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                // SAFETY: a Q8_K block opens with its f32 scale.
                 let yd = unsafe { q8k_d(y) };
+                // SAFETY: bytes `260..292` of the 292-byte Q8_K block: its sixteen i16 sums.
                 let bsums = unsafe { load(y.add(Y_BSUMS)) };
                 let summs = hsum_epi32(_mm256_madd_epi16(bsums, m2));
                 acc_m[r][t] += xdmin * yd * summs as f32;
@@ -114,6 +123,7 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
     }
     for t in 0..T {
         for r in 0..R {
+            // SAFETY: `out` is writable at every `t·ldo + r` with `t < T`, `r < R` (precondition).
             unsafe { *out.add(t * ldo + r) = acc[r][t] - acc_m[r][t] };
         }
     }
@@ -141,15 +151,20 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
             prefetch_next::<R>(w, wrb, i, Q6_K_BYTES);
         }
         for r in 0..R {
+            // SAFETY: row `r < R`, super-block `i < nb`: inside the rows (precondition).
             let x = unsafe { w.add(r * wrb + i * Q6_K_BYTES) };
             // The sixteen i8 scales as i16.
             let sc16 =
+                // SAFETY: bytes `192..208` of the 210-byte Q6_K block: its sixteen i8 scales.
                 _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.add(192) as *const __m128i) });
+            // SAFETY: `s < 16`: one of the block's scales, bytes `192..208`.
             let sc = |s: usize| unsafe { *x.add(192 + s) } as i8 as i16;
             let mut sumi = [_mm256_setzero_si256(); T];
             // The values are stored +32: start each sum at −32·Σ sc·bsum.
             for (t, sumi) in sumi.iter_mut().enumerate() {
+                // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                 let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                // SAFETY: bytes `260..292` of the 292-byte Q8_K block: its sixteen i16 sums.
                 let corr = hsum_epi32(_mm256_madd_epi16(unsafe { load(y.add(Y_BSUMS)) }, sc16));
                 *sumi = _mm256_setr_epi32(-32 * corr, 0, 0, 0, 0, 0, 0, 0);
             }
@@ -161,15 +176,20 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
                     let s = 8 * h + 2 * k;
                     let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));
                     for (t, sumi) in sumi.iter_mut().enumerate() {
+                        // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                         let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
+                        // SAFETY: bytes `4 + 128h + 32k..36 + 128h + 32k` (`h < 2`, `k < 4`) of the 292-byte Q8_K block:
+                        // its quants.
                         let yk = unsafe { load(y.add(Y_QS + 128 * h + 32 * k)) };
                         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(qk, yk), scales);
                         *sumi = _mm256_add_epi32(*sumi, p);
                     }
                 }
             }
+            // SAFETY: bytes `208..210` of the 210-byte Q6_K block: its f16 `d`.
             let xd = unsafe { f16_at(x.add(208)) };
             for t in 0..T {
+                // SAFETY: token `t < T`, block `i < nb`: a Q8_K block opens with its f32 scale.
                 let yd = unsafe { q8k_d(a.add(t * arb + i * Q8_K_BYTES)) };
                 let d = xd * yd;
                 acc[r][t] =
@@ -179,6 +199,7 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
     }
     for t in 0..T {
         for r in 0..R {
+            // SAFETY: `out` is writable at every `t·ldo + r` with `t < T`, `r < R` (precondition).
             unsafe { *out.add(t * ldo + r) = hsum_ps(acc[r][t]) };
         }
     }

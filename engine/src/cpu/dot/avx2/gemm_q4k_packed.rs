@@ -67,13 +67,19 @@ thread_local! {
 unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedK4) {
     let low = _mm256_set1_epi8(0x0f);
     for b in 0..nb {
+        // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
+        // to them.
         let p = unsafe { &mut *dst.add(b) };
         *p = PACKED_ZERO;
         let mut sub = [[_mm256_setzero_si256(); 8]; 8];
         for r in 0..nr {
+            // SAFETY: row `r < nr`, super-block `b < nb`: inside the rows (precondition).
             let x = unsafe { w.add(r * wrb + b * Q4_K_BYTES) };
+            // SAFETY: a Q4_K block opens with its f16 `d`.
             p.d[r] = unsafe { f16_at(x) };
+            // SAFETY: bytes `2..4` of the 144-byte block: its f16 `dmin`.
             p.dmin[r] = unsafe { f16_at(x.add(2)) };
+            // SAFETY: bytes `4..16` of the 144-byte block: its 12 packed scales and mins.
             let scales = unsafe { std::slice::from_raw_parts(x.add(4), 12) };
             let (sc, m) = unpack_scales_mins_k4(scales);
             for j in 0..8 {
@@ -85,6 +91,7 @@ unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pack
                 p.mn[k][2 * r + 1] = m[2 * k + 1] as i16;
             }
             for c in 0..4 {
+                // SAFETY: bytes `16 + 32c..48 + 32c` (`c < 4`) of the 144-byte block: its nibbles.
                 let q = unsafe { load(x.add(16 + 32 * c)) };
                 sub[2 * c][r] = _mm256_and_si256(q, low);
                 sub[2 * c + 1][r] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
@@ -92,6 +99,7 @@ unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pack
         }
         for (j, rows) in sub.into_iter().enumerate() {
             for (c, chunk) in transpose8x4(rows).into_iter().enumerate() {
+                // SAFETY: `p.q[j][c]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedK4`.
                 unsafe { _mm256_store_si256(p.q[j][c].as_mut_ptr() as *mut __m256i, chunk) };
             }
         }
@@ -119,41 +127,52 @@ unsafe fn packed_tile<const N: usize>(
     let mut acc = [_mm256_setzero_ps(); N];
     let mut acc_m = [_mm256_setzero_ps(); N];
     for b in 0..nb {
+        // SAFETY: `b < nb`, and `pk` holds `nb` super-blocks (precondition).
         let p = unsafe { &*pk.add(b) };
+        // SAFETY: token `t < N`, block `b < nb`: inside the activations (precondition).
         let y: [*const u8; N] = std::array::from_fn(|t| unsafe { a.add(t * arb + b * Q8_K_BYTES) });
         let mut isum = [_mm256_setzero_si256(); N];
         for j in 0..8 {
             let mut s16 = [_mm256_setzero_si256(); N];
             for c in 0..8 {
+                // SAFETY: `p.q[j][c]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedK4`.
                 let wq = unsafe { _mm256_load_si256(p.q[j][c].as_ptr() as *const __m256i) };
                 for t in 0..N {
                     let off = Y_QS + 32 * j + 4 * c;
+                    // SAFETY: `off + 4 <= Y_QS + 256`: 4 of the block's quants.
                     let u = _mm256_set1_epi32(unsafe {
                         (y[t].add(off) as *const i32).read_unaligned()
                     });
                     s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wq, u));
                 }
             }
+            // SAFETY: `p.sc[j]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedK4`.
             let sc = unsafe { _mm256_load_si256(p.sc[j].as_ptr() as *const __m256i) };
             for t in 0..N {
                 isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
             }
         }
+        // SAFETY: `p.d` is 32 bytes at offset 0 of the 32-aligned `PackedK4`.
         let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
+        // SAFETY: `p.dmin` is 32 bytes at offset 32 of the 32-aligned `PackedK4`.
         let dmin = unsafe { _mm256_load_ps(p.dmin.as_ptr()) };
         for t in 0..N {
             // Σ a over sub-blocks 2k and 2k+1, as an i16 pair, from the block sums.
+            // SAFETY: bytes `260..292` of the 292-byte Q8_K block: its sixteen i16 sums.
             let bs = unsafe { load(y[t].add(Y_BSUMS)) };
             let pairs = _mm256_madd_epi16(bs, _mm256_set1_epi16(1));
             let pairs = _mm256_packs_epi32(pairs, pairs);
             let mut msum = _mm256_setzero_si256();
+            // SAFETY: `__m256i` and `[i32; 8]` have the same size, and every bit pattern is an i32.
             let pv: [i32; 8] = unsafe { std::mem::transmute(pairs) };
             // `packs` keeps 128-bit lanes: sub-block sums 0..4 then 4..8 sit in words 0..4 of
             // each lane; pairs of them are the i32s 0, 1 (lane 0) and 4, 5 (lane 1).
             for (k, &i) in [0usize, 1, 4, 5].iter().enumerate() {
+                // SAFETY: `p.mn[k]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedK4`.
                 let mn = unsafe { _mm256_load_si256(p.mn[k].as_ptr() as *const __m256i) };
                 msum = _mm256_add_epi32(msum, _mm256_madd_epi16(mn, _mm256_set1_epi32(pv[i])));
             }
+            // SAFETY: a Q8_K block opens with its f32 scale.
             let yd = _mm256_set1_ps(unsafe { (y[t] as *const f32).read_unaligned() });
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[t]), _mm256_mul_ps(d, yd), acc[t]);
             acc_m[t] = _mm256_add_ps(
@@ -164,13 +183,17 @@ unsafe fn packed_tile<const N: usize>(
     }
     for t in 0..N {
         let v = _mm256_sub_ps(acc[t], acc_m[t]);
+        // SAFETY: `t < N`: `t·ldo` is an output the precondition makes writable.
         let o = unsafe { out.add(t * ldo) };
         if nr == 8 {
+            // SAFETY: all 8 rows are stored, so `o..o + 8` is writable (precondition).
             unsafe { _mm256_storeu_ps(o, v) };
         } else {
             let mut x = [0.0f32; 8];
+            // SAFETY: `x` is 8 f32s, one 256-bit store.
             unsafe { _mm256_storeu_ps(x.as_mut_ptr(), v) };
             for (r, &x) in x.iter().enumerate().take(nr) {
+                // SAFETY: `r < nr`, so `o + r` is writable (precondition).
                 unsafe { *o.add(r) = x };
             }
         }
@@ -205,16 +228,24 @@ pub(super) unsafe fn gemm_packed(
     for g in 0..groups {
         let r0 = 8 * g;
         let nr = (rows - r0).min(8);
+        // SAFETY: `g < groups`, and `pk` was grown above to `groups·nb` super-blocks.
         let gp = unsafe { pk.add(g * nb) };
+        // SAFETY: rows `r0..r0 + nr <= rows` hold `nb` readable super-blocks each (precondition),
+        // and `gp` has `nb` of this thread's scratch.
         unsafe { repack8(nb, w.add(r0 * wrb), wrb, nr, gp) };
         let mut t = 0;
         while t + TT <= tokens {
+            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
             let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
+            // SAFETY: tokens `t..t + TT <= tokens` hold `nb` readable blocks, and outputs
+            // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
             unsafe { packed_tile::<TT>(nb, gp, at, arb, ot, rows, nr) };
             t += TT;
         }
         while t < tokens {
+            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
             let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
+            // SAFETY: token `t < tokens`, as above.
             unsafe { packed_tile::<1>(nb, gp, at, arb, ot, rows, nr) };
             t += 1;
         }

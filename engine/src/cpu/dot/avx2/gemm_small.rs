@@ -45,6 +45,8 @@ impl SmallBlock for Q4_0 {
     const OFFSET: i32 = 8;
     #[inline(always)]
     unsafe fn stored(p: *const u8) -> __m256i {
+        // SAFETY: AVX2 is present and `p..p + BYTES` readable (the trait's precondition); the
+        // nibbles are bytes `2..18` of the 18-byte block.
         unsafe { nibbles(p.add(2)) }
     }
 }
@@ -53,6 +55,7 @@ impl SmallBlock for Q4_1 {
     const OFFSET: i32 = 0;
     #[inline(always)]
     unsafe fn stored(p: *const u8) -> __m256i {
+        // SAFETY: as for Q4_0; the nibbles are bytes `4..20` of the 20-byte block.
         unsafe { nibbles(p.add(4)) }
     }
 }
@@ -61,6 +64,8 @@ impl SmallBlock for Q5_0 {
     const OFFSET: i32 = 16;
     #[inline(always)]
     unsafe fn stored(p: *const u8) -> __m256i {
+        // SAFETY: as for Q4_0; the nibbles are bytes `6..22` and the high bits `2..6` of the
+        // 22-byte block.
         unsafe {
             _mm256_or_si256(
                 nibbles(p.add(6)),
@@ -168,13 +173,17 @@ unsafe fn rows_tile<B: SmallBlock, const R: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8);
             }
         }
+        // SAFETY: block `b < nb` of the token is readable (precondition); its quants end the block.
         let y = unsafe { load(a.add(b * B::ACT_BYTES + B::ACT_QS)) };
         let mut p = [_mm256_setzero_si256(); 8];
         // (d, m) of the rows as f16 pairs d0 m0 d1 m1 …
         let mut g = [0i32; 8];
         for r in 0..R {
+            // SAFETY: row `r < R`, block `b < nb`: inside the rows (precondition).
             let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
+            // SAFETY: `wb` starts a whole readable block, and AVX2 is present (precondition).
             p[r] = dot_u8_i8(unsafe { B::stored(wb) }, y);
+            // SAFETY: a block's first 4 bytes (its scales) are readable.
             g[r] = unsafe { u32_at(wb) };
         }
         let g = _mm256_setr_epi32(g[0], g[1], g[2], g[3], g[4], g[5], g[6], g[7]);
@@ -185,20 +194,25 @@ unsafe fn rows_tile<B: SmallBlock, const R: usize>(
         );
         let g = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_shuffle_epi8(g, split));
         let dw = _mm256_cvtph_ps(_mm256_castsi256_si128(g));
+        // SAFETY: `b < nb`, and `ad` holds `nb` values (precondition).
         let d = _mm256_mul_ps(dw, _mm256_set1_ps(unsafe { *ad.add(b) }));
         let mut i = totals8(p);
         if B::OFFSET != 0 {
+            // SAFETY: `b < nb`, and `corr` holds `nb` values (precondition).
             i = _mm256_sub_epi32(i, _mm256_set1_epi32(unsafe { *corr.add(b) }));
         }
         acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), d, acc);
         if B::HAS_MIN {
             let m = _mm256_cvtph_ps(_mm256_extracti128_si256::<1>(g));
+            // SAFETY: `b < nb`, and `as_` holds `nb` values (precondition).
             acc = _mm256_fmadd_ps(m, _mm256_set1_ps(unsafe { *as_.add(b) }), acc);
         }
     }
     let mut o = [0.0f32; 8];
+    // SAFETY: `o` is 8 f32s, one 256-bit store.
     unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc) };
     for (r, &v) in o.iter().enumerate().take(R) {
+        // SAFETY: `r < R`, and `out..out + R` is writable (precondition).
         unsafe { *out.add(r) = v };
     }
 }
@@ -216,22 +230,30 @@ unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst:
         let mut dh = [0u16; 8];
         let mut mh = [0u16; 8];
         for r in 0..nr {
+            // SAFETY: row `r < nr`, block `b < nb`: inside the rows (precondition).
             let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
+            // SAFETY: `wb` starts a whole readable block, and AVX2 is present (precondition).
             v[r] = unsafe { B::quants(wb) };
+            // SAFETY: every block starts with its f16 scale.
             dh[r] = unsafe { (wb as *const u16).read_unaligned() };
             if B::HAS_MIN {
+                // SAFETY: with `HAS_MIN` (Q4_1) the block's f16 min follows its scale.
                 mh[r] = unsafe { (wb.add(2) as *const u16).read_unaligned() };
             }
         }
         // Chunk j = group j (elements 4j..4j+4) of every row.
         let chunks = transpose8x4(v);
         let mut sum16 = _mm256_setzero_si256();
+        // SAFETY: `b < nb`, and `dst` holds `nb` blocks (precondition); nothing else refers to them.
         let p = unsafe { &mut *dst.add(b) };
         for (j, c) in chunks.iter().enumerate() {
             sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(ones8, *c));
+            // SAFETY: `p.q[j]` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
             unsafe { _mm256_store_si256(p.q[j].as_mut_ptr() as *mut __m256i, *c) };
         }
         let corr = _mm256_slli_epi32::<7>(_mm256_madd_epi16(sum16, ones16));
+        // SAFETY: `corr`, `d` and `m` are 32 bytes at 32-aligned offsets of the 32-aligned `Packed8`;
+        // `dh` and `mh` are 16 bytes each (unaligned loads).
         unsafe {
             _mm256_store_si256(p.corr.as_mut_ptr() as *mut __m256i, corr);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
@@ -260,12 +282,18 @@ unsafe fn prepare_acts<B: Block>(
     let offset = _mm256_set1_epi8(0x80u8 as i8);
     for t in 0..tokens {
         for b in 0..nb {
+            // SAFETY: token `t < tokens`, block `b < nb`: inside the activations (precondition).
             let ab = unsafe { a.add(t * arb + b * B::ACT_BYTES) };
+            // SAFETY: `t·nb + b < tokens·nb`, which `dst` holds (precondition); nothing else refers to it.
             let o = unsafe { &mut *dst.add(t * nb + b) };
+            // SAFETY: the block is readable and its quants end it (`ACT_QS + 32 == ACT_BYTES`).
             let u = _mm256_xor_si256(unsafe { load(ab.add(B::ACT_QS)) }, offset);
+            // SAFETY: `o.u` is 32 bytes.
             unsafe { _mm256_storeu_si256(o.u.as_mut_ptr() as *mut __m256i, u) };
+            // SAFETY: every activation block starts with its f16 scale.
             o.d = unsafe { f16_at(ab) };
             o.s = if B::HAS_MIN {
+                // SAFETY: with `HAS_MIN` the activations are Q8_1, whose f16 sum follows the scale.
                 unsafe { f16_at(ab.add(2)) }
             } else {
                 0.0
@@ -293,13 +321,17 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); TT];
     for b in 0..nb {
+        // SAFETY: `b < nb`, and `pk` holds `nb` blocks (precondition).
         let p = unsafe { &*pk.add(b) };
+        // SAFETY: `t·nb + b < TT·nb`, which `act` holds (precondition).
         let ab: [&ActBlock; TT] = std::array::from_fn(|t| unsafe { &*act.add(t * nb + b) });
         let mut lo = [_mm256_setzero_si256(); TT];
         let mut hi = [_mm256_setzero_si256(); TT];
         for j in 0..8 {
+            // SAFETY: `p.q[j]` (`j < 8`) is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
             let wj = unsafe { _mm256_load_si256(p.q[j].as_ptr() as *const __m256i) };
             for t in 0..TT {
+                // SAFETY: bytes `4j..4j + 4` (`j < 8`) of the 32-byte `u`.
                 let u = _mm256_set1_epi32(unsafe { u32_at(ab[t].u.as_ptr().add(4 * j)) });
                 let m = _mm256_maddubs_epi16(u, wj);
                 // Four sums of two products ≤ 255·16 each stay inside i16.
@@ -310,7 +342,9 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
                 }
             }
         }
+        // SAFETY: `corr` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
         let corr = unsafe { _mm256_load_si256(p.corr.as_ptr() as *const __m256i) };
+        // SAFETY: `d` is 32 bytes at offset 0 of the 32-aligned `Packed8`.
         let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
         for t in 0..TT {
             let i = _mm256_sub_epi32(
@@ -323,19 +357,24 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
             let s = _mm256_mul_ps(d, _mm256_set1_ps(ab[t].d));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, acc[t]);
             if B::HAS_MIN {
+                // SAFETY: `m` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
                 let m = unsafe { _mm256_load_ps(p.m.as_ptr()) };
                 acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab[t].s), acc[t]);
             }
         }
     }
     for (t, acc) in acc.iter().enumerate() {
+        // SAFETY: `t < TT`: `t·ldo` is an output the precondition makes writable.
         let o = unsafe { out.add(t * ldo) };
         if nr == 8 {
+            // SAFETY: all 8 rows are stored, so `o..o + 8` is writable (precondition).
             unsafe { _mm256_storeu_ps(o, *acc) };
         } else {
             let mut v = [0.0f32; 8];
+            // SAFETY: `v` is 8 f32s, one 256-bit store.
             unsafe { _mm256_storeu_ps(v.as_mut_ptr(), *acc) };
             for (r, &x) in v.iter().enumerate().take(nr) {
+                // SAFETY: `r < nr`, so `o + r` is writable (precondition).
                 unsafe { *o.add(r) = x };
             }
         }
@@ -370,20 +409,30 @@ unsafe fn gemm_packed<B: Block>(
         }
         (pk.as_mut_ptr(), act.as_mut_ptr())
     });
+    // SAFETY: the features and the activation blocks come with this fn's precondition;
+    // `act` was grown above to `tokens·nb` blocks.
     unsafe { prepare_acts::<B>(nb, a, arb, tokens, act) };
     for g in 0..groups {
         let r0 = 8 * g;
         let nr = (rows - r0).min(8);
+        // SAFETY: `g < groups`, and `pk` was grown above to `groups·nb` blocks.
         let gp = unsafe { pk.add(g * nb) };
+        // SAFETY: rows `r0..r0 + nr <= rows` hold `nb` readable blocks each (precondition), and
+        // `gp` has `nb` blocks of this thread's scratch.
         unsafe { repack8::<B>(nb, w.add(r0 * wrb), wrb, nr, gp) };
         let mut t = 0;
         while t + PACKED_TT <= tokens {
+            // SAFETY: `t < tokens`: `act` holds `tokens·nb` blocks, `out` `tokens × rows` floats.
             let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
+            // SAFETY: tokens `t..t + 4 <= tokens`: `at` holds `4·nb` prepared blocks, and outputs
+            // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
             unsafe { packed_tile::<B, PACKED_TT>(nb, gp, at, ot, rows, nr) };
             t += PACKED_TT;
         }
         while t < tokens {
+            // SAFETY: `t < tokens`: `act` holds `tokens·nb` blocks, `out` `tokens × rows` floats.
             let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
+            // SAFETY: token `t < tokens`, as above.
             unsafe { packed_tile::<B, 1>(nb, gp, at, ot, rows, nr) };
             t += 1;
         }
@@ -408,6 +457,7 @@ unsafe fn gemm_impl<B: SmallBlock>(
     out: *mut f32,
 ) {
     if tokens >= MIN_PACKED_TOKENS {
+        // SAFETY: `tokens >= 4 >= 1`, and the rest of `gemm_packed`'s contract is this fn's.
         return unsafe { gemm_packed::<B>(nb, w, wrb, rows, a, arb, tokens, out) };
     }
     let prefetch = tokens == 1;
@@ -418,15 +468,20 @@ unsafe fn gemm_impl<B: SmallBlock>(
         }
         act.as_mut_ptr()
     }) as *mut f32;
-    // SAFETY (of the casts): an `ActBlock` is 40 bytes, so `nb` of them hold `3·nb` f32/i32s;
-    // the scratch stays this thread's until the call returns.
+    // SAFETY: an `ActBlock` is 40 bytes, so the scratch's `nb` of them hold `3·nb` f32/i32s
+    // (`ad`, `as_`, `corr`); the scratch stays this thread's until the call returns.
     let (ad, as_) = (scales, unsafe { scales.add(nb) });
+    // SAFETY: as above: `2·nb` f32s into the `3·nb` the scratch holds.
     let corr = unsafe { scales.add(2 * nb) } as *mut i32;
     let ones = _mm256_set1_epi8(1);
     for t in 0..tokens {
+        // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
         let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows)) };
         for b in 0..nb {
+            // SAFETY: `b < nb`: block `b` of the token is readable (precondition).
             let ab = unsafe { at.add(b * B::ACT_BYTES) };
+            // SAFETY: `b < nb` indexes the `nb` scratch values of each array; the block's scale (and,
+            // for Q8_1, its sum) open it, its quants end it.
             unsafe {
                 *ad.add(b) = f16_at(ab);
                 *as_.add(b) = if B::HAS_MIN { f16_at(ab.add(2)) } else { 0.0 };
@@ -438,11 +493,17 @@ unsafe fn gemm_impl<B: SmallBlock>(
         }
         let mut r = 0;
         while r + DECODE_ROWS <= rows {
+            // SAFETY: `r + 8 <= rows`: row `r` lies in the weights, output `r` in token `t`'s.
             let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
+            // SAFETY: rows `r..r + 8 <= rows` are readable, `ad`/`as_`/`corr` hold `nb` values each
+            // and token `t`'s outputs `r..r + 8` are writable.
             unsafe { rows_tile::<B, DECODE_ROWS>(nb, wr, wrb, at, ad, as_, corr, or, prefetch) };
             r += DECODE_ROWS;
         }
+        // SAFETY: `r <= rows`; when `r == rows` the pointers are never dereferenced (the match below
+        // does nothing) and stay at most one row stride past the last row and at token `t`'s end.
         let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
+        // SAFETY: the remaining `rows - r < 8` rows, under the same conditions as the full tiles.
         unsafe {
             match rows - r {
                 1 => rows_tile::<B, 1>(nb, wr, wrb, at, ad, as_, corr, or, false),

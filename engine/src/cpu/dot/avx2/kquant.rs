@@ -32,18 +32,22 @@ unsafe fn q4_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
         let xb = &w[i * Q4_K_BYTES..(i + 1) * Q4_K_BYTES];
         let yb = &a[i * Q8_K_BYTES..(i + 1) * Q8_K_BYTES];
         let (x, y) = (xb.as_ptr(), yb.as_ptr());
+        // SAFETY: `y` starts the whole 292-byte Q8_K block `yb`, which opens with its f32 scale.
         let yd = unsafe { q8k_d(y) };
         let (sc, m) = unpack_scales_mins_k4(&xb[4..16]);
         let mut summs = 0i32;
         for (s, ms) in m.iter().enumerate() {
             summs += *ms as i32 * (q8k_bsum(yb, 2 * s) + q8k_bsum(yb, 2 * s + 1));
         }
+        // SAFETY: bytes `2..4` of the whole 144-byte Q4_K block `xb`: its f16 `dmin`.
         acc_m += unsafe { f16_at(x.add(2)) } * yd * summs as f32;
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
+            // SAFETY: bytes `16 + 32c..48 + 32c` (`c < 4`) of the 144-byte block `xb`: its nibbles.
             let q = unsafe { load(x.add(16 + 32 * c)) };
             let lo = _mm256_and_si256(q, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            // SAFETY: bytes `4 + 64c..68 + 64c` (`c < 4`) of the 292-byte block `yb`: its quants.
             let (y0, y1) = unsafe { (load(y.add(4 + 64 * c)), load(y.add(36 + 64 * c))) };
             let p0 = _mm256_madd_epi16(
                 _mm256_maddubs_epi16(lo, y0),
@@ -55,6 +59,7 @@ unsafe fn q4_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
             );
             sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
         }
+        // SAFETY: bytes `0..2` of the block `xb`: its f16 `d`.
         let d = unsafe { f16_at(x) } * yd;
         acc = (hsum_epi32(sumi) as f32).mul_add(d, acc);
     }
@@ -85,6 +90,8 @@ unsafe fn q6_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
             // SAFETY: `xb` is a whole Q6_K block (210 bytes ≥ 192).
             let q = unsafe { unpack_q6_k_half(x, h) };
             for (k, qk) in q.into_iter().enumerate() {
+                // SAFETY: bytes `4 + 128h + 32k..36 + 128h + 32k` (`h < 2`, `k < 4`) of the 292-byte block
+                // `yb`: its quants.
                 let yk = unsafe { load(y.add(4 + 128 * h + 32 * k)) };
                 let s = 8 * h + 2 * k;
                 let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));
@@ -92,6 +99,7 @@ unsafe fn q6_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
                 sumi = _mm256_add_epi32(sumi, p);
             }
         }
+        // SAFETY: bytes `208..210` of `xb` (its f16 `d`) and `0..4` of `yb` (its f32 scale).
         let d = unsafe { f16_at(x.add(208)) } * unsafe { q8k_d(y) };
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
     }
@@ -113,6 +121,7 @@ unsafe fn q8_k_rows(src: &[f32], dst: &mut [u8]) {
         for k in 0..QK_K / 8 {
             m = _mm256_max_ps(
                 m,
+                // SAFETY: `8k + 8 <= QK_K`: inside the whole chunk `x`.
                 _mm256_andnot_ps(sign, unsafe { _mm256_loadu_ps(xp.add(8 * k)) }),
             );
         }
@@ -125,6 +134,7 @@ unsafe fn q8_k_rows(src: &[f32], dst: &mut [u8]) {
         let am = _mm256_set1_ps(amax);
         let mut max = 0.0f32;
         for k in 0..QK_K / 8 {
+            // SAFETY: `8k + 8 <= QK_K`: inside the whole chunk `x`.
             let v = _mm256_andnot_ps(sign, unsafe { _mm256_loadu_ps(xp.add(8 * k)) });
             let hit = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_EQ_OQ>(v, am));
             if hit != 0 {
@@ -140,6 +150,7 @@ unsafe fn q8_k_rows(src: &[f32], dst: &mut [u8]) {
         for g in 0..QK_K / 32 {
             // nearest_int is round-to-nearest-even: the default MXCSR mode of cvtps.
             let i: [__m256i; 4] = [0, 1, 2, 3].map(|k| {
+                // SAFETY: `32g + 8k + 8 <= QK_K`: inside the whole chunk `x`.
                 let v = unsafe { _mm256_loadu_ps(xp.add(32 * g + 8 * k)) };
                 _mm256_min_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(v, vs)), cap)
             });
@@ -153,6 +164,7 @@ unsafe fn q8_k_rows(src: &[f32], dst: &mut [u8]) {
             ];
             let p8 = _mm256_packs_epi16(p16[0], p16[1]);
             let p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            // SAFETY: `32g + 32 <= QK_K`: inside the 256 quant bytes `q`.
             unsafe { _mm256_storeu_si256(q.as_mut_ptr().add(32 * g) as *mut __m256i, p8) };
         }
         b[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());

@@ -24,6 +24,7 @@ fn blocks(n: usize, w: &[u8], wb: usize, a: &[u8], ab: usize) -> usize {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
     // The 16 bytes in both lanes (one broadcast load), the high lane shifted down a nibble.
+    // SAFETY: callers pass `p` at a block's 16 bytes of packed nibbles, all readable.
     let b = _mm256_broadcastsi128_si256(unsafe { _mm_loadu_si128(p as *const __m128i) });
     let both = _mm256_blend_epi32::<0xf0>(b, _mm256_srli_epi16::<4>(b));
     _mm256_and_si256(both, _mm256_set1_epi8(0x0f))
@@ -33,6 +34,7 @@ pub(super) unsafe fn nibbles(p: *const u8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn bits_to_bytes(p: *const u8) -> __m256i {
+    // SAFETY: callers pass `p` at a block's 4 bytes of high bits, all readable.
     let qh = unsafe { (p as *const u32).read_unaligned() };
     let v = _mm256_set1_epi32(qh as i32);
     // Byte j takes byte j / 8 of qh...
@@ -57,8 +59,11 @@ pub(super) fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 unsafe fn q8_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = _mm256_setzero_ps();
     for i in 0..nb {
+        // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
         let (x, y) = unsafe { (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES)) };
+        // SAFETY: `x` and `y` start whole Q8_0 blocks, each opening with its f16 scale.
         let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        // SAFETY: bytes `2..34` of a 34-byte Q8_0 block: its 32 quants.
         let p = unsafe { dot_i8_i8(load(x.add(2)), load(y.add(2))) };
         acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
     }
@@ -76,9 +81,13 @@ unsafe fn q4_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0.0f32;
     let eight = _mm256_set1_epi8(8);
     for i in 0..nb {
+        // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
         let (x, y) = unsafe { (w.add(i * Q4_0_BYTES), a.add(i * Q8_0_BYTES)) };
+        // SAFETY: `x` and `y` start whole blocks, each opening with its f16 scale.
         let d = unsafe { f16_at(x) * f16_at(y) };
+        // SAFETY: bytes `2..18` of an 18-byte Q4_0 block: its packed nibbles.
         let qx = unsafe { _mm256_sub_epi8(nibbles(x.add(2)), eight) };
+        // SAFETY: bytes `2..34` of a 34-byte Q8_0 block: its 32 quants.
         let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
         acc = (hsum_epi32(p) as f32).mul_add(d, acc);
     }
@@ -95,10 +104,15 @@ pub(super) fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
 unsafe fn q4_1_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0.0f32;
     for i in 0..nb {
+        // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
         let (x, y) = unsafe { (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES)) };
+        // SAFETY: `x` and `y` start whole blocks, each opening with its f16 scale.
         let d = unsafe { f16_at(x) * f16_at(y) };
+        // SAFETY: bytes `4..20` of a 20-byte Q4_1 block (its nibbles) and `4..36` of a 36-byte Q8_1
+        // block (its quants).
         let p = unsafe { dot_u8_i8(nibbles(x.add(4)), load(y.add(4))) };
         acc = (hsum_epi32(p) as f32).mul_add(d, acc);
+        // SAFETY: bytes `2..4` of both blocks: the Q4_1 minimum and the Q8_1 scaled sum.
         acc = unsafe { f16_at(x.add(2)).mul_add(f16_at(y.add(2)), acc) };
     }
     acc
@@ -115,15 +129,19 @@ unsafe fn q5_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0.0f32;
     let high = _mm256_set1_epi8(0xf0u8 as i8);
     for i in 0..nb {
+        // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
         let (x, y) = unsafe { (w.add(i * Q5_0_BYTES), a.add(i * Q8_0_BYTES)) };
+        // SAFETY: `x` and `y` start whole blocks, each opening with its f16 scale.
         let d = unsafe { f16_at(x) * f16_at(y) };
         // q − 16 = nibble when bit 4 is set, nibble − 16 (= nibble | 0xF0 as i8) when not.
+        // SAFETY: bytes `6..22` (nibbles) and `2..6` (high bits) of a 22-byte Q5_0 block.
         let qx = unsafe {
             _mm256_or_si256(
                 nibbles(x.add(6)),
                 _mm256_andnot_si256(bits_to_bytes(x.add(2)), high),
             )
         };
+        // SAFETY: bytes `2..34` of a 34-byte Q8_0 block: its 32 quants.
         let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
         acc = (hsum_epi32(p) as f32).mul_add(d, acc);
     }
@@ -151,6 +169,7 @@ fn round_away(v: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
+    // SAFETY: `8k + 8 <= 32` f32s from `x`, readable (precondition).
     let v: [__m256; 4] = std::array::from_fn(|k| unsafe { _mm256_loadu_ps(x.add(8 * k)) });
     let abs = |v: __m256| _mm256_andnot_ps(_mm256_set1_ps(-0.0), v);
     let m = _mm256_max_ps(
@@ -171,6 +190,7 @@ unsafe fn q8_block(x: *const f32, q: *mut u8) -> (f32, i32) {
     ];
     let p8 = _mm256_packs_epi16(p16[0], p16[1]);
     let p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: `q..q + 32` is writable (precondition).
     unsafe { _mm256_storeu_si256(q as *mut __m256i, p8) };
     (d, sum)
 }
@@ -192,6 +212,8 @@ unsafe fn q8_rows(src: &[f32], dst: &mut [u8], bb: usize) {
     let with_sum = bb == Q8_1_BYTES;
     let off = if with_sum { 4 } else { 2 };
     for (x, b) in src.chunks_exact(QK).zip(dst.chunks_exact_mut(bb)) {
+        // SAFETY: `x` is a whole 32-float chunk, and `off + 32` bytes fit in the `bb`-byte block `b`
+        // (34 for Q8_0, 36 for Q8_1); the CPU features are this fn's own precondition.
         let (d, sum) = unsafe { q8_block(x.as_ptr(), b.as_mut_ptr().add(off)) };
         b[..2].copy_from_slice(&f16_bytes(d));
         if with_sum {

@@ -158,6 +158,7 @@ fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load(p: *const u8) -> __m256i {
+    // SAFETY: `p..p + 32` is readable (precondition); the load is unaligned.
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
 
@@ -168,6 +169,7 @@ unsafe fn load(p: *const u8) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: `p..p + 2` is readable (precondition); the read is unaligned.
     let bits = unsafe { (p as *const u16).read_unaligned() };
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32)))
 }
