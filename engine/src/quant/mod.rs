@@ -11,7 +11,7 @@
 //! Dependencies point one way: these files know nothing about SIMD; `cpu::dot` imports them.
 //!
 //! Which formats exist is written once, in the table [`FORMATS`] (see [`formats`]): one entry per
-//! format, from which [`reference`], [`DType::is_supported`], the CPU's scalar dispatch table,
+//! format, from which [`reference()`], [`DType::is_supported`], the CPU's scalar dispatch table,
 //! the GPU's decoder list and the tests' and benchmarks' format lists are derived.
 //!
 //! All functions take plain `&[u8]` that may sit at any alignment. They never panic on

@@ -163,14 +163,17 @@ fn absurd_thread_counts_are_refused_and_leave_no_threads_behind() {
     };
     let model = load(&path);
     let before = process_threads();
-    let mut params = unsafe { tessera_context_default_params() };
+    let mut params = tessera_context_default_params();
     params.n_threads = 100_000;
     let mut ctx = ptr::null_mut();
+    // SAFETY: `model` is a live handle from `load`, `params` and `ctx` are valid locals.
     let st = unsafe { tessera_context_new(model, &params, &mut ctx) };
     assert_eq!(st, tessera_status::TESSERA_ERR_INVALID_ARGUMENT);
+    // SAFETY: tessera_last_error never returns NULL; its string lives until the next call.
     let msg = unsafe { std::ffi::CStr::from_ptr(tessera_last_error()) };
     assert!(msg.to_str().unwrap().contains("at most 1024"), "{msg:?}");
     assert!(ctx.is_null());
     assert_eq!(process_threads(), before, "threads left running");
+    // SAFETY: `model` is live and freed once; no context was made from it.
     ok(unsafe { tessera_model_free(model) });
 }
