@@ -15,7 +15,6 @@ use tessera_engine::GgufFile;
 use tessera_engine::gguf::{MetaArray, MetaValue, Metadata, TensorInfo};
 use tessera_models::HParams;
 use tessera_models::hparams::RopeScalingType;
-use tessera_models::registry;
 
 use crate::CliResult;
 
@@ -46,7 +45,7 @@ pub struct InfoArgs {
 pub fn run(args: InfoArgs) -> CliResult {
     let out = match (&args.model, args.devices) {
         (Some(model), false) => {
-            let path = registry::resolve_model(model)?;
+            let path = tessera_registry::resolve_model(model)?;
             let file = GgufFile::open(&path)?;
             let report = Report::new(&path, &file, args.ctx as usize);
             if args.json {

@@ -46,7 +46,6 @@ use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tessera_engine::cpu::dot::detected_isa;
-use tessera_models::Session;
 
 use crate::CliResult;
 use crate::common::ModelArgs;
@@ -292,7 +291,7 @@ pub fn run(args: PerplexityArgs) -> CliResult {
     }
 
     let t_load = Instant::now();
-    let mut session = Session::load(&args.model.model, &params)?;
+    let mut session = args.model.open_session(&params)?;
     let load_seconds = t_load.elapsed().as_secs_f64();
     let n_vocab = session.model().hparams().n_vocab;
     let tok = session.tokenizer();

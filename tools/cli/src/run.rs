@@ -22,7 +22,6 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 use tessera_engine::cpu::dot::{Isa, detected_isa};
-use tessera_models::Session;
 
 use crate::CliResult;
 use crate::common::{ModelArgs, SamplingArgs};
@@ -174,7 +173,9 @@ pub fn run(args: RunArgs) -> CliResult {
     let prompt_text = read_prompt(&args)?;
 
     let t_load = Instant::now();
-    let mut session = Session::load(&args.model.model, &params)
+    let mut session = args
+        .model
+        .open_session(&params)
         .map_err(|e| format!("cannot load {}: {e}", args.model.model))?;
     let load_seconds = t_load.elapsed().as_secs_f64();
     let n_ctx = session.n_ctx();
