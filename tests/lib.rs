@@ -7,16 +7,9 @@ pub mod mutate;
 pub mod teacher;
 pub mod working_copy;
 
-/// File names of the two real models in the models directory.
-pub const SMOLLM2: &str = "smollm2-135m-instruct-q4_1.gguf";
-/// Gemma 3 270M Q4_K_M.
-pub const GEMMA3: &str = "gemma-3-270m-q4_k_m.gguf";
-
-/// The models directory, as `tessera pull` uses it (`$TESSERA_MODELS` or
-/// `~/.cache/tessera/models`).
-pub fn models_dir() -> PathBuf {
-    tessera_models::registry::models_dir()
-}
+/// The real models' file names, and where they are (`$TESSERA_MODELS` or
+/// `~/.cache/tessera/models`, as `tessera pull` uses it).
+pub use tessera_model_files::{GEMMA3, SMOLLM2, models_dir};
 
 /// `$TESSERA_FIXTURES` or the `shared/fixtures` folder beside the checkout.
 pub fn fixtures_dir() -> PathBuf {
@@ -28,18 +21,7 @@ pub fn fixtures_dir() -> PathBuf {
 /// The path of a real model; panics when it is missing unless
 /// `TESSERA_ALLOW_MISSING_MODELS=1`, in which case it returns `None` (skip).
 pub fn model(file: &str) -> Option<PathBuf> {
-    let p = models_dir().join(file);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-        eprintln!("skipped: {} is missing", p.display());
-        return None;
-    }
-    panic!(
-        "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
-        p.display()
-    );
+    tessera_model_files::model_file(file)
 }
 
 /// Parse a fixture JSON file (relative to the fixtures folder).

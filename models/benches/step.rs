@@ -13,12 +13,7 @@ use tessera_models::{Context, ContextParams, Model};
 
 /// The model file, if present.
 fn model(file: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("TESSERA_MODELS")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera/models"))
-        })?;
-    let p = dir.join(file);
+    let p = tessera_model_files::models_dir().join(file);
     p.exists().then_some(p)
 }
 

@@ -12,18 +12,7 @@ use tessera_engine::GgufFile;
 use tessera_models::chat::{CHATML_TEMPLATE, GEMMA_TEMPLATE};
 use tessera_models::testing::TinyLlama;
 
-const MODELS: [&str; 2] = [
-    "smollm2-135m-instruct-q4_1.gguf",
-    "gemma-3-270m-q4_k_m.gguf",
-];
-
-fn models_dir() -> PathBuf {
-    std::env::var_os("TESSERA_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/tessera/models")
-        })
-}
+const MODELS: [&str; 2] = [tessera_model_files::SMOLLM2, tessera_model_files::GEMMA3];
 
 fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
     let d = dir.join(target);
@@ -37,7 +26,7 @@ fn main() {
             .nth(1)
             .unwrap_or_else(|| "fuzz/corpus".into()),
     );
-    let models = models_dir();
+    let models = tessera_model_files::models_dir();
 
     // GGUF targets: real headers' first kilobytes and complete tiny models.
     for file in MODELS {

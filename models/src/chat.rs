@@ -550,20 +550,7 @@ mod tests {
         use super::conversation;
         use std::path::{Path, PathBuf};
         use tessera_engine::GgufFile;
-
-        fn require(p: PathBuf) -> Option<PathBuf> {
-            if p.exists() {
-                return Some(p);
-            }
-            if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-                eprintln!("skipped: {} is missing", p.display());
-                return None;
-            }
-            panic!(
-                "{} is missing: run `tessera pull` (or set TESSERA_ALLOW_MISSING_MODELS=1)",
-                p.display()
-            );
-        }
+        use tessera_model_files::{model_file, require};
 
         fn fixtures_dir() -> PathBuf {
             std::env::var_os("TESSERA_FIXTURES")
@@ -575,7 +562,7 @@ mod tests {
 
         /// The model's template with its BOS/EOS texts, and llama.cpp's chat prompt.
         fn load(file: &str, fixture: &str) -> Option<(ChatTemplate, String)> {
-            let path = require(crate::registry::models_dir().join(file))?;
+            let path = model_file(file)?;
             let fx = require(fixtures_dir().join(format!("greedy/{fixture}--chat.json")))?;
             let f = GgufFile::open(path).unwrap();
             let meta = f.metadata();

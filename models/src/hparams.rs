@@ -475,20 +475,18 @@ fn layer_pattern(meta: &Metadata, key: &str, arch: Arch, n_layer: usize) -> Resu
 mod tests {
     use super::*;
     use tessera_engine::GgufFile;
+    use tessera_model_files::{GEMMA3, SMOLLM2, model_file};
 
+    /// The real model `file`, opened; `None` (skip) only when it is missing and
+    /// `TESSERA_ALLOW_MISSING_MODELS=1`, else a missing or unreadable file fails the test.
     fn model(file: &str) -> Option<GgufFile> {
-        let dir = std::env::var_os("TESSERA_MODELS")
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| {
-                std::path::Path::new(&std::env::var_os("HOME").unwrap())
-                    .join(".cache/tessera/models")
-            });
-        GgufFile::open(dir.join(file)).ok()
+        let path = model_file(file)?;
+        Some(GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
     }
 
     #[test]
     fn smollm2() {
-        let Some(f) = model("smollm2-135m-instruct-q4_1.gguf") else {
+        let Some(f) = model(SMOLLM2) else {
             return;
         };
         let h = HParams::from_gguf(f.metadata()).unwrap();
@@ -503,7 +501,7 @@ mod tests {
 
     #[test]
     fn gemma3_pattern_and_kv_growth() {
-        let Some(f) = model("gemma-3-270m-q4_k_m.gguf") else {
+        let Some(f) = model(GEMMA3) else {
             return;
         };
         let h = HParams::from_gguf(f.metadata()).unwrap();
@@ -523,7 +521,7 @@ mod tests {
 
     #[test]
     fn overrides() {
-        let Some(f) = model("smollm2-135m-instruct-q4_1.gguf") else {
+        let Some(f) = model(SMOLLM2) else {
             return;
         };
         let mut h = HParams::from_gguf(f.metadata()).unwrap();

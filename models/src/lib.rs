@@ -11,7 +11,6 @@ pub mod hparams;
 pub mod kv_cache;
 pub mod llama;
 pub mod model;
-pub mod registry;
 pub mod sampler;
 pub mod session;
 #[cfg(any(test, feature = "testing"))]

@@ -9,7 +9,6 @@ use crate::context::{Context, ContextParams};
 use crate::error::{ModelError, Result};
 use crate::hparams::RopeOverrides;
 use crate::model::Model;
-use crate::registry;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::Tokenizer;
 
@@ -69,14 +68,9 @@ pub struct Session {
 }
 
 impl Session {
-    /// Load a model by path or registry name (pulled on first use) and make a session.
-    pub fn load(model: &str, params: &SessionParams) -> Result<Session> {
-        let path = registry::resolve_model(model)?;
-        Self::load_path(&path, params)
-    }
-
-    /// Load the model at `path` and make a session.
-    pub fn load_path(path: &Path, params: &SessionParams) -> Result<Session> {
+    /// Load the GGUF file at `path` and make a session. Only paths: a front end turns a
+    /// registry name into a path first (the `tessera` command does, with `tessera-registry`).
+    pub fn load(path: &Path, params: &SessionParams) -> Result<Session> {
         let model = Arc::new(Model::load(path, &params.rope)?);
         Self::new(model, params)
     }

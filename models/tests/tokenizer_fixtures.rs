@@ -14,6 +14,7 @@ mod tokenizer {
 
     use serde_json::Value;
     use tessera_engine::GgufFile;
+    use tessera_model_files::{model_file, require};
     use tessera_models::tokenizer::Tokenizer;
 
     const SMOLLM: &str = "smollm2-135m-instruct-q4_1";
@@ -26,34 +27,8 @@ mod tokenizer {
             .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
     }
 
-    fn models_dir() -> PathBuf {
-        std::env::var_os("TESSERA_MODELS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").unwrap_or_default();
-                Path::new(&home).join(".cache/tessera/models")
-            })
-    }
-
-    /// `Some(path)` when it exists; otherwise fails, or returns `None` after printing "skipped"
-    /// when missing files are allowed.
-    fn require(path: PathBuf) -> Option<PathBuf> {
-        if path.exists() {
-            return Some(path);
-        }
-        if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-            println!("skipped: {} not found", path.display());
-            None
-        } else {
-            panic!(
-                "{} not found (set TESSERA_MODELS / TESSERA_FIXTURES, or TESSERA_ALLOW_MISSING_MODELS=1 to skip)",
-                path.display()
-            );
-        }
-    }
-
     fn load(name: &str) -> Option<Tokenizer> {
-        let path = require(models_dir().join(format!("{name}.gguf")))?;
+        let path = model_file(&format!("{name}.gguf"))?;
         let gguf = GgufFile::open(&path).expect("open gguf");
         let t0 = Instant::now();
         let tok = Tokenizer::from_gguf(gguf.metadata()).expect("tokenizer");

@@ -1,8 +1,10 @@
 //! Tests of the GGUF reader on files built in memory: every value type, and one corrupt file
-//! per validation rule, each expected to fail with its own error and never to panic.
+//! per validation rule, each expected to fail with its own error and never to panic; and the
+//! two real models' headers (a missing model fails unless `TESSERA_ALLOW_MISSING_MODELS=1`).
 
 use super::writer::Layout;
 use super::*;
+use tessera_model_files::{GEMMA3, SMOLLM2, model_file};
 
 fn sample() -> GgufWriter {
     GgufWriter::new()
@@ -327,17 +329,6 @@ fn random_byte_flips_never_panic() {
     }
 }
 
-/// Where the real models live: `$TESSERA_MODELS` or `~/.cache/tessera/models`.
-fn model_path(file: &str) -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("TESSERA_MODELS")
-        .map(std::path::PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache/tessera/models"))
-        })?;
-    let p = dir.join(file);
-    p.exists().then_some(p)
-}
-
 fn dtype_counts(f: &GgufFile) -> std::collections::BTreeMap<DType, usize> {
     let mut m = std::collections::BTreeMap::new();
     for t in f.tensor_infos() {
@@ -348,8 +339,7 @@ fn dtype_counts(f: &GgufFile) -> std::collections::BTreeMap<DType, usize> {
 
 #[test]
 fn real_smollm2_parses() {
-    let Some(p) = model_path("smollm2-135m-instruct-q4_1.gguf") else {
-        eprintln!("skipped: SmolLM2 not pulled");
+    let Some(p) = model_file(SMOLLM2) else {
         return;
     };
     let f = GgufFile::open(p).unwrap();
@@ -368,8 +358,7 @@ fn real_smollm2_parses() {
 
 #[test]
 fn real_gemma3_parses() {
-    let Some(p) = model_path("gemma-3-270m-q4_k_m.gguf") else {
-        eprintln!("skipped: Gemma 3 not pulled");
+    let Some(p) = model_file(GEMMA3) else {
         return;
     };
     let f = GgufFile::open(p).unwrap();

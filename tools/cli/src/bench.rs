@@ -18,7 +18,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use tessera_engine::GgufFile;
 use tessera_models::hparams::RopeOverrides;
-use tessera_models::{ContextParams, Device, Model, Session, SessionParams, registry};
+use tessera_models::{ContextParams, Device, Model, Session, SessionParams};
 
 use crate::CliResult;
 
@@ -377,7 +377,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         return Err("nothing to run: -p and -n are all 0".into());
     }
 
-    let path = registry::resolve_model(&args.model)?;
+    let path = tessera_registry::resolve_model(&args.model)?;
     let model = Arc::new(Model::load(&path, &RopeOverrides::default())?);
     let info = ModelInfo::new(&path, model.file(), model.hparams().arch.name());
     let device = if args.device == "gpu" {

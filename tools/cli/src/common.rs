@@ -1,11 +1,14 @@
 //! Flag groups shared by the commands that run a model (`run`, `perplexity`, `chat`, `bench`),
-//! spelled as llama.cpp spells them, and their translation into a [`SessionParams`].
+//! spelled as llama.cpp spells them, their translation into a [`SessionParams`], and the
+//! session they open (the model argument resolved through the registry first).
 
 use clap::Args;
 use tessera_engine::cpu::pool::MAX_THREADS;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
 use tessera_models::sampler::SamplerParams;
-use tessera_models::{ContextParams, Device, SessionParams};
+use tessera_models::{ContextParams, Device, Session, SessionParams};
+
+use crate::CliResult;
 
 /// Which model, how much context, how many threads.
 #[derive(Args, Debug, Clone)]
@@ -152,6 +155,13 @@ impl ModelArgs {
 }
 
 impl ModelArgs {
+    /// Open a session on `-m`: a GGUF path, or a registry name resolved to its file (pulled
+    /// on first use, as `tessera pull` does) before the library loads it.
+    pub fn open_session(&self, params: &SessionParams) -> CliResult<Session> {
+        let path = tessera_registry::resolve_model(&self.model)?;
+        Ok(Session::load(&path, params)?)
+    }
+
     /// The device `--device`/`--gpu-index` ask for, else `TESSERA_DEVICE`, else the CPU.
     pub fn device(&self) -> Result<Device, String> {
         let from_env = Device::from_env().map_err(|e| format!("TESSERA_DEVICE: {e}"))?;

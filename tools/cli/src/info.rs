@@ -15,9 +15,9 @@ use tessera_engine::GgufFile;
 use tessera_engine::gguf::{MetaArray, MetaValue, Metadata, TensorInfo};
 use tessera_models::HParams;
 use tessera_models::hparams::RopeScalingType;
-use tessera_models::registry;
 
 use crate::CliResult;
+use crate::units::bytes_h;
 
 /// Arrays longer than this are summarised (type and length) instead of listed.
 const MAX_LISTED_ARRAY: usize = 16;
@@ -46,7 +46,7 @@ pub struct InfoArgs {
 pub fn run(args: InfoArgs) -> CliResult {
     let out = match (&args.model, args.devices) {
         (Some(model), false) => {
-            let path = registry::resolve_model(model)?;
+            let path = tessera_registry::resolve_model(model)?;
             let file = GgufFile::open(&path)?;
             let report = Report::new(&path, &file, args.ctx as usize);
             if args.json {
@@ -731,32 +731,9 @@ fn meta_text(v: &MetaValue) -> String {
     }
 }
 
-/// Bytes in binary units (`12.5 MiB`).
-fn bytes_h(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_bytes() {
-        assert_eq!(bytes_h(512), "512 B");
-        assert_eq!(bytes_h(1536), "1.50 KiB");
-        assert_eq!(bytes_h(3 << 20), "3.00 MiB");
-    }
 
     #[test]
     fn long_arrays_are_summarised() {

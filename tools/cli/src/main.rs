@@ -8,6 +8,7 @@ mod info;
 mod perplexity;
 mod pull;
 mod run;
+mod units;
 
 use std::process::ExitCode;
 

@@ -13,47 +13,24 @@
 //!
 //! Batches that hold no scored position are evaluated without logits (same numbers, less work).
 //!
-//! ## KL divergence
-//! `--kl-divergence-base FILE` alone saves the log-probabilities of every scored position to
-//! FILE. With `--kl-divergence` as well, FILE is read instead and this run is compared with it
-//! (the tokens come from FILE, so `-f` is optional): mean KL(base ‖ this) ± its standard error,
-//! median/99th percentile/maximum, top-1 agreement and both perplexities — as llama.cpp's KL
-//! mode reports them.
-//!
-//! The base file (all integers little-endian):
-//!
-//! | bytes | content |
-//! |---|---|
-//! | 8 | magic `TSKLD001` |
-//! | 4 × u32 | `n_vocab`, `n_ctx`, `n_chunks`, `first` (= `n_ctx/2`) |
-//! | `n_chunks·n_ctx` × u32 | the tokens of the chunks, as in the text (before BOS replacement) |
-//! | per chunk, per scored position (`n_ctx − 1 − first` of them): | |
-//! | u32 | argmax of the logits |
-//! | f32 | negative log-likelihood of the next token (from f64) |
-//! | `n_vocab` × f16 | log-softmax of the logits |
-//!
-//! Log-probabilities rather than raw logits: f16 is most precise near 0, where the likely
-//! tokens — the ones that matter to the divergence — are. A SmolLM2 run at `-c 512` takes
-//! 25 MB per chunk, a Gemma 3 one 134 MB.
+//! `--kl-divergence-base` and `--kl-divergence` save the scored log-probabilities and compare a
+//! later run with them ([`kl`]).
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
+mod kl;
+mod report;
+
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::json;
-use tessera_engine::cpu::dot::detected_isa;
 use tessera_models::Session;
 
 use crate::CliResult;
 use crate::common::ModelArgs;
-use crate::run::isa_name;
-
-/// Magic bytes of a KL-divergence base file.
-const KLD_MAGIC: &[u8; 8] = b"TSKLD001";
+use kl::{KlBase, KlMode, KldHeader, create_base};
+use report::Summary;
 
 /// Arguments of `tessera perplexity`.
 #[derive(Args, Debug)]
@@ -97,132 +74,6 @@ fn score_row(logits: &[f32], target: u32) -> (f64, u32, f64) {
     (log_z - logits[target as usize] as f64, arg, log_z)
 }
 
-/// Header of a KL-divergence base file.
-#[derive(Clone, Copy, Debug, PartialEq)]
-struct KldHeader {
-    n_vocab: usize,
-    n_ctx: usize,
-    n_chunks: usize,
-    first: usize,
-}
-
-fn write_u32(w: &mut impl Write, v: usize) -> std::io::Result<()> {
-    w.write_all(&u32::try_from(v).expect("fits in u32").to_le_bytes())
-}
-
-fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
-    let mut b = [0u8; 4];
-    r.read_exact(&mut b)?;
-    Ok(u32::from_le_bytes(b))
-}
-
-/// Read the header and tokens of a base file.
-fn read_kld_header(r: &mut impl Read, path: &Path) -> CliResult<(KldHeader, Vec<u32>)> {
-    let bad = |what: &str| format!("--kl-divergence-base {}: {what}", path.display());
-    let mut magic = [0u8; 8];
-    r.read_exact(&mut magic)
-        .map_err(|_| bad("too short to be a base file"))?;
-    if &magic != KLD_MAGIC {
-        return Err(bad("not a tessera KL-divergence base file (bad magic)").into());
-    }
-    let mut h = [0usize; 4];
-    for v in &mut h {
-        *v = read_u32(r).map_err(|_| bad("truncated header"))? as usize;
-    }
-    let hdr = KldHeader {
-        n_vocab: h[0],
-        n_ctx: h[1],
-        n_chunks: h[2],
-        first: h[3],
-    };
-    if hdr.n_ctx < 2 || hdr.first != hdr.n_ctx / 2 || hdr.n_vocab == 0 {
-        return Err(bad("inconsistent header").into());
-    }
-    let n = hdr
-        .n_chunks
-        .checked_mul(hdr.n_ctx)
-        .ok_or_else(|| bad("inconsistent header"))?;
-    let mut tokens = Vec::with_capacity(n);
-    for _ in 0..n {
-        tokens.push(read_u32(r).map_err(|_| bad("truncated token list"))?);
-    }
-    Ok((hdr, tokens))
-}
-
-/// What is done with the scored logits besides the perplexity.
-enum KlMode {
-    /// Nothing.
-    Off,
-    /// Write them to a base file.
-    Save(BufWriter<File>),
-    /// Compare them with a base file.
-    Compare {
-        reader: BufReader<File>,
-        stats: KlStats,
-        row: Vec<u8>,
-    },
-}
-
-/// Running statistics of a KL comparison.
-#[derive(Default)]
-struct KlStats {
-    /// KL(base ‖ new) per scored token.
-    kld: Vec<f64>,
-    /// Scored tokens whose argmax is the same in both runs.
-    same_top1: usize,
-    /// Sum of the base run's negative log-likelihoods.
-    base_nll: f64,
-}
-
-/// Save one scored row: argmax, nll, then the log-softmax in f16.
-fn save_row(w: &mut impl Write, logits: &[f32], nll: f64, arg: u32, log_z: f64) -> CliResult {
-    write_u32(w, arg as usize)?;
-    w.write_all(&(nll as f32).to_le_bytes())?;
-    let mut buf = Vec::with_capacity(logits.len() * 2);
-    for &l in logits {
-        buf.extend_from_slice(&f16::from_f64(l as f64 - log_z).to_le_bytes());
-    }
-    w.write_all(&buf)?;
-    Ok(())
-}
-
-/// Compare one scored row with the next row of the base file.
-fn compare_row(
-    r: &mut impl Read,
-    row: &mut Vec<u8>,
-    stats: &mut KlStats,
-    logits: &[f32],
-    arg: u32,
-    log_z: f64,
-) -> CliResult {
-    let n_vocab = logits.len();
-    row.resize(8 + 2 * n_vocab, 0);
-    r.read_exact(row)
-        .map_err(|e| format!("--kl-divergence-base: file ends early ({e})"))?;
-    let base_arg = u32::from_le_bytes(row[0..4].try_into().expect("4 bytes"));
-    let base_nll = f32::from_le_bytes(row[4..8].try_into().expect("4 bytes")) as f64;
-    let base_lp = |pair: &[u8]| f16::from_le_bytes([pair[0], pair[1]]).to_f64();
-    // Renormalise the stored distribution (f16 rounding leaves its sum slightly off 1), so the
-    // divergence is that of two true distributions: ≥ 0, and ≈ 0 for the same run.
-    let log_z_base = row[8..]
-        .chunks_exact(2)
-        .map(|p| base_lp(p).exp())
-        .sum::<f64>()
-        .ln();
-    let mut kl = 0.0f64;
-    for (pair, &l) in row[8..].chunks_exact(2).zip(logits) {
-        let lp_base = base_lp(pair) - log_z_base;
-        let p_base = lp_base.exp();
-        if p_base > 0.0 {
-            kl += p_base * (lp_base - (l as f64 - log_z));
-        }
-    }
-    stats.kld.push(kl);
-    stats.same_top1 += usize::from(base_arg == arg);
-    stats.base_nll += base_nll;
-    Ok(())
-}
-
 /// Read the text to measure, lossily.
 fn read_text(path: &Path) -> CliResult<String> {
     let bytes = std::fs::read(path)
@@ -251,55 +102,126 @@ fn ppl_and_err(nll: f64, nll2: f64, count: usize) -> (f64, f64) {
     (ppl, err)
 }
 
-/// Run `tessera perplexity`.
-pub fn run(args: PerplexityArgs) -> CliResult {
+/// How the tokens are cut into chunks and which positions of a chunk are scored.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct ChunkPlan {
+    /// Tokens per chunk (`-c`).
+    n_ctx: usize,
+    /// Tokens evaluated at once (`-b`).
+    n_batch: usize,
+    /// Chunks to evaluate.
+    n_chunk: usize,
+    /// First scored position of a chunk (`n_ctx / 2`).
+    first: usize,
+}
+
+impl ChunkPlan {
+    /// The plan for `n_tokens` tokens: all the whole chunks there are, capped by `--chunks`
+    /// (`chunks`, -1 = all) and by the chunks a KL base holds. At least `2·n_ctx` tokens are
+    /// required.
+    fn new(
+        n_tokens: usize,
+        n_ctx: usize,
+        n_batch: usize,
+        chunks: i64,
+        base: Option<KldHeader>,
+    ) -> CliResult<ChunkPlan> {
+        if n_tokens < 2 * n_ctx {
+            return Err(format!(
+                "the text has {n_tokens} tokens; perplexity with a context of {n_ctx} (-c) needs \
+                 at least {} (2 × n_ctx)",
+                2 * n_ctx
+            )
+            .into());
+        }
+        let n_chunk_max = n_tokens / n_ctx;
+        let mut n_chunk = if chunks < 0 {
+            n_chunk_max
+        } else {
+            (chunks as usize).min(n_chunk_max)
+        };
+        if let Some(h) = base {
+            n_chunk = n_chunk.min(h.n_chunks);
+        }
+        Ok(ChunkPlan {
+            n_ctx,
+            n_batch,
+            n_chunk,
+            first: n_ctx / 2,
+        })
+    }
+
+    /// Positions scored per chunk.
+    fn scored_per_chunk(&self) -> usize {
+        self.n_ctx - 1 - self.first
+    }
+
+    /// Tokens evaluated, all chunks together.
+    fn n_tokens(&self) -> usize {
+        self.n_chunk * self.n_ctx
+    }
+}
+
+/// Sums of the negative log-likelihoods of the scored tokens.
+#[derive(Clone, Copy, Debug, Default)]
+struct NllSums {
+    /// Σ nll.
+    nll: f64,
+    /// Σ nll².
+    nll2: f64,
+    /// Tokens scored.
+    count: usize,
+}
+
+impl NllSums {
+    /// Add one token's nll.
+    fn add(&mut self, v: f64) {
+        self.nll += v;
+        self.nll2 += v * v;
+        self.count += 1;
+    }
+
+    /// The perplexity so far.
+    fn ppl(&self) -> f64 {
+        (self.nll / self.count as f64).exp()
+    }
+}
+
+/// What scoring every chunk gave.
+struct Scores {
+    /// The sums over all chunks.
+    sums: NllSums,
+    /// The perplexity after each chunk.
+    running: Vec<f64>,
+    /// The running values (`[1]18.1234,…`) when they went into the progress bar and are still
+    /// to be printed.
+    deferred_line: Option<String>,
+    /// Seconds spent evaluating.
+    seconds: f64,
+}
+
+/// Check the flags that need no model: `--chunks`, and a context of at least 2.
+fn checked_params(args: &PerplexityArgs) -> CliResult<tessera_models::SessionParams> {
     if args.chunks < -1 || args.chunks == 0 {
         return Err(format!("--chunks {} must be at least 1 (or -1 = all)", args.chunks).into());
     }
     let params = args.model.session_params()?;
     let n_ctx = params.context.n_ctx;
-    let n_batch = params.context.n_batch;
     if n_ctx < 2 {
         return Err(format!("-c/--ctx-size {n_ctx} must be at least 2 for perplexity").into());
     }
+    Ok(params)
+}
 
-    // KL base file: read its header first (it decides the tokens) or create it.
-    let mut base_tokens = None;
-    let mut kl = KlMode::Off;
-    let mut base_hdr = None;
-    if let Some(path) = &args.kl_divergence_base
-        && args.kl_divergence
-    {
-        let f = File::open(path)
-            .map_err(|e| format!("--kl-divergence-base {}: cannot open: {e}", path.display()))?;
-        let mut reader = BufReader::with_capacity(1 << 20, f);
-        let (hdr, toks) = read_kld_header(&mut reader, path)?;
-        if hdr.n_ctx != n_ctx {
-            return Err(format!(
-                "--kl-divergence-base {} was made with -c {}, this run has -c {n_ctx}",
-                path.display(),
-                hdr.n_ctx
-            )
-            .into());
-        }
-        base_tokens = Some(toks);
-        base_hdr = Some(hdr);
-        kl = KlMode::Compare {
-            reader,
-            stats: KlStats::default(),
-            row: Vec::new(),
-        };
-    }
-
-    let t_load = Instant::now();
-    let mut session = Session::load(&args.model.model, &params)?;
-    let load_seconds = t_load.elapsed().as_secs_f64();
-    let n_vocab = session.model().hparams().n_vocab;
-    let tok = session.tokenizer();
-    let bos = if tok.add_bos() { tok.bos() } else { None };
-
-    let tokens = match (&args.file, base_tokens) {
-        (None, Some(t)) => t,
+/// The tokens to measure: `-f`'s text tokenized (BOS added, control tokens not parsed), which
+/// must begin with a KL base's tokens when there is one; else the base's tokens.
+fn tokens_to_measure(
+    session: &Session,
+    file: Option<&Path>,
+    base_tokens: Option<Vec<u32>>,
+) -> CliResult<Vec<u32>> {
+    match (file, base_tokens) {
+        (None, Some(t)) => Ok(t),
         (Some(path), base) => {
             let text = read_text(path)?;
             let t = session.tokenize(&text, true, false);
@@ -313,11 +235,136 @@ pub fn run(args: PerplexityArgs) -> CliResult {
                 )
                 .into());
             }
-            t
+            Ok(t)
         }
-        (None, None) => return Err("give the text to measure with -f/--file".into()),
+        (None, None) => Err("give the text to measure with -f/--file".into()),
+    }
+}
+
+/// A progress bar over `len` tokens on a terminal's stderr, else a hidden one.
+fn progress_bar(visible: bool, len: usize) -> ProgressBar {
+    if !visible {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} tokens, {per_sec}, ETA {eta} {msg}")
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// Evaluate one chunk in batches of `-b` and score its second half (the logits at
+/// `first … n_ctx−2` predict the next tokens), adding to `sums` and `kl`.
+fn score_chunk(
+    session: &mut Session,
+    chunk: &[u32],
+    plan: &ChunkPlan,
+    sums: &mut NllSums,
+    kl: &mut KlMode,
+    pb: &ProgressBar,
+) -> CliResult {
+    let (n_ctx, first) = (plan.n_ctx, plan.first);
+    session.reset();
+    let mut b0 = 0;
+    while b0 < n_ctx {
+        let b1 = (b0 + plan.n_batch).min(n_ctx);
+        // Only the scored half's logits are computed (as llama.cpp asks for them): a
+        // batch that straddles `first` is evaluated in two calls.
+        let s = b0.max(first).min(b1);
+        if s > b0 {
+            session.eval(&chunk[b0..s])?;
+        }
+        if s < b1 {
+            session.eval_all(&chunk[s..b1])?;
+            for p in s..b1.min(n_ctx - 1) {
+                let logits = session.logits_row(p - s);
+                let (v, arg, log_z) = score_row(logits, chunk[p + 1]);
+                sums.add(v);
+                kl.record(logits, v, arg, log_z)?;
+            }
+        }
+        pb.inc((b1 - b0) as u64);
+        b0 = b1;
+    }
+    Ok(())
+}
+
+/// Score every chunk (BOS replacing its first token when the model adds BOS), printing the
+/// running perplexity after each one (`[1]18.1234,`: on stdout, or in the progress bar when
+/// both streams are terminals; not with `--json`).
+fn score_chunks(
+    session: &mut Session,
+    tokens: &[u32],
+    plan: &ChunkPlan,
+    kl: &mut KlMode,
+    json: bool,
+) -> CliResult<Scores> {
+    let tok = session.tokenizer();
+    let bos = if tok.add_bos() { tok.bos() } else { None };
+    let show_bar = std::io::stderr().is_terminal();
+    let pb = progress_bar(show_bar, plan.n_tokens());
+    // With a bar on the terminal, the running values go into the bar and are printed at the end.
+    let defer_line = show_bar && std::io::stdout().is_terminal();
+    let mut line = String::new();
+    let mut stdout = std::io::stdout().lock();
+
+    let t0 = Instant::now();
+    let mut sums = NllSums::default();
+    let mut running = Vec::with_capacity(plan.n_chunk);
+    let mut chunk_tokens = vec![0u32; plan.n_ctx];
+    for chunk in tokens.chunks_exact(plan.n_ctx).take(plan.n_chunk) {
+        chunk_tokens.copy_from_slice(chunk);
+        if let Some(b) = bos {
+            chunk_tokens[0] = b;
+        }
+        score_chunk(session, &chunk_tokens, plan, &mut sums, kl, &pb)?;
+        let ppl = sums.ppl();
+        running.push(ppl);
+        let piece = format!("[{}]{ppl:.4},", running.len());
+        if defer_line {
+            pb.set_message(piece.clone());
+        } else if !json {
+            write!(stdout, "{piece}")?;
+            stdout.flush()?;
+        }
+        line.push_str(&piece);
+    }
+    pb.finish_and_clear();
+    Ok(Scores {
+        sums,
+        running,
+        deferred_line: defer_line.then_some(line),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Run `tessera perplexity`: check the flags, open the KL base when comparing (it decides the
+/// tokens), load the model, get the tokens, plan the chunks, create the KL base when saving,
+/// score every chunk, report.
+pub fn run(args: PerplexityArgs) -> CliResult {
+    let params = checked_params(&args)?;
+    let (n_ctx, n_batch) = (params.context.n_ctx, params.context.n_batch);
+    let base = match &args.kl_divergence_base {
+        Some(path) if args.kl_divergence => Some(KlBase::open(path, n_ctx)?),
+        _ => None,
     };
-    if let Some(h) = base_hdr
+
+    let t_load = Instant::now();
+    let mut session = args.model.open_session(&params)?;
+    let load_seconds = t_load.elapsed().as_secs_f64();
+    let n_vocab = session.model().hparams().n_vocab;
+
+    let base_header = base.as_ref().map(|b| b.header);
+    let (base_tokens, mut kl) = match base {
+        Some(b) => {
+            let (tokens, mode) = b.into_comparison();
+            (Some(tokens), mode)
+        }
+        None => (None, KlMode::Off),
+    };
+    let tokens = tokens_to_measure(&session, args.file.as_deref(), base_tokens)?;
+    if let Some(h) = base_header
         && h.n_vocab != n_vocab
     {
         return Err(format!(
@@ -326,242 +373,31 @@ pub fn run(args: PerplexityArgs) -> CliResult {
         )
         .into());
     }
-    if tokens.len() < 2 * n_ctx {
-        return Err(format!(
-            "the text has {} tokens; perplexity with a context of {n_ctx} (-c) needs at least \
-             {} (2 × n_ctx)",
-            tokens.len(),
-            2 * n_ctx
-        )
-        .into());
-    }
-    let n_chunk_max = tokens.len() / n_ctx;
-    let mut n_chunk = if args.chunks < 0 {
-        n_chunk_max
-    } else {
-        (args.chunks as usize).min(n_chunk_max)
-    };
-    if let Some(h) = base_hdr {
-        n_chunk = n_chunk.min(h.n_chunks);
-    }
-    let first = n_ctx / 2;
-    let scored_per_chunk = n_ctx - 1 - first;
-
+    let plan = ChunkPlan::new(tokens.len(), n_ctx, n_batch, args.chunks, base_header)?;
     if let Some(path) = args
         .kl_divergence_base
         .as_ref()
         .filter(|_| !args.kl_divergence)
     {
-        let f = File::create(path).map_err(|e| {
-            format!(
-                "--kl-divergence-base {}: cannot create: {e}",
-                path.display()
-            )
-        })?;
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        w.write_all(KLD_MAGIC)?;
-        for v in [n_vocab, n_ctx, n_chunk, first] {
-            write_u32(&mut w, v)?;
-        }
-        for &t in &tokens[..n_chunk * n_ctx] {
-            write_u32(&mut w, t as usize)?;
-        }
-        kl = KlMode::Save(w);
+        let header = KldHeader {
+            n_vocab,
+            n_ctx,
+            n_chunks: plan.n_chunk,
+            first: plan.first,
+        };
+        kl = KlMode::Save(create_base(path, header, &tokens)?);
     }
 
-    let threads = session.context().n_threads();
-    let isa = isa_name(detected_isa());
-    let backend = session.context().backend_name();
+    let summary = Summary::new(&args.model.model, &session, &plan, load_seconds);
     if !args.json {
-        eprintln!(
-            "perplexity: {} tokens, {n_chunk} chunks of {n_ctx} (batch {n_batch}), {} scored per \
-             chunk; backend {backend} (host: {isa}, {threads} threads)",
-            tokens.len(),
-            scored_per_chunk
-        );
+        summary.print_start(tokens.len());
     }
-
-    let show_bar = std::io::stderr().is_terminal();
-    let pb = if show_bar {
-        let pb = ProgressBar::new((n_chunk * n_ctx) as u64);
-        pb.set_style(
-            ProgressStyle::with_template("{bar:40} {pos}/{len} tokens, {per_sec}, ETA {eta} {msg}")
-                .expect("valid template"),
-        );
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
-    // With a bar on the terminal, the running values go into the bar and are printed at the end.
-    let defer_line = show_bar && std::io::stdout().is_terminal();
-    let mut line = String::new();
+    let scores = score_chunks(&mut session, &tokens, &plan, &mut kl, args.json)?;
+    let kl_json = kl.finish()?;
     let mut stdout = std::io::stdout().lock();
-
-    let t0 = Instant::now();
-    let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
-    let mut running = Vec::with_capacity(n_chunk);
-    let mut chunk_tokens = vec![0u32; n_ctx];
-    for c in 0..n_chunk {
-        chunk_tokens.copy_from_slice(&tokens[c * n_ctx..(c + 1) * n_ctx]);
-        if let Some(b) = bos {
-            chunk_tokens[0] = b;
-        }
-        session.reset();
-        let mut b0 = 0;
-        while b0 < n_ctx {
-            let b1 = (b0 + n_batch).min(n_ctx);
-            // Only the scored half's logits are computed (as llama.cpp asks for them): a
-            // batch that straddles `first` is evaluated in two calls.
-            let s = b0.max(first).min(b1);
-            if s > b0 {
-                session.eval(&chunk_tokens[b0..s])?;
-            }
-            if s < b1 {
-                session.eval_all(&chunk_tokens[s..b1])?;
-                for p in s..b1.min(n_ctx - 1) {
-                    let logits = session.logits_row(p - s);
-                    let (v, arg, log_z) = score_row(logits, chunk_tokens[p + 1]);
-                    nll += v;
-                    nll2 += v * v;
-                    count += 1;
-                    match &mut kl {
-                        KlMode::Off => {}
-                        KlMode::Save(w) => save_row(w, logits, v, arg, log_z)?,
-                        KlMode::Compare { reader, stats, row } => {
-                            compare_row(reader, row, stats, logits, arg, log_z)?
-                        }
-                    }
-                }
-            }
-            pb.inc((b1 - b0) as u64);
-            b0 = b1;
-        }
-        let ppl = (nll / count as f64).exp();
-        running.push(ppl);
-        let piece = format!("[{}]{ppl:.4},", c + 1);
-        if defer_line {
-            pb.set_message(piece.clone());
-        } else if !args.json {
-            write!(stdout, "{piece}")?;
-            stdout.flush()?;
-        }
-        line.push_str(&piece);
-    }
-    pb.finish_and_clear();
-    let seconds = t0.elapsed().as_secs_f64();
-    let tps = (n_chunk * n_ctx) as f64 / seconds.max(1e-9);
-    let (ppl, err) = ppl_and_err(nll, nll2, count);
-
-    let kl_json = match kl {
-        KlMode::Save(mut w) => {
-            w.flush()?;
-            None
-        }
-        KlMode::Compare { stats, .. } => Some(kl_report(&stats)),
-        KlMode::Off => None,
-    };
-
     if args.json {
-        let mut out = json!({
-            "model": args.model.model,
-            "ppl": ppl,
-            "ppl_err": err,
-            "chunks": n_chunk,
-            "n_ctx": n_ctx,
-            "n_batch": n_batch,
-            "scored_tokens": count,
-            "running_ppl": running,
-            "seconds": seconds,
-            "load_seconds": load_seconds,
-            "tokens_per_second": tps,
-            "backend": backend,
-            "isa": isa,
-            "threads": threads,
-        });
-        if let Some(k) = kl_json {
-            out["kl_divergence"] = k;
-        }
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
-        return Ok(());
-    }
-    if defer_line {
-        write!(stdout, "{line}")?;
-    }
-    writeln!(stdout)?;
-    writeln!(stdout, "Final estimate: PPL = {ppl:.4} +/- {err:.5}")?;
-    if let Some(k) = kl_json {
-        writeln!(stdout)?;
-        writeln!(
-            stdout,
-            "Mean PPL(base)        : {:10.4}",
-            k["ppl_base"].as_f64().unwrap_or(f64::NAN)
-        )?;
-        writeln!(stdout, "Mean PPL(this run)    : {ppl:10.4}")?;
-        writeln!(
-            stdout,
-            "Mean KLD              : {:10.6} ± {:.6}",
-            k["mean"].as_f64().unwrap_or(f64::NAN),
-            k["mean_err"].as_f64().unwrap_or(f64::NAN)
-        )?;
-        for (label, key) in [
-            ("Median KLD            ", "median"),
-            ("99.0% KLD             ", "p99"),
-            ("Maximum KLD           ", "max"),
-        ] {
-            writeln!(
-                stdout,
-                "{label}: {:10.6}",
-                k[key].as_f64().unwrap_or(f64::NAN)
-            )?;
-        }
-        writeln!(
-            stdout,
-            "Same top-1            : {:9.3} ± {:.3} %",
-            k["top1_agreement_percent"].as_f64().unwrap_or(f64::NAN),
-            k["top1_agreement_err"].as_f64().unwrap_or(f64::NAN)
-        )?;
-    }
-    eprintln!(
-        "perplexity: {:.2} s for {} tokens ({tps:.2} tokens per second), load {:.2} s",
-        seconds,
-        n_chunk * n_ctx,
-        load_seconds
-    );
-    Ok(())
-}
-
-/// Summary of a KL comparison as JSON (also the source of the text report).
-fn kl_report(stats: &KlStats) -> serde_json::Value {
-    let n = stats.kld.len();
-    if n == 0 {
-        return json!({ "tokens": 0 });
-    }
-    let nf = n as f64;
-    let mean = stats.kld.iter().sum::<f64>() / nf;
-    let var = stats.kld.iter().map(|k| (k - mean).powi(2)).sum::<f64>() / nf;
-    let mean_err = if n > 1 {
-        (var / (nf - 1.0)).sqrt()
+        summary.print_json(&scores, kl_json, &mut stdout)
     } else {
-        0.0
-    };
-    let mut sorted = stats.kld.clone();
-    sorted.sort_by(f64::total_cmp);
-    let pct = |q: f64| sorted[((q * (nf - 1.0)).round() as usize).min(n - 1)];
-    let p = stats.same_top1 as f64 / nf;
-    let p_err = if n > 1 {
-        (p * (1.0 - p) / (nf - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    json!({
-        "tokens": n,
-        "mean": mean,
-        "mean_err": mean_err,
-        "median": pct(0.5),
-        "p99": pct(0.99),
-        "max": sorted[n - 1],
-        "top1_agreement_percent": 100.0 * p,
-        "top1_agreement_err": 100.0 * p_err,
-        "ppl_base": (stats.base_nll / nf).exp(),
-    })
+        summary.print_text(&scores, kl_json, &mut stdout)
+    }
 }

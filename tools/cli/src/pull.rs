@@ -1,7 +1,7 @@
 //! `tessera pull NAME`: fetch a registry model into the models directory.
 
 use clap::Args;
-use tessera_models::registry;
+use tessera_registry as registry;
 
 use crate::CliResult;
 

@@ -12,20 +12,22 @@
 //!
 //! Every numeric flag is checked before the model is loaded, and a refusal names the flag.
 
+mod generate;
+mod report;
 pub mod stats;
 
 use std::borrow::Cow;
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use serde_json::json;
-use tessera_engine::cpu::dot::{Isa, detected_isa};
+use tessera_engine::cpu::dot::Isa;
 use tessera_models::Session;
 
 use crate::CliResult;
 use crate::common::{ModelArgs, SamplingArgs};
+use generate::{Limits, TextSink, generate};
+use report::Report;
 
 /// Arguments of `tessera run`.
 #[derive(Args, Debug)]
@@ -148,9 +150,8 @@ fn read_prompt(args: &RunArgs) -> CliResult<String> {
     })
 }
 
-/// Run `tessera run`.
-pub fn run(args: RunArgs) -> CliResult {
-    // Check every value before the (slow) model load.
+/// Refuse out-of-range numbers before the (slow) model load; the message names the flag.
+fn check_numbers(args: &RunArgs) -> CliResult {
     if args.n_predict < -1 {
         return Err(format!(
             "-n/--n-predict {} must be >= -1 (-1 = until end of generation)",
@@ -168,23 +169,19 @@ pub fn run(args: RunArgs) -> CliResult {
         )
         .into());
     }
-    let mut params = args.model.session_params()?;
-    params.sampler = args.sampling.params();
-    params.sampler.validate()?;
-    let prompt_text = read_prompt(&args)?;
+    Ok(())
+}
 
-    let t_load = Instant::now();
-    let mut session = Session::load(&args.model.model, &params)
-        .map_err(|e| format!("cannot load {}: {e}", args.model.model))?;
-    let load_seconds = t_load.elapsed().as_secs_f64();
+/// The prompt's tokens (BOS per the model, control tokens parsed). One longer than the context
+/// is refused, or with `--truncate` cut to its last tokens (BOS kept).
+fn prompt_tokens(session: &Session, text: &str, truncate: bool) -> CliResult<Vec<u32>> {
     let n_ctx = session.n_ctx();
-
-    let mut prompt = session.tokenize(&prompt_text, true, true);
+    let mut prompt = session.tokenize(text, true, true);
     if prompt.is_empty() {
         return Err("the prompt is empty (no tokens)".into());
     }
     if prompt.len() > n_ctx {
-        if !args.truncate {
+        if !truncate {
             return Err(format!(
                 "the prompt has {} tokens but the context size is {n_ctx} (-c {n_ctx}); \
                  use a larger -c/--ctx-size or --truncate",
@@ -202,189 +199,68 @@ pub fn run(args: RunArgs) -> CliResult {
              to fit the context size {n_ctx}"
         );
     }
+    Ok(prompt)
+}
+
+/// Accept the prompt's tokens (for the penalties) and evaluate them; returns the seconds spent.
+fn eval_prompt(session: &mut Session, prompt: &[u32]) -> CliResult<f64> {
+    let t_prompt = Instant::now();
+    for &t in prompt {
+        session.accept(t);
+    }
+    session.eval(prompt)?;
+    Ok(t_prompt.elapsed().as_secs_f64())
+}
+
+/// Run `tessera run`: check the flags, load the model, tokenize and evaluate the prompt,
+/// generate, report.
+pub fn run(args: RunArgs) -> CliResult {
+    check_numbers(&args)?;
+    let mut params = args.model.session_params()?;
+    params.sampler = args.sampling.params();
+    params.sampler.validate()?;
+    let prompt_text = read_prompt(&args)?;
+
+    let t_load = Instant::now();
+    let mut session = args
+        .model
+        .open_session(&params)
+        .map_err(|e| format!("cannot load {}: {e}", args.model.model))?;
+    let load_seconds = t_load.elapsed().as_secs_f64();
+
+    let prompt = prompt_tokens(&session, &prompt_text, args.truncate)?;
     let starts_with_bos = session.tokenizer().bos() == Some(prompt[0]);
     let n_keep = n_keep(args.keep, prompt.len(), starts_with_bos);
     if args.ignore_eos {
         let eog = session.tokenizer().eog_ids().to_vec();
         session.ban_tokens(&eog);
     }
-    let n_predict = if args.n_predict < 0 {
-        usize::MAX
-    } else {
-        args.n_predict as usize
+    let prompt_seconds = eval_prompt(&mut session, &prompt)?;
+
+    let limits = Limits {
+        n_predict: usize::try_from(args.n_predict).unwrap_or(usize::MAX),
+        context_shift: args.context_shift,
+        n_keep,
+        keep_ids: args.json,
+        stats_interval: args.stats_interval as usize,
     };
-
-    // Prompt.
-    let t_prompt = Instant::now();
-    for &t in &prompt {
-        session.accept(t);
-    }
-    session.eval(&prompt)?;
-    let prompt_seconds = t_prompt.elapsed().as_secs_f64();
-
-    // Generation: sample, stream, feed back.
-    let model = session.model().clone();
-    let tok = model.tokenizer();
-    let mut stream = tok.stream_decoder();
-    // Ids are kept for --json only, so a long streamed run holds no growing buffer.
-    let mut generated: Vec<u32> = Vec::new();
-    let mut n_generated = 0usize;
-    let mut text = String::new();
-    let mut n_decodes = 0usize;
-    let mut shifts = 0usize;
-    let mut reevaluated = 0usize;
-    let mut shift_seconds = 0.0f64;
-    let mut progress = stats::Progress::new(args.stats_interval as usize);
-    let mut stdout = std::io::stdout().lock();
-    let json = args.json;
-    let mut emit = |piece: &str, text: &mut String| -> std::io::Result<()> {
-        if json {
-            text.push_str(piece);
-        } else if !piece.is_empty() {
-            stdout.write_all(piece.as_bytes())?;
-            stdout.flush()?;
-        }
-        Ok(())
+    let mut out = TextSink::new(args.json);
+    let generation = generate(&mut session, &limits, &mut out)?;
+    let report = Report {
+        model: &args.model.model,
+        prompt: &prompt,
+        n_keep,
+        load_seconds,
+        prompt_seconds,
+        generation: &generation,
+        text: &out.text,
     };
-    let t_gen = Instant::now();
-    let mut stop = Stop::Limit;
-    while n_generated < n_predict {
-        let id = session.sample();
-        session.accept(id);
-        n_generated += 1;
-        if json {
-            generated.push(id);
-        }
-        if tok.is_eog(id) {
-            stop = Stop::EndOfGeneration;
-            break;
-        }
-        let piece = stream.push(id);
-        if let Err(e) = emit(&piece, &mut text) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                stop = Stop::BrokenPipe;
-                break;
-            }
-            return Err(e.into());
-        }
-        if let Some(sample) = progress.tick(n_generated, session.n_past(), shifts, shift_seconds) {
-            eprintln!("{}", sample.line());
-        }
-        if n_generated >= n_predict {
-            break;
-        }
-        if session.n_past() >= n_ctx {
-            if !args.context_shift {
-                eprintln!(
-                    "\nnote: the context is full ({n_ctx} tokens): generation stopped \
-                     (use a larger -c/--ctx-size, or --context-shift)"
-                );
-                stop = Stop::ContextFull;
-                break;
-            }
-            let t_shift = Instant::now();
-            match session.shift_context(n_keep) {
-                Ok(shift) => {
-                    shifts += 1;
-                    reevaluated += shift.reevaluated;
-                    shift_seconds += t_shift.elapsed().as_secs_f64();
-                }
-                Err(e) => {
-                    eprintln!("\nnote: the context is full ({n_ctx} tokens): {e}");
-                    stop = Stop::ContextFull;
-                    break;
-                }
-            }
-        }
-        session.eval(&[id])?;
-        n_decodes += 1;
-    }
-    let rest = stream.finish();
-    if stop != Stop::BrokenPipe {
-        match emit(&rest, &mut text) {
-            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
-            _ => {}
-        }
-    }
-    let gen_seconds = t_gen.elapsed().as_secs_f64();
-    let prompt_tps = prompt.len() as f64 / prompt_seconds.max(1e-9);
-    let gen_tps = n_generated as f64 / gen_seconds.max(1e-9);
-    let threads = session.context().n_threads();
-    let isa = isa_name(detected_isa());
-    let backend = session.context().backend_name();
-    let on_cpu = backend == "cpu";
-
     if args.json {
-        let out = json!({
-            "model": args.model.model,
-            "prompt_ids": prompt,
-            "generated_ids": generated,
-            "text": text,
-            "backend": backend,
-            "isa": isa,
-            "threads": threads,
-            "n_ctx": n_ctx,
-            "kv_cache_bytes": session.kv_bytes(),
-            "prompt_tokens": prompt.len(),
-            "generated_tokens": n_generated,
-            "load_seconds": load_seconds,
-            "prompt_seconds": prompt_seconds,
-            "generation_seconds": gen_seconds,
-            "prompt_tokens_per_second": prompt_tps,
-            "generation_tokens_per_second": gen_tps,
-            "stop": stop.name(),
-            "n_keep": n_keep,
-            "context_shifts": shifts,
-            "reevaluated_tokens": reevaluated,
-            "shift_seconds": shift_seconds,
-            "stats": progress.samples(),
-        });
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&out)?)?;
-        return Ok(());
-    }
-    if stop != Stop::BrokenPipe {
-        let _ = writeln!(stdout);
-    }
-    let ms = |s: f64| s * 1e3;
-    let per_tok = |s: f64, n: usize| if n == 0 { 0.0 } else { ms(s) / n as f64 };
-    eprintln!();
-    let detail = if on_cpu {
-        format!("cpu ({isa}, {threads} threads)")
+        report.print_json(&session, &mut out.stdout)
     } else {
-        format!("gpu {backend}")
-    };
-    eprintln!(
-        "tessera: backend {detail}, n_ctx {n_ctx}, KV cache {:.2} MiB",
-        session.kv_bytes() as f64 / (1024.0 * 1024.0)
-    );
-    eprintln!("tessera:        load time = {:10.2} ms", ms(load_seconds));
-    eprintln!(
-        "tessera: prompt eval time = {:10.2} ms / {:5} tokens ({:8.2} ms per token, {:8.2} tokens per second)",
-        ms(prompt_seconds),
-        prompt.len(),
-        per_tok(prompt_seconds, prompt.len()),
-        prompt_tps
-    );
-    eprintln!(
-        "tessera:        eval time = {:10.2} ms / {:5} runs   ({:8.2} ms per token, {:8.2} tokens per second)",
-        ms(gen_seconds),
-        n_generated,
-        per_tok(gen_seconds, n_generated),
-        gen_tps
-    );
-    if shifts > 0 {
-        eprintln!(
-            "tessera:   context shifts = {:10.2} ms / {shifts:5} shifts ({reevaluated} tokens \
-             evaluated again, {n_keep} kept each time)",
-            ms(shift_seconds)
-        );
+        report.print_summary(&session, &mut out.stdout);
+        Ok(())
     }
-    eprintln!(
-        "tessera:       total time = {:10.2} ms / {:5} tokens ({n_decodes} decode steps)",
-        ms(load_seconds + prompt_seconds + gen_seconds),
-        prompt.len() + n_generated
-    );
-    Ok(())
 }
 
 #[cfg(test)]

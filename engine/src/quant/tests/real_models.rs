@@ -1,30 +1,16 @@
 //! Dequantize the first rows of one tensor of every dtype in the real models and check the values
-//! are finite and plausible. Skipped (with a message) when a model file is absent; the directory
-//! is `$TESSERA_MODELS_DIR` or `~/.cache/tessera/models`.
+//! are finite and plausible. The models are found in `$TESSERA_MODELS` or
+//! `~/.cache/tessera/models`; a missing one fails the test unless
+//! `TESSERA_ALLOW_MISSING_MODELS=1` (then it is skipped with a note).
 
 use crate::DType;
 use crate::GgufFile;
 use crate::quant::reference;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-
-fn model_path(name: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("TESSERA_MODELS_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/tessera/models"))
-        })?;
-    let p = dir.join(name);
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("SKIPPED: {} not found", p.display());
-        None
-    }
-}
+use tessera_model_files::{GEMMA3, SMOLLM2, model_file};
 
 fn check_model(name: &str, expect: &[DType]) {
-    let Some(path) = model_path(name) else { return };
+    let Some(path) = model_file(name) else { return };
     let file = GgufFile::open(&path).expect("open model");
     let mut first: BTreeMap<DType, String> = BTreeMap::new();
     for info in file.tensor_infos() {
@@ -64,16 +50,13 @@ fn check_model(name: &str, expect: &[DType]) {
 
 #[test]
 fn smollm2_q4_1_tensors_dequantize() {
-    check_model(
-        "smollm2-135m-instruct-q4_1.gguf",
-        &[DType::Q4_1, DType::Q8_0, DType::F32],
-    );
+    check_model(SMOLLM2, &[DType::Q4_1, DType::Q8_0, DType::F32]);
 }
 
 #[test]
 fn gemma3_q4_k_m_tensors_dequantize() {
     check_model(
-        "gemma-3-270m-q4_k_m.gguf",
+        GEMMA3,
         &[
             DType::F32,
             DType::Q5_0,

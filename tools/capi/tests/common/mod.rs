@@ -136,24 +136,7 @@ pub fn build_c(sources: &[PathBuf], out: &Path, extra: &[&str]) {
 /// The real SmolLM2 model: `$TESSERA_MODELS` or `~/.cache/tessera/models`. Missing → panic,
 /// unless `TESSERA_ALLOW_MISSING_MODELS=1` (then `None`: the test is skipped).
 pub fn smollm2() -> Option<PathBuf> {
-    let dir = std::env::var_os("TESSERA_MODELS")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/tessera/models")
-        });
-    let p = dir.join("smollm2-135m-instruct-q4_1.gguf");
-    if p.is_file() {
-        return Some(p);
-    }
-    if std::env::var("TESSERA_ALLOW_MISSING_MODELS").as_deref() == Ok("1") {
-        eprintln!("skipped: {} is missing", p.display());
-        return None;
-    }
-    panic!(
-        "{} is missing: run `tessera pull smollm2-135m` (or set TESSERA_ALLOW_MISSING_MODELS=1)",
-        p.display()
-    );
+    tessera_model_files::model_file(tessera_model_files::SMOLLM2)
 }
 
 /// The greedy fixture's expected continuation (" Paris." …) for "The capital of France is":

@@ -20,7 +20,6 @@ mod ui;
 use std::io::IsTerminal;
 
 use clap::Args;
-use tessera_models::Session;
 
 use crate::CliResult;
 use crate::common::{ModelArgs, SamplingArgs};
@@ -83,7 +82,7 @@ pub fn run(args: ChatArgs) -> CliResult {
     if interactive {
         ui.info(&format!("loading {} …", args.model_args.model));
     }
-    let session = Session::load(&args.model_args.model, &params)?;
+    let session = args.model_args.open_session(&params)?;
     let settings = Settings {
         sampling: params.sampler,
         n_predict,

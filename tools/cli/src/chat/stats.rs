@@ -4,6 +4,8 @@
 //! `prompt: 14 new + 56 cached tokens, 312.5 t/s | reply: 23 tokens, 41.2 t/s | KV: 1.40 MiB / 90.00 MiB (93/4096 tokens)`;
 //! the tests read the `new + cached` counts from it.
 
+use crate::units::bytes_h;
+
 /// Why a reply ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TurnEnd {
@@ -101,28 +103,12 @@ fn rate(n: usize, seconds: f64) -> f64 {
     }
 }
 
-/// Bytes in binary units (`1.40 MiB`).
-pub fn bytes_h(n: usize) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
-    }
-}
-
 /// The KV part of the stats lines.
 pub fn kv_line(kv: &KvState) -> String {
     format!(
         "KV: {} / {} ({}/{} tokens)",
-        bytes_h(kv.used_bytes),
-        bytes_h(kv.total_bytes),
+        bytes_h(kv.used_bytes as u64),
+        bytes_h(kv.total_bytes as u64),
         kv.n_past,
         kv.n_ctx
     )
@@ -175,8 +161,8 @@ pub fn report(last: Option<&TurnStats>, totals: &Totals, kv: &KvState) -> String
     ));
     s.push_str(&format!(
         "KV cache: {} used of {} ({} of {} tokens)",
-        bytes_h(kv.used_bytes),
-        bytes_h(kv.total_bytes),
+        bytes_h(kv.used_bytes as u64),
+        bytes_h(kv.total_bytes as u64),
         kv.n_past,
         kv.n_ctx
     ));
