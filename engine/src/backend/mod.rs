@@ -4,10 +4,13 @@
 //! GPU queue), the KV stores of every attention layer in that device's memory, and the graphs it
 //! has prepared. [`open`] builds one for a [`Device`]; the model side holds a
 //! `Box<dyn Backend>` and never names the CPU or GPU executors. A new backend is an engine-only
-//! change: a [`Device`] variant, an implementation of [`Backend`], and a line in [`open`].
+//! change: a [`Device`] variant, an executor implementing `executor::Executor` with a store
+//! implementing [`KvLayer`] (the [`Backend`] around them is written once), and a line in
+//! [`open`].
 
 mod device;
 mod error;
+pub(crate) mod executor;
 
 pub use device::{AdapterReport, Device, list_gpus};
 pub use error::BackendError;
@@ -38,7 +41,7 @@ pub struct BackendParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GraphId(pub(crate) usize);
 
-/// What the model side may ask of one layer's KV store.
+/// One layer's KV store, as the model side sees it (read-only through [`Backend::kv_layer`]).
 pub trait KvLayer {
     /// Cells in the store.
     fn n_cells(&self) -> usize;
@@ -50,6 +53,10 @@ pub trait KvLayer {
     fn used_cells(&self) -> usize {
         self.cell_positions().iter().filter(|&&p| p >= 0).count()
     }
+    /// Forget every token.
+    fn clear(&mut self);
+    /// Forget the tokens at positions `>= pos`.
+    fn truncate(&mut self, pos: i32);
 }
 
 /// One context's compute state on one device: executor, KV stores and prepared graphs.
@@ -93,11 +100,9 @@ pub trait Backend: Send {
 /// process and shared by every backend on them.
 pub fn open(device: Device, params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
     match device {
-        Device::Cpu => Ok(Box::new(crate::cpu::backend::CpuBackend::new(params)?)),
+        Device::Cpu => crate::cpu::backend::open(params),
         #[cfg(feature = "gpu")]
-        Device::Gpu(index) => Ok(Box::new(crate::gpu::backend::GpuBackend::new(
-            index, params,
-        )?)),
+        Device::Gpu(index) => crate::gpu::backend::open(index, params),
         #[cfg(not(feature = "gpu"))]
         Device::Gpu(_) => Err(BackendError::NotBuilt("gpu")),
     }
@@ -112,33 +117,5 @@ pub fn describe(device: Device) -> Result<String, BackendError> {
         Device::Gpu(index) => Ok(crate::gpu::backend::shared_device(index)?.describe()),
         #[cfg(not(feature = "gpu"))]
         Device::Gpu(_) => Err(BackendError::NotBuilt("gpu")),
-    }
-}
-
-/// The graphs a backend has prepared, by handle.
-pub(crate) struct PreparedGraphs<G>(Vec<G>);
-
-impl<G> Default for PreparedGraphs<G> {
-    fn default() -> Self {
-        PreparedGraphs(Vec::new())
-    }
-}
-
-impl<G> PreparedGraphs<G> {
-    /// Keep `g`; its handle.
-    pub(crate) fn insert(&mut self, g: G) -> GraphId {
-        self.0.push(g);
-        GraphId(self.0.len() - 1)
-    }
-
-    /// The graph of `id`, or an error for a handle this backend did not give out.
-    pub(crate) fn get_mut(&mut self, id: GraphId) -> Result<&mut G, BackendError> {
-        let n = self.0.len();
-        self.0.get_mut(id.0).ok_or_else(|| {
-            BackendError::InvalidStep(format!(
-                "graph handle {} was not prepared by this backend ({n} graphs)",
-                id.0
-            ))
-        })
     }
 }

@@ -1,87 +1,64 @@
-//! The CPU as a [`Backend`]: a [`CpuExecutor`] with its thread pool, one [`KvStore`] per
-//! attention layer in host memory, and the graphs it has prepared.
+//! The CPU as a backend: a [`CpuExecutor`] with its thread pool and one [`KvStore`] per
+//! attention layer in host memory.
 
-use super::exec::{CpuExecutor, PreparedGraph};
+use super::exec::{CpuExecutor, ExecError, PreparedGraph};
 use super::kv::KvStore;
 use super::pool::MAX_THREADS;
-use crate::backend::{Backend, BackendError, BackendParams, GraphId, KvLayer, PreparedGraphs};
+use crate::backend::executor::{Executor, ExecutorBackend};
+use crate::backend::{Backend, BackendError, BackendParams};
 use crate::graph::Graph;
 
-/// One context's CPU state.
-pub struct CpuBackend {
-    exec: CpuExecutor,
-    kv: Vec<KvStore>,
-    graphs: PreparedGraphs<PreparedGraph>,
-}
-
-impl CpuBackend {
-    /// An executor with `params.n_threads` threads and empty KV stores of `params.kv_layers`;
-    /// more threads than [`MAX_THREADS`], or a thread the system refuses, is an error.
-    pub fn new(params: &BackendParams) -> Result<CpuBackend, BackendError> {
-        if params.n_threads > MAX_THREADS {
-            return Err(BackendError::Unsupported(format!(
-                "{} threads: the CPU backend takes at most {MAX_THREADS}",
-                params.n_threads
-            )));
-        }
-        let exec = CpuExecutor::try_new(params.n_threads).map_err(|e| {
-            BackendError::Device(format!(
-                "could not start {} CPU threads: {e}",
-                params.n_threads
-            ))
-        })?;
-        Ok(CpuBackend {
-            exec,
-            kv: params
-                .kv_layers
-                .iter()
-                .map(|s| KvStore::new(s.n_cells, s.k_width, s.v_width))
-                .collect(),
-            graphs: PreparedGraphs::default(),
-        })
+/// A CPU backend with `params.n_threads` threads and empty KV stores of `params.kv_layers`;
+/// more threads than [`MAX_THREADS`], or a thread the system refuses, is an error.
+pub(crate) fn open(params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
+    if params.n_threads > MAX_THREADS {
+        return Err(BackendError::Unsupported(format!(
+            "{} threads: the CPU backend takes at most {MAX_THREADS}",
+            params.n_threads
+        )));
     }
+    let exec = CpuExecutor::try_new(params.n_threads).map_err(|e| {
+        BackendError::Device(format!(
+            "could not start {} CPU threads: {e}",
+            params.n_threads
+        ))
+    })?;
+    let kv = params
+        .kv_layers
+        .iter()
+        .map(|s| KvStore::new(s.n_cells, s.k_width, s.v_width))
+        .collect();
+    Ok(Box::new(ExecutorBackend::new(exec, kv)))
 }
 
-impl Backend for CpuBackend {
+impl Executor for CpuExecutor {
+    type Graph = PreparedGraph;
+    type Store = KvStore;
+    type Error = ExecError;
+
     fn describe(&self) -> String {
         "cpu".into()
     }
 
     fn n_threads(&self) -> usize {
-        self.exec.n_threads()
+        CpuExecutor::n_threads(self)
     }
 
     fn max_output_rows(&self, _row_len: usize) -> Option<usize> {
         None
     }
 
-    fn prepare(&mut self, graph: Graph) -> Result<GraphId, BackendError> {
-        Ok(self.graphs.insert(self.exec.prepare(graph)?))
+    fn prepare(&mut self, graph: Graph) -> Result<PreparedGraph, ExecError> {
+        CpuExecutor::prepare(self, graph)
     }
 
-    fn run(
-        &mut self,
-        graph: GraphId,
+    fn run<'a>(
+        &'a mut self,
+        g: &'a mut PreparedGraph,
         tokens: &[u32],
         positions: &[i32],
-    ) -> Result<&[f32], BackendError> {
-        let g = self.graphs.get_mut(graph)?;
-        Ok(self.exec.run(g, tokens, positions, &mut self.kv)?)
-    }
-
-    fn n_kv_layers(&self) -> usize {
-        self.kv.len()
-    }
-
-    fn kv_layer(&self, layer: usize) -> &dyn KvLayer {
-        &self.kv[layer]
-    }
-
-    fn kv_clear(&mut self) {
-        self.kv.iter_mut().for_each(KvStore::clear);
-    }
-
-    fn kv_truncate(&mut self, pos: i32) {
-        self.kv.iter_mut().for_each(|s| s.truncate(pos));
+        kv: &mut [KvStore],
+    ) -> Result<&'a [f32], ExecError> {
+        CpuExecutor::run(self, g, tokens, positions, kv)
     }
 }

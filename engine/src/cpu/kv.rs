@@ -118,6 +118,14 @@ impl KvLayer for KvStore {
     fn cell_positions(&self) -> &[i32] {
         self.cells.as_slice()
     }
+
+    fn clear(&mut self) {
+        KvStore::clear(self);
+    }
+
+    fn truncate(&mut self, pos: i32) {
+        KvStore::truncate(self, pos);
+    }
 }
 
 #[cfg(test)]

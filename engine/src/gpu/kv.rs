@@ -155,4 +155,12 @@ impl KvLayer for GpuKvStore {
     fn cell_positions(&self) -> &[i32] {
         self.host_pos.as_slice()
     }
+
+    fn clear(&mut self) {
+        GpuKvStore::clear(self);
+    }
+
+    fn truncate(&mut self, pos: i32) {
+        GpuKvStore::truncate(self, pos);
+    }
 }
