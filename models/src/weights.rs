@@ -1,7 +1,7 @@
 //! Looking up a model's weights by name with the shape and type the hyper-parameters imply,
 //! so a bad file is refused at load with the tensor's name, never later in a kernel.
 
-use tessera_engine::{DType, GgufFile, Tensor};
+use tessera_engine::{DType, GgufFile, Tensor, quant};
 
 use crate::error::{ModelError, Result};
 
@@ -34,7 +34,7 @@ impl<'a> WeightLoader<'a> {
                 found: t.shape().to_vec(),
             });
         }
-        if !t.dtype().is_supported() || t.dtype() == DType::Q8_1 || t.dtype() == DType::Q8_K {
+        if !quant::format(t.dtype()).is_some_and(|f| f.is_weight) {
             return Err(ModelError::UnsupportedDType {
                 name: name.into(),
                 dtype: t.dtype(),
