@@ -500,9 +500,9 @@ unsafe fn gemm_impl<B: SmallBlock>(
             unsafe { rows_tile::<B, DECODE_ROWS>(nb, wr, wrb, at, ad, as_, corr, or, prefetch) };
             r += DECODE_ROWS;
         }
-        // SAFETY: `r <= rows`; when `r == rows` the pointers are never dereferenced (the match below
-        // does nothing) and stay at most one row stride past the last row and at token `t`'s end.
-        let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
+        // Wrapping: when `r == rows` these point past the last row (with a stride wider than
+        // a row, possibly past the weights) and are never dereferenced (the match does nothing).
+        let (wr, or) = (w.wrapping_add(r * wrb), ot.wrapping_add(r));
         // SAFETY: the remaining `rows - r < 8` rows, under the same conditions as the full tiles.
         unsafe {
             match rows - r {
