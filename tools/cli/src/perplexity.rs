@@ -207,8 +207,14 @@ fn checked_params(args: &PerplexityArgs) -> CliResult<tessera_models::SessionPar
     }
     let params = args.model.session_params()?;
     let n_ctx = params.context.n_ctx;
-    if n_ctx < 2 {
-        return Err(format!("-c/--ctx-size {n_ctx} must be at least 2 for perplexity").into());
+    // A chunk scores the tokens after its first half (`n_ctx - 1 - n_ctx/2` of them): none
+    // below 3.
+    if n_ctx < 3 {
+        return Err(format!(
+            "-c/--ctx-size {n_ctx} must be at least 3 for perplexity (a chunk scores the \
+             tokens of its second half but the first: none below 3)"
+        )
+        .into());
     }
     Ok(params)
 }

@@ -186,6 +186,8 @@ fn refusals_name_the_problem() {
         (&["-f", s, "-c", "512"], "needs at least 1024"),
         (&["-f", s, "--chunks", "0"], "--chunks"),
         (&["-f", s, "-c", "0"], "--ctx-size"),
+        // Two tokens a chunk score none (this printed PPL = NaN and exited 0).
+        (&["-f", s, "-c", "2"], "must be at least 3"),
         (&["-f", s, "--threads", "0"], "--threads"),
         (&["--kl-divergence-base", s, "--kl-divergence"], "bad magic"),
     ];
