@@ -19,6 +19,11 @@ use tessera_tests::{SMOLLM2, model};
 
 /// `tessera chat ARGS` with `input` on stdin.
 fn chat_piped(args: &[&str], input: &str) -> Output {
+    chat_piped_bytes(args, input.as_bytes())
+}
+
+/// `tessera chat ARGS` with `input` (any bytes) on stdin.
+fn chat_piped_bytes(args: &[&str], input: &[u8]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .arg("chat")
         .args(["-t", "1"])
@@ -29,12 +34,7 @@ fn chat_piped(args: &[&str], input: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the tessera binary runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -72,6 +72,34 @@ fn piped_question_gets_answer() {
         "stats belong on stderr: {stdout:?}"
     );
     assert!(stderr.contains("prompt:"), "stats line missing: {stderr}");
+}
+
+/// A line that is not UTF-8 is answered with its bytes replaced and a warning, and the lines
+/// after it still run (it used to end the session, dropping them); a message left in an
+/// unclosed `"""` block at the end of input is sent, with a note.
+#[test]
+fn piped_bad_utf8_and_unclosed_block_are_not_dropped() {
+    let Some(_) = model(SMOLLM2) else { return };
+    let mut input = b"Say \xff\xfe hi.\n".to_vec();
+    input.extend_from_slice(format!("{}\n\"\"\"\n{}\n", QUESTION.0, QUESTION.0).as_bytes());
+    let out = chat_piped_bytes(
+        &["-m", "smollm2-135m", "--temp", "0", "-c", "512", "-n", "16"],
+        &input,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "exit {:?}: {stderr}", out.status);
+    assert!(
+        stderr.contains("input line 1 is not valid UTF-8"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("input ended inside an unclosed \"\"\" block"),
+        "{stderr}"
+    );
+    // Three turns (one stats line each): the replaced line's, the question's, the block's.
+    assert_eq!(stderr.matches("prompt:").count(), 3, "{stderr}");
+    assert!(stdout.contains(QUESTION.1), "{stdout:?}");
 }
 
 #[test]

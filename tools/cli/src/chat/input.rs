@@ -71,6 +71,16 @@ impl LineAssembler {
         }
     }
 
+    /// At the end of input: the half-typed message (after a trailing `\` or inside an
+    /// unclosed `"""` block), if any, and what left it unfinished.
+    pub fn finish(&mut self) -> Option<(String, &'static str)> {
+        match std::mem::take(&mut self.state) {
+            State::Idle => None,
+            State::Continued(acc) => Some((acc, "a line ending with \\")),
+            State::Block(acc) => Some((trim_newlines(acc), "an unclosed \"\"\" block")),
+        }
+    }
+
     fn continued(&mut self, mut acc: String, line: &str) -> Option<String> {
         match line.strip_suffix('\\') {
             Some(head) => {
@@ -121,6 +131,21 @@ mod tests {
         );
         assert_eq!(feed(&["\"\"\"first", "last\"\"\""]), ["first\nlast"]);
         assert_eq!(feed(&["\"\"\"one line\"\"\""]), ["one line"]);
+    }
+
+    #[test]
+    fn finish_returns_what_is_pending() {
+        let mut a = LineAssembler::new();
+        assert_eq!(a.finish(), None);
+        assert_eq!(a.push("\"\"\"open"), None);
+        assert_eq!(a.push("more"), None);
+        assert_eq!(
+            a.finish(),
+            Some(("open\nmore".into(), "an unclosed \"\"\" block"))
+        );
+        assert!(!a.pending());
+        assert_eq!(a.push("tail\\"), None);
+        assert_eq!(a.finish(), Some(("tail".into(), "a line ending with \\")));
     }
 
     #[test]

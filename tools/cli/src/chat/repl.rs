@@ -65,7 +65,19 @@ pub fn run(chat: &mut Chat, ui: &Ui) -> CliResult {
                 asm.clear();
                 continue;
             }
-            Err(ReadlineError::Eof) => break,
+            Err(ReadlineError::Eof) => {
+                if let Some((_, why)) = asm.finish() {
+                    ui.note(&format!(
+                        "input ended inside {why}: the unfinished message was not sent"
+                    ));
+                }
+                break;
+            }
+            // Invalid UTF-8 on the line: rustyline has dropped it; the chat goes on.
+            Err(ReadlineError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                ui.error("that line was not valid UTF-8 and was dropped; type it again");
+                continue;
+            }
             Err(e) => return Err(e.into()),
         };
         let Some(message) = asm.push(&line) else {

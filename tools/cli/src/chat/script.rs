@@ -15,49 +15,89 @@ use super::ui::{ReplyPrinter, Ui};
 use super::{Control, commands, run_command};
 use crate::CliResult;
 
-/// Read turns from stdin until EOF or `/quit`.
+/// Read turns from stdin until EOF or `/quit`. A line that is not UTF-8 is read with its bad
+/// bytes replaced (and a warning), and a message left unfinished at EOF (a trailing `\` or an
+/// unclosed `"""` block) is still sent, with a note.
 pub fn run(chat: &mut Chat, ui: &Ui) -> CliResult {
     // Nothing sets it: without a terminal, Ctrl-C keeps its usual meaning (quit).
     let never = AtomicBool::new(false);
     let mut asm = LineAssembler::new();
     let mut failed = 0usize;
-    for line in std::io::stdin().lock().lines() {
-        let line = line?;
-        let Some(message) = asm.push(line.trim_end_matches('\r')) else {
+    let mut stdin = std::io::stdin().lock();
+    let mut bytes = Vec::new();
+    let mut line_no = 0usize;
+    loop {
+        bytes.clear();
+        if stdin.read_until(b'\n', &mut bytes)? == 0 {
+            break;
+        }
+        line_no += 1;
+        let line = String::from_utf8_lossy(&bytes);
+        if let std::borrow::Cow::Owned(_) = line {
+            ui.error(&format!(
+                "input line {line_no} is not valid UTF-8: invalid bytes replaced with U+FFFD"
+            ));
+        }
+        let line = line.trim_end_matches('\n').trim_end_matches('\r');
+        let Some(message) = asm.push(line) else {
             continue;
         };
-        if message.trim().is_empty() {
-            continue;
-        }
-        if !message.contains('\n')
-            && let Some(cmd) = commands::parse(&message)
-        {
-            match cmd {
-                Ok(cmd) => {
-                    if run_command(chat, cmd, ui) == Control::Quit {
-                        break;
-                    }
-                }
-                Err(e) => ui.error(&e),
-            }
-            continue;
-        }
-        let mut printer = ReplyPrinter::new();
-        let result = chat.reply(
-            &message,
-            &mut |piece| printer.print(piece),
-            &mut |note| ui.note(note),
-            &never,
-        );
-        printer.finish();
-        match result {
-            Ok((stats, _)) => ui.info(&turn_line(&stats, &chat.kv_state())),
-            Err(e) => {
-                ui.error(&e.to_string());
-                failed += 1;
-            }
+        if take_turn(chat, ui, &never, &message, &mut failed) == Control::Quit {
+            return finish(failed);
         }
     }
+    if let Some((message, why)) = asm.finish() {
+        ui.note(&format!(
+            "input ended inside {why}: sending the message as it is"
+        ));
+        take_turn(chat, ui, &never, &message, &mut failed);
+    }
+    finish(failed)
+}
+
+/// One message: a slash command, or a turn whose reply goes to stdout (a failed turn counts in
+/// `failed`).
+fn take_turn(
+    chat: &mut Chat,
+    ui: &Ui,
+    never: &AtomicBool,
+    message: &str,
+    failed: &mut usize,
+) -> Control {
+    if message.trim().is_empty() {
+        return Control::Continue;
+    }
+    if !message.contains('\n')
+        && let Some(cmd) = commands::parse(message)
+    {
+        return match cmd {
+            Ok(cmd) => run_command(chat, cmd, ui),
+            Err(e) => {
+                ui.error(&e);
+                Control::Continue
+            }
+        };
+    }
+    let mut printer = ReplyPrinter::new();
+    let result = chat.reply(
+        message,
+        &mut |piece| printer.print(piece),
+        &mut |note| ui.note(note),
+        never,
+    );
+    printer.finish();
+    match result {
+        Ok((stats, _)) => ui.info(&turn_line(&stats, &chat.kv_state())),
+        Err(e) => {
+            ui.error(&e.to_string());
+            *failed += 1;
+        }
+    }
+    Control::Continue
+}
+
+/// The script's result: an error when some turns failed.
+fn finish(failed: usize) -> CliResult {
     if failed > 0 {
         return Err(format!("{failed} turns failed").into());
     }
