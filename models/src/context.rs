@@ -202,6 +202,13 @@ impl Context {
                 chunk,
                 all_logits,
             )?;
+            if let Some(bad) = out.iter().position(|x| !x.is_finite()) {
+                self.n_logit_rows = 0;
+                let row_in_chunk = if all_logits { bad / n_vocab } else { n - 1 };
+                return Err(ModelError::NonFiniteLogits {
+                    position: self.n_past + row_in_chunk,
+                });
+            }
             if all_logits {
                 self.logits[row * n_vocab..(row + n) * n_vocab].copy_from_slice(out);
             } else if last_chunk {

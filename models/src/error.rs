@@ -47,6 +47,16 @@ pub enum ModelError {
     /// does not fit its graph).
     #[error(transparent)]
     Backend(#[from] tessera_engine::BackendError),
+    /// An evaluation produced NaN or infinite logits: the weights or parameters are unusable.
+    /// Refused, so that no caller samples from them or reports them as a result.
+    #[error(
+        "the model produced non-finite logits (NaN or infinity) at position {position}: its \
+         weights or RoPE/scale parameters are unusable"
+    )]
+    NonFiniteLogits {
+        /// The position whose logits were not finite.
+        position: usize,
+    },
     /// The tokenizer could not be built.
     #[error("tokenizer: {0}")]
     Tokenizer(String),

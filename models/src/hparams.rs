@@ -97,6 +97,45 @@ impl RopeScaling {
             1.0 / self.factor
         }
     }
+
+    /// Whether every parameter is usable: finite, in range, YaRN's boundaries in order. On
+    /// failure, the offending field (`factor`, `ext_factor`, `attn_factor`, `beta_fast`,
+    /// `beta_slow`) and why; callers name it as their input does (a metadata key, a flag).
+    /// Values that fail here gave NaN logits reported as a normal end of generation.
+    pub fn check(&self) -> std::result::Result<(), (&'static str, String)> {
+        let f = self.factor;
+        if !(f.is_normal() && f > 0.0 && (1.0 / f).is_normal()) {
+            return Err(("factor", format!("{f} must be > 0 with a finite inverse")));
+        }
+        if !(self.ext_factor.is_finite() && self.ext_factor >= 0.0) {
+            return Err((
+                "ext_factor",
+                format!("{} must be finite and >= 0", self.ext_factor),
+            ));
+        }
+        if !(self.attn_factor.is_finite() && self.attn_factor > 0.0) {
+            return Err((
+                "attn_factor",
+                format!("{} must be finite and > 0", self.attn_factor),
+            ));
+        }
+        for (name, b) in [("beta_fast", self.beta_fast), ("beta_slow", self.beta_slow)] {
+            if !(b.is_finite() && b > 0.0) {
+                return Err((name, format!("{b} must be finite and > 0")));
+            }
+        }
+        if self.beta_fast < self.beta_slow {
+            return Err((
+                "beta_fast",
+                format!(
+                    "{} is below beta_slow {}: YaRN's high-frequency boundary must be at least \
+                     its low-frequency one",
+                    self.beta_fast, self.beta_slow
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// User overrides of RoPE settings (CLI flags, Session and C ABI parameters), `None` = from file.
@@ -360,7 +399,16 @@ impl HParams {
         if let Some(b) = o.beta_slow {
             s.beta_slow = b;
         }
-        Ok(())
+        s.check().map_err(|(field, why)| {
+            let flag = match field {
+                "factor" => "--rope-scale",
+                "ext_factor" => "--yarn-ext-factor",
+                "attn_factor" => "--yarn-attn-factor",
+                "beta_fast" => "--yarn-beta-fast",
+                _ => "--yarn-beta-slow",
+            };
+            ModelError::InvalidInput(format!("{flag}: {why}"))
+        })
     }
 
     /// Attention shape of layer `il`: its window and RoPE base.
@@ -447,6 +495,18 @@ fn read_rope_scaling(meta: &Metadata, arch: &str, n_ctx_train: u32) -> Result<Ro
         // DeepSeek-style files store 0.1·multiplier·ln(factor)+1 as the magnitude scale.
         s.attn_factor *= 1.0 + 0.1 * m * s.factor.ln();
     }
+    s.check().map_err(|(field, why)| {
+        let key = match field {
+            "factor" if meta.get(&k("factor")).is_none() => format!("{arch}.rope.scale_linear"),
+            "factor" => k("factor"),
+            "ext_factor" => k("yarn_ext_factor"),
+            "attn_factor" if meta.get(&k("attn_factor")).is_none() => k("yarn_log_multiplier"),
+            "attn_factor" => k("attn_factor"),
+            "beta_fast" => k("yarn_beta_fast"),
+            _ => k("yarn_beta_slow"),
+        };
+        invalid(&key, why)
+    })?;
     Ok(s)
 }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use tessera_engine::gguf::{GgufError, MetaValue};
 use tessera_engine::{DType, GgufFile};
+use tessera_models::hparams::{RopeOverrides, RopeScalingType};
 use tessera_models::testing::{
     TinyLlama, load, load_bytes, remove_kv, remove_tensor, set_kv, tensor_mut,
 };
-use tessera_models::{Context, ContextParams, Flow, ModelError, Session, SessionParams};
+use tessera_models::{Context, ContextParams, Flow, Model, ModelError, Session, SessionParams};
 
 fn tiny() -> tessera_engine::gguf::GgufWriter {
     TinyLlama::default().writer()
@@ -340,11 +341,99 @@ fn unusable_floats_are_refused() {
         ("llama.rope.freq_base", 0.5),
         ("llama.rope.freq_base", f32::INFINITY),
         ("llama.rope.scaling.factor", 0.0),
+        // These gave NaN logits reported as a normal end of generation.
+        ("llama.rope.scale_linear", 0.0),
+        ("llama.rope.scale_linear", f32::NAN),
+        ("llama.rope.scale_linear", -2.0),
+        ("llama.rope.scale_linear", f32::INFINITY),
+        ("llama.rope.scale_linear", 1e-45),
+        ("llama.rope.scaling.attn_factor", f32::NAN),
+        ("llama.rope.scaling.yarn_ext_factor", f32::NAN),
+        ("llama.rope.scaling.yarn_beta_fast", f32::INFINITY),
     ] {
         let mut w = tiny();
         set_kv(&mut w, key, MetaValue::F32(bad));
         invalid_key(refused(&w), key);
     }
+    // A YaRN file: its log multiplier scales the attention factor; its betas must be in order.
+    let yarn = |extra: &[(&str, f32)]| {
+        let mut w = tiny();
+        set_kv(
+            &mut w,
+            "llama.rope.scaling.type",
+            MetaValue::String("yarn".into()),
+        );
+        set_kv(&mut w, "llama.rope.scaling.factor", MetaValue::F32(4.0));
+        for &(k, v) in extra {
+            set_kv(&mut w, k, MetaValue::F32(v));
+        }
+        w
+    };
+    let key = "llama.rope.scaling.yarn_log_multiplier";
+    invalid_key(refused(&yarn(&[(key, f32::INFINITY)])), key);
+    let key = "llama.rope.scaling.yarn_beta_fast";
+    let msg = invalid_key(refused(&yarn(&[(key, 0.5)])), key);
+    assert!(msg.contains("below beta_slow 1"), "{msg}");
+    assert!(load(&yarn(&[])).is_ok());
+}
+
+#[test]
+fn unusable_rope_overrides_are_refused_by_flag() {
+    let bytes = tiny().to_bytes();
+    let load_with = |o: RopeOverrides| {
+        Model::from_file(GgufFile::from_bytes(&bytes).unwrap(), &o)
+            .err()
+            .map(|e| e.to_string())
+    };
+    for (o, flag) in [
+        (
+            RopeOverrides {
+                attn_factor: Some(f32::NAN),
+                ..Default::default()
+            },
+            "--yarn-attn-factor",
+        ),
+        (
+            RopeOverrides {
+                attn_factor: Some(f32::INFINITY),
+                ..Default::default()
+            },
+            "--yarn-attn-factor",
+        ),
+        (
+            RopeOverrides {
+                factor: Some(1.0 / 1e-45),
+                ..Default::default()
+            },
+            "--rope-scale",
+        ),
+        (
+            RopeOverrides {
+                factor: Some(1e-45),
+                ..Default::default()
+            },
+            "--rope-scale",
+        ),
+        (
+            RopeOverrides {
+                kind: Some(RopeScalingType::Yarn),
+                beta_fast: Some(0.5),
+                ..Default::default()
+            },
+            "--yarn-beta-fast",
+        ),
+        (
+            RopeOverrides {
+                ext_factor: Some(f32::INFINITY),
+                ..Default::default()
+            },
+            "--yarn-ext-factor",
+        ),
+    ] {
+        let err = load_with(o).unwrap_or_else(|| panic!("{o:?} was accepted"));
+        assert!(err.contains(flag), "{o:?}: {err}");
+    }
+    assert_eq!(load_with(RopeOverrides::default()), None);
 }
 
 #[test]
@@ -446,4 +535,25 @@ fn heads_wider_than_the_cpu_kernels_are_an_error_not_a_panic() {
         err.contains("key heads 2560 wide") && err.contains("up to 2048"),
         "{err}"
     );
+}
+
+#[test]
+fn non_finite_logits_are_an_error_not_a_result() {
+    // An infinite output-norm weight: the model loads, but its logits are not finite. Decoding
+    // used to return them as usual (the sampler then picked token 0, perplexity printed NaN).
+    let mut w = tiny();
+    let t = tensor_mut(&mut w, "output_norm.weight");
+    t.data[..4].copy_from_slice(&f32::INFINITY.to_le_bytes());
+    let model = Arc::new(load(&w).unwrap());
+    let mut ctx = Context::new(model, small_ctx()).unwrap();
+    for all_logits in [false, true] {
+        ctx.reset();
+        match ctx.eval(&[1, 2, 3], all_logits) {
+            Err(ModelError::NonFiniteLogits { position }) => {
+                assert_eq!(position, if all_logits { 0 } else { 2 })
+            }
+            r => panic!("all_logits {all_logits}: {r:?}"),
+        }
+        assert_eq!(ctx.n_logit_rows(), 0);
+    }
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use tessera_engine::gguf::MetaValue;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
-use tessera_models::{Device, Model};
+use tessera_models::{Device, Model, ModelError};
 
 use crate::buffers::{cbytes, cstr, out_ptr, put, write_text};
 use crate::error::{
-    Error, Result, TESSERA_ERR_LOAD_FAILED, TESSERA_ERR_NOT_FOUND, TESSERA_ERR_UNSUPPORTED, guard,
-    tessera_status,
+    Error, Result, TESSERA_ERR_INVALID_ARGUMENT, TESSERA_ERR_LOAD_FAILED, TESSERA_ERR_NOT_FOUND,
+    TESSERA_ERR_UNSUPPORTED, guard, tessera_status,
 };
 use crate::handles::{self, Handle, Kind};
 
@@ -185,7 +185,14 @@ unsafe fn parse_params(p: &tessera_model_params) -> Result<(RopeOverrides, Conte
     };
     let rope = RopeOverrides {
         kind,
-        factor: positive(p.rope_freq_scale, "params->rope_freq_scale")?.map(|s| 1.0 / s),
+        factor: match positive(p.rope_freq_scale, "params->rope_freq_scale")? {
+            Some(s) if !(1.0 / s).is_normal() => {
+                return Err(Error::invalid(format!(
+                    "params->rope_freq_scale is {s}, which has no finite inverse"
+                )));
+            }
+            s => s.map(|s| 1.0 / s),
+        },
         freq_base: positive(p.rope_freq_base, "params->rope_freq_base")?,
         orig_ctx: Some(nonneg(p.yarn_orig_ctx, "yarn_orig_ctx")? as u32).filter(|&n| n > 0),
         ext_factor,
@@ -237,8 +244,13 @@ pub unsafe extern "C" fn tessera_model_load(
         };
         let (rope, mut defaults, n_ctx) = parse_params(&params)?;
         let model = Model::load(path, &rope).map_err(|e| {
+            // The file is fine; the parameters, taken with what it says, are not.
+            let status = match e {
+                ModelError::InvalidInput(_) => TESSERA_ERR_INVALID_ARGUMENT,
+                _ => TESSERA_ERR_LOAD_FAILED,
+            };
             Error::new(
-                TESSERA_ERR_LOAD_FAILED,
+                status,
                 format!("cannot load {}: {e}", path.to_string_lossy()),
             )
         })?;

@@ -108,6 +108,13 @@ static void loading(const char *model_path, const char *corrupt, const char *tru
     p.rope_freq_scale = -2.0f;
     EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_INVALID_ARGUMENT);
     p = tessera_model_default_params();
+    p.rope_freq_scale = 1e-45f; /* its inverse overflows: NaN logits, once */
+    EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_INVALID_ARGUMENT);
+    p = tessera_model_default_params();
+    p.rope_scaling_type = TESSERA_ROPE_SCALING_YARN;
+    p.yarn_beta_fast = 0.5f; /* below beta_slow (1): refused with the file's values */
+    EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_INVALID_ARGUMENT);
+    p = tessera_model_default_params();
     p.yarn_ext_factor = (float)INFINITY;
     EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_INVALID_ARGUMENT);
     p = tessera_model_default_params();
