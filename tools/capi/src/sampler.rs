@@ -90,8 +90,8 @@ pub extern "C" fn tessera_sampler_default_params() -> tessera_sampler_params {
 
 /// `p` as the model side's parameters, validated; messages name the C fields.
 fn to_params(p: &tessera_sampler_params) -> Result<SamplerParams> {
-    let sp = SamplerParams {
-        temp: if p.greedy { 0.0 } else { p.temp },
+    let mut sp = SamplerParams {
+        temp: p.temp,
         top_k: p.top_k,
         top_p: p.top_p,
         min_p: p.min_p,
@@ -101,14 +101,12 @@ fn to_params(p: &tessera_sampler_params) -> Result<SamplerParams> {
         penalty_last_n: p.penalty_last_n,
         seed: p.seed,
     };
-    if p.greedy && !p.temp.is_finite() {
-        return Err(Error::invalid(format!(
-            "params->temp {} must be finite",
-            p.temp
-        )));
-    }
+    // Every field is checked as given, `temp` too when `greedy` makes it unused.
     sp.validate()
         .map_err(|msg| Error::invalid(c_field_names(&msg)))?;
+    if p.greedy {
+        sp.temp = 0.0;
+    }
     Ok(sp)
 }
 

@@ -425,6 +425,10 @@ static void contexts_and_samplers(tessera_model *m, int32_t n_vocab)
     sp.penalty_last_n = -2;
     EXPECT(tessera_sampler_new(&sp, &smp), TESSERA_ERR_INVALID_ARGUMENT);
     sp = tessera_sampler_default_params();
+    sp.greedy = true;
+    sp.temp = -1.0f; /* unused when greedy, but still not a temperature */
+    EXPECT(tessera_sampler_new(&sp, &smp), TESSERA_ERR_INVALID_ARGUMENT);
+    sp = tessera_sampler_default_params();
     sp.seed = 42;
     sp.greedy = true;
     EXPECT(tessera_sampler_new(&sp, &smp), TESSERA_OK);
