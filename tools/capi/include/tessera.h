@@ -204,7 +204,8 @@ typedef struct tessera_model_params {
   /**
    * Where its contexts run by default: NULL (the `TESSERA_DEVICE` environment variable,
    * else the CPU), "cpu", "gpu" or "gpu:N" (adapter N of `tessera info --devices`); anything
-   * else is `TESSERA_ERR_UNSUPPORTED`. A context's own `device` parameter overrides it.
+   * else, or a GPU that cannot be opened (no such adapter, a build without GPU support), is
+   * `TESSERA_ERR_UNSUPPORTED`. A context's own `device` parameter overrides it.
    * Only read during `tessera_model_load`.
    */
   const char *device;

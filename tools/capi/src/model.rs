@@ -33,7 +33,8 @@ pub const TESSERA_ROPE_SCALING_YARN: i32 = 2;
 pub struct tessera_model_params {
     /// Where its contexts run by default: NULL (the `TESSERA_DEVICE` environment variable,
     /// else the CPU), "cpu", "gpu" or "gpu:N" (adapter N of `tessera info --devices`); anything
-    /// else is `TESSERA_ERR_UNSUPPORTED`. A context's own `device` parameter overrides it.
+    /// else, or a GPU that cannot be opened (no such adapter, a build without GPU support), is
+    /// `TESSERA_ERR_UNSUPPORTED`. A context's own `device` parameter overrides it.
     /// Only read during `tessera_model_load`.
     pub device: *const c_char,
     /// Threads per context; 0 = one per CPU core. Default 0.
@@ -142,12 +143,21 @@ unsafe fn parse_params(p: &tessera_model_params) -> Result<(RopeOverrides, Conte
     } else {
         // SAFETY: documented as a NUL-terminated string.
         let name = unsafe { cstr(p.device, "params->device")? };
-        Some(Device::parse(name).map_err(|_| {
+        let device = Device::parse(name).map_err(|_| {
             Error::new(
                 TESSERA_ERR_UNSUPPORTED,
                 format!("device {name:?} is not available (use \"cpu\", \"gpu\" or \"gpu:N\")"),
             )
-        })?)
+        })?;
+        // Opened now (once per process, then shared), so that a GPU that is not there is
+        // refused at load rather than at the first context.
+        tessera_engine::backend::describe(device).map_err(|e| {
+            Error::new(
+                TESSERA_ERR_UNSUPPORTED,
+                format!("device {name:?} is not available: {e}"),
+            )
+        })?;
+        Some(device)
     };
     let nonneg = |v: i32, name: &str| -> Result<usize> {
         if v < 0 {

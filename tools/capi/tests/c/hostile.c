@@ -87,6 +87,8 @@ static void loading(const char *model_path, const char *corrupt, const char *tru
 
     p.device = "cuda";
     EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_UNSUPPORTED);
+    p.device = "gpu:99999999999999"; /* no such adapter: refused at load, not at the context */
+    EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_UNSUPPORTED);
     p.device = "\xff";
     EXPECT(tessera_model_load(model_path, &p, &m), TESSERA_ERR_INVALID_UTF8);
     p = tessera_model_default_params();
