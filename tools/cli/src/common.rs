@@ -159,7 +159,18 @@ impl ModelArgs {
     /// on first use, as `tessera pull` does) before the library loads it.
     pub fn open_session(&self, params: &SessionParams) -> CliResult<Session> {
         let path = tessera_registry::resolve_model(&self.model)?;
-        Ok(Session::load(&path, params)?)
+        let session = Session::load(&path, params)?;
+        let hp = session.model().hparams();
+        let n_ctx = params.context.n_ctx;
+        if n_ctx > hp.n_ctx_train as usize && hp.rope_scaling.kind == RopeScalingType::None {
+            eprintln!(
+                "warning: -c {n_ctx} is more than the {} tokens the model was trained on, \
+                 without RoPE scaling: expect worse output past {} tokens \
+                 (--rope-scaling yarn extends the context)",
+                hp.n_ctx_train, hp.n_ctx_train
+            );
+        }
+        Ok(session)
     }
 
     /// The device `--device`/`--gpu-index` ask for, else `TESSERA_DEVICE`, else the CPU.

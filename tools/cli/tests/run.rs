@@ -153,6 +153,34 @@ fn invalid_utf8_prompt_file_warns_and_runs() {
     assert_eq!(v["generated_ids"].as_array().unwrap().len(), 2);
 }
 
+/// A context past the training context without RoPE scaling runs, with a warning (there was
+/// none); within it, or with scaling, no warning.
+#[test]
+fn context_past_training_warns() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let m = path.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let out = tessera(
+            &[
+                &["run", "-m", m, "-p", "Hi", "-n", "1", "--temp", "0"][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+        stderr(&out)
+    };
+    let err = run(&["-c", "8200"]);
+    assert!(
+        err.contains("warning: -c 8200 is more than the 8192 tokens the model was trained on"),
+        "{err}"
+    );
+    assert!(!run(&["-c", "8192"]).contains("trained on"));
+    assert!(
+        !run(&["-c", "8200", "--rope-scaling", "yarn", "--rope-scale", "2"]).contains("trained on")
+    );
+}
+
 #[test]
 fn prompt_longer_than_context_is_refused_or_truncated() {
     let Some(path) = model(SMOLLM2) else { return };
