@@ -474,6 +474,19 @@ impl Tokenizer {
         &self.eog
     }
 
+    /// The longest vocabulary text, in bytes: no token stands for more input bytes than its
+    /// text holds (byte-level BPE and SentencePiece store each input byte as one to three
+    /// bytes, special tokens as their text), so a text of `b` bytes has at least
+    /// `b / max_token_bytes()` tokens. Lets a caller refuse a text too long for a context
+    /// without tokenizing it.
+    pub fn max_token_bytes(&self) -> usize {
+        (0..self.vocab.len())
+            .map(|id| self.vocab.text(id as u32).len())
+            .max()
+            .unwrap_or(0)
+            .max(1)
+    }
+
     /// The raw vocabulary text of `id`.
     pub fn token_text(&self, id: u32) -> Option<&str> {
         ((id as usize) < self.vocab.len()).then(|| self.vocab.text(id))

@@ -176,6 +176,20 @@ fn check_numbers(args: &RunArgs) -> CliResult {
 /// is refused, or with `--truncate` cut to its last tokens (BOS kept).
 fn prompt_tokens(session: &Session, text: &str, truncate: bool) -> CliResult<Vec<u32>> {
     let n_ctx = session.n_ctx();
+    // A text longer than the context can hold whatever its tokens is refused before it is
+    // tokenized (a 100 MB prompt took a minute to be refused).
+    if !truncate && text.len() > n_ctx {
+        let per_token = session.tokenizer().max_token_bytes();
+        if text.len() > n_ctx.saturating_mul(per_token) {
+            return Err(format!(
+                "the prompt has {} bytes, more than the context size {n_ctx} (-c {n_ctx}) can \
+                 hold at {per_token} bytes per token at most; use a larger -c/--ctx-size or \
+                 --truncate",
+                text.len()
+            )
+            .into());
+        }
+    }
     let mut prompt = session.tokenize(text, true, true);
     if prompt.is_empty() {
         return Err("the prompt is empty (no tokens)".into());

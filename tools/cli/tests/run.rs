@@ -181,6 +181,35 @@ fn context_past_training_warns() {
     );
 }
 
+/// A prompt with more bytes than the context could hold at the vocabulary's longest token is
+/// refused by its byte count, before tokenizing (a 50–100 MB prompt took up to a minute).
+#[test]
+fn huge_prompt_is_refused_by_size() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let f = temp_file(
+        "huge-prompt.txt",
+        "the tiny model ".repeat(200_000).as_bytes(),
+    );
+    let out = tessera(&[
+        "run",
+        "-m",
+        path.to_str().unwrap(),
+        "-f",
+        f.to_str().unwrap(),
+        "-c",
+        "64",
+        "-n",
+        "1",
+    ]);
+    std::fs::remove_file(&f).ok();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the prompt has 3000000 bytes, more than the context size 64"),
+        "{err}"
+    );
+}
+
 #[test]
 fn prompt_longer_than_context_is_refused_or_truncated() {
     let Some(path) = model(SMOLLM2) else { return };
