@@ -47,6 +47,13 @@ pub enum TokenizerError {
         "unsupported tokenizer model {0:?} in `tokenizer.ggml.model` (supported: \"gpt2\", \"llama\")"
     )]
     UnsupportedModel(String),
+    /// `tokenizer.ggml.pre` names a pre-tokenizer this crate does not know (as llama.cpp, the
+    /// vocabulary is refused rather than split by guessed rules, which would give wrong ids).
+    #[error(
+        "unknown pre-tokenizer {0:?} in `tokenizer.ggml.pre` (supported: {list})",
+        list = PreTokenizer::SUPPORTED.join(", ")
+    )]
+    UnknownPreTokenizer(String),
     /// `tokenizer.ggml.tokens` has no entries.
     #[error("`tokenizer.ggml.tokens` is empty")]
     EmptyVocab,
@@ -170,7 +177,8 @@ impl Tokenizer {
     /// Defaults follow llama.cpp: `llama` vocabularies add BOS and a space prefix unless the
     /// metadata says otherwise (special ids default to bos 1, eos 2, unk 0); `gpt2` vocabularies
     /// add nothing by default except for the llama3 pre-tokenizer (which adds BOS). An unknown
-    /// `tokenizer.ggml.pre` falls back to GPT-2's split with a warning on stderr.
+    /// `tokenizer.ggml.pre` is an error ([`TokenizerError::UnknownPreTokenizer`]), as in
+    /// llama.cpp; a missing one means llama.cpp's `default` split.
     pub fn from_gguf(meta: &Metadata) -> Result<Tokenizer, TokenizerError> {
         let model_name = meta.str("tokenizer.ggml.model")?;
         if !matches!(model_name, "gpt2" | "llama") {
@@ -195,13 +203,9 @@ impl Tokenizer {
         match model_name {
             "gpt2" => {
                 let merges = meta.str_array("tokenizer.ggml.merges")?;
-                let cfg = PreTokenizer::config(pre_name);
-                if !cfg.known {
-                    eprintln!(
-                        "warning: unknown tokenizer.ggml.pre {:?}; using GPT-2's pre-tokenizer",
-                        pre_name.unwrap_or_default()
-                    );
-                }
+                let cfg = PreTokenizer::config(pre_name).ok_or_else(|| {
+                    TokenizerError::UnknownPreTokenizer(pre_name.unwrap_or_default().to_owned())
+                })?;
                 model = Model::Bpe(Box::new(Bpe::new(
                     &vocab,
                     merges,

@@ -7,14 +7,23 @@
 //!
 //! | `pre` | stages |
 //! |---|---|
-//! | `gpt2` family | `'s\|'t\|'re\|'ve\|'m\|'ll\|'d\| ?\p{L}+\| ?\p{N}+\| ?[^\s\p{L}\p{N}]+\|\s+(?!\S)` |
-//! | `smollm`, `starcoder` family | `\p{N}`, then the gpt2 expression |
+//! | `gpt2` family (`gpt-2`, `mpt`, `olmo`, `phi-2`, …) | `'s\|'t\|'re\|'ve\|'m\|'ll\|'d\| ?\p{L}+\| ?\p{N}+\| ?[^\s\p{L}\p{N}]+\|\s+(?!\S)` |
+//! | `starcoder`, `refact`, `command-r`, `smollm` family | `\p{N}`, then the gpt2 expression |
 //! | `llama-bpe` (llama3) family | `(?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d)\|[^\r\n\p{L}\p{N}]?\p{L}+\|\p{N}{1,3}\| ?[^\s\p{L}\p{N}]+[\r\n]*\|\s*[\r\n]+\|\s+(?!\S)\|\s+` |
 //! | `qwen2` family | as llama3 with `\p{N}` instead of `\p{N}{1,3}` |
+//! | `qwen35` | as qwen2 with `[\p{L}\p{M}]` for `\p{L}` (and `\p{M}` out of the punctuation class) |
+//! | `falcon` | `` [\p{P}$+<=>^~\|`]+ ``, the gpt2 expression, `[0-9][0-9][0-9]` |
+//! | `deepseek-llm` | `[\r\n]`, `\s?[A-Za-zµÀ-Ö…]+` (Latin, Greek, Cyrillic, … ranges), `\s?[!-/:-~！-／：-～‘-‟　-。]+`, `\s+$`, `[一-龥ࠀ-一가-퟿]+`, `\p{N}+` |
+//! | `deepseek-coder` | `[\r\n]`, `\s?\p{L}+`, `\s?\p{P}+`, `[一-龥ࠀ-一가-퟿]+`, `\p{N}` |
 //! | `default` / missing | `[\p{P}$+<=>^~\|]+`, the gpt2 expression, `\p{N}+`, `[0-9][0-9][0-9]` |
 //!
-//! Unknown names fall back to the gpt2 expression with a warning on stderr (llama.cpp refuses
-//! them; a slightly different split is more useful than no tokenizer at all).
+//! The full list of accepted names is in [`PreTokenizer::config`]. An unknown name is an error
+//! (`TokenizerError::UnknownPreTokenizer`), as in llama.cpp: splitting by guessed rules would
+//! give ids the model was not trained on, silently.
+//!
+//! As in llama.cpp, `\s` is Unicode's White_Space, and the explicit ranges of the DeepSeek
+//! expressions never match white space (llama.cpp turns non-ASCII white space into U+000B
+//! before matching them).
 
 use super::unicode::Flags;
 use std::ops::Range;
@@ -30,6 +39,15 @@ pub enum PreTokenizer {
     Llama3,
     /// Qwen2's expression (llama3's with single digits).
     Qwen2,
+    /// Qwen3.5's expression (Qwen2's with combining marks counted as letters).
+    Qwen35,
+    /// Falcon's: punctuation runs, GPT-2's expression, then ASCII digits in threes.
+    Falcon,
+    /// DeepSeek LLM's six stages (newlines, Latin/Greek/Cyrillic/… words, ASCII and fullwidth
+    /// punctuation, trailing spaces, CJK runs, number runs).
+    DeepseekLlm,
+    /// DeepSeek Coder's five stages (newlines, words, punctuation, CJK runs, single digits).
+    DeepseekCoder,
     /// llama.cpp's default four-stage split for unnamed BPE pre-tokenizers.
     Default,
 }
@@ -43,40 +61,58 @@ pub(crate) struct PreConfig {
     pub ignore_merges: bool,
     /// Whether BOS is added by default (before `tokenizer.ggml.add_bos_token` overrides it).
     pub add_bos: bool,
-    /// Whether the name was recognised.
-    pub known: bool,
 }
 
 impl PreTokenizer {
-    /// The settings for a `tokenizer.ggml.pre` value (`None` when the key is absent).
-    pub(crate) fn config(name: Option<&str>) -> PreConfig {
+    /// The `tokenizer.ggml.pre` values recognised, as documented (aliases included).
+    pub const SUPPORTED: &'static [&'static str] = &[
+        "default",
+        "gpt2",
+        "gpt-2",
+        "llama3",
+        "llama-bpe",
+        "qwen2",
+        "qwen35",
+        "deepseek-llm",
+        "deepseek-coder",
+        "falcon",
+        "starcoder",
+        "refact",
+        "command-r",
+        "smollm",
+        "mpt",
+        "…",
+    ];
+
+    /// The settings for a `tokenizer.ggml.pre` value (`name` is `None` when the key is absent:
+    /// llama.cpp's `default` split); `None` for a name that is not recognised.
+    pub(crate) fn config(name: Option<&str>) -> Option<PreConfig> {
         use PreTokenizer::*;
-        let cfg = |pre, ignore_merges, add_bos| PreConfig {
-            pre,
-            ignore_merges,
-            add_bos,
-            known: true,
+        let cfg = |pre, ignore_merges, add_bos| {
+            Some(PreConfig {
+                pre,
+                ignore_merges,
+                add_bos,
+            })
         };
         match name.unwrap_or("default") {
             "" | "default" => cfg(Default, false, false),
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
-            | "midm-2.0" | "lfm2" => cfg(Llama3, true, true),
+            | "midm-2.0" | "lfm2" | "jina-v5-nano" => cfg(Llama3, true, true),
             "dbrx" | "smaug-bpe" | "chatglm-bpe" | "glm4" => cfg(Llama3, false, false),
             "gpt2" | "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
-            | "jina-v2-de" | "a.x-4.0" | "mellum" | "jina-v1-en" | "jina-v2-code"
-            | "roberta-bpe" | "mpt" | "olmo" | "jais" | "trillion" | "exaone4"
+            | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "jina-v1-en"
+            | "jina-v2-code" | "roberta-bpe" | "mpt" | "olmo" | "jais" | "trillion" | "exaone4"
             | "granite-docling" => cfg(Gpt2, false, false),
             "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone"
             | "minerva-7b" => cfg(Digits1Gpt2, false, false),
-            "qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez" | "hunyuan" => {
-                cfg(Qwen2, false, false)
-            }
-            _ => PreConfig {
-                pre: Gpt2,
-                ignore_merges: false,
-                add_bos: false,
-                known: false,
-            },
+            "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "megrez"
+            | "hunyuan" => cfg(Qwen2, false, false),
+            "qwen35" => cfg(Qwen35, false, false),
+            "falcon" => cfg(Falcon, false, false),
+            "deepseek-llm" => cfg(DeepseekLlm, false, false),
+            "deepseek-coder" => cfg(DeepseekCoder, false, false),
+            _ => None,
         }
     }
 
@@ -90,10 +126,40 @@ impl PreTokenizer {
         let stages: &[Stage] = match self {
             PreTokenizer::Gpt2 => &[Stage::Gpt2],
             PreTokenizer::Digits1Gpt2 => &[Stage::EachNumber, Stage::Gpt2],
-            PreTokenizer::Llama3 => &[Stage::Llama3 { max_digits: 3 }],
-            PreTokenizer::Qwen2 => &[Stage::Llama3 { max_digits: 1 }],
+            PreTokenizer::Llama3 => &[Stage::Llama3 {
+                max_digits: 3,
+                marks: false,
+            }],
+            PreTokenizer::Qwen2 => &[Stage::Llama3 {
+                max_digits: 1,
+                marks: false,
+            }],
+            PreTokenizer::Qwen35 => &[Stage::Llama3 {
+                max_digits: 1,
+                marks: true,
+            }],
+            PreTokenizer::Falcon => &[
+                Stage::PunctRuns { backtick: true },
+                Stage::Gpt2,
+                Stage::AsciiDigitTriples,
+            ],
+            PreTokenizer::DeepseekLlm => &[
+                Stage::Newline,
+                Stage::SpaceThenRun(Class::DeepseekLetter),
+                Stage::SpaceThenRun(Class::DeepseekPunct),
+                Stage::TrailingSpaces,
+                Stage::Run(Class::Cjk),
+                Stage::NumberRuns,
+            ],
+            PreTokenizer::DeepseekCoder => &[
+                Stage::Newline,
+                Stage::SpaceThenRun(Class::Letter),
+                Stage::SpaceThenRun(Class::Punctuation),
+                Stage::Run(Class::Cjk),
+                Stage::EachNumber,
+            ],
             PreTokenizer::Default => &[
-                Stage::PunctRuns,
+                Stage::PunctRuns { backtick: false },
                 Stage::Gpt2,
                 Stage::NumberRuns,
                 Stage::AsciiDigitTriples,
@@ -183,23 +249,106 @@ impl Pieces<'_> {
 enum Stage {
     /// GPT-2's expression.
     Gpt2,
-    /// Llama 3's expression with `\p{N}{1,max_digits}`.
-    Llama3 { max_digits: usize },
+    /// Llama 3's expression with `\p{N}{1,max_digits}`; with `marks`, Qwen3.5's, where `\p{M}`
+    /// joins `\p{L}` in words and leaves the punctuation class.
+    Llama3 { max_digits: usize, marks: bool },
     /// `\p{N}`.
     EachNumber,
     /// `\p{N}+`.
     NumberRuns,
-    /// `[\p{P}$+<=>^~|]+`.
-    PunctRuns,
+    /// `[\p{P}$+<=>^~|]+`, with `` ` `` too when `backtick` (Falcon).
+    PunctRuns { backtick: bool },
     /// `[0-9][0-9][0-9]`.
     AsciiDigitTriples,
+    /// `[\r\n]`.
+    Newline,
+    /// `\s?C+` for the class `C`.
+    SpaceThenRun(Class),
+    /// `C+` for the class `C`.
+    Run(Class),
+    /// `\s+$`: the spaces that end a piece.
+    TrailingSpaces,
+}
+
+/// A character class of the DeepSeek stages. None contains a white-space character: llama.cpp
+/// replaces non-ASCII white space by U+000B before running these expressions.
+#[derive(Clone, Copy)]
+enum Class {
+    /// `\p{L}`.
+    Letter,
+    /// `\p{P}`.
+    Punctuation,
+    /// DeepSeek LLM's explicit letter ranges (Latin, Greek, Cyrillic, Armenian, Georgian, …).
+    DeepseekLetter,
+    /// `[!-/:-~！-／：-～‘-‟　-。]`.
+    DeepseekPunct,
+    /// `[一-龥ࠀ-一가-퟿]`.
+    Cjk,
+}
+
+/// The letter ranges of DeepSeek LLM's second expression, as written in llama.cpp.
+#[rustfmt::skip]
+const DEEPSEEK_LETTERS: &[(u32, u32)] = &[
+    (0x41, 0x5A), (0x61, 0x7A), (0xB5, 0xB5), (0xC0, 0xD6), (0xD8, 0xF6), (0xF8, 0x1BA),
+    (0x1BC, 0x1BF), (0x1C4, 0x293), (0x295, 0x2AF), (0x370, 0x373), (0x376, 0x377),
+    (0x37B, 0x37D), (0x37F, 0x37F), (0x386, 0x386), (0x388, 0x38A), (0x38C, 0x38C),
+    (0x38E, 0x3A1), (0x3A3, 0x3F5), (0x3F7, 0x481), (0x48A, 0x52F), (0x531, 0x556),
+    (0x10A0, 0x10C5), (0x13A0, 0x13F5), (0x13F8, 0x13FD), (0x1C90, 0x1CBA), (0x1CBD, 0x1CBF),
+    (0x1D00, 0x1D2B), (0x1D6B, 0x1D77), (0x1D79, 0x1D9A), (0x1E00, 0x1F15), (0x1F18, 0x1F1D),
+    (0x1F20, 0x1F45), (0x1F48, 0x1F4D), (0x1F50, 0x1F57), (0x1F59, 0x1F59), (0x1F5B, 0x1F5B),
+    (0x1F5D, 0x1F5D), (0x1F5F, 0x1F7D), (0x1F80, 0x1FB4), (0x1FB6, 0x1FBC), (0x1FBE, 0x1FBE),
+    (0x1FC2, 0x1FC4), (0x1FC6, 0x1FCC), (0x1FD0, 0x1FD3), (0x1FD6, 0x1FDB), (0x1FE0, 0x1FEC),
+    (0x1FF2, 0x1FF4), (0x1FF6, 0x1FFC), (0x2102, 0x2102), (0x2107, 0x2107), (0x210A, 0x2113),
+    (0x2115, 0x2115), (0x2119, 0x211D), (0x2124, 0x2124), (0x2126, 0x2126), (0x2128, 0x2128),
+    (0x212A, 0x212D), (0x212F, 0x2134), (0x2139, 0x2139), (0x213C, 0x213F), (0x2145, 0x2149),
+    (0x214E, 0x214E), (0x2183, 0x2184), (0x2C00, 0x2C7B), (0x2C7E, 0x2CE4), (0x2CEB, 0x2CEE),
+    (0x2CF2, 0x2CF3), (0xA640, 0xA66D), (0xA680, 0xA69B), (0xA722, 0xA76F), (0xA771, 0xA787),
+    (0xA78B, 0xA78E), (0xAB70, 0xABBF), (0xFB00, 0xFB06), (0xFB13, 0xFB17), (0xFF21, 0xFF3A),
+    (0xFF41, 0xFF5A), (0x10400, 0x1044F), (0x104B0, 0x104D3), (0x104D8, 0x104FB),
+    (0x10C80, 0x10CB2), (0x10CC0, 0x10CF2), (0x118A0, 0x118DF), (0x1E900, 0x1E943),
+];
+
+/// DeepSeek LLM's punctuation ranges (ASCII `!-/` and `:-~`, their fullwidth forms, quotes,
+/// CJK punctuation).
+const DEEPSEEK_PUNCT: &[(u32, u32)] = &[
+    (0x21, 0x2F),
+    (0x3A, 0x7E),
+    (0xFF01, 0xFF0F),
+    (0xFF1A, 0xFF5E),
+    (0x2018, 0x201F),
+    (0x3000, 0x3002),
+];
+
+/// The CJK ranges of both DeepSeek expressions.
+const CJK: &[(u32, u32)] = &[(0x4E00, 0x9FA5), (0x800, 0x4E00), (0xAC00, 0xD7FF)];
+
+fn in_ranges(ranges: &[(u32, u32)], c: char) -> bool {
+    let c = c as u32;
+    ranges.iter().any(|&(a, b)| a <= c && c <= b)
+}
+
+impl Class {
+    /// Whether code point `i` belongs to the class.
+    fn contains(self, cps: &CodePoints, i: usize) -> bool {
+        let (c, f) = (cps.chars[i], cps.flags[i]);
+        if f.ws {
+            return false;
+        }
+        match self {
+            Class::Letter => f.letter(),
+            Class::Punctuation => f.cat == super::unicode::Category::Punctuation,
+            Class::DeepseekLetter => in_ranges(DEEPSEEK_LETTERS, c),
+            Class::DeepseekPunct => in_ranges(DEEPSEEK_PUNCT, c),
+            Class::Cjk => in_ranges(CJK, c),
+        }
+    }
 }
 
 impl Stage {
     fn run(self, cps: &CodePoints, ini: usize, end: usize, p: &mut Pieces) {
         match self {
             Stage::Gpt2 => gpt2(cps, ini, end, p),
-            Stage::Llama3 { max_digits } => llama3(cps, ini, end, max_digits, p),
+            Stage::Llama3 { max_digits, marks } => llama3(cps, ini, end, max_digits, marks, p),
             Stage::EachNumber => {
                 for i in ini..end {
                     if cps.flags[i].number() {
@@ -208,9 +357,10 @@ impl Stage {
                 }
             }
             Stage::NumberRuns => runs(ini, end, p, |i| cps.flags[i].number()),
-            Stage::PunctRuns => runs(ini, end, p, |i| {
+            Stage::PunctRuns { backtick } => runs(ini, end, p, |i| {
                 cps.flags[i].cat == super::unicode::Category::Punctuation
                     || matches!(cps.chars[i], '$' | '+' | '<' | '=' | '>' | '^' | '~' | '|')
+                    || (backtick && cps.chars[i] == '`')
             }),
             Stage::AsciiDigitTriples => {
                 let mut i = ini;
@@ -221,6 +371,39 @@ impl Stage {
                     } else {
                         i += 1;
                     }
+                }
+            }
+            Stage::Newline => {
+                for i in ini..end {
+                    if matches!(cps.chars[i], '\r' | '\n') {
+                        p.matched(i, i + 1);
+                    }
+                }
+            }
+            Stage::SpaceThenRun(class) => {
+                let mut i = ini;
+                while i < end {
+                    let start = i;
+                    if cps.flags[i].ws && i + 1 < end && class.contains(cps, i + 1) {
+                        i += 1;
+                    } else if !class.contains(cps, i) {
+                        i += 1;
+                        continue;
+                    }
+                    while i < end && class.contains(cps, i) {
+                        i += 1;
+                    }
+                    p.matched(start, i);
+                }
+            }
+            Stage::Run(class) => runs(ini, end, p, |i| class.contains(cps, i)),
+            Stage::TrailingSpaces => {
+                let mut s = end;
+                while s > ini && cps.flags[s - 1].ws {
+                    s -= 1;
+                }
+                if s < end {
+                    p.matched(s, end);
                 }
             }
         }
@@ -325,8 +508,19 @@ fn gpt2(cps: &CodePoints, ini: usize, end: usize, p: &mut Pieces) {
 
 /// Llama 3 / Qwen2: `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,k}|
 /// ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
-fn llama3(cps: &CodePoints, ini: usize, end: usize, max_digits: usize, p: &mut Pieces) {
+fn llama3(
+    cps: &CodePoints,
+    ini: usize,
+    end: usize,
+    max_digits: usize,
+    marks: bool,
+    p: &mut Pieces,
+) {
     let at = |i| flags_at(cps, ini, end, i);
+    // \p{L}, or [\p{L}\p{M}] with `marks`.
+    let wordy = |f: Flags| f.letter() || (marks && f.cat == super::unicode::Category::Mark);
+    // [^\s\p{L}\p{N}] (also without \p{M} with `marks`) for a code point inside the piece.
+    let other = |f: Option<Flags>| matches!(f, Some(f) if !(f.ws || f.number() || wordy(f)));
     let is_nl = |i: usize| i < end && matches!(cps.chars[i], '\r' | '\n');
     let mut pos = ini;
     while pos < end {
@@ -338,11 +532,9 @@ fn llama3(cps: &CodePoints, ini: usize, end: usize, max_digits: usize, p: &mut P
         let c = cps.chars[pos];
         let f = cps.flags[pos];
         // [^\r\n\p{L}\p{N}]?\p{L}+
-        if !(c == '\r' || c == '\n' || f.number())
-            && (f.letter() || at(pos + 1).is_some_and(Flags::letter))
-        {
+        if !(c == '\r' || c == '\n' || f.number()) && (wordy(f) || at(pos + 1).is_some_and(wordy)) {
             pos += 1;
-            while at(pos).is_some_and(Flags::letter) {
+            while at(pos).is_some_and(wordy) {
                 pos += 1;
             }
             p.cut(pos);
@@ -363,9 +555,9 @@ fn llama3(cps: &CodePoints, ini: usize, end: usize, max_digits: usize, p: &mut P
         }
         // ' '?[^\s\p{L}\p{N}]+[\r\n]*
         let f2 = if c == ' ' { at(pos + 1) } else { Some(f) };
-        if f2.is_none_or(|f2| !(f2.ws || f2.letter() || f2.number())) {
+        if f2.is_none_or(|f2| !(f2.ws || wordy(f2) || f2.number())) {
             pos += usize::from(c == ' ');
-            while is_other(at(pos)) {
+            while other(at(pos)) {
                 pos += 1;
             }
             while is_nl(pos) {

@@ -167,9 +167,23 @@ fn bpe_tokenizer_end_to_end() {
     assert_eq!(t.encode(" 1", false, false), [8]);
     let s = Tokenizer::from_gguf(&bpe_meta("smollm", vec![])).unwrap();
     assert_eq!(s.encode(" 1", false, false), [3, 7]);
-    // An unknown pre-tokenizer still loads (with a warning), using gpt2's rules.
-    let u = Tokenizer::from_gguf(&bpe_meta("mystery", vec![])).unwrap();
-    assert_eq!(u.encode(" 1", false, false), [8]);
+}
+
+#[test]
+fn unknown_pre_tokenizer_is_an_error_naming_it() {
+    let e = err(&bpe_meta("mystery", vec![]));
+    assert!(
+        e.contains("\"mystery\"") && e.contains("tokenizer.ggml.pre"),
+        "{e}"
+    );
+    // Every name of the documented list loads.
+    for name in PreTokenizer::SUPPORTED.iter().filter(|n| **n != "…") {
+        let no_bos = vec![("tokenizer.ggml.add_bos_token", MetaValue::Bool(false))];
+        assert!(
+            Tokenizer::from_gguf(&bpe_meta(name, no_bos)).is_ok(),
+            "{name}"
+        );
+    }
 }
 
 fn err(m: &Metadata) -> String {
