@@ -8,6 +8,7 @@ mod info;
 mod perplexity;
 mod pull;
 mod run;
+mod tokenize;
 mod units;
 
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
     Bench(bench::BenchArgs),
+    /// Print the token ids (and pieces) of a text, as llama-tokenize; works on vocab-only files.
+    Tokenize(tokenize::TokenizeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(completions::CompletionsArgs),
 }
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Tokenize(args) => tokenize::run(args),
         Command::Completions(args) => completions::run::<Cli>(args),
     };
     match result {
