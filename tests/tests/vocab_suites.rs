@@ -177,3 +177,44 @@ fn every_vocab_matches_llama_cpp() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Detokenization round-trips: `decode(encode(text)) == text` for every case of every supported
+/// vocabulary, with one documented exception: a SentencePiece vocabulary with
+/// `add_space_prefix` decodes with the space it added in front (llama.cpp's detokenizer drops
+/// it only when asked to remove a leading space; `decode` gives the pieces as they are).
+#[test]
+fn detokenization_round_trips() {
+    let Some(src) = llama_cpp_src() else {
+        return;
+    };
+    let mut failures = Vec::new();
+    for suite in suites(&src) {
+        let Ok(tok) = load(&suite.gguf) else {
+            continue; // unsupported: checked by every_vocab_matches_llama_cpp
+        };
+        let mut passed = 0;
+        for (text, _) in &suite.cases {
+            let decoded = tok.decode(&tok.encode(text, false, false));
+            let decoded = match decoded.strip_prefix(' ') {
+                Some(rest) if tok.add_space_prefix() && !text.is_empty() => rest.to_owned(),
+                _ => decoded,
+            };
+            if &decoded == text {
+                passed += 1;
+            } else {
+                failures.push(format!(
+                    "{}: {} decodes to {}",
+                    suite.name,
+                    show(text),
+                    show(&decoded)
+                ));
+            }
+        }
+        eprintln!(
+            "{:>16}: {passed}/{} cases round-trip",
+            suite.name,
+            suite.cases.len()
+        );
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
