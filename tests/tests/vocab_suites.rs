@@ -20,7 +20,7 @@ const SDIST: &str = "llama-cpp-python-0.3.36";
 
 /// Vocabularies whose tokenizer model Tessera does not implement, with the reason; loading them
 /// must fail with an error naming the model.
-const UNSUPPORTED: &[(&str, &str)] = &[("bert-bge", "bert"), ("gemma-4", "gemma4")];
+const UNSUPPORTED: &[(&str, &str)] = &[("bert-bge", "bert")];
 
 /// The marker line between two inputs of a `.inp` file.
 const SEPARATOR: &str = "\n__ggml_vocab_test__\n";

@@ -56,6 +56,12 @@ pub(crate) struct Bpe {
     pub pre: PreTokenizer,
     /// Emit a word that is a whole token without merging (llama3).
     pub ignore_merges: bool,
+    /// Strings of the merges that are not tokens, with their symbol ids (past the vocabulary).
+    extra: HashMap<String, u32>,
+    /// `Some` for a vocabulary on raw UTF-8 (Gemma 4) instead of GPT-2's byte mapping: symbols
+    /// start as whole characters, a word made only of newlines that is a token is taken whole,
+    /// and bytes left without a token become these `<0xNN>` tokens.
+    raw_utf8: Option<Box<[Option<u32>; 256]>>,
 }
 
 /// Reusable buffers for encoding.
@@ -139,7 +145,31 @@ impl Bpe {
             n_vocab,
             pre,
             ignore_merges,
+            extra,
+            raw_utf8: None,
         }
+    }
+
+    /// Switches to raw UTF-8 symbols (llama.cpp's `byte_encode = false`, Gemma 4's BPE).
+    pub fn use_raw_utf8(&mut self, vocab: &Vocab) {
+        let mut hex = Box::new([None; 256]);
+        for (b, slot) in hex.iter_mut().enumerate() {
+            *slot = vocab.lookup(format!("<0x{b:02X}>").as_bytes());
+        }
+        self.raw_utf8 = Some(hex);
+    }
+
+    /// Whether symbols are raw UTF-8 characters rather than GPT-2's byte mapping.
+    pub fn is_raw_utf8(&self) -> bool {
+        self.raw_utf8.is_some()
+    }
+
+    /// The symbol of one character in raw UTF-8 mode.
+    fn char_symbol(&self, vocab: &Vocab, c: &str) -> u32 {
+        vocab
+            .lookup(c.as_bytes())
+            .or_else(|| self.extra.get(c).copied())
+            .unwrap_or(NO_SYMBOL)
     }
 
     /// The text of a word in GPT-2's byte mapping.
@@ -170,16 +200,38 @@ impl Bpe {
                 return;
             }
         }
-        let n = word.len() as u32;
         s.symbols.clear();
-        s.symbols
-            .extend(word.iter().enumerate().map(|(i, &b)| Symbol {
+        if self.raw_utf8.is_some() {
+            if word.iter().all(|&b| b == b'\n')
+                && let Some(id) = vocab.lookup(word)
+            {
+                out.push(id);
+                return;
+            }
+            // Pieces are cut from valid UTF-8 text at character boundaries.
+            let text = std::str::from_utf8(word).expect("a word is valid UTF-8");
+            s.symbols.extend(text.char_indices().map(|(i, c)| Symbol {
                 start: i as u32,
-                len: 1,
-                id: self.byte_symbol[b as usize],
-                prev: if i == 0 { NIL } else { i as u32 - 1 },
-                next: if i as u32 + 1 == n { NIL } else { i as u32 + 1 },
+                len: c.len_utf8() as u32,
+                id: self.char_symbol(vocab, &text[i..i + c.len_utf8()]),
+                prev: NIL,
+                next: NIL,
             }));
+        } else {
+            s.symbols
+                .extend(word.iter().enumerate().map(|(i, &b)| Symbol {
+                    start: i as u32,
+                    len: 1,
+                    id: self.byte_symbol[b as usize],
+                    prev: NIL,
+                    next: NIL,
+                }));
+        }
+        let n = s.symbols.len() as u32;
+        for (i, sym) in s.symbols.iter_mut().enumerate() {
+            sym.prev = if i == 0 { NIL } else { i as u32 - 1 };
+            sym.next = if i as u32 + 1 == n { NIL } else { i as u32 + 1 };
+        }
         s.heap.clear();
         for i in 1..n {
             self.push_pair(&s.symbols, &mut s.heap, i - 1, i);
@@ -214,7 +266,9 @@ impl Bpe {
                 // Not a token: emit the single-byte tokens its mapped text contains.
                 let bytes = &word[sym.start as usize..(sym.start + sym.len) as usize];
                 for &b in bytes {
-                    if self.byte_char[b as usize].is_ascii()
+                    if let Some(hex) = &self.raw_utf8 {
+                        out.extend(hex[b as usize]);
+                    } else if self.byte_char[b as usize].is_ascii()
                         && let Some(id) = self.single_byte_token[b as usize]
                     {
                         out.push(id);
@@ -288,6 +342,21 @@ mod tests {
         let (v, bpe) = tiny();
         // 'd' has no token and no single-byte token: nothing is emitted for it.
         assert_eq!(enc(&v, &bpe, "adb"), [0, 1]);
+    }
+
+    #[test]
+    fn raw_utf8_merges_characters_and_falls_back_to_hex_bytes() {
+        let tokens = ["<0x0A>", "<0xC3>", "<0xA9>", "▁", "a", "▁a", "\n\n", "é"];
+        let v = Vocab::new(&tokens, None, None);
+        let mut bpe = Bpe::new(&v, &["▁ a"], PreTokenizer::Newlines, false);
+        bpe.use_raw_utf8(&v);
+        // '▁' is one 3-byte symbol; "▁ a" merges; 'é' is a token; 'ü' is not: byte tokens for
+        // the bytes that have one (0xC3), nothing for the others.
+        assert_eq!(enc(&v, &bpe, "▁aé"), [5, 7]);
+        assert_eq!(enc(&v, &bpe, "ü"), [1]);
+        // A run of newlines that is a token is taken whole; one that is not falls back to bytes.
+        assert_eq!(enc(&v, &bpe, "\n\n"), [6]);
+        assert_eq!(enc(&v, &bpe, "\n"), [0]);
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Tokenizers built from GGUF metadata alone: byte-level BPE (`gpt2`) and SentencePiece-style
-//! (`llama`), reproducing llama.cpp's `llama_tokenize` and `token_to_piece` id for id.
+//! Tokenizers built from GGUF metadata alone: byte-level BPE (`gpt2`), SentencePiece-style
+//! (`llama`) and Gemma 4's BPE on raw UTF-8 (`gemma4`), reproducing llama.cpp's `llama_tokenize` and `token_to_piece` id for id.
 //!
 //! Encoding runs in three steps: special tokens are cut out of the text (`special.rs`), each
 //! remaining raw fragment is tokenized by the model's algorithm (`bpe.rs` after the
@@ -44,7 +44,7 @@ pub enum TokenizerError {
     Metadata(#[from] GgufError),
     /// `tokenizer.ggml.model` names an algorithm this crate does not implement.
     #[error(
-        "unsupported tokenizer model {0:?} in `tokenizer.ggml.model` (supported: \"gpt2\", \"llama\")"
+        "unsupported tokenizer model {0:?} in `tokenizer.ggml.model` (supported: \"gpt2\", \"llama\", \"gemma4\")"
     )]
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a pre-tokenizer this crate does not know (as llama.cpp, the
@@ -181,7 +181,7 @@ impl Tokenizer {
     /// llama.cpp; a missing one means llama.cpp's `default` split.
     pub fn from_gguf(meta: &Metadata) -> Result<Tokenizer, TokenizerError> {
         let model_name = meta.str("tokenizer.ggml.model")?;
-        if !matches!(model_name, "gpt2" | "llama") {
+        if !matches!(model_name, "gpt2" | "llama" | "gemma4") {
             return Err(TokenizerError::UnsupportedModel(model_name.to_owned()));
         }
         let tokens = meta.str_array("tokenizer.ggml.tokens")?;
@@ -214,6 +214,17 @@ impl Tokenizer {
                 )));
                 (bos, eos, unk) = (Some(11), Some(11), None);
                 add_bos = cfg.add_bos;
+                add_space_prefix = false;
+            }
+            "gemma4" => {
+                // BPE on raw UTF-8 with spaces written '▁', merged over whole lines; no default
+                // special ids; BOS always added (llama.cpp overrides add_bos_token = false).
+                let merges = meta.str_array("tokenizer.ggml.merges")?;
+                let mut bpe = Bpe::new(&vocab, merges, PreTokenizer::Newlines, false);
+                bpe.use_raw_utf8(&vocab);
+                model = Model::Bpe(Box::new(bpe));
+                (bos, eos, unk) = (None, None, None);
+                add_bos = true;
                 add_space_prefix = false;
             }
             "llama" => {
@@ -258,6 +269,9 @@ impl Tokenizer {
         }
         if let Some(v) = meta.opt_bool("tokenizer.ggml.add_eos_token")? {
             add_eos = v;
+        }
+        if model_name == "gemma4" {
+            add_bos = true;
         }
         if add_bos && bos.is_none() {
             return Err(TokenizerError::MissingSpecialToken {
@@ -327,6 +341,10 @@ impl Tokenizer {
                 let mut scratch = BpeScratch::default();
                 for f in frags {
                     match f {
+                        Fragment::Text(r) if bpe.is_raw_utf8() => {
+                            let escaped = text[r].replace(' ', spm::SPACE_MARK);
+                            bpe.encode(&self.vocab, &escaped, &mut scratch, &mut out)
+                        }
                         Fragment::Text(r) => {
                             bpe.encode(&self.vocab, &text[r], &mut scratch, &mut out)
                         }
@@ -375,6 +393,9 @@ impl Tokenizer {
         if a & attr::NORMAL != 0 {
             return match self.model {
                 Model::Spm { .. } => text.replace(spm::SPACE_MARK, " ").into_bytes(),
+                Model::Bpe(ref bpe) if bpe.is_raw_utf8() => {
+                    text.replace(spm::SPACE_MARK, " ").into_bytes()
+                }
                 Model::Bpe(_) => {
                     let mut out = Vec::with_capacity(text.len());
                     for c in text.chars() {

@@ -50,6 +50,8 @@ pub enum PreTokenizer {
     DeepseekCoder,
     /// llama.cpp's default four-stage split for unnamed BPE pre-tokenizers.
     Default,
+    /// Runs of newlines and runs of anything else (Gemma 4, whose BPE runs on whole lines).
+    Newlines,
 }
 
 /// Per-`pre` settings besides the split rules.
@@ -158,6 +160,7 @@ impl PreTokenizer {
                 Stage::Run(Class::Cjk),
                 Stage::EachNumber,
             ],
+            PreTokenizer::Newlines => &[Stage::NewlineRuns],
             PreTokenizer::Default => &[
                 Stage::PunctRuns { backtick: false },
                 Stage::Gpt2,
@@ -268,6 +271,8 @@ enum Stage {
     Run(Class),
     /// `\s+$`: the spaces that end a piece.
     TrailingSpaces,
+    /// `[^\n]+|[\n]+`: the runs of newlines (the text between them stays whole).
+    NewlineRuns,
 }
 
 /// A character class of the DeepSeek stages. None contains a white-space character: llama.cpp
@@ -397,6 +402,7 @@ impl Stage {
                 }
             }
             Stage::Run(class) => runs(ini, end, p, |i| class.contains(cps, i)),
+            Stage::NewlineRuns => runs(ini, end, p, |i| cps.chars[i] == '\n'),
             Stage::TrailingSpaces => {
                 let mut s = end;
                 while s > ini && cps.flags[s - 1].ws {
@@ -628,6 +634,39 @@ mod tests {
     }
 
     #[test]
+    fn falcon_splits_punctuation_then_digit_triples() {
+        let w = words(PreTokenizer::Falcon, "x=3333`y\n =");
+        assert_eq!(w, ["x", "=", "333", "3", "`", "y", "\n ", "="]);
+    }
+
+    #[test]
+    fn qwen35_keeps_marks_in_words() {
+        assert_eq!(
+            words(PreTokenizer::Qwen35, "e\u{301}x y'all"),
+            ["e\u{301}x", " y", "'all"]
+        );
+        assert_eq!(words(PreTokenizer::Qwen2, "e\u{301}x"), ["e", "\u{301}x"]);
+    }
+
+    #[test]
+    fn deepseek_stages() {
+        let w = words(PreTokenizer::DeepseekLlm, "Hi  12½\n");
+        assert_eq!(w, ["Hi", "  ", "12½", "\n"]);
+        let w = words(PreTokenizer::DeepseekLlm, "a 中文! ok  ");
+        assert_eq!(w, ["a", " ", "中文", "!", " ok", "  "]);
+        let w = words(PreTokenizer::DeepseekCoder, "Hi  12½\n");
+        assert_eq!(w, ["Hi", "  ", "1", "2", "½", "\n"]);
+        let w = words(PreTokenizer::DeepseekCoder, "x, 中文");
+        assert_eq!(w, ["x", ",", " ", "中文"]);
+    }
+
+    #[test]
+    fn newline_runs() {
+        let w = words(PreTokenizer::Newlines, "a b\n\nc\n");
+        assert_eq!(w, ["a b", "\n\n", "c", "\n"]);
+    }
+
+    #[test]
     fn default_stages() {
         let w = words(PreTokenizer::Default, "x+=12345;");
         assert_eq!(w, ["x", "+=", "123", "45", ";"]);
@@ -641,7 +680,12 @@ mod tests {
             PreTokenizer::Digits1Gpt2,
             PreTokenizer::Llama3,
             PreTokenizer::Qwen2,
+            PreTokenizer::Qwen35,
+            PreTokenizer::Falcon,
+            PreTokenizer::DeepseekLlm,
+            PreTokenizer::DeepseekCoder,
             PreTokenizer::Default,
+            PreTokenizer::Newlines,
         ] {
             assert_eq!(words(pre, text).concat(), text);
         }
