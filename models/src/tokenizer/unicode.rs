@@ -139,6 +139,11 @@ mod tests {
         assert_eq!(category('\u{301}'), Category::Mark);
         assert_eq!(category('\u{378}'), Category::Undefined);
         assert_eq!(category('🚀'), Category::Symbol);
+        // Assigned after Unicode 14 (Kannada U+0CF3, CJK stroke U+31EF, Nag Mundari U+1E4D0):
+        // llama.cpp classifies them, so must we.
+        assert_eq!(category('\u{cf3}'), Category::Mark);
+        assert_eq!(category('\u{31ef}'), Category::Symbol);
+        assert_eq!(category('\u{1e4d0}'), Category::Letter);
         assert!(is_whitespace('\u{a0}') && is_whitespace('\n') && !is_whitespace('\u{1c}'));
     }
 
