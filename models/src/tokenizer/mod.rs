@@ -1,5 +1,6 @@
 //! Tokenizers built from GGUF metadata alone: byte-level BPE (`gpt2`), SentencePiece-style
-//! (`llama`) and Gemma 4's BPE on raw UTF-8 (`gemma4`), reproducing llama.cpp's `llama_tokenize` and `token_to_piece` id for id.
+//! (`llama`) and Gemma 4's BPE on raw UTF-8 (`gemma4`), reproducing llama.cpp's
+//! `llama_tokenize` and `token_to_piece` id for id.
 //!
 //! Encoding runs in three steps: special tokens are cut out of the text (`special.rs`), each
 //! remaining raw fragment is tokenized by the model's algorithm (`bpe.rs` after the
