@@ -17,7 +17,7 @@
 //! | `deepseek-coder` | `[\r\n]`, `\s?\p{L}+`, `\s?\p{P}+`, `[一-龥ࠀ-一가-퟿]+`, `\p{N}` |
 //! | `default` / missing | `[\p{P}$+<=>^~\|]+`, the gpt2 expression, `\p{N}+`, `[0-9][0-9][0-9]` |
 //!
-//! The full list of accepted names is in [`PreTokenizer::config`]. An unknown name is an error
+//! The full list of accepted names is in `PreTokenizer::config`. An unknown name is an error
 //! (`TokenizerError::UnknownPreTokenizer`), as in llama.cpp: splitting by guessed rules would
 //! give ids the model was not trained on, silently.
 //!
