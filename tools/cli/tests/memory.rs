@@ -167,7 +167,10 @@ fn an_oversized_chat_turn_is_refused_by_size() {
             .unwrap();
         let out = child.wait_with_output().unwrap();
         refused(&out, "context full: the conversation has ");
-        refused(&out, "bytes, more than 64 tokens can hold at ");
+        refused(
+            &out,
+            "bytes, more than the context of 64 tokens can hold at ",
+        );
         assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
     }
 }

@@ -165,17 +165,17 @@ impl Chat {
                 if reply.is_empty() {
                     let needs = if oversized {
                         format!(
-                            "has {} bytes, more than {n_ctx} tokens can hold at {per_token} \
-                             bytes per token at most",
+                            "has {} bytes, more than the context of {n_ctx} tokens can hold at \
+                             {per_token} bytes per token at most",
                             text.len()
                         )
                     } else {
-                        format!("needs {} tokens", tokens.len())
+                        format!(
+                            "needs {} tokens but the context holds {n_ctx}",
+                            tokens.len()
+                        )
                     };
-                    return Err(format!(
-                        "context full: {what} {needs} but the context holds {n_ctx}; {hint}"
-                    )
-                    .into());
+                    return Err(format!("context full: {what} {needs}; {hint}").into());
                 }
                 notice(&format!("context full: {hint}"));
                 return Ok((stats, TurnEnd::ContextFull, reply));
