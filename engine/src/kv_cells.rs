@@ -3,6 +3,8 @@
 //! store of `window` cells is a ring buffer. Each cell remembers its position (-1 when empty),
 //! which is what makes the attention mask exact after wrapping or truncation.
 
+use crate::memory::{OutOfMemory, try_filled_vec};
+
 /// The position held by each cell of one store.
 #[derive(Clone, Debug)]
 pub struct CellPositions {
@@ -15,6 +17,13 @@ impl CellPositions {
         CellPositions {
             pos: vec![-1; n_cells],
         }
+    }
+
+    /// [`Self::new`], or [`OutOfMemory`] when the system refuses the memory.
+    pub fn try_new(n_cells: usize) -> Result<CellPositions, OutOfMemory> {
+        Ok(CellPositions {
+            pos: try_filled_vec(n_cells, -1, "the KV cache's cell positions")?,
+        })
     }
 
     /// Number of cells.

@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod gpu;
 pub mod graph;
 pub mod kv_cells;
+pub mod memory;
 pub mod quant;
 pub mod rope;
 

@@ -11,6 +11,7 @@ use tessera_engine::graph::OutputRows;
 
 use crate::Device;
 use crate::error::{ModelError, Result};
+use crate::footprint::Footprint;
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 
@@ -58,8 +59,11 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context for `model`.
-    pub fn new(model: Arc<Model>, params: ContextParams) -> Result<Context> {
+    /// A context for `model`. Its whole footprint ([`Footprint`], one row of logits) is
+    /// checked against the memory left under the tightest limit first, and refused with the
+    /// numbers ([`ModelError::OutOfMemory`]) when it does not fit; a batch larger than the
+    /// context is cut to the context (no step can hold more).
+    pub fn new(model: Arc<Model>, mut params: ContextParams) -> Result<Context> {
         if params.n_ctx == 0 {
             return Err(ModelError::InvalidInput(
                 "context size must be at least 1".into(),
@@ -70,6 +74,10 @@ impl Context {
                 "batch size must be at least 1".into(),
             ));
         }
+        params.n_batch = params.n_batch.min(params.n_ctx);
+        Footprint::new(&model, &params, 1)
+            .check_now()
+            .map_err(ModelError::OutOfMemory)?;
         let kv = KvCache::new(model.hparams(), params.n_ctx, params.kv_ring);
         let backend = backend::open(
             params.device,
@@ -184,9 +192,8 @@ impl Context {
             )));
         }
         let rows_wanted = if all_logits { tokens.len() } else { 1 };
-        if self.logits.len() < rows_wanted * n_vocab {
-            self.logits.resize(rows_wanted * n_vocab, 0.0);
-        }
+        let n_logits = rows_wanted.saturating_mul(n_vocab);
+        tessera_engine::memory::try_grow(&mut self.logits, n_logits, "the logits")?;
         let mut row = 0;
         for chunk in tokens.chunks(self.batch_limit(all_logits)) {
             let n = chunk.len();

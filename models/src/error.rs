@@ -60,6 +60,13 @@ pub enum ModelError {
     /// The tokenizer could not be built.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
+    /// A context whose footprint exceeds the memory left under the tightest limit (refused
+    /// before anything is allocated).
+    #[error(transparent)]
+    OutOfMemory(Box<crate::footprint::MemoryRefusal>),
+    /// The system refused an allocation (a size the footprint did not foresee).
+    #[error(transparent)]
+    Allocation(#[from] tessera_engine::memory::OutOfMemory),
 }
 
 /// Result type of the model side.

@@ -23,7 +23,14 @@ pub struct Model {
 impl Model {
     /// Map `path` and load its weights (zero-copy), applying `rope` overrides.
     pub fn load(path: impl AsRef<Path>, rope: &RopeOverrides) -> Result<Model> {
-        let file = GgufFile::open(path)?;
+        Self::load_with(path, rope, true)
+    }
+
+    /// [`Self::load`], mapping the file (`mmap`) or reading it whole into memory (no SIGBUS
+    /// if the file is truncated while in use, at the cost of its size in memory; see
+    /// [`GgufFile::read`]).
+    pub fn load_with(path: impl AsRef<Path>, rope: &RopeOverrides, mmap: bool) -> Result<Model> {
+        let file = GgufFile::open_with(path.as_ref(), mmap)?;
         Self::from_file(file, rope)
     }
 

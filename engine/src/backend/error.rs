@@ -32,6 +32,9 @@ pub enum BackendError {
         "this build of Tessera has no {0} backend (it was built without the `{0}` cargo feature)"
     )]
     NotBuilt(&'static str),
+    /// The system refused memory for a buffer (KV store, scratch, logits).
+    #[error(transparent)]
+    OutOfMemory(#[from] crate::memory::OutOfMemory),
 }
 
 impl From<crate::cpu::exec::ExecError> for BackendError {
@@ -47,6 +50,7 @@ impl From<crate::cpu::exec::ExecError> for BackendError {
             E::BatchSize { .. } | E::TokenOutOfRange { .. } | E::NegativePosition(_) => {
                 BackendError::InvalidStep(e.to_string())
             }
+            E::OutOfMemory(e) => BackendError::OutOfMemory(e),
         }
     }
 }

@@ -26,8 +26,8 @@ pub(crate) fn open(params: &BackendParams) -> Result<Box<dyn Backend>, BackendEr
     let kv = params
         .kv_layers
         .iter()
-        .map(|s| KvStore::new(s.n_cells, s.k_width, s.v_width))
-        .collect();
+        .map(|s| KvStore::try_new(s.n_cells, s.k_width, s.v_width))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Box::new(ExecutorBackend::new(exec, kv)))
 }
 

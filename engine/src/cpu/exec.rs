@@ -7,9 +7,10 @@ use super::dot::{self, DotKernel};
 use super::kv::KvStore;
 use super::ops::kv_attention::{self, KvAttnScratch};
 use super::ops::matmul::{self, MAX_GROUP, MatMulSeg};
-use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, grow, norm, rope};
+use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, norm, rope};
 use super::pool::{ThreadPool, split_range};
 use crate::graph::{Graph, Node, NodeId, Op, Plan};
+use crate::memory::{OutOfMemory, try_grow};
 use crate::{DType, quant};
 
 /// A step's inputs do not fit the graph.
@@ -59,6 +60,9 @@ pub enum ExecError {
     /// Negative position.
     #[error("position {0} is negative")]
     NegativePosition(i32),
+    /// The system refused memory for the step's scratch buffers.
+    #[error(transparent)]
+    OutOfMemory(#[from] OutOfMemory),
 }
 
 /// Dequantizes one row of a weight into f32.
@@ -178,10 +182,10 @@ impl CpuExecutor {
     }
 
     /// Grow scratch buffers to what `g` needs with stores `kv` (a no-op once they are big
-    /// enough, so repeated steps allocate nothing).
-    fn reserve(&mut self, g: &PreparedGraph, kv: &[KvStore]) {
+    /// enough, so repeated steps allocate nothing), or [`OutOfMemory`] when the system refuses.
+    fn reserve(&mut self, g: &PreparedGraph, kv: &[KvStore]) -> Result<(), OutOfMemory> {
         let n_tokens = g.graph.n_tokens;
-        grow(&mut self.arena, g.plan.arena_len);
+        try_grow(&mut self.arena, g.plan.arena_len, "the compute arena")?;
         for node in &g.graph.nodes {
             match node.op {
                 Op::MatMul { w, x } => {
@@ -191,17 +195,22 @@ impl CpuExecutor {
                         .unwrap_or(DType::F32);
                     let cols = g.graph.node(x).cols;
                     let bytes = vdt.row_bytes(cols as u64).unwrap_or(0) as usize;
-                    grow(&mut self.act, bytes * g.graph.node(x).rows);
+                    let n = bytes.saturating_mul(g.graph.node(x).rows);
+                    try_grow(&mut self.act, n, "quantized activations")?;
                 }
-                Op::Rope { params, .. } => grow(&mut self.rope, n_tokens * params.n_dims),
+                Op::Rope { params, .. } => {
+                    let n = n_tokens.saturating_mul(params.n_dims);
+                    try_grow(&mut self.rope, n, "the RoPE table")?;
+                }
                 Op::Attention { kv: id, .. } => {
                     if let Some(s) = kv.get(id.0 as usize) {
-                        self.attn.reserve(n_tokens, s);
+                        self.attn.reserve(n_tokens, s)?;
                     }
                 }
                 _ => {}
             }
         }
+        Ok(())
     }
 
     /// Run one step: `tokens` at `positions`, reading and extending the KV stores. Returns the
@@ -238,7 +247,7 @@ impl CpuExecutor {
                 _ => {}
             }
         }
-        self.reserve(g, kv);
+        self.reserve(g, kv)?;
         self.act_holds = None;
         self.rope_for = None;
         let mut next = 0;

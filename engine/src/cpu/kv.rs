@@ -6,6 +6,7 @@ use half::f16;
 
 use crate::backend::KvLayer;
 use crate::kv_cells::CellPositions;
+use crate::memory::{OutOfMemory, try_filled_vec};
 
 /// K and V of one attention layer.
 pub struct KvStore {
@@ -22,14 +23,21 @@ impl KvStore {
     /// An empty store of `n_cells` cells, each with `k_width` key and `v_width` value elements
     /// (heads × head width).
     pub fn new(n_cells: usize, k_width: usize, v_width: usize) -> KvStore {
-        KvStore {
+        Self::try_new(n_cells, k_width, v_width).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::new`], or [`OutOfMemory`] when the system refuses the memory (or the size
+    /// overflows) instead of aborting.
+    pub fn try_new(n_cells: usize, k_width: usize, v_width: usize) -> Result<KvStore, OutOfMemory> {
+        let elems = |width: usize| n_cells.saturating_mul(width);
+        Ok(KvStore {
             n_cells,
             k_width,
             v_width,
-            k: vec![f16::ZERO; n_cells * k_width],
-            v: vec![f16::ZERO; n_cells * v_width],
-            cells: CellPositions::new(n_cells),
-        }
+            k: try_filled_vec(elems(k_width), f16::ZERO, "the KV cache's keys")?,
+            v: try_filled_vec(elems(v_width), f16::ZERO, "the KV cache's values")?,
+            cells: CellPositions::try_new(n_cells)?,
+        })
     }
 
     /// Number of cells.

@@ -1,5 +1,11 @@
 //! Zero-copy GGUF (v2/v3) reading: [`GgufFile::open`] maps a file with memmap2, parses and
 //! validates its header, and hands out [`Tensor`]s that borrow their bytes from the map.
+//! [`GgufFile::read`] reads the whole file into memory instead (`--no-mmap`).
+//!
+//! A mapped file must not be truncated or rewritten while it is open: reading a page that
+//! is no longer backed by the file raises SIGBUS, which kills the process (llama.cpp shares
+//! the hazard). Replacing the file by renaming a new one over it is safe; the map keeps the
+//! old file. [`GgufFile::read`] has no such hazard, at the cost of the file's size in memory.
 
 mod error;
 mod reader;
@@ -101,8 +107,20 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
 impl GgufFile {
     /// Map `path` and parse it; a path that is not a regular file (a directory, FIFO, device)
     /// is refused before it is opened. Tensor data is not read.
+    /// The file must not be truncated or rewritten while the result lives (see the module
+    /// documentation: SIGBUS); [`Self::read`] is the safe alternative.
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile> {
-        let path = path.as_ref();
+        Self::open_with(path.as_ref(), true)
+    }
+
+    /// Read `path` whole into memory and parse it: nothing stays mapped, so a file truncated
+    /// or rewritten afterwards cannot crash the process. Same checks as [`Self::open`].
+    pub fn read(path: impl AsRef<Path>) -> Result<GgufFile> {
+        Self::open_with(path.as_ref(), false)
+    }
+
+    /// [`Self::open`] (`mmap`) or [`Self::read`].
+    pub fn open_with(path: &Path, mmap: bool) -> Result<GgufFile> {
         let io = |source| GgufError::Io {
             path: path.to_path_buf(),
             source,
@@ -114,9 +132,20 @@ impl GgufFile {
                 kind: file_kind(&kind),
             });
         }
-        let file = std::fs::File::open(path).map_err(io)?;
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        if !mmap {
+            let len = file.metadata().map_err(io)?.len();
+            let len = usize::try_from(len).map_err(|_| {
+                io(std::io::Error::new(
+                    std::io::ErrorKind::OutOfMemory,
+                    format!("{len} bytes do not fit in this address space"),
+                ))
+            })?;
+            return Self::from_backing(Backing::read(&mut file, len).map_err(io)?);
+        }
         // SAFETY: the map is read-only; like every mmap-based loader we rely on the file not
-        // being truncated by another process while it is open.
+        // being truncated by another process while it is open (the module documentation says
+        // so, and `read` is offered instead).
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
         Self::from_backing(Backing::mmap(map))
     }

@@ -37,6 +37,24 @@ impl Backing {
         })
     }
 
+    /// Read `len` bytes from `reader` into a new aligned owned buffer (for loading without a
+    /// map); a size the system refuses is an [`std::io::ErrorKind::OutOfMemory`] error.
+    pub fn read(reader: &mut impl std::io::Read, len: usize) -> std::io::Result<Backing> {
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(len.div_ceil(64)).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::OutOfMemory,
+                format!("cannot allocate {len} bytes to read the file into: {e}"),
+            )
+        })?;
+        buf.resize(len.div_ceil(64), AlignedChunk([0; 64]));
+        // SAFETY: AlignedChunk is 64 plain bytes with no padding; `len` bytes lie within the
+        // buffer's `buf.len() * 64` bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut u8, len) };
+        reader.read_exact(dst)?;
+        Ok(Backing(Storage::Owned { buf, len }))
+    }
+
     /// All bytes.
     pub fn bytes(&self) -> &[u8] {
         match &self.0 {

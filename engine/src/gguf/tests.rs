@@ -398,3 +398,33 @@ fn non_regular_paths_are_refused_by_kind() {
         assert!(err.contains("it is a character device"), "{err}");
     }
 }
+
+/// Reading the file into memory gives the same header and tensor bytes as mapping it, and
+/// keeps them after the file is truncated (a mapped file would raise SIGBUS on those pages).
+#[test]
+fn read_without_mmap_matches_the_map_and_survives_truncation() {
+    let path = std::env::temp_dir().join(format!("tessera-gguf-read-{}.gguf", std::process::id()));
+    std::fs::write(&path, sample().to_bytes()).unwrap();
+    let mapped = GgufFile::open(&path).unwrap();
+    let read = GgufFile::read(&path).unwrap();
+    assert_eq!(read.header().data_offset, mapped.header().data_offset);
+    assert_eq!(read.tensor_infos(), mapped.tensor_infos());
+    for name in ["w", "q"] {
+        let (a, b) = (read.tensor(name).unwrap(), mapped.tensor(name).unwrap());
+        assert_eq!(a.data(), b.data());
+        assert_eq!(
+            a.data().as_ptr() as usize % 32,
+            0,
+            "tensor data stays aligned"
+        );
+    }
+    drop(mapped);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    assert!(read.tensor("q").unwrap().data().iter().all(|&b| b == 2));
+    std::fs::remove_file(&path).ok();
+}

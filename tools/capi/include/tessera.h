@@ -582,8 +582,10 @@ struct tessera_context_params tessera_context_default_params(void);
  * context holds a reference to the model, so the model may be freed first; its memory is
  * released when its last context is freed. On error `*out_ctx` is set to NULL.
  *
- * Errors: `TESSERA_ERR_INVALID_ARGUMENT` for a negative field, or an `n_ctx` whose KV cache
- * would not fit in the machine's memory.
+ * Errors: `TESSERA_ERR_INVALID_ARGUMENT` for a negative field, or a context whose whole
+ * footprint (KV cache, compute scratch, logits) is more than the memory left under the
+ * tightest limit that applies (`ulimit -v`, a cgroup's memory limit, `MemAvailable`); the
+ * message gives the numbers. Nothing is allocated then.
  *
  * # Safety
  * `model` a handle or NULL; `params` NULL or valid; `out_ctx` NULL or writable.

@@ -134,36 +134,6 @@ pub(crate) unsafe fn context_ref<'a>(ctx: *const tessera_context) -> Result<&'a 
     unsafe { handles::get(ctx) }
 }
 
-/// Total memory of the machine in bytes (Linux: `/proc/meminfo`), when known.
-fn total_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
-/// Refuse a context whose KV cache cannot fit in memory: allocating it would abort the
-/// process (Rust aborts on allocation failure), which a C caller must never be able to cause.
-fn check_kv_fits(model: &Model, n_ctx: usize) -> Result<()> {
-    let bytes = model
-        .hparams()
-        .kv_bytes_per_layer(n_ctx)
-        .into_iter()
-        .try_fold(0u64, |acc, b| acc.checked_add(b as u64));
-    let limit = total_memory().unwrap_or(u64::MAX);
-    match bytes {
-        Some(b) if b <= limit && b <= isize::MAX as u64 => Ok(()),
-        _ => Err(Error::invalid(format!(
-            "n_ctx {n_ctx} needs a KV cache of {}, more than this machine's memory ({} MiB)",
-            bytes.map_or("over 2^64 bytes".to_string(), |b| format!(
-                "{} MiB",
-                b >> 20
-            )),
-            limit >> 20
-        ))),
-    }
-}
-
 /// Create a context for `model` with `params` (NULL = the model's settings) and store it in
 /// `*out_ctx`. A model can have any number of contexts; each allocates its own KV cache
 /// (`tessera_kv_bytes` tells how much).
@@ -172,8 +142,10 @@ fn check_kv_fits(model: &Model, n_ctx: usize) -> Result<()> {
 /// context holds a reference to the model, so the model may be freed first; its memory is
 /// released when its last context is freed. On error `*out_ctx` is set to NULL.
 ///
-/// Errors: `TESSERA_ERR_INVALID_ARGUMENT` for a negative field, or an `n_ctx` whose KV cache
-/// would not fit in the machine's memory.
+/// Errors: `TESSERA_ERR_INVALID_ARGUMENT` for a negative field, or a context whose whole
+/// footprint (KV cache, compute scratch, logits) is more than the memory left under the
+/// tightest limit that applies (`ulimit -v`, a cgroup's memory limit, `MemAvailable`); the
+/// message gives the numbers. Nothing is allocated then.
 ///
 /// # Safety
 /// `model` a handle or NULL; `params` NULL or valid; `out_ctx` NULL or writable.
@@ -237,7 +209,6 @@ pub unsafe extern "C" fn tessera_context_new(
             device,
             ..ContextParams::default()
         };
-        check_kv_fits(&m.model, n_ctx)?;
         let ctx =
             Context::new(Arc::clone(&m.model), cp).map_err(|e| Error::invalid(e.to_string()))?;
         let handle = handles::publish(tessera_context {

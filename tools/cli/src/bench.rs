@@ -18,9 +18,10 @@ use clap::Args;
 use serde_json::{Value, json};
 use tessera_engine::GgufFile;
 use tessera_models::hparams::RopeOverrides;
-use tessera_models::{ContextParams, Device, Model, Session, SessionParams};
+use tessera_models::{ContextParams, Device, Footprint, Session, SessionParams};
 
 use crate::CliResult;
+use crate::common::LoadArgs;
 
 /// Arguments of `tessera bench`.
 #[derive(Args, Debug)]
@@ -65,9 +66,12 @@ pub struct BenchArgs {
         default_value = "0"
     )]
     depth: Vec<usize>,
-    /// Largest batch evaluated at once: a prompt up to this size is one batch.
+    /// Largest batch evaluated at once: a prompt up to this size is one batch (a batch larger
+    /// than a test's context is cut to it).
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
     batch_size: usize,
+    #[command(flatten)]
+    load: LoadArgs,
     /// Backend to run on: cpu or gpu.
     #[arg(long = "device", default_value = "cpu", value_parser = ["cpu", "gpu"])]
     device: String,
@@ -336,11 +340,43 @@ impl Runner {
     }
 }
 
+/// Most timed repetitions: every one keeps its time, and more than this measure nothing new.
+pub const MAX_REPETITIONS: usize = 100_000;
+
+/// Most tokens one test may hold (`-d` + `-p` + `-n`): positions are 32-bit. Whether a
+/// context of that size fits in memory is checked once the model is loaded.
+pub const MAX_TEST_TOKENS: usize = i32::MAX as usize;
+
+/// Refuse out-of-range counts before the model is loaded; the message names the flag.
+fn check_counts(args: &BenchArgs) -> CliResult {
+    if args.repetitions == 0 || args.repetitions > MAX_REPETITIONS {
+        return Err(format!(
+            "-r/--repetitions {} must be between 1 and {MAX_REPETITIONS}",
+            args.repetitions
+        )
+        .into());
+    }
+    let most = |v: &[usize]| v.iter().copied().max().unwrap_or(0);
+    let (p, n, d) = (most(&args.n_prompt), most(&args.n_gen), most(&args.depth));
+    for (flag, v) in [("-p/--n-prompt", p), ("-n/--n-gen", n), ("-d/--depth", d)] {
+        if v > MAX_TEST_TOKENS {
+            return Err(format!("{flag} {v} must be at most {MAX_TEST_TOKENS}").into());
+        }
+    }
+    if d + p.max(n) > MAX_TEST_TOKENS {
+        return Err(format!(
+            "-d/--depth {d} plus {} tokens is more than the {MAX_TEST_TOKENS} positions a \
+             context has",
+            p.max(n)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 /// Run `tessera bench`.
 pub fn run(args: BenchArgs) -> CliResult {
-    if args.repetitions == 0 {
-        return Err("-r/--repetitions must be at least 1".into());
-    }
+    check_counts(&args)?;
     if args.batch_size == 0 {
         return Err("-b/--batch-size must be at least 1".into());
     }
@@ -378,7 +414,7 @@ pub fn run(args: BenchArgs) -> CliResult {
     }
 
     let path = tessera_registry::resolve_model(&args.model)?;
-    let model = Arc::new(Model::load(&path, &RopeOverrides::default())?);
+    let model = Arc::new(args.load.load(&path, &RopeOverrides::default())?);
     let info = ModelInfo::new(&path, model.file(), model.hparams().arch.name());
     let device = if args.device == "gpu" {
         Device::Gpu(args.gpu_index)
@@ -393,6 +429,20 @@ pub fn run(args: BenchArgs) -> CliResult {
         None
     };
 
+    let context = |t: &Test| ContextParams {
+        n_ctx: (t.depth + t.n_tokens()).max(1),
+        n_batch: args.batch_size,
+        n_threads: t.threads,
+        kv_ring: true,
+        device,
+    };
+    // Every test's context must fit before the first one runs.
+    for t in &tests {
+        Footprint::new(&model, &context(t), 1)
+            .check_now()
+            .map_err(|e| format!("{}: {e}", t.name()))?;
+    }
+
     let mut out = std::io::stdout().lock();
     if !args.json {
         writeln!(out, "{TABLE_HEADER}")?;
@@ -401,13 +451,7 @@ pub fn run(args: BenchArgs) -> CliResult {
     let mut rows = Vec::new();
     for mut t in tests {
         let params = SessionParams {
-            context: ContextParams {
-                n_ctx: (t.depth + t.n_tokens()).max(1),
-                n_batch: args.batch_size,
-                n_threads: t.threads,
-                kv_ring: true,
-                device,
-            },
+            context: context(&t),
             ..Default::default()
         };
         let session = Session::new(model.clone(), &params)?;

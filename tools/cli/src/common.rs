@@ -2,11 +2,13 @@
 //! spelled as llama.cpp spells them, their translation into a [`SessionParams`], and the
 //! session they open (the model argument resolved through the registry first).
 
+use std::sync::Arc;
+
 use clap::Args;
 use tessera_engine::cpu::pool::MAX_THREADS;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
 use tessera_models::sampler::SamplerParams;
-use tessera_models::{ContextParams, Device, Session, SessionParams};
+use tessera_models::{ContextParams, Device, Footprint, Model, Session, SessionParams};
 
 use crate::CliResult;
 
@@ -35,8 +37,29 @@ pub struct ModelArgs {
     #[arg(long = "gpu-index", alias = "main-gpu")]
     pub gpu_index: Option<usize>,
     #[command(flatten)]
+    /// How the model file is loaded.
+    pub load: LoadArgs,
+    #[command(flatten)]
     /// RoPE overrides.
     pub rope: RopeArgs,
+}
+
+/// How the model file is loaded.
+#[derive(Args, Debug, Clone, Default)]
+pub struct LoadArgs {
+    /// Read the model file into memory instead of mapping it. A mapped file (the default) is
+    /// shared with the page cache and loads at once, but if the file is truncated or
+    /// rewritten while it is in use the process dies with SIGBUS (as llama.cpp does);
+    /// --no-mmap costs the file's size in memory and the time to read it, and is immune.
+    #[arg(long = "no-mmap")]
+    pub no_mmap: bool,
+}
+
+impl LoadArgs {
+    /// Load the model at `path` (mapped unless `--no-mmap`), applying `rope`.
+    pub fn load(&self, path: &std::path::Path, rope: &RopeOverrides) -> CliResult<Model> {
+        Ok(Model::load_with(path, rope, !self.no_mmap)?)
+    }
 }
 
 /// RoPE frequency scaling overrides (defaults come from the GGUF file).
@@ -158,8 +181,23 @@ impl ModelArgs {
     /// Open a session on `-m`: a GGUF path, or a registry name resolved to its file (pulled
     /// on first use, as `tessera pull` does) before the library loads it.
     pub fn open_session(&self, params: &SessionParams) -> CliResult<Session> {
+        self.open_session_with_rows(params, 1)
+    }
+
+    /// [`Self::open_session`] for a caller that keeps up to `output_rows` rows of logits at
+    /// once (perplexity: a batch's): the context's whole footprint with that many rows is
+    /// checked against the memory limits before the context is created.
+    pub fn open_session_with_rows(
+        &self,
+        params: &SessionParams,
+        output_rows: usize,
+    ) -> CliResult<Session> {
         let path = tessera_registry::resolve_model(&self.model)?;
-        let session = Session::load(&path, params)?;
+        let model = Arc::new(self.load.load(&path, &params.rope)?);
+        Footprint::new(&model, &params.context, output_rows)
+            .check_now()
+            .map_err(|e| e.to_string())?;
+        let session = Session::new(model, params)?;
         let hp = session.model().hparams();
         let n_ctx = params.context.n_ctx;
         if n_ctx > hp.n_ctx_train as usize && hp.rope_scaling.kind == RopeScalingType::None {

@@ -40,6 +40,8 @@ pub struct InfoArgs {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     ctx: u32,
+    #[command(flatten)]
+    load: crate::common::LoadArgs,
 }
 
 /// Run `tessera info`.
@@ -47,7 +49,7 @@ pub fn run(args: InfoArgs) -> CliResult {
     let out = match (&args.model, args.devices) {
         (Some(model), false) => {
             let path = tessera_registry::resolve_model(model)?;
-            let file = GgufFile::open(&path)?;
+            let file = GgufFile::open_with(&path, !args.load.no_mmap)?;
             let report = Report::new(&path, &file, args.ctx as usize);
             if args.json {
                 serde_json::to_string_pretty(&report.to_json())? + "\n"

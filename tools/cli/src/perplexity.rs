@@ -357,7 +357,9 @@ pub fn run(args: PerplexityArgs) -> CliResult {
     };
 
     let t_load = Instant::now();
-    let mut session = args.model.open_session(&params)?;
+    let mut session = args
+        .model
+        .open_session_with_rows(&params, params.context.n_batch)?;
     let load_seconds = t_load.elapsed().as_secs_f64();
     let n_vocab = session.model().hparams().n_vocab;
 

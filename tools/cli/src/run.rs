@@ -172,22 +172,44 @@ fn check_numbers(args: &RunArgs) -> CliResult {
     Ok(())
 }
 
+/// The last `max_bytes` bytes of `text` (fewer when that would split a character).
+fn tail_bytes(text: &str, max_bytes: usize) -> &str {
+    let mut start = text.len().saturating_sub(max_bytes);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
 /// The prompt's tokens (BOS per the model, control tokens parsed). One longer than the context
 /// is refused, or with `--truncate` cut to its last tokens (BOS kept).
+///
+/// A text longer than the context can hold at the vocabulary's longest token is refused
+/// before it is tokenized (a 100 MB prompt took a minute to be refused); with `--truncate`
+/// only its last `n_ctx × max_token_bytes` bytes are tokenized, which hold at least `n_ctx`
+/// tokens and so every token kept. The cut may tokenize the few bytes right after it
+/// differently than the whole text would (a word cut in two), which only matters when the
+/// text's tokens are nearly all as long as the longest one.
 fn prompt_tokens(session: &Session, text: &str, truncate: bool) -> CliResult<Vec<u32>> {
     let n_ctx = session.n_ctx();
-    // A text longer than the context can hold whatever its tokens is refused before it is
-    // tokenized (a 100 MB prompt took a minute to be refused).
-    if !truncate && text.len() > n_ctx {
+    let mut text = text;
+    let mut bytes_cut = 0;
+    if text.len() > n_ctx {
         let per_token = session.tokenizer().max_token_bytes();
-        if text.len() > n_ctx.saturating_mul(per_token) {
-            return Err(format!(
-                "the prompt has {} bytes, more than the context size {n_ctx} (-c {n_ctx}) can \
-                 hold at {per_token} bytes per token at most; use a larger -c/--ctx-size or \
-                 --truncate",
-                text.len()
-            )
-            .into());
+        let most = n_ctx.saturating_mul(per_token);
+        if text.len() > most {
+            if !truncate {
+                return Err(format!(
+                    "the prompt has {} bytes, more than the context size {n_ctx} (-c {n_ctx}) \
+                     can hold at {per_token} bytes per token at most; use a larger \
+                     -c/--ctx-size or --truncate",
+                    text.len()
+                )
+                .into());
+            }
+            let tail = tail_bytes(text, most);
+            bytes_cut = text.len() - tail.len();
+            text = tail;
         }
     }
     let mut prompt = session.tokenize(text, true, true);
@@ -208,10 +230,18 @@ fn prompt_tokens(session: &Session, text: &str, truncate: bool) -> CliResult<Vec
         let tail = prompt.split_off(prompt.len() - keep);
         let dropped = prompt.len() - usize::from(bos.is_some());
         prompt = bos.into_iter().chain(tail).collect();
-        eprintln!(
-            "warning: the prompt was truncated to its last {keep} tokens ({dropped} dropped) \
-             to fit the context size {n_ctx}"
-        );
+        if bytes_cut > 0 {
+            eprintln!(
+                "warning: the prompt was truncated to its last {keep} tokens to fit the \
+                 context size {n_ctx} (its first {bytes_cut} bytes were not tokenized, then \
+                 {dropped} tokens were dropped)"
+            );
+        } else {
+            eprintln!(
+                "warning: the prompt was truncated to its last {keep} tokens ({dropped} \
+                 dropped) to fit the context size {n_ctx}"
+            );
+        }
     }
     Ok(prompt)
 }
@@ -280,6 +310,15 @@ pub fn run(args: RunArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tails_end_at_char_boundaries() {
+        assert_eq!(tail_bytes("abcdef", 3), "def");
+        assert_eq!(tail_bytes("abc", 10), "abc");
+        // "é" is two bytes: a cut inside it starts after it.
+        assert_eq!(tail_bytes("aéb", 2), "b");
+        assert_eq!(tail_bytes("aéb", 3), "éb");
+    }
 
     #[test]
     fn keep_counts_bos_as_llama_cpp_does() {

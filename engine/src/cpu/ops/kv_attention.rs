@@ -7,10 +7,11 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::attention;
-use super::{PARALLEL_MIN_ELEMS, SharedMut, grow};
+use super::{PARALLEL_MIN_ELEMS, SharedMut};
 use crate::cpu::kv::KvStore;
 use crate::cpu::pool::{ThreadPool, split_range};
 use crate::graph::AttnParams;
+use crate::memory::{OutOfMemory, try_grow};
 
 /// Query floats an attention task converts at once (`MAX_GROUP_HEADS` heads of 512; wider
 /// heads go one at a time, up to 2048 wide).
@@ -32,13 +33,18 @@ pub struct KvAttnScratch {
 }
 
 impl KvAttnScratch {
-    /// Grow to what a step of `n_tokens` over `store` needs (a no-op once big enough).
-    pub fn reserve(&mut self, n_tokens: usize, store: &KvStore) {
-        let n_src = store.n_cells() + n_tokens;
-        grow(&mut self.src_rows, n_src);
-        grow(&mut self.positions, n_src);
-        grow(&mut self.staged_k, n_tokens * store.k_width());
-        grow(&mut self.staged_v, n_tokens * store.v_width());
+    /// Grow to what a step of `n_tokens` over `store` needs (a no-op once big enough), or
+    /// [`OutOfMemory`] when the system refuses.
+    pub fn reserve(&mut self, n_tokens: usize, store: &KvStore) -> Result<(), OutOfMemory> {
+        let n_src = store.n_cells().saturating_add(n_tokens);
+        try_grow(&mut self.src_rows, n_src, "attention's source rows")?;
+        try_grow(&mut self.positions, n_src, "attention's source positions")?;
+        let (nk, nv) = (
+            n_tokens.saturating_mul(store.k_width()),
+            n_tokens.saturating_mul(store.v_width()),
+        );
+        try_grow(&mut self.staged_k, nk, "the batch's staged keys")?;
+        try_grow(&mut self.staged_v, nv, "the batch's staged values")
     }
 }
 

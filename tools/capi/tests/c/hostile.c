@@ -9,10 +9,17 @@
  * Prints one line per failed check and "N passed, M failed" at the end; exits 0 only when
  * every check passed. Run by tests/c_programs.rs.
  */
+/* fork, setrlimit and waitpid (the address-space limit check). */
+#define _XOPEN_SOURCE 700
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "tessera.h"
 
@@ -530,6 +537,37 @@ static void chat(tessera_model *m)
                         "<|im_start|>assistant\n") == 0);
 }
 
+/*
+ * Under a 4 GiB address-space limit (ulimit -v), a context whose KV cache (about 6.9 GB for
+ * SmolLM2 at 300000 tokens) fits in the machine's MemTotal but not under the limit is refused
+ * with TESSERA_ERR_INVALID_ARGUMENT, not an abort. Run in a child process, whose limit does
+ * not reach the other checks.
+ */
+static void address_space_limit(tessera_model *m)
+{
+    pid_t pid = fork();
+    int status = 0;
+    if (pid == 0) {
+        struct rlimit rl = {4ull << 30, 4ull << 30};
+        tessera_context *ctx = NULL;
+        tessera_context_params cp = tessera_context_default_params();
+        if (setrlimit(RLIMIT_AS, &rl) != 0) {
+            _exit(3);
+        }
+        cp.n_ctx = 300000;
+        tessera_status st = tessera_context_new(m, &cp, &ctx);
+        if (st == TESSERA_ERR_INVALID_ARGUMENT && ctx == NULL
+            && strstr(tessera_last_error(), "RLIMIT_AS") != NULL) {
+            _exit(0);
+        }
+        printf("under ulimit -v: status %d, error: %s\n", (int)st, tessera_last_error());
+        _exit(1);
+    }
+    TRUE_OR_FAIL(pid > 0);
+    TRUE_OR_FAIL(waitpid(pid, &status, 0) == pid);
+    TRUE_OR_FAIL(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 int main(int argc, char **argv)
 {
     tessera_model *m = NULL;
@@ -555,6 +593,7 @@ int main(int argc, char **argv)
     TRUE_OR_FAIL(n_vocab == 49152);
 
     model_info(m, n_vocab);
+    address_space_limit(m);
     tokens(m, n_vocab);
     chat(m);
     contexts_and_samplers(m, n_vocab); /* frees the model */

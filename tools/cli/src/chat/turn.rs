@@ -103,6 +103,7 @@ impl Chat {
         let n_ctx = self.session.n_ctx();
         let reserve = reply_reserve(n_ctx, self.settings.n_predict);
         let ring = smallest_ring(&self.session);
+        let per_token = self.session.tokenizer().max_token_bytes();
         let mut stats = TurnStats {
             cached_before: self.session.n_past(),
             ..Default::default()
@@ -119,9 +120,19 @@ impl Chat {
                     .chat_template()
                     .render(self.conv.messages(), true)?;
                 text.push_str(&reply);
-                let tokens = self.session.tokenize(&text, true, true);
-                let fits = tokens.len() < n_ctx;
-                if tokens.len() + reserve <= n_ctx || (fits && self.on_full == ContextFull::Stop) {
+                // A text longer than the context could hold at the vocabulary's longest token
+                // cannot fit: it is not tokenized (a 100 MB message took a minute to refuse).
+                let oversized = text.len() > n_ctx.saturating_mul(per_token);
+                let tokens = if oversized {
+                    Vec::new()
+                } else {
+                    self.session.tokenize(&text, true, true)
+                };
+                let fits = !oversized && tokens.len() < n_ctx;
+                if !oversized
+                    && (tokens.len() + reserve <= n_ctx
+                        || (fits && self.on_full == ContextFull::Stop))
+                {
                     break tokens;
                 }
                 let dropped = if self.on_full == ContextFull::DropOldest {
@@ -152,11 +163,19 @@ impl Chat {
                     }
                 };
                 if reply.is_empty() {
-                    return Err(format!(
-                        "context full: {what} needs {} tokens but the context holds {n_ctx}; {hint}",
-                        tokens.len()
-                    )
-                    .into());
+                    let needs = if oversized {
+                        format!(
+                            "has {} bytes, more than the context of {n_ctx} tokens can hold at \
+                             {per_token} bytes per token at most",
+                            text.len()
+                        )
+                    } else {
+                        format!(
+                            "needs {} tokens but the context holds {n_ctx}",
+                            tokens.len()
+                        )
+                    };
+                    return Err(format!("context full: {what} {needs}; {hint}").into());
                 }
                 notice(&format!("context full: {hint}"));
                 return Ok((stats, TurnEnd::ContextFull, reply));
