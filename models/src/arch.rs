@@ -55,6 +55,8 @@ impl ArchDefaults {
 pub struct ArchSpec {
     /// The `general.architecture` string.
     pub name: &'static str,
+    /// The model families it runs, for `tessera info --architectures`.
+    pub families: &'static str,
     /// What its files leave unsaid.
     pub defaults: ArchDefaults,
     /// Its loader.
@@ -93,6 +95,15 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
 /// The architecture named `name`.
 pub fn find(name: &str) -> Option<&'static ArchSpec> {
     ARCHITECTURES.iter().copied().find(|a| a.name == name)
+}
+
+/// The supported `general.architecture` names, comma-separated.
+pub fn names() -> String {
+    ARCHITECTURES
+        .iter()
+        .map(|a| a.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Load the weights of the architecture `hp` names from `file`.

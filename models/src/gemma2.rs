@@ -18,6 +18,7 @@ use crate::weights::WeightLoader;
 /// `general.architecture = gemma2`.
 pub static SPEC: ArchSpec = ArchSpec {
     name: "gemma2",
+    families: "Gemma 2 (soft-capping, alternating sliding window)",
     defaults: ArchDefaults {
         rope_style: RopeStyle::Neox,
         window: Some(4096),

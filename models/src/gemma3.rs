@@ -17,6 +17,7 @@ use crate::weights::WeightLoader;
 /// `general.architecture = gemma3`.
 pub static SPEC: ArchSpec = ArchSpec {
     name: "gemma3",
+    families: "Gemma 3 text (Q/K norm, 5:1 local/global layers)",
     defaults: ArchDefaults {
         rope_style: RopeStyle::Neox,
         window: None,

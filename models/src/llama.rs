@@ -15,6 +15,7 @@ use crate::weights::WeightLoader;
 /// `general.architecture = llama`.
 pub static SPEC: ArchSpec = ArchSpec {
     name: "llama",
+    families: "Llama 2/3.x, Mistral, SmolLM2 (GQA/MHA, rope_freqs, optional biases)",
     defaults: ArchDefaults::LLAMA,
     load: |file, hp| Ok(Box::new(Llama::load(file, hp, Variant::LLAMA)?)),
 };

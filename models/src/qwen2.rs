@@ -8,6 +8,7 @@ use crate::llama::{Llama, Variant};
 /// `general.architecture = qwen2`.
 pub static SPEC: ArchSpec = ArchSpec {
     name: "qwen2",
+    families: "Qwen2, Qwen2.5 (Q/K/V biases)",
     defaults: ArchDefaults {
         rope_style: RopeStyle::Neox,
         ..ArchDefaults::LLAMA

@@ -8,6 +8,7 @@ use crate::llama::{Llama, Variant};
 /// `general.architecture = qwen3`.
 pub static SPEC: ArchSpec = ArchSpec {
     name: "qwen3",
+    families: "Qwen3 (per-head Q/K RMSNorm)",
     defaults: ArchDefaults {
         rope_style: RopeStyle::Neox,
         ..ArchDefaults::LLAMA

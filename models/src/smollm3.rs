@@ -10,6 +10,7 @@ pub const NO_ROPE_LAYER_STEP: usize = 4;
 /// `general.architecture = smollm3`.
 pub static SPEC: ArchSpec = ArchSpec {
     name: "smollm3",
+    families: "SmolLM3 (NoPE every 4th layer)",
     defaults: ArchDefaults::LLAMA,
     load: |file, hp| {
         let variant = Variant {
