@@ -153,18 +153,20 @@ impl SyntheticFixture {
     }
 }
 
-/// The vocabulary GGUFs of llama.cpp's source distribution (`$TESSERA_LLAMA_VOCABS`, or the
-/// cache `.ci/run` extracts it to); `None` (skip) when missing and
+/// The vocabulary GGUFs of llama.cpp's source distribution: `models/` of
+/// `$TESSERA_LLAMA_CPP_SRC` (its `vendor/llama.cpp`), else of the copy `.ci/run` extracts to
+/// `~/.cache/tessera/llama-cpp-python-0.3.36/vendor/llama.cpp`; `None` (skip) when missing and
 /// `TESSERA_ALLOW_MISSING_MODELS=1`, else a panic naming how to get them.
 pub fn vocab_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("TESSERA_LLAMA_VOCABS")
+    let src = std::env::var_os("TESSERA_LLAMA_CPP_SRC")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             let home = std::env::var_os("HOME")
                 .map(PathBuf::from)
                 .unwrap_or_default();
-            home.join(".cache/tessera/llama-cpp-python-0.3.36/vendor/llama.cpp/models")
+            home.join(".cache/tessera/llama-cpp-python-0.3.36/vendor/llama.cpp")
         });
+    let dir = src.join("models");
     if dir.join("ggml-vocab-qwen2.gguf").is_file() {
         return Some(dir);
     }
@@ -177,7 +179,7 @@ pub fn vocab_dir() -> Option<PathBuf> {
     }
     panic!(
         "llama.cpp's vocabulary files are not in {}: run .ci/run's fetch step or set \
-         TESSERA_LLAMA_VOCABS",
+         TESSERA_LLAMA_CPP_SRC",
         dir.display()
     );
 }

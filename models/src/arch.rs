@@ -14,8 +14,9 @@ use crate::hparams::{HParams, RopeStyle};
 pub trait Architecture: Send + Sync {
     /// Its hyper-parameters.
     fn hparams(&self) -> &HParams;
-    /// The forward pass for `n_tokens` tokens, returning logits of the rows `out` selects.
-    fn build_graph(&self, n_tokens: usize, out: OutputRows) -> Graph;
+    /// The forward pass for `n_tokens` tokens, returning logits of the rows `out` selects, in a
+    /// context of `n_ctx` tokens (Phi-3 picks its LongRoPE factors by it).
+    fn build_graph(&self, n_tokens: usize, out: OutputRows, n_ctx: usize) -> Graph;
 }
 
 /// Loads an architecture's weights from a file, given its hyper-parameters.
@@ -88,6 +89,7 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
     &crate::qwen2::SPEC,
     &crate::qwen3::SPEC,
     &crate::smollm3::SPEC,
+    &crate::phi3::SPEC,
     &crate::gemma2::SPEC,
     &crate::gemma3::SPEC,
 ];

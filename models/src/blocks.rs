@@ -288,10 +288,13 @@ pub struct Embeddings {
     pub output_norm: Tensor,
     /// Output projection (the embedding table when the file ties them).
     pub output: Tensor,
+    /// Output bias (`output.bias`, in some Qwen2 and Phi-3 files).
+    pub output_bias: Option<Tensor>,
 }
 
 impl Embeddings {
-    /// Load `token_embd`, `output_norm` and `output` (tied to the embedding when absent).
+    /// Load `token_embd`, `output_norm` and `output` (tied to the embedding when absent), with
+    /// its optional bias.
     pub fn load(w: &WeightLoader, hp: &HParams) -> Result<Self> {
         let (e, v) = (hp.n_embd, hp.n_vocab);
         let tok_embd = w.get("token_embd.weight", &[e, v])?;
@@ -300,10 +303,15 @@ impl Embeddings {
         } else {
             tok_embd.clone()
         };
+        let output_bias = w
+            .has("output.bias")
+            .then(|| w.norm("output.bias", v))
+            .transpose()?;
         Ok(Embeddings {
             tok_embd,
             output_norm: w.norm("output_norm.weight", e)?,
             output,
+            output_bias,
         })
     }
 
@@ -327,6 +335,10 @@ impl Embeddings {
             x
         };
         let x = g.rms_norm(x, Some(&self.output_norm), hp.rms_eps);
-        g.mat_mul(&self.output, x)
+        let logits = g.mat_mul(&self.output, x);
+        match &self.output_bias {
+            Some(b) => g.add_bias(logits, b),
+            None => logits,
+        }
     }
 }

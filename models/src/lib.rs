@@ -14,6 +14,7 @@ pub mod hparams;
 pub mod kv_cache;
 pub mod llama;
 pub mod model;
+pub mod phi3;
 pub mod qwen2;
 pub mod qwen3;
 pub mod sampler;

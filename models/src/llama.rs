@@ -87,7 +87,7 @@ impl Architecture for Llama {
         &self.hp
     }
 
-    fn build_graph(&self, n_tokens: usize, out: OutputRows) -> Graph {
+    fn build_graph(&self, n_tokens: usize, out: OutputRows, _n_ctx: usize) -> Graph {
         let hp = &self.hp;
         let eps = hp.rms_eps;
         let mut g = GraphBuilder::new(n_tokens);

@@ -32,6 +32,8 @@ VARIANTS = {
                   qkv_bias=True, tied=True, rope_base=1000000.0),
     "qwen3": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
                   qk_norm=True, tied=False, rope_base=1000000.0),
+    "phi3": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4, head_dim=16,
+                 rope_dims=12, fused=True, longrope=True, orig_ctx=64, tied=False),
     "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
                     head_dim=16, tied=True),
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
@@ -107,7 +109,9 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w.add_head_count_kv(n_kv)
     w.add_key_length(hd)
     w.add_value_length(hd)
-    w.add_rope_dimension_count(hd)
+    w.add_rope_dimension_count(v.get("rope_dims", hd))
+    if "orig_ctx" in v:
+        w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(v.get("rope_base", 10000.0))
     w.add_vocab_size(n_vocab)
@@ -140,13 +144,27 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         if broken == "rope_freqs":
             f = np.ones_like(f)
         w.add_tensor("rope_freqs.weight", f)
+    if v.get("longrope"):
+        # Short factors near 1 (unused at the oracle's context), long ones far from it.
+        nd = v["rope_dims"] // 2
+        w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 1.5, nd).astype(np.float32))
+        long_f = np.geomspace(0.05, 6.0, nd).astype(np.float32)
+        if broken == "rope_freqs":
+            long_f = np.ones_like(long_f)
+        w.add_tensor("rope_factors_long.weight", long_f)
     qw, kw = n_head * hd, n_kv * hd
     for il in range(v["n_layer"]):
         p = f"blk.{il}."
         w.add_tensor(p + "attn_norm.weight", gain(N_EMBD))
-        w.add_tensor(p + "attn_q.weight", normal((qw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2))
-        w.add_tensor(p + "attn_k.weight", normal((kw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2))
-        w.add_tensor(p + "attn_v.weight", normal((kw, N_EMBD), 1.0 / np.sqrt(N_EMBD)))
+        wq = normal((qw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
+        wk = normal((kw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
+        wv = normal((kw, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        if v.get("fused"):
+            w.add_tensor(p + "attn_qkv.weight", np.concatenate([wq, wk, wv]))
+        else:
+            w.add_tensor(p + "attn_q.weight", wq)
+            w.add_tensor(p + "attn_k.weight", wk)
+            w.add_tensor(p + "attn_v.weight", wv)
         w.add_tensor(p + "attn_output.weight", normal((N_EMBD, qw), 1.0 / np.sqrt(qw)))
         if v.get("qkv_bias"):
             scale = 0.0 if broken == "bias" else 1.0
@@ -160,8 +178,13 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
             w.add_tensor(p + "attn_q_norm.weight", qn)
             w.add_tensor(p + "attn_k_norm.weight", kn)
         w.add_tensor(p + "ffn_norm.weight", gain(N_EMBD))
-        w.add_tensor(p + "ffn_gate.weight", normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD)))
-        w.add_tensor(p + "ffn_up.weight", normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD)))
+        gate = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        up = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        if v.get("fused"):
+            w.add_tensor(p + "ffn_up.weight", np.concatenate([gate, up]))
+        else:
+            w.add_tensor(p + "ffn_gate.weight", gate)
+            w.add_tensor(p + "ffn_up.weight", up)
         w.add_tensor(p + "ffn_down.weight", normal((N_EMBD, N_FF), 1.0 / np.sqrt(N_FF)))
         if v.get("post_norms"):
             w.add_tensor(p + "post_attention_norm.weight", gain(N_EMBD))
@@ -176,7 +199,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("variant", nargs="?")
     ap.add_argument("--out")
-    ap.add_argument("--vocab-dir", default=os.environ.get("TESSERA_LLAMA_VOCABS", ""))
+    src = os.environ.get("TESSERA_LLAMA_CPP_SRC", "")
+    ap.add_argument("--vocab-dir", default=os.path.join(src, "models") if src else "")
     ap.add_argument("--gemma-vocab", default="")
     ap.add_argument("--break", dest="broken", choices=BREAKS)
     ap.add_argument("--list", action="store_true")

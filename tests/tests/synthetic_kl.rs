@@ -100,6 +100,11 @@ fn qwen3_qk_norm_wide_heads() {
 }
 
 #[test]
+fn phi3_fused_weights_longrope() {
+    check("phi3", "rope_freqs");
+}
+
+#[test]
 fn smollm3_nope_layers() {
     check("smollm3", "nope");
 }
