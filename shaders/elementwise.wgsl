@@ -1,10 +1,11 @@
-// Element-wise ops over `n` elements: add, mul, scale, SiLU- and GELU-gated products, and a
-// plain copy (the last row of a matrix).
+// Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, soft-capping,
+// SiLU- and GELU-gated products, and a plain copy (the last row of a matrix).
 
 // `ElementwiseUniforms` and the `OP_*` codes: declared by the host from
 // engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
-@group(0) @binding(1) var<uniform> P: ElementwiseUniforms;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<uniform> P: ElementwiseUniforms;
 
 fn to_f16(x: f32) -> f32 {
     return unpack2x16float(pack2x16float(vec2<f32>(x, 0.0))).x;
@@ -38,6 +39,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case OP_SCALE: { y = a * P.s; }
         case OP_SWIGLU: { y = a / (1.0 + exp(-a)) * A[P.b_off + i]; }
         case OP_GEGLU: { y = gelu(a) * A[P.b_off + i]; }
+        case OP_ADD_BIAS: { y = a + bitcast<f32>(W[i % P.cols]); }
+        case OP_SOFTCAP: { y = tanh(a * (1.0 / P.s)) * P.s; }
         case OP_COPY, default: { y = a; }
     }
     A[P.out_off + i] = y;

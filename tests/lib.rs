@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod mutate;
+pub mod synthetic;
 pub mod teacher;
 pub mod working_copy;
 

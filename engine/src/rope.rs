@@ -21,8 +21,9 @@ pub fn yarn_corr_dims(p: &RopeParams) -> (f64, f64) {
 }
 
 /// Fill `table` with `(cos, sin)` of every rotated pair at position `pos`
-/// (`table.len() == n_dims`), magnitude-scaled as YaRN asks.
-pub fn rope_table(pos: i32, p: &RopeParams, table: &mut [f32]) {
+/// (`table.len() == n_dims`), magnitude-scaled as YaRN asks. `factors` (one per pair) divide
+/// each pair's angle before scaling, as ggml's `rope_ext` freq factors do.
+pub fn rope_table(pos: i32, p: &RopeParams, factors: Option<&[f32]>, table: &mut [f32]) {
     let half = p.n_dims / 2;
     debug_assert_eq!(table.len(), p.n_dims);
     let (low, high) = yarn_corr_dims(p);
@@ -34,7 +35,10 @@ pub fn rope_table(pos: i32, p: &RopeParams, table: &mut [f32]) {
     }
     let base = p.base as f64;
     for i in 0..half {
-        let theta_extrap = pos as f64 * base.powf(-2.0 * i as f64 / p.n_dims as f64);
+        let mut theta_extrap = pos as f64 * base.powf(-2.0 * i as f64 / p.n_dims as f64);
+        if let Some(f) = factors {
+            theta_extrap /= f[i] as f64;
+        }
         let theta_interp = freq_scale * theta_extrap;
         let theta = if ext != 0.0 {
             let y = (i as f64 - low) / (high - low).max(0.001);
@@ -71,16 +75,30 @@ mod tests {
     #[test]
     fn position_zero_is_the_identity_scaled_by_mscale() {
         let mut table = [0.0f32; 64];
-        rope_table(0, &params(1.0, 0.0), &mut table);
+        rope_table(0, &params(1.0, 0.0), None, &mut table);
         for pair in table.chunks_exact(2) {
             assert_eq!(pair, [1.0, 0.0]);
         }
         // YaRN with factor 4: cos and sin grow by 1 + 0.1·ln 4.
-        rope_table(0, &params(0.25, 1.0), &mut table);
+        rope_table(0, &params(0.25, 1.0), None, &mut table);
         let m = (1.0 + 0.1 * 4f64.ln()) as f32;
         for pair in table.chunks_exact(2) {
             assert_eq!(pair, [m, 0.0]);
         }
+    }
+
+    #[test]
+    fn factors_divide_the_angles() {
+        // Without scaling, dividing every angle by 2 is the table of half the position.
+        let (mut halved, mut at_half) = ([0.0f32; 64], [0.0f32; 64]);
+        rope_table(6, &params(1.0, 0.0), Some(&[2.0; 32]), &mut halved);
+        rope_table(3, &params(1.0, 0.0), None, &mut at_half);
+        assert_eq!(halved, at_half);
+        let mut ones = [0.0f32; 64];
+        rope_table(5, &params(0.25, 1.0), Some(&[1.0; 32]), &mut ones);
+        let mut none = [0.0f32; 64];
+        rope_table(5, &params(0.25, 1.0), None, &mut none);
+        assert_eq!(ones, none);
     }
 
     #[test]

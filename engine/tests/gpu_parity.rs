@@ -297,6 +297,18 @@ fn norms_and_elementwise_ops() {
             let e = compare(b.finish(z));
             assert!(e <= 1e-6, "{name}: NMSE {e:.2e}");
         }
+        // A bias broadcast over rows, and soft-capping (values past the cap included).
+        let bias = Tensor::from_f32("bias", vec![cols], &rng.vec(cols, 2.0));
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, cols, &mut rng, 4.0);
+        let y = b.add_bias(x, &bias);
+        let e = compare(b.finish(y));
+        assert!(e <= 1e-6, "add_bias: NMSE {e:.2e}");
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, cols, &mut rng, 60.0);
+        let y = b.softcap(x, 30.0);
+        let e = compare(b.finish(y));
+        assert!(e <= 1e-6, "softcap: NMSE {e:.2e}");
     }
 }
 
@@ -330,6 +342,15 @@ fn rope_normal_neox_and_yarn() {
         let y = b.rope(x, head, rope_params(mode, n_dims, yarn));
         let e = compare(b.finish(y));
         assert!(e <= 1e-6, "{mode:?} {n_dims} yarn {yarn}: NMSE {e:.2e}");
+        // With per-pair frequency factors (Llama 3's rope_freqs, LongRoPE).
+        let f: Vec<f32> = (0..n_dims / 2).map(|i| 1.0 + i as f32 * 0.37).collect();
+        let factors = Tensor::from_f32("rope_freqs", vec![n_dims / 2], &f);
+        let mut b = GraphBuilder::new(9);
+        let x = input(&mut b, head * 3, &mut rng, 1.0);
+        let p = rope_params(mode, n_dims, yarn);
+        let y = b.rope_with_factors(x, head, p, Some(&factors));
+        let e = compare(b.finish(y));
+        assert!(e <= 1e-6, "{mode:?} {n_dims} factors: NMSE {e:.2e}");
     }
 }
 

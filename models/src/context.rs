@@ -208,6 +208,7 @@ impl Context {
                 &self.positions,
                 chunk,
                 all_logits,
+                self.params.n_ctx,
             )?;
             if let Some(bad) = out.iter().position(|x| !x.is_finite()) {
                 self.n_logit_rows = 0;
@@ -247,6 +248,7 @@ impl Context {
         positions: &[i32],
         chunk: &[u32],
         all_logits: bool,
+        n_ctx: usize,
     ) -> Result<&'a [f32]> {
         let id = match graphs.entry((chunk.len(), all_logits)) {
             Entry::Occupied(e) => *e.get(),
@@ -256,7 +258,8 @@ impl Context {
                 } else {
                     OutputRows::Last
                 };
-                *e.insert(backend.prepare(model.arch().build_graph(chunk.len(), out_rows))?)
+                let graph = model.arch().build_graph(chunk.len(), out_rows, n_ctx);
+                *e.insert(backend.prepare(graph)?)
             }
         };
         Ok(backend.run(id, chunk, positions)?)

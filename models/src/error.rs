@@ -9,7 +9,7 @@ pub enum ModelError {
     #[error(transparent)]
     Gguf(#[from] tessera_engine::GgufError),
     /// The architecture named in `general.architecture` is not implemented.
-    #[error("unsupported architecture {0:?} (supported: llama, gemma3)")]
+    #[error("unsupported architecture {0:?} (supported: {list})", list = crate::arch::names())]
     UnsupportedArch(String),
     /// A hyper-parameter is missing or out of range.
     #[error("invalid hyper-parameter {key}: {why}")]

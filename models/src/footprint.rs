@@ -58,7 +58,8 @@ impl Footprint {
         } else {
             OutputRows::Last
         };
-        let arena = Plan::new(&model.arch().build_graph(n_batch, out)).arena_len as u64 * 4;
+        let graph = model.arch().build_graph(n_batch, out, n_ctx);
+        let arena = Plan::new(&graph).arena_len as u64 * 4;
         let widest = hp
             .n_embd
             .max(hp.n_ff)

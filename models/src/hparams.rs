@@ -3,26 +3,8 @@
 
 use tessera_engine::gguf::{MetaArray, MetaValue, Metadata};
 
+use crate::arch::{self, ArchSpec};
 use crate::error::{ModelError, Result};
-
-/// The model architectures Tessera runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Arch {
-    /// Llama and its relatives (SmolLM2, Mistral-style sliding windows).
-    Llama,
-    /// Gemma 3 (interleaved local/global attention).
-    Gemma3,
-}
-
-impl Arch {
-    /// The `general.architecture` string.
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::Llama => "llama",
-            Arch::Gemma3 => "gemma3",
-        }
-    }
-}
 
 /// How RoPE pairs up dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,13 +148,15 @@ pub struct LayerAttention {
     pub window: Option<u32>,
     /// RoPE frequency base of this layer.
     pub rope_base: f32,
+    /// RoPE frequency scale (1/factor) of this layer.
+    pub rope_freq_scale: f32,
 }
 
 /// All hyper-parameters of a model.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HParams {
     /// Architecture.
-    pub arch: Arch,
+    pub arch: &'static ArchSpec,
     /// Vocabulary size (rows of the embedding).
     pub n_vocab: usize,
     /// Context length used in training.
@@ -207,6 +191,12 @@ pub struct HParams {
     pub sliding_window: Option<u32>,
     /// `true` for layers that attend through the sliding window.
     pub layer_is_local: Vec<bool>,
+    /// Attention logit soft-capping (`softcap·tanh(s/softcap)` on q·k), set by architectures
+    /// that use it (Gemma 2).
+    pub attn_softcap: Option<f32>,
+    /// Final logit soft-capping, set by architectures that use it (Gemma 2, Gemma 3 when the
+    /// file says so).
+    pub final_softcap: Option<f32>,
 }
 
 /// Largest sizes we accept, far above any real model, so absurd files are refused early.
@@ -233,11 +223,9 @@ impl HParams {
     /// Read the hyper-parameters of the architecture named in `general.architecture`.
     pub fn from_gguf(meta: &Metadata) -> Result<HParams> {
         let arch_name = meta.str("general.architecture")?;
-        let arch = match arch_name {
-            "llama" => Arch::Llama,
-            "gemma3" => Arch::Gemma3,
-            other => return Err(ModelError::UnsupportedArch(other.into())),
-        };
+        let arch =
+            arch::find(arch_name).ok_or_else(|| ModelError::UnsupportedArch(arch_name.into()))?;
+        let defaults = arch.defaults;
         let k = |s: &str| format!("{arch_name}.{s}");
         let n_layer = bounded(meta, &k("block_count"), 1, MAX_LAYERS)? as usize;
         let n_embd = bounded(meta, &k("embedding_length"), 1, MAX_WIDTH)? as usize;
@@ -281,10 +269,7 @@ impl HParams {
         let rope_base = meta.opt_f32(&k("rope.freq_base"))?.unwrap_or(default_base);
         let rope_base_swa = meta
             .opt_f32(&k("rope.freq_base_swa"))?
-            .unwrap_or(match arch {
-                Arch::Gemma3 => 10_000.0,
-                Arch::Llama => rope_base,
-            });
+            .unwrap_or(defaults.rope_base_swa.unwrap_or(rope_base));
         for (key, v) in [
             ("rope.freq_base", rope_base),
             ("rope.freq_base_swa", rope_base_swa),
@@ -303,19 +288,23 @@ impl HParams {
                 format!("{rope_dims} must be even and at most the head width {head_dim}"),
             ));
         }
-        let rope_style = match arch {
-            Arch::Llama => RopeStyle::Normal,
-            Arch::Gemma3 => RopeStyle::Neox,
-        };
+        let rope_style = defaults.rope_style;
         let rope_scaling = read_rope_scaling(meta, arch_name, n_ctx_train)?;
 
-        let sliding_window = meta.opt_u32(&k("attention.sliding_window"))?;
+        let sliding_window = meta
+            .opt_u32(&k("attention.sliding_window"))?
+            .or(defaults.window);
         if sliding_window == Some(0) {
             return Err(invalid(&k("attention.sliding_window"), "0"));
         }
         let layer_is_local = match sliding_window {
             None => vec![false; n_layer],
-            Some(_) => layer_pattern(meta, &k("attention.sliding_window_pattern"), arch, n_layer)?,
+            Some(_) => layer_pattern(
+                meta,
+                &k("attention.sliding_window_pattern"),
+                defaults.swa_period,
+                n_layer,
+            )?,
         };
         let n_vocab = match meta.opt_u32(&k("vocab_size"))? {
             Some(v) => v as usize,
@@ -343,6 +332,8 @@ impl HParams {
             rope_scaling,
             sliding_window,
             layer_is_local,
+            attn_softcap: None,
+            final_softcap: None,
         })
     }
 
@@ -375,7 +366,7 @@ impl HParams {
                 )));
             }
             self.rope_base = b;
-            if self.arch == Arch::Llama {
+            if self.arch.defaults.rope_base_swa.is_none() {
                 self.rope_base_swa = b;
             }
         }
@@ -411,19 +402,48 @@ impl HParams {
         })
     }
 
-    /// Attention shape of layer `il`: its window and RoPE base.
+    /// Attention shape of layer `il`: its window and RoPE base and scale.
     pub fn layer_attention(&self, il: usize) -> LayerAttention {
+        let scaled = self.rope_scaling.freq_scale();
         if self.layer_is_local[il] {
             LayerAttention {
                 window: self.sliding_window,
                 rope_base: self.rope_base_swa,
+                rope_freq_scale: if self.arch.defaults.swa_rope_scaled {
+                    scaled
+                } else {
+                    1.0
+                },
             }
         } else {
             LayerAttention {
                 window: None,
                 rope_base: self.rope_base,
+                rope_freq_scale: scaled,
             }
         }
+    }
+
+    /// Read an optional soft-capping value `key` (`{arch}.` prefixed), `default` when absent;
+    /// 0 means none, as in llama.cpp.
+    pub fn read_softcap(
+        meta: &Metadata,
+        arch: &str,
+        key: &str,
+        default: f32,
+    ) -> Result<Option<f32>> {
+        let key = format!("{arch}.{key}");
+        let v = meta.opt_f32(&key)?.unwrap_or(default);
+        if v == 0.0 {
+            return Ok(None);
+        }
+        if !(v.is_finite() && v > 0.0) {
+            return Err(invalid(
+                &key,
+                format!("{v} must be finite and > 0 (or 0 for none)"),
+            ));
+        }
+        Ok(Some(v))
     }
 
     /// KV cells layer `il` needs for a context of `n_ctx` tokens (a ring of the window for
@@ -511,14 +531,19 @@ fn read_rope_scaling(meta: &Metadata, arch: &str, n_ctx_train: u32) -> Result<Ro
 }
 
 /// Which layers are local. A pattern key may hold a period `p` (layer il is global when
-/// `il % p == p - 1`) or one bool per layer; without it Gemma 3 uses a period of 6 and other
-/// architectures slide on every layer.
-fn layer_pattern(meta: &Metadata, key: &str, arch: Arch, n_layer: usize) -> Result<Vec<bool>> {
+/// `il % p == p - 1`) or one bool per layer; without it the architecture's default period
+/// applies (Gemma 3: 6, Gemma 2: 2), or, without one, every layer slides.
+fn layer_pattern(
+    meta: &Metadata,
+    key: &str,
+    default_period: Option<usize>,
+    n_layer: usize,
+) -> Result<Vec<bool>> {
     let period = |p: usize| (0..n_layer).map(|il| il % p < p - 1).collect::<Vec<bool>>();
     match meta.get(key) {
-        None => Ok(match arch {
-            Arch::Gemma3 => period(6),
-            Arch::Llama => vec![true; n_layer],
+        None => Ok(match default_period {
+            Some(p) => period(p),
+            None => vec![true; n_layer],
         }),
         Some(MetaValue::Array(MetaArray::Bool(v))) if v.len() == n_layer => Ok(v.clone()),
         Some(v) => match v.as_int() {

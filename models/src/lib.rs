@@ -1,19 +1,26 @@
-//! Tessera's model side: architectures (llama, gemma3), hyper-parameters, KV caches,
+//! Tessera's model side: architectures (one file each, on shared [`blocks`]; the list is
+//! [`arch::ARCHITECTURES`]), hyper-parameters, KV caches,
 //! tokenizers, samplers and the Session API that front ends use.
 
 pub mod arch;
+pub mod blocks;
 pub mod chat;
 pub mod context;
 pub mod context_shift;
 pub mod error;
 pub mod footprint;
+pub mod gemma2;
 pub mod gemma3;
 pub mod hparams;
 pub mod kv_cache;
 pub mod llama;
 pub mod model;
+pub mod phi3;
+pub mod qwen2;
+pub mod qwen3;
 pub mod sampler;
 pub mod session;
+pub mod smollm3;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tokenizer;

@@ -1,72 +1,82 @@
-//! The llama architecture (Llama 2/3, SmolLM2, Mistral-style sliding windows): pre-norm
-//! blocks of grouped-query attention with RoPE and a SwiGLU feed-forward.
+//! The llama architecture (Llama 2/3, SmolLM2, Mistral): pre-norm blocks of grouped-query
+//! attention (multi-head when `head_count_kv == head_count`) with RoPE and a SwiGLU
+//! feed-forward. Llama 3.x files carry `rope_freqs.weight`, per-pair frequency divisors
+//! (llama3 rope scaling); some files carry biases; the output head may be tied.
 
-use tessera_engine::graph::{Graph, GraphBuilder, KvId, OutputRows};
+use tessera_engine::graph::{Graph, GraphBuilder, OutputRows};
 use tessera_engine::{GgufFile, Tensor};
 
-use crate::arch::{Architecture, attn_params, rope_params};
+use crate::arch::{ArchDefaults, ArchSpec, Architecture, default_attn_scale};
+use crate::blocks::{Attention, AttentionParts, AttentionStep, Embeddings, FeedForward, Gate};
 use crate::error::Result;
 use crate::hparams::HParams;
 use crate::weights::WeightLoader;
 
+/// `general.architecture = llama`.
+pub static SPEC: ArchSpec = ArchSpec {
+    name: "llama",
+    families: "Llama 2/3.x, Mistral, SmolLM2 (GQA/MHA, rope_freqs, optional biases)",
+    defaults: ArchDefaults::LLAMA,
+    load: |file, hp| Ok(Box::new(Llama::load(file, hp, Variant::LLAMA)?)),
+};
+
+/// What the llama-shaped families change in llama's block (each declared in its own file).
+#[derive(Clone, Copy, Debug)]
+pub struct Variant {
+    /// Per-head RMSNorm of Q and K before RoPE (Qwen3).
+    pub qk_norm: bool,
+    /// Layers `il` with `(il + 1) % step == 0` use no RoPE (SmolLM3's NoPE layers).
+    pub no_rope_step: Option<usize>,
+}
+
+impl Variant {
+    /// Plain llama.
+    pub const LLAMA: Variant = Variant {
+        qk_norm: false,
+        no_rope_step: None,
+    };
+}
+
 /// One transformer block's weights.
 struct Block {
-    attn_norm: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
-    ffn_norm: Tensor,
-    ffn_gate: Tensor,
-    ffn_up: Tensor,
-    ffn_down: Tensor,
+    attn: Attention,
+    ffn: FeedForward,
 }
 
 /// A llama model: weights borrowed from the file's map.
 pub struct Llama {
     hp: HParams,
-    tok_embd: Tensor,
+    variant: Variant,
+    embd: Embeddings,
+    /// Llama 3's per-pair RoPE frequency divisors.
+    rope_freqs: Option<Tensor>,
     blocks: Vec<Block>,
-    output_norm: Tensor,
-    /// The output projection (the embedding table when the file ties them).
-    output: Tensor,
 }
 
 impl Llama {
-    /// Find and check every weight.
-    pub fn load(file: &GgufFile, hp: HParams) -> Result<Llama> {
+    /// Find and check every weight of a llama-shaped model of `variant`.
+    pub fn load(file: &GgufFile, hp: HParams, variant: Variant) -> Result<Llama> {
         let w = WeightLoader::new(file);
-        let (e, v) = (hp.n_embd, hp.n_vocab);
-        let q_width = hp.n_head * hp.head_dim;
-        let k_width = hp.n_head_kv * hp.head_dim;
-        let v_width = hp.n_head_kv * hp.head_dim_v;
-        let tok_embd = w.get("token_embd.weight", &[e, v])?;
-        let output = if w.has("output.weight") {
-            w.get("output.weight", &[e, v])?
-        } else {
-            tok_embd.clone()
+        let rope_freqs = w
+            .has("rope_freqs.weight")
+            .then(|| w.norm("rope_freqs.weight", hp.rope_dims / 2))
+            .transpose()?;
+        let parts = AttentionParts {
+            qk_norm: variant.qk_norm,
         };
         let blocks = (0..hp.n_layer)
             .map(|il| {
-                let n = |s: &str| format!("blk.{il}.{s}.weight");
                 Ok(Block {
-                    attn_norm: w.norm(&n("attn_norm"), e)?,
-                    wq: w.get(&n("attn_q"), &[e, q_width])?,
-                    wk: w.get(&n("attn_k"), &[e, k_width])?,
-                    wv: w.get(&n("attn_v"), &[e, v_width])?,
-                    wo: w.get(&n("attn_output"), &[hp.n_head * hp.head_dim_v, e])?,
-                    ffn_norm: w.norm(&n("ffn_norm"), e)?,
-                    ffn_gate: w.get(&n("ffn_gate"), &[e, hp.n_ff])?,
-                    ffn_up: w.get(&n("ffn_up"), &[e, hp.n_ff])?,
-                    ffn_down: w.get(&n("ffn_down"), &[hp.n_ff, e])?,
+                    attn: Attention::load(&w, &hp, il, parts)?,
+                    ffn: FeedForward::load(&w, &hp, il)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Llama {
-            tok_embd,
-            output_norm: w.norm("output_norm.weight", e)?,
-            output,
+            embd: Embeddings::load(&w, &hp)?,
+            rope_freqs,
             blocks,
+            variant,
             hp,
         })
     }
@@ -77,39 +87,33 @@ impl Architecture for Llama {
         &self.hp
     }
 
-    fn build_graph(&self, n_tokens: usize, out: OutputRows) -> Graph {
+    fn build_graph(&self, n_tokens: usize, out: OutputRows, _n_ctx: usize) -> Graph {
         let hp = &self.hp;
         let eps = hp.rms_eps;
-        let scale = 1.0 / (hp.head_dim as f32).sqrt();
         let mut g = GraphBuilder::new(n_tokens);
 
-        let mut x = g.get_rows(&self.tok_embd);
+        let mut x = self.embd.embed(&mut g);
         for (il, b) in self.blocks.iter().enumerate() {
             g.set_layer(Some(il));
             // Self-attention.
-            let h = g.rms_norm(x, Some(&b.attn_norm), eps);
-            let q = g.mat_mul(&b.wq, h);
-            let k = g.mat_mul(&b.wk, h);
-            let v = g.mat_mul(&b.wv, h);
-            let q = g.rope(q, hp.head_dim, rope_params(hp, il));
-            let k = g.rope(k, hp.head_dim, rope_params(hp, il));
-            let a = g.attention(q, k, v, KvId(il as u32), attn_params(hp, il, scale));
-            let a = g.mat_mul(&b.wo, a);
+            let h = g.rms_norm(x, Some(&b.attn.norm), eps);
+            let step = AttentionStep {
+                il,
+                scale: default_attn_scale(hp),
+                rope: self
+                    .variant
+                    .no_rope_step
+                    .is_none_or(|step| (il + 1) % step != 0),
+                rope_factors: self.rope_freqs.as_ref(),
+            };
+            let a = b.attn.build(&mut g, hp, h, step);
             x = g.add(x, a);
             // Feed-forward.
-            let h = g.rms_norm(x, Some(&b.ffn_norm), eps);
-            let gate = g.mat_mul(&b.ffn_gate, h);
-            let up = g.mat_mul(&b.ffn_up, h);
-            let h = g.swiglu(gate, up);
-            let h = g.mat_mul(&b.ffn_down, h);
+            let h = g.rms_norm(x, Some(&b.ffn.norm), eps);
+            let h = b.ffn.build(&mut g, h, Gate::Silu);
             x = g.add(x, h);
         }
-        g.set_layer(None);
-        if out == OutputRows::Last {
-            x = g.last_row(x);
-        }
-        let x = g.rms_norm(x, Some(&self.output_norm), eps);
-        let logits = g.mat_mul(&self.output, x);
+        let logits = self.embd.logits(&mut g, hp, x, out);
         g.finish(logits)
     }
 }

@@ -99,7 +99,7 @@ pub struct CpuExecutor {
     /// RoPE (cos, sin) per token.
     rope: Vec<f32>,
     /// The parameters `rope` holds the table of for this step's positions (`None`: stale).
-    rope_for: Option<crate::graph::RopeParams>,
+    rope_for: Option<(crate::graph::RopeParams, Option<usize>)>,
     /// Attention's gathered sources and staged K/V.
     attn: KvAttnScratch,
     /// Which node's rows `act` holds, and in which format (consecutive mat_muls of one input,
@@ -345,21 +345,36 @@ impl CpuExecutor {
                 x,
                 head_dim,
                 params,
+                factors,
             } => {
                 let nd = params.n_dims;
+                let factors = factors.map(|w| graph.weight(w).as_f32().expect("F32 rope factors"));
                 // Q and K of a layer, and layers alike, share the table: computed once per step
-                // and parameter set.
-                if self.rope_for != Some(params) {
+                // and parameter set (factors told apart by their address).
+                let key = (params, factors.map(|f| f.as_ptr() as usize));
+                if self.rope_for != Some(key) {
                     for (t, &pos) in positions.iter().enumerate() {
-                        crate::rope::rope_table(pos, &params, &mut self.rope[t * nd..(t + 1) * nd]);
+                        let table = &mut self.rope[t * nd..(t + 1) * nd];
+                        crate::rope::rope_table(pos, &params, factors, table);
                     }
-                    self.rope_for = Some(params);
+                    self.rope_for = Some(key);
                 }
                 out.copy_from_slice(input(x));
                 let table = &self.rope[..];
                 for (t, row) in out.chunks_exact_mut(cols).enumerate() {
                     rope::rope_apply(row, head_dim, params.mode, nd, &table[t * nd..(t + 1) * nd]);
                 }
+            }
+            Op::AddBias { x, bias } => {
+                let b = graph.weight(bias).as_f32().expect("F32 bias");
+                let x = input(x);
+                self.rows_parallel(node, out, &|r, o| {
+                    elementwise::add_bias(&x[r.clone()], b, o)
+                });
+            }
+            Op::Softcap { x, cap } => {
+                let x = input(x);
+                self.rows_parallel(node, out, &|r, o| elementwise::softcap(&x[r], cap, o));
             }
             Op::MatMul { .. } => self.run_mat_mul_group(g, i..i + 1),
             Op::Attention {

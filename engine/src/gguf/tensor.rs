@@ -138,6 +138,23 @@ impl Tensor {
             .expect("shape matches the number of values")
     }
 
+    /// A zero-copy view of rows `rows` of a matrix (e.g. Q, K and V of a fused QKV weight),
+    /// named `name`; `None` when the range is past the last row or the tensor is not 2-D.
+    pub fn row_view(&self, name: &str, rows: std::ops::Range<usize>) -> Option<Tensor> {
+        if self.shape.len() != 2 || rows.start > rows.end || rows.end > self.n_rows() {
+            return None;
+        }
+        let rb = self.row_bytes();
+        Some(Tensor::from_backing(
+            name.into(),
+            self.dtype,
+            vec![self.row_len(), rows.len()],
+            self.backing.clone(),
+            self.start + rows.start * rb,
+            rows.len() * rb,
+        ))
+    }
+
     /// The tensor's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -190,5 +207,22 @@ impl Tensor {
             return None;
         }
         bytemuck::try_cast_slice(self.data()).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_views_share_the_bytes_of_their_rows() {
+        let values: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        let t = Tensor::from_f32("qkv", vec![3, 4], &values);
+        let k = t.row_view("k", 1..3).unwrap();
+        assert_eq!(k.shape(), [3, 2]);
+        assert_eq!(k.as_f32().unwrap(), &values[3..9]);
+        assert_eq!(k.row(1), t.row(2));
+        assert!(t.row_view("x", 2..5).is_none());
+        assert!(t.row_view("x", 4..4).is_none());
     }
 }

@@ -99,10 +99,12 @@ kernel_params! {
         n: u32,
         /// The op, an `OP_*` code.
         op: u32,
-        /// The factor of scale.
+        /// The factor of scale, the cap of softcap.
         s: f32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
+        /// Values per row (add_bias: the bias's length).
+        cols: u32,
     }
 
     /// `matrix_common.wgsl`: the mat-vec and mat-mul kernels, over one row chunk of a weight.
@@ -257,6 +259,10 @@ op_codes! {
         GeGlu = 4 => "OP_GEGLU",
         /// `a`.
         Copy = 5 => "OP_COPY",
+        /// `a + bias[i % cols]` (the bias in the weight binding).
+        AddBias = 6 => "OP_ADD_BIAS",
+        /// `s · tanh(a / s)`.
+        Softcap = 7 => "OP_SOFTCAP",
     }
 }
 
@@ -305,13 +311,14 @@ mod tests {
             op: ElementwiseOp::Scale.code(),
             s: 0.5,
             grid_x: 7,
+            cols: 8,
         };
-        assert_eq!(words(&p), [1, 2, 3, 4, 2, 0.5f32.to_bits(), 7]);
+        assert_eq!(words(&p), [1, 2, 3, 4, 2, 0.5f32.to_bits(), 7, 8]);
     }
 
     #[test]
     fn op_constants() {
-        assert_eq!(ElementwiseOp::ALL.len(), 6);
+        assert_eq!(ElementwiseOp::ALL.len(), 8);
         for (i, op) in ElementwiseOp::ALL.iter().enumerate() {
             assert_eq!(op.code(), i as u32);
         }

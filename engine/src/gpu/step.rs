@@ -19,8 +19,9 @@ pub struct StepLayout {
     pub tokens: usize,
     /// Offset of the positions.
     pub positions: usize,
-    /// RoPE tables, one per distinct parameter set, `n_tokens × n_dims` each.
-    pub ropes: Vec<(RopeParams, usize)>,
+    /// RoPE tables, one per distinct parameter set (and frequency factors),
+    /// `n_tokens × n_dims` each.
+    pub ropes: Vec<(RopeParams, Option<Vec<f32>>, usize)>,
     /// Per attention node: KV store, window and the offset of `[lo, n_scan, n_cells, n_split]`.
     pub attention: Vec<(u32, Option<u32>, usize)>,
     /// KV stores the step writes.
@@ -40,14 +41,23 @@ impl StepLayout {
         }
     }
 
-    /// The offset of the RoPE table of `params` for `n_tok` tokens, reserved on first use
-    /// (layers and Q/K with the same parameters share one).
-    pub fn rope_table(&mut self, params: RopeParams, n_tok: usize) -> usize {
-        match self.ropes.iter().find(|(p, _)| *p == params) {
-            Some(&(_, o)) => o,
+    /// The offset of the RoPE table of `params` (with per-pair frequency `factors`) for
+    /// `n_tok` tokens, reserved on first use (layers and Q/K with the same parameters share one).
+    pub fn rope_table(
+        &mut self,
+        params: RopeParams,
+        factors: Option<Vec<f32>>,
+        n_tok: usize,
+    ) -> usize {
+        match self
+            .ropes
+            .iter()
+            .find(|(p, f, _)| *p == params && *f == factors)
+        {
+            Some(&(_, _, o)) => o,
             None => {
                 let o = self.len;
-                self.ropes.push((params, o));
+                self.ropes.push((params, factors, o));
                 self.len += n_tok * params.n_dims;
                 o
             }
@@ -72,11 +82,11 @@ impl StepLayout {
         for (t, &p) in positions.iter().enumerate() {
             host[self.positions + t] = p as u32;
         }
-        for (params, o) in &self.ropes {
+        for (params, factors, o) in &self.ropes {
             let nd = params.n_dims;
             let mut table = [0f32; 2 * MAX_HEAD_DIM];
             for (t, &pos) in positions.iter().enumerate() {
-                rope_table(pos, params, &mut table[..nd]);
+                rope_table(pos, params, factors.as_deref(), &mut table[..nd]);
                 for (d, v) in table[..nd].iter().enumerate() {
                     host[o + t * nd + d] = v.to_bits();
                 }
@@ -114,11 +124,11 @@ mod tests {
             beta_slow: 1.0,
             orig_ctx: 256,
         };
-        assert_eq!(l.rope_table(p, 3), 6);
+        assert_eq!(l.rope_table(p, None, 3), 6);
         assert_eq!(l.attention_info(2, None), 30);
-        assert_eq!(l.rope_table(p, 3), 6, "one table per parameter set");
+        assert_eq!(l.rope_table(p, None, 3), 6, "one table per parameter set");
         let q = RopeParams { base: 1e6, ..p };
-        assert_eq!(l.rope_table(q, 3), 34);
+        assert_eq!(l.rope_table(q, None, 3), 34);
         assert_eq!(l.len, 58);
         assert_eq!(l.writes, [2]);
     }

@@ -118,6 +118,20 @@ pub enum Op {
         /// Right.
         b: NodeId,
     },
+    /// `x + bias` with the F32 vector `bias` (one value per column) added to every row.
+    AddBias {
+        /// Input.
+        x: NodeId,
+        /// The bias, `cols` F32 values.
+        bias: WeightId,
+    },
+    /// `cap · tanh(x / cap)` element-wise (Gemma 2's final logit soft-capping).
+    Softcap {
+        /// Input.
+        x: NodeId,
+        /// The cap (> 0).
+        cap: f32,
+    },
     /// Multiplication by a constant.
     Scale {
         /// Input.
@@ -140,6 +154,9 @@ pub enum Op {
         head_dim: usize,
         /// Rotation settings.
         params: RopeParams,
+        /// Per-pair frequency divisors (`n_dims / 2` F32 values: Llama 3's `rope_freqs`,
+        /// Phi-3's LongRoPE factors); `None` for 1.
+        factors: Option<WeightId>,
     },
     /// Causal (optionally windowed) attention of `q` over the KV store's cached cells and the
     /// batch's own `k`/`v`; afterwards the batch's K/V are written into the store.
@@ -181,9 +198,11 @@ impl Op {
     pub fn inputs(&self) -> impl Iterator<Item = NodeId> {
         let (a, b, c) = match *self {
             Op::GetRows { .. } => (None, None, None),
-            Op::RmsNorm { x, .. } | Op::Scale { x, .. } | Op::MatMul { x, .. } => {
-                (Some(x), None, None)
-            }
+            Op::RmsNorm { x, .. }
+            | Op::Scale { x, .. }
+            | Op::MatMul { x, .. }
+            | Op::AddBias { x, .. }
+            | Op::Softcap { x, .. } => (Some(x), None, None),
             Op::Rope { x, .. } | Op::LastRow { x } => (Some(x), None, None),
             Op::Mul { a, b } | Op::Add { a, b } => (Some(a), Some(b), None),
             Op::SwiGlu { gate, up } | Op::GeGlu { gate, up } => (Some(gate), Some(up), None),
@@ -200,6 +219,8 @@ impl Op {
             Op::Mul { .. } => "mul",
             Op::Add { .. } => "add",
             Op::Scale { .. } => "scale",
+            Op::AddBias { .. } => "add_bias",
+            Op::Softcap { .. } => "softcap",
             Op::MatMul { .. } => "mat_mul",
             Op::Rope { .. } => "rope",
             Op::Attention { .. } => "attention",
@@ -383,6 +404,25 @@ impl GraphBuilder {
         self.push(Op::Add { a, b }, r, c)
     }
 
+    /// `x + bias` on every row, `bias` an F32 vector of `x`'s width.
+    pub fn add_bias(&mut self, x: NodeId, bias: &Tensor) -> NodeId {
+        let (r, c) = self.shape(x);
+        assert!(
+            bias.dtype() == DType::F32 && bias.n_elements() == c,
+            "add_bias: bias {} must be F32 of {c}",
+            bias.name()
+        );
+        let bias = self.weight(bias);
+        self.push(Op::AddBias { x, bias }, r, c)
+    }
+
+    /// `cap · tanh(x / cap)`.
+    pub fn softcap(&mut self, x: NodeId, cap: f32) -> NodeId {
+        assert!(cap.is_finite() && cap > 0.0, "softcap: cap {cap}");
+        let (r, c) = self.shape(x);
+        self.push(Op::Softcap { x, cap }, r, c)
+    }
+
     /// `s · x`.
     pub fn scale(&mut self, x: NodeId, s: f32) -> NodeId {
         let (r, c) = self.shape(x);
@@ -406,13 +446,35 @@ impl GraphBuilder {
 
     /// RoPE on every `head_dim`-wide head of `x`.
     pub fn rope(&mut self, x: NodeId, head_dim: usize, params: RopeParams) -> NodeId {
+        self.rope_with_factors(x, head_dim, params, None)
+    }
+
+    /// RoPE with per-pair frequency divisors `factors` (`n_dims / 2` F32 values), as ggml's
+    /// `rope_ext` takes them.
+    pub fn rope_with_factors(
+        &mut self,
+        x: NodeId,
+        head_dim: usize,
+        params: RopeParams,
+        factors: Option<&Tensor>,
+    ) -> NodeId {
         let (r, c) = self.shape(x);
         assert!(c % head_dim == 0 && params.n_dims <= head_dim && params.n_dims.is_multiple_of(2));
+        let factors = factors.map(|f| {
+            assert!(
+                f.dtype() == DType::F32 && f.n_elements() == params.n_dims / 2,
+                "rope: factors {} must be F32 of {}",
+                f.name(),
+                params.n_dims / 2
+            );
+            self.weight(f)
+        });
         self.push(
             Op::Rope {
                 x,
                 head_dim,
                 params,
+                factors,
             },
             r,
             c,

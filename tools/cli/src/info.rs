@@ -4,6 +4,7 @@
 //! sliding windows show in numbers. Only the header is read, never tensor data.
 //! `tessera info --devices` lists the compute devices instead: the CPU and every GPU adapter
 //! wgpu finds, with the limits and optional features the GPU backend uses.
+//! `tessera info --architectures` lists the model architectures Tessera runs.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,11 +29,14 @@ const KV_ELEM_BYTES: usize = 2;
 #[derive(Args, Debug)]
 pub struct InfoArgs {
     /// A GGUF file, or a registry name (pulled on first use).
-    #[arg(required_unless_present = "devices")]
+    #[arg(required_unless_present_any = ["devices", "architectures"])]
     model: Option<String>,
     /// List the compute devices (CPU and GPU adapters) instead of describing a model.
     #[arg(long)]
     devices: bool,
+    /// List the supported architectures (`general.architecture` values) instead.
+    #[arg(long, conflicts_with = "devices")]
+    architectures: bool,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -47,6 +51,7 @@ pub struct InfoArgs {
 /// Run `tessera info`.
 pub fn run(args: InfoArgs) -> CliResult {
     let out = match (&args.model, args.devices) {
+        _ if args.architectures => architectures_report(args.json),
         (Some(model), false) => {
             let path = tessera_registry::resolve_model(model)?;
             let file = GgufFile::open_with(&path, !args.load.no_mmap)?;
@@ -69,6 +74,23 @@ pub fn run(args: InfoArgs) -> CliResult {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => Ok(r?),
     }
+}
+
+/// The supported architectures with the families they run, as text or JSON.
+fn architectures_report(as_json: bool) -> String {
+    let archs = tessera_models::arch::ARCHITECTURES;
+    if as_json {
+        let list: Vec<Value> = archs
+            .iter()
+            .map(|a| json!({"architecture": a.name, "families": a.families}))
+            .collect();
+        return serde_json::to_string_pretty(&list).unwrap_or_default() + "\n";
+    }
+    let mut s = String::new();
+    for a in archs {
+        let _ = writeln!(s, "{:<10} {}", a.name, a.families);
+    }
+    s
 }
 
 /// The CPU and every GPU adapter, as text or JSON.

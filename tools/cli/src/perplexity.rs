@@ -30,6 +30,7 @@ use tessera_models::Session;
 use crate::CliResult;
 use crate::common::ModelArgs;
 use kl::{KlBase, KlMode, KldHeader, create_base};
+
 use report::Summary;
 
 /// Arguments of `tessera perplexity`.
@@ -287,7 +288,7 @@ fn score_chunk(
                 let logits = session.logits_row(p - s);
                 let (v, arg, log_z) = score_row(logits, chunk[p + 1]);
                 sums.add(v);
-                kl.record(logits, v, arg, log_z)?;
+                kl.record(logits, v, arg, log_z, chunk[p + 1])?;
             }
         }
         pb.inc((b1 - b0) as u64);
@@ -392,6 +393,7 @@ pub fn run(args: PerplexityArgs) -> CliResult {
             n_ctx,
             n_chunks: plan.n_chunk,
             first: plan.first,
+            format: kl::BaseFormat::Tessera,
         };
         kl = KlMode::Save(create_base(path, header, &tokens)?);
     }

@@ -1,4 +1,4 @@
-//! Element-wise ops: add, mul, scale and the gated activations.
+//! Element-wise ops: add, mul, scale, bias, soft-capping and the gated activations.
 
 use std::sync::OnceLock;
 
@@ -22,6 +22,24 @@ pub fn mul(a: &[f32], b: &[f32], y: &mut [f32]) {
 pub fn scale(x: &[f32], s: f32, y: &mut [f32]) {
     for (o, &v) in y.iter_mut().zip(x) {
         *o = v * s;
+    }
+}
+
+/// `y = x + bias` for whole rows of `x` (`bias.len()` values each).
+pub fn add_bias(x: &[f32], bias: &[f32], y: &mut [f32]) {
+    for (row_y, row_x) in y
+        .chunks_exact_mut(bias.len())
+        .zip(x.chunks_exact(bias.len()))
+    {
+        add(row_x, bias, row_y);
+    }
+}
+
+/// `y = cap · tanh(x / cap)`, computed as ggml does (scale by `1/cap`, tanh, scale by `cap`).
+pub fn softcap(x: &[f32], cap: f32, y: &mut [f32]) {
+    let inv = 1.0 / cap;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = (v * inv).tanh() * cap;
     }
 }
 
@@ -84,6 +102,18 @@ pub fn geglu(gate: &[f32], up: &[f32], y: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bias_is_added_to_every_row_and_softcap_bounds() {
+        let mut y = [0.0; 6];
+        add_bias(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[10.0, 20.0, 30.0], &mut y);
+        assert_eq!(y, [11.0, 22.0, 33.0, 14.0, 25.0, 36.0]);
+        let mut y = [0.0; 3];
+        softcap(&[0.0, 1e6, -3.0], 30.0, &mut y);
+        assert_eq!(y[0], 0.0);
+        assert_eq!(y[1], 30.0);
+        assert!((y[2] - 30.0 * (-0.1f32).tanh()).abs() < 1e-6);
+    }
 
     #[test]
     fn table_gelu_is_f16_close_and_exact_in_the_tails() {

@@ -102,7 +102,7 @@ mod tests {
             assert!(low < high, "the ramp region is inside the rotated dims");
             for pos in [0, 1, 17, 255, 1000, 32767, 131_071, 1_000_000] {
                 let mut y = x.clone();
-                rope_table(pos, p, &mut table[..p.n_dims]);
+                rope_table(pos, p, None, &mut table[..p.n_dims]);
                 rope_apply(&mut y, head_dim, p.mode, p.n_dims, &table[..p.n_dims]);
                 let xr: Vec<f64> = x.iter().map(|&v| v as f64).collect();
                 let want = reference(&xr, pos as f64, head_dim, p);

@@ -1,25 +1,46 @@
-//! Element-wise ops (add, mul, the gated activations, scale, copy of the last row): one
-//! `elementwise.wgsl` dispatch of 256 values a workgroup.
+//! Element-wise ops (add, mul, the gated activations, scale, bias, soft-capping, copy of the
+//! last row): one `elementwise.wgsl` dispatch of 256 values a workgroup.
 
 use super::{Bind, NodeCtx, Recorder, grid};
+use crate::DType;
 use crate::gpu::device::GpuError;
 use crate::gpu::params::{ElementwiseOp, ElementwiseUniforms};
 use crate::gpu::shaders::Kernel;
-use crate::graph::NodeId;
+use crate::graph::{NodeId, WeightId};
+
+/// One dispatch's operands besides the op: input offsets, the factor, output and count.
+struct Operands {
+    src: u32,
+    b_off: u32,
+    s: f32,
+    out: u32,
+    n: u32,
+}
 
 /// Record `op` over the values `[src, src + n)` (and `b`'s, for two-operand ops).
-fn push(rec: &mut Recorder, op: ElementwiseOp, src: u32, b_off: u32, s: f32, out: u32, n: u32) {
-    let g = grid(n.div_ceil(256));
+fn push(rec: &mut Recorder, op: ElementwiseOp, o: Operands) {
+    push_with(rec, op, o, Bind::NoWeight, 1);
+}
+
+/// [`push`] with a weight binding of `cols` values per row (add_bias).
+fn push_with(rec: &mut Recorder, op: ElementwiseOp, o: Operands, w: Bind, cols: u32) {
+    let g = grid(o.n.div_ceil(256));
     let p = ElementwiseUniforms {
-        a_off: src,
-        b_off,
-        out_off: out,
-        n,
+        a_off: o.src,
+        b_off: o.b_off,
+        out_off: o.out,
+        n: o.n,
         op: op.code(),
-        s,
+        s: o.s,
         grid_x: g[0],
+        cols,
     };
-    rec.push(Kernel::Elementwise, vec![Bind::Arena, Bind::Uniform], &p, g);
+    rec.push(
+        Kernel::Elementwise,
+        vec![Bind::Arena, w, Bind::Uniform],
+        &p,
+        g,
+    );
 }
 
 /// Record a two-operand op (add, mul, SwiGLU, GeGLU) of `a` and `b`.
@@ -31,14 +52,85 @@ pub fn binary(
     b: NodeId,
 ) -> Result<(), GpuError> {
     let n = ctx.n_values() as u32;
-    push(rec, op, ctx.off(a), ctx.off(b), 0.0, ctx.out, n);
+    let (src, b_off, out) = (ctx.off(a), ctx.off(b), ctx.out);
+    push(
+        rec,
+        op,
+        Operands {
+            src,
+            b_off,
+            s: 0.0,
+            out,
+            n,
+        },
+    );
     Ok(())
 }
 
 /// Record `x · s`.
 pub fn scale(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId, s: f32) -> Result<(), GpuError> {
     let n = ctx.n_values() as u32;
-    push(rec, ElementwiseOp::Scale, ctx.off(x), 0, s, ctx.out, n);
+    let (src, out) = (ctx.off(x), ctx.out);
+    push(
+        rec,
+        ElementwiseOp::Scale,
+        Operands {
+            src,
+            b_off: 0,
+            s,
+            out,
+            n,
+        },
+    );
+    Ok(())
+}
+
+/// Record `cap · tanh(x / cap)`.
+pub fn softcap(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId, cap: f32) -> Result<(), GpuError> {
+    let n = ctx.n_values() as u32;
+    let (src, out) = (ctx.off(x), ctx.out);
+    let o = Operands {
+        src,
+        b_off: 0,
+        s: cap,
+        out,
+        n,
+    };
+    push(rec, ElementwiseOp::Softcap, o);
+    Ok(())
+}
+
+/// Record `x + bias` on every row (`bias`: F32, one value per column).
+pub fn add_bias(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    x: NodeId,
+    bias: WeightId,
+) -> Result<(), GpuError> {
+    let t = ctx.graph.weight(bias);
+    let cols = ctx.node.cols;
+    if t.dtype() != DType::F32 || t.n_elements() != cols {
+        return Err(GpuError::Unsupported(format!(
+            "bias {:?} must be {cols} F32 values",
+            t.name()
+        )));
+    }
+    let n = ctx.n_values() as u32;
+    let (src, out) = (ctx.off(x), ctx.out);
+    let o = Operands {
+        src,
+        b_off: 0,
+        s: 0.0,
+        out,
+        n,
+    };
+    push_with(
+        rec,
+        ElementwiseOp::AddBias,
+        o,
+        Bind::Weight(bias.0, 0),
+        cols as u32,
+    );
     Ok(())
 }
 
@@ -47,6 +139,17 @@ pub fn last_row(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId) -> Result<(), GpuE
     let xn = ctx.graph.node(x);
     let src = ctx.off(x) + ((xn.rows - 1) * xn.cols) as u32;
     let n = ctx.node.cols as u32;
-    push(rec, ElementwiseOp::Copy, src, 0, 0.0, ctx.out, n);
+    let out = ctx.out;
+    push(
+        rec,
+        ElementwiseOp::Copy,
+        Operands {
+            src,
+            b_off: 0,
+            s: 0.0,
+            out,
+            n,
+        },
+    );
     Ok(())
 }

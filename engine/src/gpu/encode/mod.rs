@@ -194,13 +194,16 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         Op::SwiGlu { gate, up } => elementwise::binary(ctx, rec, ElementwiseOp::SwiGlu, gate, up),
         Op::GeGlu { gate, up } => elementwise::binary(ctx, rec, ElementwiseOp::GeGlu, gate, up),
         Op::Scale { x, s } => elementwise::scale(ctx, rec, x, s),
+        Op::AddBias { x, bias } => elementwise::add_bias(ctx, rec, x, bias),
+        Op::Softcap { x, cap } => elementwise::softcap(ctx, rec, x, cap),
         Op::LastRow { x } => elementwise::last_row(ctx, rec, x),
         Op::MatMul { w, x } => matmul::encode(ctx, rec, w, x),
         Op::Rope {
             x,
             head_dim,
             params,
-        } => rope::encode(ctx, rec, x, head_dim, params),
+            factors,
+        } => rope::encode(ctx, rec, x, head_dim, params, factors),
         Op::Attention {
             q,
             k,

@@ -5,7 +5,7 @@ use super::{Bind, NodeCtx, Recorder, grid};
 use crate::gpu::device::GpuError;
 use crate::gpu::params::RopeUniforms;
 use crate::gpu::shaders::Kernel;
-use crate::graph::{NodeId, RopeMode, RopeParams};
+use crate::graph::{NodeId, RopeMode, RopeParams, WeightId};
 
 /// Record the rotation of every `head_dim`-wide head of `x` at the step's positions.
 pub fn encode(
@@ -14,8 +14,21 @@ pub fn encode(
     x: NodeId,
     head_dim: usize,
     params: RopeParams,
+    factors: Option<WeightId>,
 ) -> Result<(), GpuError> {
-    let table = rec.layout.rope_table(params, ctx.n_tok());
+    let factors = match factors {
+        Some(w) => Some(
+            ctx.graph
+                .weight(w)
+                .as_f32()
+                .map(<[f32]>::to_vec)
+                .ok_or_else(|| {
+                    GpuError::Unsupported("RoPE frequency factors must be F32".into())
+                })?,
+        ),
+        None => None,
+    };
+    let table = rec.layout.rope_table(params, factors, ctx.n_tok());
     let n = ctx.n_values() as u32;
     let g = grid(n.div_ceil(256));
     let p = RopeUniforms {

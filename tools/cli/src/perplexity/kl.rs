@@ -21,6 +21,15 @@
 //! Log-probabilities rather than raw logits: f16 is most precise near 0, where the likely
 //! tokens — the ones that matter to the divergence — are. A SmolLM2 run at `-c 512` takes
 //! 25 MB per chunk, a Gemma 3 one 134 MB.
+//!
+//! `--kl-divergence` also reads the base files llama.cpp's `llama-perplexity
+//! --kl-divergence-base` writes (magic `_logits_`, u32 `n_ctx`, i32 `n_vocab`, i32 `n_chunk`,
+//! i32 tokens, then per scored position `2·⌈n_vocab/2⌉ + 4` u16: f32 scale and f32 minimum
+//! log-prob, then each token's log-prob quantized as `min + scale·q`), so Tessera can be
+//! compared with llama.cpp directly on any model.
+//!
+//! Either way the divergence is llama.cpp's: `Σ p_base·(log p_base − log p)` over the tokens
+//! whose base log-prob is above −16 (the rest are ignored, as llama.cpp does).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -33,6 +42,19 @@ use crate::CliResult;
 
 /// Magic bytes of a KL-divergence base file.
 const KLD_MAGIC: &[u8; 8] = b"TSKLD001";
+/// Magic bytes of llama.cpp's base file.
+const LLAMA_MAGIC: &[u8; 8] = b"_logits_";
+/// Base log-probs at or below this are left out of the divergence, as llama.cpp does.
+const KL_MIN_LOG_PROB: f64 = -16.0;
+
+/// Which program wrote a base file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseFormat {
+    /// Tessera (`TSKLD001`).
+    Tessera,
+    /// llama.cpp's `llama-perplexity` (`_logits_`).
+    Llama,
+}
 
 /// Header of a KL-divergence base file.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -45,6 +67,8 @@ pub struct KldHeader {
     pub n_chunks: usize,
     /// First scored position of a chunk (`n_ctx / 2`).
     pub first: usize,
+    /// Who wrote it.
+    pub format: BaseFormat,
 }
 
 /// Write `v` as a little-endian u32.
@@ -59,24 +83,41 @@ fn read_u32(r: &mut impl Read) -> std::io::Result<u32> {
     Ok(u32::from_le_bytes(b))
 }
 
-/// Read the header and tokens of a base file.
+/// Read the header and tokens of a base file (Tessera's or llama.cpp's).
 fn read_kld_header(r: &mut impl Read, path: &Path) -> CliResult<(KldHeader, Vec<u32>)> {
     let bad = |what: &str| format!("--kl-divergence-base {}: {what}", path.display());
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)
         .map_err(|_| bad("too short to be a base file"))?;
-    if &magic != KLD_MAGIC {
-        return Err(bad("not a tessera KL-divergence base file (bad magic)").into());
-    }
-    let mut h = [0usize; 4];
-    for v in &mut h {
-        *v = read_u32(r).map_err(|_| bad("truncated header"))? as usize;
-    }
-    let hdr = KldHeader {
-        n_vocab: h[0],
-        n_ctx: h[1],
-        n_chunks: h[2],
-        first: h[3],
+    let hdr = if &magic == KLD_MAGIC {
+        let mut h = [0usize; 4];
+        for v in &mut h {
+            *v = read_u32(r).map_err(|_| bad("truncated header"))? as usize;
+        }
+        KldHeader {
+            n_vocab: h[0],
+            n_ctx: h[1],
+            n_chunks: h[2],
+            first: h[3],
+            format: BaseFormat::Tessera,
+        }
+    } else if &magic == LLAMA_MAGIC {
+        let mut h = [0usize; 3];
+        for v in &mut h {
+            let x = read_u32(r).map_err(|_| bad("truncated header"))?;
+            *v = i32::try_from(x).map_err(|_| bad("negative size in the header"))? as usize;
+        }
+        KldHeader {
+            n_ctx: h[0],
+            n_vocab: h[1],
+            n_chunks: h[2],
+            first: h[0] / 2,
+            format: BaseFormat::Llama,
+        }
+    } else {
+        return Err(
+            bad("neither a tessera nor a llama.cpp KL-divergence base file (bad magic)").into(),
+        );
     };
     if hdr.n_ctx < 2 || hdr.first != hdr.n_ctx / 2 || hdr.n_vocab == 0 {
         return Err(bad("inconsistent header").into());
@@ -84,10 +125,18 @@ fn read_kld_header(r: &mut impl Read, path: &Path) -> CliResult<(KldHeader, Vec<
     let n = hdr
         .n_chunks
         .checked_mul(hdr.n_ctx)
+        .filter(|&n| n <= 1 << 32)
         .ok_or_else(|| bad("inconsistent header"))?;
-    let mut tokens = Vec::with_capacity(n);
+    let mut tokens = Vec::new();
+    tokens
+        .try_reserve_exact(n)
+        .map_err(|_| bad("token list too large"))?;
     for _ in 0..n {
-        tokens.push(read_u32(r).map_err(|_| bad("truncated token list"))?);
+        let t = read_u32(r).map_err(|_| bad("truncated token list"))?;
+        if t as usize >= hdr.n_vocab {
+            return Err(bad(&format!("token {t} is outside the vocabulary")).into());
+        }
+        tokens.push(t);
     }
     Ok((hdr, tokens))
 }
@@ -101,6 +150,7 @@ pub enum KlMode {
     /// Compare them with a base file.
     Compare {
         reader: BufReader<File>,
+        format: BaseFormat,
         stats: KlStats,
         row: Vec<u8>,
     },
@@ -129,37 +179,70 @@ fn save_row(w: &mut impl Write, logits: &[f32], nll: f64, arg: u32, log_z: f64) 
     Ok(())
 }
 
-/// Compare one scored row with the next row of the base file.
+/// This run's log-prob of each token (`logits[i] − log_z`) against the base's `lp_base(i)`:
+/// llama.cpp's divergence over the base log-probs above [`KL_MIN_LOG_PROB`].
+fn divergence(logits: &[f32], log_z: f64, lp_base: impl Fn(usize) -> f64) -> f64 {
+    let mut kl = 0.0f64;
+    for (i, &l) in logits.iter().enumerate() {
+        let lp = lp_base(i);
+        if lp > KL_MIN_LOG_PROB {
+            kl += lp.exp() * (lp - (l as f64 - log_z));
+        }
+    }
+    kl
+}
+
+/// Compare one scored row (predicting `next`) with the next row of the base file.
+#[allow(clippy::too_many_arguments)]
 fn compare_row(
     r: &mut impl Read,
+    format: BaseFormat,
     row: &mut Vec<u8>,
     stats: &mut KlStats,
     logits: &[f32],
     arg: u32,
     log_z: f64,
+    next: u32,
 ) -> CliResult {
     let n_vocab = logits.len();
-    row.resize(8 + 2 * n_vocab, 0);
-    r.read_exact(row)
-        .map_err(|e| format!("--kl-divergence-base: file ends early ({e})"))?;
-    let base_arg = u32::from_le_bytes(row[0..4].try_into().expect("4 bytes"));
-    let base_nll = f32::from_le_bytes(row[4..8].try_into().expect("4 bytes")) as f64;
-    let base_lp = |pair: &[u8]| f16::from_le_bytes([pair[0], pair[1]]).to_f64();
-    // Renormalise the stored distribution (f16 rounding leaves its sum slightly off 1), so the
-    // divergence is that of two true distributions: ≥ 0, and ≈ 0 for the same run.
-    let log_z_base = row[8..]
-        .chunks_exact(2)
-        .map(|p| base_lp(p).exp())
-        .sum::<f64>()
-        .ln();
-    let mut kl = 0.0f64;
-    for (pair, &l) in row[8..].chunks_exact(2).zip(logits) {
-        let lp_base = base_lp(pair) - log_z_base;
-        let p_base = lp_base.exp();
-        if p_base > 0.0 {
-            kl += p_base * (lp_base - (l as f64 - log_z));
+    let (kl, base_arg, base_nll) = match format {
+        BaseFormat::Tessera => {
+            row.resize(8 + 2 * n_vocab, 0);
+            r.read_exact(row)
+                .map_err(|e| format!("--kl-divergence-base: file ends early ({e})"))?;
+            let base_arg = u32::from_le_bytes(row[0..4].try_into().expect("4 bytes"));
+            let base_nll = f32::from_le_bytes(row[4..8].try_into().expect("4 bytes")) as f64;
+            let lps = &row[8..];
+            let raw = |i: usize| f16::from_le_bytes([lps[2 * i], lps[2 * i + 1]]).to_f64();
+            // Renormalise the stored distribution (f16 rounding leaves its sum slightly off 1),
+            // so the divergence is that of two true distributions: ≈ 0 for the same run.
+            let log_z_base = (0..n_vocab).map(|i| raw(i).exp()).sum::<f64>().ln();
+            let lp = |i: usize| raw(i) - log_z_base;
+            (divergence(logits, log_z, lp), base_arg, base_nll)
         }
-    }
+        BaseFormat::Llama => {
+            let nv = 2 * n_vocab.div_ceil(2) + 4;
+            row.resize(2 * nv, 0);
+            r.read_exact(row)
+                .map_err(|e| format!("--kl-divergence-base: file ends early ({e})"))?;
+            let scale = f32::from_le_bytes(row[0..4].try_into().expect("4 bytes")) as f64;
+            let min = f32::from_le_bytes(row[4..8].try_into().expect("4 bytes")) as f64;
+            let qs = &row[8..];
+            // As llama.cpp dequantizes: in f32.
+            let lp = |i: usize| {
+                let q = u16::from_le_bytes([qs[2 * i], qs[2 * i + 1]]) as f32;
+                (scale as f32 * q + min as f32) as f64
+            };
+            let mut base_arg = 0;
+            for i in 1..n_vocab {
+                if lp(i) > lp(base_arg) {
+                    base_arg = i;
+                }
+            }
+            let kl = divergence(logits, log_z, lp);
+            (kl, base_arg as u32, -lp(next as usize))
+        }
+    };
     stats.kld.push(kl);
     stats.same_top1 += usize::from(base_arg == arg);
     stats.base_nll += base_nll;
@@ -204,6 +287,7 @@ impl KlBase {
     pub fn into_comparison(self) -> (Vec<u32>, KlMode) {
         let mode = KlMode::Compare {
             reader: self.reader,
+            format: self.header.format,
             stats: KlStats::default(),
             row: Vec::new(),
         };
@@ -232,14 +316,24 @@ pub fn create_base(path: &Path, header: KldHeader, tokens: &[u32]) -> CliResult<
 }
 
 impl KlMode {
-    /// Save or compare one scored row (nothing when off).
-    pub fn record(&mut self, logits: &[f32], nll: f64, arg: u32, log_z: f64) -> CliResult {
+    /// Save or compare one scored row, which predicts token `next` (nothing when off).
+    pub fn record(
+        &mut self,
+        logits: &[f32],
+        nll: f64,
+        arg: u32,
+        log_z: f64,
+        next: u32,
+    ) -> CliResult {
         match self {
             KlMode::Off => {}
             KlMode::Save(w) => save_row(w, logits, nll, arg, log_z)?,
-            KlMode::Compare { reader, stats, row } => {
-                compare_row(reader, row, stats, logits, arg, log_z)?
-            }
+            KlMode::Compare {
+                reader,
+                format,
+                stats,
+                row,
+            } => compare_row(reader, *format, row, stats, logits, arg, log_z, next)?,
         }
         Ok(())
     }

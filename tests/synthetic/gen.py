@@ -1,0 +1,220 @@
+#!/usr/bin/env python3
+"""Deterministic synthetic tiny models, one per architecture variant Tessera runs.
+
+Each model has the family's real tokenizer (copied from llama.cpp's vocab-only GGUF files, or
+the real Gemma 3 model for the Gemma families), a few small layers, and seeded numpy weights
+scaled so next-token distributions are peaked rather than flat. llama.cpp run on the same files
+is the oracle (see oracle.py); Tessera's tests regenerate the files and compare.
+
+    gen.py --list
+    gen.py VARIANT --out FILE [--vocab-dir DIR] [--gemma-vocab FILE] [--break FEATURE]
+
+`--break` writes a model with one feature removed or altered (for showing a test can fail):
+the model is the same except for that feature's metadata or tensor, as the test's docs say.
+"""
+
+import argparse
+import hashlib
+import os
+import sys
+
+import numpy as np
+from gguf import GGUFReader, GGUFWriter, GGUFValueType
+
+# Variant -> (architecture, vocab source, settings). Sizes are small; head widths and feature
+# magnitudes are chosen so that each feature changes the distributions well above noise.
+VARIANTS = {
+    "llama3": dict(arch="llama", vocab="llama-bpe", n_layer=2, n_head=4, n_head_kv=4,
+                   head_dim=16, rope_freqs=True, tied=False, rope_base=10000.0),
+    "llama-gqa-bias": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4, n_head_kv=2,
+                           head_dim=16, qkv_bias=True, out_bias=True, tied=True),
+    "qwen2": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=16,
+                  qkv_bias=True, tied=True, rope_base=1000000.0),
+    "qwen3": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
+                  qk_norm=True, tied=False, rope_base=1000000.0),
+    "phi3": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4, head_dim=16,
+                 rope_dims=12, fused=True, longrope=True, orig_ctx=64, tied=False),
+    "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
+                    head_dim=16, tied=True),
+    "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
+                   post_norms=True, window=24, attn_softcap=8.0, final_softcap=12.0,
+                   tied=True),
+    "gemma3": dict(arch="gemma3", vocab="gemma", n_layer=6, n_head=4, n_head_kv=1,
+                   head_dim=32, post_norms=True, qk_norm=True, window=24, tied=True,
+                   rope_base=1000000.0, rope_scale_linear=8.0),
+}
+
+# What --break changes, per feature (the test of each variant names the one it shows):
+#   bias        Q/K/V biases zeroed (the bias dropped)
+#   qk_norm     written as `qwen2`, whose block has no Q/K norm (the norm skipped)
+#   softcap     both soft-caps set to 1e6 (soft-capping off)
+#   rope_freqs  every frequency factor 1 (the factors ignored)
+#   nope        written as `llama`, which rotates every layer (NoPE layers ignored)
+#   window      no sliding_window key (every layer global; Gemma 2 then slides 4096 > n_ctx)
+BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window"]
+
+N_EMBD = 64
+N_FF = 128
+CTX_TRAIN = 4096
+
+
+def vocab_file(vocab_dir, gemma_vocab, name):
+    if name == "gemma":
+        return gemma_vocab
+    return os.path.join(vocab_dir, f"ggml-vocab-{name}.gguf")
+
+
+def copy_tokenizer(writer, path):
+    """Every tokenizer.* key of `path`, as it is."""
+    r = GGUFReader(path)
+    n_vocab = None
+    for f in r.fields.values():
+        if not f.name.startswith("tokenizer."):
+            continue
+        t = f.types[0]
+        if t == GGUFValueType.ARRAY:
+            sub = f.types[1]
+            if sub == GGUFValueType.STRING:
+                vals = [bytes(f.parts[i]).decode("utf-8", errors="surrogateescape")
+                        for i in f.data]
+            else:
+                vals = [f.parts[i][0].item() for i in f.data]
+            if f.name == "tokenizer.ggml.tokens":
+                n_vocab = len(vals)
+            writer.add_key_value(f.name, vals, GGUFValueType.ARRAY, sub_type=sub)
+        elif t == GGUFValueType.STRING:
+            writer.add_key_value(f.name, bytes(f.parts[f.data[0]]).decode(), t)
+        else:
+            writer.add_key_value(f.name, f.parts[f.data[0]][0].item(), t)
+    return n_vocab
+
+
+def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
+    v = VARIANTS[variant]
+    arch = v["arch"]
+    if broken == "qk_norm":
+        arch = "qwen2"
+    if broken == "nope":
+        arch = "llama"
+    rng = np.random.default_rng(seed + sum(map(ord, variant)))
+    w = GGUFWriter(out, arch)
+    n_vocab = copy_tokenizer(w, vocab_file(vocab_dir, gemma_vocab, v["vocab"]))
+    n_head, n_kv, hd = v["n_head"], v["n_head_kv"], v["head_dim"]
+    w.add_name(f"tessera-synthetic-{variant}")
+    w.add_context_length(CTX_TRAIN)
+    w.add_embedding_length(N_EMBD)
+    w.add_block_count(v["n_layer"])
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_kv)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_rope_dimension_count(v.get("rope_dims", hd))
+    if "orig_ctx" in v:
+        w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(v.get("rope_base", 10000.0))
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(0)
+    if "window" in v and broken != "window":
+        w.add_sliding_window(v["window"])
+    if "rope_scale_linear" in v:
+        w.add_rope_scaling_type("linear")
+        w.add_rope_scaling_factor(v["rope_scale_linear"])
+    if "attn_softcap" in v:
+        caps = (1e6, 1e6) if broken == "softcap" else (v["attn_softcap"], v["final_softcap"])
+        w.add_attn_logit_softcapping(caps[0])
+        w.add_final_logit_softcapping(caps[1])
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def gain(n):
+        return (1.0 + normal((n,), 0.2)).astype(np.float32)
+
+    # Embeddings: large enough that the output (tied or not) gives peaked distributions.
+    emb = normal((n_vocab, N_EMBD), 0.6)
+    w.add_tensor("token_embd.weight", emb.astype(np.float16))
+    w.add_tensor("output_norm.weight", gain(N_EMBD))
+    if not v.get("tied", True):
+        w.add_tensor("output.weight", normal((n_vocab, N_EMBD), 0.6).astype(np.float16))
+    if v.get("rope_freqs"):
+        # Per-pair divisors spanning 0.02..4 so they move every pair's angle visibly.
+        f = np.geomspace(0.02, 4.0, hd // 2).astype(np.float32)
+        if broken == "rope_freqs":
+            f = np.ones_like(f)
+        w.add_tensor("rope_freqs.weight", f)
+    if v.get("longrope"):
+        # Short factors near 1 (unused at the oracle's context), long ones far from it.
+        nd = v["rope_dims"] // 2
+        w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 1.5, nd).astype(np.float32))
+        long_f = np.geomspace(0.05, 6.0, nd).astype(np.float32)
+        if broken == "rope_freqs":
+            long_f = np.ones_like(long_f)
+        w.add_tensor("rope_factors_long.weight", long_f)
+    qw, kw = n_head * hd, n_kv * hd
+    for il in range(v["n_layer"]):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", gain(N_EMBD))
+        wq = normal((qw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
+        wk = normal((kw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
+        wv = normal((kw, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        if v.get("fused"):
+            w.add_tensor(p + "attn_qkv.weight", np.concatenate([wq, wk, wv]))
+        else:
+            w.add_tensor(p + "attn_q.weight", wq)
+            w.add_tensor(p + "attn_k.weight", wk)
+            w.add_tensor(p + "attn_v.weight", wv)
+        w.add_tensor(p + "attn_output.weight", normal((N_EMBD, qw), 1.0 / np.sqrt(qw)))
+        if v.get("qkv_bias"):
+            scale = 0.0 if broken == "bias" else 1.0
+            w.add_tensor(p + "attn_q.bias", normal((qw,), 1.0) * scale)
+            w.add_tensor(p + "attn_k.bias", normal((kw,), 1.0) * scale)
+            w.add_tensor(p + "attn_v.bias", normal((kw,), 0.5) * scale)
+        if v.get("out_bias"):
+            w.add_tensor(p + "attn_output.bias", normal((N_EMBD,), 0.5))
+        if v.get("qk_norm"):
+            qn, kn = gain(hd) * 2.0, gain(hd) * 2.0
+            w.add_tensor(p + "attn_q_norm.weight", qn)
+            w.add_tensor(p + "attn_k_norm.weight", kn)
+        w.add_tensor(p + "ffn_norm.weight", gain(N_EMBD))
+        gate = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        up = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        if v.get("fused"):
+            w.add_tensor(p + "ffn_up.weight", np.concatenate([gate, up]))
+        else:
+            w.add_tensor(p + "ffn_gate.weight", gate)
+            w.add_tensor(p + "ffn_up.weight", up)
+        w.add_tensor(p + "ffn_down.weight", normal((N_EMBD, N_FF), 1.0 / np.sqrt(N_FF)))
+        if v.get("post_norms"):
+            w.add_tensor(p + "post_attention_norm.weight", gain(N_EMBD))
+            w.add_tensor(p + "post_ffw_norm.weight", gain(N_EMBD))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("variant", nargs="?")
+    ap.add_argument("--out")
+    src = os.environ.get("TESSERA_LLAMA_CPP_SRC", "")
+    ap.add_argument("--vocab-dir", default=os.path.join(src, "models") if src else "")
+    ap.add_argument("--gemma-vocab", default="")
+    ap.add_argument("--break", dest="broken", choices=BREAKS)
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        for k, v in VARIANTS.items():
+            print(k, v["arch"], v["vocab"])
+        return
+    if a.variant not in VARIANTS or not a.out:
+        ap.error(f"give a variant ({', '.join(VARIANTS)}) and --out")
+    generate(a.variant, a.out, a.vocab_dir, a.gemma_vocab, a.broken)
+    h = hashlib.sha256(open(a.out, "rb").read()).hexdigest()
+    print(f"{a.out} sha256 {h}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

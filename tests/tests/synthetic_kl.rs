@@ -1,0 +1,125 @@
+//! Every architecture on a synthetic tiny model against llama.cpp (see `tests/synthetic.rs`):
+//! Tessera's mean KL divergence to llama.cpp's next-token distributions must stay within 1.5×
+//! llama.cpp's own flash-attention-on-vs-off divergence on the same file (2× on the GPU), and
+//! its top-1 agreement no more than one point below llama.cpp's own. Each variant's
+//! distinguishing feature is then removed (gen.py `--break`) to show the test can fail: the
+//! divergence must rise at least 20× above the bound.
+//!
+//! Models are generated at test time with Python (`gguf`, `numpy`) from llama.cpp's vocabulary
+//! files; see the fixture JSONs for the commands that made the references.
+
+use tessera_models::Device;
+use tessera_tests::synthetic::{SyntheticFixture, generate, sha256_hex};
+
+/// llama.cpp's noise floor: below it, KL differences are float rounding on both sides.
+/// Bounds use `max(noise, FLOOR)` so a bit-exact llama.cpp pair (noise 0) leaves room for
+/// a different summation order.
+const FLOOR: f64 = 1e-5;
+
+/// The CPU (and, when present, GPU) check of one variant, then its deliberate break.
+fn check(variant: &str, broken: &str) {
+    let fx = SyntheticFixture::load(variant);
+    let Some(path) = generate(variant, None) else {
+        return;
+    };
+    assert_eq!(
+        sha256_hex(&path),
+        fx.meta["model_sha256"].as_str().unwrap(),
+        "{variant}: gen.py wrote a different model than the fixture's (numpy or gguf changed?)"
+    );
+    let (noise_kl, noise_top1) = fx.llama_noise();
+    let bound = 1.5 * noise_kl.max(FLOOR);
+    let cpu = fx.measure(&path, Device::Cpu);
+    eprintln!(
+        "{variant}: CPU KL {:.3e} (bound {bound:.3e}, llama.cpp fa on/off {noise_kl:.3e}), \
+         top-1 {:.4} (llama.cpp {noise_top1:.4})",
+        cpu.kl, cpu.top1
+    );
+    assert!(
+        cpu.kl <= bound,
+        "{variant}: CPU KL {:.3e} > {bound:.3e}",
+        cpu.kl
+    );
+    assert!(
+        cpu.top1 >= noise_top1 - 0.01,
+        "{variant}: CPU top-1 {}",
+        cpu.top1
+    );
+
+    #[cfg(feature = "gpu")]
+    if tessera_engine::backend::describe(Device::Gpu(0)).is_ok() {
+        let gpu = fx.measure(&path, Device::Gpu(0));
+        let gpu_bound = 2.0 * noise_kl.max(FLOOR);
+        eprintln!(
+            "{variant}: GPU KL {:.3e} (bound {gpu_bound:.3e}), top-1 {:.4}",
+            gpu.kl, gpu.top1
+        );
+        assert!(gpu.kl <= gpu_bound, "{variant}: GPU KL {:.3e}", gpu.kl);
+        assert!(
+            gpu.top1 >= noise_top1 - 0.01,
+            "{variant}: GPU top-1 {}",
+            gpu.top1
+        );
+    }
+
+    let Some(bad) = generate(variant, Some(broken)) else {
+        return;
+    };
+    let b = fx.measure(&bad, Device::Cpu);
+    eprintln!(
+        "{variant}: with {broken} broken, KL {:.3e} = {:.0}× the bound, top-1 {:.4}",
+        b.kl,
+        b.kl / bound,
+        b.top1
+    );
+    assert!(
+        b.kl >= 20.0 * bound,
+        "{variant}: breaking {broken} moved KL only to {:.3e} (bound {bound:.3e})",
+        b.kl
+    );
+}
+
+#[test]
+fn llama3_rope_freqs_mha_untied() {
+    check("llama3", "rope_freqs");
+}
+
+#[test]
+fn llama_gqa_biases() {
+    check("llama-gqa-bias", "bias");
+}
+
+#[test]
+fn qwen2_qkv_biases() {
+    check("qwen2", "bias");
+}
+
+#[test]
+fn qwen3_qk_norm_wide_heads() {
+    check("qwen3", "qk_norm");
+}
+
+#[test]
+fn phi3_fused_weights_longrope() {
+    check("phi3", "rope_freqs");
+}
+
+#[test]
+fn smollm3_nope_layers() {
+    check("smollm3", "nope");
+}
+
+#[test]
+fn gemma2_softcaps() {
+    check("gemma2", "softcap");
+}
+
+#[test]
+fn gemma2_alternating_window() {
+    check("gemma2", "window");
+}
+
+#[test]
+fn gemma3_scaled_rope_and_window() {
+    check("gemma3", "window");
+}
