@@ -710,7 +710,32 @@ mod tests {
         env.set_lstrip_blocks(true);
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.render_str(src, context! { messages => conversation() })
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.render_str(
+            src,
+            context! {
+                messages => conversation(),
+                add_generation_prompt => true,
+                bos_token => "<s>",
+                eos_token => "</s>",
+            },
+        )
+    }
+
+    #[test]
+    fn real_templates_render_as_without_the_guards() {
+        for src in [
+            include_str!("chat/testdata/Qwen-Qwen2.5-7B-Instruct.jinja"),
+            include_str!("chat/testdata/microsoft-Phi-3.5-mini-instruct.jinja"),
+            include_str!("chat/testdata/HuggingFaceTB-SmolLM3-3B.jinja"),
+            CHATML_TEMPLATE,
+            GEMMA_TEMPLATE,
+        ] {
+            let ours = render_src(src).unwrap();
+            assert!(ours.contains("Name a colour."), "{ours}");
+            assert_eq!(ours, render_unguarded(src).unwrap());
+        }
     }
 
     #[test]
