@@ -2,6 +2,13 @@
 //! `HParams::from_gguf`, `Tokenizer::from_gguf` and `Model::from_file` — must end in `Ok` or a
 //! clean error. A model that loads and is small (the tiny seed models) also evaluates one token
 //! and samples from the logits.
+//!
+//! Float-parameter dimension: an input starting with `F` is not a file but overrides of the
+//! tiny fixture model's float hyper-parameters (RoPE base and scales, YaRN factors, RMS-norm
+//! epsilon, soft-caps), as pairs of a key byte and four bytes of an arbitrary `f32` bit
+//! pattern (NaN, infinities, subnormals, negatives), after a byte choosing the RoPE scaling
+//! type. The load must refuse the file with an error, or the evaluation must give finite
+//! logits or `ModelError::NonFiniteLogits`; never panic.
 
 #![no_main]
 
@@ -12,9 +19,55 @@ use tessera_engine::GgufFile;
 use tessera_models::hparams::RopeOverrides;
 use tessera_models::sampler::{Sampler, SamplerParams};
 use tessera_models::tokenizer::Tokenizer;
-use tessera_models::{Context, ContextParams, HParams, Model};
+use tessera_engine::gguf::MetaValue;
+use tessera_models::testing::{TinyLlama, set_kv};
+use tessera_models::{Context, ContextParams, HParams, Model, ModelError};
+
+/// The float keys the `F` inputs may set on the tiny llama model.
+const FLOAT_KEYS: [&str; 12] = [
+    "llama.rope.freq_base",
+    "llama.rope.freq_base_swa",
+    "llama.rope.scale_linear",
+    "llama.rope.scaling.factor",
+    "llama.rope.scaling.attn_factor",
+    "llama.rope.scaling.yarn_ext_factor",
+    "llama.rope.scaling.yarn_beta_fast",
+    "llama.rope.scaling.yarn_beta_slow",
+    "llama.rope.scaling.yarn_log_multiplier",
+    "llama.attention.layer_norm_rms_epsilon",
+    "llama.final_logit_softcapping",
+    "llama.attn_logit_softcapping",
+];
+
+/// The tiny model with the float parameters `data` sets (after the `F`).
+fn with_float_parameters(data: &[u8]) -> Vec<u8> {
+    let mut w = TinyLlama::default().writer();
+    let Some((&kind, pairs)) = data.split_first() else {
+        return w.to_bytes();
+    };
+    let kind = ["none", "linear", "yarn"][kind as usize % 3];
+    set_kv(
+        &mut w,
+        "llama.rope.scaling.type",
+        MetaValue::String(kind.into()),
+    );
+    for pair in pairs.chunks_exact(5) {
+        let key = FLOAT_KEYS[pair[0] as usize % FLOAT_KEYS.len()];
+        let bits = u32::from_le_bytes([pair[1], pair[2], pair[3], pair[4]]);
+        set_kv(&mut w, key, MetaValue::F32(f32::from_bits(bits)));
+    }
+    w.to_bytes()
+}
 
 fuzz_target!(|data: &[u8]| {
+    let built;
+    let (data, float_mode) = match data.split_first() {
+        Some((b'F', rest)) => {
+            built = with_float_parameters(rest);
+            (&built[..], true)
+        }
+        _ => (data, false),
+    };
     let Ok(file) = GgufFile::from_bytes(data) else {
         return;
     };
@@ -42,9 +95,16 @@ fuzz_target!(|data: &[u8]| {
     let Ok(mut ctx) = Context::new(model, params) else {
         return;
     };
-    if ctx.eval(&[0, 1], false).is_ok() {
-        let mut s = Sampler::new(SamplerParams::default());
-        let id = s.sample(ctx.logits());
-        assert!((id as usize) < ctx.model().hparams().n_vocab);
+    match ctx.eval(&[0, 1], false) {
+        Ok(()) => {
+            assert!(ctx.logits().iter().all(|x| x.is_finite()));
+            let mut s = Sampler::new(SamplerParams::default());
+            let id = s.sample(ctx.logits());
+            assert!((id as usize) < ctx.model().hparams().n_vocab);
+        }
+        Err(e) => assert!(
+            !float_mode || matches!(e, ModelError::NonFiniteLogits { .. }),
+            "the tiny model with fuzzed float parameters failed to evaluate: {e}"
+        ),
     }
 });

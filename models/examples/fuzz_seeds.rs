@@ -1,7 +1,9 @@
 //! Writes the seed corpora of the fuzz targets (see `fuzz/README.md`) into `<dir>/<target>/`:
 //! the first kilobytes of both real models and two tiny complete models for the GGUF targets,
-//! sample texts for the tokenizer target, and the real and built-in chat templates for the
-//! chat-template target. The seeds are generated, not kept in git.
+//! and float-parameter overrides of the tiny model (NaN, infinities, subnormals, negatives) for
+//! `gguf_model`, sample texts for the tokenizer target, and the real, built-in and hostile
+//! (value-growing) chat templates for the chat-template target. The seeds are generated, not
+//! kept in git.
 //!
 //! `cargo run --release -p tessera-models --features testing --example fuzz_seeds -- fuzz/corpus`
 
@@ -78,7 +80,7 @@ fn main() {
         }
     }
 
-    // Chat templates: a selector byte (2 or 3: the source given), the source, NUL, then
+    // Chat templates: a selector byte (2 or 3 mod 8: the source given), the source, NUL, then
     // messages separated by 0x01, each a role byte then content.
     let messages: &[u8] = b"\x00Be brief.\x01\x01Hi!\x01\x02Hello.\x01\x01Name a colour.";
     let mut templates = vec![
@@ -92,8 +94,53 @@ fn main() {
             templates.push((file.trim_end_matches(".gguf").to_string(), src.to_string()));
         }
     }
+    // Hostile templates that grow values (the size dimension): as given (selector 2), and a
+    // plain body for the loops of selectors 4 to 7 (growth, iterations and a repeat count are
+    // read from the body's last bytes).
+    let hostile = [
+        "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+        "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+        "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}{% set ns.l = ns.l + ['x' * 100000] %}{% endfor %}",
+        "{% set ns = namespace(s='xx') %}{% for i in range(64) %}{% set ns.s = ns.s|replace('x', 'xx') %}{% endfor %}",
+        "{% set n = 100000000000 %}{{ ('ab' * n)|length }}{{ ([1] * n)|join }}",
+        "{{ ('x' * 99999999) ~ ('x' * 99999999) }}",
+    ];
+    for (i, src) in hostile.iter().enumerate() {
+        templates.push((format!("hostile{i}"), src.to_string()));
+    }
+    for sel in 4u8..8 {
+        let body = format!("x{}", String::from_utf8_lossy(&[sel, 40, 0x10, 0x27, 0, 0]));
+        let mut seed = vec![sel];
+        seed.extend_from_slice(body.as_bytes());
+        write(&dir, "chat_template", &format!("sized-{sel}"), &seed);
+    }
+    // Float parameters of the tiny model (the `F` inputs of gguf_model): YaRN with NaN,
+    // infinite, subnormal and negative values.
+    let floats: [(u8, f32); 6] = [
+        (0, f32::NAN),
+        (3, f32::INFINITY),
+        (4, -1.0),
+        (5, f32::from_bits(1)),
+        (8, 1e30),
+        (9, 0.0),
+    ];
+    for (i, pair) in floats.iter().enumerate() {
+        let mut seed = vec![b'F', 2];
+        for (key, value) in &floats[..=i] {
+            seed.push(*key);
+            seed.extend_from_slice(&value.to_le_bytes());
+        }
+        write(
+            &dir,
+            "gguf_model",
+            &format!("floats{i}-key{}", pair.0),
+            &seed,
+        );
+    }
     for (name, src) in templates {
-        for sel in [2u8, 15] {
+        // Selector 2: the source as given; 26: the same, stripping BOS and adding the
+        // generation prompt.
+        for sel in [2u8, 26] {
             let mut seed = vec![sel];
             seed.extend_from_slice(src.as_bytes());
             seed.push(0);

@@ -14,7 +14,31 @@
 //! does not get two; the result is the text to tokenize with special tokens parsed.
 //! [`ChatTemplate::render_raw`] returns the template's output untouched. (Only a leading BOS
 //! is dropped, and only then: SmolLM2's BOS text is `<|im_start|>`, which starts every turn.)
+//!
+//! ## Hostile templates
+//!
+//! A template comes from the model file, so it may be written to exhaust the machine. Its
+//! instructions are bounded by minijinja's fuel ([`RENDER_FUEL`]), its nesting by
+//! [`RECURSION_LIMIT`], and its bytes by a budget, [`RENDER_BYTE_BUDGET`]: the output, every
+//! capture, and every string or list that an operator (`~`, `+`, `*`, slicing), a filter or a
+//! method builds are charged to it, before they are built wherever their size can be bounded
+//! from their inputs (`'x' * n`, `[x] * n`, `join`, `replace`, `indent`, `tojson`,
+//! `format` …), so doubling a string or a list in a loop, or repeating a large one, ends with
+//! [`ChatError::TooLarge`] instead of an allocation the process cannot survive. minijinja
+//! offers no hook on its operators, so each rendering runs a copy of the compiled
+//! instructions with the operators replaced by charging functions (`guard`, through
+//! minijinja's `unstable_machinery`, which is why the minijinja version is pinned); a memory
+//! quota by a global allocator was not an option for a library. The budget bounds the bytes
+//! built in total, never refunded, so at most that much is alive at any time.
 
+mod budget;
+mod fold;
+mod guard;
+
+pub use budget::RENDER_BYTE_BUDGET;
+
+use minijinja::machinery::{WhitespaceConfig, get_compiled_template, make_string_output, parse};
+use minijinja::syntax::SyntaxConfig;
 use minijinja::{Environment, Error, ErrorKind, Value, context};
 use serde::Serialize;
 use tessera_engine::gguf::Metadata;
@@ -75,6 +99,9 @@ pub enum ChatError {
     /// Rendering failed (including `raise_exception` called by the template).
     #[error("chat template failed: {0}")]
     Render(String),
+    /// The template wrote or built more than [`RENDER_BYTE_BUDGET`] bytes.
+    #[error("chat template built more than {RENDER_BYTE_BUDGET} bytes (output and values)")]
+    TooLarge,
 }
 
 /// Built-in ChatML: `<|im_start|>role\ncontent<|im_end|>\n` per message.
@@ -117,6 +144,8 @@ pub struct ChatTemplate {
     origin: TemplateOrigin,
     env: Environment<'static>,
     compile_error: Option<String>,
+    /// A constant expression would fold to more than [`fold::FOLD_LIMIT`] bytes.
+    folds_too_large: bool,
     bos_text: String,
     eos_text: String,
     strip_bos: bool,
@@ -170,6 +199,7 @@ impl ChatTemplate {
             eos_text,
         );
         match &t.compile_error {
+            _ if t.folds_too_large => Err(ChatError::TooLarge),
             Some(e) => Err(ChatError::Compile(e.clone())),
             None => Ok(t),
         }
@@ -187,15 +217,30 @@ impl ChatTemplate {
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        let compile_error = env
-            .add_template_owned(NAME, source.clone())
-            .err()
-            .map(|e| error_text(&e));
+        guard::install(&mut env);
+        // minijinja folds constant expressions while compiling: refuse the huge ones first.
+        let whitespace = WhitespaceConfig {
+            keep_trailing_newline: false,
+            lstrip_blocks: true,
+            trim_blocks: true,
+        };
+        // A unit struct without minijinja's `custom_syntax` feature, a struct with it.
+        #[allow(clippy::default_constructed_unit_structs)]
+        let folds_too_large = parse(&source, NAME, SyntaxConfig::default(), whitespace)
+            .is_ok_and(|ast| fold::check(&ast).is_err());
+        let compile_error = if folds_too_large {
+            None
+        } else {
+            env.add_template_owned(NAME, source.clone())
+                .err()
+                .map(|e| error_text(&e))
+        };
         ChatTemplate {
             source,
             origin,
             env,
             compile_error,
+            folds_too_large,
             bos_text: bos.to_string(),
             eos_text: eos.to_string(),
             strip_bos: false,
@@ -244,6 +289,9 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
+        if self.folds_too_large {
+            return Err(ChatError::TooLarge);
+        }
         if let Some(e) = &self.compile_error {
             return Err(ChatError::Compile(e.clone()));
         }
@@ -251,13 +299,29 @@ impl ChatTemplate {
             .env
             .get_template(NAME)
             .map_err(|e| ChatError::Compile(error_text(&e)))?;
-        tmpl.render(context! {
+        let compiled = get_compiled_template(&tmpl);
+        let instructions = guard::guard_instructions(&compiled.instructions);
+        let blocks = guard::guard_blocks(&compiled.blocks);
+        let root = context! {
             messages => messages,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_text,
             eos_token => &self.eos_text,
-        })
-        .map_err(|e| ChatError::Render(error_text(&e)))
+        };
+        let mut text = String::new();
+        let rendering = budget::Rendering::start(RENDER_BYTE_BUDGET);
+        let result = minijinja::machinery::Vm::new(&self.env).eval(
+            &instructions,
+            root,
+            &blocks,
+            &mut make_string_output(&mut text),
+            compiled.initial_auto_escape,
+        );
+        match result {
+            Ok(_) => Ok(text),
+            Err(_) if rendering.exceeded() => Err(ChatError::TooLarge),
+            Err(e) => Err(ChatError::Render(error_text(&e))),
+        }
     }
 }
 
@@ -541,6 +605,194 @@ mod tests {
         let t = ChatTemplate::new(src, "", "").unwrap();
         let err = t.render(&conversation(), true).unwrap_err();
         assert!(err.to_string().contains("recursion"), "{err}");
+    }
+
+    /// Renders `src` on a short conversation.
+    fn render_src(src: &str) -> Result<String, ChatError> {
+        ChatTemplate::new(src, "<s>", "</s>")?.render(&conversation(), true)
+    }
+
+    /// `src` is refused for its size, quickly and without aborting.
+    fn assert_too_large(src: &str) {
+        let start = std::time::Instant::now();
+        let err = render_src(src).unwrap_err();
+        assert!(matches!(err, ChatError::TooLarge), "{src}: {err}");
+        assert!(err.to_string().contains("more than"), "{err}");
+        assert!(start.elapsed().as_secs() < 30, "{src}");
+    }
+
+    #[test]
+    fn doubling_strings_is_refused() {
+        for op in ["~", "+"] {
+            assert_too_large(&format!(
+                "{{% set ns = namespace(s='x') %}}{{% for i in range(64) %}}\
+                 {{% set ns.s = ns.s {op} ns.s %}}{{% endfor %}}{{{{ ns.s|length }}}}"
+            ));
+        }
+        // Also through a capture, without any operator.
+        assert_too_large(
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+             {% set t %}{{ ns.s }}{{ ns.s }}{% endset %}{% set ns.s = t %}{% endfor %}",
+        );
+    }
+
+    #[test]
+    fn repeating_strings_in_a_loop_is_refused() {
+        assert_too_large(
+            "{% set ns = namespace(l=[]) %}{% for i in range(100000) %}\
+             {% set ns.l = ns.l + ['x' * 100000] %}{% endfor %}{{ ns.l|length }}",
+        );
+        assert_too_large("{{ 'x' * 100000000000 }}");
+        assert_too_large("{{ 100000000000 * 'x' }}");
+        // The same with a variable, which is not folded while compiling.
+        assert_too_large("{% set n = 100000000000 %}{{ 'x' * n }}");
+        assert_too_large("{% set n = 100000000000 %}{{ n * 'x' }}");
+        assert_too_large("{% set n = 100000000000 %}{{ ([1] * n)|join }}");
+        // Raw text in nested loops, into a capture.
+        assert_too_large(&format!(
+            "{{% set t %}}{{% for i in range(3000) %}}{{% for j in range(3000) %}}{}\
+             {{% endfor %}}{{% endfor %}}{{% endset %}}",
+            "y".repeat(1000)
+        ));
+    }
+
+    #[test]
+    fn repeating_and_doubling_lists_is_refused() {
+        assert_too_large("{{ ([1] * 100000000000)|join }}");
+        assert_too_large("{{ ([1] * 100000000000)|list|length }}");
+        assert_too_large(
+            "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}\
+             {% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l|length }}",
+        );
+        assert_too_large(
+            "{% set ns = namespace(l=[1]) %}{% for i in range(64) %}\
+             {% set ns.l = ns.l|chain(ns.l) %}{% endfor %}{{ ns.l|list|length }}",
+        );
+        assert_too_large("{{ [1]|batch(100000000000, 0)|list }}");
+        assert_too_large("{{ [1]|slice(100000000000)|list }}");
+    }
+
+    #[test]
+    fn growing_filters_and_methods_are_refused() {
+        // replace doubling, as a filter and as a method.
+        assert_too_large(
+            "{% set ns = namespace(s='xx') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s|replace('x', 'xx') %}{% endfor %}",
+        );
+        assert_too_large(
+            "{% set ns = namespace(s='xx') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s.replace('x', 'xx') %}{% endfor %}",
+        );
+        assert_too_large("{{ ('x' * 1000)|replace('', 'y' * 1000000) }}");
+        // join of a big string many times, filter and method.
+        assert_too_large("{{ (['x' * 1000000] * 100000)|join }}");
+        assert_too_large("{{ ''.join(['x' * 1000000] * 100000) }}");
+        // Widths.
+        assert_too_large("{{ 'a\nb'|indent(100000000000) }}");
+        assert_too_large("{{ [1, [2]]|tojson(indent=100000000000) }}");
+        assert_too_large("{{ '%100000000000s'|format('x') }}");
+        assert_too_large("{{ '{:>100000000000}'.format('x') }}");
+        // Printing a list of many references to a big string, nested in filters.
+        assert_too_large("{{ ((['x' * 1000000] * 1000)|string|upper)|length }}");
+        assert_too_large("{{ (['x' * 1000000] * 1000)|pprint|length }}");
+        assert_too_large("{{ (['x' * 1000000] * 1000)|tojson|length }}");
+        // Slices of a big string kept in a list.
+        assert_too_large(
+            "{% set s = 'x' * 10000000 %}{% set ns = namespace(l=[]) %}\
+             {% for i in range(100) %}{% set ns.l = ns.l + [s[i:]] %}{% endfor %}",
+        );
+    }
+
+    /// What minijinja renders for `src` without the guards, configured as [`ChatTemplate`].
+    fn render_unguarded(src: &str) -> Result<String, Error> {
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        minijinja_contrib::add_to_environment(&mut env);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", strftime_now);
+        env.render_str(
+            src,
+            context! {
+                messages => conversation(),
+                add_generation_prompt => true,
+                bos_token => "<s>",
+                eos_token => "</s>",
+            },
+        )
+    }
+
+    #[test]
+    fn real_templates_render_as_without_the_guards() {
+        for src in [
+            include_str!("chat/testdata/Qwen-Qwen2.5-7B-Instruct.jinja"),
+            include_str!("chat/testdata/microsoft-Phi-3.5-mini-instruct.jinja"),
+            include_str!("chat/testdata/HuggingFaceTB-SmolLM3-3B.jinja"),
+            CHATML_TEMPLATE,
+            GEMMA_TEMPLATE,
+        ] {
+            let ours = render_src(src).unwrap();
+            assert!(ours.contains("Name a colour."), "{ours}");
+            assert_eq!(ours, render_unguarded(src).unwrap());
+        }
+    }
+
+    #[test]
+    fn huge_constant_expressions_are_refused_before_compiling() {
+        for src in [
+            "{{ ('x' * 99999999) ~ ('x' * 99999999) }}",
+            "{{ ([1] * 1000000000000000) ~ '' }}",
+            "{{ 'x' * (1000 * 1000 * 1000) }}",
+            "{% if false %}{{ ['y'] * 10 ** 12 }}{% endif %}",
+            "{% macro m(a=('x' * 10 ** 8)) %}{% endmacro %}",
+        ] {
+            let start = std::time::Instant::now();
+            let e = ChatTemplate::new(src, "", "").unwrap_err();
+            assert!(matches!(e, ChatError::TooLarge), "{src}: {e}");
+            let t = ChatTemplate::from_gguf(&meta("llama", Some(src)), "", "");
+            assert!(matches!(t.render(&[], true), Err(ChatError::TooLarge)));
+            assert!(start.elapsed().as_secs() < 5, "{src}");
+        }
+        // Small constants still fold.
+        assert_eq!(render_src("{{ '=' * 3 ~ 'a' + 'b' }}").unwrap(), "===ab");
+    }
+
+    #[test]
+    fn guarded_operators_keep_their_meaning() {
+        for src in [
+            "{{ 1 + 2 }} {{ 1.5 + 1 }} {{ 'a' + 'b' }} {{ [1] + [2] }} {{ 'a' ~ 1 ~ none }}",
+            "{{ 'ab' * 2 }} {{ 2 * [0] }} {{ 3 * 2 }} {{ 'hello'[1:3] }} {{ [1, 2, 3][::-1] }}",
+            "{{ ['a', 'b']|join(', ') }} {{ 'aXb'|replace('X', '-') }} {{ 'a\nb'|indent(2) }}",
+            "{{ {'k': [1]}|tojson }} {{ {'k': [1]}|tojson(indent=2) }} {{ '%s=%d'|format('x', 3) }}",
+            "{{ '{}!'.format('y') }} {{ '-'.join(['p', 'q']) }} {{ 'a b'.split() }}",
+            "{{ [3, 1]|sort|list }} {{ [1, 2, 3]|batch(2, 0)|list }} {{ [1, 2, 3]|slice(2)|list }}",
+            "{{ [1, 2]|sum }} {{ [1]|chain([2])|list }} {{ 'ab'|list }} {{ 'a<b'|e }} {{ [1]|pprint }}",
+            "{% set c %}raw {{ 1 }}{% endset %} {{ c|upper }} {{ messages|map(attribute='role')|join }}",
+            "{{ messages[1:]|length }} {{ (messages|last).content.replace('a', 'A') }}",
+            "{% for m in messages %}{{ m.role[0]|upper ~ m.content[:3] }}|{% endfor %}",
+        ] {
+            assert_eq!(
+                render_src(src).unwrap(),
+                render_unguarded(src).unwrap(),
+                "{src}"
+            );
+        }
+        // Errors of the operators are still errors, not size refusals.
+        let e = render_src("{{ 1 + 'a' }}").unwrap_err();
+        assert!(matches!(e, ChatError::Render(_)), "{e}");
+        let e = render_src("{{ 'a' * 'b' }}").unwrap_err();
+        assert!(matches!(e, ChatError::Render(_)), "{e}");
+    }
+
+    #[test]
+    fn loops_macros_and_jumps_survive_the_rewrite() {
+        let src = "{% macro m(x) %}<{{ x }}>{% if x > 1 %}{{ m(x - 1) }}{% endif %}{% endmacro %}\
+                   {% for i in range(4) if i is odd %}{{ i }}{% if loop.last %}.{% endif %}\
+                   {% else %}none{% endfor %}{{ m(3) }}{{ 'y' if false else 'n' }}\
+                   {{ true and 'a' }}{{ false or 'b' }}{% for x in [[1, 2], [3]] recursive %}\
+                   [{% if x is sequence %}{{ loop(x) }}{% else %}{{ x }}{% endif %}]{% endfor %}";
+        assert_eq!(render_src(src).unwrap(), "13.<3><2><1>nab[[1][2]][[3]]");
     }
 
     /// Real models and llama.cpp's fixtures. A missing file fails the test unless

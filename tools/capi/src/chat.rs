@@ -36,9 +36,16 @@ unsafe fn message(
 /// prompt does not get two (as llama.cpp does). A model without a template uses a built-in
 /// one (ChatML; Gemma's turn format for Gemma models).
 ///
+/// The template comes from the model file and may be hostile: its work is bounded (10 million
+/// template instructions, nesting depth 100) and so are its bytes: what it writes and every
+/// string or list it builds count against 256 MiB per call, and a constant expression may
+/// fold to at most 1 MiB. A template that goes past a bound fails with `TESSERA_ERR_TEMPLATE`
+/// ("chat template built more than N bytes"), without exhausting memory.
+///
 /// Errors: `TESSERA_ERR_NULL_POINTER` (an array or one of its strings; the message names the
 /// index), `TESSERA_ERR_INVALID_UTF8`, `TESSERA_ERR_TEMPLATE` (the template failed, e.g. the
-/// roles do not alternate as it requires), `TESSERA_ERR_BUFFER_TOO_SMALL`.
+/// roles do not alternate as it requires, or it went past a bound above),
+/// `TESSERA_ERR_BUFFER_TOO_SMALL`.
 ///
 /// Ownership: every argument belongs to the caller and is only used during the call.
 ///

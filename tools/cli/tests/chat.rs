@@ -38,6 +38,34 @@ fn chat_piped_bytes(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A model file whose chat template doubles a string in a loop (a tiny model built in
+/// memory): `tessera chat` reports the template's error and exits, instead of exhausting
+/// memory and aborting.
+#[test]
+fn piped_hostile_template_is_an_error_not_an_abort() {
+    use tessera_engine::gguf::MetaValue;
+    use tessera_models::testing::{TinyLlama, set_kv};
+    let mut w = TinyLlama::default().writer();
+    set_kv(
+        &mut w,
+        "tokenizer.chat_template",
+        MetaValue::String(
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}\
+             {% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}"
+                .into(),
+        ),
+    );
+    let path = std::env::temp_dir().join(format!("tessera-hostile-{}.gguf", std::process::id()));
+    std::fs::write(&path, w.to_bytes()).unwrap();
+    let start = std::time::Instant::now();
+    let out = chat_piped(&["-m", path.to_str().unwrap(), "-c", "64"], "Hi\n/quit\n");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("chat template built more than"), "{stderr}");
+    assert!(start.elapsed().as_secs() < 60);
+}
+
 /// The question the answer tests ask, and a word its greedy reply contains.
 ///
 /// These tests check the chat plumbing, not what SmolLM2-135M knows, so the question is one
