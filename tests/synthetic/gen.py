@@ -19,7 +19,7 @@ import os
 import sys
 
 import numpy as np
-from gguf import GGUFReader, GGUFWriter, GGUFValueType
+from gguf import GGUFReader, GGUFValueType, GGUFWriter, RopeScalingType
 
 # Variant -> (architecture, vocab source, settings). Sizes are small; head widths and feature
 # magnitudes are chosen so that each feature changes the distributions well above noise.
@@ -37,7 +37,7 @@ VARIANTS = {
     "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
                     head_dim=16, tied=True),
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
-                   post_norms=True, window=24, attn_softcap=8.0, final_softcap=12.0,
+                   post_norms=True, window=24, attn_softcap=8.0, final_softcap=20.0,
                    tied=True),
     "gemma3": dict(arch="gemma3", vocab="gemma", n_layer=6, n_head=4, n_head_kv=1,
                    head_dim=32, post_norms=True, qk_norm=True, window=24, tied=True,
@@ -119,7 +119,7 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     if "window" in v and broken != "window":
         w.add_sliding_window(v["window"])
     if "rope_scale_linear" in v:
-        w.add_rope_scaling_type("linear")
+        w.add_rope_scaling_type(RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(v["rope_scale_linear"])
     if "attn_softcap" in v:
         caps = (1e6, 1e6) if broken == "softcap" else (v["attn_softcap"], v["final_softcap"])

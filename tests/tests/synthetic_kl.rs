@@ -1,7 +1,9 @@
 //! Every architecture on a synthetic tiny model against llama.cpp (see `tests/synthetic.rs`):
 //! Tessera's mean KL divergence to llama.cpp's next-token distributions must stay within 1.5×
 //! llama.cpp's own flash-attention-on-vs-off divergence on the same file (2× on the GPU), and
-//! its top-1 agreement no more than one point below llama.cpp's own. Each variant's
+//! its top-1 agreement no more than one point below llama.cpp's own (a position where
+//! llama.cpp's two best tokens are within 0.01 nats counts as agreeing with either: llama.cpp
+//! flips those between its own attention kernels). Each variant's
 //! distinguishing feature is then removed (gen.py `--break`) to show the test can fail: the
 //! divergence must rise at least 20× above the bound.
 //!
@@ -32,8 +34,8 @@ fn check(variant: &str, broken: &str) {
     let cpu = fx.measure(&path, Device::Cpu);
     eprintln!(
         "{variant}: CPU KL {:.3e} (bound {bound:.3e}, llama.cpp fa on/off {noise_kl:.3e}), \
-         top-1 {:.4} (llama.cpp {noise_top1:.4})",
-        cpu.kl, cpu.top1
+         top-1 {:.4} ({:.4} with near-ties; llama.cpp {noise_top1:.4})",
+        cpu.kl, cpu.top1, cpu.top1_ties
     );
     assert!(
         cpu.kl <= bound,
@@ -41,7 +43,7 @@ fn check(variant: &str, broken: &str) {
         cpu.kl
     );
     assert!(
-        cpu.top1 >= noise_top1 - 0.01,
+        cpu.top1_ties >= noise_top1 - 0.01,
         "{variant}: CPU top-1 {}",
         cpu.top1
     );
@@ -51,12 +53,13 @@ fn check(variant: &str, broken: &str) {
         let gpu = fx.measure(&path, Device::Gpu(0));
         let gpu_bound = 2.0 * noise_kl.max(FLOOR);
         eprintln!(
-            "{variant}: GPU KL {:.3e} (bound {gpu_bound:.3e}), top-1 {:.4}",
-            gpu.kl, gpu.top1
+            "{variant}: GPU KL {:.3e} (bound {gpu_bound:.3e}), top-1 {:.4} ({:.4} with \
+             near-ties)",
+            gpu.kl, gpu.top1, gpu.top1_ties
         );
         assert!(gpu.kl <= gpu_bound, "{variant}: GPU KL {:.3e}", gpu.kl);
         assert!(
-            gpu.top1 >= noise_top1 - 0.01,
+            gpu.top1_ties >= noise_top1 - 0.01,
             "{variant}: GPU top-1 {}",
             gpu.top1
         );

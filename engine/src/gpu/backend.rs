@@ -50,9 +50,11 @@ impl Executor for GpuExecutor {
         0
     }
 
-    /// Every row's output must fit in one storage binding beside the other activations.
+    /// Every row's output must fit in one storage binding beside the other activations: room
+    /// for three rows of `row_len` per token (the logits, a post-processed copy such as
+    /// Gemma 2's soft-capped logits, and the rest).
     fn max_output_rows(&self, row_len: usize) -> Option<usize> {
-        let rows = self.device().max_binding() / 4 / (2 * row_len.max(1) as u64);
+        let rows = self.device().max_binding() / 4 / (3 * row_len.max(1) as u64);
         Some(rows as usize)
     }
 

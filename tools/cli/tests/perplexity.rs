@@ -150,6 +150,36 @@ fn kl_divergence_round_trip() {
     assert!((pb - p0).abs() < 1e-4 * p0, "{pb} vs {p0}");
 }
 
+/// A base file llama.cpp's `llama-perplexity` wrote (`_logits_` format; the command is in
+/// `tools/cli/tests/fixtures/README.md`) is read, and Tessera's run agrees with it as closely
+/// as llama.cpp agrees with itself across attention kernels.
+#[test]
+fn kl_divergence_reads_llama_cpp_base_files() {
+    let Some(path) = model(SMOLLM2) else {
+        return;
+    };
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2-c8.logits");
+    let cmp = perplexity_json(
+        &path,
+        &[
+            "-c",
+            "8",
+            "--kl-divergence-base",
+            base.to_str().unwrap(),
+            "--kl-divergence",
+        ],
+    );
+    let k = &cmp["kl_divergence"];
+    assert_eq!(k["tokens"], 3);
+    assert!(k["mean"].as_f64().unwrap() < 0.01, "{k}");
+    assert_eq!(k["top1_agreement_percent"].as_f64(), Some(100.0), "{k}");
+    let (p, pb) = (
+        cmp["ppl"].as_f64().unwrap(),
+        k["ppl_base"].as_f64().unwrap(),
+    );
+    assert!((p - pb).abs() < 0.02 * pb, "{p} vs llama.cpp {pb}");
+}
+
 /// Running values per chunk on stdout, then `PPL = x +/- err`, as llama.cpp prints them.
 #[test]
 fn text_output_is_llama_cpp_like() {
