@@ -19,7 +19,8 @@ import os
 import sys
 
 import numpy as np
-from gguf import GGUFReader, GGUFValueType, GGUFWriter, RopeScalingType
+from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, RopeScalingType
+from gguf import quants
 
 # Variant -> (architecture, vocab source, settings). Sizes are small; head widths and feature
 # magnitudes are chosen so that each feature changes the distributions well above noise.
@@ -36,6 +37,14 @@ VARIANTS = {
                  rope_dims=12, fused=True, longrope=True, orig_ctx=64, tied=False),
     "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
                     head_dim=16, tied=True),
+    # Quantized copies (matrices and embeddings in the block format; norms stay F32), written
+    # with the gguf package's own quantizers so CI can regenerate them.
+    "qwen3-q8_0": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
+                       head_dim=32, qk_norm=True, tied=False, rope_base=1000000.0,
+                       quant="Q8_0"),
+    "llama-gqa-bias-q4_0": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4,
+                                n_head_kv=2, head_dim=16, qkv_bias=True, out_bias=True,
+                                tied=True, quant="Q4_0"),
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
                    post_norms=True, window=24, attn_softcap=8.0, final_softcap=20.0,
                    tied=True),
@@ -115,7 +124,8 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(v.get("rope_base", 10000.0))
     w.add_vocab_size(n_vocab)
-    w.add_file_type(0)
+    # general.file_type: all F32 (0), or mostly Q4_0 (2) / Q8_0 (7).
+    w.add_file_type({"Q4_0": 2, "Q8_0": 7}.get(v.get("quant"), 0))
     if "window" in v and broken != "window":
         w.add_sliding_window(v["window"])
     if "rope_scale_linear" in v:
@@ -129,15 +139,32 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
 
+    qtype = getattr(GGMLQuantizationType, v["quant"]) if "quant" in v else None
+
+    def add_matrix(name, m):
+        """A 2-D weight: in the variant's block format if it has one, else as given."""
+        if qtype is None or m.ndim != 2:
+            w.add_tensor(name, m)
+            return
+        q = quants.quantize(m.astype(np.float32), qtype)
+        w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
+
     def gain(n):
         return (1.0 + normal((n,), 0.2)).astype(np.float32)
 
     # Embeddings: large enough that the output (tied or not) gives peaked distributions.
     emb = normal((n_vocab, N_EMBD), 0.6)
-    w.add_tensor("token_embd.weight", emb.astype(np.float16))
+    if qtype is None:
+        w.add_tensor("token_embd.weight", emb.astype(np.float16))
+    else:
+        add_matrix("token_embd.weight", emb)
     w.add_tensor("output_norm.weight", gain(N_EMBD))
     if not v.get("tied", True):
-        w.add_tensor("output.weight", normal((n_vocab, N_EMBD), 0.6).astype(np.float16))
+        out_w = normal((n_vocab, N_EMBD), 0.6)
+        if qtype is None:
+            w.add_tensor("output.weight", out_w.astype(np.float16))
+        else:
+            add_matrix("output.weight", out_w)
     if v.get("rope_freqs"):
         # Per-pair divisors spanning 0.02..4 so they move every pair's angle visibly.
         f = np.geomspace(0.02, 4.0, hd // 2).astype(np.float32)
@@ -160,12 +187,12 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         wk = normal((kw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
         wv = normal((kw, N_EMBD), 1.0 / np.sqrt(N_EMBD))
         if v.get("fused"):
-            w.add_tensor(p + "attn_qkv.weight", np.concatenate([wq, wk, wv]))
+            add_matrix(p + "attn_qkv.weight", np.concatenate([wq, wk, wv]))
         else:
-            w.add_tensor(p + "attn_q.weight", wq)
-            w.add_tensor(p + "attn_k.weight", wk)
-            w.add_tensor(p + "attn_v.weight", wv)
-        w.add_tensor(p + "attn_output.weight", normal((N_EMBD, qw), 1.0 / np.sqrt(qw)))
+            add_matrix(p + "attn_q.weight", wq)
+            add_matrix(p + "attn_k.weight", wk)
+            add_matrix(p + "attn_v.weight", wv)
+        add_matrix(p + "attn_output.weight", normal((N_EMBD, qw), 1.0 / np.sqrt(qw)))
         if v.get("qkv_bias"):
             scale = 0.0 if broken == "bias" else 1.0
             w.add_tensor(p + "attn_q.bias", normal((qw,), 1.0) * scale)
@@ -181,11 +208,11 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         gate = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
         up = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
         if v.get("fused"):
-            w.add_tensor(p + "ffn_up.weight", np.concatenate([gate, up]))
+            add_matrix(p + "ffn_up.weight", np.concatenate([gate, up]))
         else:
-            w.add_tensor(p + "ffn_gate.weight", gate)
-            w.add_tensor(p + "ffn_up.weight", up)
-        w.add_tensor(p + "ffn_down.weight", normal((N_EMBD, N_FF), 1.0 / np.sqrt(N_FF)))
+            add_matrix(p + "ffn_gate.weight", gate)
+            add_matrix(p + "ffn_up.weight", up)
+        add_matrix(p + "ffn_down.weight", normal((N_EMBD, N_FF), 1.0 / np.sqrt(N_FF)))
         if v.get("post_norms"):
             w.add_tensor(p + "post_attention_norm.weight", gain(N_EMBD))
             w.add_tensor(p + "post_ffw_norm.weight", gain(N_EMBD))
