@@ -764,7 +764,7 @@ tessera_status tessera_sampler_seed(struct tessera_sampler *sampler, uint64_t *s
  *
  * The template comes from the model file and may be hostile: its work is bounded (10 million
  * template instructions, nesting depth 100) and so are its bytes: what it writes and every
- * string or list it builds count against 256 MiB per call, and a constant expression may
+ * string or list it builds count against 64 MiB per call, and a constant expression may
  * fold to at most 1 MiB. A template that goes past a bound fails with `TESSERA_ERR_TEMPLATE`
  * ("chat template built more than N bytes"), without exhausting memory.
  *

@@ -38,7 +38,7 @@ unsafe fn message(
 ///
 /// The template comes from the model file and may be hostile: its work is bounded (10 million
 /// template instructions, nesting depth 100) and so are its bytes: what it writes and every
-/// string or list it builds count against 256 MiB per call, and a constant expression may
+/// string or list it builds count against 64 MiB per call, and a constant expression may
 /// fold to at most 1 MiB. A template that goes past a bound fails with `TESSERA_ERR_TEMPLATE`
 /// ("chat template built more than N bytes"), without exhausting memory.
 ///
