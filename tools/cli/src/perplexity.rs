@@ -118,8 +118,9 @@ struct ChunkPlan {
 
 impl ChunkPlan {
     /// The plan for `n_tokens` tokens: all the whole chunks there are, capped by `--chunks`
-    /// (`chunks`, -1 = all) and by the chunks a KL base holds. At least `2·n_ctx` tokens are
-    /// required.
+    /// (`chunks`, -1 = all) and by the chunks a KL base holds. At least `2·n_ctx` tokens of
+    /// text are required, as llama.cpp asks; a KL base's tokens need only make one chunk (a
+    /// base llama.cpp wrote with `--chunks 1` holds exactly `n_ctx`).
     fn new(
         n_tokens: usize,
         n_ctx: usize,
@@ -127,7 +128,14 @@ impl ChunkPlan {
         chunks: i64,
         base: Option<KldHeader>,
     ) -> CliResult<ChunkPlan> {
-        if n_tokens < 2 * n_ctx {
+        let need = if base.is_some() { n_ctx } else { 2 * n_ctx };
+        if n_tokens < need {
+            if base.is_some() {
+                return Err(format!(
+                    "the KL base holds {n_tokens} tokens, less than one chunk of {n_ctx} (-c)"
+                )
+                .into());
+            }
             return Err(format!(
                 "the text has {n_tokens} tokens; perplexity with a context of {n_ctx} (-c) needs \
                  at least {} (2 × n_ctx)",
