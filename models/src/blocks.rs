@@ -106,6 +106,7 @@ impl Attention {
             hp.n_head_kv * hp.head_dim_v,
         );
         let n = |s: &str| layer_tensor(il, s);
+        let norm_w = w.norm(&n("attn_norm"), e)?;
         let (q, k, v) = if w.has(&n("attn_qkv")) {
             let qkv = w.get(&n("attn_qkv"), &[e, qw + kw + vw])?;
             let view = |s: &str, r: std::ops::Range<usize>| {
@@ -138,7 +139,7 @@ impl Attention {
                 .transpose()
         };
         Ok(Attention {
-            norm: w.norm(&n("attn_norm"), e)?,
+            norm: norm_w,
             q: Linear {
                 w: q,
                 b: opt_bias(w, il, "attn_q", qw)?,
@@ -226,7 +227,10 @@ impl FeedForward {
     pub fn load(w: &WeightLoader, hp: &HParams, il: usize) -> Result<Self> {
         let (e, f) = (hp.n_embd, hp.n_ff);
         let n = |s: &str| layer_tensor(il, s);
-        let (gate, up) = if w.has(&n("ffn_gate")) {
+        let fused = !w.has(&n("ffn_gate"))
+            && w.has(&n("ffn_up"))
+            && w.get(&n("ffn_up"), &[e, 2 * f]).is_ok();
+        let (gate, up) = if !fused {
             (
                 Linear {
                     w: w.get(&n("ffn_gate"), &[e, f])?,

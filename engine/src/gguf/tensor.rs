@@ -139,9 +139,10 @@ impl Tensor {
     }
 
     /// A zero-copy view of rows `rows` of a matrix (e.g. Q, K and V of a fused QKV weight),
-    /// named `name`; `None` when the range is past the last row or the tensor is not 2-D.
+    /// named `name`; `None` when the range is empty or past the last row, or the tensor is not
+    /// 2-D.
     pub fn row_view(&self, name: &str, rows: std::ops::Range<usize>) -> Option<Tensor> {
-        if self.shape.len() != 2 || rows.start > rows.end || rows.end > self.n_rows() {
+        if self.shape.len() != 2 || rows.start >= rows.end || rows.end > self.n_rows() {
             return None;
         }
         let rb = self.row_bytes();
