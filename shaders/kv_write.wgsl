@@ -1,7 +1,9 @@
 // Stores the batch's keys and values (rounded to f16 pairs) in the cache cells of their
 // positions, `pos % n_cells`, and records each cell's position. Runs after the layer's
 // attention, which read the batch's K/V from the activations, so a ring never overwrites a
-// cell that a query of the same batch still needs.
+// cell that a query of the same batch still needs. A step of more tokens than the store has
+// cells maps several of its tokens to one cell: only the last of them writes it (tokens are
+// written in parallel, so "the last write wins" would be a race).
 
 // `KvWriteUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
@@ -19,7 +21,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let pos = bitcast<i32>(S[P.pos_off + t]);
-    let cell = u32(pos) % S[P.info_off + 2u];
+    let n_cells = S[P.info_off + 2u];
+    let cell = u32(pos) % n_cells;
+    // Positions increase: only tokens at least `n_cells` later can share the cell.
+    for (var u = P.n_tok - 1u; u > t; u--) {
+        let d = u32(bitcast<i32>(S[P.pos_off + u]) - pos);
+        if (d < n_cells) {
+            break;
+        }
+        if (d % n_cells == 0u) {
+            return;
+        }
+    }
     let kw2 = P.kw / 2u;
     let vw2 = P.vw / 2u;
     if (w < kw2) {

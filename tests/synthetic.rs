@@ -104,13 +104,8 @@ impl SyntheticFixture {
         (n["kl_topk"].as_f64().unwrap(), n["top1"].as_f64().unwrap())
     }
 
-    /// Score the model at `path` on `device`. GPU measurements are serialized: two contexts
-    /// evaluating at once on the shared (lavapipe) device gave KL 5e-5–1.6e-3 where one at a
-    /// time gives 4e-6 (an open GPU-backend bug, see the session notes).
+    /// Score the model at `path` on `device`.
     pub fn measure(&self, path: &Path, device: Device) -> Agreement {
-        static GPU_ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _gpu = (device != Device::Cpu)
-            .then(|| GPU_ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner()));
         let model = Arc::new(Model::load(path, &RopeOverrides::default()).expect("model loads"));
         let mut ctx = Context::new(
             model,

@@ -425,6 +425,26 @@ fn attention_mqa_head_256_ring_wraps() {
 }
 
 #[test]
+fn attention_steps_longer_than_the_ring() {
+    need_gpu!();
+    // A step of more tokens than the ring has cells writes some cells twice: the later
+    // position must win, as on the CPU, or the next step reads the wrong keys. (Tokens of one
+    // step are written in parallel; before the fix the winner varied from run to run.)
+    for seed in 0..4 {
+        attention_steps(
+            4,
+            1,
+            256,
+            Some(16),
+            16,
+            &[40, 1, 1, 37, 1, 50, 1],
+            20 + seed,
+        );
+        attention_steps(2, 2, 64, Some(5), 8, &[29, 1, 2, 19, 1], 30 + seed);
+    }
+}
+
+#[test]
 fn attention_window_in_a_full_cache() {
     need_gpu!();
     attention_steps(4, 2, 64, Some(7), 64, &[20, 1, 1, 6, 1], 3);
