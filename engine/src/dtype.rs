@@ -175,6 +175,12 @@ impl DType {
         }
     }
 
+    /// Whether values are stored in quantized blocks (ggml's `is_quantized`), as opposed to
+    /// plain floats and integers.
+    pub const fn is_quantized(self) -> bool {
+        self.block_elems() > 1
+    }
+
     /// Number of bytes in one block.
     pub const fn block_bytes(self) -> usize {
         use DType::*;

@@ -20,7 +20,7 @@ pub use error::{GgufError, Result};
 pub use reader::{DEFAULT_ALIGNMENT, MAX_ARRAY_NESTING, MAX_DIMS, parse};
 pub use tensor::{Backing, Tensor};
 pub use value::{MetaArray, MetaValue, Metadata, ValueType};
-pub use writer::GgufWriter;
+pub use writer::{GgufWriter, TensorEntry};
 
 use crate::DType;
 

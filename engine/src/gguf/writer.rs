@@ -82,45 +82,80 @@ impl GgufWriter {
 
     /// The file's bytes and where its parts start.
     pub fn to_bytes_with_layout(&self) -> (Vec<u8>, Layout) {
-        let mut out = Vec::new();
-        let mut layout = Layout::default();
-        out.extend_from_slice(b"GGUF");
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&(self.tensors.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(self.metadata.len() as u64).to_le_bytes());
-        for (k, v) in &self.metadata {
-            layout.kv_offsets.push(out.len());
-            write_str(&mut out, k);
-            out.extend_from_slice(&value_type(v).to_le_bytes());
-            write_value(&mut out, v);
-        }
-        let mut offset = 0u64;
-        let mut offsets = Vec::new();
-        for t in &self.tensors {
-            layout.tensor_info_offsets.push(out.len());
-            write_str(&mut out, &t.name);
-            out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
-            for d in &t.shape {
-                out.extend_from_slice(&d.to_le_bytes());
-            }
-            out.extend_from_slice(&t.dtype.id().to_le_bytes());
-            out.extend_from_slice(&offset.to_le_bytes());
-            offsets.push(offset);
-            offset = (offset + t.data.len() as u64).div_ceil(self.alignment) * self.alignment;
-        }
-        let pad = |out: &mut Vec<u8>, a: u64| {
-            while !(out.len() as u64).is_multiple_of(a) {
-                out.push(0);
-            }
-        };
-        pad(&mut out, self.alignment);
-        layout.data_offset = out.len();
+        let infos: Vec<TensorEntry> = self
+            .tensors
+            .iter()
+            .map(|t| TensorEntry {
+                name: &t.name,
+                dtype: t.dtype,
+                shape: &t.shape,
+                len: t.data.len() as u64,
+            })
+            .collect();
+        let (mut out, offsets, layout) =
+            header(self.version, self.alignment, &self.metadata, &infos);
         for (t, off) in self.tensors.iter().zip(offsets) {
             out.resize(layout.data_offset + off as usize, 0);
             out.extend_from_slice(&t.data);
         }
         (out, layout)
     }
+}
+
+/// A tensor's entry in a GGUF header, its data written elsewhere (see [`header`]).
+#[derive(Clone, Copy, Debug)]
+pub struct TensorEntry<'a> {
+    /// Tensor name.
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: DType,
+    /// ggml-order dimensions.
+    pub shape: &'a [u64],
+    /// Bytes of data.
+    pub len: u64,
+}
+
+/// The header of a GGUF file (magic, counts, metadata, tensor infos, padding up to the data
+/// section) for tensors whose data will follow, each at its returned offset from the start of
+/// the data section (`alignment`-aligned, in order, zero padding between): what a tool that
+/// streams tensor data writes first. Also returns where the header's parts start.
+pub fn header(
+    version: u32,
+    alignment: u64,
+    metadata: &[(String, MetaValue)],
+    tensors: &[TensorEntry],
+) -> (Vec<u8>, Vec<u64>, Layout) {
+    let mut out = Vec::new();
+    let mut layout = Layout::default();
+    out.extend_from_slice(b"GGUF");
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (k, v) in metadata {
+        layout.kv_offsets.push(out.len());
+        write_str(&mut out, k);
+        out.extend_from_slice(&value_type(v).to_le_bytes());
+        write_value(&mut out, v);
+    }
+    let mut offset = 0u64;
+    let mut offsets = Vec::new();
+    for t in tensors {
+        layout.tensor_info_offsets.push(out.len());
+        write_str(&mut out, t.name);
+        out.extend_from_slice(&(t.shape.len() as u32).to_le_bytes());
+        for d in t.shape {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&t.dtype.id().to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.len).div_ceil(alignment) * alignment;
+    }
+    while !(out.len() as u64).is_multiple_of(alignment) {
+        out.push(0);
+    }
+    layout.data_offset = out.len();
+    (out, offsets, layout)
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) {
