@@ -16,6 +16,7 @@ pub mod kv_cache;
 pub mod llama;
 pub mod model;
 pub mod phi3;
+pub mod quantize;
 pub mod qwen2;
 pub mod qwen3;
 pub mod sampler;

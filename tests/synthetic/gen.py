@@ -48,6 +48,13 @@ VARIANTS = {
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
                    post_norms=True, window=24, attn_softcap=8.0, final_softcap=20.0,
                    tied=True),
+    # Sources for `tessera quantize` against llama-quantize (tests/tests/quantize_oracle.rs):
+    # rows of 256 (K-quants apply), ffn_down rows of 320 (K-quants fall back to 32-blocks) or
+    # 336 (not a multiple of 32: F16), eight layers for the mixes' layer rules, F16 or F32.
+    "quant-llama-f16": dict(arch="llama", vocab="llama-spm", n_layer=8, n_head=4, n_head_kv=4,
+                            head_dim=64, n_embd=256, n_ff=320, tied=False, dtype="F16"),
+    "quant-gqa-f32": dict(arch="llama", vocab="llama-spm", n_layer=4, n_head=8, n_head_kv=2,
+                          head_dim=32, n_embd=256, n_ff=336, qkv_bias=True, tied=True),
     "gemma3": dict(arch="gemma3", vocab="gemma", n_layer=6, n_head=4, n_head_kv=1,
                    head_dim=32, post_norms=True, qk_norm=True, window=24, tied=True,
                    rope_base=1000000.0, rope_scale_linear=8.0),
@@ -109,11 +116,12 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w = GGUFWriter(out, arch)
     n_vocab = copy_tokenizer(w, vocab_file(vocab_dir, gemma_vocab, v["vocab"]))
     n_head, n_kv, hd = v["n_head"], v["n_head_kv"], v["head_dim"]
+    n_embd, n_ff = v.get("n_embd", N_EMBD), v.get("n_ff", N_FF)
     w.add_name(f"tessera-synthetic-{variant}")
     w.add_context_length(CTX_TRAIN)
-    w.add_embedding_length(N_EMBD)
+    w.add_embedding_length(n_embd)
     w.add_block_count(v["n_layer"])
-    w.add_feed_forward_length(N_FF)
+    w.add_feed_forward_length(n_ff)
     w.add_head_count(n_head)
     w.add_head_count_kv(n_kv)
     w.add_key_length(hd)
@@ -124,8 +132,8 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(v.get("rope_base", 10000.0))
     w.add_vocab_size(n_vocab)
-    # general.file_type: all F32 (0), or mostly Q4_0 (2) / Q8_0 (7).
-    w.add_file_type({"Q4_0": 2, "Q8_0": 7}.get(v.get("quant"), 0))
+    # general.file_type: all F32 (0), mostly F16 (1), or mostly Q4_0 (2) / Q8_0 (7).
+    w.add_file_type({"Q4_0": 2, "Q8_0": 7, "F16": 1}.get(v.get("quant", v.get("dtype")), 0))
     if "window" in v and broken != "window":
         w.add_sliding_window(v["window"])
     if "rope_scale_linear" in v:
@@ -144,7 +152,7 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     def add_matrix(name, m):
         """A 2-D weight: in the variant's block format if it has one, else as given."""
         if qtype is None or m.ndim != 2:
-            w.add_tensor(name, m)
+            w.add_tensor(name, m.astype(np.float16) if v.get("dtype") == "F16" else m)
             return
         q = quants.quantize(m.astype(np.float32), qtype)
         w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=qtype)
@@ -153,14 +161,14 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         return (1.0 + normal((n,), 0.2)).astype(np.float32)
 
     # Embeddings: large enough that the output (tied or not) gives peaked distributions.
-    emb = normal((n_vocab, N_EMBD), 0.6)
+    emb = normal((n_vocab, n_embd), 0.6)
     if qtype is None:
         w.add_tensor("token_embd.weight", emb.astype(np.float16))
     else:
         add_matrix("token_embd.weight", emb)
-    w.add_tensor("output_norm.weight", gain(N_EMBD))
+    w.add_tensor("output_norm.weight", gain(n_embd))
     if not v.get("tied", True):
-        out_w = normal((n_vocab, N_EMBD), 0.6)
+        out_w = normal((n_vocab, n_embd), 0.6)
         if qtype is None:
             w.add_tensor("output.weight", out_w.astype(np.float16))
         else:
@@ -182,40 +190,40 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     qw, kw = n_head * hd, n_kv * hd
     for il in range(v["n_layer"]):
         p = f"blk.{il}."
-        w.add_tensor(p + "attn_norm.weight", gain(N_EMBD))
-        wq = normal((qw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
-        wk = normal((kw, N_EMBD), 0.9 / np.sqrt(N_EMBD) * 2)
-        wv = normal((kw, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        w.add_tensor(p + "attn_norm.weight", gain(n_embd))
+        wq = normal((qw, n_embd), 0.9 / np.sqrt(n_embd) * 2)
+        wk = normal((kw, n_embd), 0.9 / np.sqrt(n_embd) * 2)
+        wv = normal((kw, n_embd), 1.0 / np.sqrt(n_embd))
         if v.get("fused"):
             add_matrix(p + "attn_qkv.weight", np.concatenate([wq, wk, wv]))
         else:
             add_matrix(p + "attn_q.weight", wq)
             add_matrix(p + "attn_k.weight", wk)
             add_matrix(p + "attn_v.weight", wv)
-        add_matrix(p + "attn_output.weight", normal((N_EMBD, qw), 1.0 / np.sqrt(qw)))
+        add_matrix(p + "attn_output.weight", normal((n_embd, qw), 1.0 / np.sqrt(qw)))
         if v.get("qkv_bias"):
             scale = 0.0 if broken == "bias" else 1.0
             w.add_tensor(p + "attn_q.bias", normal((qw,), 1.0) * scale)
             w.add_tensor(p + "attn_k.bias", normal((kw,), 1.0) * scale)
             w.add_tensor(p + "attn_v.bias", normal((kw,), 0.5) * scale)
         if v.get("out_bias"):
-            w.add_tensor(p + "attn_output.bias", normal((N_EMBD,), 0.5))
+            w.add_tensor(p + "attn_output.bias", normal((n_embd,), 0.5))
         if v.get("qk_norm"):
             qn, kn = gain(hd) * 2.0, gain(hd) * 2.0
             w.add_tensor(p + "attn_q_norm.weight", qn)
             w.add_tensor(p + "attn_k_norm.weight", kn)
-        w.add_tensor(p + "ffn_norm.weight", gain(N_EMBD))
-        gate = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
-        up = normal((N_FF, N_EMBD), 1.0 / np.sqrt(N_EMBD))
+        w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        gate = normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd))
+        up = normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd))
         if v.get("fused"):
             add_matrix(p + "ffn_up.weight", np.concatenate([gate, up]))
         else:
             add_matrix(p + "ffn_gate.weight", gate)
             add_matrix(p + "ffn_up.weight", up)
-        add_matrix(p + "ffn_down.weight", normal((N_EMBD, N_FF), 1.0 / np.sqrt(N_FF)))
+        add_matrix(p + "ffn_down.weight", normal((n_embd, n_ff), 1.0 / np.sqrt(n_ff)))
         if v.get("post_norms"):
-            w.add_tensor(p + "post_attention_norm.weight", gain(N_EMBD))
-            w.add_tensor(p + "post_ffw_norm.weight", gain(N_EMBD))
+            w.add_tensor(p + "post_attention_norm.weight", gain(n_embd))
+            w.add_tensor(p + "post_ffw_norm.weight", gain(n_embd))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""References for `tessera quantize`: llama-quantize run on a synthetic model for every mix
+Tessera makes, each output described by its whole-file sha256 and every tensor's type and
+sha256 (tests/tests/quantize_oracle.rs compares Tessera's output with them).
+
+    quantize_ref.py MODEL.gguf VARIANT --llama-quantize PATH --out tests/fixtures/quantize/VARIANT.json
+
+MODEL.gguf is gen.py's VARIANT (its sha256 is recorded). llama-quantize is llama.cpp's, built
+from the llama-cpp-python 0.3.36 source distribution (vendor/llama.cpp, CPU, CMake).
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+from gguf import GGUFReader
+
+MIXES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
+         "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "F16", "BF16", "F32"]
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def describe(path):
+    r = GGUFReader(path)
+    tensors = []
+    for t in r.tensors:
+        tensors.append({"name": t.name, "type": t.tensor_type.name,
+                        "sha256": hashlib.sha256(t.data.tobytes()).hexdigest()})
+    return {"sha256": sha(path), "tensors": tensors}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("model")
+    ap.add_argument("variant")
+    ap.add_argument("--llama-quantize", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    out = {"variant": a.variant, "generator": f"tests/synthetic/gen.py {a.variant}",
+           "model_sha256": sha(a.model),
+           "llama_cpp": "llama-cpp-python==0.3.36 sdist, vendor/llama.cpp, CPU build",
+           "command": "llama-quantize MODEL OUT MIX 2", "mixes": {}}
+    with tempfile.TemporaryDirectory() as d:
+        for mix in MIXES:
+            dst = os.path.join(d, f"{mix}.gguf")
+            subprocess.run([a.llama_quantize, a.model, dst, mix, "2"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            out["mixes"][mix] = describe(dst)
+            print(mix, out["mixes"][mix]["sha256"])
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
