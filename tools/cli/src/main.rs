@@ -7,6 +7,7 @@ mod completions;
 mod info;
 mod perplexity;
 mod pull;
+mod quantize;
 mod run;
 mod tokenize;
 mod units;
@@ -38,6 +39,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
     Bench(bench::BenchArgs),
+    /// Quantize a model to a type or llama.cpp mix (Q4_K_M, …), byte for byte as llama-quantize.
+    Quantize(quantize::QuantizeArgs),
     /// Print the token ids (and pieces) of a text, as llama-tokenize; works on vocab-only files.
     Tokenize(tokenize::TokenizeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Completions(args) => completions::run::<Cli>(args),
     };
