@@ -156,6 +156,15 @@ impl Context {
             .sum()
     }
 
+    /// Show `tap` the inputs of every weight product of the steps from now on (`None`: stop);
+    /// what `tessera imatrix` collects. CPU contexts only.
+    pub fn set_mat_mul_tap(
+        &mut self,
+        tap: Option<std::sync::Arc<dyn tessera_engine::backend::MatMulTap>>,
+    ) -> Result<()> {
+        Ok(self.backend.set_mat_mul_tap(tap)?)
+    }
+
     /// Forget every token.
     pub fn reset(&mut self) {
         self.backend.kv_clear();

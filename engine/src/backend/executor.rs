@@ -31,6 +31,12 @@ pub(crate) trait Executor: Send {
         positions: &[i32],
         kv: &mut [Self::Store],
     ) -> Result<&'a [f32], Self::Error>;
+    /// Show `tap` the inputs of weight products ([`Backend::set_mat_mul_tap`]); `false` where
+    /// the executor cannot.
+    fn set_mat_mul_tap(&mut self, tap: Option<std::sync::Arc<dyn super::MatMulTap>>) -> bool {
+        let _ = tap;
+        false
+    }
 }
 
 /// A [`Backend`] made of an executor, its KV stores and the graphs it has prepared.
@@ -102,5 +108,19 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
 
     fn kv_truncate(&mut self, pos: i32) {
         self.kv.iter_mut().for_each(|s| s.truncate(pos));
+    }
+
+    fn set_mat_mul_tap(
+        &mut self,
+        tap: Option<std::sync::Arc<dyn super::MatMulTap>>,
+    ) -> Result<(), BackendError> {
+        let device = self.exec.describe();
+        if self.exec.set_mat_mul_tap(tap) {
+            Ok(())
+        } else {
+            Err(BackendError::Unsupported(format!(
+                "watching weight-product inputs (importance matrices) runs on the CPU, not on {device}"
+            )))
+        }
     }
 }

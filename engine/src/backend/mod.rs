@@ -11,9 +11,11 @@
 mod device;
 mod error;
 pub(crate) mod executor;
+mod tap;
 
 pub use device::{AdapterReport, Device, list_gpus};
 pub use error::BackendError;
+pub use tap::MatMulTap;
 
 use crate::graph::Graph;
 
@@ -94,6 +96,13 @@ pub trait Backend: Send {
 
     /// Forget the cached tokens at positions `>= pos`.
     fn kv_truncate(&mut self, pos: i32);
+
+    /// Show `tap` the inputs of the weight products of every step from now on (`None`: stop).
+    /// Only the CPU backend can; others return [`BackendError::Unsupported`].
+    fn set_mat_mul_tap(
+        &mut self,
+        tap: Option<std::sync::Arc<dyn MatMulTap>>,
+    ) -> Result<(), BackendError>;
 }
 
 /// A backend on `device` with `params`' threads and KV stores. GPUs are opened once per

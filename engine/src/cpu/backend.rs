@@ -61,4 +61,12 @@ impl Executor for CpuExecutor {
     ) -> Result<&'a [f32], ExecError> {
         CpuExecutor::run(self, g, tokens, positions, kv)
     }
+
+    fn set_mat_mul_tap(
+        &mut self,
+        tap: Option<std::sync::Arc<dyn crate::backend::MatMulTap>>,
+    ) -> bool {
+        self.tap = tap;
+        true
+    }
 }

@@ -107,6 +107,8 @@ pub struct CpuExecutor {
     act_holds: Option<(NodeId, DType)>,
     /// Print every node's sum to stderr (`TESSERA_TRACE=1`), for comparing with llama.cpp.
     trace: bool,
+    /// Shown the inputs of weight products (see [`crate::backend::MatMulTap`]).
+    pub(crate) tap: Option<std::sync::Arc<dyn crate::backend::MatMulTap>>,
 }
 
 impl CpuExecutor {
@@ -131,6 +133,7 @@ impl CpuExecutor {
             attn: KvAttnScratch::default(),
             act_holds: None,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
+            tap: None,
         }
     }
 
@@ -458,6 +461,14 @@ impl CpuExecutor {
             .expect("a non-empty group")
             .kernel
             .vec_dot_type;
+        if let Some(tap) = &self.tap {
+            for seg in segs[..nodes.len()].iter().flatten() {
+                let name = seg.w.name();
+                if tap.wants(name) {
+                    tap.observe(name, x, xn.rows, xn.cols);
+                }
+            }
+        }
         let reuse = self.act_holds == Some((x_id, vdt));
         let shape = (xn.rows, xn.cols);
         matmul::mat_mul(
