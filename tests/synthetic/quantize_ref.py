@@ -4,6 +4,11 @@ Tessera makes, each output described by its whole-file sha256 and every tensor's
 sha256 (tests/tests/quantize_oracle.rs compares Tessera's output with them).
 
     quantize_ref.py MODEL.gguf VARIANT --llama-quantize PATH --out tests/fixtures/quantize/VARIANT.json
+        [--llama-imatrix PATH --text FILE]
+
+With --llama-imatrix, it also computes llama.cpp's importance matrix of the model over TEXT
+(`-c 128 --chunks 8 -b 128`), saves it beside the JSON as VARIANT.imatrix.gguf, and records every
+mix (and Q2_K_S, which needs one) quantized with it (`llama-quantize --imatrix`).
 
 MODEL.gguf is gen.py's VARIANT (its sha256 is recorded). llama-quantize is llama.cpp's, built
 from the llama-cpp-python 0.3.36 source distribution (vendor/llama.cpp, CPU, CMake).
@@ -19,6 +24,7 @@ import tempfile
 
 from gguf import GGUFReader
 
+IMATRIX_ARGS = ["-c", "128", "--chunks", "8", "-b", "128", "-t", "2"]
 MIXES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
          "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "F16", "BF16", "F32"]
 
@@ -31,8 +37,8 @@ def describe(path):
     r = GGUFReader(path)
     tensors = []
     for t in r.tensors:
-        tensors.append({"name": t.name, "type": t.tensor_type.name,
-                        "sha256": hashlib.sha256(t.data.tobytes()).hexdigest()})
+        # [name, type, first 16 hex digits of the data's sha256]: enough to say where a file differs.
+        tensors.append([t.name, t.tensor_type.name, hashlib.sha256(t.data.tobytes()).hexdigest()[:16]])
     return {"sha256": sha(path), "tensors": tensors}
 
 
@@ -42,6 +48,8 @@ def main():
     ap.add_argument("variant")
     ap.add_argument("--llama-quantize", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--llama-imatrix")
+    ap.add_argument("--text", default="/usr/share/common-licenses/GPL-3")
     a = ap.parse_args()
     out = {"variant": a.variant, "generator": f"tests/synthetic/gen.py {a.variant}",
            "model_sha256": sha(a.model),
@@ -54,8 +62,28 @@ def main():
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             out["mixes"][mix] = describe(dst)
             print(mix, out["mixes"][mix]["sha256"])
+    if a.llama_imatrix:
+        imatrix = os.path.join(os.path.dirname(a.out), f"{a.variant}.imatrix.gguf")
+        subprocess.run([a.llama_imatrix, "-m", a.model, "-f", a.text, "-o", imatrix] + IMATRIX_ARGS,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out["imatrix"] = {"file": os.path.basename(imatrix), "text": a.text,
+                          "command": " ".join(["llama-imatrix -m MODEL -f", a.text, "-o",
+                                               os.path.basename(imatrix)] + IMATRIX_ARGS),
+                          "quantize_command": "llama-quantize --imatrix IMATRIX MODEL OUT MIX 2",
+                          "mixes": {}}
+        with tempfile.TemporaryDirectory() as d:
+            for mix in MIXES + ["Q2_K_S"]:
+                dst = os.path.join(d, f"{mix}.gguf")
+                # The file name is recorded in the output (quantize.imatrix.file): use the bare
+                # name from the fixture folder, as the test does.
+                subprocess.run([os.path.abspath(a.llama_quantize), "--imatrix",
+                                os.path.basename(imatrix), os.path.abspath(a.model), dst, mix, "2"],
+                               check=True, cwd=os.path.dirname(os.path.abspath(imatrix)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                out["imatrix"]["mixes"][mix] = describe(dst)
+                print("imatrix", mix, out["imatrix"]["mixes"][mix]["sha256"])
     with open(a.out, "w") as f:
-        json.dump(out, f, indent=1)
+        json.dump(out, f, separators=(",", ":"))
         f.write("\n")
 
 

@@ -4,8 +4,10 @@
 //! [`file_type`] names the targets, [`choose`] decides each tensor's type, [`run`] streams the
 //! conversion into a new file.
 
+pub mod calibrate;
 pub mod choose;
 pub mod file_type;
+pub mod imatrix;
 pub mod run;
 
 pub use choose::{Choice, ChoiceError, Choices, ModelFacts};

@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod common;
 mod completions;
+mod imatrix;
 mod info;
 mod perplexity;
 mod pull;
@@ -39,6 +40,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
     Bench(bench::BenchArgs),
+    /// Compute an importance matrix over a calibration text (llama.cpp's imatrix format).
+    Imatrix(imatrix::ImatrixArgs),
     /// Quantize a model to a type or llama.cpp mix (Q4_K_M, …), byte for byte as llama-quantize.
     Quantize(quantize::QuantizeArgs),
     /// Print the token ids (and pieces) of a text, as llama-tokenize; works on vocab-only files.
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Imatrix(args) => imatrix::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Completions(args) => completions::run::<Cli>(args),
