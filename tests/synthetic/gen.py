@@ -55,6 +55,10 @@ VARIANTS = {
                             head_dim=64, n_embd=256, n_ff=320, tied=False, dtype="F16"),
     "quant-gqa-f32": dict(arch="llama", vocab="llama-spm", n_layer=4, n_head=8, n_head_kv=2,
                           head_dim=32, n_embd=256, n_ff=336, qkv_bias=True, tied=True),
+    # A 1B-shaped F16 model (TinyLlama-1.1B's sizes) for timing `tessera quantize` against
+    # llama-quantize (scripts/bench-quantize-vs-llamacpp.sh); not used by tests.
+    "bench-1b-f16": dict(arch="llama", vocab="llama-spm", n_layer=22, n_head=32, n_head_kv=4,
+                         head_dim=64, n_embd=2048, n_ff=5632, tied=False, dtype="F16"),
     "gemma3": dict(arch="gemma3", vocab="gemma", n_layer=6, n_head=4, n_head_kv=1,
                    head_dim=32, post_norms=True, qk_norm=True, window=24, tied=True,
                    rope_base=1000000.0, rope_scale_linear=8.0),
