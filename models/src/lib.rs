@@ -7,6 +7,7 @@ pub mod blocks;
 pub mod chat;
 pub mod context;
 pub mod context_shift;
+pub mod convert;
 pub mod error;
 pub mod footprint;
 pub mod gemma2;
@@ -22,6 +23,7 @@ pub mod qwen3;
 pub mod sampler;
 pub mod session;
 pub mod smollm3;
+mod temp_output;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tokenizer;

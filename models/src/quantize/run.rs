@@ -14,6 +14,7 @@ use tessera_engine::quant;
 
 use super::choose::{Choice, ChoiceError, Choices, ModelFacts, choose_types, llama_order};
 use super::file_type::FileType;
+use crate::temp_output::TempOutput;
 
 /// ggml's `GGML_QNT_VERSION`, written to `general.quantization_version`.
 pub const QUANTIZATION_VERSION: u32 = 2;
@@ -203,7 +204,10 @@ pub fn quantize(
         .collect();
     let (head, _, _) = writer::header(file.header().version.max(3), alignment, &metadata, &entries);
 
-    let tmp = TempOutput::new(output)?;
+    let tmp = TempOutput::new(output).map_err(|e| QuantizeError::Io {
+        path: output.to_path_buf(),
+        source: e,
+    })?;
     let io = |e| QuantizeError::Io {
         path: tmp.path.clone(),
         source: e,
@@ -245,7 +249,10 @@ pub fn quantize(
     let f = out.into_inner().map_err(|e| io(e.into_error()))?;
     f.sync_all().map_err(io)?;
     drop(f);
-    tmp.finish()?;
+    tmp.finish().map_err(|e| QuantizeError::Io {
+        path: output.to_path_buf(),
+        source: e,
+    })?;
     Ok(summary)
 }
 
@@ -314,49 +321,6 @@ fn convert(
         });
     }
     Ok(())
-}
-
-/// The output's temporary sibling, removed unless [`TempOutput::finish`] renames it into place.
-struct TempOutput {
-    path: PathBuf,
-    target: PathBuf,
-    done: bool,
-}
-
-impl TempOutput {
-    fn new(target: &Path) -> Result<TempOutput, QuantizeError> {
-        let name = target
-            .file_name()
-            .ok_or_else(|| QuantizeError::Io {
-                path: target.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"),
-            })?
-            .to_string_lossy()
-            .into_owned();
-        let path = target.with_file_name(format!(".{name}.{}.partial", std::process::id()));
-        Ok(TempOutput {
-            path,
-            target: target.to_path_buf(),
-            done: false,
-        })
-    }
-
-    fn finish(mut self) -> Result<(), QuantizeError> {
-        std::fs::rename(&self.path, &self.target).map_err(|e| QuantizeError::Io {
-            path: self.target.clone(),
-            source: e,
-        })?;
-        self.done = true;
-        Ok(())
-    }
-}
-
-impl Drop for TempOutput {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 #[cfg(test)]

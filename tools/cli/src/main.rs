@@ -4,6 +4,7 @@ mod bench;
 mod chat;
 mod common;
 mod completions;
+mod convert;
 mod imatrix;
 mod info;
 mod perplexity;
@@ -40,6 +41,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Measure prompt (pp) and generation (tg) speed as llama-bench does; markdown or JSON.
     Bench(bench::BenchArgs),
+    /// Convert a model: MHA → GQA/MQA by mean-pooling KV heads (--kv-heads G).
+    Convert(convert::ConvertArgs),
     /// Compute an importance matrix over a calibration text (llama.cpp's imatrix format).
     Imatrix(imatrix::ImatrixArgs),
     /// Quantize a model to a type or llama.cpp mix (Q4_K_M, …), byte for byte as llama-quantize.
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
         Command::Perplexity(args) => perplexity::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Convert(args) => convert::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Tokenize(args) => tokenize::run(args),
