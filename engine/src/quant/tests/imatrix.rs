@@ -11,8 +11,11 @@
 //!   `(0.5 + unit(z))·2^((z >> 8) % 24 − 12)` for `z = next`; `ones` gives 1.0; `none` also, but
 //!   no importance matrix is passed (ggml's reference quantizers, `BlockFormat::quantize_row`:
 //!   they guard the unweighted paths, which share helpers with the weighted ones).
-//! - Then zeros by `flags`: 1, elements 32..64 of the first row (a zero block); 2, the first 256
-//!   elements of the last row when `n_per_row ≥ 512` (a zero super-block); 4, the whole last row.
+//! - Then, by `flags`, in this order: 8, the first row made positive (`|v|`); 16, made negative
+//!   (`−|v|`); 32, elements 64..96 of the first row set to 1.5 when `n_per_row ≥ 96` (a constant
+//!   block); 1, elements 32..64 of the first row zeroed (a zero block); 2, the first 256 elements
+//!   of the last row zeroed when `n_per_row ≥ 512` (a zero super-block); 4, the whole last row
+//!   zeroed.
 
 use super::{Rng, row_bytes};
 use crate::DType;
@@ -123,6 +126,15 @@ fn imatrix_inputs(c: &Case) -> (Vec<f32>, Vec<f32>) {
             }
         })
         .collect();
+    if c.flags & 8 != 0 {
+        x[..n].iter_mut().for_each(|v| *v = v.abs());
+    }
+    if c.flags & 16 != 0 {
+        x[..n].iter_mut().for_each(|v| *v = -v.abs());
+    }
+    if c.flags & 32 != 0 && n >= 96 {
+        x[64..96].iter_mut().for_each(|v| *v = 1.5);
+    }
     if c.flags & 1 != 0 {
         x[32..64].iter_mut().for_each(|v| *v = 0.0);
     }
