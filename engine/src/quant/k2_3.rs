@@ -4,7 +4,10 @@
 //! `l < 32`) the bits are `(qs[32·h + l] >> 2·j) & 3`. Sub-block of element `e` is `e / 16`.
 
 use super::k8::{Q8_K_BYTES, q8k_d};
-use super::kutil::{Qkx2, make_q3_quants, make_qkx2_quants, unpack_scales_q3k};
+use super::kutil::{
+    Qkx2, importance_weights, make_q3_quants, make_qkx2_quants, make_qp_quants, make_qx_quants,
+    qkx3_params, sum_sq, unpack_scales_q3k,
+};
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
 use crate::DType;
 
@@ -55,6 +58,66 @@ pub fn unpack3(b: &[u8]) -> [i8; QK_K] {
         *o = low[e] as i8 - if hbit != 0 { 0 } else { 4 };
     }
     out
+}
+
+/// The end of both Q2_K quantizers: with `d`, `dmin` and the scales of block `b` written, round
+/// the values again with the stored (f16) scales, except in sub-blocks whose scale is zero, and
+/// pack `l` into `qs`.
+fn requantize_q2k(x: &[f32; QK_K], l: &mut [u8; QK_K], b: &mut [u8]) {
+    let (dd, dm) = (f16_at(b, 80), f16_at(b, 82));
+    for j in 0..16 {
+        let d = dd * (b[j] & 0x0f) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let m = dm * (b[j] >> 4) as f32;
+        for i in 16 * j..16 * j + 16 {
+            l[i] = nearest_int((x[i] + m) / d).clamp(0, 3) as u8;
+        }
+    }
+    pack2(l, &mut b[16..80]);
+}
+
+/// The end of both Q3_K quantizers: with `d` and the scales of block `b` written, round the values
+/// (`l + 4`) again with the stored scales, except in sub-blocks whose scale is zero, and pack `l`
+/// into `hmask` and `qs`.
+fn requantize_q3k(x: &[f32; QK_K], l: &mut [i8; QK_K], b: &mut [u8]) {
+    let sc = unpack_scales_q3k(&b[96..108]);
+    let dd = f16_at(b, 108);
+    for j in 0..16 {
+        let d = dd * (sc[j] as i32 - 32) as f32;
+        if d == 0.0 {
+            continue;
+        }
+        for i in 16 * j..16 * j + 16 {
+            l[i] = (nearest_int(x[i] / d).clamp(-4, 3) + 4) as i8;
+        }
+    }
+    let hmask = &mut b[..32];
+    hmask.iter_mut().for_each(|v| *v = 0);
+    let mut low = [0u8; QK_K];
+    for (e, v) in l.iter().enumerate() {
+        let mut q = *v as u8;
+        if q > 3 {
+            hmask[e % 32] |= 1 << (e / 32);
+            q -= 4;
+        }
+        low[e] = q;
+    }
+    pack2(&low, &mut b[32..96]);
+}
+
+/// Pack sixteen 6-bit Q3_K scales (already offset by 32) into their 12 bytes.
+fn pack_scales_q3k(v: &[u8; 16], s: &mut [u8]) {
+    s[..12].iter_mut().for_each(|b| *b = 0);
+    for j in 0..16 {
+        if j < 8 {
+            s[j] = v[j] & 0x0f;
+        } else {
+            s[j - 8] |= (v[j] & 0x0f) << 4;
+        }
+        s[j % 4 + 8] |= (v[j] >> 4) << (2 * (j / 4));
+    }
 }
 
 impl BlockFormat for Q2_K {
@@ -121,18 +184,39 @@ impl BlockFormat for Q2_K {
             } else {
                 put_f16(b, 82, 0.0);
             }
-            let (dd, dm) = (f16_at(b, 80), f16_at(b, 82));
+            requantize_q2k(x, &mut l, b);
+        }
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK_K * Q2_K_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let p = qkx3_params(3);
+        let blocks = dst.as_chunks_mut::<Q2_K_BYTES>().0;
+        let xs = src.as_chunks::<QK_K>().0;
+        let qws = weights.as_chunks::<QK_K>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let sigma2 = sum_sq(x) / QK_K as f32;
+            let mut l = [0u8; QK_K];
+            let mut scales = [0.0f32; 16];
+            let mut mins = [0.0f32; 16];
+            let mut sw = [0.0f32; 16];
             for j in 0..16 {
-                let d = dd * (b[j] & 0x0f) as f32;
-                if d == 0.0 {
-                    continue;
-                }
-                let m = dm * (b[j] >> 4) as f32;
-                for i in 16 * j..16 * j + 16 {
-                    l[i] = nearest_int((x[i] + m) / d).clamp(0, 3) as u8;
-                }
+                let r = 16 * j..16 * j + 16;
+                let mut w = [0.0f32; 16];
+                importance_weights(&qw[r.clone()], &x[r.clone()], sigma2, &mut w);
+                sw[j] = w.iter().fold(0.0, |s, v| s + v);
+                (scales[j], mins[j]) = make_qkx2_quants(&p, &x[r.clone()], &w, &mut l[r]);
             }
-            pack2(&l, &mut b[16..80]);
+            let (mut ls, mut lm) = ([0u8; 16], [0u8; 16]);
+            let dm = make_qp_quants(15, &scales, &mut ls, &sw);
+            let mm = make_qp_quants(15, &mins, &mut lm, &sw);
+            put_f16(b, 80, dm);
+            put_f16(b, 82, mm);
+            for j in 0..16 {
+                b[j] = ls[j] | (lm[j] << 4);
+            }
+            requantize_q2k(x, &mut l, b);
         }
     }
 
@@ -195,46 +279,44 @@ impl BlockFormat for Q3_K {
                     max_scale = scales[j];
                 }
             }
-            let s = &mut b[96..108];
-            s.iter_mut().for_each(|v| *v = 0);
             if max_scale != 0.0 {
                 let iscale = -32.0 / max_scale;
-                for j in 0..16 {
-                    let v = ((nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32) as u8;
-                    if j < 8 {
-                        s[j] = v & 0x0f;
-                    } else {
-                        s[j - 8] |= (v & 0x0f) << 4;
-                    }
-                    s[j % 4 + 8] |= (v >> 4) << (2 * (j / 4));
-                }
+                let v: [u8; 16] = std::array::from_fn(|j| {
+                    ((nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32) as u8
+                });
+                pack_scales_q3k(&v, &mut b[96..108]);
                 put_f16(b, 108, 1.0 / iscale);
             } else {
+                b[96..108].iter_mut().for_each(|v| *v = 0);
                 put_f16(b, 108, 0.0);
             }
-            let sc = unpack_scales_q3k(&b[96..108]);
-            let dd = f16_at(b, 108);
+            requantize_q3k(x, &mut l, b);
+        }
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK_K * Q3_K_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let blocks = dst.as_chunks_mut::<Q3_K_BYTES>().0;
+        let xs = src.as_chunks::<QK_K>().0;
+        let qws = weights.as_chunks::<QK_K>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
+            let mut l = [0i8; QK_K];
+            let mut scales = [0.0f32; 16];
+            let mut sw = [0.0f32; 16];
             for j in 0..16 {
-                let d = dd * (sc[j] as i32 - 32) as f32;
-                if d == 0.0 {
-                    continue;
-                }
-                for i in 16 * j..16 * j + 16 {
-                    l[i] = (nearest_int(x[i] / d).clamp(-4, 3) + 4) as i8;
-                }
+                let r = 16 * j..16 * j + 16;
+                let mut w = [0.0f32; 16];
+                importance_weights(&qw[r.clone()], &x[r.clone()], sigma2, &mut w);
+                sw[j] = w.iter().fold(0.0, |s, v| s + v);
+                scales[j] = make_qx_quants(4, &x[r.clone()], &mut l[r], Some(&w));
             }
-            let hmask = &mut b[..32];
-            hmask.iter_mut().for_each(|v| *v = 0);
-            let mut low = [0u8; QK_K];
-            for (e, v) in l.iter().enumerate() {
-                let mut q = *v as u8;
-                if q > 3 {
-                    hmask[e % 32] |= 1 << (e / 32);
-                    q -= 4;
-                }
-                low[e] = q;
-            }
-            pack2(&low, &mut b[32..96]);
+            let mut ls = [0i8; 16];
+            let d_block = make_qx_quants(32, &scales, &mut ls, Some(&sw));
+            pack_scales_q3k(&ls.map(|v| v as u8), &mut b[96..108]);
+            put_f16(b, 108, d_block);
+            requantize_q3k(x, &mut l, b);
         }
     }
 

@@ -8,7 +8,10 @@
 pub use super::kutil::unpack_scales_mins_k4;
 
 use super::k8::{Q8_K_BYTES, q8k_bsum, q8k_d};
-use super::kutil::{Qkx2, make_qkx2_quants, pack_scales_mins_k4};
+use super::kutil::{
+    Qkx2, importance_weights, make_qkx2_quants, make_qp_quants, pack_scales_mins_k4, qkx3_params,
+    sum_sq,
+};
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
 use crate::DType;
 
@@ -101,6 +104,65 @@ fn quantize_k(x: &[f32; QK_K], p: &Qkx2, b: &mut [u8]) -> [u8; QK_K] {
     l
 }
 
+/// The importance-weighted quantizer shared by Q4_K and Q5_K (`quantize_row_q{4,5}_K_impl` with
+/// `quant_weights`), values in `0..=nmax`: writes `d`, `dmin` and the packed scales into
+/// `b[..16]` and returns the values. Q5_K clamps the 6-bit scales to 63 before packing
+/// (`clamp_scales`), Q4_K does not.
+fn quantize_k_weighted(
+    x: &[f32; QK_K],
+    qw: &[f32; QK_K],
+    nmax: i32,
+    clamp_scales: bool,
+    b: &mut [u8],
+) -> [u8; QK_K] {
+    let p = qkx3_params(nmax);
+    let mut l = [0u8; QK_K];
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let mut sw = [0.0f32; 8];
+    let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
+    for j in 0..8 {
+        let r = 32 * j..32 * j + 32;
+        let mut w = [0.0f32; 32];
+        importance_weights(&qw[r.clone()], &x[r.clone()], sigma2, &mut w);
+        sw[j] = w.iter().fold(0.0, |s, v| s + v);
+        (scales[j], mins[j]) = make_qkx2_quants(&p, &x[r.clone()], &w, &mut l[r]);
+    }
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
+    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
+    if clamp_scales {
+        ls = ls.map(|v| v.min(63));
+        lm = lm.map(|v| v.min(63));
+    }
+    pack_scales_mins_k4(&ls, &lm, &mut b[4..16]);
+    put_f16(b, 0, d_block);
+    put_f16(b, 2, m_block);
+    let (sc, mn) = unpack_scales_mins_k4(&b[4..16]);
+    let (dd, dm) = (f16_at(b, 0), f16_at(b, 2));
+    for j in 0..8 {
+        let d = dd * sc[j] as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let m = dm * mn[j] as f32;
+        for i in 32 * j..32 * j + 32 {
+            l[i] = nearest_int((x[i] + m) / d).clamp(0, nmax) as u8;
+        }
+    }
+    l
+}
+
+/// Set Q5_K's fifth bits (`qh`, 32 bytes) from the values `l`.
+fn pack_qh(l: &[u8; QK_K], qh: &mut [u8]) {
+    qh.iter_mut().for_each(|v| *v = 0);
+    for (e, v) in l.iter().enumerate() {
+        if *v > 15 {
+            qh[e % 32] |= 1 << (e / 32);
+        }
+    }
+}
+
 /// `Σ_s sc[s]·Σ q·y` and `Σ_s m[s]·bsum(s)` of one block against a Q8_K block.
 #[inline(always)]
 fn dot_k(q: &[u8; QK_K], scales: &[u8], y: &[u8]) -> (i32, i32) {
@@ -154,6 +216,18 @@ impl BlockFormat for Q4_K {
         }
     }
 
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK_K * Q4_K_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let blocks = dst.as_chunks_mut::<Q4_K_BYTES>().0;
+        let xs = src.as_chunks::<QK_K>().0;
+        let qws = weights.as_chunks::<QK_K>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let l = quantize_k_weighted(x, qw, 15, false, b);
+            pack4(&l, &mut b[16..144]);
+        }
+    }
+
     fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
         debug_assert!(w.len() >= n / QK_K * Q4_K_BYTES && a.len() >= n / QK_K * Q8_K_BYTES);
         let wb = w.as_chunks::<Q4_K_BYTES>().0;
@@ -192,13 +266,20 @@ impl BlockFormat for Q5_K {
         let blocks = dst.as_chunks_mut::<Q5_K_BYTES>().0;
         for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
             let l = quantize_k(x, &p, b);
-            let qh = &mut b[16..48];
-            qh.iter_mut().for_each(|v| *v = 0);
-            for (e, v) in l.iter().enumerate() {
-                if *v > 15 {
-                    qh[e % 32] |= 1 << (e / 32);
-                }
-            }
+            pack_qh(&l, &mut b[16..48]);
+            pack4(&l, &mut b[48..176]);
+        }
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK_K * Q5_K_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let blocks = dst.as_chunks_mut::<Q5_K_BYTES>().0;
+        let xs = src.as_chunks::<QK_K>().0;
+        let qws = weights.as_chunks::<QK_K>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let l = quantize_k_weighted(x, qw, 31, true, b);
+            pack_qh(&l, &mut b[16..48]);
             pack4(&l, &mut b[48..176]);
         }
     }

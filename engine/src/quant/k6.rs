@@ -28,6 +28,57 @@ pub fn unpack6(b: &[u8]) -> [u8; QK_K] {
     out
 }
 
+/// Both Q6_K quantizers: `quantize_row_q6_K_ref` (`qw = None`: sub-block scales weighted by
+/// `x²`) and `quantize_row_q6_K_impl` with an importance matrix (`qw`, used as is).
+fn quantize_q6k(src: &[f32], dst: &mut [u8], qw: Option<&[f32]>) {
+    debug_assert_eq!(dst.len(), src.len() / QK_K * Q6_K_BYTES);
+    let blocks = dst.as_chunks_mut::<Q6_K_BYTES>().0;
+    for (ib, (b, x)) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0).enumerate() {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0.0f32; 16];
+        let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
+        for j in 0..16 {
+            let r = 16 * j..16 * j + 16;
+            let w = qw.map(|q| &q[QK_K * ib..][r.clone()]);
+            scales[j] = make_qx_quants(32, &x[r.clone()], &mut l[r], w);
+            if scales[j].abs() > max_abs {
+                max_abs = scales[j].abs();
+                max_scale = scales[j];
+            }
+        }
+        if max_abs < 1e-15 {
+            b.iter_mut().for_each(|v| *v = 0);
+            continue;
+        }
+        let iscale = -128.0 / max_scale;
+        put_f16(b, 208, 1.0 / iscale);
+        for j in 0..16 {
+            b[192 + j] = nearest_int(iscale * scales[j]).min(127) as i8 as u8;
+        }
+        let dd = f16_at(b, 208);
+        for j in 0..16 {
+            let d = dd * b[192 + j] as i8 as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for i in 16 * j..16 * j + 16 {
+                l[i] = (nearest_int(x[i] / d).clamp(-32, 31) + 32) as i8;
+            }
+        }
+        let l = l.map(|v| v as u8);
+        for h in 0..2 {
+            for i in 0..32 {
+                let e = 128 * h + i;
+                let (q1, q2, q3, q4) = (l[e], l[e + 32], l[e + 64], l[e + 96]);
+                b[64 * h + i] = (q1 & 0x0f) | ((q3 & 0x0f) << 4);
+                b[64 * h + i + 32] = (q2 & 0x0f) | ((q4 & 0x0f) << 4);
+                b[128 + 32 * h + i] =
+                    (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
+            }
+        }
+    }
+}
+
 impl BlockFormat for Q6_K {
     const DTYPE: DType = DType::Q6_K;
     const VEC_DOT_TYPE: DType = DType::Q8_K;
@@ -48,51 +99,12 @@ impl BlockFormat for Q6_K {
     }
 
     fn quantize_row(src: &[f32], dst: &mut [u8]) {
-        debug_assert_eq!(dst.len(), src.len() / QK_K * Q6_K_BYTES);
-        let blocks = dst.as_chunks_mut::<Q6_K_BYTES>().0;
-        for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
-            let mut l = [0i8; QK_K];
-            let mut scales = [0.0f32; 16];
-            let (mut max_scale, mut max_abs) = (0.0f32, 0.0f32);
-            for j in 0..16 {
-                scales[j] =
-                    make_qx_quants(32, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
-                if scales[j].abs() > max_abs {
-                    max_abs = scales[j].abs();
-                    max_scale = scales[j];
-                }
-            }
-            if max_abs < 1e-15 {
-                b.iter_mut().for_each(|v| *v = 0);
-                continue;
-            }
-            let iscale = -128.0 / max_scale;
-            put_f16(b, 208, 1.0 / iscale);
-            for j in 0..16 {
-                b[192 + j] = nearest_int(iscale * scales[j]).min(127) as i8 as u8;
-            }
-            let dd = f16_at(b, 208);
-            for j in 0..16 {
-                let d = dd * b[192 + j] as i8 as f32;
-                if d == 0.0 {
-                    continue;
-                }
-                for i in 16 * j..16 * j + 16 {
-                    l[i] = (nearest_int(x[i] / d).clamp(-32, 31) + 32) as i8;
-                }
-            }
-            let l = l.map(|v| v as u8);
-            for h in 0..2 {
-                for i in 0..32 {
-                    let e = 128 * h + i;
-                    let (q1, q2, q3, q4) = (l[e], l[e + 32], l[e + 64], l[e + 96]);
-                    b[64 * h + i] = (q1 & 0x0f) | ((q3 & 0x0f) << 4);
-                    b[64 * h + i + 32] = (q2 & 0x0f) | ((q4 & 0x0f) << 4);
-                    b[128 + 32 * h + i] =
-                        (q1 >> 4) | ((q2 >> 4) << 2) | ((q3 >> 4) << 4) | ((q4 >> 4) << 6);
-                }
-            }
-        }
+        quantize_q6k(src, dst, None);
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(weights.len(), src.len());
+        quantize_q6k(src, dst, Some(weights));
     }
 
     fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {

@@ -1,6 +1,8 @@
-//! Shared pieces of the K-quant reference quantizers: the scale searches of ggml's
-//! `make_qx_quants`, `make_q3_quants` and `make_qkx2_quants`, written to do the same float
-//! operations in the same order so the output bytes match ggml's `quantize_row_*_ref`.
+//! Shared pieces of the quantizers: the scale searches of ggml's `make_qx_quants`,
+//! `make_q3_quants`, `make_qkx2_quants` (which with weights is also `make_qkx3_quants`) and
+//! `make_qp_quants`, and the importance weights of ggml's `quantize_row_*_impl`, written to do the
+//! same float operations in the same order so the output bytes match ggml's
+//! `quantize_row_*_ref` and, with an importance matrix, `quantize_*`.
 
 use super::nearest_int;
 
@@ -8,9 +10,9 @@ use super::nearest_int;
 const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// Symmetric quantization of `x` to `l ∈ 0..2·nmax` (stored offset by `nmax`) with the weighted
-/// scale search of `make_qx_quants(.., rmse_type = 1, qw = NULL)` (weights `x²`). Returns the
-/// scale.
-pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
+/// scale search of ggml's `make_qx_quants(.., rmse_type = 1, qw)`: weights `qw`, or `x²` when
+/// `qw` is `None`. Returns the scale.
+pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -22,13 +24,17 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         l_out.iter_mut().for_each(|l| *l = 0);
         return 0.0;
     }
+    let weight = |i: usize| match qw {
+        Some(qw) => qw[i],
+        None => x[i] * x[i],
+    };
     let quant = |iscale: f32, v: f32| nearest_int(iscale * v).clamp(-nmax, nmax - 1);
     let mut iscale = -(nmax as f32) / max;
     let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
-    for (l, &v) in l_out.iter_mut().zip(x) {
+    for (i, (l, &v)) in l_out.iter_mut().zip(x).enumerate() {
         let q = quant(iscale, v);
         *l = (q + nmax) as i8;
-        let w = v * v;
+        let w = weight(i);
         sumlx += w * v * q as f32;
         suml2 += w * q as f32 * q as f32;
     }
@@ -40,9 +46,9 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8]) -> f32 {
         }
         iscale = -(nmax as f32 + 0.1 * is as f32) / max;
         let (mut slx, mut sl2) = (0.0f32, 0.0f32);
-        for &v in x {
+        for (i, &v) in x.iter().enumerate() {
             let q = quant(iscale, v);
-            let w = v * v;
+            let w = weight(i);
             slx += w * v * q as f32;
             sl2 += w * q as f32 * q as f32;
         }
@@ -206,6 +212,110 @@ pub(crate) fn make_qkx2_quants(
         }
     }
     (scale, -min)
+}
+
+/// ggml's `make_qp_quants`: quantization of non-negative `x` to `l ∈ 0..=nmax` (stored as ggml's
+/// `uint8_t` stores them, wrapping) minimising the `qw`-weighted squared error, with a coarse
+/// scale search and iterative per-element refinement. Returns the scale.
+pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32]) -> f32 {
+    let n = x.len();
+    let mut max = 0.0f32;
+    for &v in x {
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        l_out.iter_mut().for_each(|l| *l = 0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for (l, &v) in l_out.iter_mut().zip(x) {
+        *l = nearest_int(iscale * v) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..n {
+        let diff = x[i] - scale * l_out[i] as f32;
+        best_mse += qw[i] * diff * diff;
+    }
+    for is in -4..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0.0f32;
+        for i in 0..n {
+            let l = nearest_int(iscale_is * x[i]).min(nmax);
+            let diff = x[i] - scale_is * l as f32;
+            mse += qw[i] * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let (mut sumlx, mut suml2) = (0.0f32, 0.0f32);
+    for i in 0..n {
+        let l = nearest_int(iscale * x[i]).min(nmax);
+        l_out[i] = l as u8;
+        let w = qw[i];
+        sumlx += w * x[i] * l as f32;
+        suml2 += w * l as f32 * l as f32;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = qw[i];
+            let li = l_out[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != l_out[i] as i32 {
+                    slx += w * x[i] * new_l as f32;
+                    sl2 += w * new_l as f32 * new_l as f32;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l_out[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 { sumlx / suml2 } else { 0.0 }
+}
+
+/// `Σ x²` in element order, as ggml's quantizers accumulate it.
+#[inline]
+pub(crate) fn sum_sq(x: &[f32]) -> f32 {
+    x.iter().fold(0.0, |s, v| s + v * v)
+}
+
+/// The importance weights of ggml's `quantize_row_*_impl`: `qw[i] · √(sigma2 + x[i]²)` into
+/// `out[i]` for every element of `x`.
+#[inline]
+pub(crate) fn importance_weights(qw: &[f32], x: &[f32], sigma2: f32, out: &mut [f32]) {
+    for ((o, &q), &v) in out.iter_mut().zip(qw).zip(x) {
+        *o = q * (sigma2 + v * v).sqrt();
+    }
+}
+
+/// The parameters ggml's `quantize_row_*_impl` pass to `make_qkx3_quants` for `l ∈ 0..=nmax`:
+/// 37 steps of 0.05 from `nmax − 0.9`, squared error. With weights given, `make_qkx3_quants`
+/// does the operations of `make_qkx2_quants` ([`make_qkx2_quants`] then stands for both).
+pub(crate) const fn qkx3_params(nmax: i32) -> Qkx2 {
+    Qkx2 {
+        nmax,
+        rmin: -0.9,
+        rdelta: 0.05,
+        nstep: 36,
+        use_mad: false,
+    }
 }
 
 /// Unpack the eight 6-bit scales and eight 6-bit minimums of a Q4_K/Q5_K block from its 12

@@ -1,7 +1,8 @@
 //! Quantized block formats: ggml's exact byte layouts with a scalar reference for each.
 //!
 //! Every format is a zero-sized type implementing [`BlockFormat`]: dequantize a row, quantize a
-//! row (rounding exactly as ggml's `quantize_row_*_ref`), and the dot product of a row of weights
+//! row (rounding exactly as ggml's `quantize_row_*_ref`, or, given an importance matrix, as
+//! ggml's `quantize_row_*_impl`), and the dot product of a row of weights
 //! with a row of the activation format ggml pairs it with ([`BlockFormat::VEC_DOT_TYPE`]).
 //! The dot products work as ggml's do: integer sums inside a block, one float multiply-add per
 //! block, so SIMD kernels in `cpu::dot` can reproduce them.
@@ -67,6 +68,18 @@ pub trait BlockFormat {
     /// Encode `src` into `dst` (exactly `DTYPE.row_bytes(src.len())` bytes), rounding as ggml's
     /// reference quantizer does.
     fn quantize_row(src: &[f32], dst: &mut [u8]);
+    /// Encode one row `src` into `dst` (exactly `DTYPE.row_bytes(src.len())` bytes) with an
+    /// importance matrix: `weights[i]` (non-negative, `weights.len() == src.len()`) is how much
+    /// column `i`'s error counts. Rounds exactly as ggml's `quantize_<type>(.., quant_weights)`
+    /// (`quantize_row_*_impl`), whose statistics may span the whole row, so a row must be passed
+    /// whole. The default ignores the weights and calls [`BlockFormat::quantize_row`], as ggml
+    /// does for the formats without an importance-weighted quantizer (F32, F16, BF16, Q8_0, Q8_1,
+    /// Q8_K).
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(weights.len(), src.len());
+        let _ = weights;
+        Self::quantize_row(src, dst);
+    }
     /// Dot product of `n` elements: `w` in `DTYPE`, `a` in `VEC_DOT_TYPE`.
     fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> f32;
 }
@@ -82,6 +95,8 @@ pub struct QuantOps {
     pub dequantize_row: fn(&[u8], &mut [f32]),
     /// See [`BlockFormat::quantize_row`].
     pub quantize_row: fn(&[f32], &mut [u8]),
+    /// See [`BlockFormat::quantize_row_weighted`].
+    pub quantize_row_weighted: fn(src: &[f32], dst: &mut [u8], weights: &[f32]),
     /// See [`BlockFormat::vec_dot`].
     pub vec_dot: fn(usize, &[u8], &[u8]) -> f32,
 }
@@ -94,6 +109,7 @@ impl QuantOps {
             vec_dot_type: T::VEC_DOT_TYPE,
             dequantize_row: T::dequantize_row,
             quantize_row: T::quantize_row,
+            quantize_row_weighted: T::quantize_row_weighted,
             vec_dot: T::vec_dot,
         }
     }

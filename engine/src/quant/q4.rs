@@ -4,6 +4,7 @@
 //! Nibble order, as ggml: byte `j` of `qs` holds element `j` in its low nibble and element
 //! `j + 16` in its high nibble.
 
+use super::kutil::{importance_weights, make_qkx2_quants, make_qx_quants, qkx3_params, sum_sq};
 use super::{BlockFormat, f16_at, put_f16};
 use crate::DType;
 
@@ -33,6 +34,13 @@ pub(crate) fn signed_absmax(x: &[f32]) -> f32 {
         }
     }
     max
+}
+
+/// ggml's `sigma2` of the legacy formats' importance-weighted quantizers: the mean square of
+/// the whole row.
+#[inline]
+pub(crate) fn row_sigma2(x: &[f32]) -> f32 {
+    sum_sq(x) / x.len() as f32
 }
 
 /// Minimum and maximum of a block, as ggml's Q4_1/Q5_1 quantizers compute them.
@@ -78,6 +86,25 @@ impl BlockFormat for Q4_0 {
                 let q0 = ((x[j] * id + 8.5) as i8).clamp(0, 15) as u8;
                 let q1 = ((x[j + QK / 2] * id + 8.5) as i8).clamp(0, 15) as u8;
                 b[2 + j] = q0 | (q1 << 4);
+            }
+        }
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK * Q4_0_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let sigma2 = row_sigma2(src);
+        let blocks = dst.as_chunks_mut::<Q4_0_BYTES>().0;
+        let xs = src.as_chunks::<QK>().0;
+        let qws = weights.as_chunks::<QK>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let mut w = [0.0f32; QK];
+            importance_weights(qw, x, sigma2, &mut w);
+            let mut l = [0i8; QK];
+            let d = make_qx_quants(8, x, &mut l, Some(&w));
+            put_f16(b, 0, d);
+            for j in 0..QK / 2 {
+                b[2 + j] = l[j] as u8 | ((l[j + QK / 2] as u8) << 4);
             }
         }
     }
@@ -131,6 +158,27 @@ impl BlockFormat for Q4_1 {
                 let q0 = (((x[j] - min) * id + 0.5) as i8).clamp(0, 15) as u8;
                 let q1 = (((x[j + QK / 2] - min) * id + 0.5) as i8).clamp(0, 15) as u8;
                 b[4 + j] = q0 | (q1 << 4);
+            }
+        }
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK * Q4_1_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let sigma2 = row_sigma2(src);
+        let p = qkx3_params(15);
+        let blocks = dst.as_chunks_mut::<Q4_1_BYTES>().0;
+        let xs = src.as_chunks::<QK>().0;
+        let qws = weights.as_chunks::<QK>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let mut w = [0.0f32; QK];
+            importance_weights(qw, x, sigma2, &mut w);
+            let mut l = [0u8; QK];
+            let (d, the_min) = make_qkx2_quants(&p, x, &w, &mut l);
+            put_f16(b, 0, d);
+            put_f16(b, 2, -the_min);
+            for j in 0..QK / 2 {
+                b[4 + j] = l[j] | (l[j + QK / 2] << 4);
             }
         }
     }

@@ -4,7 +4,8 @@
 //! Byte `j` of `qs` holds the low 4 bits of element `j` (low nibble) and `j + 16` (high nibble);
 //! bit `i` of the little-endian u32 `qh` is bit 4 of element `i`.
 
-use super::q4::{min_max, signed_absmax};
+use super::kutil::{importance_weights, make_qkx2_quants, make_qx_quants, qkx3_params};
+use super::q4::{min_max, row_sigma2, signed_absmax};
 use super::{BlockFormat, f16_at, put_f16};
 use crate::DType;
 
@@ -76,6 +77,23 @@ impl BlockFormat for Q5_0 {
         }
     }
 
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK * Q5_0_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let sigma2 = row_sigma2(src);
+        let blocks = dst.as_chunks_mut::<Q5_0_BYTES>().0;
+        let xs = src.as_chunks::<QK>().0;
+        let qws = weights.as_chunks::<QK>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let mut w = [0.0f32; QK];
+            importance_weights(qw, x, sigma2, &mut w);
+            let mut l = [0i8; QK];
+            let d = make_qx_quants(16, x, &mut l, Some(&w));
+            put_f16(b, 0, d);
+            pack5(b, 2, &l.map(|v| v as u8));
+        }
+    }
+
     fn vec_dot(n: usize, w: &[u8], a: &[u8]) -> f32 {
         use super::q8::Q8_0_BYTES;
         debug_assert!(w.len() >= n / QK * Q5_0_BYTES && a.len() >= n / QK * Q8_0_BYTES);
@@ -121,6 +139,25 @@ impl BlockFormat for Q5_1 {
             put_f16(b, 2, min);
             let q = x.map(|v| (((v - min) * id + 0.5) as u8).min(31));
             pack5(b, 4, &q);
+        }
+    }
+
+    fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {
+        debug_assert_eq!(dst.len(), src.len() / QK * Q5_1_BYTES);
+        debug_assert_eq!(weights.len(), src.len());
+        let sigma2 = row_sigma2(src);
+        let p = qkx3_params(31);
+        let blocks = dst.as_chunks_mut::<Q5_1_BYTES>().0;
+        let xs = src.as_chunks::<QK>().0;
+        let qws = weights.as_chunks::<QK>().0;
+        for ((b, x), qw) in blocks.iter_mut().zip(xs).zip(qws) {
+            let mut w = [0.0f32; QK];
+            importance_weights(qw, x, sigma2, &mut w);
+            let mut l = [0u8; QK];
+            let (d, the_min) = make_qkx2_quants(&p, x, &w, &mut l);
+            put_f16(b, 0, d);
+            put_f16(b, 2, -the_min);
+            pack5(b, 4, &l);
         }
     }
 

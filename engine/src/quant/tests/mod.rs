@@ -5,6 +5,7 @@
 //! the reference quantizer, except Q8_1 (see [`random_activations`]).
 
 mod dot;
+mod imatrix;
 mod oracle;
 mod real_models;
 mod roundtrip;
