@@ -229,6 +229,7 @@ fn pool_rows(t: &TensorInfo, data: &[u8], h: usize, g: usize, w: usize) -> Vec<u
 mod tests {
     use super::*;
     use crate::testing::TinyLlama;
+    use tessera_engine::DType;
 
     fn dir(name: &str) -> std::path::PathBuf {
         let d = std::env::temp_dir().join(format!("tessera-kvpool-{}-{name}", std::process::id()));

@@ -68,7 +68,23 @@ fn differences(out: &Path, want: &serde_json::Value, dir: &Path) -> Vec<String> 
 }
 
 fn check(variant: &str) {
+    check_mixes(variant, false);
+}
+
+/// Every mix of the fixture (`with_imatrix`: the ones llama-quantize made with the fixture's
+/// importance matrix, given to Tessera under the same file name).
+fn check_mixes(variant: &str, with_imatrix: bool) {
     let fx = reference(variant);
+    let (mixes, imatrix) = if with_imatrix {
+        let name = fx["imatrix"]["file"].as_str().unwrap().to_string();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/quantize")
+            .join(&name);
+        let m = tessera_models::quantize::imatrix::Imatrix::read(&path).unwrap();
+        (&fx["imatrix"]["mixes"], Some((m, name)))
+    } else {
+        (&fx["mixes"], None)
+    };
     let Some(src) = generate(variant, None) else {
         return;
     };
@@ -77,22 +93,25 @@ fn check(variant: &str) {
         fx["model_sha256"].as_str().unwrap(),
         "{variant}: gen.py wrote a different model than the fixture's"
     );
-    let dir =
-        std::env::temp_dir().join(format!("tessera-quantize-{}-{variant}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "tessera-quantize-{}-{variant}-{with_imatrix}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let mut failures = Vec::new();
-    for (mix, want) in fx["mixes"].as_object().unwrap() {
+    for (mix, want) in mixes.as_object().unwrap() {
         let params = QuantizeParams {
             file_type: FileType::parse(mix).unwrap(),
             choices: Choices::default(),
             threads: 2,
             allow_requantize: false,
+            imatrix: imatrix.clone(),
         };
         let out = dir.join(format!("{variant}.{mix}.gguf"));
         quantize(&src, &out, &params, |_| {}).unwrap_or_else(|e| panic!("{variant} {mix}: {e}"));
         let got = sha256_hex(&out);
         if got == want["sha256"].as_str().unwrap() {
-            eprintln!("{variant} {mix}: identical to llama-quantize");
+            eprintln!("{variant} {mix} (imatrix: {with_imatrix}): identical to llama-quantize");
         } else {
             for d in differences(&out, want, &dir) {
                 failures.push(format!("{variant} {mix}: {d}"));
@@ -115,6 +134,16 @@ fn gqa_with_biases_from_f32_every_file_type() {
 }
 
 #[test]
+fn mha_from_f16_every_file_type_with_an_imatrix() {
+    check_mixes("quant-llama-f16", true);
+}
+
+#[test]
+fn gqa_with_biases_from_f32_every_file_type_with_an_imatrix() {
+    check_mixes("quant-gqa-f32", true);
+}
+
+#[test]
 fn a_wrong_type_choice_is_caught() {
     // The comparison can fail: Q4_K_M without its mix rules (`--pure`) differs from
     // llama-quantize's Q4_K_M exactly where the rules give more bits.
@@ -134,6 +163,7 @@ fn a_wrong_type_choice_is_caught() {
         },
         threads: 2,
         allow_requantize: false,
+        imatrix: None,
     };
     quantize(&src, &out, &params, |_| {}).unwrap();
     let want = &fx["mixes"]["Q4_K_M"];

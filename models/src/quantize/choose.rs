@@ -73,6 +73,9 @@ pub struct Choices {
     pub output_type: Option<DType>,
     /// The type of the token embeddings (`--token-embedding-type`).
     pub embedding_type: Option<DType>,
+    /// An importance matrix is given (`--imatrix`): some rules change, and the types that
+    /// need one are allowed.
+    pub has_imatrix: bool,
 }
 
 /// The type chosen for one tensor.
@@ -247,6 +250,14 @@ pub enum ChoiceError {
     },
 }
 
+/// llama.cpp's `tensor_requires_imatrix`, for the types Tessera makes: Q2_K tensors of a
+/// Q2_K_S file, but for the embeddings and the output.
+pub fn requires_imatrix(name: &str, to: DType, ft: FileType) -> bool {
+    to == DType::Q2_K
+        && ft == FileType::Q2_K_S
+        && !matches!(category(name), Category::Output | Category::TokenEmbd)
+}
+
 /// The type of every tensor of a file (in llama.cpp's order, see [`llama_order`]) for `ft`.
 pub fn choose_types(
     tensors: &[&TensorInfo],
@@ -269,12 +280,7 @@ pub fn choose_types(
     for t in tensors {
         let (to, fell_back) = if allows_quantization(t, choices) {
             let (to, fell_back) = tensor_type(t, facts, ft, choices, &mut c)?;
-            // llama.cpp's `tensor_requires_imatrix`, for the types Tessera makes.
-            let cat = category(&t.name);
-            if to == DType::Q2_K
-                && ft == FileType::Q2_K_S
-                && !matches!(cat, Category::Output | Category::TokenEmbd)
-            {
+            if requires_imatrix(&t.name, to, ft) && !choices.has_imatrix {
                 return Err(ChoiceError::NeedsImatrix {
                     mix: ft,
                     tensor: t.name.clone(),
@@ -435,6 +441,9 @@ fn mix_rule(
             }
             F::Q5_K_M if use_more_bits(i, n) => new = Q6_K,
             F::Q4_K_S if !falcon && i < n / 8 => new = Q5_K,
+            // With an imatrix, the first eighth of ffn_down gets the type with a minimum.
+            F::Q4_0 if choices.has_imatrix && i < n / 8 => new = Q4_1,
+            F::Q5_0 if choices.has_imatrix && i < n / 8 => new = Q5_1,
             _ => {}
         }
         c.i_ffn_down += 1;

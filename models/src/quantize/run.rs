@@ -12,8 +12,11 @@ use tessera_engine::DType;
 use tessera_engine::gguf::{GgufError, GgufFile, MetaValue, TensorEntry, writer};
 use tessera_engine::quant;
 
-use super::choose::{Choice, ChoiceError, Choices, ModelFacts, choose_types, llama_order};
+use super::choose::{
+    Choice, ChoiceError, Choices, ModelFacts, choose_types, llama_order, requires_imatrix,
+};
 use super::file_type::FileType;
+use super::imatrix::Imatrix;
 use crate::temp_output::TempOutput;
 
 /// ggml's `GGML_QNT_VERSION`, written to `general.quantization_version`.
@@ -33,6 +36,9 @@ pub struct QuantizeParams {
     pub threads: usize,
     /// Allow tensors that are already quantized to be quantized again (which loses quality).
     pub allow_requantize: bool,
+    /// An importance matrix to quantize with (`--imatrix`), and the name to record for it in
+    /// the output (`quantize.imatrix.file`: llama-quantize records the path as given).
+    pub imatrix: Option<(Imatrix, String)>,
 }
 
 /// Why quantizing failed. The output file is untouched in every case.
@@ -83,6 +89,9 @@ pub enum QuantizeError {
         /// Element index.
         index: u64,
     },
+    /// The importance matrix does not fit a tensor, or lacks one that needs it.
+    #[error("importance matrix: {0}")]
+    Imatrix(String),
     /// The thread pool could not be started.
     #[error("cannot start {0} threads")]
     Threads(usize),
@@ -124,7 +133,9 @@ pub struct Summary {
 pub fn plan(file: &GgufFile, params: &QuantizeParams) -> Result<Vec<Choice>, QuantizeError> {
     let facts = ModelFacts::from_metadata(file.metadata());
     let order = llama_order(file.tensor_infos());
-    let choices = choose_types(&order, &facts, params.file_type, &params.choices)?;
+    let mut flags = params.choices.clone();
+    flags.has_imatrix |= params.imatrix.is_some();
+    let choices = choose_types(&order, &facts, params.file_type, &flags)?;
     for c in &choices {
         if c.from == c.to {
             continue;
@@ -181,6 +192,31 @@ pub fn quantize(
         "general.file_type".into(),
         MetaValue::U32(params.file_type.id()),
     ));
+    if let Some((m, name)) = &params.imatrix {
+        // llama-quantize's key overrides, in its order (strings cut at 127 bytes).
+        metadata.retain(|(k, _)| !k.starts_with("quantize.imatrix."));
+        let cut = |s: &str| {
+            let mut end = s.len().min(127);
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_string()
+        };
+        metadata.push(("quantize.imatrix.file".into(), MetaValue::String(cut(name))));
+        if let Some(d) = m.datasets.first() {
+            metadata.push(("quantize.imatrix.dataset".into(), MetaValue::String(cut(d))));
+        }
+        metadata.push((
+            "quantize.imatrix.entries_count".into(),
+            MetaValue::U32(m.entries.len() as u32),
+        ));
+        if m.chunk_count > 0 {
+            metadata.push((
+                "quantize.imatrix.chunks_count".into(),
+                MetaValue::U32(m.chunk_count),
+            ));
+        }
+    }
     let alignment = file.header().alignment;
     // ggml_n_dims: trailing dimensions of 1 are not written.
     let shapes: Vec<&[u64]> = choices
@@ -227,7 +263,8 @@ pub fn quantize(
         if c.from == c.to {
             out.write_all(data).map_err(io)?;
         } else {
-            convert(&pool, c, data, &mut buf)?;
+            let weights = importance(params, c)?;
+            convert(&pool, c, data, weights.as_deref(), &mut buf)?;
             debug_assert_eq!(buf.len() as u64, size);
             out.write_all(&buf).map_err(io)?;
             summary.n_requantized += c.from.is_quantized() as usize;
@@ -287,11 +324,44 @@ fn check_finite(name: &str, dtype: DType, data: &[u8]) -> Result<(), QuantizeErr
     }
 }
 
-/// Convert a whole tensor into `out`, slab by slab, rows in parallel.
+/// The importance of each column of tensor `c` (one set per matrix of a 3-D tensor), as
+/// llama-quantize takes it from the imatrix: `None` without an imatrix or an entry for it.
+fn importance(params: &QuantizeParams, c: &Choice) -> Result<Option<Vec<f32>>, QuantizeError> {
+    let needed = requires_imatrix(&c.name, c.to, params.file_type);
+    let Some((m, _)) = &params.imatrix else {
+        return Ok(None);
+    };
+    let Some(w) = m.weights(&c.name) else {
+        if needed {
+            return Err(QuantizeError::Imatrix(format!(
+                "no entry for {}, which {} quantizes to {} only with one",
+                c.name, params.file_type, c.to
+            )));
+        }
+        return Ok(None);
+    };
+    let n_mat = c.shape.get(2).copied().unwrap_or(1) as usize;
+    if w.len() != c.shape[0] as usize * n_mat {
+        if c.name == "token_embd.weight" || c.name == "per_layer_token_embd.weight" {
+            return Ok(None);
+        }
+        return Err(QuantizeError::Imatrix(format!(
+            "{} has {} values, the tensor {} columns × {n_mat} matrices",
+            c.name,
+            w.len(),
+            c.shape[0]
+        )));
+    }
+    Ok(Some(w))
+}
+
+/// Convert a whole tensor into `out`, slab by slab, rows in parallel (with the importance
+/// `weights` of its columns, per matrix, when given).
 fn convert(
     pool: &rayon::ThreadPool,
     c: &Choice,
     data: &[u8],
+    weights: Option<&[f32]>,
     out: &mut Vec<u8>,
 ) -> Result<(), QuantizeError> {
     let n = c.shape[0] as usize;
@@ -301,9 +371,8 @@ fn convert(
     let read = quant::reference(c.from)
         .expect("checked by plan")
         .dequantize_row;
-    let write = quant::reference(c.to)
-        .expect("checked by plan")
-        .quantize_row;
+    let ops = quant::reference(c.to).expect("checked by plan");
+    let rows_per_matrix = c.shape.get(1).copied().unwrap_or(1).max(1) as usize;
     out.clear();
     out.resize(rows * dst_row, 0);
     let slab = (SLAB_BYTES / (4 * n).max(1)).max(1);
@@ -315,7 +384,13 @@ fn convert(
                 |x, (r, d)| {
                     let row = first + r;
                     read(&data[row * src_row..(row + 1) * src_row], x);
-                    write(x, d);
+                    match weights {
+                        Some(w) => {
+                            let m = row / rows_per_matrix;
+                            (ops.quantize_row_weighted)(x, d, &w[m * n..(m + 1) * n]);
+                        }
+                        None => (ops.quantize_row)(x, d),
+                    }
                 },
             );
         });
@@ -334,6 +409,7 @@ mod tests {
             choices: Choices::default(),
             threads: 2,
             allow_requantize: false,
+            imatrix: None,
         }
     }
 

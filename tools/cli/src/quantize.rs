@@ -1,5 +1,6 @@
 //! `tessera quantize IN.gguf OUT.gguf TYPE [THREADS] [--pure] [--leave-output-tensor]
-//! [--output-tensor-type T] [--token-embedding-type T] [--allow-requantize] [--dry-run]`:
+//! [--output-tensor-type T] [--token-embedding-type T] [--allow-requantize] [--imatrix F]
+//! [--dry-run]`:
 //! convert a model to a smaller type or one of llama.cpp's mixes, writing the bytes
 //! llama-quantize writes (see `tessera_models::quantize`). One line per tensor (type in →
 //! type out, sizes), a progress bar on a terminal, and the sizes before and after.
@@ -9,6 +10,7 @@ use std::io::IsTerminal;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use tessera_engine::{DType, GgufFile};
+use tessera_models::quantize::imatrix::Imatrix;
 use tessera_models::quantize::{self, Choices, FileType, QuantizeParams};
 
 use crate::CliResult;
@@ -44,6 +46,10 @@ pub struct QuantizeArgs {
     /// Quantize tensors that are already quantized (loses more quality than starting from F16).
     #[arg(long = "allow-requantize")]
     allow_requantize: bool,
+    /// An importance matrix (llama.cpp's GGUF imatrix format, from `tessera imatrix` or
+    /// llama-imatrix): the quantizers weigh each column's error by it.
+    #[arg(long = "imatrix")]
+    imatrix: Option<String>,
     /// Print the plan (each tensor's type and size) without writing anything.
     #[arg(long = "dry-run")]
     dry_run: bool,
@@ -72,9 +78,14 @@ pub fn run(args: QuantizeArgs) -> CliResult {
             leave_output: args.leave_output,
             output_type: args.output_tensor_type,
             embedding_type: args.token_embedding_type,
+            has_imatrix: false,
         },
         threads,
         allow_requantize: args.allow_requantize,
+        imatrix: match &args.imatrix {
+            Some(f) => Some((Imatrix::read(f.as_ref())?, f.clone())),
+            None => None,
+        },
     };
     let file = GgufFile::open(&args.input).map_err(|e| format!("{}: {e}", args.input))?;
     let plan = quantize::plan(&file, &params)?;
