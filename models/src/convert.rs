@@ -290,6 +290,69 @@ mod tests {
         std::fs::remove_dir_all(&d).ok();
     }
 
+    /// Logits of every position of a short prompt.
+    fn logits(path: &std::path::Path) -> Vec<f32> {
+        use crate::{Context, ContextParams, Model};
+        let m = std::sync::Arc::new(Model::load(path, &Default::default()).unwrap());
+        let mut ctx = Context::new(
+            m,
+            ContextParams {
+                n_ctx: 16,
+                n_threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        ctx.eval(&[1, 5, 9, 3, 7, 2], true).unwrap();
+        (0..6).flat_map(|i| ctx.logits_row(i).to_vec()).collect()
+    }
+
+    #[test]
+    fn pooling_equal_heads_changes_nothing() {
+        // An MHA model whose KV heads come in equal pairs computes the same as its GQA
+        // version with one head per pair: what proves the row layout and the query → KV head
+        // mapping (pooling the wrong heads, or in the wrong order, changes the logits).
+        let d = dir("equal");
+        let tiny = TinyLlama {
+            n_head: 4,
+            n_head_kv: 4,
+            matrix_dtype: DType::F32,
+            ..Default::default()
+        };
+        let (e, hd) = (tiny.n_embd, tiny.head_dim());
+        let mut w = tiny.writer();
+        for l in 0..tiny.n_layer {
+            for n in ["attn_k.weight", "attn_v.weight"] {
+                let t = crate::testing::tensor_mut(&mut w, &format!("blk.{l}.{n}"));
+                let head = hd * e * 4;
+                for pair in [0, 2] {
+                    let (a, b) = (pair * head, (pair + 1) * head);
+                    let src = t.data[a..b].to_vec();
+                    t.data[b..b + head].copy_from_slice(&src);
+                }
+            }
+        }
+        let src = d.join("pairs.gguf");
+        std::fs::write(&src, w.to_bytes()).unwrap();
+        let out = d.join("gqa.gguf");
+        pool_kv_heads(&src, &out, 2).unwrap();
+        let (a, b) = (logits(&src), logits(&out));
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff < 1e-4, "pooled equal heads moved the logits by {diff}");
+        // Pooling unequal heads does move them (the comparison can fail).
+        pool_kv_heads(&src, &out, 1).unwrap();
+        let c = logits(&out);
+        let moved = a
+            .iter()
+            .zip(&c)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(moved > 1e-2, "{moved}");
+        std::fs::remove_dir_all(&d).ok();
+    }
+
     #[test]
     fn biases_are_pooled_per_head() {
         use tessera_engine::gguf::MetaValue;
