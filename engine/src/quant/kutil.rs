@@ -13,6 +13,24 @@ const GROUP_MAX_EPS: f32 = 1e-15;
 /// scale search of ggml's `make_qx_quants(.., rmse_type = 1, qw)`: weights `qw`, or `x²` when
 /// `qw` is `None`. Returns the scale.
 pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { make_qx_quants_avx2(nmax, x, l_out, qw) };
+    }
+    make_qx_quants_body(nmax, x, l_out, qw)
+}
+
+/// [`make_qx_quants`] compiled for AVX2: the same operations in the same order (no FMA: Rust
+/// never contracts), only wider registers for the side-by-side trials.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn make_qx_quants_avx2(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
+    make_qx_quants_body(nmax, x, l_out, qw)
+}
+
+#[inline(always)]
+fn make_qx_quants_body(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<&[f32]>) -> f32 {
     let (mut max, mut amax) = (0.0f32, 0.0f32);
     for &v in x {
         if v.abs() > amax {
@@ -40,24 +58,33 @@ pub(crate) fn make_qx_quants(nmax: i32, x: &[f32], l_out: &mut [i8], qw: Option<
     }
     let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
     let mut best = scale * sumlx;
-    for is in -9..=9 {
-        if is == 0 {
-            continue;
+    // The 18 trial scales of ggml's search (`is` = -9..=9 but 0). Each trial's sums run over
+    // the elements in order, exactly as ggml's loop does, but the trials advance side by side
+    // (independent chains the compiler can vectorize); the choice among them is then made in
+    // ggml's order.
+    const TRIALS: usize = 18;
+    let mut trial_iscale = [0f32; TRIALS];
+    for (t, is) in (-9..=9).filter(|&is| is != 0).enumerate() {
+        trial_iscale[t] = -(nmax as f32 + 0.1 * is as f32) / max;
+    }
+    let (mut slx, mut sl2) = ([0f32; TRIALS], [0f32; TRIALS]);
+    for (i, &v) in x.iter().enumerate() {
+        let w = weight(i);
+        let wv = w * v;
+        for t in 0..TRIALS {
+            let q = quant(trial_iscale[t], v) as f32;
+            slx[t] += wv * q;
+            sl2[t] += w * q * q;
         }
-        iscale = -(nmax as f32 + 0.1 * is as f32) / max;
-        let (mut slx, mut sl2) = (0.0f32, 0.0f32);
-        for (i, &v) in x.iter().enumerate() {
-            let q = quant(iscale, v);
-            let w = weight(i);
-            slx += w * v * q as f32;
-            sl2 += w * q as f32 * q as f32;
-        }
-        if sl2 > 0.0 && slx * slx > best * sl2 {
+    }
+    for t in 0..TRIALS {
+        if sl2[t] > 0.0 && slx[t] * slx[t] > best * sl2[t] {
+            iscale = trial_iscale[t];
             for (l, &v) in l_out.iter_mut().zip(x) {
                 *l = (quant(iscale, v) + nmax) as i8;
             }
-            scale = slx / sl2;
-            best = scale * slx;
+            scale = slx[t] / sl2[t];
+            best = scale * slx[t];
         }
     }
     scale
@@ -139,6 +166,29 @@ pub(crate) fn make_qkx2_quants(
     weights: &[f32],
     l_out: &mut [u8],
 ) -> (f32, f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { make_qkx2_quants_avx2(p, x, weights, l_out) };
+    }
+    make_qkx2_quants_body(p, x, weights, l_out)
+}
+
+/// [`make_qkx2_quants`] compiled for AVX2: the same operations in the same order (no FMA:
+/// Rust never contracts), only wider registers for the side-by-side trials.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn make_qkx2_quants_avx2(
+    p: &Qkx2,
+    x: &[f32],
+    weights: &[f32],
+    l_out: &mut [u8],
+) -> (f32, f32) {
+    make_qkx2_quants_body(p, x, weights, l_out)
+}
+
+#[inline(always)]
+fn make_qkx2_quants_body(p: &Qkx2, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (f32, f32) {
     let n = x.len();
     let mut min = x[0];
     let mut max = x[0];
@@ -163,7 +213,7 @@ pub(crate) fn make_qkx2_quants(
         return (0.0, -min);
     }
     let nmax = p.nmax;
-    let mut iscale = nmax as f32 / (max - min);
+    let iscale = nmax as f32 / (max - min);
     let mut scale = 1.0 / iscale;
     let err = |diff: f32| if p.use_mad { diff.abs() } else { diff * diff };
     let mut best_error = 0.0f32;
@@ -176,40 +226,71 @@ pub(crate) fn make_qkx2_quants(
     if p.nstep < 1 {
         return (scale, -min);
     }
-    let mut laux = [0u8; 32];
-    let laux = &mut laux[..n];
-    for is in 0..=p.nstep {
-        iscale = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
-        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+    // ggml tries `nstep + 1` scales one after the other. Here up to `TRIALS` of them advance
+    // side by side over the elements (independent chains the compiler can vectorize), every
+    // trial's sums and error running over the elements in ggml's order with ggml's
+    // operations; the best is then chosen in ggml's order. A trial that wins with a new `min`
+    // changes what the later ones compute (ggml's loop reads `min` again), so they are
+    // computed again from there.
+    const TRIALS: usize = 24;
+    let n_trials = (p.nstep + 1) as usize;
+    let mut next = 0;
+    while next < n_trials {
+        let count = TRIALS.min(n_trials - next);
+        let mut trial_iscale = [0f32; TRIALS];
+        for (t, is) in trial_iscale.iter_mut().zip(next..).take(count) {
+            *t = (p.rmin + p.rdelta * is as f32 + nmax as f32) / (max - min);
+        }
+        let (mut sum_l, mut sum_l2, mut sum_xl) = ([0f32; TRIALS], [0f32; TRIALS], [0f32; TRIALS]);
         for i in 0..n {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
-            laux[i] = l as u8;
-            let w = weights[i];
-            let lf = l as f32;
-            sum_l += w * lf;
-            sum_l2 += w * lf * lf;
-            sum_xl += w * lf * x[i];
-        }
-        let det = sum_w * sum_l2 - sum_l * sum_l;
-        if det > 0.0 {
-            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
-            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
-            if this_min > 0.0 {
-                this_min = 0.0;
-                this_scale = sum_xl / sum_l2;
-            }
-            let mut cur_error = 0.0f32;
-            for i in 0..n {
-                let diff = this_scale * laux[i] as f32 + this_min - x[i];
-                cur_error += weights[i] * err(diff);
-            }
-            if cur_error < best_error {
-                l_out[..n].copy_from_slice(laux);
-                best_error = cur_error;
-                scale = this_scale;
-                min = this_min;
+            let (w, xi) = (weights[i], x[i]);
+            for t in 0..TRIALS {
+                let lf = nearest_int(trial_iscale[t] * (xi - min)).clamp(0, nmax) as f32;
+                sum_l[t] += w * lf;
+                sum_l2[t] += w * lf * lf;
+                sum_xl[t] += w * lf * xi;
             }
         }
+        let (mut this_scale, mut this_min) = ([0f32; TRIALS], [0f32; TRIALS]);
+        let mut usable = [false; TRIALS];
+        for t in 0..count {
+            let det = sum_w * sum_l2[t] - sum_l[t] * sum_l[t];
+            if det > 0.0 {
+                usable[t] = true;
+                this_scale[t] = (sum_w * sum_xl[t] - sum_x * sum_l[t]) / det;
+                this_min[t] = (sum_l2[t] * sum_x - sum_l[t] * sum_xl[t]) / det;
+                if this_min[t] > 0.0 {
+                    this_min[t] = 0.0;
+                    this_scale[t] = sum_xl[t] / sum_l2[t];
+                }
+            }
+        }
+        let mut cur_error = [0f32; TRIALS];
+        for i in 0..n {
+            let (w, xi) = (weights[i], x[i]);
+            for t in 0..TRIALS {
+                let lf = nearest_int(trial_iscale[t] * (xi - min)).clamp(0, nmax) as f32;
+                let diff = this_scale[t] * lf + this_min[t] - xi;
+                cur_error[t] += w * err(diff);
+            }
+        }
+        let mut advanced = count;
+        for t in 0..count {
+            if usable[t] && cur_error[t] < best_error {
+                for i in 0..n {
+                    l_out[i] = nearest_int(trial_iscale[t] * (x[i] - min)).clamp(0, nmax) as u8;
+                }
+                best_error = cur_error[t];
+                scale = this_scale[t];
+                let changed = this_min[t].to_bits() != min.to_bits();
+                min = this_min[t];
+                if changed {
+                    advanced = t + 1;
+                    break;
+                }
+            }
+        }
+        next += advanced;
     }
     (scale, -min)
 }
