@@ -128,13 +128,7 @@ impl SyntheticFixture {
             ctx.eval(&chunk, true).expect("eval");
             for j in 0..n_pos {
                 let row = ctx.logits_row(first + j);
-                let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-                let lse = max as f64
-                    + row
-                        .iter()
-                        .map(|&x| ((x - max) as f64).exp())
-                        .sum::<f64>()
-                        .ln();
+                let lse = tessera_models::log_softmax::log_partition(row);
                 let top = &self.top[(c * n_pos + j) * self.k..][..self.k];
                 for &(id, lp) in top {
                     if lp > -16.0 {
@@ -142,14 +136,7 @@ impl SyntheticFixture {
                         kl += (lp as f64).exp() * (lp as f64 - lq);
                     }
                 }
-                let argmax = row
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |b, (i, &x)| if x > b.1 { (i, x) } else { b },
-                    )
-                    .0;
+                let argmax = tessera_models::log_softmax::argmax(row);
                 same += (argmax as u32 == top[0].0) as usize;
                 let tie = top
                     .iter()

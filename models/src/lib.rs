@@ -15,6 +15,7 @@ pub mod gemma3;
 pub mod hparams;
 pub mod kv_cache;
 pub mod llama;
+pub mod log_softmax;
 pub mod model;
 pub mod phi3;
 pub mod quantize;

@@ -86,13 +86,7 @@ pub fn compute(
         let orig = &tokens[c * n_ctx..(c + 1) * n_ctx];
         for j in n_ctx / 2..n_ctx - 1 {
             let row = ctx.logits_row(j);
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let lse = max as f64
-                + row
-                    .iter()
-                    .map(|&x| ((x - max) as f64).exp())
-                    .sum::<f64>()
-                    .ln();
+            let lse = crate::log_softmax::log_partition(row);
             nll += lse - row[orig[j + 1] as usize] as f64;
             count += 1;
         }

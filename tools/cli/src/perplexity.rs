@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use tessera_models::Session;
+use tessera_models::{Session, log_softmax};
 
 use crate::CliResult;
 use crate::common::ModelArgs;
@@ -61,17 +61,8 @@ pub struct PerplexityArgs {
 /// Negative log-likelihood of `target`, argmax and log-partition of one row of logits
 /// (log-softmax in f64).
 fn score_row(logits: &[f32], target: u32) -> (f64, u32, f64) {
-    let mut max = f32::NEG_INFINITY;
-    let mut arg = 0u32;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > max {
-            max = l;
-            arg = i as u32;
-        }
-    }
-    let max64 = max as f64;
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max64).exp()).sum();
-    let log_z = max64 + sum.ln();
+    let log_z = log_softmax::log_partition(logits);
+    let arg = log_softmax::argmax(logits) as u32;
     (log_z - logits[target as usize] as f64, arg, log_z)
 }
 
