@@ -271,10 +271,10 @@ pub fn stream_text(events: &[String]) -> String {
             continue;
         }
         let v: Value = serde_json::from_str(e).unwrap();
-        if let Some(c) = v["choices"].get(0) {
-            if let Some(t) = c["delta"]["content"].as_str().or(c["text"].as_str()) {
-                s.push_str(t);
-            }
+        if let Some(c) = v["choices"].get(0)
+            && let Some(t) = c["delta"]["content"].as_str().or(c["text"].as_str())
+        {
+            s.push_str(t);
         }
     }
     s
