@@ -26,7 +26,7 @@ pub struct ServeArgs {
     #[arg(long = "port", default_value_t = 8080)]
     port: u16,
     /// Requests served at once (slots); each gets -c / --parallel tokens of context.
-    #[arg(long = "parallel", short = 'n', alias = "np", default_value_t = 4)]
+    #[arg(long = "parallel", alias = "np", default_value_t = 4)]
     parallel: usize,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health.
     #[arg(long = "api-key")]

@@ -594,6 +594,84 @@ fn token_logprob(model: &Model, logits: &[f32], id: u32, top: usize) -> TokenLog
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::sync::mpsc::UnboundedReceiver;
+
+    /// An engine over the tiny synthetic model with one slot.
+    fn tiny_engine() -> (EngineHandle, JoinHandle<()>) {
+        let config = EngineConfig {
+            parallel: 1,
+            n_ctx_slot: 64,
+            n_batch: 16,
+            n_threads_slot: 1,
+            kv_ring: true,
+            device: Device::Cpu,
+            queue_capacity: 4,
+        };
+        let loader: ModelLoader = Box::new(|| {
+            let bytes = tessera_models::testing::TinyLlama::default().bytes();
+            tessera_models::testing::load_bytes(&bytes)
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        });
+        spawn(config, loader, Arc::new(Metrics::default()), |r| {
+            r.unwrap();
+        })
+        .unwrap()
+    }
+
+    fn job(prompt: Vec<u32>, sampling: SamplerParams) -> (Job, UnboundedReceiver<Event>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            sampling,
+            max_tokens: Some(3),
+            stop: Vec::new(),
+            logprobs: None,
+            events: tx,
+        };
+        (job, rx)
+    }
+
+    /// The last event of a job.
+    fn last_event(mut rx: UnboundedReceiver<Event>) -> Event {
+        let mut last = None;
+        while let Some(e) = rx.blocking_recv() {
+            last = Some(e);
+        }
+        last.expect("an event")
+    }
+
+    #[test]
+    fn a_failing_job_gets_the_error_and_the_engine_serves_on() {
+        let (engine, thread) = tiny_engine();
+        // A token out of the vocabulary fails in the engine (the HTTP side checks it first).
+        let (bad, rx) = job(vec![1, 1_000_000], SamplerParams::greedy());
+        engine.submit(bad).unwrap();
+        match last_event(rx) {
+            Event::Error(m) => assert!(m.contains("out of range"), "{m}"),
+            e => panic!("{e:?}"),
+        }
+        // So do sampler settings out of range.
+        let nan = SamplerParams {
+            temp: f32::NAN,
+            ..SamplerParams::greedy()
+        };
+        let (bad, rx) = job(vec![1, 2], nan);
+        engine.submit(bad).unwrap();
+        assert!(matches!(last_event(rx), Event::Error(_)));
+        let (good, rx) = job(vec![1, 2, 3], SamplerParams::greedy());
+        engine.submit(good).unwrap();
+        match last_event(rx) {
+            Event::Done { usage, .. } => assert_eq!(usage.prompt_tokens, 3),
+            e => panic!("{e:?}"),
+        }
+        engine.shut_down();
+        thread.join().unwrap();
+        assert_eq!(
+            engine.submit(job(vec![1], SamplerParams::greedy()).0),
+            Err(SubmitError::Stopped)
+        );
+    }
 
     #[test]
     fn reuse_keeps_the_common_prefix_but_the_last_prompt_token() {

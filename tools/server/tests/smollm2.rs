@@ -211,3 +211,60 @@ fn open_stream_pending(
     .unwrap();
     s
 }
+
+/// Read a streamed answer's events from `s`, returning when each arrived (until `[DONE]` or
+/// the socket is shut down).
+fn event_times(s: std::net::TcpStream) -> Vec<std::time::Instant> {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(s);
+    let mut times = Vec::new();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) => return times,
+            Ok(_) if line.contains("data: [DONE]") => return times,
+            Ok(_) if line.contains("data: ") => times.push(std::time::Instant::now()),
+            Ok(_) => {}
+        }
+    }
+}
+
+#[test]
+fn a_long_prompt_is_interleaved_with_another_stream() {
+    let Some(loader) = smollm2_loader() else {
+        return;
+    };
+    let server = start(config(engine(2, 1024)), loader);
+    let a = server.addr();
+    let counting = json!({"prompt": "1, 2, 3, 4, 5,", "max_tokens": 900, "temperature": 0,
+                          "stream": true});
+    let first = open_stream(a, "/v1/completions", &counting, 2);
+    let closer = first.try_clone().unwrap();
+    let reader = std::thread::spawn(move || event_times(first));
+    // About 900 prompt tokens: 15 chunks of 64 (the tests' n_batch).
+    let long = "The quick brown fox jumps over the lazy dog. ".repeat(90);
+    let submitted = std::time::Instant::now();
+    let r = post(
+        a,
+        "/v1/completions",
+        &json!({"prompt": long, "max_tokens": 1, "temperature": 0}),
+    );
+    let answered = std::time::Instant::now();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let prompt_tokens = r.json()["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert!(prompt_tokens > 800, "{prompt_tokens}");
+    closer.shutdown(std::net::Shutdown::Both).unwrap();
+    let times = reader.join().unwrap();
+    // The stream went on while the long prompt was read, about one token per chunk (all of
+    // the prompt at once would have let through one or two).
+    let during = times
+        .iter()
+        .filter(|&&t| t > submitted && t < answered)
+        .count();
+    assert!(
+        during >= 8,
+        "{during} tokens streamed during the long prompt"
+    );
+    server.stop().unwrap();
+}
