@@ -174,11 +174,15 @@ impl CommonParams {
             .is_some_and(|o| o.include_usage)
     }
 
-    /// `max_completion_tokens`, else `max_tokens`.
-    pub fn max_tokens(&self) -> Option<usize> {
-        self.max_completion_tokens
-            .or(self.max_tokens)
-            .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+    /// `max_completion_tokens`, else `max_tokens`; 0 is refused.
+    pub fn max_tokens(&self) -> Result<Option<usize>, ApiError> {
+        match self.max_completion_tokens.or(self.max_tokens) {
+            Some(0) => Err(ApiError::bad_param(
+                "max_tokens",
+                "max_tokens must be at least 1",
+            )),
+            n => Ok(n.map(|n| usize::try_from(n).unwrap_or(usize::MAX))),
+        }
     }
 
     /// The stop strings.
@@ -280,7 +284,9 @@ mod tests {
                 .unwrap();
         let p = r.common.sampling().unwrap();
         assert_eq!((p.temp, p.seed, p.top_k), (0.0, 7, 40));
-        assert_eq!(r.common.max_tokens(), Some(3));
+        assert_eq!(r.common.max_tokens().unwrap(), Some(3));
+        let zero: CompletionRequest = parse(br#"{"prompt":"x","max_tokens":0}"#).unwrap();
+        assert!(zero.common.max_tokens().is_err());
         assert!(matches!(r.prompt, Prompt::Tokens(ref t) if t == &[1, 2]));
     }
 

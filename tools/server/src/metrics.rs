@@ -17,7 +17,8 @@ pub struct Metrics {
     pub queue_depth: AtomicI64,
     /// Slots serving a request.
     pub busy_slots: AtomicI64,
-    /// KV cells (token positions) in use, all slots together.
+    /// KV cells (token positions) in use, all slots together; an idle slot keeps its last
+    /// request's tokens for prefix reuse.
     pub kv_cells_used: AtomicI64,
     /// KV cells of all slots together.
     pub kv_cells_total: AtomicI64,
@@ -67,7 +68,7 @@ impl Metrics {
         metric(
             "kv_cells_used",
             "gauge",
-            "KV cache cells holding tokens, all slots.",
+            "KV cache cells holding tokens, all slots (idle ones keep theirs for prefix reuse).",
             gauge(&self.kv_cells_used),
         );
         metric(

@@ -258,11 +258,12 @@ async fn dispatch(
     }
     let sampling = common.sampling()?;
     let stop = common.stops()?;
+    let max_tokens = common.max_tokens()?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let job = Job {
         prompt,
         sampling,
-        max_tokens: common.max_tokens(),
+        max_tokens,
         stop,
         logprobs,
         events: tx,
