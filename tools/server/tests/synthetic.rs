@@ -253,3 +253,17 @@ fn a_model_that_fails_to_load_ends_the_server_with_the_error() {
     let err = server.wait().unwrap_err();
     assert!(err.contains("no such file"), "{err}");
 }
+
+#[test]
+fn a_seed_makes_sampling_reproducible_and_penalties_are_accepted() {
+    let server = start(config(engine(2, 128)), tiny_loader());
+    let a = server.addr();
+    let body = json!({"prompt": "the tiny model", "max_tokens": 12, "temperature": 1.0,
+                      "top_k": 0, "top_p": 1.0, "min_p": 0.0, "seed": 42,
+                      "presence_penalty": 0.5, "frequency_penalty": 0.5});
+    let one = post(a, "/v1/completions", &body);
+    assert_eq!(one.status, 200, "{}", one.body);
+    let two = post(a, "/v1/completions", &body);
+    assert_eq!(answer_text(&one.json()), answer_text(&two.json()));
+    server.stop().unwrap();
+}
