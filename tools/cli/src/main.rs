@@ -11,6 +11,7 @@ mod perplexity;
 mod pull;
 mod quantize;
 mod run;
+mod serve;
 mod tokenize;
 mod units;
 
@@ -47,6 +48,8 @@ enum Command {
     Imatrix(imatrix::ImatrixArgs),
     /// Quantize a model to a type or llama.cpp mix (Q4_K_M, …), byte for byte as llama-quantize.
     Quantize(quantize::QuantizeArgs),
+    /// Serve a model over HTTP with an OpenAI-compatible API (chat and text completions).
+    Serve(serve::ServeArgs),
     /// Print the token ids (and pieces) of a text, as llama-tokenize; works on vocab-only files.
     Tokenize(tokenize::TokenizeArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args),
         Command::Imatrix(args) => imatrix::run(args),
         Command::Quantize(args) => quantize::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Tokenize(args) => tokenize::run(args),
         Command::Completions(args) => completions::run::<Cli>(args),
     };
