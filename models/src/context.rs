@@ -227,9 +227,27 @@ impl Context {
         self.n_logit_rows = 0;
     }
 
-    /// Forget tokens of sequence 0 from position `n` on (keeps the first `n`).
+    /// Forget tokens of sequence 0 from position `n` on (keeps the first `n`). Ring layers
+    /// may have overwritten what evaluating at `n` attends to
+    /// ([`crate::context_shift::rollback_point`] says how far back is safe).
     pub fn truncate(&mut self, n: usize) {
-        self.seq_truncate(0, n).expect("sequence 0 exists");
+        if n < self.n_past[0] {
+            self.backend.kv_truncate(n as i32);
+            self.n_past[0] = n;
+        }
+    }
+
+    /// Fails when sequence `seq`'s ring layers no longer hold the window that evaluating at
+    /// position `n` attends to (they have moved past it).
+    fn check_rollback(&self, seq: u32, n: usize) -> Result<()> {
+        let len = self.n_past[seq as usize];
+        if n < len && crate::context_shift::rollback_point(len, n, self.kv.policies()) < n {
+            return Err(ModelError::InvalidInput(format!(
+                "sequence {seq} holds {len} tokens: its sliding-window rings no longer hold \
+                 the tokens before position {n} (evaluate them again instead)"
+            )));
+        }
+        Ok(())
     }
 
     /// Fails unless the context has sequence `seq`.
@@ -252,9 +270,11 @@ impl Context {
         Ok(())
     }
 
-    /// Forget the tokens of sequence `seq` from position `n` on (keeps the first `n`).
+    /// Forget the tokens of sequence `seq` from position `n` on (keeps the first `n`);
+    /// refused where ring layers have overwritten what evaluating at `n` attends to.
     pub fn seq_truncate(&mut self, seq: u32, n: usize) -> Result<()> {
         self.check_seq(seq)?;
+        self.check_rollback(seq, n)?;
         if n < self.n_past[seq as usize] {
             self.backend.kv_seq_truncate(seq, n as i32)?;
             self.n_past[seq as usize] = n;
@@ -263,10 +283,12 @@ impl Context {
     }
 
     /// Make sequence `dst` hold the first `n` tokens of sequence `src` (at most what `src`
-    /// holds) and nothing else: a shared prefix forked without evaluating it again.
+    /// holds) and nothing else: a shared prefix forked without evaluating it again. Refused
+    /// where `src`'s ring layers have overwritten what evaluating at `n` attends to.
     pub fn seq_copy(&mut self, src: u32, dst: u32, n: usize) -> Result<()> {
         self.check_seq(src)?;
         self.check_seq(dst)?;
+        self.check_rollback(src, n)?;
         let n = n.min(self.n_past[src as usize]);
         self.backend.kv_seq_copy(src, dst, n as i32)?;
         self.n_past[dst as usize] = n;

@@ -205,10 +205,15 @@ mod tests {
     fn kv_bytes_match_the_stores_a_context_allocates() {
         let model = std::sync::Arc::new(tiny());
         for n_ctx in [1, 7, 64] {
-            let p = params(n_ctx, 4);
-            let f = Footprint::new(&model, &p, 1);
-            let ctx = crate::Context::new(model.clone(), p).unwrap();
-            assert_eq!(f.kv, ctx.kv_bytes() as u64, "n_ctx {n_ctx}");
+            for n_seq in [1, 3] {
+                let p = ContextParams {
+                    n_seq,
+                    ..params(n_ctx, 4)
+                };
+                let f = Footprint::new(&model, &p, 1);
+                let ctx = crate::Context::new(model.clone(), p).unwrap();
+                assert_eq!(f.kv, ctx.kv_bytes() as u64, "n_ctx {n_ctx}, n_seq {n_seq}");
+            }
         }
     }
 

@@ -88,14 +88,13 @@ impl<'a> Step<'a> {
         if let Some(&p) = self.positions.iter().find(|&&p| p < 0) {
             return bad(format!("position {p} is negative"));
         }
-        let mut seen = Vec::new();
+        // (Checked without allocating: decode steps run this on every token.)
         for (s, r) in self.groups() {
-            if seen.contains(&s) {
+            if self.seqs[..r.start].contains(&s) {
                 return bad(format!(
                     "the tokens of sequence {s} are not contiguous in the step"
                 ));
             }
-            seen.push(s);
             if let Some(w) = self.positions[r].windows(2).find(|w| w[1] <= w[0]) {
                 return bad(format!(
                     "positions of sequence {s} must increase ({} then {})",
