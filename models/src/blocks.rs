@@ -333,11 +333,7 @@ impl Embeddings {
         out: tessera_engine::graph::OutputRows,
     ) -> NodeId {
         g.set_layer(None);
-        let x = if out == tessera_engine::graph::OutputRows::Last {
-            g.last_row(x)
-        } else {
-            x
-        };
+        let x = g.output_rows(x, out);
         let x = g.rms_norm(x, Some(&self.output_norm), hp.rms_eps);
         let logits = g.mat_mul(&self.output, x);
         match &self.output_bias {

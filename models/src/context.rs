@@ -1,15 +1,22 @@
 //! An inference context: a model's KV cache layout, a backend (the engine's executor on the
 //! chosen device, holding the KV stores and scratch memory), and the graphs already prepared for
 //! each batch size. Evaluating tokens appends them to the cache and yields logits.
+//!
+//! A context holds `n_seq` sequences, each in its own KV slot of `n_ctx` tokens:
+//! [`Context::decode`] evaluates a [`Batch`] of tokens of several of them in shared steps (the
+//! weights read once per step), each sequence's logits bit-identical to what it gets alone.
+//! [`Context::eval`], [`Context::reset`], [`Context::truncate`] and [`Context::n_past`] are
+//! sequence 0's.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use tessera_engine::backend::{self, Backend, BackendParams, GraphId};
+use tessera_engine::backend::{self, Backend, BackendParams, GraphId, Step};
 use tessera_engine::graph::OutputRows;
 
 use crate::Device;
+use crate::batch::Batch;
 use crate::error::{ModelError, Result};
 use crate::footprint::Footprint;
 use crate::kv_cache::KvCache;
@@ -18,7 +25,7 @@ use crate::model::Model;
 /// Settings of a context.
 #[derive(Clone, Copy, Debug)]
 pub struct ContextParams {
-    /// Context length in tokens.
+    /// Context length in tokens (of each sequence).
     pub n_ctx: usize,
     /// Largest batch evaluated at once (longer inputs are split).
     pub n_batch: usize,
@@ -28,6 +35,8 @@ pub struct ContextParams {
     pub kv_ring: bool,
     /// Where to compute.
     pub device: Device,
+    /// Sequences held at once, each in its own KV slot of `n_ctx` tokens (at least 1).
+    pub n_seq: usize,
 }
 
 impl Default for ContextParams {
@@ -38,6 +47,7 @@ impl Default for ContextParams {
             n_threads: 0,
             kv_ring: true,
             device: Device::Cpu,
+            n_seq: 1,
         }
     }
 }
@@ -48,14 +58,19 @@ pub struct Context {
     params: ContextParams,
     kv: KvCache,
     backend: Box<dyn Backend>,
-    /// The backend's prepared graphs, by (tokens, all logits).
-    graphs: HashMap<(usize, bool), GraphId>,
-    n_past: usize,
+    /// The backend's prepared graphs, by (tokens, output rows).
+    graphs: HashMap<(usize, OutputRows), GraphId>,
+    /// Tokens cached per sequence.
+    n_past: Vec<usize>,
     /// Logits of the last evaluation (`n_rows × n_vocab`).
     logits: Vec<f32>,
     n_logit_rows: usize,
     /// Positions of the batch being evaluated (kept to avoid allocating per step).
     positions: Vec<i32>,
+    /// The step being built by [`Self::decode`]: its tokens, sequences and output rows.
+    step_tokens: Vec<u32>,
+    step_seqs: Vec<u32>,
+    step_rows: Vec<u32>,
 }
 
 impl Context {
@@ -74,6 +89,12 @@ impl Context {
                 "batch size must be at least 1".into(),
             ));
         }
+        if params.n_seq == 0 || params.n_seq > u32::MAX as usize {
+            return Err(ModelError::InvalidInput(format!(
+                "{} sequences: a context holds at least 1",
+                params.n_seq
+            )));
+        }
         params.n_batch = params.n_batch.min(params.n_ctx);
         Footprint::new(&model, &params, 1)
             .check_now()
@@ -84,6 +105,7 @@ impl Context {
             &BackendParams {
                 n_threads: params.n_threads,
                 kv_layers: kv.shapes().to_vec(),
+                n_seq: params.n_seq,
             },
         )?;
         Ok(Context {
@@ -92,10 +114,13 @@ impl Context {
             graphs: HashMap::new(),
             model,
             params,
-            n_past: 0,
+            n_past: vec![0; params.n_seq],
             logits: Vec::new(),
             n_logit_rows: 0,
             positions: Vec::with_capacity(params.n_batch),
+            step_tokens: Vec::new(),
+            step_seqs: Vec::new(),
+            step_rows: Vec::new(),
         })
     }
 
@@ -109,9 +134,19 @@ impl Context {
         &self.params
     }
 
-    /// Tokens in the cache.
+    /// Tokens in the cache of sequence 0.
     pub fn n_past(&self) -> usize {
-        self.n_past
+        self.n_past[0]
+    }
+
+    /// Sequences the context holds ([`ContextParams::n_seq`]).
+    pub fn n_seq(&self) -> usize {
+        self.n_past.len()
+    }
+
+    /// Tokens in the cache of sequence `seq` (0 for a sequence the context does not have).
+    pub fn seq_len(&self, seq: u32) -> usize {
+        self.n_past.get(seq as usize).copied().unwrap_or(0)
     }
 
     /// Context length.
@@ -134,10 +169,15 @@ impl Context {
         &self.kv
     }
 
-    /// Bytes the KV stores hold, per layer, in the memory of the device that computes.
+    /// Bytes the KV stores hold, per layer (every sequence's store of it), in the memory of
+    /// the device that computes.
     pub fn kv_bytes_per_layer(&self) -> Vec<usize> {
         (0..self.backend.n_kv_layers())
-            .map(|l| self.backend.kv_layer(l).bytes())
+            .map(|l| {
+                (0..self.n_seq() as u32)
+                    .map(|s| self.backend.kv_seq_layer(s, l).bytes())
+                    .sum()
+            })
             .collect()
     }
 
@@ -148,12 +188,28 @@ impl Context {
 
     /// Bytes of the KV stores holding tokens now.
     pub fn kv_used_bytes(&self) -> usize {
-        (0..self.backend.n_kv_layers())
-            .map(|l| {
-                let s = self.backend.kv_layer(l);
+        let layers = 0..self.backend.n_kv_layers();
+        (0..self.n_seq() as u32)
+            .flat_map(|seq| layers.clone().map(move |l| (seq, l)))
+            .map(|(seq, l)| {
+                let s = self.backend.kv_seq_layer(seq, l);
                 s.used_cells() * s.bytes() / s.n_cells().max(1)
             })
             .sum()
+    }
+
+    /// KV cells holding a token in sequence `seq`'s stores (all layers together).
+    pub fn kv_seq_used_cells(&self, seq: u32) -> usize {
+        if (seq as usize) < self.n_seq() {
+            self.backend.kv_seq_used_cells(seq)
+        } else {
+            0
+        }
+    }
+
+    /// KV cells holding a token in every sequence's stores together.
+    pub fn kv_used_cells(&self) -> usize {
+        self.backend.kv_used_cells()
     }
 
     /// Show `tap` the inputs of every weight product of the steps from now on (`None`: stop);
@@ -165,19 +221,78 @@ impl Context {
         Ok(self.backend.set_mat_mul_tap(tap)?)
     }
 
-    /// Forget every token.
+    /// Forget every token of sequence 0.
     pub fn reset(&mut self) {
-        self.backend.kv_clear();
-        self.n_past = 0;
+        self.seq_clear(0).expect("sequence 0 exists");
         self.n_logit_rows = 0;
     }
 
-    /// Forget tokens from position `n` on (keeps the first `n`).
+    /// Forget tokens of sequence 0 from position `n` on (keeps the first `n`). Ring layers
+    /// may have overwritten what evaluating at `n` attends to
+    /// ([`crate::context_shift::rollback_point`] says how far back is safe).
     pub fn truncate(&mut self, n: usize) {
-        if n < self.n_past {
+        if n < self.n_past[0] {
             self.backend.kv_truncate(n as i32);
-            self.n_past = n;
+            self.n_past[0] = n;
         }
+    }
+
+    /// Fails when sequence `seq`'s ring layers no longer hold the window that evaluating at
+    /// position `n` attends to (they have moved past it).
+    fn check_rollback(&self, seq: u32, n: usize) -> Result<()> {
+        let len = self.n_past[seq as usize];
+        if n < len && crate::context_shift::rollback_point(len, n, self.kv.policies()) < n {
+            return Err(ModelError::InvalidInput(format!(
+                "sequence {seq} holds {len} tokens: its sliding-window rings no longer hold \
+                 the tokens before position {n} (evaluate them again instead)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Fails unless the context has sequence `seq`.
+    fn check_seq(&self, seq: u32) -> Result<()> {
+        if (seq as usize) < self.n_seq() {
+            Ok(())
+        } else {
+            Err(ModelError::InvalidInput(format!(
+                "sequence {seq} is out of range (the context holds {} sequences)",
+                self.n_seq()
+            )))
+        }
+    }
+
+    /// Forget every token of sequence `seq`.
+    pub fn seq_clear(&mut self, seq: u32) -> Result<()> {
+        self.check_seq(seq)?;
+        self.backend.kv_seq_clear(seq)?;
+        self.n_past[seq as usize] = 0;
+        Ok(())
+    }
+
+    /// Forget the tokens of sequence `seq` from position `n` on (keeps the first `n`);
+    /// refused where ring layers have overwritten what evaluating at `n` attends to.
+    pub fn seq_truncate(&mut self, seq: u32, n: usize) -> Result<()> {
+        self.check_seq(seq)?;
+        self.check_rollback(seq, n)?;
+        if n < self.n_past[seq as usize] {
+            self.backend.kv_seq_truncate(seq, n as i32)?;
+            self.n_past[seq as usize] = n;
+        }
+        Ok(())
+    }
+
+    /// Make sequence `dst` hold the first `n` tokens of sequence `src` (at most what `src`
+    /// holds) and nothing else: a shared prefix forked without evaluating it again. Refused
+    /// where `src`'s ring layers have overwritten what evaluating at `n` attends to.
+    pub fn seq_copy(&mut self, src: u32, dst: u32, n: usize) -> Result<()> {
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        self.check_rollback(src, n)?;
+        let n = n.min(self.n_past[src as usize]);
+        self.backend.kv_seq_copy(src, dst, n as i32)?;
+        self.n_past[dst as usize] = n;
+        Ok(())
     }
 
     /// Evaluate `tokens` after what is cached; afterwards [`Self::logits`] holds the last
@@ -186,11 +301,11 @@ impl Context {
         if tokens.is_empty() {
             return Err(ModelError::InvalidInput("no tokens to evaluate".into()));
         }
-        if self.n_past + tokens.len() > self.params.n_ctx {
+        if self.n_past[0] + tokens.len() > self.params.n_ctx {
             return Err(ModelError::InvalidInput(format!(
                 "{} tokens do not fit: {} of the context size {} are used (use a larger -c)",
                 tokens.len(),
-                self.n_past,
+                self.n_past[0],
                 self.params.n_ctx
             )));
         }
@@ -208,22 +323,27 @@ impl Context {
             let n = chunk.len();
             let last_chunk = row + n == tokens.len();
             self.positions.clear();
+            let n_past = self.n_past[0];
             self.positions
-                .extend((self.n_past..self.n_past + n).map(|p| p as i32));
-            let out = Self::run_chunk(
+                .extend((n_past..n_past + n).map(|p| p as i32));
+            let out_rows = if all_logits {
+                OutputRows::All
+            } else {
+                OutputRows::Last
+            };
+            let out = Self::run_step(
                 self.backend.as_mut(),
                 &mut self.graphs,
                 &self.model,
-                &self.positions,
-                chunk,
-                all_logits,
+                &Step::single(chunk, &self.positions),
+                out_rows,
                 self.params.n_ctx,
             )?;
             if let Some(bad) = out.iter().position(|x| !x.is_finite()) {
                 self.n_logit_rows = 0;
                 let row_in_chunk = if all_logits { bad / n_vocab } else { n - 1 };
                 return Err(ModelError::NonFiniteLogits {
-                    position: self.n_past + row_in_chunk,
+                    position: n_past + row_in_chunk,
                 });
             }
             if all_logits {
@@ -231,11 +351,183 @@ impl Context {
             } else if last_chunk {
                 self.logits[..n_vocab].copy_from_slice(out);
             }
-            self.n_past += n;
+            self.n_past[0] += n;
             row += n;
         }
         self.n_logit_rows = rows_wanted;
         Ok(())
+    }
+
+    /// Evaluate `batch`: every token at its position of its sequence, each sequence's tokens
+    /// continuing where it stands ([`Self::seq_len`]). The tokens are grouped by sequence (in
+    /// batch order within each) and evaluated in steps of up to `n_batch` that may mix
+    /// sequences (one step per sequence where the backend cannot mix them); each step returns
+    /// only the rows whose logits are wanted. Afterwards [`Self::batch_logits`]`(i)` holds the
+    /// logits of the batch's `i`-th wanted token, bit-identical to what that sequence gets
+    /// evaluated alone. Nothing is evaluated when the batch breaks a rule (a sequence the
+    /// context lacks, a position that does not continue its sequence, a sequence over the
+    /// context, a token outside the vocabulary).
+    pub fn decode(&mut self, batch: &Batch) -> Result<()> {
+        self.n_logit_rows = 0;
+        let n = batch.len();
+        if n == 0 {
+            return Err(ModelError::InvalidInput("no tokens to evaluate".into()));
+        }
+        let (tokens, positions, seqs, wanted) = (
+            batch.tokens(),
+            batch.positions(),
+            batch.seqs(),
+            batch.logits_wanted(),
+        );
+        let n_vocab = self.model.hparams().n_vocab;
+        let n_ctx = self.params.n_ctx;
+        let mut next = self.n_past.clone();
+        for i in 0..n {
+            let s = seqs[i];
+            self.check_seq(s)?;
+            if tokens[i] as usize >= n_vocab {
+                return Err(ModelError::InvalidInput(format!(
+                    "token id {} is out of range (vocabulary of {n_vocab})",
+                    tokens[i]
+                )));
+            }
+            let at = &mut next[s as usize];
+            if positions[i] < 0 || positions[i] as usize != *at {
+                return Err(ModelError::InvalidInput(format!(
+                    "token {i} of the batch is at position {} of sequence {s}, which continues \
+                     at {at}",
+                    positions[i]
+                )));
+            }
+            *at += 1;
+            if *at > n_ctx {
+                return Err(ModelError::InvalidInput(format!(
+                    "sequence {s} would hold {at} tokens, over the context size {n_ctx} \
+                     (use a larger -c)"
+                )));
+            }
+        }
+        // The tokens grouped by sequence, in batch order within each.
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&i| seqs[i]);
+        // Where each wanted token's logits go: its rank among the batch's wanted tokens.
+        let mut out_index = vec![usize::MAX; n];
+        let mut n_wanted = 0;
+        for (i, _) in wanted.iter().enumerate().filter(|(_, w)| **w) {
+            out_index[i] = n_wanted;
+            n_wanted += 1;
+        }
+        let n_logits = n_wanted.saturating_mul(n_vocab);
+        tessera_engine::memory::try_grow(&mut self.logits, n_logits, "the logits")?;
+        let mixes = self.backend.batches_sequences();
+        let mut start = 0;
+        while start < n {
+            // What one run of steps covers: the whole batch, or one sequence's tokens.
+            let end = if mixes {
+                n
+            } else {
+                let s = seqs[order[start]];
+                start + order[start..].iter().take_while(|&&i| seqs[i] == s).count()
+            };
+            let unit = &order[start..end];
+            let limit = if mixes {
+                self.params.n_batch
+            } else {
+                self.batch_limit(unit[..unit.len() - 1].iter().any(|&i| wanted[i]))
+            };
+            for chunk in unit.chunks(limit) {
+                self.decode_step(batch, chunk, &out_index, mixes)?;
+            }
+            start = end;
+        }
+        self.n_logit_rows = n_wanted;
+        Ok(())
+    }
+
+    /// One step of [`Self::decode`]: the batch's tokens `chunk` (indices, grouped by
+    /// sequence), their wanted rows of logits stored at `out_index`; `select`: the backend
+    /// returns chosen rows ([`OutputRows::Rows`]), else all or the last.
+    fn decode_step(
+        &mut self,
+        batch: &Batch,
+        chunk: &[usize],
+        out_index: &[usize],
+        select: bool,
+    ) -> Result<()> {
+        let n_vocab = self.model.hparams().n_vocab;
+        let (tokens, positions, seqs, wanted) = (
+            batch.tokens(),
+            batch.positions(),
+            batch.seqs(),
+            batch.logits_wanted(),
+        );
+        self.step_tokens.clear();
+        self.positions.clear();
+        self.step_seqs.clear();
+        self.step_rows.clear();
+        for (r, &i) in chunk.iter().enumerate() {
+            self.step_tokens.push(tokens[i]);
+            self.positions.push(positions[i]);
+            self.step_seqs.push(seqs[i]);
+            if wanted[i] {
+                self.step_rows.push(r as u32);
+            }
+        }
+        let (m, k) = (chunk.len(), self.step_rows.len());
+        let out_rows = if k == 0 || (k == 1 && self.step_rows[0] as usize == m - 1) {
+            OutputRows::Last
+        } else if k == m || !select {
+            OutputRows::All
+        } else {
+            OutputRows::Rows(k)
+        };
+        let step = Step {
+            tokens: &self.step_tokens,
+            positions: &self.positions,
+            seqs: &self.step_seqs,
+            out_rows: match out_rows {
+                OutputRows::Rows(_) => &self.step_rows,
+                _ => &[],
+            },
+        };
+        let out = Self::run_step(
+            self.backend.as_mut(),
+            &mut self.graphs,
+            &self.model,
+            &step,
+            out_rows,
+            self.params.n_ctx,
+        )?;
+        for (j, &r) in self.step_rows.iter().enumerate() {
+            let out_row = match out_rows {
+                OutputRows::Last => 0,
+                OutputRows::All => r as usize,
+                OutputRows::Rows(_) => j,
+            };
+            let row = &out[out_row * n_vocab..(out_row + 1) * n_vocab];
+            let i = chunk[r as usize];
+            if row.iter().any(|x| !x.is_finite()) {
+                return Err(ModelError::NonFiniteLogits {
+                    position: positions[i] as usize,
+                });
+            }
+            let o = out_index[i];
+            self.logits[o * n_vocab..(o + 1) * n_vocab].copy_from_slice(row);
+        }
+        for &i in chunk {
+            self.n_past[seqs[i] as usize] = positions[i] as usize + 1;
+        }
+        Ok(())
+    }
+
+    /// Logits of the `i`-th wanted token of the last [`Self::decode`] (in batch order).
+    pub fn batch_logits(&self, i: usize) -> &[f32] {
+        assert!(
+            i < self.n_logit_rows,
+            "wanted token {i} of {}",
+            self.n_logit_rows
+        );
+        self.logits_row(i)
     }
 
     /// Tokens per step: `n_batch`, less where the device bounds how many rows of logits one
@@ -248,30 +540,25 @@ impl Context {
         }
     }
 
-    /// Run one chunk of tokens at `positions` on the backend, preparing its graph on first
-    /// use; returns the output rows.
-    fn run_chunk<'a>(
+    /// Run one step on the backend with the graph of its size and `out_rows`, preparing it
+    /// on first use; returns the output rows.
+    fn run_step<'a>(
         backend: &'a mut dyn Backend,
-        graphs: &mut HashMap<(usize, bool), GraphId>,
+        graphs: &mut HashMap<(usize, OutputRows), GraphId>,
         model: &Model,
-        positions: &[i32],
-        chunk: &[u32],
-        all_logits: bool,
+        step: &Step<'_>,
+        out_rows: OutputRows,
         n_ctx: usize,
     ) -> Result<&'a [f32]> {
-        let id = match graphs.entry((chunk.len(), all_logits)) {
+        let n = step.n_tokens();
+        let id = match graphs.entry((n, out_rows)) {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
-                let out_rows = if all_logits {
-                    OutputRows::All
-                } else {
-                    OutputRows::Last
-                };
-                let graph = model.arch().build_graph(chunk.len(), out_rows, n_ctx);
+                let graph = model.arch().build_graph(n, out_rows, n_ctx);
                 *e.insert(backend.prepare(graph)?)
             }
         };
-        Ok(backend.run(id, chunk, positions)?)
+        Ok(backend.run(id, step)?)
     }
 
     /// Logits of the last evaluation: row `i` of [`Self::n_logit_rows`].

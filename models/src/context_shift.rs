@@ -115,6 +115,7 @@ mod tests {
                 n_threads: 1,
                 kv_ring,
                 device: Default::default(),
+                n_seq: 1,
             },
             sampler: SamplerParams::greedy(),
             ..Default::default()

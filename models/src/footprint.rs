@@ -2,7 +2,8 @@
 //! against the limits that apply ([`tessera_engine::memory`]).
 //!
 //! What is counted, for `n_ctx` tokens and batches of `n_batch` (at most `n_ctx`):
-//! - the KV cache: every layer's keys and values (F16) and cell positions, rings included;
+//! - the KV cache: every layer's keys and values (F16) and cell positions, rings included,
+//!   once per sequence slot (`n_seq`);
 //! - compute scratch: the planned arena of the largest step's graph (all its live
 //!   activations, the output rows included), the quantized activations of its widest mat-mul
 //!   input, the RoPE table, and attention's gathered sources and staged K/V;
@@ -28,7 +29,7 @@ pub struct Footprint {
     pub n_ctx: usize,
     /// Where the context computes.
     pub device: Device,
-    /// KV cache bytes (all layers, keys, values and cell positions).
+    /// KV cache bytes (all layers and sequence slots, keys, values and cell positions).
     pub kv: u64,
     /// Compute scratch bytes (arena, quantized activations, RoPE table, attention scratch).
     pub compute: u64,
@@ -52,7 +53,8 @@ impl Footprint {
                 let per_cell = (s.k_width as u64 + s.v_width as u64) * 2 + 4;
                 (s.n_cells as u64).saturating_mul(per_cell)
             })
-            .fold(0u64, u64::saturating_add);
+            .fold(0u64, u64::saturating_add)
+            .saturating_mul(params.n_seq.max(1) as u64);
         let out = if output_rows > 1 {
             OutputRows::All
         } else {
@@ -203,10 +205,15 @@ mod tests {
     fn kv_bytes_match_the_stores_a_context_allocates() {
         let model = std::sync::Arc::new(tiny());
         for n_ctx in [1, 7, 64] {
-            let p = params(n_ctx, 4);
-            let f = Footprint::new(&model, &p, 1);
-            let ctx = crate::Context::new(model.clone(), p).unwrap();
-            assert_eq!(f.kv, ctx.kv_bytes() as u64, "n_ctx {n_ctx}");
+            for n_seq in [1, 3] {
+                let p = ContextParams {
+                    n_seq,
+                    ..params(n_ctx, 4)
+                };
+                let f = Footprint::new(&model, &p, 1);
+                let ctx = crate::Context::new(model.clone(), p).unwrap();
+                assert_eq!(f.kv, ctx.kv_bytes() as u64, "n_ctx {n_ctx}, n_seq {n_seq}");
+            }
         }
     }
 

@@ -3,6 +3,9 @@
 //! tokenizers, samplers and the Session API that front ends use.
 
 pub mod arch;
+pub mod batch;
+#[cfg(any(test, feature = "testing"))]
+pub mod batch_invariance;
 pub mod blocks;
 pub mod chat;
 pub mod context;
@@ -30,6 +33,7 @@ pub mod testing;
 pub mod tokenizer;
 pub mod weights;
 
+pub use batch::Batch;
 pub use context::{Context, ContextParams};
 pub use context_shift::ContextShift;
 pub use error::{ModelError, Result};

@@ -39,6 +39,7 @@ fn small_ctx() -> ContextParams {
         n_threads: 1,
         kv_ring: true,
         device: Default::default(),
+        n_seq: 1,
     }
 }
 

@@ -43,6 +43,7 @@ fn exercise(path: &Path, greedy: bool) -> Outcome {
             n_threads: 1,
             kv_ring: true,
             device: Default::default(),
+            n_seq: 1,
         },
         sampler: if greedy {
             SamplerParams::greedy()

@@ -47,9 +47,10 @@ impl From<crate::cpu::exec::ExecError> for BackendError {
                 backend: "CPU",
             },
             E::MissingKv(..) | E::HeadTooWide { .. } => BackendError::Unsupported(e.to_string()),
-            E::BatchSize { .. } | E::TokenOutOfRange { .. } | E::NegativePosition(_) => {
-                BackendError::InvalidStep(e.to_string())
-            }
+            E::BatchSize { .. }
+            | E::TokenOutOfRange { .. }
+            | E::NegativePosition(_)
+            | E::OutputRows { .. } => BackendError::InvalidStep(e.to_string()),
             E::OutOfMemory(e) => BackendError::OutOfMemory(e),
         }
     }

@@ -11,10 +11,12 @@
 mod device;
 mod error;
 pub(crate) mod executor;
+mod step;
 mod tap;
 
 pub use device::{AdapterReport, Device, list_gpus};
 pub use error::BackendError;
+pub use step::Step;
 pub use tap::MatMulTap;
 
 use crate::graph::Graph;
@@ -35,8 +37,10 @@ pub struct KvShape {
 pub struct BackendParams {
     /// CPU threads (0 = all cores); backends that are not the CPU ignore it.
     pub n_threads: usize,
-    /// One KV store per attention layer, in layer order.
+    /// One KV store per attention layer, in layer order (for each sequence slot).
     pub kv_layers: Vec<KvShape>,
+    /// Sequence slots: each has its own store of every layer (0 is taken as 1).
+    pub n_seq: usize,
 }
 
 /// A graph prepared by a backend, named by the handle [`Backend::prepare`] returned.
@@ -76,26 +80,60 @@ pub trait Backend: Send {
     /// Plan `graph` and resolve its kernels; the handle runs it as often as wanted.
     fn prepare(&mut self, graph: Graph) -> Result<GraphId, BackendError>;
 
-    /// Run one step of a prepared graph: `tokens` at `positions` (increasing), reading and
-    /// extending the KV stores. Returns the output node's values (`rows × cols`).
-    fn run(
-        &mut self,
-        graph: GraphId,
-        tokens: &[u32],
-        positions: &[i32],
-    ) -> Result<&[f32], BackendError>;
+    /// Run one step of a prepared graph: its tokens, each attending over its own sequence's
+    /// stores and extending them. Returns the output node's values (`rows × cols`). A step
+    /// breaking [`Step::validate`]'s rules is [`BackendError::InvalidStep`]; a step mixing
+    /// sequences where [`Self::batches_sequences`] is false is [`BackendError::Unsupported`].
+    fn run(&mut self, graph: GraphId, step: &Step<'_>) -> Result<&[f32], BackendError>;
 
-    /// Number of KV stores (one per attention layer).
+    /// Whether one step may hold tokens of several sequences, and graphs may select output
+    /// rows ([`crate::graph::OutputRows::Rows`]); where not, callers step one sequence at a
+    /// time with [`crate::graph::OutputRows::All`] or [`crate::graph::OutputRows::Last`].
+    fn batches_sequences(&self) -> bool;
+
+    /// Sequence slots.
+    fn n_seq(&self) -> usize;
+
+    /// Number of KV stores per sequence (one per attention layer).
     fn n_kv_layers(&self) -> usize;
 
-    /// The KV store of layer `layer` (`< n_kv_layers()`).
-    fn kv_layer(&self, layer: usize) -> &dyn KvLayer;
+    /// The KV store of layer `layer` (`< n_kv_layers()`) of sequence 0.
+    fn kv_layer(&self, layer: usize) -> &dyn KvLayer {
+        self.kv_seq_layer(0, layer)
+    }
 
-    /// Forget every cached token.
+    /// The KV store of layer `layer` of sequence `seq` (`< n_seq()`).
+    fn kv_seq_layer(&self, seq: u32, layer: usize) -> &dyn KvLayer;
+
+    /// Forget every cached token of every sequence.
     fn kv_clear(&mut self);
 
-    /// Forget the cached tokens at positions `>= pos`.
+    /// Forget the cached tokens at positions `>= pos` of every sequence.
     fn kv_truncate(&mut self, pos: i32);
+
+    /// Forget every cached token of sequence `seq`.
+    fn kv_seq_clear(&mut self, seq: u32) -> Result<(), BackendError>;
+
+    /// Forget the cached tokens of sequence `seq` at positions `>= pos`.
+    fn kv_seq_truncate(&mut self, seq: u32, pos: i32) -> Result<(), BackendError>;
+
+    /// Make sequence `dst` hold what sequence `src` holds at positions `< n` and nothing else
+    /// (a shared prefix forked); `src == dst` truncates.
+    fn kv_seq_copy(&mut self, src: u32, dst: u32, n: i32) -> Result<(), BackendError>;
+
+    /// Cells holding a token in sequence `seq`'s stores, all layers together.
+    fn kv_seq_used_cells(&self, seq: u32) -> usize {
+        (0..self.n_kv_layers())
+            .map(|l| self.kv_seq_layer(seq, l).used_cells())
+            .sum()
+    }
+
+    /// Cells holding a token in every sequence's stores together.
+    fn kv_used_cells(&self) -> usize {
+        (0..self.n_seq() as u32)
+            .map(|s| self.kv_seq_used_cells(s))
+            .sum()
+    }
 
     /// Show `tap` the inputs of the weight products of every step from now on (`None`: stop).
     /// Only the CPU backend can; others return [`BackendError::Unsupported`].

@@ -9,6 +9,7 @@ use super::ops::kv_attention::{self, KvAttnScratch};
 use super::ops::matmul::{self, MAX_GROUP, MatMulSeg};
 use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, norm, rope};
 use super::pool::{ThreadPool, split_range};
+use crate::backend::Step;
 use crate::graph::{Graph, Node, NodeId, Op, Plan};
 use crate::memory::{OutOfMemory, try_grow};
 use crate::{DType, quant};
@@ -60,6 +61,14 @@ pub enum ExecError {
     /// Negative position.
     #[error("position {0} is negative")]
     NegativePosition(i32),
+    /// A graph selecting output rows run with another number of them.
+    #[error("the graph returns {expected} selected rows, the step names {got}")]
+    OutputRows {
+        /// Rows the graph selects.
+        expected: usize,
+        /// Rows the step names.
+        got: usize,
+    },
     /// The system refused memory for the step's scratch buffers.
     #[error(transparent)]
     OutOfMemory(#[from] OutOfMemory),
@@ -216,8 +225,9 @@ impl CpuExecutor {
         Ok(())
     }
 
-    /// Run one step: `tokens` at `positions`, reading and extending the KV stores. Returns the
-    /// output node's values (`rows × cols` of the output node).
+    /// Run one step: `tokens` at `positions`, reading and extending the KV stores (one per
+    /// layer, all of sequence 0). Returns the output node's values (`rows × cols` of the
+    /// output node).
     pub fn run(
         &mut self,
         g: &PreparedGraph,
@@ -225,7 +235,23 @@ impl CpuExecutor {
         positions: &[i32],
         kv: &mut [KvStore],
     ) -> Result<&[f32], ExecError> {
+        let n_layers = kv.len();
+        self.run_step(g, &Step::single(tokens, positions), kv, n_layers)
+    }
+
+    /// Run one step of tokens of one or several sequences: the stores `kv` hold `n_layers`
+    /// per sequence, sequence after sequence, and each group of the step's tokens attends over
+    /// its own sequence's stores (every other op is row by row). The step's rules
+    /// ([`Step::validate`]) are the caller's to check. Returns the output node's values.
+    pub fn run_step(
+        &mut self,
+        g: &PreparedGraph,
+        step: &Step<'_>,
+        kv: &mut [KvStore],
+        n_layers: usize,
+    ) -> Result<&[f32], ExecError> {
         let graph = &g.graph;
+        let (tokens, positions) = (step.tokens, step.positions);
         if tokens.len() != graph.n_tokens || positions.len() != graph.n_tokens {
             return Err(ExecError::BatchSize {
                 expected: graph.n_tokens,
@@ -244,13 +270,26 @@ impl CpuExecutor {
                         return Err(ExecError::TokenOutOfRange { id, n_vocab });
                     }
                 }
-                Op::Attention { kv: id, .. } if id.0 as usize >= kv.len() => {
-                    return Err(ExecError::MissingKv(id.0 as usize, kv.len()));
+                Op::Attention { kv: id, .. } => {
+                    let n_seq = step
+                        .groups()
+                        .map(|(s, _)| s as usize + 1)
+                        .max()
+                        .unwrap_or(1);
+                    if id.0 as usize >= n_layers || n_seq * n_layers > kv.len() {
+                        return Err(ExecError::MissingKv(id.0 as usize, n_layers));
+                    }
+                }
+                Op::SelectRows { .. } if step.out_rows.len() != node.rows => {
+                    return Err(ExecError::OutputRows {
+                        expected: node.rows,
+                        got: step.out_rows.len(),
+                    });
                 }
                 _ => {}
             }
         }
-        self.reserve(g, kv)?;
+        self.reserve(g, &kv[..n_layers.min(kv.len())])?;
         self.act_holds = None;
         self.rope_for = None;
         let mut next = 0;
@@ -259,7 +298,7 @@ impl CpuExecutor {
             if end > start + 1 {
                 self.run_mat_mul_group(g, start..end);
             } else {
-                self.run_node(g, start, tokens, positions, kv);
+                self.run_node(g, start, step, kv, n_layers);
             }
             next = end;
             if !self.trace {
@@ -279,10 +318,11 @@ impl CpuExecutor {
         &mut self,
         g: &PreparedGraph,
         i: usize,
-        tokens: &[u32],
-        positions: &[i32],
+        step: &Step<'_>,
         kv: &mut [KvStore],
+        n_layers: usize,
     ) {
+        let (tokens, positions) = (step.tokens, step.positions);
         let graph = &g.graph;
         let node = &graph.nodes[i];
         let arena = SharedMut(self.arena.as_mut_ptr());
@@ -344,6 +384,13 @@ impl CpuExecutor {
                 let xs = input(x);
                 out.copy_from_slice(&xs[xs.len() - cols..]);
             }
+            Op::SelectRows { x } => {
+                let xs = input(x);
+                for (row, &r) in out.chunks_exact_mut(cols).zip(step.out_rows) {
+                    let r = r as usize;
+                    row.copy_from_slice(&xs[r * cols..(r + 1) * cols]);
+                }
+            }
             Op::Rope {
                 x,
                 head_dim,
@@ -381,24 +428,31 @@ impl CpuExecutor {
             }
             Op::MatMul { .. } => self.run_mat_mul_group(g, i..i + 1),
             Op::Attention {
-                q,
-                k,
-                v,
+                q: q_id,
+                k: k_id,
+                v: v_id,
                 kv: id,
                 params,
             } => {
-                let store = &mut kv[id.0 as usize];
-                kv_attention::attend_step(
-                    &self.pool,
-                    &mut self.attn,
-                    input(q),
-                    input(k),
-                    input(v),
-                    positions,
-                    store,
-                    &params,
-                    out,
-                );
+                let (q, k, v) = (input(q_id), input(k_id), input(v_id));
+                let cols_of = |id: NodeId| graph.node(id).cols;
+                let (qc, kc, vc) = (cols_of(q_id), cols_of(k_id), cols_of(v_id));
+                // Each sequence's tokens attend over its own stores, by the same code as a
+                // step of that sequence alone (what makes batches bit-identical to solo runs).
+                for (seq, r) in step.groups() {
+                    let store = &mut kv[seq as usize * n_layers + id.0 as usize];
+                    kv_attention::attend_step(
+                        &self.pool,
+                        &mut self.attn,
+                        &q[r.start * qc..r.end * qc],
+                        &k[r.start * kc..r.end * kc],
+                        &v[r.start * vc..r.end * vc],
+                        &positions[r.clone()],
+                        store,
+                        &params,
+                        &mut out[r.start * cols..r.end * cols],
+                    );
+                }
             }
         }
     }

@@ -105,6 +105,18 @@ impl KvStore {
         &self.v
     }
 
+    /// Make this store (of the same shape) hold what `src` holds: keys, values and positions.
+    pub fn copy_from(&mut self, src: &KvStore) {
+        assert_eq!(
+            (self.n_cells, self.k_width, self.v_width),
+            (src.n_cells, src.k_width, src.v_width),
+            "KV stores of one shape"
+        );
+        self.k.copy_from_slice(&src.k);
+        self.v.copy_from_slice(&src.v);
+        self.cells.clone_from(&src.cells);
+    }
+
     /// Store already-converted K and V for position `pos`.
     pub fn write_f16(&mut self, pos: i32, k: &[f16], v: &[f16]) {
         let c = self.cell_of(pos);

@@ -1,5 +1,7 @@
 //! A GPU as a backend: a [`GpuExecutor`] on a device opened once per process and shared by
-//! every backend on it, and one [`GpuKvStore`] per attention layer in GPU memory.
+//! every backend on it, and one [`GpuKvStore`] per attention layer and sequence slot in GPU
+//! memory. A step runs the tokens of one sequence over that sequence's stores; steps that mix
+//! sequences are refused ([`Executor::batches_sequences`] is false), so callers split them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -7,8 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::device::{GpuDevice, GpuError};
 use super::exec::{GpuExecutor, GpuPreparedGraph};
 use super::kv::GpuKvStore;
-use crate::backend::executor::{Executor, ExecutorBackend};
-use crate::backend::{Backend, BackendError, BackendParams};
+use crate::backend::executor::{self, Executor, ExecutorBackend};
+use crate::backend::{Backend, BackendError, BackendParams, Step};
 use crate::graph::Graph;
 
 /// The open GPU of adapter `index` (opened on first use, then shared by every context).
@@ -26,15 +28,19 @@ pub fn shared_device(index: usize) -> Result<Arc<GpuDevice>, GpuError> {
     Ok(d)
 }
 
-/// A backend on adapter `index` with empty KV stores of `params.kv_layers`.
+/// A backend on adapter `index` with empty KV stores of `params.kv_layers` for each of
+/// `params.n_seq` sequence slots.
 pub(crate) fn open(index: usize, params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
     let dev = shared_device(index)?;
-    let kv = params
-        .kv_layers
-        .iter()
+    let kv = (0..executor::n_seq(params))
+        .flat_map(|_| &params.kv_layers)
         .map(|s| GpuKvStore::new(&dev, s.n_cells, s.k_width, s.v_width))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Box::new(ExecutorBackend::new(GpuExecutor::new(dev), kv)))
+    Ok(Box::new(ExecutorBackend::new(
+        GpuExecutor::new(dev),
+        kv,
+        executor::n_seq(params),
+    )))
 }
 
 impl Executor for GpuExecutor {
@@ -65,10 +71,22 @@ impl Executor for GpuExecutor {
     fn run<'a>(
         &'a mut self,
         g: &'a mut GpuPreparedGraph,
-        tokens: &[u32],
-        positions: &[i32],
+        step: &Step<'_>,
         kv: &mut [GpuKvStore],
+        n_layers: usize,
     ) -> Result<&'a [f32], GpuError> {
-        GpuExecutor::run(self, g, tokens, positions, kv)
+        let seq = step.only_seq().unwrap_or(0) as usize;
+        let stores = kv
+            .get_mut(seq * n_layers..(seq + 1) * n_layers)
+            .ok_or_else(|| GpuError::Unsupported(format!("no KV stores for sequence {seq}")))?;
+        GpuExecutor::run(self, g, step.tokens, step.positions, stores)
+    }
+
+    fn batches_sequences(&self) -> bool {
+        false
+    }
+
+    fn copy_store(&mut self, src: &GpuKvStore, dst: &mut GpuKvStore) {
+        dst.copy_from(src);
     }
 }

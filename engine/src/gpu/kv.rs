@@ -57,7 +57,9 @@ impl GpuKvStore {
             dev.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size: bytes.max(4),
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
                 mapped_at_creation: false,
             })
         };
@@ -128,6 +130,27 @@ impl GpuKvStore {
     /// Forget the tokens at positions `>= pos`.
     pub fn truncate(&mut self, pos: i32) {
         self.host_pos.truncate(pos);
+        self.upload_positions();
+    }
+
+    /// Make this store (of the same shape, on the same device) hold what `src` holds: keys and
+    /// values copied on the GPU, cell positions on both sides.
+    pub fn copy_from(&mut self, src: &GpuKvStore) {
+        assert_eq!(
+            (self.n_cells, self.k_width, self.v_width),
+            (src.n_cells, src.k_width, src.v_width),
+            "KV stores of one shape"
+        );
+        let mut enc = self
+            .dev
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("kv.copy"),
+            });
+        enc.copy_buffer_to_buffer(&src.k, 0, &self.k, 0, src.k.size());
+        enc.copy_buffer_to_buffer(&src.v, 0, &self.v, 0, src.v.size());
+        self.dev.queue.submit([enc.finish()]);
+        self.host_pos.clone_from(&src.host_pos);
         self.upload_positions();
     }
 

@@ -76,12 +76,26 @@ pub struct AttnParams {
 }
 
 /// Which rows of the final node the caller wants back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutputRows {
     /// Every token's row (perplexity, embeddings).
     All,
     /// Only the last token's row (generation).
     Last,
+    /// `k` rows chosen per step (the step's `out_rows`): the rows of several sequences'
+    /// tokens whose logits are wanted (batched decoding).
+    Rows(usize),
+}
+
+impl OutputRows {
+    /// Rows of output a step of `n_tokens` tokens produces.
+    pub fn count(self, n_tokens: usize) -> usize {
+        match self {
+            OutputRows::All => n_tokens,
+            OutputRows::Last => 1,
+            OutputRows::Rows(k) => k,
+        }
+    }
 }
 
 /// An operation. Inputs are earlier nodes or weights; the output is a new f32 matrix.
@@ -191,6 +205,11 @@ pub enum Op {
         /// Input.
         x: NodeId,
     },
+    /// The rows the step names in its `out_rows`, in that order (as many as the node has).
+    SelectRows {
+        /// Input.
+        x: NodeId,
+    },
 }
 
 impl Op {
@@ -203,7 +222,7 @@ impl Op {
             | Op::MatMul { x, .. }
             | Op::AddBias { x, .. }
             | Op::Softcap { x, .. } => (Some(x), None, None),
-            Op::Rope { x, .. } | Op::LastRow { x } => (Some(x), None, None),
+            Op::Rope { x, .. } | Op::LastRow { x } | Op::SelectRows { x } => (Some(x), None, None),
             Op::Mul { a, b } | Op::Add { a, b } => (Some(a), Some(b), None),
             Op::SwiGlu { gate, up } | Op::GeGlu { gate, up } => (Some(gate), Some(up), None),
             Op::Attention { q, k, v, .. } => (Some(q), Some(k), Some(v)),
@@ -227,6 +246,7 @@ impl Op {
             Op::SwiGlu { .. } => "swiglu",
             Op::GeGlu { .. } => "geglu",
             Op::LastRow { .. } => "last_row",
+            Op::SelectRows { .. } => "select_rows",
         }
     }
 }
@@ -534,6 +554,22 @@ impl GraphBuilder {
     pub fn last_row(&mut self, x: NodeId) -> NodeId {
         let (_, c) = self.shape(x);
         self.push(Op::LastRow { x }, 1, c)
+    }
+
+    /// `k` rows of `x` that each step names (its `out_rows`).
+    pub fn select_rows(&mut self, x: NodeId, k: usize) -> NodeId {
+        let (r, c) = self.shape(x);
+        assert!((1..=r).contains(&k), "select_rows: {k} of {r} rows");
+        self.push(Op::SelectRows { x }, k, c)
+    }
+
+    /// The rows of `x` that `out` keeps: all, the last, or those each step names.
+    pub fn output_rows(&mut self, x: NodeId, out: OutputRows) -> NodeId {
+        match out {
+            OutputRows::All => x,
+            OutputRows::Last => self.last_row(x),
+            OutputRows::Rows(k) => self.select_rows(x, k),
+        }
     }
 
     /// Finish with `output` as the graph's result.

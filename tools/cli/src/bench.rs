@@ -435,6 +435,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         n_threads: t.threads,
         kv_ring: true,
         device,
+        n_seq: 1,
     };
     // Every test's context must fit before the first one runs.
     for t in &tests {

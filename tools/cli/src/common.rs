@@ -170,6 +170,7 @@ impl ModelArgs {
                 n_threads,
                 kv_ring: !self.no_kv_ring,
                 device: self.device()?,
+                n_seq: 1,
             },
             rope: self.rope.overrides(),
             sampler: SamplerParams::default(),

@@ -138,3 +138,92 @@ pub fn mat_mul(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DType, Tensor, quant};
+
+    /// Deterministic values in ±[0.05, 1.05).
+    fn values(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let m = 0.05 + (s >> 40) as f32 / (1u64 << 24) as f32;
+                if s & 1 == 0 { m } else { -m }
+            })
+            .collect()
+    }
+
+    /// A `rows × cols` weight of random values encoded as `dtype`.
+    fn weight(dtype: DType, rows: usize, cols: usize, seed: u64) -> Tensor {
+        let v = values(seed, rows * cols);
+        if dtype == DType::F32 {
+            return Tensor::from_f32("w", vec![cols, rows], &v);
+        }
+        let ops = quant::reference(dtype).expect("a reference quantizer");
+        let rb = dtype.row_bytes(cols as u64).unwrap() as usize;
+        let mut bytes = vec![0u8; rb * rows];
+        for r in 0..rows {
+            (ops.quantize_row)(
+                &v[r * cols..(r + 1) * cols],
+                &mut bytes[r * rb..(r + 1) * rb],
+            );
+        }
+        Tensor::from_bytes("w", dtype, vec![cols, rows], &bytes).unwrap()
+    }
+
+    /// `x · Wᵀ` of `n_tok` rows through [`mat_mul`].
+    fn product(pool: &ThreadPool, w: &Tensor, x: &[f32], n_tok: usize) -> Vec<f32> {
+        let kernel = dot::kernel(w.dtype()).unwrap();
+        let n_in = w.row_len();
+        let arb = kernel.vec_dot_type.row_bytes(n_in as u64).unwrap() as usize;
+        let mut act = vec![0u8; arb * n_tok];
+        let mut out = vec![f32::NAN; n_tok * w.n_rows()];
+        let seg = MatMulSeg {
+            w,
+            kernel,
+            out: SharedMut(out.as_mut_ptr()),
+        };
+        mat_mul(pool, &mut act, &[Some(seg)], x, (n_tok, n_in), false);
+        out
+    }
+
+    /// Batched decoding relies on it: each row of a product over many tokens is bit for bit
+    /// the product of that row alone, for every weight format the real models use, whatever
+    /// the tiling (decode path, prompt row blocks, token chunks of 64).
+    #[test]
+    fn rows_of_a_batch_are_bit_identical_to_single_rows() {
+        let pool = ThreadPool::new(2);
+        let formats = [
+            DType::Q4_1,
+            DType::Q4_K,
+            DType::Q6_K,
+            DType::Q8_0,
+            DType::F16,
+            DType::F32,
+        ];
+        for (fi, &dtype) in formats.iter().enumerate() {
+            let (rows, cols) = (200, 512);
+            let w = weight(dtype, rows, cols, 11 + fi as u64);
+            for n_tok in [2, 5, 70] {
+                let x = values(100 + n_tok as u64, n_tok * cols);
+                let all = product(&pool, &w, &x, n_tok);
+                for t in 0..n_tok {
+                    let one = product(&pool, &w, &x[t * cols..(t + 1) * cols], 1);
+                    let row = &all[t * rows..(t + 1) * rows];
+                    for (r, (a, b)) in row.iter().zip(&one).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{dtype}: token {t} of {n_tok}, output {r}: {a} vs {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Several sequences in one context ([`Context::decode`] of a [`Batch`]): each sequence's
+//! logits are bit-identical to what it gets alone — prefilled together, decoded together, in
+//! steps mixing one sequence's prompt with others' decode tokens, on full caches and on
+//! sliding-window rings — and the per-sequence cache operations (copy a prefix, truncate)
+//! equal recomputing. Broken batches are errors, not panics.
+
+use std::sync::Arc;
+
+use tessera_engine::gguf::MetaValue;
+use tessera_models::batch_invariance::{assert_batch_invariant, assert_bitwise};
+use tessera_models::hparams::RopeOverrides;
+use tessera_models::testing::{TinyLlama, load, set_kv};
+use tessera_models::{Batch, Context, ContextParams, Device, Model, ModelError};
+
+/// The tiny llama; with `window`, its even layers attend through a sliding window (rings).
+fn tiny(window: Option<u32>) -> Arc<Model> {
+    let mut w = TinyLlama::default().writer();
+    if let Some(win) = window {
+        set_kv(
+            &mut w,
+            "llama.attention.sliding_window",
+            MetaValue::U32(win),
+        );
+        set_kv(
+            &mut w,
+            "llama.attention.sliding_window_pattern",
+            MetaValue::U32(2),
+        );
+    }
+    Arc::new(load(&w).unwrap())
+}
+
+fn params(n_ctx: usize, n_batch: usize) -> ContextParams {
+    ContextParams {
+        n_ctx,
+        n_batch,
+        n_threads: 2,
+        ..Default::default()
+    }
+}
+
+/// `n` deterministic token ids below `n_vocab`, different per `seed`.
+fn prompt(n: usize, seed: u32, n_vocab: usize) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i * 37 + seed * 101 + 5) % n_vocab as u32)
+        .collect()
+}
+
+/// Four prompts of different lengths (steps of `n_batch` cut across them).
+fn prompts(lens: [usize; 4], n_vocab: usize) -> Vec<Vec<u32>> {
+    lens.iter()
+        .enumerate()
+        .map(|(s, &n)| prompt(n, s as u32, n_vocab))
+        .collect()
+}
+
+#[test]
+fn four_sequences_batched_equal_each_alone() {
+    let m = tiny(None);
+    let n_vocab = m.hparams().n_vocab;
+    assert_batch_invariant(&m, params(64, 16), &prompts([5, 13, 21, 30], n_vocab), 8);
+}
+
+#[test]
+fn four_sequences_on_sliding_window_rings_equal_each_alone() {
+    // Windows of 6 tokens kept as rings of 6 cells per sequence; every prompt is longer.
+    let m = tiny(Some(6));
+    let n_vocab = m.hparams().n_vocab;
+    assert!(
+        m.hparams().layer_attention(0).window.is_some(),
+        "a windowed layer"
+    );
+    assert_batch_invariant(&m, params(64, 16), &prompts([9, 14, 23, 31], n_vocab), 8);
+}
+
+#[test]
+fn smollm2_four_sequences_batched_equal_each_alone() {
+    let Some(path) = tessera_model_files::model_file(tessera_model_files::SMOLLM2) else {
+        return;
+    };
+    let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
+    let n_vocab = m.hparams().n_vocab;
+    assert_batch_invariant(&m, params(128, 16), &prompts([7, 19, 33, 12], n_vocab), 8);
+}
+
+/// Logits of `tokens` evaluated alone in a fresh context (every row).
+fn fresh_rows(m: &Arc<Model>, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut ctx = Context::new(m.clone(), params(64, 16)).unwrap();
+    ctx.eval(tokens, true).unwrap();
+    (0..tokens.len())
+        .map(|i| ctx.logits_row(i).to_vec())
+        .collect()
+}
+
+#[test]
+fn a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
+    let m = tiny(Some(6));
+    let n_vocab = m.hparams().n_vocab;
+    let (a, b, c) = (
+        prompt(12, 1, n_vocab),
+        prompt(9, 2, n_vocab),
+        prompt(4, 3, n_vocab),
+    );
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_seq: 3,
+            ..params(64, 16)
+        },
+    )
+    .unwrap();
+    // B and C hold their prompts but their last token; A starts empty.
+    let mut batch = Batch::new();
+    batch.push_seq(&b[..8], 0, 1, false);
+    batch.push_seq(&c[..3], 0, 2, false);
+    ctx.decode(&batch).unwrap();
+    assert_eq!(ctx.n_logit_rows(), 0);
+    // One step: A's whole prompt (its row 4 and its last row wanted), then B's and C's decode
+    // tokens, pushed interleaved (the context groups them).
+    batch.clear();
+    batch.push(c[3], 3, 2, true);
+    for (i, &t) in a.iter().enumerate() {
+        batch.push(t, i, 0, i == 4 || i + 1 == a.len());
+    }
+    batch.push(b[8], 8, 1, true);
+    ctx.decode(&batch).unwrap();
+    assert_eq!(ctx.n_logit_rows(), 4);
+    let (fa, fb, fc) = (fresh_rows(&m, &a), fresh_rows(&m, &b), fresh_rows(&m, &c));
+    assert_bitwise("C's decode token", ctx.batch_logits(0), &fc[3]);
+    assert_bitwise("A's row 4", ctx.batch_logits(1), &fa[4]);
+    assert_bitwise("A's last row", ctx.batch_logits(2), &fa[11]);
+    assert_bitwise("B's decode token", ctx.batch_logits(3), &fb[8]);
+    assert_eq!((ctx.seq_len(0), ctx.seq_len(1), ctx.seq_len(2)), (12, 9, 4));
+}
+
+#[test]
+fn a_copied_prefix_continues_as_if_recomputed() {
+    let m = tiny(None);
+    let n_vocab = m.hparams().n_vocab;
+    let text = prompt(30, 7, n_vocab);
+    let tail = prompt(6, 8, n_vocab);
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_seq: 2,
+            ..params(64, 16)
+        },
+    )
+    .unwrap();
+    ctx.eval(&text, false).unwrap();
+    // Fork the first 20 tokens into sequence 1 and continue it with `tail`.
+    ctx.seq_copy(0, 1, 20).unwrap();
+    assert_eq!(ctx.seq_len(1), 20);
+    assert_eq!(ctx.kv_seq_used_cells(1) * 30, ctx.kv_seq_used_cells(0) * 20);
+    let mut batch = Batch::new();
+    batch.push_seq(&tail, 20, 1, true);
+    ctx.decode(&batch).unwrap();
+    let mut whole = text[..20].to_vec();
+    whole.extend(&tail);
+    let fresh = fresh_rows(&m, &whole);
+    assert_bitwise("forked sequence", ctx.batch_logits(0), &fresh[25]);
+    // Sequence 0 is untouched: it continues its 30 tokens as a fresh run would.
+    ctx.eval(&tail[..1], false).unwrap();
+    let mut longer = text.clone();
+    longer.push(tail[0]);
+    assert_bitwise(
+        "source sequence",
+        ctx.logits(),
+        &fresh_rows(&m, &longer)[30],
+    );
+}
+
+#[test]
+fn rings_that_moved_past_a_prefix_refuse_to_fork_or_truncate_it() {
+    let m = tiny(Some(6));
+    let n_vocab = m.hparams().n_vocab;
+    let mut ctx = Context::new(
+        m,
+        ContextParams {
+            n_seq: 2,
+            ..params(64, 16)
+        },
+    )
+    .unwrap();
+    ctx.eval(&prompt(30, 7, n_vocab), false).unwrap();
+    for e in [ctx.seq_copy(0, 1, 20), ctx.seq_truncate(0, 20)] {
+        match e {
+            Err(ModelError::InvalidInput(m)) => assert!(m.contains("rings no longer hold"), "{m}"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    assert_eq!((ctx.seq_len(0), ctx.seq_len(1)), (30, 0));
+    // The whole sequence, or its last token dropped, is still there.
+    ctx.seq_copy(0, 1, 30).unwrap();
+    ctx.seq_truncate(1, 29).unwrap();
+    assert_eq!(ctx.seq_len(1), 29);
+}
+
+#[test]
+fn truncating_a_sequence_then_evaluating_equals_fresh() {
+    let m = tiny(None);
+    let n_vocab = m.hparams().n_vocab;
+    let text = prompt(30, 9, n_vocab);
+    let other = prompt(5, 10, n_vocab);
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_seq: 2,
+            ..params(64, 16)
+        },
+    )
+    .unwrap();
+    let mut batch = Batch::new();
+    batch.push_seq(&text, 0, 1, false);
+    batch.push_seq(&other, 0, 0, false);
+    ctx.decode(&batch).unwrap();
+    ctx.seq_truncate(1, 12).unwrap();
+    assert_eq!((ctx.seq_len(0), ctx.seq_len(1)), (5, 12));
+    let tail = prompt(5, 11, n_vocab);
+    batch.clear();
+    batch.push_seq(&tail, 12, 1, true);
+    ctx.decode(&batch).unwrap();
+    let mut whole = text[..12].to_vec();
+    whole.extend(&tail);
+    assert_bitwise(
+        "truncated sequence",
+        ctx.batch_logits(0),
+        &fresh_rows(&m, &whole)[16],
+    );
+    ctx.seq_clear(1).unwrap();
+    assert_eq!(ctx.seq_len(1), 0);
+    assert_eq!(ctx.kv_seq_used_cells(1), 0);
+    assert!(ctx.kv_used_cells() > 0, "sequence 0 keeps its tokens");
+}
+
+#[test]
+fn broken_batches_are_errors() {
+    let m = tiny(None);
+    let mut ctx = Context::new(
+        m,
+        ContextParams {
+            n_seq: 2,
+            ..params(16, 8)
+        },
+    )
+    .unwrap();
+    let invalid = |ctx: &mut Context, b: &Batch| match ctx.decode(b) {
+        Err(ModelError::InvalidInput(m)) => m,
+        other => panic!("expected an invalid input, got {other:?}"),
+    };
+    let mut b = Batch::new();
+    let m = invalid(&mut ctx, &b);
+    assert!(m.contains("no tokens"), "{m}");
+    b.push(1, 0, 2, true);
+    let m = invalid(&mut ctx, &b);
+    assert!(m.contains("sequence 2 is out of range"), "{m}");
+    b.clear();
+    b.push(1, 0, 1, false);
+    b.push(2, 0, 1, true);
+    let m = invalid(&mut ctx, &b);
+    assert!(m.contains("continues at 1"), "{m}");
+    b.clear();
+    b.push(1, 3, 0, true);
+    let m = invalid(&mut ctx, &b);
+    assert!(m.contains("continues at 0"), "{m}");
+    b.clear();
+    b.push_seq(&[1; 17], 0, 1, true);
+    let m = invalid(&mut ctx, &b);
+    assert!(m.contains("over the context size 16"), "{m}");
+    b.clear();
+    b.push(1_000_000, 0, 0, true);
+    let m = invalid(&mut ctx, &b);
+    assert!(m.contains("out of range"), "{m}");
+    // Nothing was evaluated; a good batch still runs.
+    assert_eq!((ctx.seq_len(0), ctx.seq_len(1)), (0, 0));
+    b.clear();
+    b.push_seq(&[1, 2, 3], 0, 1, true);
+    ctx.decode(&b).unwrap();
+    assert_eq!(ctx.seq_len(1), 3);
+    assert!(ctx.seq_copy(0, 2, 1).is_err());
+    assert!(ctx.seq_truncate(5, 1).is_err());
+}
+
+/// A GPU context, or `None` (skip, with a note) without an adapter unless
+/// `TESSERA_REQUIRE_GPU=1`.
+fn gpu_params(m: &Arc<Model>, p: ContextParams) -> Option<ContextParams> {
+    let p = ContextParams {
+        device: Device::Gpu(0),
+        ..p
+    };
+    match Context::new(m.clone(), p) {
+        Ok(_) => Some(p),
+        Err(e) => {
+            if std::env::var("TESSERA_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("TESSERA_REQUIRE_GPU=1 but no GPU: {e}");
+            }
+            eprintln!("skipped: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn gpu_two_sequences_batched_equal_each_alone() {
+    // The GPU runs one sequence per step over that sequence's stores: the same graphs as a
+    // solo run, so the logits are bit-identical there too.
+    let m = tiny(Some(6));
+    let Some(p) = gpu_params(&m, params(64, 16)) else {
+        return;
+    };
+    let n_vocab = m.hparams().n_vocab;
+    let two = prompts([9, 23, 0, 0], n_vocab)[..2].to_vec();
+    assert_batch_invariant(&m, p, &two, 6);
+    // A prefix copied between GPU slots continues as if recomputed (full caches: a ring that
+    // has moved past the prefix cannot give it, see the test below).
+    let m = tiny(None);
+    let text = prompt(30, 7, n_vocab);
+    let tail = prompt(4, 8, n_vocab);
+    let mut ctx = Context::new(m.clone(), ContextParams { n_seq: 2, ..p }).unwrap();
+    ctx.eval(&text, false).unwrap();
+    ctx.seq_copy(0, 1, 20).unwrap();
+    let mut batch = Batch::new();
+    batch.push_seq(&tail, 20, 1, true);
+    ctx.decode(&batch).unwrap();
+    let mut whole = text[..20].to_vec();
+    whole.extend(&tail);
+    let mut fresh = Context::new(m.clone(), p).unwrap();
+    fresh.eval(&whole, false).unwrap();
+    // Steps of other sizes than the fresh run's (20 cached + 4 against 16 + 8): the GPU's
+    // kernels differ by batch size, so this one is close, not bitwise.
+    let (got, want) = (ctx.batch_logits(0), fresh.logits());
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-3,
+        "forked GPU sequence: logits differ by {worst}"
+    );
+}
