@@ -230,6 +230,7 @@ fn open_slots(config: &EngineConfig, loader: ModelLoader) -> Result<Vec<Slot>, S
             n_threads: config.n_threads_slot,
             kv_ring: config.kv_ring,
             device: config.device,
+            n_seq: 1,
         },
         ..Default::default()
     };
