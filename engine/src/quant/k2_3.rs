@@ -5,9 +5,10 @@
 
 use super::k8::{Q8_K_BYTES, q8k_d};
 use super::kutil::{
-    Qkx2, importance_weights, make_q3_quants, make_qkx2_quants, make_qp_quants, make_qx_quants,
-    qkx3_params, sum_sq, unpack_scales_q3k,
+    Qkx2, importance_weights, make_qkx2_quants, make_qp_quants, make_qx_quants, qkx3_params,
+    sum_sq, unpack_scales_q3k,
 };
+use super::lanes::make_q3_quants_x16;
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
 use crate::DType;
 
@@ -271,9 +272,9 @@ impl BlockFormat for Q3_K {
         for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
             let mut l = [0i8; QK_K];
             let mut scales = [0.0f32; 16];
+            make_q3_quants_x16(4, x, &mut l, &mut scales);
             let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
             for j in 0..16 {
-                scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
                 if scales[j].abs() > amax {
                     amax = scales[j].abs();
                     max_scale = scales[j];
