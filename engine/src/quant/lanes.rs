@@ -52,18 +52,8 @@ pub(crate) fn make_q3_quants_x16(
 ) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
-        for h in 0..2 {
-            let r = 128 * h..128 * h + 128;
-            // SAFETY: the CPU supports AVX2, checked just above.
-            unsafe {
-                avx2::q3_x8(
-                    nmax,
-                    &x[r.clone()],
-                    &mut l_out[r],
-                    &mut scales[8 * h..8 * h + 8],
-                )
-            };
-        }
+        // SAFETY: the CPU supports AVX2, checked just above.
+        unsafe { avx2::q3_x16(nmax, x, l_out, scales) };
         return;
     }
     for j in 0..Q3_LANES {
@@ -234,34 +224,43 @@ mod avx2 {
         }
     }
 
-    /// The kernel of [`make_q3_quants_x16`](super::make_q3_quants_x16) for eight of its
-    /// sub-blocks (`x`, `l_out`: 128 elements; `scales`: 8): its operations are those of
-    /// `kutil`'s `make_q3_quants`, lane by lane.
+    /// The kernel of [`make_q3_quants_x16`](super::make_q3_quants_x16): its operations are
+    /// those of `kutil`'s `make_q3_quants`, lane by lane, sub-blocks 0–7 in one register and
+    /// 8–15 in another (two independent chains, for the CPU to overlap).
     #[target_feature(enable = "avx2")]
-    pub(super) fn q3_x8(nmax: i32, x: &[f32], l_out: &mut [i8], scales: &mut [f32]) {
+    pub(super) fn q3_x16(nmax: i32, x: &[f32; 256], l_out: &mut [i8; 256], scales: &mut [f32; 16]) {
         const N: usize = 16;
-        let xv = transpose::<N>(x, N);
+        const H: usize = 2;
+        let xv: [[__m256; N]; H] = std::array::from_fn(|h| transpose::<N>(&x[128 * h..], N));
         let zero = _mm256_setzero_ps();
         let (lo, hi) = (_mm256_set1_epi32(-nmax), _mm256_set1_epi32(nmax - 1));
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        let (mut max, mut amax) = (zero, zero);
-        for v in xv {
-            let a = _mm256_and_ps(v, abs_mask);
-            let bigger = _mm256_cmp_ps::<_CMP_GT_OQ>(a, amax);
-            amax = select(amax, a, bigger);
-            max = select(max, v, bigger);
-        }
-        let all_zero = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(GROUP_MAX_EPS));
-        let iscale = _mm256_div_ps(_mm256_set1_ps(-(nmax as f32)), max);
-        let mut l = [_mm256_setzero_si256(); N];
-        let (mut sumlx, mut suml2) = (zero, zero);
+        let (mut max, mut amax) = ([zero; H], [zero; H]);
         for i in 0..N {
-            let v = xv[i];
-            l[i] = nearest_clamped(_mm256_mul_ps(iscale, v), lo, hi);
-            let q = _mm256_cvtepi32_ps(l[i]);
-            let w = _mm256_mul_ps(v, v);
-            sumlx = _mm256_add_ps(sumlx, _mm256_mul_ps(_mm256_mul_ps(w, v), q));
-            suml2 = _mm256_add_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, q), q));
+            for h in 0..H {
+                let v = xv[h][i];
+                let a = _mm256_and_ps(v, abs_mask);
+                let bigger = _mm256_cmp_ps::<_CMP_GT_OQ>(a, amax[h]);
+                amax[h] = select(amax[h], a, bigger);
+                max[h] = select(max[h], v, bigger);
+            }
+        }
+        let eps = _mm256_set1_ps(GROUP_MAX_EPS);
+        let all_zero: [__m256; H] =
+            std::array::from_fn(|h| _mm256_cmp_ps::<_CMP_LT_OQ>(amax[h], eps));
+        let iscale: [__m256; H] =
+            std::array::from_fn(|h| _mm256_div_ps(_mm256_set1_ps(-(nmax as f32)), max[h]));
+        let mut l = [[_mm256_setzero_si256(); N]; H];
+        let (mut sumlx, mut suml2) = ([zero; H], [zero; H]);
+        for i in 0..N {
+            for h in 0..H {
+                let v = xv[h][i];
+                l[h][i] = nearest_clamped(_mm256_mul_ps(iscale[h], v), lo, hi);
+                let q = _mm256_cvtepi32_ps(l[h][i]);
+                let w = _mm256_mul_ps(v, v);
+                sumlx[h] = _mm256_add_ps(sumlx[h], _mm256_mul_ps(_mm256_mul_ps(w, v), q));
+                suml2[h] = _mm256_add_ps(suml2[h], _mm256_mul_ps(_mm256_mul_ps(w, q), q));
+            }
         }
         // A lane whose pass changed nothing would change nothing in the next pass either (its
         // state is the same), so running every lane until none changes is ggml's per-sub-block
@@ -269,58 +268,63 @@ mod avx2 {
         for _ in 0..5 {
             let mut changed = zero;
             for i in 0..N {
-                let v = xv[i];
-                let w = _mm256_mul_ps(v, v);
-                let wv = _mm256_mul_ps(w, v);
-                let li = _mm256_cvtepi32_ps(l[i]);
-                let slx = _mm256_sub_ps(sumlx, _mm256_mul_ps(wv, li));
-                let sl2 = _mm256_sub_ps(suml2, _mm256_mul_ps(_mm256_mul_ps(w, li), li));
-                let new_l = nearest_clamped(_mm256_div_ps(_mm256_mul_ps(v, sl2), slx), lo, hi);
-                let nl = _mm256_cvtepi32_ps(new_l);
-                let new_slx = _mm256_add_ps(slx, _mm256_mul_ps(wv, nl));
-                let new_sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w, nl), nl));
-                let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(new_l, l[i]));
-                let better = _mm256_cmp_ps::<_CMP_GT_OQ>(
-                    _mm256_mul_ps(_mm256_mul_ps(new_slx, new_slx), suml2),
-                    _mm256_mul_ps(_mm256_mul_ps(sumlx, sumlx), new_sl2),
-                );
-                let accept = _mm256_andnot_ps(
-                    same,
-                    _mm256_and_ps(
+                for h in 0..H {
+                    let v = xv[h][i];
+                    let w = _mm256_mul_ps(v, v);
+                    let wv = _mm256_mul_ps(w, v);
+                    let li = _mm256_cvtepi32_ps(l[h][i]);
+                    let slx = _mm256_sub_ps(sumlx[h], _mm256_mul_ps(wv, li));
+                    let sl2 = _mm256_sub_ps(suml2[h], _mm256_mul_ps(_mm256_mul_ps(w, li), li));
+                    let new_l = nearest_clamped(_mm256_div_ps(_mm256_mul_ps(v, sl2), slx), lo, hi);
+                    let nl = _mm256_cvtepi32_ps(new_l);
+                    let new_slx = _mm256_add_ps(slx, _mm256_mul_ps(wv, nl));
+                    let new_sl2 = _mm256_add_ps(sl2, _mm256_mul_ps(_mm256_mul_ps(w, nl), nl));
+                    let same = _mm256_castsi256_ps(_mm256_cmpeq_epi32(new_l, l[h][i]));
+                    let better = _mm256_cmp_ps::<_CMP_GT_OQ>(
+                        _mm256_mul_ps(_mm256_mul_ps(new_slx, new_slx), suml2[h]),
+                        _mm256_mul_ps(_mm256_mul_ps(sumlx[h], sumlx[h]), new_sl2),
+                    );
+                    let accept = _mm256_andnot_ps(
+                        same,
                         _mm256_and_ps(
-                            _mm256_cmp_ps::<_CMP_GT_OQ>(slx, zero),
-                            _mm256_cmp_ps::<_CMP_GT_OQ>(new_sl2, zero),
+                            _mm256_and_ps(
+                                _mm256_cmp_ps::<_CMP_GT_OQ>(slx, zero),
+                                _mm256_cmp_ps::<_CMP_GT_OQ>(new_sl2, zero),
+                            ),
+                            better,
                         ),
-                        better,
-                    ),
-                );
-                l[i] = _mm256_castps_si256(select(
-                    _mm256_castsi256_ps(l[i]),
-                    _mm256_castsi256_ps(new_l),
-                    accept,
-                ));
-                sumlx = select(sumlx, new_slx, accept);
-                suml2 = select(suml2, new_sl2, accept);
-                changed = _mm256_or_ps(changed, accept);
+                    );
+                    l[h][i] = _mm256_castps_si256(select(
+                        _mm256_castsi256_ps(l[h][i]),
+                        _mm256_castsi256_ps(new_l),
+                        accept,
+                    ));
+                    sumlx[h] = select(sumlx[h], new_slx, accept);
+                    suml2[h] = select(suml2[h], new_sl2, accept);
+                    changed = _mm256_or_ps(changed, accept);
+                }
             }
             if _mm256_movemask_ps(changed) == 0 {
                 break;
             }
         }
-        let all_zero = _mm256_movemask_ps(all_zero);
-        let positive = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(suml2, zero));
-        let (sumlx, suml2) = (f8(sumlx), f8(suml2));
-        let l: [[i32; 8]; N] = std::array::from_fn(|i| i8x(l[i]));
-        for j in 0..8 {
-            let is_zero = all_zero >> j & 1 != 0;
-            for i in 0..N {
-                l_out[N * j + i] = if is_zero { 0 } else { (l[i][j] + nmax) as i8 };
+        for h in 0..H {
+            let all_zero = _mm256_movemask_ps(all_zero[h]);
+            let positive = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(suml2[h], zero));
+            let (sumlx, suml2) = (f8(sumlx[h]), f8(suml2[h]));
+            let l: [[i32; 8]; N] = std::array::from_fn(|i| i8x(l[h][i]));
+            for j in 0..8 {
+                let is_zero = all_zero >> j & 1 != 0;
+                let sub = 8 * h + j;
+                for i in 0..N {
+                    l_out[N * sub + i] = if is_zero { 0 } else { (l[i][j] + nmax) as i8 };
+                }
+                scales[sub] = if is_zero || positive >> j & 1 == 0 {
+                    0.0
+                } else {
+                    sumlx[j] / suml2[j]
+                };
             }
-            scales[j] = if is_zero || positive >> j & 1 == 0 {
-                0.0
-            } else {
-                sumlx[j] / suml2[j]
-            };
         }
     }
 }
