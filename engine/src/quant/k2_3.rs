@@ -5,9 +5,10 @@
 
 use super::k8::{Q8_K_BYTES, q8k_d};
 use super::kutil::{
-    Qkx2, importance_weights, make_q3_quants, make_qkx2_quants, make_qp_quants, make_qx_quants,
-    qkx3_params, sum_sq, unpack_scales_q3k,
+    Qkx2, importance_weights, make_qkx2_quants, make_qp_quants, make_qx_quants, qkx3_params,
+    sum_sq, unpack_scales_q3k,
 };
+use super::lanes::make_q3_quants_x16;
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
 use crate::DType;
 
@@ -81,6 +82,7 @@ fn requantize_q2k(x: &[f32; QK_K], l: &mut [u8; QK_K], b: &mut [u8]) {
 /// The end of both Q3_K quantizers: with `d` and the scales of block `b` written, round the values
 /// (`l + 4`) again with the stored scales, except in sub-blocks whose scale is zero, and pack `l`
 /// into `hmask` and `qs`.
+#[inline(always)]
 fn requantize_q3k(x: &[f32; QK_K], l: &mut [i8; QK_K], b: &mut [u8]) {
     let sc = unpack_scales_q3k(&b[96..108]);
     let dd = f16_at(b, 108);
@@ -93,17 +95,11 @@ fn requantize_q3k(x: &[f32; QK_K], l: &mut [i8; QK_K], b: &mut [u8]) {
             l[i] = (nearest_int(x[i] / d).clamp(-4, 3) + 4) as i8;
         }
     }
-    let hmask = &mut b[..32];
-    hmask.iter_mut().for_each(|v| *v = 0);
-    let mut low = [0u8; QK_K];
-    for (e, v) in l.iter().enumerate() {
-        let mut q = *v as u8;
-        if q > 3 {
-            hmask[e % 32] |= 1 << (e / 32);
-            q -= 4;
-        }
-        low[e] = q;
+    // `l` is in 0..=7: bit 2 goes to `hmask` (bit `e / 32` of byte `e % 32`), bits 0–1 to `qs`.
+    for (m, h) in b[..32].iter_mut().enumerate() {
+        *h = (0..8).fold(0u8, |h, j| h | (((l[32 * j + m] as u8) >> 2) & 1) << j);
     }
+    let low: [u8; QK_K] = std::array::from_fn(|e| l[e] as u8 & 3);
     pack2(&low, &mut b[32..96]);
 }
 
@@ -118,6 +114,45 @@ fn pack_scales_q3k(v: &[u8; 16], s: &mut [u8]) {
         }
         s[j % 4 + 8] |= (v[j] >> 4) << (2 * (j / 4));
     }
+}
+
+/// ggml's `quantize_row_q3_K_ref`: the sub-blocks' scales searched side by side, the block
+/// scale from the largest, the values rounded again with the stored scales.
+#[inline(always)]
+fn quantize_q3k(src: &[f32], dst: &mut [u8]) {
+    let blocks = dst.as_chunks_mut::<Q3_K_BYTES>().0;
+    for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
+        let mut l = [0i8; QK_K];
+        let mut scales = [0.0f32; 16];
+        make_q3_quants_x16(4, x, &mut l, &mut scales);
+        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
+        for j in 0..16 {
+            if scales[j].abs() > amax {
+                amax = scales[j].abs();
+                max_scale = scales[j];
+            }
+        }
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            let v: [u8; 16] = std::array::from_fn(|j| {
+                ((nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32) as u8
+            });
+            pack_scales_q3k(&v, &mut b[96..108]);
+            put_f16(b, 108, 1.0 / iscale);
+        } else {
+            b[96..108].iter_mut().for_each(|v| *v = 0);
+            put_f16(b, 108, 0.0);
+        }
+        requantize_q3k(x, &mut l, b);
+    }
+}
+
+/// [`quantize_q3k`] compiled for AVX2: the same operations in the same order (no FMA: Rust
+/// never contracts), with the per-element loops in vector registers.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q3k_avx2(src: &[f32], dst: &mut [u8]) {
+    quantize_q3k(src, dst);
 }
 
 impl BlockFormat for Q2_K {
@@ -267,31 +302,13 @@ impl BlockFormat for Q3_K {
 
     fn quantize_row(src: &[f32], dst: &mut [u8]) {
         debug_assert_eq!(dst.len(), src.len() / QK_K * Q3_K_BYTES);
-        let blocks = dst.as_chunks_mut::<Q3_K_BYTES>().0;
-        for (b, x) in blocks.iter_mut().zip(src.as_chunks::<QK_K>().0) {
-            let mut l = [0i8; QK_K];
-            let mut scales = [0.0f32; 16];
-            let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
-            for j in 0..16 {
-                scales[j] = make_q3_quants(4, &x[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
-                if scales[j].abs() > amax {
-                    amax = scales[j].abs();
-                    max_scale = scales[j];
-                }
-            }
-            if max_scale != 0.0 {
-                let iscale = -32.0 / max_scale;
-                let v: [u8; 16] = std::array::from_fn(|j| {
-                    ((nearest_int(iscale * scales[j]) as i8).clamp(-32, 31) + 32) as u8
-                });
-                pack_scales_q3k(&v, &mut b[96..108]);
-                put_f16(b, 108, 1.0 / iscale);
-            } else {
-                b[96..108].iter_mut().for_each(|v| *v = 0);
-                put_f16(b, 108, 0.0);
-            }
-            requantize_q3k(x, &mut l, b);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            unsafe { quantize_q3k_avx2(src, dst) };
+            return;
         }
+        quantize_q3k(src, dst);
     }
 
     fn quantize_row_weighted(src: &[f32], dst: &mut [u8], weights: &[f32]) {

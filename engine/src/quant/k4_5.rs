@@ -9,9 +9,9 @@ pub use super::kutil::unpack_scales_mins_k4;
 
 use super::k8::{Q8_K_BYTES, q8k_bsum, q8k_d};
 use super::kutil::{
-    Qkx2, importance_weights, make_qkx2_quants, make_qp_quants, pack_scales_mins_k4, qkx3_params,
-    sum_sq,
+    Qkx2, importance_weights, make_qp_quants, pack_scales_mins_k4, qkx3_params, sum_sq,
 };
+use super::lanes::make_qkx2_quants_x8;
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
 use crate::DType;
 
@@ -67,15 +67,18 @@ fn quantize_k(x: &[f32; QK_K], p: &Qkx2, b: &mut [u8]) -> [u8; QK_K] {
     let mut l = [0u8; QK_K];
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
-    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    let mut w = [0.0f32; QK_K];
     for j in 0..8 {
         let xs = &x[32 * j..32 * j + 32];
         let sum_x2: f32 = xs.iter().fold(0.0, |s, v| s + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
-        let w: [f32; 32] = std::array::from_fn(|i| av_x + xs[i].abs());
-        let (s, m) = make_qkx2_quants(p, xs, &w, &mut l[32 * j..32 * j + 32]);
-        scales[j] = s;
-        mins[j] = m;
+        for (w, v) in w[32 * j..32 * j + 32].iter_mut().zip(xs) {
+            *w = av_x + v.abs();
+        }
+    }
+    make_qkx2_quants_x8::<32>(p, x, &w, &mut l, &mut scales, &mut mins);
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for (&s, &m) in scales.iter().zip(&mins) {
         max_scale = if s > max_scale { s } else { max_scale };
         max_min = if m > max_min { m } else { max_min };
     }
@@ -121,13 +124,13 @@ fn quantize_k_weighted(
     let mut mins = [0.0f32; 8];
     let mut sw = [0.0f32; 8];
     let sigma2 = 2.0 * sum_sq(x) / QK_K as f32;
+    let mut w = [0.0f32; QK_K];
     for j in 0..8 {
         let r = 32 * j..32 * j + 32;
-        let mut w = [0.0f32; 32];
-        importance_weights(&qw[r.clone()], &x[r.clone()], sigma2, &mut w);
-        sw[j] = w.iter().fold(0.0, |s, v| s + v);
-        (scales[j], mins[j]) = make_qkx2_quants(&p, &x[r.clone()], &w, &mut l[r]);
+        importance_weights(&qw[r.clone()], &x[r.clone()], sigma2, &mut w[r.clone()]);
+        sw[j] = w[r].iter().fold(0.0, |s, v| s + v);
     }
+    make_qkx2_quants_x8::<32>(&p, x, &w, &mut l, &mut scales, &mut mins);
     let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
     let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
     let m_block = make_qp_quants(63, &mins, &mut lm, &sw);

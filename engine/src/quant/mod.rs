@@ -9,7 +9,9 @@
 //!
 //! One file per family: [`float`] (F32, F16, BF16), [`q4`] (Q4_0, Q4_1), [`q5`] (Q5_0, Q5_1),
 //! [`q8`] (Q8_0, Q8_1), [`k2_3`] (Q2_K, Q3_K), [`k4_5`] (Q4_K, Q5_K), [`k6`] (Q6_K), [`k8`] (Q8_K).
-//! Dependencies point one way: these files know nothing about SIMD; `cpu::dot` imports them.
+//! Dependencies point one way: these files know nothing about `cpu::dot`'s SIMD kernels;
+//! `cpu::dot` imports them. (The quantizers' scale searches, `kutil` and `lanes`, have AVX2
+//! builds of their own that do the scalar operations in the same order.)
 //!
 //! Which formats exist is written once, in the table [`FORMATS`] (see [`formats`]): one entry per
 //! format, from which [`reference()`], [`DType::is_supported`], the CPU's scalar dispatch table,
@@ -34,6 +36,7 @@ pub mod k4_5;
 pub mod k6;
 pub mod k8;
 mod kutil;
+mod lanes;
 pub mod q4;
 pub mod q5;
 pub mod q8;

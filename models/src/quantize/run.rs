@@ -304,15 +304,15 @@ fn output_bytes(c: &Choice) -> u64 {
 /// Fail on NaN or infinity in a float tensor (quantized ones are not scanned).
 fn check_finite(name: &str, dtype: DType, data: &[u8]) -> Result<(), QuantizeError> {
     let bad = match dtype {
-        DType::F32 => data
-            .chunks_exact(4)
-            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()),
-        DType::F16 => data
-            .chunks_exact(2)
-            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 == 0x7c00),
-        DType::BF16 => data
-            .chunks_exact(2)
-            .position(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7f80 == 0x7f80),
+        DType::F32 => first_bad(data.as_chunks::<4>().0, |b| {
+            !f32::from_le_bytes(*b).is_finite()
+        }),
+        DType::F16 => first_bad(data.as_chunks::<2>().0, |b| {
+            u16::from_le_bytes(*b) & 0x7c00 == 0x7c00
+        }),
+        DType::BF16 => first_bad(data.as_chunks::<2>().0, |b| {
+            u16::from_le_bytes(*b) & 0x7f80 == 0x7f80
+        }),
         _ => None,
     };
     match bad {
@@ -322,6 +322,19 @@ fn check_finite(name: &str, dtype: DType, data: &[u8]) -> Result<(), QuantizeErr
         }),
         None => Ok(()),
     }
+}
+
+/// The index of the first item that is `bad`. Runs of items are first checked without
+/// stopping early (a loop the compiler vectorizes: this runs on one thread between the
+/// parallel conversions); only a run with a bad item is searched item by item.
+fn first_bad<T>(items: &[T], bad: impl Fn(&T) -> bool) -> Option<usize> {
+    const RUN: usize = 4096;
+    for (r, run) in items.chunks(RUN).enumerate() {
+        if run.iter().fold(false, |any, v| any | bad(v)) {
+            return run.iter().position(&bad).map(|i| r * RUN + i);
+        }
+    }
+    None
 }
 
 /// The importance of each column of tensor `c` (one set per matrix of a 3-D tensor), as
@@ -461,6 +474,36 @@ mod tests {
         );
         assert_eq!(partials(&d), 0);
         std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn the_first_non_finite_value_is_found_in_every_run() {
+        let n = 3 * 4096 + 100;
+        for at in [0, 1, 4095, 4096, 4097, 8191, 3 * 4096 + 99] {
+            let mut f16 = vec![0x3c00u16; n];
+            f16[at] = 0x7c00;
+            f16[n - 1] = 0xfe00;
+            let bytes: Vec<u8> = f16.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let got = check_finite("t", DType::F16, &bytes);
+            assert!(
+                matches!(got, Err(QuantizeError::NonFinite { index, .. }) if index == at as u64),
+                "F16 at {at}"
+            );
+            let mut f32s = vec![1.0f32; n];
+            f32s[at] = f32::INFINITY;
+            let bytes: Vec<u8> = f32s.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let got = check_finite("t", DType::F32, &bytes);
+            assert!(
+                matches!(got, Err(QuantizeError::NonFinite { index, .. }) if index == at as u64),
+                "F32 at {at}"
+            );
+        }
+        let ok: Vec<u8> = vec![0x3c00u16; n]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert!(check_finite("t", DType::F16, &ok).is_ok());
+        assert!(check_finite("t", DType::BF16, &ok).is_ok());
     }
 
     #[test]
