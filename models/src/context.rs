@@ -231,8 +231,8 @@ impl Context {
     /// may have overwritten what evaluating at `n` attends to
     /// ([`crate::context_shift::rollback_point`] says how far back is safe).
     pub fn truncate(&mut self, n: usize) {
-        if n < self.n_past[0] {
-            self.backend.kv_truncate(n as i32);
+        // Sequence 0 only: the others keep what they hold.
+        if n < self.n_past[0] && self.backend.kv_seq_truncate(0, n as i32).is_ok() {
             self.n_past[0] = n;
         }
     }

@@ -283,6 +283,11 @@ typedef struct tessera_context_params {
    * With `TESSERA_DEVICE_GPU`: which adapter (0 = the best; `tessera info --devices`).
    */
   int32_t gpu_index;
+  /**
+   * Sequences the context holds at once (0 = 1), each with its own KV cache of `n_ctx`
+   * tokens; `tessera_decode_batch` evaluates tokens of several in one step.
+   */
+  int32_t n_seq;
 } tessera_context_params;
 
 /**
@@ -604,8 +609,8 @@ tessera_status tessera_context_new(const struct tessera_model *model, const stru
 tessera_status tessera_context_free(struct tessera_context *ctx);
 
 /**
- * Evaluate a batch of `n_tokens` (>= 1) token ids after those already in the context
- * (positions `n_past` to `n_past + n_tokens - 1`). Batches longer than `n_batch` are split
+ * Evaluate a batch of `n_tokens` (>= 1) token ids after those already in sequence 0 of the
+ * context (positions `n_past` to `n_past + n_tokens - 1`). Batches longer than `n_batch` are split
  * internally. Afterwards the logits of the batch's last token are available from
  * `tessera_get_logits`; with `all_logits`, those of every token of the batch from
  * `tessera_get_logits_ith`.
@@ -640,7 +645,8 @@ tessera_status tessera_get_logits(struct tessera_context *ctx, const float **log
  * Store in `*logits` a pointer to the `n_vocab` logits of token `i` of the last decoded
  * batch: `0 <= i < n_tokens`, or negative to count from the end (-1 = the last token). When
  * that batch was decoded with `all_logits = false`, only the last token's row exists and
- * any other index is `TESSERA_ERR_OUT_OF_RANGE`.
+ * any other index is `TESSERA_ERR_OUT_OF_RANGE`; after `tessera_decode_batch`, only the
+ * tokens that asked for logits have a row.
  *
  * Ownership: as for `tessera_get_logits`.
  *
@@ -650,7 +656,8 @@ tessera_status tessera_get_logits(struct tessera_context *ctx, const float **log
 tessera_status tessera_get_logits_ith(struct tessera_context *ctx, int32_t i, const float **logits);
 
 /**
- * Forget every token: clear the KV cache, set `n_past` to 0 and drop the logits.
+ * Forget every token of every sequence: clear the KV cache, set `n_past` to 0 and drop the
+ * logits.
  *
  * # Safety
  * `ctx` a handle or NULL.
@@ -666,8 +673,8 @@ tessera_status tessera_kv_clear(struct tessera_context *ctx);
 tessera_status tessera_kv_bytes(struct tessera_context *ctx, uint64_t *used, uint64_t *total);
 
 /**
- * Store the number of tokens in the context (the position the next token gets) in
- * `*n_past`.
+ * Store the number of tokens in sequence 0 of the context (the position its next token
+ * gets) in `*n_past`; `tessera_seq_len` tells it for any sequence.
  *
  * # Safety
  * `ctx` a handle or NULL; `n_past` NULL or writable.
@@ -681,6 +688,81 @@ tessera_status tessera_n_past(struct tessera_context *ctx, int32_t *n_past);
  * `ctx` a handle or NULL; `n_ctx` NULL or writable.
  */
 tessera_status tessera_n_ctx(struct tessera_context *ctx, int32_t *n_ctx);
+
+/**
+ * Evaluate `n_tokens` (>= 1) tokens of one or several sequences in one call, like
+ * llama.cpp's `llama_decode` with a `llama_batch`: token `i` is `tokens[i]` at position
+ * `pos[i]` of sequence `seq_ids[i]`, and its logits are kept when `logits[i]`.
+ *
+ * - `pos` NULL: each token continues its sequence (`tessera_seq_len`, then one more per
+ *   earlier token of the same sequence in the batch). Given, each sequence's positions
+ *   must continue it exactly the same way.
+ * - `seq_ids` NULL: every token is in sequence 0.
+ * - `logits` NULL: the last token of each sequence in the batch keeps its logits.
+ *
+ * Afterwards `tessera_get_logits_ith(ctx, i, ..)` gives the logits of batch token `i` (one
+ * that kept them). Each sequence's logits are bit-identical to decoding its tokens alone.
+ *
+ * Errors: `TESSERA_ERR_OUT_OF_RANGE` (an id outside `[0, n_vocab)` or a sequence outside
+ * `[0, n_seq)`), `TESSERA_ERR_INVALID_ARGUMENT` (a position that does not continue its
+ * sequence), `TESSERA_ERR_CONTEXT_FULL` (a sequence would hold more than `n_ctx` tokens);
+ * in these cases nothing is evaluated. `TESSERA_ERR_DECODE_FAILED`: the engine failed; the
+ * logits are gone and sequences may hold part of the batch (clear them). The arrays are
+ * only read during the call.
+ *
+ * # Safety
+ * `ctx` a handle or NULL; `tokens` NULL or `n_tokens` readable ids; `pos`, `seq_ids` and
+ * `logits` each NULL or `n_tokens` readable elements.
+ */
+tessera_status tessera_decode_batch(struct tessera_context *ctx, const int32_t *tokens, const int32_t *pos, const int32_t *seq_ids, const bool *logits, int32_t n_tokens);
+
+/**
+ * Forget every token of sequence `seq` (its logits from the last batch stay readable).
+ *
+ * Errors: `TESSERA_ERR_OUT_OF_RANGE` for a sequence outside `[0, n_seq)`.
+ *
+ * # Safety
+ * `ctx` a handle or NULL.
+ */
+tessera_status tessera_seq_clear(struct tessera_context *ctx, int32_t seq);
+
+/**
+ * Keep the first `n` (>= 0) tokens of sequence `seq` and forget the rest; nothing happens
+ * when it holds `n` or fewer.
+ *
+ * Errors: `TESSERA_ERR_OUT_OF_RANGE` (a sequence outside `[0, n_seq)`),
+ * `TESSERA_ERR_INVALID_ARGUMENT` (`n` negative, or a model with sliding-window layers whose
+ * rings no longer hold what evaluating at `n` needs: evaluate those tokens again instead).
+ *
+ * # Safety
+ * `ctx` a handle or NULL.
+ */
+tessera_status tessera_seq_truncate(struct tessera_context *ctx, int32_t seq, int32_t n);
+
+/**
+ * Make sequence `dst` hold the first `n` (>= 0) tokens of sequence `src` (at most what
+ * `src` holds) and nothing else: a shared prefix (a system prompt, an earlier turn) forked
+ * without evaluating it again. `src` is unchanged.
+ *
+ * Errors: `TESSERA_ERR_OUT_OF_RANGE` (a sequence outside `[0, n_seq)`),
+ * `TESSERA_ERR_INVALID_ARGUMENT` (`n` negative, or sliding-window rings of `src` that no
+ * longer hold what evaluating at `n` needs).
+ *
+ * # Safety
+ * `ctx` a handle or NULL.
+ */
+tessera_status tessera_seq_copy(struct tessera_context *ctx, int32_t src, int32_t dst, int32_t n);
+
+/**
+ * Store the number of tokens sequence `seq` holds (the position its next token gets) in
+ * `*n`.
+ *
+ * Errors: `TESSERA_ERR_OUT_OF_RANGE` for a sequence outside `[0, n_seq)`.
+ *
+ * # Safety
+ * `ctx` a handle or NULL; `n` NULL or writable.
+ */
+tessera_status tessera_seq_len(struct tessera_context *ctx, int32_t seq, int32_t *n);
 
 /**
  * llama.cpp's default sampler parameters (see each field). Cannot fail.

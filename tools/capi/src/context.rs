@@ -1,5 +1,6 @@
 //! Contexts: a model's running state (KV cache, threads, logits). Created from a model,
-//! fed batches of tokens with `tessera_decode`, read with `tessera_get_logits*`.
+//! fed batches of tokens with `tessera_decode` (one sequence) or `tessera_decode_batch`
+//! (several, in `batch.rs`), read with `tessera_get_logits*`.
 
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +31,9 @@ pub struct tessera_context_params {
     pub device: i32,
     /// With `TESSERA_DEVICE_GPU`: which adapter (0 = the best; `tessera info --devices`).
     pub gpu_index: i32,
+    /// Sequences the context holds at once (0 = 1), each with its own KV cache of `n_ctx`
+    /// tokens; `tessera_decode_batch` evaluates tokens of several in one step.
+    pub n_seq: i32,
 }
 
 /// `tessera_context_params.device`: the model's `device` load parameter, else the
@@ -47,12 +51,15 @@ pub extern "C" fn tessera_context_default_params() -> tessera_context_params {
 }
 
 /// What the last decode left in the logits buffer.
-#[derive(Clone, Copy, Debug, Default)]
-struct LastBatch {
+#[derive(Clone, Debug, Default)]
+pub(crate) struct LastBatch {
     /// Tokens in the batch; 0 = no logits.
-    n_tokens: usize,
+    pub(crate) n_tokens: usize,
     /// Whether every token's row was kept.
-    all: bool,
+    pub(crate) all: bool,
+    /// After `tessera_decode_batch`: for each token of the batch, the rank of its row among
+    /// the kept ones (`None`: its logits were not asked for).
+    pub(crate) rows: Option<Vec<Option<usize>>>,
 }
 
 /// The mutable part of a context, behind the handle's mutex.
@@ -60,9 +67,9 @@ pub(crate) struct ContextState {
     /// The model side's context.
     pub(crate) ctx: Context,
     /// Scratch: the ids of the batch being decoded, checked and converted.
-    ids: Vec<u32>,
+    pub(crate) ids: Vec<u32>,
     /// What the logits buffer holds.
-    last: LastBatch,
+    pub(crate) last: LastBatch,
 }
 
 impl ContextState {
@@ -82,6 +89,14 @@ impl ContextState {
             )));
         }
         let idx = idx as usize;
+        if let Some(rows) = &self.last.rows {
+            return match rows[idx] {
+                Some(r) => Ok(self.ctx.batch_logits(r)),
+                None => Err(Error::range(format!(
+                    "index {i}: token {idx} of the last batch did not ask for logits"
+                ))),
+            };
+        }
         if self.last.all {
             Ok(self.ctx.logits_row(idx))
         } else if idx == n - 1 {
@@ -107,7 +122,7 @@ pub struct tessera_context {
     /// `MAGIC` while alive.
     magic: u64,
     /// The model (also inside the context; kept here to check ids without the lock).
-    model: Arc<Model>,
+    pub(crate) model: Arc<Model>,
     /// Everything mutable, `try_lock`ed by every call.
     pub(crate) state: Mutex<ContextState>,
 }
@@ -207,6 +222,7 @@ pub unsafe extern "C" fn tessera_context_new(
             n_batch: pick(p.n_batch, d.n_batch, "n_batch")?.min(n_ctx),
             n_threads: pick(p.n_threads, d.n_threads, "n_threads")?,
             device,
+            n_seq: pick(p.n_seq, 1, "n_seq")?,
             ..ContextParams::default()
         };
         let ctx =
@@ -239,8 +255,8 @@ pub unsafe extern "C" fn tessera_context_free(ctx: *mut tessera_context) -> tess
     guard("tessera_context_free", || unsafe { handles::release(ctx) })
 }
 
-/// Evaluate a batch of `n_tokens` (>= 1) token ids after those already in the context
-/// (positions `n_past` to `n_past + n_tokens - 1`). Batches longer than `n_batch` are split
+/// Evaluate a batch of `n_tokens` (>= 1) token ids after those already in sequence 0 of the
+/// context (positions `n_past` to `n_past + n_tokens - 1`). Batches longer than `n_batch` are split
 /// internally. Afterwards the logits of the batch's last token are available from
 /// `tessera_get_logits`; with `all_logits`, those of every token of the batch from
 /// `tessera_get_logits_ith`.
@@ -286,6 +302,7 @@ pub unsafe extern "C" fn tessera_decode(
         st.last = LastBatch {
             n_tokens: tokens.len(),
             all: all_logits,
+            rows: None,
         };
         Ok(())
     })
@@ -314,7 +331,8 @@ pub unsafe extern "C" fn tessera_get_logits(
 /// Store in `*logits` a pointer to the `n_vocab` logits of token `i` of the last decoded
 /// batch: `0 <= i < n_tokens`, or negative to count from the end (-1 = the last token). When
 /// that batch was decoded with `all_logits = false`, only the last token's row exists and
-/// any other index is `TESSERA_ERR_OUT_OF_RANGE`.
+/// any other index is `TESSERA_ERR_OUT_OF_RANGE`; after `tessera_decode_batch`, only the
+/// tokens that asked for logits have a row.
 ///
 /// Ownership: as for `tessera_get_logits`.
 ///
@@ -351,7 +369,8 @@ unsafe fn logits_ith(
     })
 }
 
-/// Forget every token: clear the KV cache, set `n_past` to 0 and drop the logits.
+/// Forget every token of every sequence: clear the KV cache, set `n_past` to 0 and drop the
+/// logits.
 ///
 /// # Safety
 /// `ctx` a handle or NULL.
@@ -361,7 +380,11 @@ pub unsafe extern "C" fn tessera_kv_clear(ctx: *mut tessera_context) -> tessera_
     guard("tessera_kv_clear", || unsafe {
         let c = context_ref(ctx)?;
         let mut st = lock(&c.state, "context")?;
-        st.ctx.reset();
+        for seq in 0..st.ctx.n_seq() as u32 {
+            st.ctx
+                .seq_clear(seq)
+                .map_err(|e| Error::new(TESSERA_ERR_DECODE_FAILED, e.to_string()))?;
+        }
         st.last = LastBatch::default();
         Ok(())
     })
@@ -389,8 +412,8 @@ pub unsafe extern "C" fn tessera_kv_bytes(
     })
 }
 
-/// Store the number of tokens in the context (the position the next token gets) in
-/// `*n_past`.
+/// Store the number of tokens in sequence 0 of the context (the position its next token
+/// gets) in `*n_past`; `tessera_seq_len` tells it for any sequence.
 ///
 /// # Safety
 /// `ctx` a handle or NULL; `n_past` NULL or writable.

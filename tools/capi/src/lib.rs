@@ -34,10 +34,13 @@ pub mod tokenize;
 
 pub mod context;
 
+pub mod batch;
+
 pub mod sampler;
 
 pub mod chat;
 
+pub use batch::*;
 pub use chat::*;
 pub use context::*;
 pub use error::{tessera_last_error, tessera_status, tessera_status_str};

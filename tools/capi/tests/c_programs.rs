@@ -1,6 +1,7 @@
 //! C programs built against the static library `libtessera.a` that this `cargo test` run
 //! produced: the `simple` example on SmolLM2 (checked against llama.cpp's greedy fixture),
-//! the hostile caller `tests/c/hostile.c`, and `simple` under valgrind.
+//! the hostile caller `tests/c/hostile.c`, several sequences in one context (`tests/c/batch.c`:
+//! batched logits bit-identical to each sequence alone), and `simple` under valgrind.
 //!
 //! Needs `gcc` (or `$CC`) and the SmolLM2 model (`tessera pull smollm2-135m`; missing → fail
 //! unless `TESSERA_ALLOW_MISSING_MODELS=1`). The valgrind test fails when valgrind is absent
@@ -241,4 +242,14 @@ fn simple_runs_against_the_shared_library() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), " Paris.\n");
+}
+
+#[test]
+fn batched_sequences_match_each_sequence_alone() {
+    let Some(model) = smollm2() else { return };
+    let tmp = TempDir::new("batch");
+    let exe = tmp.path().join("batch");
+    build_c(&[crate_dir().join("tests/c/batch.c")], &exe, &[]);
+    let out = run_ok(Command::new(&exe).arg(&model), "running batch");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
 }
