@@ -234,6 +234,40 @@ fn truncating_a_sequence_then_evaluating_equals_fresh() {
 }
 
 #[test]
+fn the_one_sequence_calls_leave_other_sequences_alone() {
+    let m = tiny(None);
+    let n_vocab = m.hparams().n_vocab;
+    let (a, b) = (prompt(20, 12, n_vocab), prompt(9, 13, n_vocab));
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_seq: 2,
+            ..params(64, 16)
+        },
+    )
+    .unwrap();
+    let mut batch = Batch::new();
+    batch.push_seq(&a, 0, 0, false);
+    batch.push_seq(&b[..8], 0, 1, false);
+    ctx.decode(&batch).unwrap();
+    let held = ctx.kv_seq_used_cells(1);
+    // `truncate` and `reset` act on sequence 0; sequence 1 keeps its 8 tokens.
+    ctx.truncate(4);
+    assert_eq!((ctx.seq_len(0), ctx.seq_len(1)), (4, 8));
+    ctx.reset();
+    assert_eq!((ctx.seq_len(0), ctx.seq_len(1)), (0, 8));
+    assert_eq!(ctx.kv_seq_used_cells(1), held);
+    batch.clear();
+    batch.push_seq(&b[8..], 8, 1, true);
+    ctx.decode(&batch).unwrap();
+    assert_bitwise(
+        "sequence 1 after sequence 0 was truncated and reset",
+        ctx.batch_logits(0),
+        &fresh_rows(&m, &b)[8],
+    );
+}
+
+#[test]
 fn broken_batches_are_errors() {
     let m = tiny(None);
     let mut ctx = Context::new(
