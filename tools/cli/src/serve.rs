@@ -72,7 +72,7 @@ fn engine_config(args: &ServeArgs) -> CliResult<EngineConfig> {
         parallel: args.parallel,
         n_ctx_slot,
         n_batch: params.context.n_batch,
-        n_threads_slot: (threads / args.parallel).max(1),
+        n_threads: threads,
         kv_ring: params.context.kv_ring,
         device: params.context.device,
         queue_capacity: args.queue_size,
@@ -109,8 +109,8 @@ pub fn run(args: ServeArgs) -> CliResult {
     println!("listening on http://{}", server.addr());
     std::io::stdout().flush()?;
     eprintln!(
-        "{} slots of {} tokens, {} threads each; loading {}",
-        engine.parallel, engine.n_ctx_slot, engine.n_threads_slot, args.model.model
+        "{} slots of {} tokens in one context, {} threads; loading {}",
+        engine.parallel, engine.n_ctx_slot, engine.n_threads, args.model.model
     );
     server.wait()?;
     Ok(())

@@ -2,24 +2,25 @@
 //! thread, [`EngineHandle::submit`] queues a [`Job`] (bounded), and the job's [`Event`]s come
 //! back over its channel.
 //!
-//! Today each of the `--parallel` slots owns a single-sequence [`Session`] (its own context and
-//! KV cache), and one engine thread steps them one after another. Each iteration admits queued
-//! jobs into free slots, then gives every busy slot one step: a slot still reading its prompt
-//! evaluates the next chunk of at most `n_batch` tokens, a generating slot samples one token,
-//! sends it and evaluates it. So a long prompt is interleaved with the other slots' decode
-//! steps and does not stall their streams.
-//!
-//! This module is meant to be swapped for one multi-sequence context stepped with one batch
-//! (per-sequence `seq_clear`/`seq_truncate`/`seq_copy` instead of one `Session` per slot)
-//! without touching the HTTP side: only [`Job`], [`Event`], [`EngineHandle`] and [`spawn`] are
-//! seen from outside.
+//! The engine holds ONE [`Context`] of `--parallel` sequences (each a slot of `n_ctx_slot`
+//! tokens) and one thread pool. Each iteration admits queued jobs into free slots, then builds
+//! one [`Batch`]: the pending token of every generating slot first (so streams never stall),
+//! then prompt chunks of slots still reading their prompt, oldest job first, up to `n_batch`
+//! tokens in all (a long prompt is split over iterations). One [`Context::decode`] evaluates
+//! it, and each slot samples from its own row of logits, which is bit-identical to what the
+//! sequence gets alone: a greedy answer does not depend on what else runs.
 //!
 //! Prefix reuse: a job goes to the free slot whose cached tokens share the longest prefix with
 //! its prompt (ties and no match: the least recently used); that slot keeps the common prefix
-//! and evaluates only the rest (always at least the last prompt token, for its logits).
+//! ([`Context::seq_truncate`]) and evaluates only the rest (always at least the last prompt
+//! token, for its logits). When a busy slot holds a longer matching prefix (a system prompt
+//! shared by concurrent requests), it is copied into the chosen slot with
+//! [`Context::seq_copy`] instead of being evaluated again. Sliding-window rings cannot be
+//! rolled back past what they hold: such a prefix is evaluated again.
 //!
-//! A failing or panicking step reports an error to its own job only and resets that slot; a
-//! job whose receiver is gone (the client disconnected) frees its slot at the next iteration.
+//! A failing or panicking batch is evaluated again one slot at a time, so an error reaches its
+//! own job only (that slot's cache is dropped); a job whose receiver is gone (the client
+//! disconnected) frees its slot at the next iteration.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,8 +30,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tessera_models::kv_cache::KvPolicy;
-use tessera_models::sampler::SamplerParams;
-use tessera_models::{ContextParams, Device, Model, Session, SessionParams};
+use tessera_models::sampler::{Sampler, SamplerParams};
+use tessera_models::{Batch, Context, ContextParams, Device, Model};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics::Metrics;
@@ -42,14 +43,14 @@ pub type ModelLoader = Box<dyn FnOnce() -> Result<Arc<Model>, String> + Send>;
 /// How the engine is set up.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineConfig {
-    /// Slots (requests served at once).
+    /// Slots (requests served at once): the context's sequences.
     pub parallel: usize,
     /// Context size of each slot, in tokens.
     pub n_ctx_slot: usize,
-    /// Largest prompt chunk evaluated in one step.
+    /// Most tokens evaluated in one batch (all slots together).
     pub n_batch: usize,
-    /// Threads of each slot's context (they run one after another).
-    pub n_threads_slot: usize,
+    /// Threads of the context (shared by all slots).
+    pub n_threads: usize,
     /// Ring buffers for sliding-window layers.
     pub kv_ring: bool,
     /// Where to compute.
@@ -197,62 +198,39 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("tessera-engine".into())
         .spawn(move || {
-            let slots = match catch_unwind(AssertUnwindSafe(|| open_slots(&config, loader))) {
-                Ok(Ok(slots)) => slots,
+            let ctx = match catch_unwind(AssertUnwindSafe(|| open_context(&config, loader))) {
+                Ok(Ok(ctx)) => ctx,
                 Ok(Err(e)) => return on_loaded(Err(e)),
                 Err(_) => return on_loaded(Err("loading the model panicked".into())),
             };
-            let total: usize = slots.iter().map(|s| s.session.n_ctx()).sum();
+            let total = ctx.n_ctx() * ctx.n_seq();
             metrics
                 .kv_cells_total
                 .store(total as i64, Ordering::Relaxed);
-            on_loaded(Ok(slots[0].session.model().clone()));
-            let mut engine = Engine {
-                slots,
-                rx,
-                metrics,
-                cancel,
-                n_batch: config.n_batch,
-                clock: 0,
-            };
+            on_loaded(Ok(ctx.model().clone()));
+            let mut engine = Engine::new(ctx, rx, metrics, cancel);
             engine.run();
         })?;
     Ok((handle, thread))
 }
 
-/// Load the model and make one session per slot.
-fn open_slots(config: &EngineConfig, loader: ModelLoader) -> Result<Vec<Slot>, String> {
+/// Load the model and make the context: one sequence per slot.
+fn open_context(config: &EngineConfig, loader: ModelLoader) -> Result<Context, String> {
     let model = loader()?;
-    let params = SessionParams {
-        context: ContextParams {
-            n_ctx: config.n_ctx_slot,
-            n_batch: config.n_batch,
-            n_threads: config.n_threads_slot,
-            kv_ring: config.kv_ring,
-            device: config.device,
-            n_seq: 1,
-        },
-        ..Default::default()
+    let params = ContextParams {
+        n_ctx: config.n_ctx_slot,
+        n_batch: config.n_batch,
+        n_threads: config.n_threads,
+        kv_ring: config.kv_ring,
+        device: config.device,
+        n_seq: config.parallel.max(1),
     };
-    (0..config.parallel.max(1))
-        .map(|_| {
-            let session = Session::new(model.clone(), &params).map_err(|e| e.to_string())?;
-            let ring = smallest_ring(&session);
-            Ok(Slot {
-                session,
-                ring,
-                last_used: 0,
-                active: None,
-            })
-        })
-        .collect()
+    Context::new(model, params).map_err(|e| e.to_string())
 }
 
-/// The smallest ring among a session's KV layers (sliding-window layers kept as rings).
-fn smallest_ring(session: &Session) -> Option<usize> {
-    session
-        .context()
-        .kv_cache()
+/// The smallest ring among a context's KV layers (sliding-window layers kept as rings).
+fn smallest_ring(ctx: &Context) -> Option<usize> {
+    ctx.kv_cache()
         .policies()
         .iter()
         .filter_map(|p| match p {
@@ -267,9 +245,9 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// Cached tokens to keep before evaluating `prompt`: the common prefix, less one when the
-/// whole prompt is cached (its last token is evaluated again for the logits), and 0 when a
-/// ring of `ring` cells cannot be rolled back that far.
+/// Cached tokens to keep (or copy) before evaluating `prompt`: the common prefix, less one
+/// when the whole prompt is cached (its last token is evaluated again for the logits), and 0
+/// when a ring of `ring` cells cannot be rolled back that far.
 fn reuse_point(cached: &[u32], prompt: &[u32], ring: Option<usize>) -> usize {
     let mut keep = common_prefix(cached, prompt);
     if keep == prompt.len() {
@@ -284,10 +262,14 @@ fn reuse_point(cached: &[u32], prompt: &[u32], ring: Option<usize>) -> usize {
     keep
 }
 
-/// One slot: a session and the job it serves.
+/// One slot: a sequence of the context, what it holds, and the job it serves.
 struct Slot {
-    session: Session,
-    ring: Option<usize>,
+    /// Its sequence in the context.
+    seq: u32,
+    /// Tokens in its sequence's cache, in order.
+    tokens: Vec<u32>,
+    /// Its job's sampler (it sees the prompt and the generated tokens).
+    sampler: Sampler,
     /// Engine clock of its last job's end (least recently used goes first).
     last_used: u64,
     active: Option<Active>,
@@ -296,8 +278,12 @@ struct Slot {
 /// A job being served.
 struct Active {
     job: Job,
+    /// Engine clock when it started (older prompts are read first).
+    started: u64,
     /// Index of the next prompt token to evaluate.
     next_prompt: usize,
+    /// The sampled token still to evaluate (generating).
+    pending: Option<u32>,
     cached: usize,
     n_generated: usize,
     utf8: Utf8Stream,
@@ -306,27 +292,69 @@ struct Active {
     hit_stop: bool,
 }
 
+/// What one slot puts in a batch.
+#[derive(Clone, Copy, Debug)]
+enum Part {
+    /// Its pending token (its logits wanted).
+    Token(u32),
+    /// Prompt tokens `from..to` (the last one's logits wanted when it ends the prompt).
+    Prompt { from: usize, to: usize },
+}
+
 /// The engine thread's state.
 struct Engine {
+    ctx: Context,
+    /// The smallest sliding-window ring, if any.
+    ring: Option<usize>,
     slots: Vec<Slot>,
     rx: Receiver<Job>,
     metrics: Arc<Metrics>,
     cancel: Arc<AtomicBool>,
-    n_batch: usize,
     clock: u64,
+    /// The batch being built (kept to reuse its memory).
+    batch: Batch,
+    /// Each slot's part of the batch being built: (slot, part).
+    parts: Vec<(usize, Part)>,
 }
 
-/// How a step ended a job.
+/// How a sampled token ended a job.
 enum StepEnd {
     /// It goes on.
     Running,
     /// It finished.
     Finished(FinishReason),
-    /// Its receiver is gone.
-    Abandoned,
 }
 
 impl Engine {
+    /// An engine over `ctx`, one slot per sequence.
+    fn new(
+        ctx: Context,
+        rx: Receiver<Job>,
+        metrics: Arc<Metrics>,
+        cancel: Arc<AtomicBool>,
+    ) -> Engine {
+        let slots = (0..ctx.n_seq())
+            .map(|s| Slot {
+                seq: s as u32,
+                tokens: Vec::new(),
+                sampler: Sampler::new(SamplerParams::greedy()),
+                last_used: 0,
+                active: None,
+            })
+            .collect();
+        Engine {
+            ring: smallest_ring(&ctx),
+            ctx,
+            slots,
+            rx,
+            metrics,
+            cancel,
+            clock: 0,
+            batch: Batch::new(),
+            parts: Vec::new(),
+        }
+    }
+
     /// Serve jobs until cancelled or every handle is gone.
     fn run(&mut self) {
         loop {
@@ -338,11 +366,8 @@ impl Engine {
                 self.cancel_all();
                 return;
             }
-            for i in 0..self.slots.len() {
-                if self.slots[i].active.is_some() {
-                    self.step_slot(i);
-                }
-            }
+            self.drop_abandoned();
+            self.step();
             self.update_gauges();
         }
     }
@@ -373,34 +398,73 @@ impl Engine {
         true
     }
 
-    /// Give `job` the free slot with the longest cached prefix of its prompt.
-    fn start(&mut self, job: Job) {
-        let (i, keep) = self
-            .slots
+    /// The free slot for `prompt` and the prefix it keeps of its own cache: the longest, then
+    /// the least recently used.
+    fn choose_slot(&self, prompt: &[u32]) -> (usize, usize) {
+        self.slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .map(|(i, s)| (i, reuse_point(s.session.tokens(), &job.prompt, s.ring)))
+            .map(|(i, s)| (i, reuse_point(&s.tokens, prompt, self.ring)))
             .max_by(|a, b| {
                 a.1.cmp(&b.1)
                     .then(self.slots[b.0].last_used.cmp(&self.slots[a.0].last_used))
             })
-            .expect("admit only starts jobs when a slot is free");
-        let slot = &mut self.slots[i];
-        slot.session.truncate(keep);
-        if let Err(e) = slot.session.set_sampler(job.sampling) {
-            let _ = job.events.send(Event::Error(e.to_string()));
+            .expect("admit only starts jobs when a slot is free")
+    }
+
+    /// A busy slot holding a longer prefix of `prompt` than `keep`: (slot, its prefix).
+    fn copy_source(&self, prompt: &[u32], keep: usize) -> Option<(usize, usize)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.active.is_some())
+            .map(|(i, s)| (i, reuse_point(&s.tokens, prompt, self.ring)))
+            .filter(|&(_, n)| n > keep)
+            .max_by_key(|&(_, n)| n)
+    }
+
+    /// Give `job` a free slot holding as much of its prompt as can be had cheaply.
+    fn start(&mut self, job: Job) {
+        if let Err(e) = job.sampling.validate() {
+            let _ = job.events.send(Event::Error(e));
             return;
         }
+        let (i, mut keep) = self.choose_slot(&job.prompt);
+        let seq = self.slots[i].seq;
+        let copied = self.copy_source(&job.prompt, keep).and_then(|(src, n)| {
+            let src_seq = self.slots[src].seq;
+            self.ctx.seq_copy(src_seq, seq, n).ok()?;
+            Some((src, n))
+        });
+        if let Some((src, n)) = copied {
+            let prefix = self.slots[src].tokens[..n].to_vec();
+            self.slots[i].tokens = prefix;
+            keep = n;
+        } else if keep == 0 || self.ctx.seq_truncate(seq, keep).is_err() {
+            keep = 0;
+            if self.ctx.seq_clear(seq).is_err() {
+                let _ = job.events.send(Event::Error(
+                    "internal error: a slot failed to reset".into(),
+                ));
+                return;
+            }
+        }
+        self.clock += 1;
+        let slot = &mut self.slots[i];
+        slot.tokens.truncate(keep);
+        slot.sampler = Sampler::new(job.sampling);
         // The penalties see the prompt, as `tessera run` (and llama.cpp) do.
         for &t in &job.prompt {
-            slot.session.accept(t);
+            slot.sampler.accept(t);
         }
         self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
         slot.active = Some(Active {
             stop: StopMatcher::new(job.stop.clone()),
             job,
+            started: self.clock,
             next_prompt: keep,
+            pending: None,
             cached: keep,
             n_generated: 0,
             utf8: Utf8Stream::default(),
@@ -408,54 +472,196 @@ impl Engine {
         });
     }
 
-    /// One step of slot `i`; errors and panics end its job only.
-    fn step_slot(&mut self, i: usize) {
-        let n_batch = self.n_batch;
-        let metrics = self.metrics.clone();
-        let slot = &mut self.slots[i];
-        let result = catch_unwind(AssertUnwindSafe(|| step(slot, n_batch, &metrics)));
-        let end = match result {
-            Ok(Ok(end)) => end,
-            Ok(Err(message)) => {
-                self.fail(i, message);
-                return;
-            }
-            Err(_) => {
-                self.fail(i, "internal error: the engine step panicked".into());
-                return;
-            }
-        };
-        match end {
-            StepEnd::Running => {}
-            StepEnd::Abandoned => self.release(i),
-            StepEnd::Finished(reason) => {
-                let slot = &mut self.slots[i];
-                if let Some(a) = slot.active.as_mut() {
-                    let mut text = String::new();
-                    if !a.hit_stop {
-                        let tail = a.utf8.finish();
-                        let released = a.stop.push(&tail);
-                        text = released.text;
-                        if !released.stopped {
-                            text.push_str(&a.stop.flush());
-                        }
-                    }
-                    if !text.is_empty() {
-                        let _ = a.job.events.send(Event::Token {
-                            text,
-                            logprob: None,
-                        });
-                    }
-                    let usage = Usage {
-                        prompt_tokens: a.job.prompt.len(),
-                        cached_tokens: a.cached,
-                        completion_tokens: a.n_generated,
-                    };
-                    let _ = a.job.events.send(Event::Done { reason, usage });
-                }
+    /// Free the slots whose client is gone (their caches stay for prefix reuse).
+    fn drop_abandoned(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .active
+                .as_ref()
+                .is_some_and(|a| a.job.events.is_closed())
+            {
                 self.release(i);
             }
         }
+    }
+
+    /// Plan the next batch into `self.parts`: every pending token, then prompt chunks (oldest
+    /// job first) within `n_batch` tokens.
+    fn plan(&mut self) {
+        self.parts.clear();
+        for (i, s) in self.slots.iter().enumerate() {
+            if let Some(t) = s.active.as_ref().and_then(|a| a.pending) {
+                self.parts.push((i, Part::Token(t)));
+            }
+        }
+        let mut budget = self.ctx.params().n_batch.saturating_sub(self.parts.len());
+        let mut reading: Vec<(u64, usize)> = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let a = s.active.as_ref()?;
+                (a.pending.is_none() && a.next_prompt < a.job.prompt.len())
+                    .then_some((a.started, i))
+            })
+            .collect();
+        reading.sort_unstable();
+        for (_, i) in reading {
+            if budget == 0 {
+                break;
+            }
+            let a = self.slots[i].active.as_ref().expect("a reading slot");
+            let from = a.next_prompt;
+            let to = (from + budget).min(a.job.prompt.len());
+            budget -= to - from;
+            self.parts.push((i, Part::Prompt { from, to }));
+        }
+    }
+
+    /// The tokens of slot `i`'s `part`, and whether the last one's logits are wanted.
+    fn part_tokens(&self, i: usize, part: Part) -> (&[u32], bool) {
+        let a = self.slots[i].active.as_ref().expect("a busy slot");
+        match part {
+            Part::Token(_) => (
+                std::slice::from_ref(a.pending.as_ref().expect("a pending token")),
+                true,
+            ),
+            Part::Prompt { from, to } => (&a.job.prompt[from..to], to == a.job.prompt.len()),
+        }
+    }
+
+    /// Put parts `parts` into `self.batch`; returns each part's row of logits.
+    fn fill_batch(&mut self, parts: &[(usize, Part)]) -> Vec<Option<usize>> {
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
+        let mut rows = Vec::with_capacity(parts.len());
+        let mut n_rows = 0;
+        for &(i, part) in parts {
+            let (tokens, wanted) = self.part_tokens(i, part);
+            let slot = &self.slots[i];
+            batch.push_seq(tokens, slot.tokens.len(), slot.seq, wanted);
+            rows.push(wanted.then(|| {
+                n_rows += 1;
+                n_rows - 1
+            }));
+        }
+        self.batch = batch;
+        rows
+    }
+
+    /// Evaluate `self.batch`; a panic is an error.
+    fn decode(&mut self) -> Result<(), String> {
+        let ctx = &mut self.ctx;
+        let batch = &self.batch;
+        match catch_unwind(AssertUnwindSafe(|| ctx.decode(batch))) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("internal error: the engine step panicked".into()),
+        }
+    }
+
+    /// One iteration: one batch for every busy slot, then each samples from its logits.
+    fn step(&mut self) {
+        self.plan();
+        if self.parts.is_empty() {
+            return;
+        }
+        let parts = std::mem::take(&mut self.parts);
+        let rows = self.fill_batch(&parts);
+        if self.decode().is_ok() {
+            for (&(i, part), row) in parts.iter().zip(rows) {
+                self.after_decode(i, part, row);
+            }
+        } else {
+            self.step_one_by_one(&parts);
+        }
+        self.parts = parts;
+    }
+
+    /// The batch failed: evaluate each slot's part alone, so an error ends its own job only.
+    fn step_one_by_one(&mut self, parts: &[(usize, Part)]) {
+        for &(i, part) in parts {
+            let seq = self.slots[i].seq;
+            let n = self.slots[i].tokens.len();
+            // Steps of the failed batch may have advanced the sequence: roll it back.
+            if self.ctx.seq_len(seq) != n && self.ctx.seq_truncate(seq, n).is_err() {
+                self.fail(
+                    i,
+                    "internal error: a failed batch left the slot's cache".into(),
+                );
+                continue;
+            }
+            let rows = self.fill_batch(&[(i, part)]);
+            match self.decode() {
+                Ok(()) => self.after_decode(i, part, rows[0]),
+                Err(message) => self.fail(i, message),
+            }
+        }
+    }
+
+    /// Slot `i`'s `part` was evaluated (its logits in batch row `row`): record it, and sample
+    /// when it has logits. Errors and panics end its job only.
+    fn after_decode(&mut self, i: usize, part: Part, row: Option<usize>) {
+        let slot = &mut self.slots[i];
+        let Some(a) = slot.active.as_mut() else {
+            return;
+        };
+        match part {
+            Part::Token(t) => {
+                slot.tokens.push(t);
+                a.pending = None;
+            }
+            Part::Prompt { from, to } => {
+                slot.tokens.extend_from_slice(&a.job.prompt[from..to]);
+                a.next_prompt = to;
+                self.metrics
+                    .prompt_tokens_total
+                    .fetch_add((to - from) as u64, Ordering::Relaxed);
+            }
+        }
+        let Some(row) = row else {
+            return;
+        };
+        let n_ctx = self.ctx.n_ctx();
+        let logits = self.ctx.batch_logits(row);
+        let model = self.ctx.model();
+        let metrics = &self.metrics;
+        let result = catch_unwind(AssertUnwindSafe(|| {
+            sample_and_send(slot, model, logits, n_ctx, metrics)
+        }));
+        match result {
+            Ok(StepEnd::Running) => {}
+            Ok(StepEnd::Finished(reason)) => self.finish(i, reason),
+            Err(_) => self.fail(i, "internal error: the engine step panicked".into()),
+        }
+    }
+
+    /// Send slot `i`'s held-back text and its `Done` event, and free it.
+    fn finish(&mut self, i: usize, reason: FinishReason) {
+        let slot = &mut self.slots[i];
+        if let Some(a) = slot.active.as_mut() {
+            let mut text = String::new();
+            if !a.hit_stop {
+                let tail = a.utf8.finish();
+                let released = a.stop.push(&tail);
+                text = released.text;
+                if !released.stopped {
+                    text.push_str(&a.stop.flush());
+                }
+            }
+            if !text.is_empty() {
+                let _ = a.job.events.send(Event::Token {
+                    text,
+                    logprob: None,
+                });
+            }
+            let usage = Usage {
+                prompt_tokens: a.job.prompt.len(),
+                cached_tokens: a.cached,
+                completion_tokens: a.n_generated,
+            };
+            let _ = a.job.events.send(Event::Done { reason, usage });
+        }
+        self.release(i);
     }
 
     /// End slot `i`'s job with an error; its cache is forgotten (its state is unknown).
@@ -464,7 +670,10 @@ impl Engine {
         if let Some(a) = &slot.active {
             let _ = a.job.events.send(Event::Error(message));
         }
-        let _ = catch_unwind(AssertUnwindSafe(|| slot.session.reset()));
+        let seq = slot.seq;
+        slot.tokens.clear();
+        let ctx = &mut self.ctx;
+        let _ = catch_unwind(AssertUnwindSafe(|| ctx.seq_clear(seq)));
         self.release(i);
     }
 
@@ -494,53 +703,52 @@ impl Engine {
         self.update_gauges();
     }
 
-    /// KV cells in use.
+    /// KV cells (token positions) in use: all slots, and those of busy slots.
     fn update_gauges(&self) {
-        let used: usize = self.slots.iter().map(|s| s.session.n_past()).sum();
+        let (mut used, mut busy) = (0, 0);
+        for s in &self.slots {
+            let n = self.ctx.seq_len(s.seq);
+            used += n;
+            if s.active.is_some() {
+                busy += n;
+            }
+        }
         self.metrics
             .kv_cells_used
             .store(used as i64, Ordering::Relaxed);
+        self.metrics
+            .kv_cells_busy
+            .store(busy as i64, Ordering::Relaxed);
     }
 }
 
-/// One step of a busy slot: the next prompt chunk, then (once the prompt is in) one token.
-fn step(slot: &mut Slot, n_batch: usize, metrics: &Metrics) -> Result<StepEnd, String> {
+/// Sample slot's next token from `logits` and send it: the end of the job (an
+/// end-of-generation token, a stop string, `max_tokens`, a full slot of `n_ctx` tokens) or
+/// the token left pending for the next batch.
+fn sample_and_send(
+    slot: &mut Slot,
+    model: &Arc<Model>,
+    logits: &[f32],
+    n_ctx: usize,
+    metrics: &Metrics,
+) -> StepEnd {
     let Some(a) = slot.active.as_mut() else {
-        return Ok(StepEnd::Running);
+        return StepEnd::Running;
     };
-    if a.job.events.is_closed() {
-        return Ok(StepEnd::Abandoned);
-    }
-    let session = &mut slot.session;
-    let prompt_len = a.job.prompt.len();
-    if a.next_prompt < prompt_len {
-        let end = (a.next_prompt + n_batch.max(1)).min(prompt_len);
-        session
-            .eval(&a.job.prompt[a.next_prompt..end])
-            .map_err(|e| e.to_string())?;
-        metrics
-            .prompt_tokens_total
-            .fetch_add((end - a.next_prompt) as u64, Ordering::Relaxed);
-        a.next_prompt = end;
-        if end < prompt_len {
-            return Ok(StepEnd::Running);
-        }
-    }
-    let id = session.sample();
-    session.accept(id);
+    let id = slot.sampler.sample(logits);
+    slot.sampler.accept(id);
     a.n_generated += 1;
     metrics
         .generated_tokens_total
         .fetch_add(1, Ordering::Relaxed);
-    let model = session.model().clone();
     let tok = model.tokenizer();
     if tok.is_eog(id) {
-        return Ok(StepEnd::Finished(FinishReason::Stop));
+        return StepEnd::Finished(FinishReason::Stop);
     }
     let logprob = a
         .job
         .logprobs
-        .map(|top| token_logprob(&model, session.logits(), id, top));
+        .map(|top| token_logprob(model, logits, id, top));
     let piece = tok.token_to_piece(id);
     let text = a.utf8.push(&piece);
     let released = a.stop.push(&text);
@@ -552,13 +760,13 @@ fn step(slot: &mut Slot, n_batch: usize, metrics: &Metrics) -> Result<StepEnd, S
     }
     if released.stopped {
         a.hit_stop = true;
-        return Ok(StepEnd::Finished(FinishReason::Stop));
+        return StepEnd::Finished(FinishReason::Stop);
     }
-    if a.job.max_tokens.is_some_and(|m| a.n_generated >= m) || session.n_past() >= session.n_ctx() {
-        return Ok(StepEnd::Finished(FinishReason::Length));
+    if a.job.max_tokens.is_some_and(|m| a.n_generated >= m) || slot.tokens.len() >= n_ctx {
+        return StepEnd::Finished(FinishReason::Length);
     }
-    session.eval(&[id]).map_err(|e| e.to_string())?;
-    Ok(StepEnd::Running)
+    a.pending = Some(id);
+    StepEnd::Running
 }
 
 /// Log-probability of `id` under `logits` (a softmax) and the `top` most likely tokens.
@@ -603,7 +811,7 @@ mod tests {
             parallel: 1,
             n_ctx_slot: 64,
             n_batch: 16,
-            n_threads_slot: 1,
+            n_threads: 1,
             kv_ring: true,
             device: Device::Cpu,
             queue_capacity: 4,
@@ -672,6 +880,91 @@ mod tests {
             engine.submit(job(vec![1], SamplerParams::greedy()).0),
             Err(SubmitError::Stopped)
         );
+    }
+
+    /// An engine over the tiny model with `parallel` slots, driven by hand, and its queue.
+    fn manual_engine(parallel: usize) -> (Engine, SyncSender<Job>) {
+        let bytes = tessera_models::testing::TinyLlama::default().bytes();
+        let model = Arc::new(tessera_models::testing::load_bytes(&bytes).unwrap());
+        let params = ContextParams {
+            n_ctx: 64,
+            n_batch: 32,
+            n_threads: 1,
+            n_seq: parallel,
+            ..Default::default()
+        };
+        let ctx = Context::new(model, params).unwrap();
+        let (tx, rx) = mpsc::sync_channel(4);
+        let cancel = Arc::new(AtomicBool::new(false));
+        (
+            Engine::new(ctx, rx, Arc::new(Metrics::default()), cancel),
+            tx,
+        )
+    }
+
+    /// Step `engine` until no slot is busy.
+    fn run_until_idle(engine: &mut Engine) {
+        while engine.slots.iter().any(|s| s.active.is_some()) {
+            engine.drop_abandoned();
+            engine.step();
+        }
+    }
+
+    /// A finished job's text and token count.
+    fn answer(rx: &mut UnboundedReceiver<Event>) -> (String, usize) {
+        let mut text = String::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::Token { text: t, .. } => text.push_str(&t),
+                Event::Done { usage, .. } => return (text, usage.completion_tokens),
+                Event::Error(m) => panic!("{m}"),
+            }
+        }
+        panic!("the job did not finish");
+    }
+
+    #[test]
+    fn a_busy_slots_prefix_is_copied_and_the_answer_is_unchanged() {
+        let prefix: Vec<u32> = (1..=20).collect();
+        let a_prompt = [prefix.clone(), vec![30]].concat();
+        let b_prompt = [prefix, vec![31, 32]].concat();
+        // B alone.
+        let (mut alone, tx) = manual_engine(2);
+        let (b, mut rx) = job(b_prompt.clone(), SamplerParams::greedy());
+        tx.send(b).unwrap();
+        alone.admit();
+        run_until_idle(&mut alone);
+        let want = answer(&mut rx);
+        // A reads its prompt and goes on generating when B arrives: B copies A's 20 tokens.
+        let (mut engine, tx) = manual_engine(2);
+        let (a, mut rx_a) = job(a_prompt, SamplerParams::greedy());
+        tx.send(a).unwrap();
+        engine.admit();
+        // A never ends by itself: its end-of-generation tokens are banned.
+        let model = engine.ctx.model().clone();
+        let n_vocab = model.hparams().n_vocab as u32;
+        let eog: Vec<u32> = (0..n_vocab)
+            .filter(|&t| model.tokenizer().is_eog(t))
+            .collect();
+        let busy = |e: &Engine| e.slots.iter().position(|s| s.active.is_some());
+        let a_slot = busy(&engine).unwrap();
+        engine.slots[a_slot].sampler.ban(&eog);
+        engine.step();
+        assert_eq!(
+            busy(&engine),
+            Some(a_slot),
+            "A ended: {:?}",
+            rx_a.try_recv()
+        );
+        let (b, mut rx) = job(b_prompt.clone(), SamplerParams::greedy());
+        tx.send(b).unwrap();
+        engine.admit();
+        let b_slot = &engine.slots[1 - a_slot];
+        assert_eq!(b_slot.active.as_ref().unwrap().cached, 20);
+        assert_eq!(b_slot.tokens, b_prompt[..20]);
+        assert_eq!(engine.ctx.seq_len(b_slot.seq), 20);
+        run_until_idle(&mut engine);
+        assert_eq!(answer(&mut rx), want);
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct Metrics {
     /// KV cells (token positions) in use, all slots together; an idle slot keeps its last
     /// request's tokens for prefix reuse.
     pub kv_cells_used: AtomicI64,
+    /// KV cells (token positions) held by slots serving a request.
+    pub kv_cells_busy: AtomicI64,
     /// KV cells of all slots together.
     pub kv_cells_total: AtomicI64,
 }
@@ -72,6 +74,13 @@ impl Metrics {
             gauge(&self.kv_cells_used),
         );
         metric(
+            "kv_cells_busy",
+            "gauge",
+            "KV cache cells held by slots serving a request (idle slots' cached prefixes are \
+             in kv_cells_used only).",
+            gauge(&self.kv_cells_busy),
+        );
+        metric(
             "kv_cells_total",
             "gauge",
             "KV cache cells, all slots.",
@@ -92,6 +101,6 @@ mod tests {
         let text = m.render();
         assert!(text.contains("# TYPE tessera_busy_slots gauge\ntessera_busy_slots 2\n"));
         assert!(text.contains("tessera_requests_total 0\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 7);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
     }
 }

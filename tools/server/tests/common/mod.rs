@@ -13,13 +13,13 @@ use tessera_models::hparams::RopeOverrides;
 use tessera_models::{Device, Model};
 use tessera_server::{DEFAULT_BODY_LIMIT, EngineConfig, ModelLoader, Server, ServerConfig};
 
-/// Engine settings for tests: `parallel` slots of `n_ctx_slot` tokens, one thread each.
+/// Engine settings for tests: `parallel` slots of `n_ctx_slot` tokens, one thread.
 pub fn engine(parallel: usize, n_ctx_slot: usize) -> EngineConfig {
     EngineConfig {
         parallel,
         n_ctx_slot,
         n_batch: 64,
-        n_threads_slot: 1,
+        n_threads: 1,
         kv_ring: true,
         device: Device::Cpu,
         queue_capacity: 16,
