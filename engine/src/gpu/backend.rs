@@ -1,7 +1,7 @@
 //! A GPU as a backend: a [`GpuExecutor`] on a device opened once per process and shared by
 //! every backend on it, and one [`GpuKvStore`] per attention layer and sequence slot in GPU
 //! memory. A step runs the tokens of one sequence over that sequence's stores; steps that mix
-//! sequences are refused ([`Executor::batches_sequences`] is false), so callers split them.
+//! sequences are refused (`Backend::batches_sequences` is false), so callers split them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
