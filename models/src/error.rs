@@ -40,6 +40,9 @@ pub enum ModelError {
         /// Its type.
         dtype: tessera_engine::DType,
     },
+    /// A grammar is invalid, or a constrained generation could not go on.
+    #[error(transparent)]
+    Constraint(#[from] crate::constraint::ConstraintError),
     /// An input the caller gave is unusable (too long, empty, out of range).
     #[error("{0}")]
     InvalidInput(String),

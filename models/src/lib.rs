@@ -8,6 +8,7 @@ pub mod batch;
 pub mod batch_invariance;
 pub mod blocks;
 pub mod chat;
+pub mod constraint;
 pub mod context;
 pub mod context_shift;
 pub mod convert;

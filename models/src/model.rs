@@ -2,12 +2,14 @@
 //! A `Model` is immutable and can be shared by many [`Context`](crate::context::Context)s.
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 
 use tessera_engine::GgufFile;
 use tessera_engine::gguf::Metadata;
 
 use crate::arch::{self, Architecture};
 use crate::chat::ChatTemplate;
+use crate::constraint::{Constraint, ConstraintError, ConstraintVocab, Grammar};
 use crate::error::{ModelError, Result};
 use crate::hparams::{HParams, RopeOverrides};
 use crate::tokenizer::Tokenizer;
@@ -18,6 +20,8 @@ pub struct Model {
     arch: Box<dyn Architecture>,
     tokenizer: Tokenizer,
     chat_template: ChatTemplate,
+    /// The vocabulary prepared for grammars, built on first use ([`Self::constraint_vocab`]).
+    constraint_vocab: OnceLock<Result<Arc<ConstraintVocab>, ConstraintError>>,
 }
 
 impl Model {
@@ -67,12 +71,27 @@ impl Model {
             arch,
             tokenizer,
             chat_template,
+            constraint_vocab: OnceLock::new(),
         })
     }
 
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// The vocabulary prepared for grammar constraints (a token trie over every token), built
+    /// on the first call and shared by every later one.
+    pub fn constraint_vocab(&self) -> Result<Arc<ConstraintVocab>> {
+        self.constraint_vocab
+            .get_or_init(|| ConstraintVocab::new(&self.tokenizer))
+            .clone()
+            .map_err(ModelError::from)
+    }
+
+    /// Compile `grammar` against this model's vocabulary (see [`crate::constraint`]).
+    pub fn compile_grammar(&self, grammar: &Grammar) -> Result<Constraint> {
+        Ok(self.constraint_vocab()?.compile(grammar)?)
     }
 
     /// The chat template (the file's, or a fallback).

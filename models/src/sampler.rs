@@ -12,6 +12,8 @@
 
 use std::collections::VecDeque;
 
+use crate::constraint::TokenMask;
+
 /// Sampling settings. The defaults are llama.cpp's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerParams {
@@ -278,6 +280,17 @@ impl Sampler {
     /// # Panics
     /// When `logits` is empty.
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        self.sample_masked(logits, None)
+    }
+
+    /// [`Self::sample`] among the tokens `mask` allows only (a grammar's next tokens; see
+    /// [`crate::constraint`]): the mask applies before every other stage, so penalties, top-k,
+    /// top-p and min-p see only allowed tokens. If the mask allows nothing that is also not
+    /// banned, the most likely allowed token is returned.
+    ///
+    /// # Panics
+    /// When `logits` is empty.
+    pub fn sample_masked(&mut self, logits: &[f32], mask: Option<&TokenMask>) -> u32 {
         assert!(!logits.is_empty(), "sample: no logits");
         let p = self.params;
         self.cand.clear();
@@ -294,6 +307,15 @@ impl Sampler {
         }
         if p.penalties_active() {
             self.apply_penalties();
+        }
+        if let Some(mask) = mask {
+            // Penalties index candidates by id, so the mask filters after them; the order of
+            // the two does not change which tokens remain or their logits.
+            self.cand
+                .retain(|c| mask.allows(c.id) && c.logit > f32::NEG_INFINITY);
+            if self.cand.is_empty() {
+                return most_likely_allowed(logits, mask);
+            }
         }
         if p.temp.is_nan() || p.temp <= 0.0 {
             return argmax(&self.cand);
@@ -420,6 +442,19 @@ impl Sampler {
 
 fn by_logit_desc(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
     b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id))
+}
+
+/// The allowed token with the largest logit (the lowest id among equals; NaN counts as minus
+/// infinity), or the first allowed one.
+fn most_likely_allowed(logits: &[f32], mask: &TokenMask) -> u32 {
+    let mut best: Option<(u32, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        let l = if l.is_nan() { f32::NEG_INFINITY } else { l };
+        if mask.allows(i as u32) && best.is_none_or(|(_, b)| l > b) {
+            best = Some((i as u32, l));
+        }
+    }
+    best.map(|(i, _)| i).unwrap_or(0)
 }
 
 /// Index of the largest logit (the lowest id among equals).

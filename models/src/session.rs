@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::constraint::Constraint;
 use crate::context::{Context, ContextParams};
 use crate::error::{ModelError, Result};
 use crate::hparams::RopeOverrides;
@@ -63,6 +64,8 @@ pub enum Flow {
 pub struct Session {
     ctx: Context,
     sampler: Sampler,
+    /// The grammar the next [`Self::generate`] output must match, if any.
+    constraint: Option<Constraint>,
     /// Tokens in the KV cache, in order.
     tokens: Vec<u32>,
 }
@@ -85,6 +88,7 @@ impl Session {
         Ok(Session {
             ctx: Context::new(model, params.context)?,
             sampler: Sampler::new(params.sampler),
+            constraint: None,
             tokens: Vec::new(),
         })
     }
@@ -159,9 +163,27 @@ impl Session {
         self.ctx.logits_row(i)
     }
 
-    /// Sample the next token from the last logits (does not accept it).
+    /// Sample the next token from the last logits (does not accept it, and ignores the
+    /// constraint: see [`Self::sample_next`]).
     pub fn sample(&mut self) -> u32 {
         self.sampler.sample(self.ctx.logits())
+    }
+
+    /// Sample the next token from the last logits among those the constraint allows (if one
+    /// is set), and accept it: the sampler's history and the constraint both take it.
+    pub fn sample_next(&mut self) -> Result<u32> {
+        let id = match self.constraint.as_mut() {
+            Some(c) => {
+                let id = self
+                    .sampler
+                    .sample_masked(self.ctx.logits(), Some(c.allowed()?));
+                c.advance(id)?;
+                id
+            }
+            None => self.sampler.sample(self.ctx.logits()),
+        };
+        self.sampler.accept(id);
+        Ok(id)
     }
 
     /// Tell the sampler `token` was chosen (for penalties).
@@ -182,6 +204,19 @@ impl Session {
     /// end-of-generation ids, this is llama.cpp's `--ignore-eos`.
     pub fn ban_tokens(&mut self, ids: &[u32]) {
         self.sampler.ban(ids);
+    }
+
+    /// Constrain what [`Self::generate`] produces from now on to `constraint` (compiled with
+    /// [`Model::compile_grammar`], at the start of its output), or lift the constraint. Each
+    /// `generate` call continues the same constraint; set a fresh one (a clone of a compiled
+    /// one) to start a new output, e.g. per chat turn.
+    pub fn set_constraint(&mut self, constraint: Option<Constraint>) {
+        self.constraint = constraint;
+    }
+
+    /// The constraint in force, if any.
+    pub fn constraint(&self) -> Option<&Constraint> {
+        self.constraint.as_ref()
     }
 
     /// The sampler.
@@ -237,8 +272,7 @@ impl Session {
         let tok = model.tokenizer();
         let mut stream = tok.stream_decoder();
         for _ in 0..n_predict {
-            let id = self.sampler.sample(self.ctx.logits());
-            self.sampler.accept(id);
+            let id = self.sample_next()?;
             stats.generated_tokens += 1;
             if tok.is_eog(id) {
                 stats.hit_eog = true;

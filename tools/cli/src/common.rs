@@ -2,10 +2,12 @@
 //! spelled as llama.cpp spells them, their translation into a [`SessionParams`], and the
 //! session they open (the model argument resolved through the registry first).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
 use tessera_engine::cpu::pool::MAX_THREADS;
+use tessera_models::constraint::Grammar;
 use tessera_models::hparams::{RopeOverrides, RopeScalingType};
 use tessera_models::sampler::SamplerParams;
 use tessera_models::{ContextParams, Device, Footprint, Model, Session, SessionParams};
@@ -137,6 +139,51 @@ pub struct SamplingArgs {
     /// RNG seed (-1 = random).
     #[arg(short = 's', long = "seed", default_value_t = -1, allow_negative_numbers = true)]
     pub seed: i64,
+}
+
+/// Structured output: the text generated must match a grammar (see
+/// `tessera_models::constraint`). At most one of the flags.
+#[derive(Args, Debug, Clone, Default)]
+#[group(multiple = false)]
+pub struct GrammarArgs {
+    /// A grammar: llama.cpp's GBNF (`root ::= ...`) or a Lark grammar (`start: ...`).
+    #[arg(long = "grammar")]
+    pub grammar: Option<String>,
+    /// Read the grammar (GBNF or Lark) from this file.
+    #[arg(long = "grammar-file")]
+    pub grammar_file: Option<PathBuf>,
+    /// A JSON Schema the output must be valid under: the schema itself (text starting with
+    /// `{`), or a file holding it.
+    #[arg(short = 'j', long = "json-schema")]
+    pub json_schema: Option<String>,
+    /// A regular expression the whole output must match.
+    #[arg(long = "regex")]
+    pub regex: Option<String>,
+}
+
+impl GrammarArgs {
+    /// The grammar the flags ask for, if any (files read, JSON parsed).
+    pub fn grammar(&self) -> Result<Option<Grammar>, String> {
+        if let Some(g) = &self.grammar {
+            return Ok(Some(Grammar::from_grammar_text(g)));
+        }
+        if let Some(path) = &self.grammar_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--grammar-file {}: {e}", path.display()))?;
+            return Ok(Some(Grammar::from_grammar_text(&text)));
+        }
+        if let Some(s) = &self.json_schema {
+            let text = if s.trim_start().starts_with('{') {
+                s.clone()
+            } else {
+                std::fs::read_to_string(s).map_err(|e| format!("--json-schema {s}: {e}"))?
+            };
+            return Grammar::json_schema_from_str(&text)
+                .map(Some)
+                .map_err(|e| format!("--json-schema: {e}"));
+        }
+        Ok(self.regex.clone().map(Grammar::Regex))
+    }
 }
 
 impl ModelArgs {

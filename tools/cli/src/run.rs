@@ -9,6 +9,9 @@
 //! ([`Session::shift_context`]: the surviving tokens are evaluated again, there is no rope
 //! shift). `--ignore-eos` never samples end-of-generation tokens, and `--stats-interval N`
 //! reports speed and resident memory every N tokens ([`stats`]), so long runs can be watched.
+//! `--grammar`/`--grammar-file` (GBNF or Lark), `--json-schema` and `--regex` constrain the
+//! continuation to a grammar (see `tessera_models::constraint`); it then ends only where the
+//! grammar can end.
 //!
 //! Every numeric flag is checked before the model is loaded, and a refusal names the flag.
 
@@ -25,7 +28,7 @@ use tessera_engine::cpu::dot::Isa;
 use tessera_models::Session;
 
 use crate::CliResult;
-use crate::common::{ModelArgs, SamplingArgs};
+use crate::common::{GrammarArgs, ModelArgs, SamplingArgs};
 use generate::{Limits, TextSink, generate};
 use report::Report;
 
@@ -36,6 +39,8 @@ pub struct RunArgs {
     model: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    #[command(flatten)]
+    grammar: GrammarArgs,
     /// Prompt text (tokenized with BOS per the model and control tokens recognised).
     #[arg(
         short = 'p',
@@ -264,6 +269,8 @@ pub fn run(args: RunArgs) -> CliResult {
     params.sampler = args.sampling.params();
     params.sampler.validate()?;
     let prompt_text = read_prompt(&args)?;
+    // Read and parse the grammar before the model loads, so a bad one fails at once.
+    let grammar = args.grammar.grammar()?;
 
     let t_load = Instant::now();
     let mut session = args
@@ -271,6 +278,10 @@ pub fn run(args: RunArgs) -> CliResult {
         .open_session(&params)
         .map_err(|e| format!("cannot load {}: {e}", args.model.model))?;
     let load_seconds = t_load.elapsed().as_secs_f64();
+    if let Some(g) = &grammar {
+        let constraint = session.model().compile_grammar(g)?;
+        session.set_constraint(Some(constraint));
+    }
 
     let prompt = prompt_tokens(&session, &prompt_text, args.truncate)?;
     let starts_with_bos = session.tokenizer().bos() == Some(prompt[0]);

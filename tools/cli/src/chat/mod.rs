@@ -22,7 +22,7 @@ use std::io::IsTerminal;
 use clap::Args;
 
 use crate::CliResult;
-use crate::common::{ModelArgs, SamplingArgs};
+use crate::common::{GrammarArgs, ModelArgs, SamplingArgs};
 use commands::{Command, Settings};
 use context::ContextFull;
 use conversation::Conversation;
@@ -46,6 +46,9 @@ pub struct ChatArgs {
     model_args: ModelArgs,
     #[command(flatten)]
     sampling: SamplingArgs,
+    /// Every reply must match this grammar (e.g. a JSON schema).
+    #[command(flatten)]
+    grammar: GrammarArgs,
     /// System prompt (the model's template may add a default one when there is none).
     #[arg(long)]
     system: Option<String>,
@@ -82,13 +85,19 @@ pub fn run(args: ChatArgs) -> CliResult {
     if interactive {
         ui.info(&format!("loading {} …", args.model_args.model));
     }
+    let grammar = args.grammar.grammar()?;
     let session = args.model_args.open_session(&params)?;
+    let reply_constraint = match &grammar {
+        Some(g) => Some(session.model().compile_grammar(g)?),
+        None => None,
+    };
     let settings = Settings {
         sampling: params.sampler,
         n_predict,
     };
     let conv = Conversation::new(args.system.as_deref());
     let mut chat = Chat::new(session, conv, settings, args.context_full);
+    chat.reply_constraint = reply_constraint;
     if interactive {
         let c = chat.session.context();
         ui.info(&format!(

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tessera_models::constraint::Constraint;
 use tessera_models::{Flow, Session};
 
 use super::commands::Settings;
@@ -26,6 +27,9 @@ pub struct Chat {
     pub last: Option<TurnStats>,
     /// Totals since start.
     pub totals: Totals,
+    /// The grammar every reply must match (`--json-schema` …), compiled once; each turn
+    /// starts from a copy of it.
+    pub reply_constraint: Option<Constraint>,
 }
 
 /// Notes a turn has for the user besides the reply (printed on stderr by the front ends).
@@ -46,6 +50,7 @@ impl Chat {
             on_full,
             last: None,
             totals: Totals::default(),
+            reply_constraint: None,
         }
     }
 
@@ -110,6 +115,8 @@ impl Chat {
         };
         let mut reply = String::new();
         let mut first_pass = true;
+        // A reply that goes on after old turns were dropped continues the same constraint.
+        self.session.set_constraint(self.reply_constraint.clone());
         loop {
             // Render and fit the conversation (plus the reply so far, when going on after
             // dropping old turns).

@@ -109,8 +109,7 @@ pub fn generate(
     };
     let t_gen = Instant::now();
     while g.n_generated < limits.n_predict {
-        let id = session.sample();
-        session.accept(id);
+        let id = session.sample_next()?;
         g.n_generated += 1;
         if limits.keep_ids {
             g.ids.push(id);
