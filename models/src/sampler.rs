@@ -488,6 +488,33 @@ mod tests {
         probs.iter().map(|p| p.ln()).collect()
     }
 
+    #[test]
+    fn a_mask_applies_before_every_other_stage() {
+        // Token 0 holds almost all the mass; the mask allows 2 and 3 only.
+        let logits = logits_of(&[0.90, 0.05, 0.03, 0.02]);
+        let mask = TokenMask::from_ids(4, &[2, 3]);
+        let mut greedy = Sampler::new(SamplerParams::greedy());
+        assert_eq!(greedy.sample_masked(&logits, Some(&mask)), 2);
+        // top-k 1 and min-p 0.5 look at allowed tokens only: 2 always wins, never 0.
+        let mut s = Sampler::new(params(1.0, 1, 1.0, 0.0));
+        for _ in 0..50 {
+            assert_eq!(s.sample_masked(&logits, Some(&mask)), 2);
+        }
+        // At temperature 1 both allowed tokens come out, nothing else.
+        let mut s = Sampler::new(params(1.0, 0, 1.0, 0.0));
+        let mut seen = [false; 4];
+        for _ in 0..400 {
+            seen[s.sample_masked(&logits, Some(&mask)) as usize] = true;
+        }
+        assert_eq!(seen, [false, false, true, true]);
+        // Allowed but banned (minus infinity) everywhere: the most likely allowed token.
+        let mut banned = Sampler::new(params(1.0, 0, 1.0, 0.0));
+        banned.ban(&[2, 3]);
+        assert_eq!(banned.sample_masked(&logits, Some(&mask)), 2);
+        // Without the mask, token 0 wins greedily: the mask is what changed it.
+        assert_eq!(greedy.sample(&logits), 0);
+    }
+
     /// Which tokens come out of `n` draws.
     fn support(p: SamplerParams, logits: &[f32], n: usize) -> Vec<u32> {
         let mut s = Sampler::new(p);

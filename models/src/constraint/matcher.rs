@@ -12,6 +12,17 @@ pub struct TokenMask {
 }
 
 impl TokenMask {
+    /// A mask over `n_vocab` tokens allowing `ids` (ids out of range are ignored).
+    pub fn from_ids(n_vocab: usize, ids: &[u32]) -> TokenMask {
+        let mut bits = SimpleVob::alloc(n_vocab);
+        for &id in ids {
+            if (id as usize) < n_vocab {
+                bits.allow_token(id);
+            }
+        }
+        TokenMask { bits }
+    }
+
     /// Whether token `id` may be sampled (ids beyond the vocabulary may not).
     #[inline]
     pub fn allows(&self, id: u32) -> bool {
