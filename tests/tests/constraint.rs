@@ -55,7 +55,9 @@ fn grammars_dir() -> Option<PathBuf> {
 /// A model by file name, or `None` when it is missing and that is allowed.
 fn load(file: &str) -> Option<Arc<Model>> {
     let path = tessera_model_files::model_file(file)?;
-    Some(Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap()))
+    Some(Arc::new(
+        Model::load(&path, &RopeOverrides::default()).unwrap(),
+    ))
 }
 
 /// A grammar file of llama.cpp's tree.
@@ -87,7 +89,10 @@ fn every_llama_cpp_grammar_compiles_on_both_vocabularies() {
             // Compile, and compute the first mask (llguidance builds parts lazily).
             match model.compile_grammar(&Grammar::Gbnf(text)) {
                 Ok(mut c) => {
-                    let n = c.allowed().unwrap_or_else(|e| panic!("{name}: {e}")).count();
+                    let n = c
+                        .allowed()
+                        .unwrap_or_else(|e| panic!("{name}: {e}"))
+                        .count();
                     assert!(n > 0, "{name}: nothing allowed at the start");
                 }
                 Err(e) => failed.push(format!("{name}: {e}")),
@@ -540,9 +545,18 @@ fn an_unsatisfiable_schema_stops_at_the_limit_with_a_valid_prefix() {
     let start = std::time::Instant::now();
     for seed in SEEDS {
         let out = runner.run("A story as JSON:\n", Some(&compiled), seed, 20);
-        assert!(!out.ended, "ended before the string was long enough: {:?}", out.text);
+        assert!(
+            !out.ended,
+            "ended before the string was long enough: {:?}",
+            out.text
+        );
         assert!(out.text.starts_with("{\"story\": \""), "{:?}", out.text);
-        assert_eq!(check_json_object(&out.text), Verdict::Prefix, "{:?}", out.text);
+        assert_eq!(
+            check_json_object(&out.text),
+            Verdict::Prefix,
+            "{:?}",
+            out.text
+        );
     }
     assert!(start.elapsed().as_secs() < 60, "{:?}", start.elapsed());
 }
@@ -553,7 +567,9 @@ fn invalid_grammars_are_refused_with_where_and_what() {
         return;
     };
     let err = |g: Grammar| model.compile_grammar(&g).unwrap_err().to_string();
-    let e = err(Grammar::Gbnf("root ::= item\nitem ::= \"a\" other\n".into()));
+    let e = err(Grammar::Gbnf(
+        "root ::= item\nitem ::= \"a\" other\n".into(),
+    ));
     assert!(
         e.contains("line 2, column 14") && e.contains("undefined rule `other`"),
         "{e}"
@@ -570,6 +586,8 @@ fn invalid_grammars_are_refused_with_where_and_what() {
     assert!(e.contains("regular expression"), "{e}");
     let e = err(Grammar::Lark("start: foo\n".into()));
     assert!(e.contains("Lark grammar") && e.contains("foo"), "{e}");
-    let e = err(Grammar::JsonSchema(serde_json::json!({"type": "frobnicate"})));
+    let e = err(Grammar::JsonSchema(
+        serde_json::json!({"type": "frobnicate"}),
+    ));
     assert!(e.contains("JSON schema") && e.contains("frobnicate"), "{e}");
 }

@@ -119,7 +119,10 @@ fn compile_error(e: ModelError) -> Error {
 ///
 /// # Safety
 /// `text` NULL or a NUL-terminated string.
-unsafe fn parse_grammar(kind: tessera_grammar_kind, text: *const c_char) -> Result<Option<Grammar>> {
+unsafe fn parse_grammar(
+    kind: tessera_grammar_kind,
+    text: *const c_char,
+) -> Result<Option<Grammar>> {
     // SAFETY: `cstr` checks for NULL; the terminating NUL is this fn's precondition.
     let text = || unsafe { cstr(text, "text") };
     Ok(match kind {
@@ -127,8 +130,7 @@ unsafe fn parse_grammar(kind: tessera_grammar_kind, text: *const c_char) -> Resu
         TESSERA_GRAMMAR_JSON_OBJECT => Some(Grammar::JsonObject),
         TESSERA_GRAMMAR_GBNF_OR_LARK => Some(Grammar::from_grammar_text(text()?)),
         TESSERA_GRAMMAR_JSON_SCHEMA => Some(
-            Grammar::json_schema_from_str(text()?)
-                .map_err(|e| Error::invalid(e.to_string()))?,
+            Grammar::json_schema_from_str(text()?).map_err(|e| Error::invalid(e.to_string()))?,
         ),
         TESSERA_GRAMMAR_REGEX => Some(Grammar::Regex(text()?.to_owned())),
         v => {

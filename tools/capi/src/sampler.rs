@@ -11,9 +11,9 @@ use tessera_models::sampler::{RANDOM_SEED, Sampler, SamplerParams};
 use crate::buffers::{out_ptr, put};
 use crate::context::{context_ref, tessera_context};
 use crate::error::{Error, Result, guard, tessera_status};
+use crate::grammar::GrammarState;
 use crate::handles::{self, Handle, Kind, lock};
 use crate::model::{model_ref, tessera_model};
-use crate::grammar::GrammarState;
 use crate::tokenize::token_id;
 
 /// `seed` value asking for a random seed.

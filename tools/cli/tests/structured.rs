@@ -29,8 +29,8 @@ fn temp_file(name: &str, text: &str) -> PathBuf {
 fn run_text(path: &str, prompt: &str, seed: u32, extra: &[&str]) -> String {
     let seed = seed.to_string();
     let args = [
-        "run", "-m", path, "-p", prompt, "-n", "48", "--temp", "0.8", "--seed", &seed, "-c",
-        "256", "--json",
+        "run", "-m", path, "-p", prompt, "-n", "48", "--temp", "0.8", "--seed", &seed, "-c", "256",
+        "--json",
     ];
     let out = tessera(&[&args[..], extra].concat());
     assert!(
@@ -55,7 +55,10 @@ fn json_schema_regex_and_grammar_file_outputs_conform() {
     let rx = regex::Regex::new(r"^[0-9]{2}:[0-9]{2}$").unwrap();
     for seed in [1, 2] {
         // -j with inline JSON, --json-schema with a file.
-        for flag in [&["-j", schema][..], &["--json-schema", schema_file.to_str().unwrap()]] {
+        for flag in [
+            &["-j", schema][..],
+            &["--json-schema", schema_file.to_str().unwrap()],
+        ] {
             let text = run_text(path, "A city as JSON:\n", seed, flag);
             let v: Value = serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("{flag:?} seed {seed}: {text:?} is not JSON: {e}"));
@@ -70,7 +73,10 @@ fn json_schema_regex_and_grammar_file_outputs_conform() {
             seed,
             &["--grammar-file", grammar_file.to_str().unwrap()],
         );
-        assert!(text == "yes" || text == "no", "--grammar-file seed {seed}: {text:?}");
+        assert!(
+            text == "yes" || text == "no",
+            "--grammar-file seed {seed}: {text:?}"
+        );
     }
     let _ = std::fs::remove_file(schema_file);
     let _ = std::fs::remove_file(grammar_file);
