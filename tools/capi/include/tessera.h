@@ -164,6 +164,11 @@ enum tessera_status
    */
   TESSERA_ERR_NO_LOGITS = -14,
   /**
+   * A sampler's grammar cannot go on: no token can continue it, or a token came after its
+   * end.
+   */
+  TESSERA_ERR_GRAMMAR = -15,
+  /**
    * A Rust panic was caught at the boundary (a bug in Tessera): the handle involved should
    * be freed.
    */
@@ -190,8 +195,8 @@ typedef struct tessera_context tessera_context;
 typedef struct tessera_model tessera_model;
 
 /**
- * A sampler chain with its state (opaque): accepted tokens for the penalties, RNG. Use it
- * from one thread at a time.
+ * A sampler chain with its state (opaque): accepted tokens for the penalties, RNG, and the
+ * grammar constraint if one is set. Use it from one thread at a time.
  */
 typedef struct tessera_sampler tessera_sampler;
 
@@ -340,6 +345,41 @@ typedef struct tessera_sampler_params {
    */
   uint64_t seed;
 } tessera_sampler_params;
+
+/**
+ * Which language the `text` of `tessera_sampler_set_grammar` is in: one of the
+ * `TESSERA_GRAMMAR_*` values.
+ */
+typedef int32_t tessera_grammar_kind;
+
+/**
+ * `tessera_grammar_kind`: no grammar (clears the sampler's grammar; `text` is ignored).
+ */
+#define TESSERA_GRAMMAR_NONE 0
+
+/**
+ * `tessera_grammar_kind`: a llama.cpp GBNF grammar (`root ::= ...`), or a Lark grammar in
+ * llguidance's dialect when the text has a `start:` rule or a `%llguidance` line.
+ */
+#define TESSERA_GRAMMAR_GBNF_OR_LARK 1
+
+/**
+ * `tessera_grammar_kind`: a JSON Schema as JSON text. The output is one JSON value valid
+ * under the schema, written compactly (`", "` between items, `": "` after keys, no other
+ * whitespace) unless the schema's `x-guidance` object says otherwise.
+ */
+#define TESSERA_GRAMMAR_JSON_SCHEMA 2
+
+/**
+ * `tessera_grammar_kind`: any JSON object (`text` is ignored and may be NULL).
+ */
+#define TESSERA_GRAMMAR_JSON_OBJECT 3
+
+/**
+ * `tessera_grammar_kind`: a regular expression (Rust `regex` syntax) the whole output must
+ * match.
+ */
+#define TESSERA_GRAMMAR_REGEX 4
 
 #ifdef __cplusplus
 extern "C" {
@@ -797,8 +837,15 @@ tessera_status tessera_sampler_free(struct tessera_sampler *sampler);
  * The token is not accepted automatically: call `tessera_sampler_accept` with the token you
  * keep (and with prompt tokens, if the penalties should see them).
  *
+ * With a grammar set (`tessera_sampler_set_grammar`) only tokens the grammar allows next are
+ * candidates (before every other stage of the chain); end-of-generation tokens are allowed
+ * only where the grammar can end, and are the only ones allowed once it is complete. The
+ * grammar advances when this token is then passed to `tessera_sampler_accept`.
+ *
  * Errors: `TESSERA_ERR_NO_LOGITS` when nothing was decoded, `TESSERA_ERR_BUSY` when the
- * sampler or the context is in use by another thread.
+ * sampler or the context is in use by another thread, `TESSERA_ERR_INVALID_ARGUMENT` when the
+ * grammar was compiled for a model whose vocabulary size differs from the context's,
+ * `TESSERA_ERR_GRAMMAR` when no token can continue the grammar.
  *
  * # Safety
  * `sampler` and `ctx` handles or NULL; `token` NULL or writable.
@@ -809,7 +856,14 @@ tessera_status tessera_sampler_sample(struct tessera_sampler *sampler, struct te
  * Tell the sampler that `token` is now part of the text (for the penalties). `model` is
  * used to check that `token` is in `[0, n_vocab)`.
  *
- * Errors: `TESSERA_ERR_OUT_OF_RANGE` for a bad id.
+ * The grammar (if one is set) advances only when `token` is the token the latest
+ * `tessera_sampler_sample` call returned and it has not been accepted yet: prompt tokens fed
+ * here for the penalties never advance it, and neither does a sampled token the caller
+ * replaced with another one. When the grammar refuses the token (it ended already), nothing
+ * is recorded.
+ *
+ * Errors: `TESSERA_ERR_OUT_OF_RANGE` for a bad id, `TESSERA_ERR_GRAMMAR` when the grammar
+ * cannot take the token.
  *
  * # Safety
  * `sampler` and `model` handles or NULL.
@@ -817,7 +871,8 @@ tessera_status tessera_sampler_sample(struct tessera_sampler *sampler, struct te
 tessera_status tessera_sampler_accept(struct tessera_sampler *sampler, const struct tessera_model *model, int32_t token);
 
 /**
- * Forget the accepted tokens and restart the random sequence from the same seed.
+ * Forget the accepted tokens, restart the random sequence from the same seed, and restart
+ * the grammar (if one is set) at the beginning of the output.
  *
  * # Safety
  * `sampler` a handle or NULL.
@@ -832,6 +887,32 @@ tessera_status tessera_sampler_reset(struct tessera_sampler *sampler);
  * `sampler` a handle or NULL; `seed` NULL or writable.
  */
 tessera_status tessera_sampler_seed(struct tessera_sampler *sampler, uint64_t *seed);
+
+/**
+ * Constrain what `sampler` samples to the grammar `text` of language `kind`, compiled for
+ * `model`'s vocabulary, from the start of an output; or, with `TESSERA_GRAMMAR_NONE`, lift
+ * the constraint (then `model` and `text` are ignored and may be NULL).
+ *
+ * How it runs: `tessera_sampler_sample` picks only tokens the grammar allows next, and an
+ * end-of-generation token only where the grammar can end (once the grammar is complete, only
+ * end-of-generation tokens). The grammar advances when `tessera_sampler_accept` receives the
+ * token the latest `tessera_sampler_sample` returned; prompt tokens accepted for the
+ * penalties do not advance it. `tessera_sampler_reset` restarts it at the beginning of an
+ * output. Use the sampler only with contexts of `model` (or of a model with the same
+ * vocabulary). A new call replaces the grammar and restarts it.
+ *
+ * Errors: `TESSERA_ERR_INVALID_ARGUMENT` for an unknown `kind` or an invalid grammar, schema
+ * or expression: the message says what is wrong and, for GBNF, where (line and column);
+ * `TESSERA_ERR_UNSUPPORTED` when the model's vocabulary has no end-of-generation token. On
+ * error the sampler keeps the grammar it had.
+ *
+ * The first grammar for a model builds a token trie over its vocabulary (tens of ms to a few
+ * hundred for a large vocabulary); later ones reuse it.
+ *
+ * # Safety
+ * `sampler` and `model` handles or NULL; `text` NULL or a NUL-terminated string.
+ */
+tessera_status tessera_sampler_set_grammar(struct tessera_sampler *sampler, const struct tessera_model *model, tessera_grammar_kind kind, const char *text);
 
 /**
  * Render the conversation `roles[i]`/`contents[i]` (`n_messages` >= 1 NUL-terminated UTF-8

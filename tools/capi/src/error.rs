@@ -42,6 +42,9 @@ pub enum tessera_status {
     TESSERA_ERR_DECODE_FAILED = -13,
     /// No logits are available (nothing decoded since the context was created or cleared).
     TESSERA_ERR_NO_LOGITS = -14,
+    /// A sampler's grammar cannot go on: no token can continue it, or a token came after its
+    /// end.
+    TESSERA_ERR_GRAMMAR = -15,
     /// A Rust panic was caught at the boundary (a bug in Tessera): the handle involved should
     /// be freed.
     TESSERA_ERR_PANIC = -99,
@@ -189,6 +192,7 @@ pub extern "C" fn tessera_status_str(status: i32) -> *const c_char {
         -12 => b"unsupported\0",
         -13 => b"decode failed\0",
         -14 => b"no logits\0",
+        -15 => b"grammar error\0",
         -99 => b"internal panic\0",
         _ => b"unknown status\0",
     };
@@ -247,6 +251,7 @@ mod tests {
             TESSERA_ERR_UNSUPPORTED,
             TESSERA_ERR_DECODE_FAILED,
             TESSERA_ERR_NO_LOGITS,
+            TESSERA_ERR_GRAMMAR,
             TESSERA_ERR_PANIC,
         ] {
             // SAFETY: `tessera_status_str` returns a static NUL-terminated string.

@@ -14,7 +14,7 @@
 //! - buffers follow one "needed size" convention ([`buffers`]).
 //!
 //! Modules: [`error`] (status codes, last error), [`handles`], [`buffers`], [`model`],
-//! [`context`], [`tokenize`], [`sampler`], [`chat`].
+//! [`context`], [`tokenize`], [`sampler`], [`grammar`], [`chat`].
 
 #![allow(non_camel_case_types)]
 #![warn(missing_docs)]
@@ -38,12 +38,15 @@ pub mod batch;
 
 pub mod sampler;
 
+pub mod grammar;
+
 pub mod chat;
 
 pub use batch::*;
 pub use chat::*;
 pub use context::*;
 pub use error::{tessera_last_error, tessera_status, tessera_status_str};
+pub use grammar::*;
 pub use model::*;
 pub use sampler::*;
 pub use tokenize::*;

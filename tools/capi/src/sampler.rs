@@ -11,6 +11,7 @@ use tessera_models::sampler::{RANDOM_SEED, Sampler, SamplerParams};
 use crate::buffers::{out_ptr, put};
 use crate::context::{context_ref, tessera_context};
 use crate::error::{Error, Result, guard, tessera_status};
+use crate::grammar::GrammarState;
 use crate::handles::{self, Handle, Kind, lock};
 use crate::model::{model_ref, tessera_model};
 use crate::tokenize::token_id;
@@ -49,13 +50,21 @@ pub struct tessera_sampler_params {
     pub seed: u64,
 }
 
-/// A sampler chain with its state (opaque): accepted tokens for the penalties, RNG. Use it
-/// from one thread at a time.
+/// A sampler chain with its state (opaque): accepted tokens for the penalties, RNG, and the
+/// grammar constraint if one is set. Use it from one thread at a time.
 pub struct tessera_sampler {
     /// `MAGIC` while alive.
     magic: u64,
     /// The chain and its state, `try_lock`ed by every call.
-    state: Mutex<Sampler>,
+    pub(crate) state: Mutex<SamplerState>,
+}
+
+/// What a sampler handle holds: the chain and the optional grammar.
+pub(crate) struct SamplerState {
+    /// The sampler chain (penalties, RNG).
+    pub(crate) sampler: Sampler,
+    /// The grammar set with `tessera_sampler_set_grammar`, if any.
+    pub(crate) grammar: Option<GrammarState>,
 }
 
 impl Handle for tessera_sampler {
@@ -177,7 +186,10 @@ pub unsafe extern "C" fn tessera_sampler_new(
         let sp = to_params(&p)?;
         let handle = handles::publish(tessera_sampler {
             magic: tessera_sampler::MAGIC,
-            state: Mutex::new(Sampler::new(sp)),
+            state: Mutex::new(SamplerState {
+                sampler: Sampler::new(sp),
+                grammar: None,
+            }),
         });
         out_sampler.write(handle);
         Ok(())
@@ -203,8 +215,15 @@ pub unsafe extern "C" fn tessera_sampler_free(sampler: *mut tessera_sampler) -> 
 /// The token is not accepted automatically: call `tessera_sampler_accept` with the token you
 /// keep (and with prompt tokens, if the penalties should see them).
 ///
+/// With a grammar set (`tessera_sampler_set_grammar`) only tokens the grammar allows next are
+/// candidates (before every other stage of the chain); end-of-generation tokens are allowed
+/// only where the grammar can end, and are the only ones allowed once it is complete. The
+/// grammar advances when this token is then passed to `tessera_sampler_accept`.
+///
 /// Errors: `TESSERA_ERR_NO_LOGITS` when nothing was decoded, `TESSERA_ERR_BUSY` when the
-/// sampler or the context is in use by another thread.
+/// sampler or the context is in use by another thread, `TESSERA_ERR_INVALID_ARGUMENT` when the
+/// grammar was compiled for a model whose vocabulary size differs from the context's,
+/// `TESSERA_ERR_GRAMMAR` when no token can continue the grammar.
 ///
 /// # Safety
 /// `sampler` and `ctx` handles or NULL; `token` NULL or writable.
@@ -222,7 +241,12 @@ pub unsafe extern "C" fn tessera_sampler_sample(
         out_ptr(token, "token")?;
         let mut smp = lock(&s.state, "sampler")?;
         let st = lock(&c.state, "context")?;
-        let id = smp.sample(st.last_logits()?);
+        let logits = st.last_logits()?;
+        let SamplerState { sampler, grammar } = &mut *smp;
+        let id = match grammar {
+            Some(g) => g.sample(sampler, logits)?,
+            None => sampler.sample(logits),
+        };
         put(token, id as i32, "token")
     })
 }
@@ -230,7 +254,14 @@ pub unsafe extern "C" fn tessera_sampler_sample(
 /// Tell the sampler that `token` is now part of the text (for the penalties). `model` is
 /// used to check that `token` is in `[0, n_vocab)`.
 ///
-/// Errors: `TESSERA_ERR_OUT_OF_RANGE` for a bad id.
+/// The grammar (if one is set) advances only when `token` is the token the latest
+/// `tessera_sampler_sample` call returned and it has not been accepted yet: prompt tokens fed
+/// here for the penalties never advance it, and neither does a sampled token the caller
+/// replaced with another one. When the grammar refuses the token (it ended already), nothing
+/// is recorded.
+///
+/// Errors: `TESSERA_ERR_OUT_OF_RANGE` for a bad id, `TESSERA_ERR_GRAMMAR` when the grammar
+/// cannot take the token.
 ///
 /// # Safety
 /// `sampler` and `model` handles or NULL.
@@ -245,12 +276,17 @@ pub unsafe extern "C" fn tessera_sampler_accept(
         let s = handles::get(sampler)?;
         let m = model_ref(model)?;
         let id = token_id(&m.model, token)?;
-        lock(&s.state, "sampler")?.accept(id);
+        let mut st = lock(&s.state, "sampler")?;
+        if let Some(g) = st.grammar.as_mut() {
+            g.accept(id)?;
+        }
+        st.sampler.accept(id);
         Ok(())
     })
 }
 
-/// Forget the accepted tokens and restart the random sequence from the same seed.
+/// Forget the accepted tokens, restart the random sequence from the same seed, and restart
+/// the grammar (if one is set) at the beginning of the output.
 ///
 /// # Safety
 /// `sampler` a handle or NULL.
@@ -259,7 +295,11 @@ pub unsafe extern "C" fn tessera_sampler_reset(sampler: *mut tessera_sampler) ->
     // SAFETY: `sampler` is looked up in the live-handle table before it is read.
     guard("tessera_sampler_reset", || unsafe {
         let s = handles::get(sampler)?;
-        lock(&s.state, "sampler")?.reset();
+        let mut st = lock(&s.state, "sampler")?;
+        st.sampler.reset();
+        if let Some(g) = st.grammar.as_mut() {
+            g.restart();
+        }
         Ok(())
     })
 }
@@ -279,7 +319,7 @@ pub unsafe extern "C" fn tessera_sampler_seed(
     guard("tessera_sampler_seed", || unsafe {
         let s = handles::get(sampler)?;
         out_ptr(seed, "seed")?;
-        let v = lock(&s.state, "sampler")?.seed();
+        let v = lock(&s.state, "sampler")?.sampler.seed();
         put(seed, v, "seed")
     })
 }

@@ -1,7 +1,9 @@
 //! C programs built against the static library `libtessera.a` that this `cargo test` run
 //! produced: the `simple` example on SmolLM2 (checked against llama.cpp's greedy fixture),
 //! the hostile caller `tests/c/hostile.c`, several sequences in one context (`tests/c/batch.c`:
-//! batched logits bit-identical to each sequence alone), and `simple` under valgrind.
+//! batched logits bit-identical to each sequence alone), structured output (`tests/c/grammar.c`:
+//! JSON schema, GBNF choice and regex outputs checked in C, invalid grammars as error codes),
+//! and `simple` under valgrind.
 //!
 //! Needs `gcc` (or `$CC`) and the SmolLM2 model (`tessera pull smollm2-135m`; missing → fail
 //! unless `TESSERA_ALLOW_MISSING_MODELS=1`). The valgrind test fails when valgrind is absent
@@ -252,4 +254,16 @@ fn batched_sequences_match_each_sequence_alone() {
     build_c(&[crate_dir().join("tests/c/batch.c")], &exe, &[]);
     let out = run_ok(Command::new(&exe).arg(&model), "running batch");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+}
+
+#[test]
+fn grammars_constrain_sampling_through_the_c_api() {
+    let Some(model) = smollm2() else { return };
+    let tmp = TempDir::new("grammar");
+    let exe = tmp.path().join("grammar");
+    build_c(&[crate_dir().join("tests/c/grammar.c")], &exe, &[]);
+    let out = run_ok(Command::new(&exe).arg(&model), "running grammar");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert_eq!(stdout.lines().last(), Some("ok"), "{stdout}");
 }
