@@ -636,10 +636,10 @@ fn invalid_grammars_are_refused_with_where_and_what() {
         e.contains("line 2, column 14") && e.contains("undefined rule `other`"),
         "{e}"
     );
-    // A class may hold a newline: it runs to the end of the text.
+    // A class may hold a newline, so an unclosed one is reported where it opens.
     let e = err(Grammar::Gbnf("root ::= [a-z\n".into()));
     assert!(
-        e.contains("line 2, column 1") && e.contains("unterminated character class"),
+        e.contains("line 1, column 10") && e.contains("unterminated character class"),
         "{e}"
     );
     let e = err(Grammar::Gbnf("root ::= \"a\"\nitem ::= \"b\" @\n".into()));

@@ -344,6 +344,7 @@ impl<'a> Parser<'a> {
     }
 
     fn parse_class(&mut self) -> Result<Node, GbnfError> {
+        let open = self.byte_pos();
         self.pos += 1; // '['
         let negated = self.peek() == Some('^');
         if negated {
@@ -352,7 +353,15 @@ impl<'a> Parser<'a> {
         let mut ranges = Vec::new();
         loop {
             match self.peek() {
-                None => return Err(self.error("unterminated character class")),
+                None => {
+                    // Reported where the class opens: a class may hold newlines, so the end
+                    // of the text says nothing about where the `]` is missing.
+                    return Err(error_at(
+                        self.text,
+                        open,
+                        "unterminated character class (no `]` before the end of the grammar)",
+                    ));
+                }
                 Some(']') => {
                     self.pos += 1;
                     break;
