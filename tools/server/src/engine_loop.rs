@@ -29,6 +29,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tessera_models::constraint::Constraint;
 use tessera_models::kv_cache::KvPolicy;
 use tessera_models::sampler::{Sampler, SamplerParams};
 use tessera_models::{Batch, Context, ContextParams, Device, Model};
@@ -71,6 +72,9 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Report each token's log-probability and this many alternatives (`None`: no logprobs).
     pub logprobs: Option<usize>,
+    /// The grammar the output must follow, compiled (at the start of its output): each token
+    /// is sampled among those it allows, end-of-generation only where it can end.
+    pub constraint: Option<Constraint>,
     /// Where the events go; dropping the receiver cancels the job.
     pub events: UnboundedSender<Event>,
 }
@@ -95,6 +99,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the slot's context.
     Length,
+    /// The answer is a tool call (set by the HTTP side, never by the engine).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -103,6 +109,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -323,6 +330,8 @@ enum StepEnd {
     Running,
     /// It finished.
     Finished(FinishReason),
+    /// It failed (the grammar constraint could not go on).
+    Failed(String),
 }
 
 impl Engine {
@@ -631,6 +640,7 @@ impl Engine {
         match result {
             Ok(StepEnd::Running) => {}
             Ok(StepEnd::Finished(reason)) => self.finish(i, reason),
+            Ok(StepEnd::Failed(message)) => self.fail(i, message),
             Err(_) => self.fail(i, "internal error: the engine step panicked".into()),
         }
     }
@@ -735,7 +745,19 @@ fn sample_and_send(
     let Some(a) = slot.active.as_mut() else {
         return StepEnd::Running;
     };
-    let id = slot.sampler.sample(logits);
+    let id = match a.job.constraint.as_mut() {
+        Some(c) => {
+            let id = match c.allowed() {
+                Ok(mask) => slot.sampler.sample_masked(logits, Some(mask)),
+                Err(e) => return StepEnd::Failed(e.to_string()),
+            };
+            if let Err(e) = c.advance(id) {
+                return StepEnd::Failed(e.to_string());
+            }
+            id
+        }
+        None => slot.sampler.sample(logits),
+    };
     slot.sampler.accept(id);
     a.n_generated += 1;
     metrics
@@ -836,6 +858,7 @@ mod tests {
             max_tokens: Some(3),
             stop: Vec::new(),
             logprobs: None,
+            constraint: None,
             events: tx,
         };
         (job, rx)
