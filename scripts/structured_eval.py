@@ -132,13 +132,14 @@ def prompt_text(schema_name, topic):
     )
 
 
-def post(url, body, timeout):
+def post(url, body, args):
+    headers = {"Content-Type": "application/json"}
+    if args.api_key:
+        headers["Authorization"] = "Bearer " + args.api_key
     req = urllib.request.Request(
-        url + "/v1/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        url + "/v1/chat/completions", data=json.dumps(body).encode(), headers=headers
     )
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    with urllib.request.urlopen(req, timeout=args.timeout) as r:
         return json.loads(r.read())
 
 
@@ -172,7 +173,7 @@ def one(url, schema_name, i, constrained, args):
             "type": "json_schema",
             "json_schema": {"name": schema_name, "schema": SCHEMAS[schema_name], "strict": True},
         }
-    r = post(url, body, args.timeout)
+    r = post(url, body, args)
     text = r["choices"][0]["message"]["content"] or ""
     return valid(text, SCHEMAS[schema_name]), r["choices"][0]["finish_reason"], text
 
@@ -236,6 +237,7 @@ def main():
     ap.add_argument("--n-prompts", type=int, default=50)
     ap.add_argument("--out", help="write the Markdown table here")
     ap.add_argument("--server-url", help="use a running server instead of starting one")
+    ap.add_argument("--api-key", help="the running server's API key")
     ap.add_argument("--binary", default=os.path.join("target", "release", "tessera"))
     ap.add_argument("--parallel", type=int, default=8, help="server slots")
     ap.add_argument("--concurrency", type=int, default=8, help="requests in flight")
