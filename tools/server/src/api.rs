@@ -470,7 +470,10 @@ mod tests {
             "json_schema":{"name":"n","schema":{"type":"integer"},"strict":true}}}"#)
         .unwrap()
         .unwrap();
-        assert_eq!(s, Grammar::JsonSchema(serde_json::json!({"type": "integer"})));
+        assert_eq!(
+            s,
+            Grammar::JsonSchema(serde_json::json!({"type": "integer"}))
+        );
         let (s, from) = g(br#"{"prompt":"x","grammar":"root ::= \"a\""}"#)
             .unwrap()
             .unwrap();

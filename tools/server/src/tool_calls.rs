@@ -76,7 +76,10 @@ pub fn plan(
         {
             return Err(ApiError::bad_param(
                 "tools",
-                format!("the parameters of {:?} are not a JSON schema", t.function.name),
+                format!(
+                    "the parameters of {:?} are not a JSON schema",
+                    t.function.name
+                ),
             ));
         }
     }
@@ -94,7 +97,10 @@ pub fn plan(
                 .ok_or_else(|| {
                     ApiError::bad_param(
                         "tool_choice",
-                        format!("tool_choice names {:?}, which is not in tools", function.name),
+                        format!(
+                            "tool_choice names {:?}, which is not in tools",
+                            function.name
+                        ),
                     )
                 })?;
             vec![t]
@@ -378,9 +384,9 @@ impl ToolStream {
         let mut out = Vec::new();
         let t = &self.text;
         if self.mode == StreamMode::Undecided {
-            if t.starts_with(CALL_PREFIX) {
-                if let Some(at) = t[CALL_PREFIX.len()..].find(ARGUMENTS_KEY) {
-                    let raw_name = &t[CALL_PREFIX.len()..CALL_PREFIX.len() + at];
+            if let Some(rest) = t.strip_prefix(CALL_PREFIX) {
+                if let Some(at) = rest.find(ARGUMENTS_KEY) {
+                    let raw_name = &rest[..at];
                     match serde_json::from_str::<String>(raw_name) {
                         Ok(name) => {
                             out.push(ToolDelta::CallStart(name));
@@ -580,7 +586,10 @@ mod tests {
         assert_eq!(lines[1]["tool_response"]["content"]["t"], 20);
         let mut h = h;
         add_instruction(&mut h, "use tools");
-        assert_eq!((h[0].role.as_str(), h[0].content.as_str()), ("system", "use tools"));
+        assert_eq!(
+            (h[0].role.as_str(), h[0].content.as_str()),
+            ("system", "use tools")
+        );
     }
 
     #[test]

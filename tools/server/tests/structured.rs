@@ -28,7 +28,9 @@ fn person_schema() -> Value {
 
 /// Check `v` against [`person_schema`] by hand.
 fn check_person(v: &Value) {
-    let o = v.as_object().unwrap_or_else(|| panic!("not an object: {v}"));
+    let o = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"));
     assert_eq!(o.len(), 4, "{v}");
     assert!(o["name"].as_str().unwrap().chars().count() <= 16, "{v}");
     let age = o["age"].as_i64().unwrap();
@@ -44,7 +46,11 @@ fn chat(content: &str, max_tokens: u64) -> Value {
 }
 
 /// A chat answer whole and streamed: (whole response, streamed text, streamed finish reason).
-fn whole_and_streamed(a: std::net::SocketAddr, path: &str, body: &Value) -> (Value, String, String) {
+fn whole_and_streamed(
+    a: std::net::SocketAddr,
+    path: &str,
+    body: &Value,
+) -> (Value, String, String) {
     let r = post(a, path, body);
     assert_eq!(r.status, 200, "{}", r.body);
     let whole = r.json();
@@ -56,7 +62,9 @@ fn whole_and_streamed(a: std::net::SocketAddr, path: &str, body: &Value) -> (Val
         .filter(|e| *e != "[DONE]")
         .filter_map(|e| {
             let v: Value = serde_json::from_str(e).unwrap();
-            v["choices"][0]["finish_reason"].as_str().map(str::to_string)
+            v["choices"][0]["finish_reason"]
+                .as_str()
+                .map(str::to_string)
         })
         .next_back()
         .unwrap_or_default();
@@ -78,7 +86,10 @@ fn response_formats_give_valid_json_streamed_and_whole() {
     let text = answer_text(&whole);
     assert_eq!(whole["choices"][0]["finish_reason"], "stop", "{whole}");
     check_person(&serde_json::from_str(&text).unwrap());
-    assert_eq!((streamed.as_str(), reason.as_str()), (text.as_str(), "stop"));
+    assert_eq!(
+        (streamed.as_str(), reason.as_str()),
+        (text.as_str(), "stop")
+    );
 
     // json_object: any object.
     let mut body = chat("Give me a JSON object about Paris.", 64);
@@ -86,7 +97,10 @@ fn response_formats_give_valid_json_streamed_and_whole() {
     let r = post(a, "/v1/chat/completions", &body).json();
     let text = answer_text(&r);
     if r["choices"][0]["finish_reason"] == "stop" {
-        assert!(serde_json::from_str::<Value>(&text).unwrap().is_object(), "{text}");
+        assert!(
+            serde_json::from_str::<Value>(&text).unwrap().is_object(),
+            "{text}"
+        );
     } else {
         assert!(text.starts_with('{'), "{text}");
     }
@@ -105,7 +119,9 @@ fn response_formats_give_valid_json_streamed_and_whole() {
     assert!(
         text.starts_with(' ')
             && text.ends_with(',')
-            && text[1..text.len() - 1].bytes().all(|b| b.is_ascii_lowercase()),
+            && text[1..text.len() - 1]
+                .bytes()
+                .all(|b| b.is_ascii_lowercase()),
         "{text:?}"
     );
     server.stop().unwrap();
@@ -127,7 +143,13 @@ fn bad_grammars_are_400_and_unfinishable_schemas_end_with_length() {
     let e = r.json();
     assert_eq!(e["error"]["type"], "invalid_request_error");
     assert_eq!(e["error"]["param"], "response_format");
-    assert!(e["error"]["message"].as_str().unwrap().contains("no-such-type"), "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no-such-type"),
+        "{e}"
+    );
     let r = post(
         a,
         "/v1/completions",
@@ -160,7 +182,10 @@ fn bad_grammars_are_400_and_unfinishable_schemas_end_with_length() {
             (answer_text(&v), v["choices"][0]["finish_reason"].clone())
         };
         assert_eq!(reason, "length");
-        assert!(text.starts_with('"') && text[1..].bytes().all(|b| b.is_ascii_digit()), "{text:?}");
+        assert!(
+            text.starts_with('"') && text[1..].bytes().all(|b| b.is_ascii_digit()),
+            "{text:?}"
+        );
     }
     server.stop().unwrap();
 }
@@ -204,7 +229,9 @@ fn streamed_calls(events: &[String]) -> (Vec<(String, String, String)>, String) 
                     String::new(),
                 ));
             }
-            calls[i].2.push_str(d["function"]["arguments"].as_str().unwrap());
+            calls[i]
+                .2
+                .push_str(d["function"]["arguments"].as_str().unwrap());
         }
     }
     (calls, reason)
@@ -246,7 +273,10 @@ fn required_tool_calls_follow_the_schema_and_stream_as_deltas() {
     assert_eq!(reason, "tool_calls");
     assert_eq!(calls.len(), 1);
     assert!(calls[0].0.starts_with("call_"));
-    assert_eq!((calls[0].1.as_str(), calls[0].2.as_str()), (name, arguments));
+    assert_eq!(
+        (calls[0].1.as_str(), calls[0].2.as_str()),
+        (name, arguments)
+    );
 
     // A named function; the history carries a call and its result.
     let mut body = json!({"messages": [
@@ -262,7 +292,10 @@ fn required_tool_calls_follow_the_schema_and_stream_as_deltas() {
     let v = post(a, "/v1/chat/completions", &body).json();
     let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
     assert_eq!(call["name"], "get_time", "{v}");
-    assert!(serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap()["zone"].is_string());
+    assert!(
+        serde_json::from_str::<Value>(call["arguments"].as_str().unwrap()).unwrap()["zone"]
+            .is_string()
+    );
     // tool_choice none: plain text, even with the tools.
     body["tool_choice"] = json!("none");
     body["max_tokens"] = json!(4);
