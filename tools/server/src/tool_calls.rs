@@ -114,6 +114,7 @@ pub fn plan(
             "tool_call": if calls.len() == 1 { calls[0].clone() } else { json!({"anyOf": calls}) },
         },
         "required": ["tool_call"],
+        "additionalProperties": false,
     });
     let allow_response = mode == "auto";
     let schema = if allow_response {
@@ -132,6 +133,7 @@ pub fn plan(
             "type": "object",
             "properties": {"response": response},
             "required": ["response"],
+            "additionalProperties": false,
         }]})
     } else {
         call
@@ -166,7 +168,9 @@ pub fn plan(
     }))
 }
 
-/// The schema of a call of tool `t`: its name as a constant, then its parameters.
+/// The schema of a call of tool `t`: its name as a constant, then its parameters. The
+/// wrappers allow no other properties (JSON Schema's default would let the model go on
+/// after the call).
 fn call_schema(t: &Tool) -> Value {
     let parameters = match &t.function.parameters {
         None | Some(Value::Null) => json!({"type": "object"}),
@@ -179,6 +183,7 @@ fn call_schema(t: &Tool) -> Value {
             "arguments": parameters,
         },
         "required": ["name", "arguments"],
+        "additionalProperties": false,
     })
 }
 
@@ -529,6 +534,8 @@ mod tests {
         let call = &p.schema["properties"]["tool_call"];
         assert_eq!(call["properties"]["name"]["const"], "get_weather");
         assert_eq!(call["properties"]["arguments"]["required"], json!(["city"]));
+        assert_eq!(p.schema["additionalProperties"], false);
+        assert_eq!(call["additionalProperties"], false);
         // Properties keep their order: the name comes before the arguments.
         let keys: Vec<&String> = call["properties"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["name", "arguments"]);

@@ -3,7 +3,8 @@
 //! `json_schema` and `grammar` extensions, streamed and whole; `tool_choice` required and
 //! named (arguments that follow the tool's schema, streamed deltas that join to the whole
 //! answer's arguments), tool messages in the history; an invalid schema is a 400; a schema
-//! that cannot end within `max_tokens` ends with "length".
+//! that cannot end within `max_tokens` ends with "length"; on Gemma 3, a call ends after the
+//! call and a history with tool messages renders through its strict template.
 
 mod common;
 
@@ -302,5 +303,50 @@ fn required_tool_calls_follow_the_schema_and_stream_as_deltas() {
     let v = post(a, "/v1/chat/completions", &body).json();
     assert!(v["choices"][0]["message"]["tool_calls"].is_null(), "{v}");
     assert!(v["choices"][0]["message"]["content"].is_string(), "{v}");
+    server.stop().unwrap();
+}
+
+#[test]
+fn gemma_tool_calls_end_after_the_call_and_history_renders() {
+    // Gemma 3's template only takes alternating user/assistant turns (the system prompt goes
+    // into the first user turn): the rewritten history must render. Its answer, unlike
+    // SmolLM2's, went on after the call until the wrapper objects refused other properties.
+    let Some(path) = tessera_model_files::model_file(tessera_model_files::GEMMA3) else {
+        return;
+    };
+    let loader: tessera_server::ModelLoader = Box::new(move || {
+        tessera_models::Model::load(&path, &Default::default())
+            .map(std::sync::Arc::new)
+            .map_err(|e| e.to_string())
+    });
+    let server = start(config(engine(1, 1024)), loader);
+    let a = server.addr();
+    let mut body = chat("What is the weather in Berlin?", 60);
+    body["tools"] = json!([weather_tool()]);
+    body["tool_choice"] = json!("required");
+    let v = post(a, "/v1/chat/completions", &body).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    let call = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather");
+    let args: Value = serde_json::from_str(call["arguments"].as_str().unwrap()).unwrap();
+    assert!(
+        args["city"].is_string() && args["unit"].is_string(),
+        "{args}"
+    );
+
+    let body = json!({"messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is the weather in Berlin?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": call["arguments"]}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "{\"temperature\": 18}"}],
+        "max_tokens": 24, "temperature": 0, "tools": [weather_tool()]});
+    let r = post(a, "/v1/chat/completions", &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = &r.json()["choices"][0]["message"];
+    assert!(
+        m["content"].is_string() || m["tool_calls"].is_array(),
+        "{m}"
+    );
     server.stop().unwrap();
 }
