@@ -301,10 +301,21 @@ const ARGUMENTS_KEY: &str = ", \"arguments\": ";
 /// How a response's text starts.
 const RESPONSE_PREFIX: &str = "{\"response\": ";
 
-/// Read a whole answer.
+/// Read a whole answer. A call cut short after its name is still a call (with the
+/// arguments text so far, as a stream sends it).
 pub fn parse_output(text: &str) -> ToolOutput {
     let unparsed = || ToolOutput::Unparsed(text.to_string());
     let Ok(v) = serde_json::from_str::<Value>(text) else {
+        // A call cut short (max_tokens): its name and the arguments so far, as streamed.
+        if let Some(rest) = text.strip_prefix(CALL_PREFIX)
+            && let Some(at) = rest.find(ARGUMENTS_KEY)
+            && let Ok(name) = serde_json::from_str::<String>(&rest[..at])
+        {
+            return ToolOutput::Call {
+                name,
+                arguments: rest[at + ARGUMENTS_KEY.len()..].to_string(),
+            };
+        }
         return unparsed();
     };
     if let Some(call) = v.get("tool_call") {
@@ -617,6 +628,26 @@ mod tests {
             parse_output(r#"{"tool_call": {"name": "get"#),
             ToolOutput::Unparsed(_)
         ));
+        assert!(matches!(
+            parse_output(r#"{"response": "cut"#),
+            ToolOutput::Unparsed(_)
+        ));
+        // Cut inside the arguments: what a stream would have sent.
+        let cut = r#"{"tool_call": {"name": "f", "arguments": {"a": [1, 2"#;
+        assert_eq!(
+            parse_output(cut),
+            ToolOutput::Call {
+                name: "f".into(),
+                arguments: r#"{"a": [1, 2"#.into()
+            }
+        );
+        assert_eq!(
+            stream(cut, 3),
+            [
+                ToolDelta::CallStart("f".into()),
+                ToolDelta::Arguments(r#"{"a": [1, 2"#.into())
+            ]
+        );
     }
 
     /// Stream `text` in pieces of `n` bytes (at char boundaries) and join the deltas.

@@ -279,6 +279,19 @@ fn required_tool_calls_follow_the_schema_and_stream_as_deltas() {
         (name, arguments)
     );
 
+    // Cut by max_tokens inside the arguments: the call so far, "length", whole and streamed.
+    let mut cut = body.clone();
+    cut["max_tokens"] = json!(22);
+    let v = post(a, "/v1/chat/completions", &cut).json();
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    let partial = &v["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(partial["name"].as_str(), Some(name), "{v}");
+    cut["stream"] = json!(true);
+    let (calls, reason) = streamed_calls(&post(a, "/v1/chat/completions", &cut).events());
+    assert_eq!(reason, "length");
+    assert_eq!(Some(calls[0].2.as_str()), partial["arguments"].as_str());
+    assert!(arguments.starts_with(&calls[0].2), "{arguments} {calls:?}");
+
     // A named function; the history carries a call and its result.
     let mut body = json!({"messages": [
         {"role": "user", "content": "What is the weather like in Paris?"},
