@@ -1,7 +1,10 @@
 //! The request bodies of the completion endpoints, parsed with serde (a wrong type is a 400),
-//! and their checks: sampling settings in range, `n` = 1, `stop` as a string or a list.
+//! and their checks: sampling settings in range, `n` = 1, `stop` as a string or a list, at
+//! most one grammar (`response_format`, `json_schema` or `grammar`).
 
 use serde::Deserialize;
+use serde_json::Value;
+use tessera_models::constraint::Grammar;
 use tessera_models::sampler::{RANDOM_SEED, SamplerParams};
 
 use crate::error::ApiError;
@@ -57,6 +60,108 @@ pub struct CommonParams {
     pub repeat_penalty: Option<f32>,
     /// Choices to generate: only 1.
     pub n: Option<u64>,
+    /// OpenAI's output format: text, any JSON object, or JSON under a schema.
+    pub response_format: Option<ResponseFormat>,
+    /// llama-server's extension: a JSON schema the output must follow.
+    pub json_schema: Option<Value>,
+    /// llama-server's extension: a GBNF (or Lark) grammar the output must follow.
+    pub grammar: Option<String>,
+}
+
+/// `response_format`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// Free text (no constraint).
+    Text,
+    /// Any JSON object (llama-server also takes a `schema` here).
+    JsonObject {
+        /// llama-server's extension: a schema for the object.
+        schema: Option<Value>,
+    },
+    /// JSON under a schema.
+    JsonSchema {
+        /// The schema and its name.
+        json_schema: JsonSchemaFormat,
+    },
+}
+
+/// `response_format.json_schema`.
+#[derive(Debug, Deserialize)]
+pub struct JsonSchemaFormat {
+    /// The schema's name (not used).
+    pub name: Option<String>,
+    /// What the schema is for (not used).
+    pub description: Option<String>,
+    /// The schema (`null`: any JSON object).
+    pub schema: Option<Value>,
+    /// OpenAI's strict mode (the output always follows the schema here).
+    pub strict: Option<bool>,
+}
+
+/// One tool in `tools`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tool {
+    /// `function` (the only kind).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function.
+    pub function: FunctionDef,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionDef {
+    /// Its name.
+    pub name: String,
+    /// What it does.
+    pub description: Option<String>,
+    /// A JSON schema of its arguments (`null`: any object).
+    pub parameters: Option<Value>,
+    /// OpenAI's strict mode (not used: the arguments always follow the schema).
+    pub strict: Option<bool>,
+}
+
+/// `tool_choice`: `"none"`, `"auto"`, `"required"` or one function by name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    /// `none`, `auto` or `required`.
+    Mode(String),
+    /// `{"type": "function", "function": {"name": …}}`.
+    Named {
+        /// `function`.
+        #[serde(rename = "type")]
+        kind: String,
+        /// The function.
+        function: NamedFunction,
+    },
+}
+
+/// The function `tool_choice` names.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamedFunction {
+    /// Its name.
+    pub name: String,
+}
+
+/// A tool call in an assistant message of the history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCallIn {
+    /// Its id.
+    pub id: Option<String>,
+    /// The function called.
+    pub function: FunctionCallIn,
+}
+
+/// The function of a tool call in the history.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionCallIn {
+    /// Its name.
+    pub name: String,
+    /// The arguments: JSON text (OpenAI's shape) or a JSON value.
+    #[serde(default)]
+    pub arguments: Value,
 }
 
 /// A chat message's content: text, or a list of parts of which the text ones are joined.
@@ -86,6 +191,12 @@ pub struct Message {
     pub role: String,
     /// The content (`null` = empty).
     pub content: Option<Content>,
+    /// The tool calls of an assistant message.
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// The call a `tool` message answers.
+    pub tool_call_id: Option<String>,
+    /// The tool's name in a `tool` message (optional).
+    pub name: Option<String>,
 }
 
 /// `POST /v1/chat/completions`.
@@ -98,6 +209,12 @@ pub struct ChatRequest {
     pub logprobs: bool,
     /// Alternatives per token with `logprobs` (0–20).
     pub top_logprobs: Option<u32>,
+    /// Functions the model may call.
+    pub tools: Option<Vec<Tool>>,
+    /// Whether and which tool to call (`auto` when tools are given).
+    pub tool_choice: Option<ToolChoice>,
+    /// Several calls in one answer (ignored: at most one call is made).
+    pub parallel_tool_calls: Option<bool>,
     /// The shared settings.
     #[serde(flatten)]
     pub common: CommonParams,
@@ -198,6 +315,41 @@ impl CommonParams {
         Ok(stops)
     }
 
+    /// The grammar the output must follow, from `response_format`, `json_schema` or `grammar`
+    /// (at most one of them): `(grammar, the field it came from)`.
+    pub fn grammar(&self) -> Result<Option<(Grammar, &'static str)>, ApiError> {
+        let mut found = Vec::new();
+        match &self.response_format {
+            None | Some(ResponseFormat::Text) => {}
+            Some(ResponseFormat::JsonObject { schema: None }) => {
+                found.push((Grammar::JsonObject, "response_format"))
+            }
+            Some(ResponseFormat::JsonObject { schema: Some(s) }) => {
+                found.push((schema_grammar(s, "response_format")?, "response_format"))
+            }
+            Some(ResponseFormat::JsonSchema { json_schema }) => {
+                let g = match &json_schema.schema {
+                    None | Some(Value::Null) => Grammar::JsonObject,
+                    Some(s) => schema_grammar(s, "response_format")?,
+                };
+                found.push((g, "response_format"));
+            }
+        }
+        if let Some(s) = &self.json_schema {
+            found.push((schema_grammar(s, "json_schema")?, "json_schema"));
+        }
+        if let Some(g) = &self.grammar {
+            found.push((Grammar::from_grammar_text(g), "grammar"));
+        }
+        if found.len() > 1 {
+            return Err(ApiError::bad_param(
+                found[1].1,
+                "give at most one of response_format (json), json_schema and grammar",
+            ));
+        }
+        Ok(found.pop())
+    }
+
     /// Check `n` and the sampling settings; the sampler parameters (llama.cpp's defaults for
     /// what is not given).
     pub fn sampling(&self) -> Result<SamplerParams, ApiError> {
@@ -239,6 +391,17 @@ impl CommonParams {
         p.validate().map_err(ApiError::bad_request)?;
         Ok(p)
     }
+}
+
+/// A schema value as a grammar (an object or a boolean).
+fn schema_grammar(schema: &Value, param: &str) -> Result<Grammar, ApiError> {
+    if !(schema.is_object() || schema.is_boolean()) {
+        return Err(ApiError::bad_param(
+            param,
+            "a JSON schema must be an object (or true/false)",
+        ));
+    }
+    Ok(Grammar::JsonSchema(schema.clone()))
 }
 
 /// Alternatives per token asked for, checked.
@@ -288,6 +451,40 @@ mod tests {
         let zero: CompletionRequest = parse(br#"{"prompt":"x","max_tokens":0}"#).unwrap();
         assert!(zero.common.max_tokens().is_err());
         assert!(matches!(r.prompt, Prompt::Tokens(ref t) if t == &[1, 2]));
+    }
+
+    #[test]
+    fn grammars_come_from_one_field() {
+        let g = |body: &[u8]| parse::<CompletionRequest>(body).unwrap().common.grammar();
+        assert!(g(br#"{"prompt":"x"}"#).unwrap().is_none());
+        assert!(
+            g(br#"{"prompt":"x","response_format":{"type":"text"}}"#)
+                .unwrap()
+                .is_none()
+        );
+        let (j, from) = g(br#"{"prompt":"x","response_format":{"type":"json_object"}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!((j, from), (Grammar::JsonObject, "response_format"));
+        let (s, _) = g(br#"{"prompt":"x","response_format":{"type":"json_schema",
+            "json_schema":{"name":"n","schema":{"type":"integer"},"strict":true}}}"#)
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s,
+            Grammar::JsonSchema(serde_json::json!({"type": "integer"}))
+        );
+        let (s, from) = g(br#"{"prompt":"x","grammar":"root ::= \"a\""}"#)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(s, Grammar::Gbnf(_)) && from == "grammar");
+        let both = g(br#"{"prompt":"x","json_schema":{},"grammar":"root ::= \"a\""}"#);
+        assert_eq!(both.unwrap_err().param.as_deref(), Some("grammar"));
+        assert!(g(br#"{"prompt":"x","json_schema":3}"#).is_err());
+        assert!(
+            parse::<CompletionRequest>(br#"{"prompt":"x","response_format":{"type":"xml"}}"#)
+                .is_err()
+        );
     }
 
     #[test]

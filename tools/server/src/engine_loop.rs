@@ -18,6 +18,11 @@
 //! [`Context::seq_copy`] instead of being evaluated again. Sliding-window rings cannot be
 //! rolled back past what they hold: such a prefix is evaluated again.
 //!
+//! A job may carry a grammar [`Constraint`] (compiled by the HTTP side): its slot samples
+//! among the tokens the constraint allows and reports each one to it, so end-of-generation
+//! comes only where the grammar can end; `max_tokens` still ends it ("length") when the
+//! grammar cannot be finished in time.
+//!
 //! A failing or panicking batch is evaluated again one slot at a time, so an error reaches its
 //! own job only (that slot's cache is dropped); a job whose receiver is gone (the client
 //! disconnected) frees its slot at the next iteration.
@@ -29,6 +34,7 @@ use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tessera_models::constraint::Constraint;
 use tessera_models::kv_cache::KvPolicy;
 use tessera_models::sampler::{Sampler, SamplerParams};
 use tessera_models::{Batch, Context, ContextParams, Device, Model};
@@ -71,6 +77,9 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Report each token's log-probability and this many alternatives (`None`: no logprobs).
     pub logprobs: Option<usize>,
+    /// The grammar the output must follow, compiled (at the start of its output): each token
+    /// is sampled among those it allows, end-of-generation only where it can end.
+    pub constraint: Option<Constraint>,
     /// Where the events go; dropping the receiver cancels the job.
     pub events: UnboundedSender<Event>,
 }
@@ -95,6 +104,8 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the slot's context.
     Length,
+    /// The answer is a tool call (set by the HTTP side, never by the engine).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -103,6 +114,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }
@@ -323,6 +335,8 @@ enum StepEnd {
     Running,
     /// It finished.
     Finished(FinishReason),
+    /// It failed (the grammar constraint could not go on).
+    Failed(String),
 }
 
 impl Engine {
@@ -631,6 +645,7 @@ impl Engine {
         match result {
             Ok(StepEnd::Running) => {}
             Ok(StepEnd::Finished(reason)) => self.finish(i, reason),
+            Ok(StepEnd::Failed(message)) => self.fail(i, message),
             Err(_) => self.fail(i, "internal error: the engine step panicked".into()),
         }
     }
@@ -735,7 +750,19 @@ fn sample_and_send(
     let Some(a) = slot.active.as_mut() else {
         return StepEnd::Running;
     };
-    let id = slot.sampler.sample(logits);
+    let id = match a.job.constraint.as_mut() {
+        Some(c) => {
+            let id = match c.allowed() {
+                Ok(mask) => slot.sampler.sample_masked(logits, Some(mask)),
+                Err(e) => return StepEnd::Failed(e.to_string()),
+            };
+            if let Err(e) = c.advance(id) {
+                return StepEnd::Failed(e.to_string());
+            }
+            id
+        }
+        None => slot.sampler.sample(logits),
+    };
     slot.sampler.accept(id);
     a.n_generated += 1;
     metrics
@@ -836,6 +863,7 @@ mod tests {
             max_tokens: Some(3),
             stop: Vec::new(),
             logprobs: None,
+            constraint: None,
             events: tx,
         };
         (job, rx)
@@ -965,6 +993,67 @@ mod tests {
         assert_eq!(engine.ctx.seq_len(b_slot.seq), 20);
         run_until_idle(&mut engine);
         assert_eq!(answer(&mut rx), want);
+    }
+
+    /// The text and finish reason of a finished job.
+    fn answer_and_reason(rx: &mut UnboundedReceiver<Event>) -> (String, FinishReason) {
+        let mut text = String::new();
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Event::Token { text: t, .. } => text.push_str(&t),
+                Event::Done { reason, .. } => return (text, reason),
+                Event::Error(m) => panic!("{m}"),
+            }
+        }
+        panic!("the job did not finish");
+    }
+
+    #[test]
+    fn a_constrained_job_follows_its_grammar_and_ends_where_it_can() {
+        // Sampled at a high temperature, the tiny model's output follows the expression, and
+        // ends (end-of-generation forced) as soon as it is complete: 4 digits, "stop". Without
+        // the mask in sample_and_send this fails (checked).
+        let (mut engine, tx) = manual_engine(2);
+        let model = engine.ctx.model().clone();
+        let digits = model
+            .compile_grammar(&tessera_models::constraint::Grammar::Regex(
+                "[0-9]{4}".into(),
+            ))
+            .unwrap();
+        let sampling = SamplerParams {
+            temp: 1.5,
+            seed: 3,
+            ..SamplerParams::default()
+        };
+        let (mut a, mut rx_a) = job(vec![1, 2, 3], sampling);
+        a.max_tokens = Some(20);
+        a.constraint = Some(digits.clone());
+        // Too short for 10 digits: the partial output, "length".
+        let (mut b, mut rx_b) = job(vec![1, 2, 3], SamplerParams::greedy());
+        b.max_tokens = Some(3);
+        b.constraint = Some(
+            model
+                .compile_grammar(&tessera_models::constraint::Grammar::Regex(
+                    "[0-9]{10}".into(),
+                ))
+                .unwrap(),
+        );
+        tx.send(a).unwrap();
+        tx.send(b).unwrap();
+        engine.admit();
+        run_until_idle(&mut engine);
+        let (text, reason) = answer_and_reason(&mut rx_a);
+        assert_eq!(reason, FinishReason::Stop, "{text:?}");
+        assert!(
+            text.len() == 4 && text.bytes().all(|b| b.is_ascii_digit()),
+            "{text:?}"
+        );
+        let (text, reason) = answer_and_reason(&mut rx_b);
+        assert_eq!(reason, FinishReason::Length);
+        assert!(
+            !text.is_empty() && text.len() < 10 && text.bytes().all(|b| b.is_ascii_digit()),
+            "{text:?}"
+        );
     }
 
     #[test]

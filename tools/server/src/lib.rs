@@ -9,6 +9,11 @@
 //!
 //! Endpoints: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
 //! `GET /health`, `GET /metrics` (Prometheus), `POST /tokenize`, `POST /detokenize`.
+//!
+//! Structured output: `response_format` (`json_object`, `json_schema`), llama-server's
+//! `json_schema` and `grammar` fields, and OpenAI `tools` ([`tool_calls`]) compile into a
+//! grammar constraint per request (the model's grammar vocabulary is built once, in the
+//! background, as soon as the model is loaded), which the engine samples under.
 
 pub mod api;
 pub mod engine_loop;
@@ -17,6 +22,7 @@ pub mod metrics;
 pub mod responses;
 pub mod routes;
 pub mod text;
+pub mod tool_calls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
@@ -153,6 +159,14 @@ async fn serve(
             let state = cell.wait();
             let outcome = match r {
                 Ok(model) => {
+                    // Build the grammar vocabulary now, so the first structured request does
+                    // not wait for it (a request that comes sooner waits for this build).
+                    let warm = model.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("tessera-grammar-vocab".into())
+                        .spawn(move || {
+                            let _ = warm.constraint_vocab();
+                        });
                     let _ = state.model.set(model);
                     Ok(())
                 }

@@ -1,6 +1,7 @@
 //! The JSON the completion endpoints answer with: whole responses, stream chunks (OpenAI's
 //! shapes for chat and for text completions) and the server-sent event stream built from a
-//! job's [`Event`]s.
+//! job's [`Event`]s. Answers to requests with tools are read as tool calls
+//! ([`crate::tool_calls`]): `message.tool_calls`, or `delta.tool_calls` while streaming.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -12,6 +13,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::engine_loop::{Event, FinishReason, TokenLogprob, Usage};
 use crate::error::ApiError;
+use crate::tool_calls::{self, ToolDelta, ToolOutput, ToolStream};
 
 /// Which endpoint answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,6 +125,60 @@ impl Envelope {
         })
     }
 
+    /// A chunk that starts tool call `id` of function `name` (its arguments follow).
+    pub fn call_start_chunk(&self, id: &str, name: &str) -> Value {
+        self.chunk(json!({
+            "index": 0,
+            "delta": {"tool_calls": [{
+                "index": 0, "id": id, "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }]},
+            "logprobs": null, "finish_reason": null,
+        }))
+    }
+
+    /// A chunk with more of the tool call's arguments.
+    pub fn arguments_chunk(&self, arguments: &str) -> Value {
+        self.chunk(json!({
+            "index": 0,
+            "delta": {"tool_calls": [{"index": 0, "function": {"arguments": arguments}}]},
+            "logprobs": null, "finish_reason": null,
+        }))
+    }
+
+    /// A whole chat response to a request with tools: a call becomes `message.tool_calls`
+    /// (`content` null, finish reason `tool_calls` when it ended by itself), a response its
+    /// text.
+    pub fn tool_response(
+        &self,
+        text: &str,
+        logprobs: &[TokenLogprob],
+        asked_logprobs: bool,
+        reason: FinishReason,
+        usage: &Usage,
+    ) -> Value {
+        match tool_calls::parse_output(text) {
+            ToolOutput::Call { name, arguments } => {
+                // A call cut by max_tokens right at its end keeps "length", as streamed.
+                let reason = match reason {
+                    FinishReason::Stop => FinishReason::ToolCalls,
+                    r => r,
+                };
+                let mut v = self.response("", logprobs, asked_logprobs, reason, usage);
+                v["choices"][0]["message"] = json!({
+                    "role": "assistant", "content": null,
+                    "tool_calls": [{
+                        "id": tool_calls::call_id(), "type": "function",
+                        "function": {"name": name, "arguments": arguments},
+                    }],
+                });
+                v
+            }
+            ToolOutput::Response(r) => self.response(&r, logprobs, asked_logprobs, reason, usage),
+            ToolOutput::Unparsed(t) => self.response(&t, logprobs, asked_logprobs, reason, usage),
+        }
+    }
+
     /// The chunk that gives the finish reason.
     pub fn final_chunk(&self, reason: FinishReason) -> Value {
         self.chunk(match self.kind {
@@ -180,6 +236,7 @@ pub async fn collect(
     env: &Envelope,
     mut rx: UnboundedReceiver<Event>,
     asked_logprobs: bool,
+    tools: bool,
 ) -> Result<Value, ApiError> {
     let mut text = String::new();
     let mut logprobs = Vec::new();
@@ -188,6 +245,9 @@ pub async fn collect(
             Event::Token { text: t, logprob } => {
                 text.push_str(&t);
                 logprobs.extend(logprob);
+            }
+            Event::Done { reason, usage } if tools => {
+                return Ok(env.tool_response(&text, &logprobs, asked_logprobs, reason, &usage));
             }
             Event::Done { reason, usage } => {
                 return Ok(env.response(&text, &logprobs, asked_logprobs, reason, &usage));
@@ -216,14 +276,37 @@ struct StreamState {
     include_usage: bool,
     /// Bytes of text sent so far (text-completion logprob offsets).
     offset: usize,
+    /// The answer is read as a tool call or response (requests with tools).
+    tools: Option<ToolStream>,
+    /// A tool call was started.
+    called: bool,
 }
 
-/// The server-sent events of a streamed answer: `data: {chunk}` … `data: [DONE]`. Dropping
-/// the stream (the client went away) drops the receiver, which cancels the job.
+impl StreamState {
+    /// Queue the chunks of tool-format deltas.
+    fn push_deltas(&mut self, deltas: Vec<ToolDelta>) {
+        for d in deltas {
+            let c = match d {
+                ToolDelta::Content(t) => self.env.text_chunk(&t, None, 0),
+                ToolDelta::CallStart(name) => {
+                    self.called = true;
+                    self.env.call_start_chunk(&tool_calls::call_id(), &name)
+                }
+                ToolDelta::Arguments(a) => self.env.arguments_chunk(&a),
+            };
+            self.pending.push_back(c.to_string());
+        }
+    }
+}
+
+/// The server-sent events of a streamed answer: `data: {chunk}` … `data: [DONE]`; with
+/// `tools`, the answer is sent as tool-call deltas or decoded response text. Dropping the
+/// stream (the client went away) drops the receiver, which cancels the job.
 pub fn sse_stream(
     env: Envelope,
     rx: UnboundedReceiver<Event>,
     include_usage: bool,
+    tools: bool,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let mut pending = VecDeque::new();
     if let Some(c) = env.opening_chunk() {
@@ -235,6 +318,8 @@ pub fn sse_stream(
         pending,
         include_usage,
         offset: 0,
+        tools: tools.then(ToolStream::default),
+        called: false,
     };
     futures_util::stream::unfold(state, |mut s| async move {
         loop {
@@ -243,12 +328,22 @@ pub fn sse_stream(
             }
             let ev = s.rx.as_mut()?.recv().await;
             match ev {
+                Some(Event::Token { text, .. }) if s.tools.is_some() => {
+                    let deltas = s.tools.as_mut().map(|t| t.push(&text)).unwrap_or_default();
+                    s.push_deltas(deltas);
+                }
                 Some(Event::Token { text, logprob }) => {
                     let c = s.env.text_chunk(&text, logprob.as_ref(), s.offset);
                     s.offset += text.len();
                     s.pending.push_back(c.to_string());
                 }
-                Some(Event::Done { reason, usage }) => {
+                Some(Event::Done { mut reason, usage }) => {
+                    if let Some(deltas) = s.tools.as_mut().map(ToolStream::finish) {
+                        s.push_deltas(deltas);
+                        if s.called && reason == FinishReason::Stop {
+                            reason = FinishReason::ToolCalls;
+                        }
+                    }
                     s.pending.push_back(s.env.final_chunk(reason).to_string());
                     if s.include_usage {
                         s.pending.push_back(s.env.usage_chunk(&usage).to_string());

@@ -18,11 +18,14 @@ use serde_json::json;
 use tessera_models::Model;
 use tessera_models::chat::ChatMessage;
 
+use tessera_models::constraint::{Constraint, Grammar};
+
 use crate::api::{self, ChatRequest, CommonParams, CompletionRequest, Prompt};
 use crate::engine_loop::{EngineHandle, Job, SubmitError};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::responses::{self, Envelope, Kind};
+use crate::tool_calls;
 
 /// What the handlers share.
 pub struct AppState {
@@ -162,13 +165,24 @@ async fn chat_completions(
     state.metrics.requests_total.fetch_add(1, Ordering::Relaxed);
     let req: ChatRequest = api::parse(&body_bytes(body)?)?;
     let model = state.loaded()?.clone();
-    let mut messages = Vec::with_capacity(req.messages.len());
-    for m in &req.messages {
-        messages.push(ChatMessage::new(m.role.clone(), m.text()?));
-    }
+    let mut messages: Vec<ChatMessage> = tool_calls::history(&req.messages)?;
     if messages.is_empty() {
         return Err(ApiError::bad_param("messages", "messages is empty"));
     }
+    let grammar = req.common.grammar()?;
+    let tools = tool_calls::plan(
+        req.tools.as_deref(),
+        req.tool_choice.as_ref(),
+        grammar.as_ref().map(|(g, _)| g),
+    )?;
+    let grammar = match &tools {
+        Some(plan) => {
+            tool_calls::add_instruction(&mut messages, &plan.instruction);
+            Some((Grammar::JsonSchema(plan.schema.clone()), "tools"))
+        }
+        None => grammar,
+    };
+    let constraint = compile(&model, grammar).await?;
     let text = model
         .chat_template()
         .render(&messages, true)
@@ -178,7 +192,45 @@ async fn chat_completions(
         (false, _) => None,
         (true, n) => Some(api::top_logprobs(n.unwrap_or(0), "top_logprobs")?),
     };
-    dispatch(&state, Kind::Chat, prompt, &req.common, logprobs).await
+    let output = Output {
+        logprobs,
+        constraint,
+        tools: tools.is_some(),
+    };
+    dispatch(&state, Kind::Chat, prompt, &req.common, output).await
+}
+
+/// Compile a request's grammar off the async threads; an invalid one is a 400 naming the field
+/// it came from.
+async fn compile(
+    model: &Arc<Model>,
+    grammar: Option<(Grammar, &'static str)>,
+) -> Result<Option<Constraint>, ApiError> {
+    let Some((grammar, param)) = grammar else {
+        return Ok(None);
+    };
+    let model = model.clone();
+    let compiled = tokio::task::spawn_blocking(move || model.compile_grammar(&grammar))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "compiling the grammar panicked",
+            )
+        })?;
+    compiled
+        .map(Some)
+        .map_err(|e| ApiError::bad_param(param, e.to_string()))
+}
+
+/// What a job's output is and how it is reported.
+struct Output {
+    /// Alternatives per token in logprobs (`None`: no logprobs).
+    logprobs: Option<usize>,
+    /// The grammar the output follows.
+    constraint: Option<Constraint>,
+    /// The output is a tool call or a response in the tool format ([`tool_calls`]).
+    tools: bool,
 }
 
 /// `POST /v1/completions`: a raw prompt, tokenized as `tessera run` does (BOS per the model,
@@ -211,7 +263,13 @@ async fn completions(
         .logprobs
         .map(|n| api::top_logprobs(n, "logprobs"))
         .transpose()?;
-    dispatch(&state, Kind::Text, prompt, &req.common, logprobs).await
+    let constraint = compile(&model, req.common.grammar()?).await?;
+    let output = Output {
+        logprobs,
+        constraint,
+        tools: false,
+    };
+    dispatch(&state, Kind::Text, prompt, &req.common, output).await
 }
 
 /// Tokenize a prompt; a text that cannot fit a slot is refused before it is tokenized.
@@ -238,8 +296,13 @@ async fn dispatch(
     kind: Kind,
     prompt: Vec<u32>,
     common: &CommonParams,
-    logprobs: Option<usize>,
+    output: Output,
 ) -> Result<Response, ApiError> {
+    let Output {
+        logprobs,
+        constraint,
+        tools,
+    } = output;
     if prompt.is_empty() {
         return Err(ApiError::bad_param(
             "prompt",
@@ -266,6 +329,7 @@ async fn dispatch(
         max_tokens,
         stop,
         logprobs,
+        constraint,
         events: tx,
     };
     match state.engine.submit(job) {
@@ -288,10 +352,10 @@ async fn dispatch(
     }
     let env = state.envelope(kind);
     if common.streaming() {
-        let stream = responses::sse_stream(env, rx, common.include_usage());
+        let stream = responses::sse_stream(env, rx, common.include_usage(), tools);
         Ok(Sse::new(stream).into_response())
     } else {
-        let v = responses::collect(&env, rx, logprobs.is_some()).await?;
+        let v = responses::collect(&env, rx, logprobs.is_some(), tools).await?;
         Ok(axum::Json(v).into_response())
     }
 }
