@@ -31,6 +31,8 @@ pub enum Grammar {
     /// A JSON Schema (draft 2020-12 subset as llguidance supports it). The output is one JSON
     /// value valid under the schema, written compactly: `", "` between items, `": "` after
     /// keys and no other whitespace, unless the schema's `x-guidance` object says otherwise.
+    /// Objects with `properties` and no word on `additionalProperties` get no other keys (as
+    /// in llama.cpp and OpenAI's strict mode); `"additionalProperties": true` allows them.
     JsonSchema(serde_json::Value),
     /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
     JsonObject,

@@ -89,3 +89,30 @@ fn grammar_files_are_told_apart() {
     assert!(Grammar::json_schema_from_str("[1]").is_err());
     assert!(Grammar::json_schema_from_str("{\"type\": \"object\"").is_err());
 }
+
+#[test]
+fn objects_without_a_word_on_extra_keys_are_closed() {
+    let mut schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            "b": {"type": "array", "items": {"properties": {"y": {}}}},
+            "c": {"type": "object", "properties": {}, "additionalProperties": true},
+            "d": {"allOf": [{"properties": {"p": {}}}, {"properties": {"q": {}}}]}
+        },
+        "$defs": {"e": {"properties": {"z": {}}}}
+    });
+    super::vocab::close_objects(&mut schema);
+    let closed = |v: &serde_json::Value| v["additionalProperties"] == serde_json::json!(false);
+    assert!(closed(&schema));
+    assert!(closed(&schema["properties"]["a"]));
+    assert!(closed(&schema["properties"]["b"]["items"]));
+    assert!(closed(&schema["$defs"]["e"]));
+    // Said explicitly: kept; allOf parts: left open (closing both would allow nothing).
+    assert_eq!(schema["properties"]["c"]["additionalProperties"], true);
+    assert!(
+        schema["properties"]["d"]["allOf"][0]
+            .get("additionalProperties")
+            .is_none()
+    );
+}

@@ -161,3 +161,47 @@ fn with_compact_json(mut schema: serde_json::Value) -> serde_json::Value {
     }
     schema
 }
+
+/// Objects whose schema lists `properties` but says nothing of `additionalProperties` get
+/// none: the model writes the listed keys only, as llama.cpp's schema converter and OpenAI's
+/// strict mode do (JSON Schema itself would allow any further key, and a small model then
+/// keeps adding keys until it runs out of tokens). Every output is still valid under the
+/// schema as given. `additionalProperties: true` (or a schema, or `patternProperties`) keeps
+/// extra keys allowed. Members of `allOf` are left alone: closing each part would make
+/// their combination unsatisfiable.
+pub(super) fn close_objects(schema: &mut serde_json::Value) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if obj.contains_key("properties")
+        && !obj.contains_key("additionalProperties")
+        && !obj.contains_key("patternProperties")
+        && !obj.contains_key("unevaluatedProperties")
+    {
+        obj.insert(
+            "additionalProperties".into(),
+            serde_json::Value::Bool(false),
+        );
+    }
+    for (key, value) in obj.iter_mut() {
+        match key.as_str() {
+            // Maps of name → schema.
+            "properties" | "$defs" | "definitions" => {
+                if let Some(m) = value.as_object_mut() {
+                    m.values_mut().for_each(close_objects);
+                }
+            }
+            // Lists of schemas.
+            "anyOf" | "oneOf" | "prefixItems" => {
+                if let Some(a) = value.as_array_mut() {
+                    a.iter_mut().for_each(close_objects);
+                }
+            }
+            // One schema.
+            "items" | "additionalProperties" | "not" | "then" | "else" | "if" | "contains" => {
+                close_objects(value)
+            }
+            _ => {}
+        }
+    }
+}
