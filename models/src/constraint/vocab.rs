@@ -121,7 +121,9 @@ impl ConstraintVocab {
     pub fn compile(&self, grammar: &Grammar) -> Result<Constraint, ConstraintError> {
         let top = match grammar {
             Grammar::JsonSchema(schema) => {
-                TopLevelGrammar::from_json_schema(with_compact_json(schema.clone()))
+                let mut schema = schema.clone();
+                close_objects(&mut schema);
+                TopLevelGrammar::from_json_schema(with_compact_json(schema))
             }
             Grammar::JsonObject => TopLevelGrammar::from_json_schema(with_compact_json(
                 serde_json::json!({"type": "object"}),
