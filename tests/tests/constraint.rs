@@ -653,3 +653,51 @@ fn invalid_grammars_are_refused_with_where_and_what() {
     ));
     assert!(e.contains("JSON schema") && e.contains("frobnicate"), "{e}");
 }
+
+/// Whether `c` allows any token whose text starts with an ASCII digit.
+fn allows_a_digit(model: &Model, c: &mut Constraint) -> bool {
+    let tok = model.tokenizer();
+    c.allowed().unwrap().ids().into_iter().any(|id| {
+        tok.token_to_piece(id)
+            .first()
+            .is_some_and(u8::is_ascii_digit)
+    })
+}
+
+#[test]
+fn json_digit_runs_stop_at_sixteen() {
+    // Gemma 3 looped on fraction digits ("35.0000000000000007186…") until max_tokens in 4 of
+    // 50 weather answers: llguidance bounds neither part of a number. The constraint caps a
+    // run of digits at 16, as llama.cpp's schema converter does.
+    let Some(model) = load("smollm2-135m-instruct-q4_1.gguf") else {
+        return;
+    };
+    let tok = model.tokenizer();
+    let schema = Grammar::json_schema_from_str(
+        r#"{"type":"object","properties":{"x":{"type":"number","minimum":0,"maximum":300}},"required":["x"]}"#,
+    )
+    .unwrap();
+    let mut c = model.compile_grammar(&schema).unwrap();
+    for id in tok.encode("{\"x\": 35.", false, false) {
+        c.advance(id).unwrap();
+    }
+    for i in 0..16 {
+        assert!(allows_a_digit(&model, &mut c), "digit {} refused", i + 1);
+        let one = tok.encode("1", false, false);
+        assert_eq!(one.len(), 1);
+        c.advance(one[0]).unwrap();
+    }
+    // 16 fraction digits: no more, but the object may close.
+    assert!(!allows_a_digit(&model, &mut c));
+    let close = tok.encode("}", false, false)[0];
+    assert!(c.allowed().unwrap().allows(close));
+    // A regex grammar that demands more digits still gets them (the cap is JSON's only).
+    let mut rx = model
+        .compile_grammar(&Grammar::Regex("[0-9]{20}".into()))
+        .unwrap();
+    for _ in 0..19 {
+        assert!(allows_a_digit(&model, &mut rx));
+        rx.advance(tok.encode("7", false, false)[0]).unwrap();
+    }
+    assert!(allows_a_digit(&model, &mut rx));
+}

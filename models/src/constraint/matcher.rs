@@ -3,7 +3,10 @@
 use llguidance::Matcher;
 use llguidance::toktrie::SimpleVob;
 
+use std::sync::Arc;
+
 use super::ConstraintError;
+use super::digits::DigitTable;
 
 /// The set of token ids allowed at one step (a bit per vocabulary entry).
 #[derive(Clone, Debug)]
@@ -51,6 +54,9 @@ pub struct Constraint {
     mask: Option<TokenMask>,
     /// Whether an end-of-generation token has been accepted.
     ended: bool,
+    /// JSON grammars: the digit table that bounds runs of digits, and the current run.
+    digits: Option<Arc<DigitTable>>,
+    digit_run: u32,
 }
 
 impl std::fmt::Debug for Constraint {
@@ -63,12 +69,18 @@ impl std::fmt::Debug for Constraint {
 }
 
 impl Constraint {
-    pub(super) fn new(matcher: Matcher, n_vocab: usize) -> Constraint {
+    pub(super) fn new(
+        matcher: Matcher,
+        n_vocab: usize,
+        digits: Option<Arc<DigitTable>>,
+    ) -> Constraint {
         Constraint {
             matcher,
             n_vocab,
             mask: None,
             ended: false,
+            digits,
+            digit_run: 0,
         }
     }
 
@@ -92,6 +104,9 @@ impl Constraint {
                     "no token can continue the output (the grammar cannot be satisfied)".into(),
                 ));
             }
+            if let Some(d) = &self.digits {
+                d.cap(self.digit_run, &mut bits);
+            }
             self.mask = Some(TokenMask { bits });
         }
         Ok(self.mask.as_ref().expect("set above"))
@@ -112,6 +127,9 @@ impl Constraint {
             )));
         }
         self.mask = None;
+        if let Some(d) = &self.digits {
+            self.digit_run = d.next_run(self.digit_run, token);
+        }
         if self.matcher.is_stopped() {
             // Stopped grammars only allow end-of-generation: this was one.
             self.ended = true;

@@ -18,6 +18,7 @@
 //! use). What this module adds is our tokenizer as llguidance's vocabulary, the GBNF front
 //! end, errors that name the problem, and the rule for end-of-generation tokens.
 
+mod digits;
 pub mod gbnf;
 mod matcher;
 mod vocab;
@@ -33,6 +34,8 @@ pub enum Grammar {
     /// keys and no other whitespace, unless the schema's `x-guidance` object says otherwise.
     /// Objects with `properties` and no word on `additionalProperties` get no other keys (as
     /// in llama.cpp and OpenAI's strict mode); `"additionalProperties": true` allows them.
+    /// Runs of digits are at most 16 long (llama.cpp's bound per part of a number) unless the
+    /// schema demands more.
     JsonSchema(serde_json::Value),
     /// Any JSON object (OpenAI's `response_format: {"type": "json_object"}`).
     JsonObject,

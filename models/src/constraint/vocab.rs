@@ -9,6 +9,7 @@ use llguidance::toktrie::{
 };
 use llguidance::{Matcher, ParserFactory};
 
+use super::digits::DigitTable;
 use super::{Constraint, ConstraintError, Grammar, gbnf};
 use crate::tokenizer::{Tokenizer, attr};
 
@@ -17,6 +18,8 @@ use crate::tokenizer::{Tokenizer, attr};
 pub struct ConstraintVocab {
     factory: ParserFactory,
     n_vocab: usize,
+    /// Leading/trailing digits per token, for the digit-run bound of JSON output.
+    digits: Arc<DigitTable>,
 }
 
 impl std::fmt::Debug for ConstraintVocab {
@@ -86,6 +89,7 @@ impl ConstraintVocab {
             ));
         };
         let words: Vec<Vec<u8>> = (0..n as u32).map(|i| token_bytes(tokenizer, i)).collect();
+        let digits = Arc::new(DigitTable::new(&words));
         let mut info = TokRxInfo::new(n as u32, first);
         info.tok_bos = tokenizer.bos();
         info.tok_unk = tokenizer.unk();
@@ -108,6 +112,7 @@ impl ConstraintVocab {
         factory.quiet();
         Ok(Arc::new(ConstraintVocab {
             factory,
+            digits,
             n_vocab: n,
         }))
     }
@@ -142,7 +147,12 @@ impl ConstraintVocab {
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError::Invalid(format!("{}: {e}", grammar.kind())));
         }
-        Ok(Constraint::new(matcher, self.n_vocab))
+        let json = matches!(grammar, Grammar::JsonSchema(_) | Grammar::JsonObject);
+        Ok(Constraint::new(
+            matcher,
+            self.n_vocab,
+            json.then(|| self.digits.clone()),
+        ))
     }
 }
 
