@@ -66,6 +66,11 @@ impl Grammar {
     pub fn json_schema_from_str(text: &str) -> Result<Grammar, ConstraintError> {
         let v: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ConstraintError::Invalid(format!("the JSON schema is not JSON: {e}")))?;
+        Grammar::json_schema(v)
+    }
+
+    /// A JSON Schema given as a JSON value, which must be an object or a boolean.
+    pub fn json_schema(v: serde_json::Value) -> Result<Grammar, ConstraintError> {
         if !(v.is_object() || v.is_boolean()) {
             return Err(ConstraintError::Invalid(
                 "a JSON schema must be an object (or true/false)".into(),

@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use tessera_models::constraint::Grammar;
+use tessera_models::constraint::{ConstraintError, Grammar};
 use tessera_models::sampler::{RANDOM_SEED, SamplerParams};
 
 use crate::error::ApiError;
@@ -395,13 +395,10 @@ impl CommonParams {
 
 /// A schema value as a grammar (an object or a boolean).
 fn schema_grammar(schema: &Value, param: &str) -> Result<Grammar, ApiError> {
-    if !(schema.is_object() || schema.is_boolean()) {
-        return Err(ApiError::bad_param(
-            param,
-            "a JSON schema must be an object (or true/false)",
-        ));
-    }
-    Ok(Grammar::JsonSchema(schema.clone()))
+    Grammar::json_schema(schema.clone()).map_err(|e| match e {
+        ConstraintError::Invalid(why) => ApiError::bad_param(param, why),
+        other => ApiError::bad_param(param, other.to_string()),
+    })
 }
 
 /// Alternatives per token asked for, checked.
