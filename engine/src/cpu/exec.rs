@@ -7,7 +7,7 @@ use super::dot::{self, DotKernel};
 use super::kv::KvStore;
 use super::ops::kv_attention::{self, KvAttnScratch};
 use super::ops::matmul::{self, MAX_GROUP, MatMulSeg};
-use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, norm, rope};
+use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, moe, norm, rope};
 use super::pool::{ThreadPool, split_range};
 use crate::backend::Step;
 use crate::graph::{Graph, Node, NodeId, Op, Plan};
@@ -85,6 +85,8 @@ pub struct PreparedGraph {
     kernels: Vec<Option<&'static DotKernel>>,
     /// Dequantizer of each get_rows node.
     dequant: Vec<Option<DequantRow>>,
+    /// Each mat_mul_id node's experts, as views of its stacked weight (empty for other ops).
+    experts: Vec<Vec<crate::Tensor>>,
 }
 
 impl PreparedGraph {
@@ -111,6 +113,12 @@ pub struct CpuExecutor {
     rope_for: Option<(crate::graph::RopeParams, Option<usize>)>,
     /// Attention's gathered sources and staged K/V.
     attn: KvAttnScratch,
+    /// One expert's gathered input rows (mat_mul_id of a prompt).
+    moe_x: Vec<f32>,
+    /// One expert's output rows, before they are scattered to their tokens.
+    moe_y: Vec<f32>,
+    /// One expert's (token, slot) pairs.
+    moe_rows: Vec<(usize, usize)>,
     /// Which node's rows `act` holds, and in which format (consecutive mat_muls of one input,
     /// like Q/K/V or gate/up, quantize it once).
     act_holds: Option<(NodeId, DType)>,
@@ -140,6 +148,9 @@ impl CpuExecutor {
             rope: Vec::new(),
             rope_for: None,
             attn: KvAttnScratch::default(),
+            moe_x: Vec::new(),
+            moe_y: Vec::new(),
+            moe_rows: Vec::new(),
             act_holds: None,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
             tap: None,
@@ -156,6 +167,7 @@ impl CpuExecutor {
         let plan = Plan::new(&graph);
         let mut kernels = vec![None; graph.nodes.len()];
         let mut dequant = vec![None; graph.nodes.len()];
+        let mut experts = vec![Vec::new(); graph.nodes.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
             let unsupported = |w: WeightRef| ExecError::UnsupportedDType {
                 name: w.0.into(),
@@ -167,6 +179,15 @@ impl CpuExecutor {
                     kernels[i] = Some(
                         dot::kernel(t.dtype()).ok_or_else(|| unsupported((t.name(), t.dtype())))?,
                     );
+                }
+                Op::MatMulId { w, .. } => {
+                    let t = graph.weight(w);
+                    kernels[i] = Some(
+                        dot::kernel(t.dtype()).ok_or_else(|| unsupported((t.name(), t.dtype())))?,
+                    );
+                    experts[i] = (0..t.shape()[2])
+                        .map(|e| t.matrix(e).expect("a 3-D weight (checked by the builder)"))
+                        .collect();
                 }
                 Op::GetRows { table } => {
                     let t = graph.weight(table);
@@ -190,6 +211,7 @@ impl CpuExecutor {
             plan,
             kernels,
             dequant,
+            experts,
         })
     }
 
@@ -209,6 +231,27 @@ impl CpuExecutor {
                     let bytes = vdt.row_bytes(cols as u64).unwrap_or(0) as usize;
                     let n = bytes.saturating_mul(g.graph.node(x).rows);
                     try_grow(&mut self.act, n, "quantized activations")?;
+                }
+                Op::MatMulId { w, x, .. } => {
+                    // One expert's rows at a time: at most every token's, gathered.
+                    let k = g.graph.weight(w);
+                    let vdt = dot::kernel(k.dtype())
+                        .map(|k| k.vec_dot_type)
+                        .unwrap_or(DType::F32);
+                    let (n_in, n_out) = (k.shape()[0], k.shape()[1]);
+                    let rows = g.graph.node(x).rows;
+                    let bytes = vdt.row_bytes(n_in as u64).unwrap_or(0) as usize;
+                    try_grow(
+                        &mut self.act,
+                        bytes.saturating_mul(rows),
+                        "quantized activations",
+                    )?;
+                    try_grow(&mut self.moe_x, rows.saturating_mul(n_in), "expert inputs")?;
+                    try_grow(
+                        &mut self.moe_y,
+                        rows.saturating_mul(n_out),
+                        "expert outputs",
+                    )?;
                 }
                 Op::Rope { params, .. } => {
                     let n = n_tokens.saturating_mul(params.n_dims);
@@ -427,6 +470,34 @@ impl CpuExecutor {
                 self.rows_parallel(node, out, &|r, o| elementwise::softcap(&x[r], cap, o));
             }
             Op::MatMul { .. } => self.run_mat_mul_group(g, i..i + 1),
+            Op::MoeRoute {
+                logits,
+                params,
+                choice_bias,
+            } => {
+                let l = input(logits);
+                let n_expert = graph.node(logits).cols;
+                let bias = choice_bias.map(|b| graph.weight(b).as_f32().expect("F32 bias"));
+                for (t, row) in out.chunks_exact_mut(cols).enumerate() {
+                    moe::route_row(&l[t * n_expert..(t + 1) * n_expert], bias, &params, row);
+                }
+            }
+            Op::MatMulId { x, route, .. } => {
+                let (xn, rn) = (graph.node(x), graph.node(route));
+                let shape = (xn.rows, xn.cols);
+                self.mat_mul_id(g, i, input(x), shape, input(route), rn.cols, out);
+            }
+            Op::MoeSum { x, route } => {
+                let (xs, rs) = (input(x), input(route));
+                let (xc, rc) = (graph.node(x).cols, graph.node(route).cols);
+                for (t, row) in out.chunks_exact_mut(cols).enumerate() {
+                    moe::weighted_sum_row(
+                        &xs[t * xc..(t + 1) * xc],
+                        &rs[t * rc..(t + 1) * rc],
+                        row,
+                    );
+                }
+            }
             Op::Attention {
                 q: q_id,
                 k: k_id,
@@ -453,6 +524,104 @@ impl CpuExecutor {
                         &mut out[r.start * cols..r.end * cols],
                     );
                 }
+            }
+        }
+    }
+
+    /// Node `i`, a mat_mul_id: for each chosen expert, its product with the rows that chose
+    /// it. A single token's experts write straight into its output row (those reading one
+    /// input share its quantized activations, up to [`MAX_GROUP`] weights a pass); a prompt's
+    /// rows are gathered per expert, multiplied, and scattered back, so each expert's weight
+    /// is read once per step. Rows of a product do not depend on which other rows are in it
+    /// (see `matmul`), so neither does a token's result.
+    #[allow(clippy::too_many_arguments)]
+    fn mat_mul_id(
+        &mut self,
+        g: &PreparedGraph,
+        i: usize,
+        x: &[f32],
+        (rows, cols): (usize, usize),
+        route: &[f32],
+        route_cols: usize,
+        out: &mut [f32],
+    ) {
+        let experts = &g.experts[i];
+        let kernel = g.kernels[i].expect("resolved in prepare");
+        let (n_in, n_out) = (experts[0].row_len(), experts[0].n_rows());
+        let n_used = route_cols / 2;
+        let per_slot = cols != n_in;
+        self.act_holds = None;
+        if rows == 1 {
+            let mut ids = [0usize; crate::graph::MAX_EXPERTS_USED];
+            for (slot, e) in ids.iter_mut().zip(moe::route_ids(route)) {
+                *slot = e;
+            }
+            let step = if per_slot { 1 } else { MAX_GROUP };
+            let mut quantized = false;
+            for j0 in (0..n_used).step_by(step) {
+                let j1 = (j0 + step).min(n_used);
+                let mut segs = [None; MAX_GROUP];
+                for (seg, j) in segs.iter_mut().zip(j0..j1) {
+                    *seg = Some(MatMulSeg {
+                        w: &experts[ids[j]],
+                        kernel,
+                        out: SharedMut(out[j * n_out..].as_mut_ptr()),
+                    });
+                }
+                let xj = if per_slot {
+                    &x[j0 * n_in..(j0 + 1) * n_in]
+                } else {
+                    &x[..n_in]
+                };
+                matmul::mat_mul(
+                    &self.pool,
+                    &mut self.act,
+                    &segs[..j1 - j0],
+                    xj,
+                    (1, n_in),
+                    quantized && !per_slot,
+                );
+                quantized = true;
+            }
+            return;
+        }
+        for (e, w) in experts.iter().enumerate() {
+            self.moe_rows.clear();
+            for t in 0..rows {
+                let r = &route[t * route_cols..(t + 1) * route_cols];
+                if let Some(j) = moe::route_ids(r).position(|id| id == e) {
+                    self.moe_rows.push((t, j));
+                }
+            }
+            let n = self.moe_rows.len();
+            if n == 0 {
+                continue;
+            }
+            for (k, &(t, j)) in self.moe_rows.iter().enumerate() {
+                let src = if per_slot {
+                    &x[t * cols + j * n_in..t * cols + (j + 1) * n_in]
+                } else {
+                    &x[t * cols..(t + 1) * cols]
+                };
+                self.moe_x[k * n_in..(k + 1) * n_in].copy_from_slice(src);
+            }
+            let seg = MatMulSeg {
+                w,
+                kernel,
+                out: SharedMut(self.moe_y.as_mut_ptr()),
+            };
+            matmul::mat_mul(
+                &self.pool,
+                &mut self.act,
+                &[Some(seg)],
+                &self.moe_x[..n * n_in],
+                (n, n_in),
+                false,
+            );
+            let oc = n_used * n_out;
+            for (k, &(t, j)) in self.moe_rows.iter().enumerate() {
+                out[t * oc + j * n_out..t * oc + (j + 1) * n_out]
+                    .copy_from_slice(&self.moe_y[k * n_out..(k + 1) * n_out]);
             }
         }
     }

@@ -156,6 +156,24 @@ impl Tensor {
         ))
     }
 
+    /// A zero-copy view of matrix `i` of a 3-D tensor `[n_in, n_out, n]` (one expert of a
+    /// mixture-of-experts weight), shaped `[n_in, n_out]` and named `name[i]`; `None` when the
+    /// tensor is not 3-D or `i` is past the last matrix.
+    pub fn matrix(&self, i: usize) -> Option<Tensor> {
+        if self.shape.len() != 3 || i >= self.shape[2] {
+            return None;
+        }
+        let bytes = self.row_bytes() * self.shape[1];
+        Some(Tensor::from_backing(
+            format!("{}[{i}]", self.name),
+            self.dtype,
+            vec![self.shape[0], self.shape[1]],
+            self.backing.clone(),
+            self.start + i * bytes,
+            bytes,
+        ))
+    }
+
     /// The tensor's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -225,5 +243,17 @@ mod tests {
         assert_eq!(k.row(1), t.row(2));
         assert!(t.row_view("x", 2..5).is_none());
         assert!(t.row_view("x", 4..4).is_none());
+    }
+
+    #[test]
+    fn matrix_views_are_the_experts_of_a_3d_tensor() {
+        let values: Vec<f32> = (0..24).map(|i| i as f32).collect();
+        let t = Tensor::from_f32("exps", vec![3, 2, 4], &values);
+        let e2 = t.matrix(2).unwrap();
+        assert_eq!(e2.shape(), [3, 2]);
+        assert_eq!(e2.name(), "exps[2]");
+        assert_eq!(e2.as_f32().unwrap(), &values[12..18]);
+        assert!(t.matrix(4).is_none());
+        assert!(e2.matrix(0).is_none());
     }
 }

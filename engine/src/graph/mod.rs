@@ -75,6 +75,38 @@ pub struct AttnParams {
     pub softcap: Option<f32>,
 }
 
+/// How a mixture-of-experts router turns one token's logits into expert scores (llama.cpp's
+/// `llama_expert_gating_func_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpertGating {
+    /// Softmax over all experts; the chosen experts' probabilities are their weights (Qwen,
+    /// Mixtral, DeepSeek-V2).
+    Softmax,
+    /// A sigmoid of each logit (DeepSeek-V3).
+    Sigmoid,
+    /// The top logits are chosen, and a softmax over the chosen ones gives their weights
+    /// (gpt-oss).
+    SoftmaxWeight,
+}
+
+/// How a router chooses experts and weighs them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouteParams {
+    /// Experts per token.
+    pub n_used: usize,
+    /// Scores from logits.
+    pub gating: ExpertGating,
+    /// Divide the chosen weights by their sum (at least 2⁻¹⁴, as llama.cpp clamps it).
+    pub norm: bool,
+    /// Multiply the weights by this (1 for none).
+    pub scale: f32,
+}
+
+/// Most experts a router may choose from (Qwen3-MoE has 128, DeepSeek-V3 256).
+pub const MAX_EXPERTS: usize = 1024;
+/// Most experts a router may choose per token.
+pub const MAX_EXPERTS_USED: usize = 64;
+
 /// Which rows of the final node the caller wants back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum OutputRows {
@@ -200,6 +232,38 @@ pub enum Op {
         /// Up projection.
         up: NodeId,
     },
+    /// A mixture-of-experts router: per row of router `logits` (one per expert), the chosen
+    /// experts and their weights. The output has `2·n_used` columns: the chosen experts' ids
+    /// (as exact f32 integers, best first) then their weights.
+    MoeRoute {
+        /// Router logits `rows × n_expert`.
+        logits: NodeId,
+        /// Choice and weighting.
+        params: RouteParams,
+        /// A bias added to the scores for the choice only (DeepSeek-V3's
+        /// `exp_probs_b`): `n_expert` F32 values.
+        choice_bias: Option<WeightId>,
+    },
+    /// `x · W_eᵀ` for every expert `e` a row's route chose: `w` is 3-D `[n_in, n_out,
+    /// n_expert]`; output row `t` holds `n_used` products of `n_out` values, one per chosen
+    /// expert in the route's order. Only chosen experts' weights are read.
+    MatMulId {
+        /// Stacked expert weights.
+        w: WeightId,
+        /// Inputs `rows × n_in` (every chosen expert reads the row) or `rows × (n_used·n_in)`
+        /// (expert `j` of the route reads part `j`).
+        x: NodeId,
+        /// A [`Op::MoeRoute`] node.
+        route: NodeId,
+    },
+    /// `Σ_j weight_j · x_j` over the `n_used` parts of each row of `x`, with the route's
+    /// weights, summed in the route's order.
+    MoeSum {
+        /// Experts' outputs `rows × (n_used·n)`.
+        x: NodeId,
+        /// A [`Op::MoeRoute`] node.
+        route: NodeId,
+    },
     /// The last row only.
     LastRow {
         /// Input.
@@ -224,6 +288,8 @@ impl Op {
             | Op::Softcap { x, .. } => (Some(x), None, None),
             Op::Rope { x, .. } | Op::LastRow { x } | Op::SelectRows { x } => (Some(x), None, None),
             Op::Mul { a, b } | Op::Add { a, b } => (Some(a), Some(b), None),
+            Op::MoeRoute { logits, .. } => (Some(logits), None, None),
+            Op::MatMulId { x, route, .. } | Op::MoeSum { x, route } => (Some(x), Some(route), None),
             Op::SwiGlu { gate, up } | Op::GeGlu { gate, up } => (Some(gate), Some(up), None),
             Op::Attention { q, k, v, .. } => (Some(q), Some(k), Some(v)),
         };
@@ -245,6 +311,9 @@ impl Op {
             Op::Attention { .. } => "attention",
             Op::SwiGlu { .. } => "swiglu",
             Op::GeGlu { .. } => "geglu",
+            Op::MoeRoute { .. } => "moe_route",
+            Op::MatMulId { .. } => "mat_mul_id",
+            Op::MoeSum { .. } => "moe_sum",
             Op::LastRow { .. } => "last_row",
             Op::SelectRows { .. } => "select_rows",
         }
@@ -548,6 +617,79 @@ impl GraphBuilder {
     pub fn geglu(&mut self, gate: NodeId, up: NodeId) -> NodeId {
         let (r, c) = self.same_shape(gate, up, "geglu");
         self.push(Op::GeGlu { gate, up }, r, c)
+    }
+
+    /// A mixture-of-experts router over `logits` (`rows × n_expert`): see [`Op::MoeRoute`].
+    pub fn moe_route(
+        &mut self,
+        logits: NodeId,
+        params: RouteParams,
+        choice_bias: Option<&Tensor>,
+    ) -> NodeId {
+        let (r, n_expert) = self.shape(logits);
+        assert!(
+            (1..=n_expert.min(MAX_EXPERTS_USED)).contains(&params.n_used),
+            "moe_route: {} of {n_expert} experts",
+            params.n_used
+        );
+        assert!(n_expert <= MAX_EXPERTS, "moe_route: {n_expert} experts");
+        let choice_bias = choice_bias.map(|b| {
+            assert!(
+                b.dtype() == DType::F32 && b.n_elements() == n_expert,
+                "moe_route: bias {} must be F32 of {n_expert}",
+                b.name()
+            );
+            self.weight(b)
+        });
+        self.push(
+            Op::MoeRoute {
+                logits,
+                params,
+                choice_bias,
+            },
+            r,
+            2 * params.n_used,
+        )
+    }
+
+    /// Experts used per token by the router node `route`.
+    fn experts_used(&self, route: NodeId) -> usize {
+        match self.nodes[route.0 as usize].op {
+            Op::MoeRoute { params, .. } => params.n_used,
+            op => panic!("{} is not a router", op.name()),
+        }
+    }
+
+    /// The chosen experts' products `x · W_eᵀ` with stacked weights `w` (`[n_in, n_out,
+    /// n_expert]`): see [`Op::MatMulId`].
+    pub fn mat_mul_id(&mut self, w: &Tensor, x: NodeId, route: NodeId) -> NodeId {
+        let n_used = self.experts_used(route);
+        let (rows, cols) = self.shape(x);
+        let &[n_in, n_out, n_expert] = w.shape() else {
+            panic!("mat_mul_id: {} is not 3-D", w.name());
+        };
+        assert!(
+            cols == n_in || cols == n_used * n_in,
+            "mat_mul_id: {} has rows of {n_in}, input has {cols} columns",
+            w.name()
+        );
+        assert_eq!(self.shape(route).0, rows, "mat_mul_id: route rows");
+        let n_router = match self.nodes[route.0 as usize].op {
+            Op::MoeRoute { logits, .. } => self.shape(logits).1,
+            _ => unreachable!("checked by experts_used"),
+        };
+        assert_eq!(n_router, n_expert, "mat_mul_id: {} experts", w.name());
+        let id = self.weight(w);
+        self.push(Op::MatMulId { w: id, x, route }, rows, n_used * n_out)
+    }
+
+    /// The route's weighted sum of the experts' outputs `x`: see [`Op::MoeSum`].
+    pub fn moe_sum(&mut self, x: NodeId, route: NodeId) -> NodeId {
+        let n_used = self.experts_used(route);
+        let (rows, cols) = self.shape(x);
+        assert!(cols.is_multiple_of(n_used), "moe_sum: {cols} columns");
+        assert_eq!(self.shape(route).0, rows, "moe_sum: route rows");
+        self.push(Op::MoeSum { x, route }, rows, cols / n_used)
     }
 
     /// The last row of `x`.

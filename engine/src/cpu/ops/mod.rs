@@ -6,6 +6,7 @@ pub mod attention;
 pub mod elementwise;
 pub mod kv_attention;
 pub mod matmul;
+pub mod moe;
 pub mod norm;
 pub mod rope;
 mod shared;

@@ -197,6 +197,9 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         Op::AddBias { x, bias } => elementwise::add_bias(ctx, rec, x, bias),
         Op::Softcap { x, cap } => elementwise::softcap(ctx, rec, x, cap),
         Op::LastRow { x } => elementwise::last_row(ctx, rec, x),
+        Op::MoeRoute { .. } | Op::MatMulId { .. } | Op::MoeSum { .. } => Err(
+            GpuError::Unsupported("mixture-of-experts ops are not on the GPU backend yet".into()),
+        ),
         Op::SelectRows { .. } => Err(GpuError::Unsupported(
             "selecting output rows per step (batched sequences) runs on the CPU; \
              the GPU returns all rows or the last"
