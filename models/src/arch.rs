@@ -5,7 +5,7 @@
 //! graph settings.
 
 use tessera_engine::GgufFile;
-use tessera_engine::graph::{AttnParams, Graph, OutputRows, RopeMode, RopeParams};
+use tessera_engine::graph::{AttnParams, ExpertGating, Graph, OutputRows, RopeMode, RopeParams};
 
 use crate::error::Result;
 use crate::hparams::{HParams, RopeStyle};
@@ -38,6 +38,11 @@ pub struct ArchDefaults {
     /// Whether sliding-window layers rotate with the model's frequency scaling (Gemma 2) or
     /// unscaled (Gemma 3: llama.cpp's `rope_freq_scale_train_swa` of 1).
     pub swa_rope_scaled: bool,
+    /// Whether chosen experts' weights are renormalised when the file does not say
+    /// (`expert_weights_norm`).
+    pub expert_norm: bool,
+    /// Router gating when the file does not say (`expert_gating_func`).
+    pub expert_gating: ExpertGating,
 }
 
 impl ArchDefaults {
@@ -49,6 +54,8 @@ impl ArchDefaults {
         swa_period: None,
         rope_base_swa: None,
         swa_rope_scaled: true,
+        expert_norm: false,
+        expert_gating: ExpertGating::Softmax,
     };
 }
 
@@ -88,6 +95,7 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
     &crate::llama::SPEC,
     &crate::qwen2::SPEC,
     &crate::qwen3::SPEC,
+    &crate::qwen3moe::SPEC,
     &crate::smollm3::SPEC,
     &crate::phi3::SPEC,
     &crate::gemma2::SPEC,

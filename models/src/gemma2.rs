@@ -25,6 +25,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         swa_period: Some(2),
         rope_base_swa: None,
         swa_rope_scaled: true,
+        ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(Gemma2::load(file, hp)?)),
 };

@@ -24,6 +24,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         swa_period: Some(6),
         rope_base_swa: Some(10_000.0),
         swa_rope_scaled: false,
+        ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(Gemma3::load(file, hp)?)),
 };

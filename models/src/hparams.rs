@@ -5,6 +5,7 @@ use tessera_engine::gguf::{MetaArray, MetaValue, Metadata};
 
 use crate::arch::{self, ArchSpec};
 use crate::error::{ModelError, Result};
+use crate::moe::Experts;
 
 /// How RoPE pairs up dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +198,8 @@ pub struct HParams {
     /// Final logit soft-capping, set by architectures that use it (Gemma 2, Gemma 3 when the
     /// file says so).
     pub final_softcap: Option<f32>,
+    /// Mixture-of-experts settings, when the file has experts.
+    pub experts: Option<Experts>,
 }
 
 /// Largest sizes we accept, far above any real model, so absurd files are refused early.
@@ -334,6 +337,13 @@ impl HParams {
             layer_is_local,
             attn_softcap: None,
             final_softcap: None,
+            experts: Experts::read(
+                meta,
+                arch_name,
+                n_ff,
+                defaults.expert_norm,
+                defaults.expert_gating,
+            )?,
         })
     }
 

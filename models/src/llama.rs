@@ -1,15 +1,17 @@
 //! The llama architecture (Llama 2/3, SmolLM2, Mistral): pre-norm blocks of grouped-query
 //! attention (multi-head when `head_count_kv == head_count`) with RoPE and a SwiGLU
 //! feed-forward. Llama 3.x files carry `rope_freqs.weight`, per-pair frequency divisors
-//! (llama3 rope scaling); some files carry biases; the output head may be tied.
+//! (llama3 rope scaling); some files carry biases; the output head may be tied. Files with
+//! experts (Qwen3-MoE) route each block's feed-forward over them.
 
-use tessera_engine::graph::{Graph, GraphBuilder, OutputRows};
+use tessera_engine::graph::{Graph, GraphBuilder, NodeId, OutputRows};
 use tessera_engine::{GgufFile, Tensor};
 
 use crate::arch::{ArchDefaults, ArchSpec, Architecture, default_attn_scale};
 use crate::blocks::{Attention, AttentionParts, AttentionStep, Embeddings, FeedForward, Gate};
 use crate::error::Result;
 use crate::hparams::HParams;
+use crate::moe::MoeFeedForward;
 use crate::weights::WeightLoader;
 
 /// `general.architecture = llama`.
@@ -37,10 +39,43 @@ impl Variant {
     };
 }
 
+/// A block's feed-forward: dense, or routed over experts (Qwen3-MoE).
+enum Ffn {
+    Dense(FeedForward),
+    Experts(MoeFeedForward),
+}
+
+impl Ffn {
+    /// Load layer `il`'s feed-forward: routed when the model has experts and the layer is
+    /// past the leading dense ones.
+    fn load(w: &WeightLoader, hp: &HParams, il: usize) -> Result<Ffn> {
+        Ok(match &hp.experts {
+            Some(x) if il >= x.n_leading_dense => Ffn::Experts(MoeFeedForward::load(w, hp, il, x)?),
+            _ => Ffn::Dense(FeedForward::load(w, hp, il)?),
+        })
+    }
+
+    /// The pre-FFN norm.
+    fn norm(&self) -> &Tensor {
+        match self {
+            Ffn::Dense(f) => &f.norm,
+            Ffn::Experts(f) => &f.norm,
+        }
+    }
+
+    /// Record the feed-forward of the normalised input `h`.
+    fn build(&self, g: &mut GraphBuilder, h: NodeId) -> NodeId {
+        match self {
+            Ffn::Dense(f) => f.build(g, h, Gate::Silu),
+            Ffn::Experts(f) => f.build(g, h, Gate::Silu),
+        }
+    }
+}
+
 /// One transformer block's weights.
 struct Block {
     attn: Attention,
-    ffn: FeedForward,
+    ffn: Ffn,
 }
 
 /// A llama model: weights borrowed from the file's map.
@@ -68,7 +103,7 @@ impl Llama {
             .map(|il| {
                 Ok(Block {
                     attn: Attention::load(&w, &hp, il, parts)?,
-                    ffn: FeedForward::load(&w, &hp, il)?,
+                    ffn: Ffn::load(&w, &hp, il)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -109,8 +144,8 @@ impl Architecture for Llama {
             let a = b.attn.build(&mut g, hp, h, step);
             x = g.add(x, a);
             // Feed-forward.
-            let h = g.rms_norm(x, Some(&b.ffn.norm), eps);
-            let h = b.ffn.build(&mut g, h, Gate::Silu);
+            let h = g.rms_norm(x, Some(b.ffn.norm()), eps);
+            let h = b.ffn.build(&mut g, h);
             x = g.add(x, h);
         }
         let logits = self.embd.logits(&mut g, hp, x, out);

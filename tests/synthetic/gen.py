@@ -37,6 +37,10 @@ VARIANTS = {
                  rope_dims=12, fused=True, longrope=True, orig_ctx=64, tied=False),
     "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
                     head_dim=16, tied=True),
+    # Mixture of experts: a router over 8 experts, 3 chosen per token, renormalised.
+    "qwen3moe": dict(arch="qwen3moe", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
+                     head_dim=32, qk_norm=True, tied=False, rope_base=1000000.0,
+                     n_expert=8, n_expert_used=3, n_ff_exp=48),
     # Quantized copies (matrices and embeddings in the block format; norms stay F32), written
     # with the gguf package's own quantizers so CI can regenerate them.
     "qwen3-q8_0": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
@@ -71,7 +75,8 @@ VARIANTS = {
 #   rope_freqs  every frequency factor 1 (the factors ignored)
 #   nope        written as `llama`, which rotates every layer (NoPE layers ignored)
 #   window      no sliding_window key (every layer global; Gemma 2 then slides 4096 > n_ctx)
-BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window"]
+#   experts     expert_used_count 1 (one expert per token instead of the model's choice of 3)
+BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts"]
 
 N_EMBD = 64
 N_FF = 128
@@ -138,6 +143,10 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w.add_vocab_size(n_vocab)
     # general.file_type: all F32 (0), mostly F16 (1), or mostly Q4_0 (2) / Q8_0 (7).
     w.add_file_type({"Q4_0": 2, "Q8_0": 7, "F16": 1}.get(v.get("quant", v.get("dtype")), 0))
+    if "n_expert" in v:
+        w.add_expert_count(v["n_expert"])
+        w.add_expert_used_count(1 if broken == "experts" else v["n_expert_used"])
+        w.add_expert_feed_forward_length(v["n_ff_exp"])
     if "window" in v and broken != "window":
         w.add_sliding_window(v["window"])
     if "rope_scale_linear" in v:
@@ -155,7 +164,7 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
 
     def add_matrix(name, m):
         """A 2-D weight: in the variant's block format if it has one, else as given."""
-        if qtype is None or m.ndim != 2:
+        if qtype is None or m.ndim < 2:
             w.add_tensor(name, m.astype(np.float16) if v.get("dtype") == "F16" else m)
             return
         q = quants.quantize(m.astype(np.float32), qtype)
@@ -217,6 +226,15 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
             w.add_tensor(p + "attn_q_norm.weight", qn)
             w.add_tensor(p + "attn_k_norm.weight", kn)
         w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        if "n_expert" in v:
+            # Router logits spread well apart (near-ties between the last chosen expert and
+            # the next would make the choice, and the distributions, jump on noise).
+            n_exp, f = v["n_expert"], v["n_ff_exp"]
+            add_matrix(p + "ffn_gate_inp.weight", normal((n_exp, n_embd), 3.0 / np.sqrt(n_embd)))
+            add_matrix(p + "ffn_gate_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
+            add_matrix(p + "ffn_up_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
+            add_matrix(p + "ffn_down_exps.weight", normal((n_exp, n_embd, f), 1.0 / np.sqrt(f)))
+            continue
         gate = normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd))
         up = normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd))
         if v.get("fused"):

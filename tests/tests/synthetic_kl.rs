@@ -151,3 +151,8 @@ fn gemma2_alternating_window() {
 fn gemma3_scaled_rope_and_window() {
     check("gemma3", "window");
 }
+
+#[test]
+fn qwen3moe_routed_experts() {
+    check("qwen3moe", "experts");
+}

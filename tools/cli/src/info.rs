@@ -535,7 +535,7 @@ fn hparams_text(s: &mut String, h: &HParams) {
     } else {
         format!("GQA, {group} query heads per KV head")
     };
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("architecture", h.arch.name().into()),
         ("vocab", h.n_vocab.to_string()),
         ("n_ctx_train", h.n_ctx_train.to_string()),
@@ -570,6 +570,34 @@ fn hparams_text(s: &mut String, h: &HParams) {
             },
         ),
     ];
+    if let Some(x) = &h.experts {
+        rows.push((
+            "experts",
+            format!(
+                "{} of {} per token ({:?} gating{}{}), {} wide{}{}",
+                x.n_used,
+                x.n_expert,
+                x.gating,
+                if x.norm { ", renormalised" } else { "" },
+                if x.scale != 1.0 {
+                    format!(", scaled ×{}", x.scale)
+                } else {
+                    String::new()
+                },
+                x.n_ff_exp,
+                if x.n_shared > 0 {
+                    format!(", {} shared", x.n_shared)
+                } else {
+                    String::new()
+                },
+                if x.n_leading_dense > 0 {
+                    format!(", first {} layers dense", x.n_leading_dense)
+                } else {
+                    String::new()
+                },
+            ),
+        ));
+    }
     for (k, v) in rows {
         let _ = writeln!(s, "{k:<17} {v}");
     }
