@@ -243,3 +243,58 @@ fn a_routed_feed_forward_matches_a_reference() {
         );
     }
 }
+
+/// The ops multi-head latent attention is built from: per-head products (`mat_mul_heads`,
+/// bit for bit `mat_mul` with each head's matrix), per-head column ranges and per-head
+/// concatenation, for a prompt and for one token.
+#[test]
+fn per_head_products_columns_and_concat() {
+    let mut rng = Rng(5);
+    let (n_head, n_in, n_out, n_vocab) = (3, 32, 64, 10);
+    let table = Tensor::from_f32(
+        "tok",
+        vec![n_head * n_in, n_vocab],
+        &rng.vec(n_head * n_in * n_vocab, 1.0),
+    );
+    let w = encode(
+        "k_b",
+        DType::Q8_0,
+        vec![n_in, n_out, n_head],
+        &rng.vec(n_in * n_out * n_head, 0.3),
+    );
+    for tokens in [&[4u32, 1, 7, 7][..], &[9]] {
+        let heads = run(tokens, |b| {
+            let x = b.get_rows(&table);
+            b.mat_mul_heads(&w, x)
+        });
+        let cols = run(tokens, |b| {
+            let x = b.get_rows(&table);
+            b.columns(x, n_in, 8..20)
+        });
+        let cat = run(tokens, |b| {
+            let x = b.get_rows(&table);
+            let a = b.columns(x, n_in, 0..8);
+            let c = b.columns(x, n_in, 8..n_in);
+            b.concat(a, c, n_head)
+        });
+        let x = run(tokens, |b| b.get_rows(&table));
+        assert_eq!(cat, x, "split and joined again");
+        let xw = n_head * n_in;
+        for (t, &tok) in tokens.iter().enumerate() {
+            for h in 0..n_head {
+                let want = run(&[tok], |b| {
+                    let x = b.get_rows(&table);
+                    let xh = b.columns(x, n_in, 0..n_in);
+                    let xh = b.columns(xh, n_head * n_in, h * n_in..(h + 1) * n_in);
+                    b.mat_mul(&w.matrix(h).unwrap(), xh)
+                });
+                let got = &heads[(t * n_head + h) * n_out..][..n_out];
+                assert_eq!(got, &want[..], "token {t} head {h}");
+                assert_eq!(
+                    &cols[(t * n_head + h) * 12..][..12],
+                    &x[t * xw + h * n_in + 8..][..12]
+                );
+            }
+        }
+    }
+}

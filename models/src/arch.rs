@@ -100,6 +100,7 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
     &crate::phi3::SPEC,
     &crate::gemma2::SPEC,
     &crate::gemma3::SPEC,
+    &crate::deepseek2::SPEC,
 ];
 
 /// The architecture named `name`.

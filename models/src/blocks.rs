@@ -270,6 +270,32 @@ impl FeedForward {
         })
     }
 
+    /// Load layer `il`'s `ffn_gate{suffix}`, `ffn_up{suffix}` and `ffn_down{suffix}` of
+    /// hidden width `n_ff`, without biases (a MoE's shared experts: `_shexp`), with the
+    /// layer's `ffn_norm`.
+    pub fn load_named(
+        w: &WeightLoader,
+        hp: &HParams,
+        il: usize,
+        suffix: &str,
+        n_ff: usize,
+    ) -> Result<Self> {
+        let e = hp.n_embd;
+        let n = |s: &str| layer_tensor(il, &format!("{s}{suffix}"));
+        let linear = |name: String, shape: &[usize]| -> Result<Linear> {
+            Ok(Linear {
+                w: w.get(&name, shape)?,
+                b: None,
+            })
+        };
+        Ok(FeedForward {
+            norm: w.norm(&layer_tensor(il, "ffn_norm"), e)?,
+            gate: linear(n("ffn_gate"), &[e, n_ff])?,
+            up: linear(n("ffn_up"), &[e, n_ff])?,
+            down: linear(n("ffn_down"), &[n_ff, e])?,
+        })
+    }
+
     /// Record `down(act(gate(h)) ⊙ up(h))` of the normalised input `h`.
     pub fn build(&self, g: &mut GraphBuilder, h: NodeId, act: Gate) -> NodeId {
         let gate = g.mat_mul(&self.gate.w, h);

@@ -73,7 +73,7 @@ impl Footprint {
             .map(|s| s.n_cells)
             .max()
             .unwrap_or(0);
-        let kv_width = (hp.n_head_kv * (hp.head_dim + hp.head_dim_v)) as u64;
+        let kv_width = (hp.n_head_kv * (hp.head_dim + hp.kv_value_width())) as u64;
         let b = n_batch as u64;
         // Activations quantized for a mat-mul take at most 4 bytes per element (F32 weights).
         let act = b.saturating_mul(widest * 4);

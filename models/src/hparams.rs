@@ -200,6 +200,12 @@ pub struct HParams {
     pub final_softcap: Option<f32>,
     /// Mixture-of-experts settings, when the file has experts.
     pub experts: Option<Experts>,
+    /// The KV cache stores keys only, and each value is the first `head_dim_v` elements of
+    /// its key head (MLA's latent cache, set by `deepseek2`).
+    pub values_in_keys: bool,
+    /// MLA: the per-head key and value widths the latent decompresses to — the multi-head
+    /// attention the cache stands in for (set by `deepseek2`).
+    pub mla_head_dims: Option<(usize, usize)>,
 }
 
 /// Largest sizes we accept, far above any real model, so absurd files are refused early.
@@ -309,6 +315,25 @@ impl HParams {
                 n_layer,
             )?,
         };
+        // Multi-head latent attention: keys and values decompress to these per-head widths,
+        // and the cache holds the latent only (values are read from the keys).
+        let mla_head_dims = match (
+            meta.opt_u32(&k("attention.key_length_mla"))?,
+            meta.opt_u32(&k("attention.value_length_mla"))?,
+        ) {
+            (Some(kl), Some(vl)) if kl > 0 && vl > 0 => {
+                if head_dim_v > head_dim {
+                    return Err(invalid(
+                        &k("attention.value_length"),
+                        format!(
+                            "{head_dim_v}: an MLA latent's values are part of its {head_dim} keys"
+                        ),
+                    ));
+                }
+                Some((kl as usize, vl as usize))
+            }
+            _ => None,
+        };
         let n_vocab = match meta.opt_u32(&k("vocab_size"))? {
             Some(v) => v as usize,
             None => meta
@@ -344,6 +369,8 @@ impl HParams {
                 defaults.expert_norm,
                 defaults.expert_gating,
             )?,
+            values_in_keys: mla_head_dims.is_some(),
+            mla_head_dims,
         })
     }
 
@@ -468,7 +495,27 @@ impl HParams {
     /// Bytes of K and V one cell of layer `il` holds with `elem_bytes` per element (2 for F16),
     /// with `n_kv_heads` heads (pass `n_head` for the multi-head equivalent).
     pub fn kv_cell_bytes(&self, n_kv_heads: usize, elem_bytes: usize) -> usize {
-        n_kv_heads * (self.head_dim + self.head_dim_v) * elem_bytes
+        n_kv_heads * (self.head_dim + self.kv_value_width()) * elem_bytes
+    }
+
+    /// Bytes one cell of a layer would take with `n_kv_heads` heads of the model's per-head
+    /// key and value widths (the decompressed ones under MLA), `elem_bytes` per element: the
+    /// multi-head (`n_head`) or grouped-query equivalents of the cache.
+    pub fn kv_cell_bytes_equivalent(&self, n_kv_heads: usize, elem_bytes: usize) -> usize {
+        let (k, v) = self
+            .mla_head_dims
+            .unwrap_or((self.head_dim, self.head_dim_v));
+        n_kv_heads * (k + v) * elem_bytes
+    }
+
+    /// Value elements a KV head stores per cell: `head_dim_v`, or none when values are read
+    /// from the keys.
+    pub fn kv_value_width(&self) -> usize {
+        if self.values_in_keys {
+            0
+        } else {
+            self.head_dim_v
+        }
     }
 
     /// Bytes of the whole KV cache for `n_ctx` tokens (F16), per layer.

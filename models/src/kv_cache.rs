@@ -48,7 +48,7 @@ impl KvCache {
             .map(|p| KvShape {
                 n_cells: p.cells(),
                 k_width: hp.n_head_kv * hp.head_dim,
-                v_width: hp.n_head_kv * hp.head_dim_v,
+                v_width: hp.n_head_kv * hp.kv_value_width(),
             })
             .collect();
         KvCache {

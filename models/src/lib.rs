@@ -12,6 +12,7 @@ pub mod constraint;
 pub mod context;
 pub mod context_shift;
 pub mod convert;
+pub mod deepseek2;
 pub mod error;
 pub mod footprint;
 pub mod gemma2;

@@ -158,8 +158,20 @@ impl MoeFeedForward {
     /// Record the routed feed-forward of the normalised input `h`: router logits, the choice,
     /// `down(act(gate(h)) ⊙ up(h))` for each chosen expert, and their weighted sum.
     pub fn build(&self, g: &mut GraphBuilder, h: NodeId, act: Gate) -> NodeId {
+        self.build_with_bias(g, h, act, None)
+    }
+
+    /// [`Self::build`] with a bias on the scores for the choice only (DeepSeek's
+    /// `exp_probs_b`).
+    pub fn build_with_bias(
+        &self,
+        g: &mut GraphBuilder,
+        h: NodeId,
+        act: Gate,
+        choice_bias: Option<&Tensor>,
+    ) -> NodeId {
         let logits = g.mat_mul(&self.router, h);
-        let route = g.moe_route(logits, self.route, None);
+        let route = g.moe_route(logits, self.route, choice_bias);
         let gate = g.mat_mul_id(&self.gate, h, route);
         let up = g.mat_mul_id(&self.up, h, route);
         let a = match act {

@@ -41,6 +41,17 @@ VARIANTS = {
     "qwen3moe": dict(arch="qwen3moe", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
                      head_dim=32, qk_norm=True, tied=False, rope_base=1000000.0,
                      n_expert=8, n_expert_used=3, n_ff_exp=48),
+    # Multi-head latent attention with experts (see generate_deepseek2): V2-Lite's shape
+    # (queries projected directly, softmax routing) and V3's (low-rank queries, sigmoid
+    # routing with a choice bias, renormalised and scaled weights).
+    "deepseek2-lite": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                           q_lora=0, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                           n_expert=8, n_expert_used=2, n_ff_exp=32, n_shared=1, n_dense=1,
+                           gating=1, norm=False, scale=1.0),
+    "deepseek2": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                      q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                      n_expert=8, n_expert_used=3, n_ff_exp=32, n_shared=2, n_dense=1,
+                      gating=2, norm=True, scale=2.5, probs_bias=True),
     # Quantized copies (matrices and embeddings in the block format; norms stay F32), written
     # with the gguf package's own quantizers so CI can regenerate them.
     "qwen3-q8_0": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
@@ -76,7 +87,11 @@ VARIANTS = {
 #   nope        written as `llama`, which rotates every layer (NoPE layers ignored)
 #   window      no sliding_window key (every layer global; Gemma 2 then slides 4096 > n_ctx)
 #   experts     expert_used_count 1 (one expert per token instead of the model's choice of 3)
-BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts"]
+#   mla_heads   attn_k_b and attn_v_b with their heads rotated by one (each head absorbs and
+#               decompresses with another head's matrices)
+#   choice_bias exp_probs_b zeroed (experts chosen without DeepSeek-V3's bias)
+BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
+          "choice_bias"]
 
 N_EMBD = 64
 N_FF = 128
@@ -114,8 +129,102 @@ def copy_tokenizer(writer, path):
     return n_vocab
 
 
+def generate_deepseek2(variant, out, vocab_dir, broken, seed):
+    """A `deepseek2` model with MLA (llama.cpp's split attn_k_b/attn_v_b layout), leading dense
+    layers, routed experts and shared experts."""
+    v = VARIANTS[variant]
+    rng = np.random.default_rng(seed + sum(map(ord, variant)))
+    w = GGUFWriter(out, "deepseek2")
+    n_vocab = copy_tokenizer(w, vocab_file(vocab_dir, None, v["vocab"]))
+    n_embd, n_head = N_EMBD, v["n_head"]
+    kv_lora, nope, rope, vh = v["kv_lora"], v["qk_nope"], v["qk_rope"], v["v_head"]
+    n_exp, f, n_sh = v["n_expert"], v["n_ff_exp"], v["n_shared"]
+    w.add_name(f"tessera-synthetic-{variant}")
+    w.add_context_length(CTX_TRAIN)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(v["n_layer"])
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(1)
+    w.add_key_length(kv_lora + rope)
+    w.add_value_length(kv_lora)
+    w.add_key_length_mla(nope + rope)
+    w.add_value_length_mla(vh)
+    w.add_q_lora_rank(v["q_lora"])
+    w.add_kv_lora_rank(kv_lora)
+    w.add_rope_dimension_count(rope)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(n_vocab)
+    w.add_file_type(0)
+    w.add_leading_dense_block_count(v["n_dense"])
+    w.add_expert_count(n_exp)
+    w.add_expert_used_count(v["n_expert_used"])
+    w.add_expert_shared_count(n_sh)
+    w.add_expert_feed_forward_length(f)
+    w.add_expert_weights_scale(v["scale"])
+    w.add_expert_weights_norm(v["norm"])
+    w.add_uint32("deepseek2.expert_gating_func", v["gating"])
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def gain(n):
+        return (1.0 + normal((n,), 0.2)).astype(np.float32)
+
+    w.add_tensor("token_embd.weight", normal((n_vocab, n_embd), 0.6).astype(np.float16))
+    w.add_tensor("output_norm.weight", gain(n_embd))
+    w.add_tensor("output.weight", normal((n_vocab, n_embd), 0.6).astype(np.float16))
+    qw = n_head * (nope + rope)
+    for il in range(v["n_layer"]):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", gain(n_embd))
+        if v["q_lora"]:
+            w.add_tensor(p + "attn_q_a.weight", normal((v["q_lora"], n_embd), 1.0 / np.sqrt(n_embd)))
+            w.add_tensor(p + "attn_q_a_norm.weight", gain(v["q_lora"]))
+            w.add_tensor(p + "attn_q_b.weight",
+                         normal((qw, v["q_lora"]), 1.8 / np.sqrt(v["q_lora"])))
+        else:
+            w.add_tensor(p + "attn_q.weight", normal((qw, n_embd), 1.8 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_kv_a_mqa.weight",
+                     normal((kv_lora + rope, n_embd), 1.8 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_kv_a_norm.weight", gain(kv_lora))
+        k_b = normal((n_head, kv_lora, nope), 1.0 / np.sqrt(nope))
+        v_b = normal((n_head, vh, kv_lora), 1.0 / np.sqrt(kv_lora))
+        if broken == "mla_heads":
+            k_b, v_b = np.roll(k_b, 1, axis=0), np.roll(v_b, 1, axis=0)
+        w.add_tensor(p + "attn_k_b.weight", k_b)
+        w.add_tensor(p + "attn_v_b.weight", v_b)
+        w.add_tensor(p + "attn_output.weight", normal((n_embd, n_head * vh), 1.0 / np.sqrt(n_head * vh)))
+        w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        if il < v["n_dense"]:
+            w.add_tensor(p + "ffn_gate.weight", normal((N_FF, n_embd), 1.0 / np.sqrt(n_embd)))
+            w.add_tensor(p + "ffn_up.weight", normal((N_FF, n_embd), 1.0 / np.sqrt(n_embd)))
+            w.add_tensor(p + "ffn_down.weight", normal((n_embd, N_FF), 1.0 / np.sqrt(N_FF)))
+            continue
+        w.add_tensor(p + "ffn_gate_inp.weight", normal((n_exp, n_embd), 3.0 / np.sqrt(n_embd)))
+        if v.get("probs_bias"):
+            b = normal((n_exp,), 0.5)
+            if broken == "choice_bias":
+                b = np.zeros_like(b)
+            w.add_tensor(p + "exp_probs_b.bias", b)
+        w.add_tensor(p + "ffn_gate_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_up_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_down_exps.weight", normal((n_exp, n_embd, f), 1.0 / np.sqrt(f)))
+        fs = f * n_sh
+        w.add_tensor(p + "ffn_gate_shexp.weight", normal((fs, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_up_shexp.weight", normal((fs, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_down_shexp.weight", normal((n_embd, fs), 1.0 / np.sqrt(fs)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     v = VARIANTS[variant]
+    if v["arch"] == "deepseek2":
+        return generate_deepseek2(variant, out, vocab_dir, broken, seed)
     arch = v["arch"]
     if broken == "qk_norm":
         arch = "qwen2"

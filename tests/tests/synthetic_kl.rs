@@ -156,3 +156,13 @@ fn gemma3_scaled_rope_and_window() {
 fn qwen3moe_routed_experts() {
     check("qwen3moe", "experts");
 }
+
+#[test]
+fn deepseek2_lite_latent_attention_shared_experts() {
+    check("deepseek2-lite", "mla_heads");
+}
+
+#[test]
+fn deepseek2_low_rank_queries_sigmoid_routing_choice_bias() {
+    check("deepseek2", "choice_bias");
+}

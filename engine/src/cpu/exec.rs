@@ -180,7 +180,7 @@ impl CpuExecutor {
                         dot::kernel(t.dtype()).ok_or_else(|| unsupported((t.name(), t.dtype())))?,
                     );
                 }
-                Op::MatMulId { w, .. } => {
+                Op::MatMulId { w, .. } | Op::MatMulHeads { w, .. } => {
                     let t = graph.weight(w);
                     kernels[i] = Some(
                         dot::kernel(t.dtype()).ok_or_else(|| unsupported((t.name(), t.dtype())))?,
@@ -232,7 +232,7 @@ impl CpuExecutor {
                     let n = bytes.saturating_mul(g.graph.node(x).rows);
                     try_grow(&mut self.act, n, "quantized activations")?;
                 }
-                Op::MatMulId { w, x, .. } => {
+                Op::MatMulId { w, x, .. } | Op::MatMulHeads { w, x } => {
                     // One expert's rows at a time: at most every token's, gathered.
                     let k = g.graph.weight(w);
                     let vdt = dot::kernel(k.dtype())
@@ -485,7 +485,32 @@ impl CpuExecutor {
             Op::MatMulId { x, route, .. } => {
                 let (xn, rn) = (graph.node(x), graph.node(route));
                 let shape = (xn.rows, xn.cols);
-                self.mat_mul_id(g, i, input(x), shape, input(route), rn.cols, out);
+                self.mat_mul_id(g, i, input(x), shape, Some((input(route), rn.cols)), out);
+            }
+            Op::MatMulHeads { x, .. } => {
+                let xn = graph.node(x);
+                let shape = (xn.rows, xn.cols);
+                self.mat_mul_id(g, i, input(x), shape, None, out);
+            }
+            Op::Columns { x, group, start } => {
+                let xs = input(x);
+                let len = cols / (graph.node(x).cols / group);
+                for (o, src) in out.chunks_exact_mut(len).zip(xs.chunks_exact(group)) {
+                    o.copy_from_slice(&src[start..start + len]);
+                }
+            }
+            Op::Concat { a, b, groups } => {
+                let (an, bn) = (graph.node(a), graph.node(b));
+                let (ga, gb) = (an.cols / groups, bn.cols / groups);
+                let (xa, xb) = (input(a), input(b));
+                for ((o, pa), pb) in out
+                    .chunks_exact_mut(ga + gb)
+                    .zip(xa.chunks_exact(ga))
+                    .zip(xb.chunks_exact(gb))
+                {
+                    o[..ga].copy_from_slice(pa);
+                    o[ga..].copy_from_slice(pb);
+                }
             }
             Op::MoeSum { x, route } => {
                 let (xs, rs) = (input(x), input(route));
@@ -528,8 +553,9 @@ impl CpuExecutor {
         }
     }
 
-    /// Node `i`, a mat_mul_id: for each chosen expert, its product with the rows that chose
-    /// it. A single token's experts write straight into its output row (those reading one
+    /// Node `i`, a mat_mul_id (with `route`: its values and columns) or a mat_mul_heads
+    /// (without: part `j` of every row uses matrix `j`): for each chosen expert, its product
+    /// with the rows that chose it. A single token's experts write straight into its output row (those reading one
     /// input share its quantized activations, up to [`MAX_GROUP`] weights a pass); a prompt's
     /// rows are gathered per expert, multiplied, and scattered back, so each expert's weight
     /// is read once per step. Rows of a product do not depend on which other rows are in it
@@ -541,21 +567,24 @@ impl CpuExecutor {
         i: usize,
         x: &[f32],
         (rows, cols): (usize, usize),
-        route: &[f32],
-        route_cols: usize,
+        route: Option<(&[f32], usize)>,
         out: &mut [f32],
     ) {
         let experts = &g.experts[i];
         let kernel = g.kernels[i].expect("resolved in prepare");
         let (n_in, n_out) = (experts[0].row_len(), experts[0].n_rows());
-        let n_used = route_cols / 2;
-        let per_slot = cols != n_in;
+        let n_used = match route {
+            Some((_, route_cols)) => route_cols / 2,
+            None => experts.len(),
+        };
+        // Part `j` of row `t` uses this matrix.
+        let expert_of = |t: usize, j: usize| match route {
+            Some((r, rc)) => r[t * rc + j] as usize,
+            None => j,
+        };
+        let per_slot = cols != n_in || route.is_none();
         self.act_holds = None;
         if rows == 1 {
-            let mut ids = [0usize; crate::graph::MAX_EXPERTS_USED];
-            for (slot, e) in ids.iter_mut().zip(moe::route_ids(route)) {
-                *slot = e;
-            }
             let step = if per_slot { 1 } else { MAX_GROUP };
             let mut quantized = false;
             for j0 in (0..n_used).step_by(step) {
@@ -563,7 +592,7 @@ impl CpuExecutor {
                 let mut segs = [None; MAX_GROUP];
                 for (seg, j) in segs.iter_mut().zip(j0..j1) {
                     *seg = Some(MatMulSeg {
-                        w: &experts[ids[j]],
+                        w: &experts[expert_of(0, j)],
                         kernel,
                         out: SharedMut(out[j * n_out..].as_mut_ptr()),
                     });
@@ -588,8 +617,7 @@ impl CpuExecutor {
         for (e, w) in experts.iter().enumerate() {
             self.moe_rows.clear();
             for t in 0..rows {
-                let r = &route[t * route_cols..(t + 1) * route_cols];
-                if let Some(j) = moe::route_ids(r).position(|id| id == e) {
+                if let Some(j) = (0..n_used).find(|&j| expert_of(t, j) == e) {
                     self.moe_rows.push((t, j));
                 }
             }

@@ -264,6 +264,35 @@ pub enum Op {
         /// A [`Op::MoeRoute`] node.
         route: NodeId,
     },
+    /// `x · W_jᵀ` for each part `j` of every row: `w` is 3-D `[n_in, n_out, n_parts]` and `x`
+    /// is `rows × (n_parts·n_in)`; output row `t` holds the `n_parts` products of `n_out`
+    /// values (per-head projections: MLA's `k_b` absorption and `v_b` decompression).
+    MatMulHeads {
+        /// Stacked per-part weights.
+        w: WeightId,
+        /// Inputs, one part per matrix.
+        x: NodeId,
+    },
+    /// Columns `start..start + len` of every group of `group` columns of each row (e.g. the
+    /// rotated part of every head): `rows × (groups·len)`.
+    Columns {
+        /// Input `rows × (groups·group)`.
+        x: NodeId,
+        /// Group width.
+        group: usize,
+        /// First column taken from each group.
+        start: usize,
+    },
+    /// Group by group, `a`'s group then `b`'s: rows of `groups` groups of `a.cols / groups`
+    /// then `b.cols / groups` values (per-head concatenation).
+    Concat {
+        /// Left parts.
+        a: NodeId,
+        /// Right parts.
+        b: NodeId,
+        /// Groups per row.
+        groups: usize,
+    },
     /// The last row only.
     LastRow {
         /// Input.
@@ -289,6 +318,8 @@ impl Op {
             Op::Rope { x, .. } | Op::LastRow { x } | Op::SelectRows { x } => (Some(x), None, None),
             Op::Mul { a, b } | Op::Add { a, b } => (Some(a), Some(b), None),
             Op::MoeRoute { logits, .. } => (Some(logits), None, None),
+            Op::MatMulHeads { x, .. } | Op::Columns { x, .. } => (Some(x), None, None),
+            Op::Concat { a, b, .. } => (Some(a), Some(b), None),
             Op::MatMulId { x, route, .. } | Op::MoeSum { x, route } => (Some(x), Some(route), None),
             Op::SwiGlu { gate, up } | Op::GeGlu { gate, up } => (Some(gate), Some(up), None),
             Op::Attention { q, k, v, .. } => (Some(q), Some(k), Some(v)),
@@ -314,6 +345,9 @@ impl Op {
             Op::MoeRoute { .. } => "moe_route",
             Op::MatMulId { .. } => "mat_mul_id",
             Op::MoeSum { .. } => "moe_sum",
+            Op::MatMulHeads { .. } => "mat_mul_heads",
+            Op::Columns { .. } => "columns",
+            Op::Concat { .. } => "concat",
             Op::LastRow { .. } => "last_row",
             Op::SelectRows { .. } => "select_rows",
         }
@@ -690,6 +724,51 @@ impl GraphBuilder {
         assert!(cols.is_multiple_of(n_used), "moe_sum: {cols} columns");
         assert_eq!(self.shape(route).0, rows, "moe_sum: route rows");
         self.push(Op::MoeSum { x, route }, rows, cols / n_used)
+    }
+
+    /// Per-part products `x_j · W_jᵀ` with stacked weights `w` (`[n_in, n_out, n_parts]`): see
+    /// [`Op::MatMulHeads`].
+    pub fn mat_mul_heads(&mut self, w: &Tensor, x: NodeId) -> NodeId {
+        let (rows, cols) = self.shape(x);
+        let &[n_in, n_out, n_parts] = w.shape() else {
+            panic!("mat_mul_heads: {} is not 3-D", w.name());
+        };
+        assert_eq!(
+            cols,
+            n_parts * n_in,
+            "mat_mul_heads: {} takes {n_parts} parts of {n_in}",
+            w.name()
+        );
+        let id = self.weight(w);
+        self.push(Op::MatMulHeads { w: id, x }, rows, n_parts * n_out)
+    }
+
+    /// Columns `range` of every `group`-wide group of `x`'s rows: see [`Op::Columns`].
+    pub fn columns(&mut self, x: NodeId, group: usize, range: std::ops::Range<usize>) -> NodeId {
+        let (rows, cols) = self.shape(x);
+        assert!(
+            group > 0
+                && cols.is_multiple_of(group)
+                && range.start < range.end
+                && range.end <= group,
+            "columns: {range:?} of groups of {group} in {cols}"
+        );
+        let start = range.start;
+        self.push(
+            Op::Columns { x, group, start },
+            rows,
+            cols / group * range.len(),
+        )
+    }
+
+    /// Per-group concatenation of `a` and `b` (`groups` groups each): see [`Op::Concat`].
+    pub fn concat(&mut self, a: NodeId, b: NodeId, groups: usize) -> NodeId {
+        let ((ra, ca), (rb, cb)) = (self.shape(a), self.shape(b));
+        assert!(
+            ra == rb && groups > 0 && ca.is_multiple_of(groups) && cb.is_multiple_of(groups),
+            "concat: {ra}×{ca} and {rb}×{cb} in {groups} groups"
+        );
+        self.push(Op::Concat { a, b, groups }, ra, ca + cb)
     }
 
     /// The last row of `x`.

@@ -268,7 +268,7 @@ struct KvSummary {
 impl KvSummary {
     fn new(h: &HParams, n_ctx: usize) -> Self {
         let cell = h.kv_cell_bytes(h.n_head_kv, KV_ELEM_BYTES);
-        let cell_mha = h.kv_cell_bytes(h.n_head, KV_ELEM_BYTES);
+        let cell_mha = h.kv_cell_bytes_equivalent(h.n_head, KV_ELEM_BYTES);
         let layers: Vec<LayerKv> = (0..h.n_layer)
             .map(|il| {
                 let a = h.layer_attention(il);
@@ -617,11 +617,30 @@ fn rope_scaling_text(h: &HParams) -> String {
 
 fn kv_text(s: &mut String, h: &HParams, kv: &KvSummary) {
     let n_global = kv.layers.iter().filter(|l| !l.local).count();
-    let _ = writeln!(
-        s,
-        "{} KV heads of {}+{} values per layer; MHA equivalent: {} KV heads",
-        h.n_head_kv, h.head_dim, h.head_dim_v, h.n_head
-    );
+    if let Some((k, v)) = h.mla_head_dims {
+        let _ = writeln!(
+            s,
+            "MLA: one latent of {} values per layer ({} compressed + {} rotated; values read \
+             from it); MHA equivalent: {} heads of {k}+{v} values",
+            h.head_dim,
+            h.head_dim_v,
+            h.head_dim - h.head_dim_v,
+            h.n_head
+        );
+        let gqa = (h.n_head / 4).max(1);
+        let _ = writeln!(
+            s,
+            "{:<26} {:>11}   (GQA with {gqa} KV heads of {k}+{v})",
+            "GQA equivalent per token",
+            bytes_h((h.n_layer * h.kv_cell_bytes_equivalent(gqa, KV_ELEM_BYTES)) as u64)
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "{} KV heads of {}+{} values per layer; MHA equivalent: {} KV heads",
+            h.n_head_kv, h.head_dim, h.head_dim_v, h.n_head
+        );
+    }
     let _ = writeln!(
         s,
         "{:<26} {:>11}   MHA {:>11}",

@@ -24,6 +24,9 @@ pub struct KvView<'a> {
     pub rows: &'a [u32],
     /// Position of each source.
     pub positions: &'a [i32],
+    /// Values are the first `head_dim_v` elements of each key head (a store without values:
+    /// MLA's latent cache), not rows of their own.
+    pub values_in_keys: bool,
 }
 
 impl KvView<'_> {
@@ -142,7 +145,11 @@ pub fn attend_group_with(
         }
         let mut values: [&[f16]; CHUNK] = [&[]; CHUNK];
         for (v, &j) in values.iter_mut().zip(src) {
-            *v = &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv];
+            *v = if kv.values_in_keys {
+                &kv.key(j as usize, kw)[kvh * dk..kvh * dk + dv]
+            } else {
+                &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv]
+            };
         }
         (ops.wsums)(out, dv, &scores, CHUNK, &values[..n]);
     };
@@ -220,6 +227,7 @@ mod tests {
             n_cells: 5,
             rows: &rows,
             positions: &positions,
+            values_in_keys: false,
         };
         let q: Vec<f32> = (0..8).map(|i| f(i + 5)).collect();
         for h in 0..4 {
@@ -301,6 +309,7 @@ mod tests {
                 n_cells: n_src,
                 rows: &rows,
                 positions: &positions,
+                values_in_keys: false,
             };
             let q: Vec<f32> = (0..g * dk).map(|i| f(i + 11)).collect();
             for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
@@ -353,6 +362,7 @@ mod tests {
             n_cells: n_src,
             rows: &rows,
             positions: &positions,
+            values_in_keys: false,
         };
         let q: Vec<f32> = (0..16).map(|i| 1.0 + f(i + 3) / 4.0).collect();
         let pq = n_src as i32;

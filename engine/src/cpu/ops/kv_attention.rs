@@ -50,7 +50,9 @@ impl KvAttnScratch {
 
 /// Attention of the batch's queries `q` (at `positions`) over the store's cached cells and
 /// the batch's own keys `k` and values `v`, into `out`; then the batch's K/V are written
-/// into the store. `scratch` must have been reserved for the step.
+/// into the store. A store without values (`v_width` 0: MLA's latent cache) reads each
+/// value from the first `head_dim_v` elements of its key head, and `v` must be those (it is
+/// not read). `scratch` must have been reserved for the step.
 #[allow(clippy::too_many_arguments)]
 pub fn attend_step(
     pool: &ThreadPool,
@@ -65,6 +67,11 @@ pub fn attend_step(
 ) {
     let n_tok = positions.len();
     let (kw, vw) = (store.k_width(), store.v_width());
+    let values_in_keys = vw == 0;
+    assert!(
+        !values_in_keys || p.head_dim_v <= p.head_dim,
+        "values read from keys need head_dim_v ≤ head_dim"
+    );
     // The batch's K/V as the cache will hold them (F16).
     let sk = &mut scratch.staged_k[..n_tok * kw];
     let sv = &mut scratch.staged_v[..n_tok * vw];
@@ -105,6 +112,7 @@ pub fn attend_step(
         n_cells,
         rows: &scratch.src_rows[..n_src],
         positions: &scratch.positions[..n_src],
+        values_in_keys,
     };
     let o = SharedMut(out.as_mut_ptr());
     let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);

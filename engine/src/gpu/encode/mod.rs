@@ -200,6 +200,13 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         Op::MoeRoute { .. } | Op::MatMulId { .. } | Op::MoeSum { .. } => Err(
             GpuError::Unsupported("mixture-of-experts ops are not on the GPU backend yet".into()),
         ),
+        Op::MatMulHeads { .. } | Op::Columns { .. } | Op::Concat { .. } => {
+            Err(GpuError::Unsupported(
+                "multi-head latent attention (per-head products, column views) is not on the \
+                 GPU backend yet"
+                    .into(),
+            ))
+        }
         Op::SelectRows { .. } => Err(GpuError::Unsupported(
             "selecting output rows per step (batched sequences) runs on the CPU; \
              the GPU returns all rows or the last"

@@ -1,0 +1,68 @@
+//! Multi-head latent attention keeps only the latent in its KV cache: the synthetic
+//! DeepSeek-V2-Lite model's stores hold `kv_lora_rank + rope` F16 values per token per layer
+//! (values are read from them; there is no V cache), and batches of sequences over those
+//! stores — and over routed experts — give each sequence exactly what it gets alone.
+
+use std::sync::Arc;
+
+use tessera_models::batch_invariance::assert_batch_invariant;
+use tessera_models::hparams::RopeOverrides;
+use tessera_models::{Context, ContextParams, Model};
+use tessera_tests::synthetic::generate;
+
+#[test]
+fn the_cache_holds_the_latent_only() {
+    let Some(path) = generate("deepseek2-lite", None) else {
+        return;
+    };
+    let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
+    let hp = m.hparams().clone();
+    // kv_lora_rank 32 + 16 rotated values, one KV head.
+    assert_eq!((hp.n_head_kv, hp.head_dim, hp.head_dim_v), (1, 48, 32));
+    assert!(hp.values_in_keys);
+    let n_ctx = 96;
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_ctx,
+            n_threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // layers × (kv_lora_rank + rope) × n_ctx × 2 bytes, plus each cell's position (4 bytes).
+    let latent = hp.n_layer * (32 + 16) * n_ctx * 2;
+    assert_eq!(ctx.kv_bytes(), latent + hp.n_layer * n_ctx * 4);
+    // The decompressed multi-head cache it stands in for: 4 heads of 40 + 24 values.
+    assert_eq!(hp.kv_cell_bytes_equivalent(hp.n_head, 2), 4 * (40 + 24) * 2);
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 131 + 7) % 1000).collect();
+    ctx.eval(&tokens, false).unwrap();
+    assert!(ctx.logits_row(0).iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn deepseek2_and_qwen3moe_sequences_in_one_batch_equal_each_alone() {
+    for variant in ["deepseek2", "qwen3moe"] {
+        let Some(path) = generate(variant, None) else {
+            return;
+        };
+        let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
+        let n_vocab = m.hparams().n_vocab as u32;
+        let prompts: Vec<Vec<u32>> = [19usize, 33, 26]
+            .iter()
+            .enumerate()
+            .map(|(s, &n)| {
+                (0..n as u32)
+                    .map(|i| (i * 37 + s as u32 * 101 + 5) % n_vocab)
+                    .collect()
+            })
+            .collect();
+        let params = ContextParams {
+            n_ctx: 96,
+            n_batch: 16,
+            n_threads: 2,
+            ..Default::default()
+        };
+        assert_batch_invariant(&m, params, &prompts, 6);
+    }
+}
