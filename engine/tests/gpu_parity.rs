@@ -529,7 +529,7 @@ fn stacked(name: &str, dtype: DType, shape: Vec<usize>, rng: &mut Rng) -> Tensor
 /// Router logits `n_tok × n_expert`: rows of the random table where `n_expert` is a multiple
 /// of 32 (what `get_rows` takes), else the product of such rows with a random F32 router.
 fn logits(b: &mut GraphBuilder, n_expert: usize, rng: &mut Rng, scale: f32) -> NodeId {
-    if n_expert % 32 == 0 {
+    if n_expert.is_multiple_of(32) {
         return input(b, n_expert, rng, scale);
     }
     let x = input(b, 64, rng, scale);

@@ -252,8 +252,8 @@ mod tests {
         rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
         rec.node = 3;
         rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
-        assert_eq!(rec.dispatches[0].uniform, (0, 32));
-        assert_eq!(rec.dispatches[1].uniform, (256, 32));
+        assert_eq!(rec.dispatches[0].uniform, (0, 48));
+        assert_eq!(rec.dispatches[1].uniform, (256, 48));
         assert_eq!(rec.dispatches[1].node, 3);
         assert_eq!(rec.uniform_words.len(), 128);
     }
