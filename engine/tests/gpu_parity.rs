@@ -1,9 +1,10 @@
 //! The GPU backend against the CPU backend, op by op, in the spirit of llama.cpp's
 //! test-backend-ops: every op on random inputs (never zeros, odd sizes), the GPU's output
-//! compared with the CPU's by normalised mean squared error — at most 5e-4 for mat_mul and
-//! attention (the CPU quantizes activations to 8 bits, the GPU keeps them in f32), 1e-6 for the
-//! rest — NaN always failing, and the GPU arena filled with a sentinel beforehand so a write
-//! outside any node's range shows.
+//! compared with the CPU's by normalised mean squared error — at most 5e-4 for mat_mul,
+//! mat_mul_id and attention (the CPU quantizes activations to 8 bits, the GPU keeps them in
+//! f32), 1e-6 for the rest; a router's chosen expert ids must be equal — NaN always failing,
+//! and the GPU arena filled with a sentinel beforehand so a write outside any node's range
+//! shows.
 //!
 //! Runs on whatever adapter wgpu finds (lavapipe in CI). Without one the tests pass with a
 //! note, unless `TESSERA_REQUIRE_GPU=1`, which CI sets: then a missing adapter fails.
@@ -827,5 +828,54 @@ fn mat_mul_speed() {
                 (rows * cols * n_tok) as f64 / s / 1e6
             );
         }
+    }
+}
+
+/// Not a test: times a decode step's mat_mul_id (8 of 32 Q8_0 experts of 768 × 1024, with
+/// its router) against a plain mat_mul over the same bytes (8·768 rows) on the adapter, and
+/// a prompt of 32 rows (`cargo test --release -p tessera-engine --test gpu_parity
+/// mat_mul_id_speed -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn mat_mul_id_speed() {
+    need_gpu!();
+    let dev = device().unwrap();
+    let mut rng = Rng(2);
+    let (n_expert, n_used, n_out, n_in) = (32, 8, 768, 1024);
+    let dt = DType::Q8_0;
+    let experts = stacked("experts", dt, vec![n_in, n_out, n_expert], &mut rng);
+    let dense = stacked("dense", dt, vec![n_in, n_used * n_out], &mut rng);
+    let time = |graph: Graph| {
+        let n_tok = graph.n_tokens;
+        let mut gpu = GpuExecutor::new(dev.clone());
+        let mut g = gpu.prepare(graph).unwrap();
+        let tok = tokens(n_tok);
+        let pos: Vec<i32> = (0..n_tok as i32).collect();
+        gpu.run(&mut g, &tok, &pos, &mut []).unwrap();
+        let t = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            gpu.run(&mut g, &tok, &pos, &mut []).unwrap();
+        }
+        t.elapsed().as_secs_f64() / reps as f64 * 1e3
+    };
+    for n_tok in [1, 32] {
+        let mut b = GraphBuilder::new(n_tok);
+        let l = input(&mut b, n_expert, &mut rng, 2.0);
+        let r = b.moe_route(
+            l,
+            route_params(n_used, ExpertGating::Softmax, true, 1.0),
+            None,
+        );
+        let x = input(&mut b, n_in, &mut rng, 1.0);
+        let y = b.mat_mul_id(&experts, x, r);
+        let id_ms = time(b.finish(y));
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, n_in, &mut rng, 1.0);
+        let y = b.mat_mul(&dense, x);
+        let dense_ms = time(b.finish(y));
+        eprintln!(
+            "{n_tok} tokens: mat_mul_id {id_ms:.2} ms, mat_mul over the same bytes {dense_ms:.2} ms"
+        );
     }
 }
