@@ -1,5 +1,7 @@
 // Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, soft-capping,
-// SiLU- and GELU-gated products, and a plain copy (the last row of a matrix).
+// SiLU- and GELU-gated products, a plain copy (the last row of a matrix), and the weighted sum
+// of a row's expert outputs (moe_sum: `parts` parts of `cols` values, weighted by the route's
+// weights at `b_off`, added in slot order as on the CPU).
 
 // `ElementwiseUniforms` and the `OP_*` codes: declared by the host from
 // engine/src/gpu/params.rs, prepended.
@@ -25,6 +27,20 @@ fn gelu(x: f32) -> f32 {
     return to_f16(g);
 }
 
+// Output value `i` of moe_sum: `Σ_j x[t][j][c] · w[t][j]`, the first product then each next
+// one added.
+fn moe_sum(i: u32) -> f32 {
+    let t = i / P.cols;
+    let c = i % P.cols;
+    let x = P.a_off + t * P.parts * P.cols + c;
+    let w = P.b_off + t * 2u * P.parts + P.parts;
+    var y = A[x] * A[w];
+    for (var j = 1u; j < P.parts; j++) {
+        y += A[x + j * P.cols] * A[w + j];
+    }
+    return y;
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * P.grid_x * 256u;
@@ -41,6 +57,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case OP_GEGLU: { y = gelu(a) * A[P.b_off + i]; }
         case OP_ADD_BIAS: { y = a + bitcast<f32>(W[i % P.cols]); }
         case OP_SOFTCAP: { y = tanh(a * (1.0 / P.s)) * P.s; }
+        case OP_MOE_SUM: { y = moe_sum(i); }
         case OP_COPY, default: { y = a; }
     }
     A[P.out_off + i] = y;

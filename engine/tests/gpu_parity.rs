@@ -1,9 +1,10 @@
 //! The GPU backend against the CPU backend, op by op, in the spirit of llama.cpp's
 //! test-backend-ops: every op on random inputs (never zeros, odd sizes), the GPU's output
-//! compared with the CPU's by normalised mean squared error — at most 5e-4 for mat_mul and
-//! attention (the CPU quantizes activations to 8 bits, the GPU keeps them in f32), 1e-6 for the
-//! rest — NaN always failing, and the GPU arena filled with a sentinel beforehand so a write
-//! outside any node's range shows.
+//! compared with the CPU's by normalised mean squared error — at most 5e-4 for mat_mul,
+//! mat_mul_id and attention (the CPU quantizes activations to 8 bits, the GPU keeps them in
+//! f32), 1e-6 for the rest; a router's chosen expert ids must be equal — NaN always failing,
+//! and the GPU arena filled with a sentinel beforehand so a write outside any node's range
+//! shows.
 //!
 //! Runs on whatever adapter wgpu finds (lavapipe in CI). Without one the tests pass with a
 //! note, unless `TESSERA_REQUIRE_GPU=1`, which CI sets: then a missing adapter fails.
@@ -14,7 +15,8 @@ use tessera_engine::cpu::exec::CpuExecutor;
 use tessera_engine::cpu::kv::KvStore;
 use tessera_engine::gpu::{GpuDevice, GpuError, GpuExecutor, GpuKvStore};
 use tessera_engine::graph::{
-    AttnParams, Graph, GraphBuilder, KvId, NodeId, Plan, RopeMode, RopeParams,
+    AttnParams, ExpertGating, Graph, GraphBuilder, KvId, NodeId, Plan, RopeMode, RopeParams,
+    RouteParams,
 };
 use tessera_engine::{DType, Tensor, quant};
 
@@ -118,6 +120,13 @@ fn compare(graph: Graph) -> f64 {
 
 /// [`compare`] with `tpr` invocations per mat-vec row instead of the adapter's default.
 fn compare_with_tpr(graph: Graph, tpr: Option<u32>) -> f64 {
+    let (want, got) = run_both(graph, tpr);
+    nmse(&want, &got)
+}
+
+/// The output of `graph` on the CPU and on the GPU (with `tpr` invocations per mat-vec row
+/// if given), the GPU's arena checked for writes outside every node.
+fn run_both(graph: Graph, tpr: Option<u32>) -> (Vec<f32>, Vec<f32>) {
     let dev = device().expect("caller checked");
     let tok = tokens(graph.n_tokens);
     let pos: Vec<i32> = (0..graph.n_tokens as i32).collect();
@@ -133,7 +142,7 @@ fn compare_with_tpr(graph: Graph, tpr: Option<u32>) -> f64 {
     gg.fill_arena(&dev, SENTINEL);
     let got = gpu.run(&mut gg, &tok, &pos, &mut []).unwrap().to_vec();
     check_sentinel(&gg, &graph, &plan, &dev);
-    nmse(&want, &got)
+    (want, got)
 }
 
 /// Every arena element outside all node ranges must still hold the sentinel.
@@ -497,6 +506,296 @@ fn bad_steps_are_errors() {
     assert!(e.to_string().contains("increasing"), "{e}");
 }
 
+/// Values encoded as `dtype` with ggml shape `shape` (rows of `shape[0]`): a 3-D shape is a
+/// stack of experts' matrices.
+fn stacked(name: &str, dtype: DType, shape: Vec<usize>, rng: &mut Rng) -> Tensor {
+    let values = rng.vec(shape.iter().product(), 0.5);
+    if dtype == DType::F32 {
+        return Tensor::from_f32(name, shape, &values);
+    }
+    let ops = quant::reference(dtype).expect("a reference quantizer");
+    let cols = shape[0];
+    let rb = dtype.row_bytes(cols as u64).unwrap() as usize;
+    let rows = values.len() / cols;
+    let mut bytes = vec![0u8; rb * rows];
+    for r in 0..rows {
+        (ops.quantize_row)(
+            &values[r * cols..(r + 1) * cols],
+            &mut bytes[r * rb..(r + 1) * rb],
+        );
+    }
+    Tensor::from_bytes(name, dtype, shape, &bytes).unwrap()
+}
+
+/// Router logits `n_tok × n_expert`: rows of the random table where `n_expert` is a multiple
+/// of 32 (what `get_rows` takes), else the product of such rows with a random F32 router.
+fn logits(b: &mut GraphBuilder, n_expert: usize, rng: &mut Rng, scale: f32) -> NodeId {
+    if n_expert.is_multiple_of(32) {
+        return input(b, n_expert, rng, scale);
+    }
+    let x = input(b, 64, rng, scale);
+    let router = stacked("router", DType::F32, vec![64, n_expert], rng);
+    b.mat_mul(&router, x)
+}
+
+fn route_params(n_used: usize, gating: ExpertGating, norm: bool, scale: f32) -> RouteParams {
+    RouteParams {
+        n_used,
+        gating,
+        norm,
+        scale,
+    }
+}
+
+/// Runs a routing graph on both backends: the chosen ids must be equal, the weights within
+/// 1e-6 NMSE; returns the weights' NMSE.
+fn compare_route(graph: Graph, n_used: usize, what: &str) -> f64 {
+    let (want, got) = run_both(graph, None);
+    let rc = 2 * n_used;
+    for (t, (w, g)) in want.chunks(rc).zip(got.chunks(rc)).enumerate() {
+        assert_eq!(w[..n_used], g[..n_used], "{what}: ids of row {t}");
+    }
+    let weights =
+        |v: &[f32]| -> Vec<f32> { v.chunks(rc).flat_map(|r| r[n_used..].to_vec()).collect() };
+    let e = nmse(&weights(&want), &weights(&got));
+    assert!(e <= 1e-6, "{what}: weights NMSE {e:.2e}");
+    e
+}
+
+/// The router with every gating, with and without renormalisation and a choice bias, for a
+/// token and a prompt, over an odd number of experts (more than a workgroup has invocations),
+/// and over 256 experts choosing 8 with a scale.
+#[test]
+fn moe_route_every_gating() {
+    need_gpu!();
+    let mut rng = Rng(0x40e);
+    let mut worst = 0f64;
+    for gating in [
+        ExpertGating::Softmax,
+        ExpertGating::Sigmoid,
+        ExpertGating::SoftmaxWeight,
+    ] {
+        for norm in [false, true] {
+            for with_bias in [false, true] {
+                for n_tok in [1, 7] {
+                    let (n_expert, n_used) = (67, 6);
+                    let bias = Tensor::from_f32("bias", vec![n_expert], &rng.vec(n_expert, 0.1));
+                    let mut b = GraphBuilder::new(n_tok);
+                    let l = logits(&mut b, n_expert, &mut rng, 3.0);
+                    let p = route_params(n_used, gating, norm, 1.0);
+                    let r = b.moe_route(l, p, with_bias.then_some(&bias));
+                    let what = format!("{gating:?} norm {norm} bias {with_bias} × {n_tok}");
+                    worst = worst.max(compare_route(b.finish(r), n_used, &what));
+                }
+            }
+        }
+        let mut b = GraphBuilder::new(5);
+        let l = input(&mut b, 256, &mut rng, 2.0);
+        let r = b.moe_route(l, route_params(8, gating, true, 2.5), None);
+        let what = format!("{gating:?} 256 experts");
+        worst = worst.max(compare_route(b.finish(r), 8, &what));
+    }
+    eprintln!("moe_route: worst weights NMSE {worst:.2e}");
+}
+
+/// Ties go to the lower id and a NaN is never chosen over a number, on the GPU as on the CPU:
+/// logits in steps of 0.25 (many equal), some NaN; and the most experts choosing the most.
+#[test]
+fn moe_route_ties_nans_and_the_largest_router() {
+    need_gpu!();
+    let mut rng = Rng(0x71e);
+    let (n_expert, n_used, n_tok) = (64, 12, 6);
+    let rows = n_tok + 3;
+    let mut v: Vec<f32> = rng
+        .vec(rows * n_expert, 2.0)
+        .iter()
+        .map(|x| (x * 4.0).round() / 4.0)
+        .collect();
+    for i in (3..v.len()).step_by(7) {
+        v[i] = f32::NAN;
+    }
+    let table = Tensor::from_f32("logits", vec![n_expert, rows], &v);
+    for gating in [ExpertGating::Sigmoid, ExpertGating::SoftmaxWeight] {
+        let mut b = GraphBuilder::new(n_tok);
+        let l = b.get_rows(&table);
+        let r = b.moe_route(l, route_params(n_used, gating, true, 1.0), None);
+        compare_route(b.finish(r), n_used, &format!("{gating:?} ties and NaNs"));
+    }
+    let (n_expert, n_used) = (
+        tessera_engine::graph::MAX_EXPERTS,
+        tessera_engine::graph::MAX_EXPERTS_USED,
+    );
+    let mut b = GraphBuilder::new(2);
+    let l = input(&mut b, n_expert, &mut rng, 4.0);
+    let r = b.moe_route(
+        l,
+        route_params(n_used, ExpertGating::Softmax, true, 1.0),
+        None,
+    );
+    compare_route(b.finish(r), n_used, "1024 experts, 64 used");
+}
+
+/// mat_mul_id in a few formats, with one input row shared by the chosen experts and with one
+/// part per slot, for a token and a prompt of 7, with one and 16 invocations per row.
+#[test]
+fn mat_mul_id_shared_and_per_slot_inputs() {
+    need_gpu!();
+    let mut worst = 0f64;
+    for (i, dt) in [
+        DType::F32,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q4_0,
+        DType::Q6_K,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut rng = Rng(0x1d + i as u64);
+        let (n_expert, n_used, n_out) = (9, 3, 70);
+        let n_in = if dt.block_elems() == 256 { 256 } else { 96 };
+        let w = stacked("experts", dt, vec![n_in, n_out, n_expert], &mut rng);
+        for per_slot in [false, true] {
+            for n_tok in [1, 7] {
+                for tpr in [1, 16] {
+                    let mut b = GraphBuilder::new(n_tok);
+                    let l = logits(&mut b, n_expert, &mut rng, 2.0);
+                    let p = route_params(n_used, ExpertGating::Softmax, true, 1.0);
+                    let r = b.moe_route(l, p, None);
+                    let cols = if per_slot { n_used * n_in } else { n_in };
+                    let x = input(&mut b, cols, &mut rng, 1.0);
+                    let y = b.mat_mul_id(&w, x, r);
+                    let e = compare_with_tpr(b.finish(y), Some(tpr));
+                    eprintln!("mat_mul_id {dt} per-slot {per_slot} × {n_tok}, tpr {tpr}: {e:.2e}");
+                    assert!(
+                        e <= 5e-4,
+                        "{dt} per-slot {per_slot} × {n_tok}, {tpr} per row: NMSE {e:.2e}"
+                    );
+                    worst = worst.max(e);
+                }
+            }
+        }
+    }
+    eprintln!("mat_mul_id: worst NMSE {worst:.2e}");
+}
+
+/// Stacked experts over several chunks (each a whole number of experts, as on an adapter
+/// whose binding limit a real expert tensor exceeds): each chunk's dispatch computes the
+/// pairs whose expert it holds, for a token and a prompt; and one expert larger than a chunk
+/// is a clear error.
+#[test]
+fn mat_mul_id_over_expert_chunks() {
+    need_gpu!();
+    // A device of its own: its chunk limit must not touch the other tests' uploads.
+    let dev = GpuDevice::open(0).unwrap();
+    let mut rng = Rng(0xc4);
+    let (n_expert, n_used, n_out, n_in) = (10, 4, 40, 64);
+    let dt = DType::Q8_0;
+    let w = stacked("experts", dt, vec![n_in, n_out, n_expert], &mut rng);
+    let expert_bytes = (n_out * dt.row_bytes(n_in as u64).unwrap() as usize) as u64;
+    // Three experts a chunk: four chunks, the last of one expert.
+    dev.limit_weight_chunks(3 * expert_bytes + 100);
+    for n_tok in [1, 7] {
+        let mut b = GraphBuilder::new(n_tok);
+        let l = logits(&mut b, n_expert, &mut rng, 2.0);
+        let r = b.moe_route(
+            l,
+            route_params(n_used, ExpertGating::Softmax, false, 1.0),
+            None,
+        );
+        let x = input(&mut b, n_in, &mut rng, 1.0);
+        let y = b.mat_mul_id(&w, x, r);
+        let graph = b.finish(y);
+        let tok = tokens(n_tok);
+        let pos: Vec<i32> = (0..n_tok as i32).collect();
+        let mut cpu = CpuExecutor::new(1);
+        let cg = cpu.prepare(graph.clone()).unwrap();
+        let want = cpu.run(&cg, &tok, &pos, &mut []).unwrap().to_vec();
+        let mut gpu = GpuExecutor::new(dev.clone());
+        let mut gg = gpu.prepare(graph.clone()).unwrap();
+        assert_eq!(
+            gg.n_dispatches(),
+            2 + 1 + 1 + 4,
+            "2 get_rows, mat_mul, route, 4 chunks"
+        );
+        gg.fill_arena(&dev, SENTINEL);
+        let got = gpu.run(&mut gg, &tok, &pos, &mut []).unwrap().to_vec();
+        check_sentinel(&gg, &graph, &Plan::new(&graph), &dev);
+        let e = nmse(&want, &got);
+        eprintln!("mat_mul_id over 4 chunks × {n_tok}: {e:.2e}");
+        assert!(e <= 5e-4, "chunked mat_mul_id × {n_tok}: NMSE {e:.2e}");
+    }
+    // A fresh tensor (the upload above is cached): one expert no longer fits a chunk.
+    let big = stacked("big", dt, vec![n_in, n_out, n_expert], &mut rng);
+    dev.limit_weight_chunks(expert_bytes / 2);
+    let mut b = GraphBuilder::new(1);
+    let l = logits(&mut b, n_expert, &mut rng, 2.0);
+    let r = b.moe_route(
+        l,
+        route_params(n_used, ExpertGating::Softmax, false, 1.0),
+        None,
+    );
+    let x = input(&mut b, n_in, &mut rng, 1.0);
+    let y = b.mat_mul_id(&big, x, r);
+    let e = GpuExecutor::new(dev.clone())
+        .prepare(b.finish(y))
+        .err()
+        .expect("an expert over the chunk limit");
+    assert!(e.to_string().contains("one expert's matrix"), "{e}");
+}
+
+#[test]
+fn moe_sum_in_slot_order() {
+    need_gpu!();
+    let mut rng = Rng(0x5a3);
+    for n_tok in [1, 7] {
+        let (n_expert, n_used, n) = (8, 4, 96);
+        let mut b = GraphBuilder::new(n_tok);
+        let l = logits(&mut b, n_expert, &mut rng, 2.0);
+        let r = b.moe_route(
+            l,
+            route_params(n_used, ExpertGating::Sigmoid, false, 1.5),
+            None,
+        );
+        let x = input(&mut b, n_used * n, &mut rng, 3.0);
+        let y = b.moe_sum(x, r);
+        let e = compare(b.finish(y));
+        eprintln!("moe_sum × {n_tok}: {e:.2e}");
+        assert!(e <= 1e-6, "moe_sum × {n_tok}: NMSE {e:.2e}");
+    }
+}
+
+/// A Qwen3-MoE style feed-forward: router mat_mul, softmax top-k routing with renormalised
+/// weights, gate and up experts (Q4_K), SwiGLU, down experts (Q8_0), weighted sum.
+#[test]
+fn a_routed_feed_forward() {
+    need_gpu!();
+    let mut rng = Rng(0xff);
+    let (n_embd, n_ff, n_expert, n_used) = (256, 96, 16, 4);
+    let router = stacked("router", DType::F32, vec![n_embd, n_expert], &mut rng);
+    let gate = stacked("gate", DType::Q4_K, vec![n_embd, n_ff, n_expert], &mut rng);
+    let up = stacked("up", DType::Q4_K, vec![n_embd, n_ff, n_expert], &mut rng);
+    let down = stacked("down", DType::Q8_0, vec![n_ff, n_embd, n_expert], &mut rng);
+    for n_tok in [1, 7] {
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, n_embd, &mut rng, 1.0);
+        let l = b.mat_mul(&router, x);
+        let r = b.moe_route(
+            l,
+            route_params(n_used, ExpertGating::Softmax, true, 1.0),
+            None,
+        );
+        let g = b.mat_mul_id(&gate, x, r);
+        let u = b.mat_mul_id(&up, x, r);
+        let a = b.swiglu(g, u);
+        let d = b.mat_mul_id(&down, a, r);
+        let y = b.moe_sum(d, r);
+        let e = compare(b.finish(y));
+        eprintln!("routed feed-forward × {n_tok}: {e:.2e}");
+        assert!(e <= 5e-4, "routed feed-forward × {n_tok}: NMSE {e:.2e}");
+    }
+}
+
 /// Not a test: times mat_mul per weight type on the adapter (`cargo test --release -p
 /// tessera-engine --test gpu_parity mat_mul_speed -- --ignored --nocapture`).
 #[test]
@@ -529,5 +828,54 @@ fn mat_mul_speed() {
                 (rows * cols * n_tok) as f64 / s / 1e6
             );
         }
+    }
+}
+
+/// Not a test: times a decode step's mat_mul_id (8 of 32 Q8_0 experts of 768 × 1024, with
+/// its router) against a plain mat_mul over the same bytes (8·768 rows) on the adapter, and
+/// a prompt of 32 rows (`cargo test --release -p tessera-engine --test gpu_parity
+/// mat_mul_id_speed -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn mat_mul_id_speed() {
+    need_gpu!();
+    let dev = device().unwrap();
+    let mut rng = Rng(2);
+    let (n_expert, n_used, n_out, n_in) = (32, 8, 768, 1024);
+    let dt = DType::Q8_0;
+    let experts = stacked("experts", dt, vec![n_in, n_out, n_expert], &mut rng);
+    let dense = stacked("dense", dt, vec![n_in, n_used * n_out], &mut rng);
+    let time = |graph: Graph| {
+        let n_tok = graph.n_tokens;
+        let mut gpu = GpuExecutor::new(dev.clone());
+        let mut g = gpu.prepare(graph).unwrap();
+        let tok = tokens(n_tok);
+        let pos: Vec<i32> = (0..n_tok as i32).collect();
+        gpu.run(&mut g, &tok, &pos, &mut []).unwrap();
+        let t = std::time::Instant::now();
+        let reps = 5;
+        for _ in 0..reps {
+            gpu.run(&mut g, &tok, &pos, &mut []).unwrap();
+        }
+        t.elapsed().as_secs_f64() / reps as f64 * 1e3
+    };
+    for n_tok in [1, 32] {
+        let mut b = GraphBuilder::new(n_tok);
+        let l = input(&mut b, n_expert, &mut rng, 2.0);
+        let r = b.moe_route(
+            l,
+            route_params(n_used, ExpertGating::Softmax, true, 1.0),
+            None,
+        );
+        let x = input(&mut b, n_in, &mut rng, 1.0);
+        let y = b.mat_mul_id(&experts, x, r);
+        let id_ms = time(b.finish(y));
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, n_in, &mut rng, 1.0);
+        let y = b.mat_mul(&dense, x);
+        let dense_ms = time(b.finish(y));
+        eprintln!(
+            "{n_tok} tokens: mat_mul_id {id_ms:.2} ms, mat_mul over the same bytes {dense_ms:.2} ms"
+        );
     }
 }

@@ -122,6 +122,9 @@ pub struct GpuDevice {
     /// Uploaded weights by the address and length of their bytes, shared by every executor
     /// on this device; an entry lives as long as some executor holds the upload.
     weights: std::sync::Mutex<std::collections::HashMap<(usize, usize), Weak<GpuWeight>>>,
+    /// A cap on weight chunks in bytes below the binding limit (0: none), see
+    /// [`GpuDevice::limit_weight_chunks`].
+    chunk_cap: std::sync::atomic::AtomicU64,
 }
 
 impl GpuDevice {
@@ -179,6 +182,7 @@ impl GpuDevice {
             subgroups,
             errors,
             weights: Default::default(),
+            chunk_cap: Default::default(),
         }))
     }
 
@@ -221,6 +225,23 @@ impl GpuDevice {
             .filter_map(Weak::upgrade)
             .map(|w| w.bytes())
             .sum()
+    }
+
+    /// Split weights uploaded from now on into chunks of at most `bytes` (0: the binding
+    /// limit only), so that tests exercise the chunked paths on any adapter without tensors
+    /// of hundreds of MiB. Weights already uploaded keep their chunks.
+    pub fn limit_weight_chunks(&self, bytes: u64) {
+        self.chunk_cap
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Largest chunk of a weight, in bytes: [`GpuDevice::max_binding`], or less where
+    /// [`GpuDevice::limit_weight_chunks`] says so.
+    pub fn max_weight_chunk(&self) -> u64 {
+        match self.chunk_cap.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => self.max_binding(),
+            cap => cap.min(self.max_binding()),
+        }
     }
 
     /// Largest storage binding the kernels may use, in bytes (a multiple of 4).

@@ -1,7 +1,8 @@
 //! The uniform parameter block of every kernel and the element-wise op codes, declared once
 //! in Rust: each block is a `#[repr(C)]` [`bytemuck::Pod`] struct whose WGSL `struct`
-//! declaration is generated from the same field list, and the op codes' WGSL `const OP_*`
-//! lines from the same enum, so the two sides cannot disagree. The kernel sources get them
+//! declaration is generated from the same field list, and the code tables' WGSL `const`
+//! lines (element-wise `OP_*`, router `GATING_*`) from the same enum, so the two sides cannot
+//! disagree. The kernel sources get them
 //! prepended by [`super::shaders::Kernel::source`].
 
 /// A 4-byte scalar spelled the same in Rust and WGSL (`u32`, `i32`, `f32`): the only field
@@ -103,8 +104,10 @@ kernel_params! {
         s: f32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
-        /// Values per row (add_bias: the bias's length).
+        /// Values per row (add_bias: the bias's length; moe_sum: values per part).
         cols: u32,
+        /// Parts summed into each output value (moe_sum: experts per token), else 0.
+        parts: u32,
     }
 
     /// `matrix_common.wgsl`: the mat-vec and mat-mul kernels, over one row chunk of a weight.
@@ -125,6 +128,63 @@ kernel_params! {
         row0: u32,
         /// Input rows (tokens).
         n_tok: u32,
+        /// Workgroups along x (the grid is 2-D).
+        grid_x: u32,
+    }
+
+    /// `matvec_id.wgsl`: the chosen experts' mat-vecs of a mat_mul_id, one (token, slot) pair
+    /// and a block of output rows per workgroup, over one expert chunk of the stacked weight.
+    MatrixIdUniforms {
+        /// Arena offset of the input rows.
+        x_off: u32,
+        /// Arena offset of the output.
+        out_off: u32,
+        /// Values per input part (the weight's row length).
+        n_in: u32,
+        /// Output rows per expert.
+        n_out: u32,
+        /// Bytes per weight row.
+        row_bytes: u32,
+        /// Values per input row (`n_in`, or `n_used·n_in` for one part per slot).
+        x_row: u32,
+        /// Values between consecutive slots' inputs in a row (0: all read the same part).
+        x_slot: u32,
+        /// Arena offset of the route (`rows × 2·n_used`: ids, then weights).
+        route_off: u32,
+        /// Experts chosen per token.
+        n_used: u32,
+        /// First expert held by the weight chunk.
+        e0: u32,
+        /// Experts held by the weight chunk.
+        n_chunk: u32,
+        /// (token, slot) pairs: rows × n_used.
+        n_pairs: u32,
+        /// Workgroups per pair (along the expert's output rows).
+        row_groups: u32,
+        /// Workgroups along x (the grid is 2-D).
+        grid_x: u32,
+    }
+
+    /// `moe_route.wgsl`: a mixture-of-experts router, one workgroup per row.
+    MoeRouteUniforms {
+        /// Arena offset of the logits.
+        logits_off: u32,
+        /// Arena offset of the output (ids, then weights).
+        out_off: u32,
+        /// Experts (logits per row).
+        n_expert: u32,
+        /// Experts chosen per row.
+        n_used: u32,
+        /// Rows.
+        n_rows: u32,
+        /// The gating, a `GATING_*` code.
+        gating: u32,
+        /// 1: divide the weights by their sum (clamped below).
+        norm: u32,
+        /// Multiplier of the weights.
+        scale: f32,
+        /// 1 when the choice bias is bound, else 0.
+        has_bias: u32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
     }
@@ -218,7 +278,7 @@ kernel_params! {
     }
 }
 
-/// Declares the op-code enum with its WGSL constant names, and [`ElementwiseOp::ALL`].
+/// Declares a code enum with its WGSL constant names, its `ALL` list, and `wgsl_consts`.
 macro_rules! op_codes {
     ($(#[doc = $doc:literal])* $name:ident {
         $( $(#[doc = $vdoc:literal])* $variant:ident = $code:literal => $wgsl:literal, )*
@@ -234,11 +294,24 @@ macro_rules! op_codes {
             /// Every op, in code order.
             pub const ALL: &'static [$name] = &[$($name::$variant),*];
 
-            /// The name of the op's WGSL constant.
+            /// The name of the code's WGSL constant.
             pub fn wgsl_name(self) -> &'static str {
                 match self {
                     $( $name::$variant => $wgsl, )*
                 }
+            }
+
+            /// The code as the kernels see it.
+            pub fn code(self) -> u32 {
+                self as u32
+            }
+
+            /// The WGSL `const …: u32 = …u;` lines of every code.
+            pub fn wgsl_consts() -> String {
+                $name::ALL
+                    .iter()
+                    .map(|c| format!("const {}: u32 = {}u;\n", c.wgsl_name(), c.code()))
+                    .collect()
             }
         }
     };
@@ -263,21 +336,34 @@ op_codes! {
         AddBias = 6 => "OP_ADD_BIAS",
         /// `s · tanh(a / s)`.
         Softcap = 7 => "OP_SOFTCAP",
+        /// `Σ_j a[j·cols + c] · w_j` over `parts` parts of each row of `a`, `w_j` the route's
+        /// weights at `b` (rows of `2·parts`: ids, then weights), in slot order.
+        MoeSum = 8 => "OP_MOE_SUM",
     }
 }
 
-impl ElementwiseOp {
-    /// The code stored in [`ElementwiseUniforms::op`].
-    pub fn code(self) -> u32 {
-        self as u32
+op_codes! {
+    /// How `moe_route.wgsl` turns logits into scores (the `gating` of [`MoeRouteUniforms`]),
+    /// one code per [`crate::graph::ExpertGating`].
+    GatingCode {
+        /// Softmax over all experts.
+        Softmax = 0 => "GATING_SOFTMAX",
+        /// A sigmoid per logit.
+        Sigmoid = 1 => "GATING_SIGMOID",
+        /// The logits chosen, then a softmax over the chosen.
+        SoftmaxWeight = 2 => "GATING_SOFTMAX_WEIGHT",
     }
+}
 
-    /// The WGSL `const OP_*: u32 = …u;` lines of every op.
-    pub fn wgsl_consts() -> String {
-        ElementwiseOp::ALL
-            .iter()
-            .map(|op| format!("const {}: u32 = {}u;\n", op.wgsl_name(), op.code()))
-            .collect()
+impl GatingCode {
+    /// The code of `g`.
+    pub fn of(g: crate::graph::ExpertGating) -> GatingCode {
+        use crate::graph::ExpertGating as G;
+        match g {
+            G::Softmax => GatingCode::Softmax,
+            G::Sigmoid => GatingCode::Sigmoid,
+            G::SoftmaxWeight => GatingCode::SoftmaxWeight,
+        }
     }
 }
 
@@ -312,16 +398,18 @@ mod tests {
             s: 0.5,
             grid_x: 7,
             cols: 8,
+            parts: 9,
         };
-        assert_eq!(words(&p), [1, 2, 3, 4, 2, 0.5f32.to_bits(), 7, 8]);
+        assert_eq!(words(&p), [1, 2, 3, 4, 2, 0.5f32.to_bits(), 7, 8, 9]);
     }
 
     #[test]
     fn op_constants() {
-        assert_eq!(ElementwiseOp::ALL.len(), 8);
+        assert_eq!(ElementwiseOp::ALL.len(), 9);
         for (i, op) in ElementwiseOp::ALL.iter().enumerate() {
             assert_eq!(op.code(), i as u32);
         }
         assert!(ElementwiseOp::wgsl_consts().contains("const OP_GEGLU: u32 = 4u;\n"));
+        assert!(GatingCode::wgsl_consts().contains("const GATING_SIGMOID: u32 = 1u;\n"));
     }
 }

@@ -4,11 +4,12 @@
 //! weight-matrix kernels get `matrix_common.wgsl` (parameters, bindings) before them, the
 //! attention kernels `attention_common.wgsl`. Every kernel starts with the declarations
 //! generated from [`super::params`]: its uniform parameter struct (and, for the element-wise
-//! kernel, the `OP_*` codes).
+//! kernel, the `OP_*` codes; for the router, the `GATING_*` codes).
 
 use super::params::{
-    AttentionUniforms, AttnReduceUniforms, ElementwiseOp, ElementwiseUniforms, GetRowsUniforms,
-    KernelParams, KvWriteUniforms, MatrixUniforms, RmsNormUniforms, RopeUniforms,
+    AttentionUniforms, AttnReduceUniforms, ElementwiseOp, ElementwiseUniforms, GatingCode,
+    GetRowsUniforms, KernelParams, KvWriteUniforms, MatrixIdUniforms, MatrixUniforms,
+    MoeRouteUniforms, RmsNormUniforms, RopeUniforms,
 };
 use crate::DType;
 
@@ -17,6 +18,8 @@ const MATRIX_COMMON: &str = include_str!("../../../shaders/matrix_common.wgsl");
 const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
 const MATVEC_ROW: &str = include_str!("../../../shaders/matvec_row.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
+const MATVEC_ID: &str = include_str!("../../../shaders/matvec_id.wgsl");
+const MOE_ROUTE: &str = include_str!("../../../shaders/moe_route.wgsl");
 const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
 const ELEMENTWISE: &str = include_str!("../../../shaders/elementwise.wgsl");
@@ -36,6 +39,11 @@ pub enum Kernel {
     MatVec(DType, u32, bool),
     /// Tiled matrix product for prompts.
     MatMul(DType),
+    /// The chosen experts' mat-vecs of a mat_mul_id, per (token, slot) pair, with this many
+    /// invocations per row, summed by subgroup shuffles if `true` (as [`Kernel::MatVec`]).
+    MatVecId(DType, u32, bool),
+    /// Mixture-of-experts router.
+    MoeRoute,
     /// Embedding lookup.
     GetRows(DType),
     /// RMS normalisation with optional f32 gain.
@@ -69,12 +77,17 @@ fn with_decoder(kernel: &str, dtype: DType) -> String {
     )
 }
 
-/// matvec.wgsl with its workgroup reduction (between the `reduce` markers) replaced by a
-/// butterfly of subgroup shuffles over each row's TPR consecutive lanes.
+/// A mat-vec kernel (matvec.wgsl, matvec_id.wgsl) with its workgroup reduction (the lines
+/// between the `reduce` markers) replaced by a butterfly of subgroup shuffles over each row's
+/// TPR consecutive lanes.
 fn subgroup_reduce(src: &str) -> String {
-    let (begin, end) = ("        // reduce:begin\n", "        // reduce:end\n");
-    let a = src.find(begin).expect("matvec.wgsl marks its reduction");
-    let b = src.find(end).expect("matvec.wgsl marks its reduction") + end.len();
+    let line_start = |marker: &str| {
+        let at = src.find(marker).expect("the kernel marks its reduction");
+        src[..at].rfind('\n').map_or(0, |n| n + 1)
+    };
+    let a = line_start("// reduce:begin");
+    let end = "// reduce:end\n";
+    let b = src.find(end).expect("the kernel marks its reduction") + end.len();
     let butterfly = "        var s = dot_acc;\n\
                      \x20       for (var m = TPR / 2u; m > 0u; m >>= 1u) {\n\
                      \x20           s += subgroupShuffleXor(s, m);\n\
@@ -88,6 +101,10 @@ impl Kernel {
     pub fn prelude(self) -> String {
         match self {
             Kernel::MatVec(..) | Kernel::MatMul(_) => MatrixUniforms::WGSL.into(),
+            Kernel::MatVecId(..) => MatrixIdUniforms::WGSL.into(),
+            Kernel::MoeRoute => {
+                format!("{}\n{}", MoeRouteUniforms::WGSL, GatingCode::wgsl_consts())
+            }
             Kernel::GetRows(_) => GetRowsUniforms::WGSL.into(),
             Kernel::RmsNorm => RmsNormUniforms::WGSL.into(),
             Kernel::Elementwise => {
@@ -126,6 +143,19 @@ impl Kernel {
                 with_decoder(&src, t)
             }
             Kernel::MatMul(t) => with_decoder(&format!("{MATRIX_COMMON}\n{MATMUL}"), t),
+            Kernel::MatVecId(t, tpr, subgroups) => {
+                let src = MATVEC_ID.replace(
+                    "const TPR: u32 = 16u;",
+                    &format!("const TPR: u32 = {tpr}u;"),
+                );
+                let src = if subgroups {
+                    subgroup_reduce(&src)
+                } else {
+                    src
+                };
+                with_decoder(&src, t)
+            }
+            Kernel::MoeRoute => MOE_ROUTE.into(),
             Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
             Kernel::RmsNorm => RMS_NORM.into(),
             Kernel::Elementwise => ELEMENTWISE.into(),
@@ -157,6 +187,7 @@ mod tests {
             Kernel::AttnDecode,
             Kernel::AttnReduce,
             Kernel::KvWrite,
+            Kernel::MoeRoute,
         ];
         for t in DType::ALL {
             if decoder(t).is_some() {
@@ -166,6 +197,9 @@ mod tests {
                     Kernel::MatVec(t, 8, true),
                     Kernel::MatMul(t),
                     Kernel::GetRows(t),
+                    Kernel::MatVecId(t, 1, false),
+                    Kernel::MatVecId(t, 16, false),
+                    Kernel::MatVecId(t, 8, true),
                 ]);
             }
         }

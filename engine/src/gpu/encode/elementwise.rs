@@ -1,5 +1,6 @@
 //! Element-wise ops (add, mul, the gated activations, scale, bias, soft-capping, copy of the
-//! last row): one `elementwise.wgsl` dispatch of 256 values a workgroup.
+//! last row, the weighted sum of experts' outputs): one `elementwise.wgsl` dispatch of 256
+//! values a workgroup.
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::DType;
@@ -34,6 +35,7 @@ fn push_with(rec: &mut Recorder, op: ElementwiseOp, o: Operands, w: Bind, cols: 
         s: o.s,
         grid_x: g[0],
         cols,
+        parts: 0,
     };
     rec.push(
         Kernel::Elementwise,
@@ -150,6 +152,37 @@ pub fn last_row(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId) -> Result<(), GpuE
             out,
             n,
         },
+    );
+    Ok(())
+}
+
+/// Record moe_sum: each row of `x` (`n_used` parts) summed with the weights of `route`.
+pub fn moe_sum(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    x: NodeId,
+    route: NodeId,
+) -> Result<(), GpuError> {
+    let parts = ctx.graph.node(route).cols / 2;
+    let cols = ctx.node.cols as u32;
+    let n = ctx.n_values() as u32;
+    let g = grid(n.div_ceil(256));
+    let p = ElementwiseUniforms {
+        a_off: ctx.off(x),
+        b_off: ctx.off(route),
+        out_off: ctx.out,
+        n,
+        op: ElementwiseOp::MoeSum.code(),
+        s: 0.0,
+        grid_x: g[0],
+        cols,
+        parts: parts as u32,
+    };
+    rec.push(
+        Kernel::Elementwise,
+        vec![Bind::Arena, Bind::NoWeight, Bind::Uniform],
+        &p,
+        g,
     );
     Ok(())
 }

@@ -8,6 +8,7 @@ mod attention;
 mod elementwise;
 mod get_rows;
 mod matmul;
+mod moe;
 mod norm;
 mod rope;
 
@@ -197,9 +198,13 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         Op::AddBias { x, bias } => elementwise::add_bias(ctx, rec, x, bias),
         Op::Softcap { x, cap } => elementwise::softcap(ctx, rec, x, cap),
         Op::LastRow { x } => elementwise::last_row(ctx, rec, x),
-        Op::MoeRoute { .. } | Op::MatMulId { .. } | Op::MoeSum { .. } => Err(
-            GpuError::Unsupported("mixture-of-experts ops are not on the GPU backend yet".into()),
-        ),
+        Op::MoeRoute {
+            logits,
+            params,
+            choice_bias,
+        } => moe::route(ctx, rec, logits, params, choice_bias),
+        Op::MatMulId { w, x, route } => moe::mat_mul_id(ctx, rec, w, x, route),
+        Op::MoeSum { x, route } => elementwise::moe_sum(ctx, rec, x, route),
         Op::MatMulHeads { .. } | Op::Columns { .. } | Op::Concat { .. } => {
             Err(GpuError::Unsupported(
                 "multi-head latent attention (per-head products, column views) is not on the \
@@ -254,8 +259,8 @@ mod tests {
         rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
         rec.node = 3;
         rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
-        assert_eq!(rec.dispatches[0].uniform, (0, 32));
-        assert_eq!(rec.dispatches[1].uniform, (256, 32));
+        assert_eq!(rec.dispatches[0].uniform, (0, 48));
+        assert_eq!(rec.dispatches[1].uniform, (256, 48));
         assert_eq!(rec.dispatches[1].node, 3);
         assert_eq!(rec.uniform_words.len(), 128);
     }

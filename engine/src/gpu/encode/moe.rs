@@ -1,0 +1,116 @@
+//! Mixture-of-experts ops: the router (`moe_route.wgsl`, one workgroup per row) and the
+//! chosen experts' products (`matvec_id.wgsl`, one workgroup per (token, slot) pair and block
+//! of output rows, the expert read from the route on the GPU). A prompt runs the same mat-vec
+//! shape per (token, slot) pair; a grouped prompt path (each expert's tokens gathered into one
+//! tiled mat-mul, as the CPU does) is future work. The weighted sum is element-wise
+//! ([`super::elementwise::moe_sum`]).
+
+use super::{Bind, NodeCtx, Recorder, grid};
+use crate::DType;
+use crate::gpu::device::GpuError;
+use crate::gpu::params::{GatingCode, MatrixIdUniforms, MoeRouteUniforms};
+use crate::gpu::shaders::Kernel;
+use crate::graph::{NodeId, RouteParams, WeightId};
+
+/// Record the router over `logits`.
+pub fn route(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    logits: NodeId,
+    params: RouteParams,
+    bias: Option<WeightId>,
+) -> Result<(), GpuError> {
+    let ln = ctx.graph.node(logits);
+    let w = match bias {
+        Some(b) => {
+            let t = ctx.graph.weight(b);
+            if t.dtype() != DType::F32 || t.n_elements() != ln.cols {
+                return Err(GpuError::Unsupported(format!(
+                    "choice bias {:?} must be {} F32 values",
+                    t.name(),
+                    ln.cols
+                )));
+            }
+            Bind::Weight(b.0, 0)
+        }
+        None => Bind::NoWeight,
+    };
+    let g = grid(ln.rows as u32);
+    let p = MoeRouteUniforms {
+        logits_off: ctx.off(logits),
+        out_off: ctx.out,
+        n_expert: ln.cols as u32,
+        n_used: params.n_used as u32,
+        n_rows: ln.rows as u32,
+        gating: GatingCode::of(params.gating).code(),
+        norm: params.norm as u32,
+        scale: params.scale,
+        has_bias: bias.is_some() as u32,
+        grid_x: g[0],
+    };
+    rec.push(Kernel::MoeRoute, vec![Bind::Arena, w, Bind::Uniform], &p, g);
+    Ok(())
+}
+
+/// Record `x · W_eᵀ` for the experts `e` that `route` chose: one dispatch per expert chunk of
+/// the stacked weight `wid`.
+pub fn mat_mul_id(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    wid: WeightId,
+    x: NodeId,
+    route: NodeId,
+) -> Result<(), GpuError> {
+    ctx.check_decoder(wid)?;
+    let t = ctx.graph.weight(wid);
+    let &[n_in, n_out, _] = t.shape() else {
+        return Err(GpuError::Unsupported(format!(
+            "mat_mul_id weight {:?} is not 3-D",
+            t.name()
+        )));
+    };
+    if n_in % 32 != 0 {
+        return Err(GpuError::Unsupported(format!(
+            "mat_mul_id with rows of {n_in} values (the kernels take multiples of 32)"
+        )));
+    }
+    let w = &ctx.weights[wid.0 as usize];
+    let (xn, rn) = (ctx.graph.node(x), ctx.graph.node(route));
+    let n_used = rn.cols / 2;
+    let n_pairs = xn.rows * n_used;
+    let tpr = ctx.matvec.tpr;
+    let row_groups = (n_out as u32).div_ceil(64 / tpr);
+    let total = (n_pairs as u64) * row_groups as u64;
+    if total > u32::MAX as u64 / 2 {
+        return Err(GpuError::Unsupported(format!(
+            "mat_mul_id of {n_pairs} (token, expert) pairs × {n_out} rows is too many workgroups"
+        )));
+    }
+    let g = grid(total as u32);
+    for (c, chunk) in w.chunks.iter().enumerate() {
+        // Chunks hold whole experts (see `weights::rows_per_chunk`).
+        let p = MatrixIdUniforms {
+            x_off: ctx.off(x),
+            out_off: ctx.out,
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            row_bytes: w.row_bytes as u32,
+            x_row: xn.cols as u32,
+            x_slot: if xn.cols == n_in { 0 } else { n_in as u32 },
+            route_off: ctx.off(route),
+            n_used: n_used as u32,
+            e0: (chunk.row0 / n_out) as u32,
+            n_chunk: (chunk.n_rows / n_out) as u32,
+            n_pairs: n_pairs as u32,
+            row_groups,
+            grid_x: g[0],
+        };
+        rec.push(
+            Kernel::MatVecId(w.dtype, tpr, ctx.matvec.subgroups),
+            vec![Bind::Arena, Bind::Weight(wid.0, c as u32), Bind::Uniform],
+            &p,
+            g,
+        );
+    }
+    Ok(())
+}
