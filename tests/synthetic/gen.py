@@ -40,7 +40,7 @@ VARIANTS = {
     # Mixture of experts: a router over 8 experts, 3 chosen per token, renormalised.
     "qwen3moe": dict(arch="qwen3moe", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
                      head_dim=32, qk_norm=True, tied=False, rope_base=1000000.0,
-                     n_expert=8, n_expert_used=3, n_ff_exp=48),
+                     n_expert=8, n_expert_used=3, n_ff_exp=64),
     # Multi-head latent attention with experts (see generate_deepseek2): V2-Lite's shape
     # (queries projected directly, softmax routing) and V3's (low-rank queries, sigmoid
     # routing with a choice bias, renormalised and scaled weights).
@@ -57,6 +57,9 @@ VARIANTS = {
     "qwen3-q8_0": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
                        head_dim=32, qk_norm=True, tied=False, rope_base=1000000.0,
                        quant="Q8_0"),
+    "qwen3moe-q8_0": dict(arch="qwen3moe", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
+                          head_dim=32, qk_norm=True, tied=False, rope_base=1000000.0,
+                          n_expert=8, n_expert_used=3, n_ff_exp=64, quant="Q8_0"),
     "llama-gqa-bias-q4_0": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4,
                                 n_head_kv=2, head_dim=16, qkv_bias=True, out_bias=True,
                                 tied=True, quant="Q4_0"),
@@ -339,7 +342,7 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
             # Router logits spread well apart (near-ties between the last chosen expert and
             # the next would make the choice, and the distributions, jump on noise).
             n_exp, f = v["n_expert"], v["n_ff_exp"]
-            add_matrix(p + "ffn_gate_inp.weight", normal((n_exp, n_embd), 3.0 / np.sqrt(n_embd)))
+            add_matrix(p + "ffn_gate_inp.weight", normal((n_exp, n_embd), 5.0 / np.sqrt(n_embd)))
             add_matrix(p + "ffn_gate_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
             add_matrix(p + "ffn_up_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
             add_matrix(p + "ffn_down_exps.weight", normal((n_exp, n_embd, f), 1.0 / np.sqrt(f)))
