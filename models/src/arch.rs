@@ -101,6 +101,7 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
     &crate::gemma2::SPEC,
     &crate::gemma3::SPEC,
     &crate::deepseek2::SPEC,
+    &crate::gpt_oss::SPEC,
 ];
 
 /// The architecture named `name`.

@@ -92,6 +92,8 @@ pub struct AttentionStep<'a> {
     pub rope: bool,
     /// RoPE per-pair frequency factors (Llama 3's `rope_freqs`, Phi-3's LongRoPE).
     pub rope_factors: Option<&'a Tensor>,
+    /// Attention sinks, one logit per query head (gpt-oss).
+    pub sinks: Option<&'a Tensor>,
 }
 
 impl Attention {
@@ -195,7 +197,11 @@ impl Attention {
         } else {
             (q, k)
         };
-        let a = g.attention(q, k, v, KvId(il as u32), attn_params(hp, il, step.scale));
+        let params = attn_params(hp, il, step.scale);
+        let a = match step.sinks {
+            Some(s) => g.attention_with_sinks(q, k, v, KvId(il as u32), params, s),
+            None => g.attention(q, k, v, KvId(il as u32), params),
+        };
         self.out.apply(g, a)
     }
 }
@@ -207,6 +213,19 @@ pub enum Gate {
     Silu,
     /// `gelu_tanh(gate) ⊙ up` (Gemma).
     Gelu,
+    /// gpt-oss's clamped SwiGLU, `min(g, 7)·σ(1.702·min(g, 7))·(clamp(u, ±7) + 1)`.
+    SiluOai,
+}
+
+impl Gate {
+    /// Record the activation of `gate` and `up`.
+    pub fn apply(self, g: &mut GraphBuilder, gate: NodeId, up: NodeId) -> NodeId {
+        match self {
+            Gate::Silu => g.swiglu(gate, up),
+            Gate::Gelu => g.geglu(gate, up),
+            Gate::SiluOai => g.swiglu_oai(gate, up, 1.702, 7.0),
+        }
+    }
 }
 
 /// One layer's gated feed-forward weights.
@@ -302,10 +321,7 @@ impl FeedForward {
         let up = g.mat_mul(&self.up.w, h);
         let gate = self.gate.bias(g, gate);
         let up = self.up.bias(g, up);
-        let h = match act {
-            Gate::Silu => g.swiglu(gate, up),
-            Gate::Gelu => g.geglu(gate, up),
-        };
+        let h = act.apply(g, gate, up);
         self.down.apply(g, h)
     }
 }

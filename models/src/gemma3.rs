@@ -101,6 +101,7 @@ impl Architecture for Gemma3 {
                 scale: gemma_query_scale(hp, 62),
                 rope: true,
                 rope_factors: None,
+                sinks: None,
             };
             let a = b.attn.build(&mut g, hp, h, step);
             let a = g.rms_norm(a, Some(&b.post_attn_norm), eps);

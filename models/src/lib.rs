@@ -17,6 +17,7 @@ pub mod error;
 pub mod footprint;
 pub mod gemma2;
 pub mod gemma3;
+pub mod gpt_oss;
 pub mod hparams;
 pub mod kv_cache;
 pub mod llama;

@@ -140,6 +140,7 @@ impl Architecture for Llama {
                     .no_rope_step
                     .is_none_or(|step| (il + 1) % step != 0),
                 rope_factors: self.rope_freqs.as_ref(),
+                sinks: None,
             };
             let a = b.attn.build(&mut g, hp, h, step);
             x = g.add(x, a);

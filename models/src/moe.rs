@@ -124,6 +124,29 @@ impl Experts {
     }
 }
 
+/// The name of the bias of tensor `s` of layer `il`.
+fn bias(il: usize, s: &str) -> String {
+    format!("blk.{il}.{s}.bias")
+}
+
+/// A 2-D F32 tensor of ggml shape `shape` (F16 and BF16 converted at load).
+fn f32_matrix(w: &WeightLoader, name: &str, shape: &[usize]) -> Result<Tensor> {
+    let t = w.get(name, shape)?;
+    match t.dtype() {
+        tessera_engine::DType::F32 => Ok(t),
+        tessera_engine::DType::F16 | tessera_engine::DType::BF16 => {
+            let ops = tessera_engine::quant::reference(t.dtype()).expect("F16/BF16 kernels");
+            let mut values = vec![0f32; t.n_elements()];
+            (ops.dequantize_row)(t.data(), &mut values);
+            Ok(Tensor::from_f32(name, shape.to_vec(), &values))
+        }
+        dtype => Err(ModelError::UnsupportedDType {
+            name: name.into(),
+            dtype,
+        }),
+    }
+}
+
 /// One layer's routed feed-forward weights.
 pub struct MoeFeedForward {
     /// Pre-FFN norm.
@@ -138,20 +161,49 @@ pub struct MoeFeedForward {
     pub down: Tensor,
     /// How the router chooses and weighs.
     pub route: RouteParams,
+    /// Router bias `[n_expert]` (gpt-oss).
+    pub router_bias: Option<Tensor>,
+    /// Per-expert biases of the gate, up and down products (`[n, n_expert]`, gpt-oss).
+    pub expert_biases: Option<[Tensor; 3]>,
 }
 
 impl MoeFeedForward {
     /// Load layer `il`'s `ffn_norm`, `ffn_gate_inp` and `ffn_{gate,up,down}_exps`.
     pub fn load(w: &WeightLoader, hp: &HParams, il: usize, x: &Experts) -> Result<Self> {
+        Self::load_with_norm(w, hp, il, x, "ffn_norm")
+    }
+
+    /// [`Self::load`] with the pre-FFN norm named `norm` (gpt-oss: `post_attention_norm`),
+    /// and the router's and experts' biases where the file has them.
+    pub fn load_with_norm(
+        w: &WeightLoader,
+        hp: &HParams,
+        il: usize,
+        x: &Experts,
+        norm: &str,
+    ) -> Result<Self> {
         let (e, f, n) = (hp.n_embd, x.n_ff_exp, x.n_expert);
         let t = |s: &str| layer_tensor(il, s);
         Ok(MoeFeedForward {
-            norm: w.norm(&t("ffn_norm"), e)?,
+            norm: w.norm(&t(norm), e)?,
             router: w.get(&t("ffn_gate_inp"), &[e, n])?,
             gate: w.get(&t("ffn_gate_exps"), &[e, f, n])?,
             up: w.get(&t("ffn_up_exps"), &[e, f, n])?,
             down: w.get(&t("ffn_down_exps"), &[f, e, n])?,
             route: x.route_params(),
+            router_bias: w
+                .has(&bias(il, "ffn_gate_inp"))
+                .then(|| w.norm(&bias(il, "ffn_gate_inp"), n))
+                .transpose()?,
+            expert_biases: if w.has(&bias(il, "ffn_gate_exps")) {
+                Some([
+                    f32_matrix(w, &bias(il, "ffn_gate_exps"), &[f, n])?,
+                    f32_matrix(w, &bias(il, "ffn_up_exps"), &[f, n])?,
+                    f32_matrix(w, &bias(il, "ffn_down_exps"), &[e, n])?,
+                ])
+            } else {
+                None
+            },
         })
     }
 
@@ -170,15 +222,22 @@ impl MoeFeedForward {
         act: Gate,
         choice_bias: Option<&Tensor>,
     ) -> NodeId {
-        let logits = g.mat_mul(&self.router, h);
+        let mut logits = g.mat_mul(&self.router, h);
+        if let Some(b) = &self.router_bias {
+            logits = g.add_bias(logits, b);
+        }
         let route = g.moe_route(logits, self.route, choice_bias);
-        let gate = g.mat_mul_id(&self.gate, h, route);
-        let up = g.mat_mul_id(&self.up, h, route);
-        let a = match act {
-            Gate::Silu => g.swiglu(gate, up),
-            Gate::Gelu => g.geglu(gate, up),
-        };
-        let down = g.mat_mul_id(&self.down, a, route);
+        let mut gate = g.mat_mul_id(&self.gate, h, route);
+        let mut up = g.mat_mul_id(&self.up, h, route);
+        if let Some([gb, ub, _]) = &self.expert_biases {
+            up = g.add_bias_id(up, ub, route);
+            gate = g.add_bias_id(gate, gb, route);
+        }
+        let a = act.apply(g, gate, up);
+        let mut down = g.mat_mul_id(&self.down, a, route);
+        if let Some([_, _, db]) = &self.expert_biases {
+            down = g.add_bias_id(down, db, route);
+        }
         g.moe_sum(down, route)
     }
 }

@@ -104,6 +104,7 @@ impl Architecture for Phi3 {
                 scale: default_attn_scale(hp),
                 rope: true,
                 rope_factors: self.factors(n_ctx),
+                sinks: None,
             };
             let a = b.attn.build(&mut g, hp, h, step);
             x = g.add(x, a);

@@ -52,6 +52,14 @@ VARIANTS = {
                       q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
                       n_expert=8, n_expert_used=3, n_ff_exp=32, n_shared=2, n_dense=1,
                       gating=2, norm=True, scale=2.5, probs_bias=True),
+    # gpt-oss: attention sinks, Q/K/V/O biases, a sliding window on even layers, a biased
+    # router (top logits chosen, softmax over them), biased experts, the clamped SwiGLU.
+    # (Real gpt-oss files use the o200k "gpt-4o" pre-tokenizer; the model here borrows
+    # llama3's vocabulary.)
+    "gpt-oss": dict(arch="gpt-oss", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
+                    head_dim=16, qkv_bias=True, out_bias=True, tied=False, window=24,
+                    rope_base=150000.0, n_expert=8, n_expert_used=3, n_ff_exp=64,
+                    sinks=True, expert_bias=True, oai_norms=True),
     # Quantized copies (matrices and embeddings in the block format; norms stay F32), written
     # with the gguf package's own quantizers so CI can regenerate them.
     "qwen3-q8_0": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
@@ -93,8 +101,9 @@ VARIANTS = {
 #   mla_heads   attn_k_b and attn_v_b with their heads rotated by one (each head absorbs and
 #               decompresses with another head's matrices)
 #   choice_bias exp_probs_b zeroed (experts chosen without DeepSeek-V3's bias)
+#   sinks       attention sinks at -1e4 (no sink in any softmax)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias"]
+          "choice_bias", "sinks"]
 
 N_EMBD = 64
 N_FF = 128
@@ -333,11 +342,17 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
             w.add_tensor(p + "attn_v.bias", normal((kw,), 0.5) * scale)
         if v.get("out_bias"):
             w.add_tensor(p + "attn_output.bias", normal((n_embd,), 0.5))
+        if v.get("sinks"):
+            sinks = normal((n_head,), 1.0) + 1.0
+            if broken == "sinks":
+                sinks = np.full((n_head,), -1e4, dtype=np.float32)
+            w.add_tensor(p + "attn_sinks.weight", sinks.astype(np.float32))
         if v.get("qk_norm"):
             qn, kn = gain(hd) * 2.0, gain(hd) * 2.0
             w.add_tensor(p + "attn_q_norm.weight", qn)
             w.add_tensor(p + "attn_k_norm.weight", kn)
-        w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        w.add_tensor(p + ("post_attention_norm.weight" if v.get("oai_norms") else "ffn_norm.weight"),
+                     gain(n_embd))
         if "n_expert" in v:
             # Router logits spread well apart (near-ties between the last chosen expert and
             # the next would make the choice, and the distributions, jump on noise).
@@ -346,6 +361,11 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
             add_matrix(p + "ffn_gate_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
             add_matrix(p + "ffn_up_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
             add_matrix(p + "ffn_down_exps.weight", normal((n_exp, n_embd, f), 1.0 / np.sqrt(f)))
+            if v.get("expert_bias"):
+                w.add_tensor(p + "ffn_gate_inp.bias", normal((n_exp,), 1.0))
+                w.add_tensor(p + "ffn_gate_exps.bias", normal((n_exp, f), 0.5))
+                w.add_tensor(p + "ffn_up_exps.bias", normal((n_exp, f), 0.5))
+                w.add_tensor(p + "ffn_down_exps.bias", normal((n_exp, n_embd), 0.3))
             continue
         gate = normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd))
         up = normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd))

@@ -523,14 +523,44 @@ impl CpuExecutor {
                     );
                 }
             }
+            Op::SwiGluOai {
+                gate,
+                up,
+                alpha,
+                limit,
+            } => {
+                let (a, b) = (input(gate), input(up));
+                self.rows_parallel(node, out, &|r, o| {
+                    elementwise::swiglu_oai(&a[r.clone()], &b[r], alpha, limit, o)
+                });
+            }
+            Op::AddBiasId { x, bias, route } => {
+                let b = graph.weight(bias);
+                let n = b.row_len();
+                let bs = b.as_f32().expect("F32 biases");
+                let (xs, rs) = (input(x), input(route));
+                let rc = graph.node(route).cols;
+                for (t, row) in out.chunks_exact_mut(cols).enumerate() {
+                    let ids = moe::route_ids(&rs[t * rc..(t + 1) * rc]);
+                    for (j, e) in ids.enumerate() {
+                        elementwise::add_bias(
+                            &xs[t * cols + j * n..t * cols + (j + 1) * n],
+                            &bs[e * n..(e + 1) * n],
+                            &mut row[j * n..(j + 1) * n],
+                        );
+                    }
+                }
+            }
             Op::Attention {
                 q: q_id,
                 k: k_id,
                 v: v_id,
                 kv: id,
                 params,
+                sinks,
             } => {
                 let (q, k, v) = (input(q_id), input(k_id), input(v_id));
+                let sinks = sinks.map(|w| graph.weight(w).as_f32().expect("F32 sinks"));
                 let cols_of = |id: NodeId| graph.node(id).cols;
                 let (qc, kc, vc) = (cols_of(q_id), cols_of(k_id), cols_of(v_id));
                 // Each sequence's tokens attend over its own stores, by the same code as a
@@ -546,6 +576,7 @@ impl CpuExecutor {
                         &positions[r.clone()],
                         store,
                         &params,
+                        sinks,
                         &mut out[r.start * cols..r.end * cols],
                     );
                 }

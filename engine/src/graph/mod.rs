@@ -217,6 +217,9 @@ pub enum Op {
         kv: KvId,
         /// Heads, scale, window.
         params: AttnParams,
+        /// Attention sinks (gpt-oss): one logit per query head (F32) that joins every
+        /// softmax's denominator with no value.
+        sinks: Option<WeightId>,
     },
     /// `silu(gate) ⊙ up`.
     SwiGlu {
@@ -224,6 +227,29 @@ pub enum Op {
         gate: NodeId,
         /// Up projection.
         up: NodeId,
+    },
+    /// gpt-oss's clamped SwiGLU: `g · σ(α·g) · (u + 1)` with `g = min(gate, limit)` and
+    /// `u = clamp(up, −limit, limit)`.
+    SwiGluOai {
+        /// Gate projection.
+        gate: NodeId,
+        /// Up projection.
+        up: NodeId,
+        /// α (1.702 in gpt-oss).
+        alpha: f32,
+        /// The clamp (7 in gpt-oss).
+        limit: f32,
+    },
+    /// `x + b_e` for each part of a [`Op::MatMulId`] output: `bias` is F32 `[n, n_expert]`
+    /// (one row per expert) and part `j` of row `t` gets the row of the expert the route chose
+    /// there (gpt-oss's expert biases).
+    AddBiasId {
+        /// Experts' outputs `rows × (n_used·n)`.
+        x: NodeId,
+        /// Per-expert biases.
+        bias: WeightId,
+        /// A [`Op::MoeRoute`] node.
+        route: NodeId,
     },
     /// `gelu_tanh(gate) ⊙ up`.
     GeGlu {
@@ -323,6 +349,8 @@ impl Op {
             Op::MatMulId { x, route, .. } | Op::MoeSum { x, route } => (Some(x), Some(route), None),
             Op::SwiGlu { gate, up } | Op::GeGlu { gate, up } => (Some(gate), Some(up), None),
             Op::Attention { q, k, v, .. } => (Some(q), Some(k), Some(v)),
+            Op::SwiGluOai { gate, up, .. } => (Some(gate), Some(up), None),
+            Op::AddBiasId { x, route, .. } => (Some(x), Some(route), None),
         };
         [a, b, c].into_iter().flatten()
     }
@@ -340,6 +368,8 @@ impl Op {
             Op::MatMul { .. } => "mat_mul",
             Op::Rope { .. } => "rope",
             Op::Attention { .. } => "attention",
+            Op::SwiGluOai { .. } => "swiglu_oai",
+            Op::AddBiasId { .. } => "add_bias_id",
             Op::SwiGlu { .. } => "swiglu",
             Op::GeGlu { .. } => "geglu",
             Op::MoeRoute { .. } => "moe_route",
@@ -635,10 +665,67 @@ impl GraphBuilder {
                 v,
                 kv,
                 params,
+                sinks: None,
             },
             rq,
             params.n_head * params.head_dim_v,
         )
+    }
+
+    /// [`Self::attention`] with attention sinks: `sinks` holds one F32 logit per query head.
+    pub fn attention_with_sinks(
+        &mut self,
+        q: NodeId,
+        k: NodeId,
+        v: NodeId,
+        kv: KvId,
+        params: AttnParams,
+        sinks: &Tensor,
+    ) -> NodeId {
+        assert!(
+            sinks.dtype() == DType::F32 && sinks.n_elements() == params.n_head,
+            "attention: sinks {} must be F32 of {}",
+            sinks.name(),
+            params.n_head
+        );
+        let id = self.attention(q, k, v, kv, params);
+        let w = self.weight(sinks);
+        if let Op::Attention { sinks, .. } = &mut self.nodes[id.0 as usize].op {
+            *sinks = Some(w);
+        }
+        id
+    }
+
+    /// gpt-oss's clamped SwiGLU (see [`Op::SwiGluOai`]).
+    pub fn swiglu_oai(&mut self, gate: NodeId, up: NodeId, alpha: f32, limit: f32) -> NodeId {
+        let (r, c) = self.same_shape(gate, up, "swiglu_oai");
+        self.push(
+            Op::SwiGluOai {
+                gate,
+                up,
+                alpha,
+                limit,
+            },
+            r,
+            c,
+        )
+    }
+
+    /// Per-expert biases added to a [`Op::MatMulId`] output `x` (see [`Op::AddBiasId`]).
+    pub fn add_bias_id(&mut self, x: NodeId, bias: &Tensor, route: NodeId) -> NodeId {
+        let n_used = self.experts_used(route);
+        let (r, c) = self.shape(x);
+        let &[n, _] = bias.shape() else {
+            panic!("add_bias_id: {} is not 2-D", bias.name());
+        };
+        assert!(
+            bias.dtype() == DType::F32 && c == n_used * n,
+            "add_bias_id: {} must be F32 rows of {}",
+            bias.name(),
+            c / n_used
+        );
+        let bias = self.weight(bias);
+        self.push(Op::AddBiasId { x, bias, route }, r, c)
     }
 
     /// `silu(gate) ⊙ up`.

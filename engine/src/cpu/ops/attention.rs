@@ -86,12 +86,14 @@ pub fn attend_group(
     kvh: usize,
     kv: &KvView<'_>,
     p: &AttnParams,
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
-    attend_group_with(f16_ops(), q, pq, kvh, kv, p, out)
+    attend_group_with(f16_ops(), q, pq, kvh, kv, p, sinks, out)
 }
 
 /// [`attend_group`] with the given F16 kernels (the tests compare SIMD with scalar).
+#[allow(clippy::too_many_arguments)]
 pub fn attend_group_with(
     ops: &F16Ops,
     q: &[f32],
@@ -99,6 +101,7 @@ pub fn attend_group_with(
     kvh: usize,
     kv: &KvView<'_>,
     p: &AttnParams,
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
     let (dk, dv) = (p.head_dim, p.head_dim_v);
@@ -168,6 +171,22 @@ pub fn attend_group_with(
     if n > 0 {
         flush(&keys[..n], &src[..n], out);
     }
+    // Attention sinks (one logit per head) join the denominator with no value, folded in
+    // after the keys as ggml's flash attention does.
+    if let Some(sinks) = sinks {
+        for (h, &s) in sinks.iter().enumerate().take(g) {
+            if s > max[h] {
+                let ms = (max[h] - s).exp();
+                for o in out[h * dv..(h + 1) * dv].iter_mut() {
+                    *o *= ms;
+                }
+                sum[h] = sum[h] * ms + 1.0;
+                max[h] = s;
+            } else {
+                sum[h] += (s - max[h]).exp();
+            }
+        }
+    }
     for h in 0..g {
         if sum[h] > 0.0 {
             let inv = 1.0 / sum[h];
@@ -234,7 +253,7 @@ mod tests {
             let kvh = h / 2;
             let pq = 7;
             let mut out = vec![0.0; 8];
-            attend_group(&q, pq, kvh, &kv, &p, &mut out);
+            attend_group(&q, pq, kvh, &kv, &p, None, &mut out);
             let mut scalar = vec![0.0; 8];
             attend_group_with(
                 &crate::cpu::dot::F16_SCALAR,
@@ -243,6 +262,7 @@ mod tests {
                 kvh,
                 &kv,
                 &p,
+                None,
                 &mut scalar,
             );
             let num: f64 = out
@@ -274,6 +294,27 @@ mod tests {
                     .map(|(&j, x)| (x - m).exp() / z * values[j * 16 + kvh * 8 + d] as f64)
                     .sum();
                 assert!((out[d] as f64 - want).abs() < 1e-5);
+            }
+            // An attention sink joins the denominator with no value (both of ggml's
+            // branches: a sink above the scores' maximum and one below).
+            for sink in [0.7f32, 40.0, -30.0] {
+                let mut sunk = vec![0.0; 8];
+                attend_group(&q, pq, kvh, &kv, &p, Some(&[sink]), &mut sunk);
+                let m2 = m.max(sink as f64);
+                let z2: f64 =
+                    s.iter().map(|x| (x - m2).exp()).sum::<f64>() + (sink as f64 - m2).exp();
+                for d in 0..8 {
+                    let want: f64 = js
+                        .iter()
+                        .zip(&s)
+                        .map(|(&j, x)| (x - m2).exp() / z2 * values[j * 16 + kvh * 8 + d] as f64)
+                        .sum();
+                    assert!(
+                        (sunk[d] as f64 - want).abs() < 1e-5,
+                        "sink {sink}: {} vs {want}",
+                        sunk[d]
+                    );
+                }
             }
         }
     }
@@ -314,11 +355,11 @@ mod tests {
             let q: Vec<f32> = (0..g * dk).map(|i| f(i + 11)).collect();
             for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
                 let mut grouped = vec![f32::NAN; g * dk];
-                attend_group_with(ops, &q, n_src as i32 - 3, 1, &kv, &p, &mut grouped);
+                attend_group_with(ops, &q, n_src as i32 - 3, 1, &kv, &p, None, &mut grouped);
                 for h in 0..g {
                     let mut alone = vec![f32::NAN; dk];
                     let qh = &q[h * dk..(h + 1) * dk];
-                    attend_group_with(ops, qh, n_src as i32 - 3, 1, &kv, &p, &mut alone);
+                    attend_group_with(ops, qh, n_src as i32 - 3, 1, &kv, &p, None, &mut alone);
                     for (d, (a, b)) in grouped[h * dk..].iter().zip(&alone).enumerate() {
                         assert_eq!(
                             a.to_bits(),
@@ -378,7 +419,7 @@ mod tests {
         let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
         for ops in [crate::cpu::dot::f16_ops(), &crate::cpu::dot::F16_SCALAR] {
             let mut out = vec![0.0; 16];
-            attend_group_with(ops, &q, pq, 0, &kv, &p, &mut out);
+            attend_group_with(ops, &q, pq, 0, &kv, &p, None, &mut out);
             for d in 0..16 {
                 let want: f64 = (0..n_src)
                     .map(|j| (s[j] - m).exp() / z * values[j * 16 + d].to_f64())

@@ -64,6 +64,16 @@ pub fn swiglu(gate: &[f32], up: &[f32], y: &mut [f32]) {
     }
 }
 
+/// gpt-oss's clamped SwiGLU, in ggml's order: `g = min(gate, limit)`,
+/// `u = clamp(up, −limit, limit)`, `y = g / (1 + e^(−α·g)) · (u + 1)`.
+pub fn swiglu_oai(gate: &[f32], up: &[f32], alpha: f32, limit: f32, y: &mut [f32]) {
+    for ((o, &g), &u) in y.iter_mut().zip(gate).zip(up) {
+        let g = g.min(limit);
+        let u = u.clamp(-limit, limit);
+        *o = g / (1.0 + (alpha * -g).exp()) * (u + 1.0);
+    }
+}
+
 /// GELU as ggml's CPU backend evaluates it: the input rounded to F16 and looked up in a table
 /// of F16-rounded results (exact outside ±10, where GELU is 0 or the identity to f32
 /// precision). Matching this keeps our activations bit-compatible with llama.cpp's.

@@ -63,6 +63,7 @@ pub fn attend_step(
     positions: &[i32],
     store: &mut KvStore,
     p: &AttnParams,
+    sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
     let n_tok = positions.len();
@@ -145,7 +146,8 @@ pub fn attend_step(
             }
             // SAFETY: each (token, head) output slice is written by one thread.
             let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + hg) * dv) };
-            attention::attend_group(qh, positions[t], h / group, &view, p, dst);
+            let sinks = sinks.map(|s| &s[h..h + hg]);
+            attention::attend_group(qh, positions[t], h / group, &view, p, sinks, dst);
         }
     };
     if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS {

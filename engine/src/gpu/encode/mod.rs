@@ -224,12 +224,19 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
             params,
             factors,
         } => rope::encode(ctx, rec, x, head_dim, params, factors),
+        Op::Attention { sinks: Some(_), .. } => Err(GpuError::Unsupported(
+            "attention sinks (gpt-oss) are not on the GPU backend yet".into(),
+        )),
+        Op::SwiGluOai { .. } | Op::AddBiasId { .. } => Err(GpuError::Unsupported(
+            "gpt-oss's clamped SwiGLU and expert biases are not on the GPU backend yet".into(),
+        )),
         Op::Attention {
             q,
             k,
             v,
             kv,
             params,
+            sinks: None,
         } => attention::encode(ctx, rec, [q, k, v], kv, &params),
     }
 }
