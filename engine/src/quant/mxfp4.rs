@@ -21,7 +21,8 @@ pub const MXFP4_BYTES: usize = DType::MXFP4.block_bytes();
 pub const KVALUES: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12];
 
 /// `{ e: u8 (E8M0), qs: [u8; 16] }`, 17 bytes: `x = KVALUES[q] · 2^(e − 128)`. Dot partner:
-/// Q8_0.
+/// Q8_0. ggml's `quantize_mxfp4` ignores an importance matrix, and so does this (the default
+/// [`BlockFormat::quantize_row_weighted`]).
 pub struct MXFP4;
 
 /// Half the value of the E8M0 scale `e`, 2^(e − 128), bit for bit as ggml's
