@@ -82,7 +82,7 @@ pub(super) static KERNELS: [DotKernel; 9] = [
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         fp4::vec_dot_mxfp4,
-        None,
+        Some(fp4::gemm_mxfp4),
     ),
 ];
 
