@@ -7,7 +7,8 @@ fn ld_u8(b: u32) -> u32 {
     return (W[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
 }
 
-// Every 16- and 32-bit field of these formats starts at an even byte (blocks have even sizes),
+// Every 16- and 32-bit field of these formats starts at an even byte (blocks have even sizes;
+// MXFP4's 17-byte blocks hold only bytes, read by `ld_u8` or shifted out of whole words),
 // so these take even `b` and never branch: software rasterisers run both sides of a branch
 // that differs between lanes, and load memory one lane at a time.
 fn ld_u16(b: u32) -> u32 {
@@ -89,6 +90,30 @@ fn dq_q5_1(base: u32, i: u32) -> f32 {
 fn dq_q8_0(base: u32, i: u32) -> f32 {
     let b = base + (i / 32u) * 34u;
     return ld_f16(b) * f32(ld_i8(b + 2u + (i % 32u)));
+}
+
+// MXFP4's E8M0 scale byte `e` halved, 2^(e − 128), bit for bit as ggml's
+// `ggml_e8m0_to_fp32_half` (subnormal for e < 2).
+fn e8m0_half(e: u32) -> f32 {
+    return bitcast<f32>(select((e - 1u) << 23u, 0x00200000u << (e & 1u), e < 2u));
+}
+
+// The doubled FP4 (E2M1) values of nibbles `n` (ggml's `kvalues_mxfp4`): magnitude bits
+// m = n & 7 give m for m < 2, else (2 + (m & 1)) · 2^((m >> 1) − 1); bit 3 is the sign.
+fn fp4x2(n: vec4<u32>) -> vec4<f32> {
+    let m = n & vec4<u32>(7u);
+    let big = (vec4<u32>(2u) + (m & vec4<u32>(1u))) << (max(m >> vec4<u32>(1u), vec4<u32>(1u)) - vec4<u32>(1u));
+    let mag = vec4<f32>(select(m, big, m >= vec4<u32>(2u)));
+    return select(mag, -mag, n >= vec4<u32>(8u));
+}
+
+// MXFP4: 17 bytes per 32 values: E8M0 scale byte, 16 bytes of nibbles (low nibbles first
+// half). Blocks and rows may start at any byte.
+fn dq_mxfp4(base: u32, i: u32) -> f32 {
+    let b = base + (i / 32u) * 17u;
+    let j = i % 32u;
+    let q = (ld_u8(b + 1u + (j % 16u)) >> ((j / 16u) * 4u)) & 0xfu;
+    return fp4x2(vec4<u32>(q)).x * e8m0_half(ld_u8(b));
 }
 
 // The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block whose 12 scale bytes
@@ -321,5 +346,26 @@ fn blk_q6_k(base: u32, blk: u32) {
         let q = lo | (hi << 4u);
         let v = vec4<f32>(f32(q & 0xffu), f32((q >> 8u) & 0xffu), f32((q >> 16u) & 0xffu), f32(q >> 24u));
         put4(4u * w, select(s1, s0, w < 4u) * (v - 32.0));
+    }
+}
+
+fn blk_mxfp4(base: u32, blk: u32) {
+    let b = base + blk * 17u;
+    let d = e8m0_half(ld_u8(b));
+    // The 16 bytes of nibbles at b + 1, at any byte alignment: word w is the bytes of W[w0 + w]
+    // from shift `s` on, then those of the next word. One new load per word, none past the
+    // block's last byte (the last load repeats the previous word when `s` is 0).
+    let q = b + 1u;
+    let w0 = q >> 2u;
+    let last = (q + 15u) >> 2u;
+    let s = (q & 3u) * 8u;
+    var cur = W[w0];
+    for (var w = 0u; w < 4u; w++) {
+        let nxt = W[min(w0 + w + 1u, last)];
+        let u = (cur >> s) | ((nxt << (24u - s)) << 8u);
+        cur = nxt;
+        let bytes = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u);
+        put4(4u * w, fp4x2(bytes & vec4<u32>(0xfu)) * d);
+        put4(4u * w + 16u, fp4x2((bytes >> vec4<u32>(4u)) & vec4<u32>(0xfu)) * d);
     }
 }

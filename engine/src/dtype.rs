@@ -74,7 +74,7 @@ pub enum DType {
     TQ1_0 = 34,
     /// Ternary format (storage only).
     TQ2_0 = 35,
-    /// Microscaling 4-bit float format (storage only).
+    /// Microscaling 4-bit float format: 32 E2M1 values and one E8M0 (power-of-two) scale.
     MXFP4 = 39,
 }
 

@@ -161,6 +161,7 @@ fn mat_mul_id_rows_are_the_chosen_experts_products() {
         DType::Q4_0,
         DType::Q4_K,
         DType::Q6_K,
+        DType::MXFP4,
     ] {
         let (n_in, n_ff) = (256, 256);
         let m = moe(dtype, n_in, n_ff, &mut rng);

@@ -78,6 +78,32 @@ fn round_trips_every_value_type() {
 }
 
 #[test]
+fn mxfp4_tensors_have_17_byte_blocks() {
+    // gpt-oss's expert weights: type 39, 32 values in 17 bytes, so a 3-row tensor of 32
+    // columns holds 51 bytes and the next tensor starts at the next aligned offset.
+    let mx: Vec<u8> = (0..51).collect();
+    let bytes = GgufWriter::new()
+        .kv("general.architecture", MetaValue::String("gpt-oss".into()))
+        .tensor("experts", DType::MXFP4, &[32, 3], mx.clone())
+        .tensor("after", DType::F32, &[2], vec![7; 8])
+        .to_bytes();
+    let f = GgufFile::from_bytes(&bytes).unwrap();
+    let t = f.tensor("experts").unwrap();
+    assert_eq!((t.dtype(), t.dtype().id()), (DType::MXFP4, 39));
+    assert_eq!((t.n_rows(), t.row_len(), t.row_bytes()), (3, 32, 17));
+    assert_eq!(t.data(), &mx[..]);
+    assert_eq!(f.tensor("after").unwrap().data(), &[7u8; 8][..]);
+    // Rows of a partial block are refused.
+    let partial = GgufWriter::new()
+        .tensor("experts", DType::MXFP4, &[48, 3], vec![0; 51])
+        .to_bytes();
+    assert!(matches!(
+        parse_err(&partial),
+        GgufError::PartialBlock { block: 32, .. }
+    ));
+}
+
+#[test]
 fn version_2_is_read() {
     let mut w = sample();
     w.version = 2;

@@ -10,8 +10,8 @@
 //! [`activation_formats`]). Adding a format is one entry here plus its kernels.
 
 use super::{
-    BF16, BlockFormat, F16, F32, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, Q8_1,
-    Q8_K, QuantOps,
+    BF16, BlockFormat, F16, F32, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0,
+    Q8_1, Q8_K, QuantOps,
 };
 use crate::DType;
 
@@ -80,6 +80,7 @@ pub const FORMATS: &[FormatInfo] = &[
     FormatInfo::of::<Q5_K, Q8_K>(WEIGHT, Some("dq_q5_k")),
     FormatInfo::of::<Q6_K, Q8_K>(WEIGHT, Some("dq_q6_k")),
     FormatInfo::of::<Q8_K, Q8_K>(ACTIVATION_ONLY, None),
+    FormatInfo::of::<MXFP4, Q8_0>(WEIGHT, Some("dq_mxfp4")),
 ];
 
 /// The table entry of `dtype`, or `None` for types Tessera cannot compute with.

@@ -8,7 +8,8 @@
 //! block, so SIMD kernels in `cpu::dot` can reproduce them.
 //!
 //! One file per family: [`float`] (F32, F16, BF16), [`q4`] (Q4_0, Q4_1), [`q5`] (Q5_0, Q5_1),
-//! [`q8`] (Q8_0, Q8_1), [`k2_3`] (Q2_K, Q3_K), [`k4_5`] (Q4_K, Q5_K), [`k6`] (Q6_K), [`k8`] (Q8_K).
+//! [`q8`] (Q8_0, Q8_1), [`k2_3`] (Q2_K, Q3_K), [`k4_5`] (Q4_K, Q5_K), [`k6`] (Q6_K), [`k8`] (Q8_K),
+//! [`mxfp4`] (MXFP4).
 //! Dependencies point one way: these files know nothing about `cpu::dot`'s SIMD kernels;
 //! `cpu::dot` imports them. (The quantizers' scale searches, `kutil` and `lanes`, have AVX2
 //! builds of their own that do the scalar operations in the same order.)
@@ -37,6 +38,7 @@ pub mod k6;
 pub mod k8;
 mod kutil;
 mod lanes;
+pub mod mxfp4;
 pub mod q4;
 pub mod q5;
 pub mod q8;
@@ -51,6 +53,7 @@ pub use k2_3::{Q2_K, Q3_K};
 pub use k4_5::{Q4_K, Q5_K};
 pub use k6::Q6_K;
 pub use k8::Q8_K;
+pub use mxfp4::MXFP4;
 pub use q4::{Q4_0, Q4_1};
 pub use q5::{Q5_0, Q5_1};
 pub use q8::{Q8_0, Q8_1};

@@ -1,4 +1,4 @@
-//! NEON kernels (aarch64): Q4_0, Q8_0, Q4_K, Q6_K and F32 dot products.
+//! NEON kernels (aarch64): Q4_0, Q8_0, Q4_K, Q6_K, MXFP4 and F32 dot products.
 //!
 //! Plain Advanced SIMD (`vmull_s8` + pairwise adds), no `dotprod` extension, so every aarch64 CPU
 //! runs them. Integer sums per block are exact, and each block's float multiply-add is done in the
@@ -11,18 +11,20 @@ use crate::DType;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
 use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::{Q8_K_BYTES, q8k_bsum, q8k_d};
+use crate::quant::mxfp4::{KVALUES, MXFP4_BYTES, e8m0_to_f32_half};
 use crate::quant::q4::Q4_0_BYTES;
 use crate::quant::q8::{Q8_0_BYTES, QK};
 use crate::quant::{BlockFormat, F32, Q8_0, Q8_K, QK_K, f16_at};
 use std::arch::aarch64::*;
 
 /// Kernels with a NEON `vec_dot`; other types fall back to the scalar table.
-pub(super) static KERNELS: [DotKernel; 5] = [
+pub(super) static KERNELS: [DotKernel; 6] = [
     k(DType::F32, DType::F32, F32::quantize_row, vec_dot_f32),
     k(DType::Q4_0, DType::Q8_0, Q8_0::quantize_row, vec_dot_q4_0),
     k(DType::Q8_0, DType::Q8_0, Q8_0::quantize_row, vec_dot_q8_0),
     k(DType::Q4_K, DType::Q8_K, Q8_K::quantize_row, vec_dot_q4_k),
     k(DType::Q6_K, DType::Q8_K, Q8_K::quantize_row, vec_dot_q6_k),
+    k(DType::MXFP4, DType::Q8_0, Q8_0::quantize_row, vec_dot_mxfp4),
 ];
 
 const fn k(
@@ -105,6 +107,43 @@ unsafe fn q4_0_block(q: *const u8, y: *const u8) -> i32 {
         let eight = vdupq_n_s8(8);
         let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(0x0f))), eight);
         let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8::<4>(b)), eight);
+        let y = y as *const i8;
+        vaddvq_s32(vaddq_s32(
+            dot16(lo, vld1q_s8(y)),
+            dot16(hi, vld1q_s8(y.add(16))),
+        ))
+    }
+}
+
+fn vec_dot_mxfp4(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = (n / QK)
+        .min(w.len() / MXFP4_BYTES)
+        .min(a.len() / Q8_0_BYTES);
+    let mut sum = 0.0f32;
+    for i in 0..nb {
+        let (x, y) = (&w[i * MXFP4_BYTES..], &a[i * Q8_0_BYTES..]);
+        // SAFETY: as in `vec_dot_q8_0`; a 17-byte MXFP4 block's nibbles are bytes `1..17`.
+        let sumi = unsafe { mxfp4_block(x.as_ptr().add(1), y.as_ptr().add(2)) };
+        sum += (f16_at(y, 0) * e8m0_to_f32_half(x[0])) * sumi as f32;
+    }
+    sum
+}
+
+/// Σ KVALUES[q]·y of one MXFP4 block's 16 packed bytes at `q` and 32 i8 at `y`: the nibbles
+/// looked up in the doubled FP4 table with one `tbl` each half.
+///
+/// # Safety
+/// 16 bytes readable at `q`, 32 at `y`.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn mxfp4_block(q: *const u8, y: *const u8) -> i32 {
+    // SAFETY: 16 bytes are readable at `q` and 32 at `y` (precondition), 16 per load; the table
+    // is 16 bytes.
+    unsafe {
+        let table = vld1q_s8(KVALUES.as_ptr());
+        let b = vld1q_u8(q);
+        let lo = vqtbl1q_s8(table, vandq_u8(b, vdupq_n_u8(0x0f)));
+        let hi = vqtbl1q_s8(table, vshrq_n_u8::<4>(b));
         let y = y as *const i8;
         vaddvq_s32(vaddq_s32(
             dot16(lo, vld1q_s8(y)),

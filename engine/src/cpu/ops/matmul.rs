@@ -205,6 +205,7 @@ mod tests {
             DType::Q8_0,
             DType::F16,
             DType::F32,
+            DType::MXFP4,
         ];
         for (fi, &dtype) in formats.iter().enumerate() {
             let (rows, cols) = (200, 512);

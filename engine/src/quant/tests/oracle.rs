@@ -3,7 +3,7 @@
 //! Dequantization of random blocks must match bit for bit for F32/F16/BF16 and within 1e-6
 //! relative (of max(|x|, 1e-30)) for every quantized weight format; quantization of random floats
 //! must give identical bytes for the formats the package can quantize (F16, BF16, Q4_0, Q4_1,
-//! Q5_0, Q5_1, Q8_0). Without python3 + gguf + numpy the test fails, unless
+//! Q5_0, Q5_1, Q8_0, MXFP4). Without python3 + gguf + numpy the test fails, unless
 //! `TESSERA_SKIP_PY_ORACLE=1` is set.
 
 use super::{Rng, dequant, random_floats, random_row, row_bytes};
@@ -148,6 +148,7 @@ fn quantize_matches_gguf_numpy() {
         DType::Q5_0,
         DType::Q5_1,
         DType::Q8_0,
+        DType::MXFP4,
     ];
     let n = 64 * 32;
     let mut x = random_floats(&mut rng, n);
@@ -179,5 +180,56 @@ fn quantize_matches_gguf_numpy() {
         for (i, (g, w)) in got.chunks(bb).zip(want.chunks(bb)).enumerate() {
             assert_eq!(g, w, "{t}: block {i} differs");
         }
+    }
+}
+
+#[test]
+fn mxfp4_quantize_edge_cases_match_gguf_numpy() {
+    // Blocks whose maximum is a power of two or just below one (where `floor(log2 amax)`
+    // changes), exact ties between FP4 values, ±0, tiny and huge scales.
+    let Some(py) = python() else { return };
+    let dir = TempDir::new();
+    let mut rng = Rng::new(0xf4);
+    let mut x = Vec::new();
+    for amax in [
+        1.0f32,
+        0.999_999_9,
+        2.0,
+        1.999_999_9,
+        6.0,
+        0.75,
+        1e-20,
+        3e20,
+        4096.0,
+    ] {
+        let mut blk = random_floats(&mut rng, 32);
+        let m = blk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        blk.iter_mut().for_each(|v| *v *= amax / m * 0.999);
+        blk[(rng.next_u64() % 32) as usize] = if rng.sign() > 0.0 { amax } else { -amax };
+        x.extend(blk);
+    }
+    // Ties with step 1 (amax 6): halfway between neighbouring values of the grid.
+    let ties = [0.25f32, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0];
+    let mut blk = vec![6.0f32];
+    blk.extend(ties);
+    blk.extend(ties.map(|v| -v));
+    blk.extend([0.0, -0.0]);
+    blk.resize(32, -6.0);
+    x.extend(blk);
+    let n = x.len();
+    let src = dir.0.join("x.f32");
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&src, bytes).unwrap();
+    let dst = dir.0.join("mxfp4");
+    run_jobs(
+        &py,
+        &dir.0,
+        &format!("quant MXFP4 {} {}\n", src.display(), dst.display()),
+    );
+    let want = std::fs::read(dst).unwrap();
+    let mut got = vec![0u8; row_bytes(DType::MXFP4, n)];
+    (reference(DType::MXFP4).unwrap().quantize_row)(&x, &mut got);
+    for (i, (g, w)) in got.chunks(17).zip(want.chunks(17)).enumerate() {
+        assert_eq!(g, w, "MXFP4 block {i} differs");
     }
 }

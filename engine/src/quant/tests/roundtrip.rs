@@ -7,6 +7,8 @@
 //! - Q4_0: `|d| = amax/8`, |err| ≤ |d|·(1 + 8ε) (the extreme opposite to `max` clamps to −8·d);
 //!   Q5_0: `|d| = amax/16`, the same with 16.
 //! - Q4_1/Q5_1: `d = (max−min)/(2ᵇ−1)`, |err| ≤ d·(0.5 + (2ᵇ−1)ε) + |min|·ε.
+//! - MXFP4: step `s = 2^(⌊log₂ amax⌋ − 2)`, values up to 6s, amax < 8s: |err| ≤ 2s (each value's
+//!   nearest FP4 value is checked exactly in `quant::mxfp4`'s own tests).
 //! - Q8_K (f32 scale): |err| ≤ 0.5·|d|·(1 + 1e-6).
 //! - Q2_K..Q6_K (scale searches, no closed form): on Gaussian rows, RMS error / RMS(x) below
 //!   a per-format bound (measured values with ~25 % margin, see `K_BOUNDS`), and every element
@@ -59,6 +61,9 @@ fn legacy_formats_round_trip_within_bound() {
                 DType::Q5_0 => amax / 16.0 * (1.0 + 16.0 * EPS16),
                 DType::Q4_1 => (max - min) / 15.0 * (0.5 + 15.0 * EPS16) + min.abs() * EPS16,
                 DType::Q5_1 => (max - min) / 31.0 * (0.5 + 31.0 * EPS16) + min.abs() * EPS16,
+                // FP4 step s = 2^(floor(log2 amax) − 2): amax < 8s and the largest value is 6s.
+                DType::MXFP4 if amax > 0.0 => 2.0 * 2f32.powi(amax.log2().floor() as i32 - 2),
+                DType::MXFP4 => 0.0,
                 other => panic!("{other}: no round-trip bound"),
             };
             for (a, b) in xb.iter().zip(yb) {

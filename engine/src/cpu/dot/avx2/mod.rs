@@ -6,6 +6,7 @@
 //! AVX2, FMA and F16C.
 
 mod float;
+mod fp4;
 mod gemm;
 mod gemm_k;
 mod gemm_q4k_packed;
@@ -19,7 +20,7 @@ use crate::quant::{BlockFormat, F32};
 use std::arch::x86_64::*;
 
 /// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.
-pub(super) static KERNELS: [DotKernel; 8] = [
+pub(super) static KERNELS: [DotKernel; 9] = [
     k(
         DType::F32,
         DType::F32,
@@ -75,6 +76,13 @@ pub(super) static KERNELS: [DotKernel; 8] = [
         kquant::quantize_row_q8_k,
         kquant::vec_dot_q6_k,
         Some(gemm_k::gemm_q6_k),
+    ),
+    k(
+        DType::MXFP4,
+        DType::Q8_0,
+        legacy::quantize_row_q8_0,
+        fp4::vec_dot_mxfp4,
+        Some(fp4::gemm_mxfp4),
     ),
 ];
 
