@@ -78,10 +78,10 @@ enum QueryProjection {
 enum Ffn {
     Dense(FeedForward),
     Experts {
-        routed: MoeFeedForward,
+        routed: Box<MoeFeedForward>,
         /// Bias on the scores for the choice only (`exp_probs_b`).
         choice_bias: Option<Tensor>,
-        shared: Box<FeedForward>,
+        shared: FeedForward,
     },
 }
 
@@ -166,7 +166,7 @@ impl DeepSeek2 {
             .map(|il| {
                 let ffn = match &experts {
                     Some(x) if il >= x.n_leading_dense => {
-                        let routed = MoeFeedForward::load(&w, &hp, il, x)?;
+                        let routed = Box::new(MoeFeedForward::load(&w, &hp, il, x)?);
                         let shared_ff = x.n_ff_exp * x.n_shared.max(1);
                         let bias = layer_bias_name(il, "exp_probs_b");
                         let choice_bias = w
@@ -176,9 +176,7 @@ impl DeepSeek2 {
                         Ffn::Experts {
                             routed,
                             choice_bias,
-                            shared: Box::new(FeedForward::load_named(
-                                &w, &hp, il, "_shexp", shared_ff,
-                            )?),
+                            shared: FeedForward::load_named(&w, &hp, il, "_shexp", shared_ff)?,
                         }
                     }
                     _ => Ffn::Dense(FeedForward::load(&w, &hp, il)?),
