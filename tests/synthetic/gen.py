@@ -60,6 +60,11 @@ VARIANTS = {
                     head_dim=16, qkv_bias=True, out_bias=True, tied=False, window=24,
                     rope_base=150000.0, n_expert=8, n_expert_used=3, n_ff_exp=64,
                     sinks=True, expert_bias=True, oai_norms=True),
+    # gpt-oss as it ships: the experts in MXFP4 (everything else as in `gpt-oss`).
+    "gpt-oss-mxfp4": dict(arch="gpt-oss", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
+                          head_dim=16, qkv_bias=True, out_bias=True, tied=False, window=24,
+                          rope_base=150000.0, n_expert=8, n_expert_used=3, n_ff_exp=64,
+                          sinks=True, expert_bias=True, oai_norms=True, expert_quant="MXFP4"),
     # Quantized copies (matrices and embeddings in the block format; norms stay F32), written
     # with the gguf package's own quantizers so CI can regenerate them.
     "qwen3-q8_0": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
@@ -283,6 +288,14 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
 
     qtype = getattr(GGMLQuantizationType, v["quant"]) if "quant" in v else None
 
+    def add_experts(name, m):
+        """A 3-D expert tensor: in the variant's expert format if it has one."""
+        if "expert_quant" not in v:
+            return add_matrix(name, m)
+        et = getattr(GGMLQuantizationType, v["expert_quant"])
+        q = quants.quantize(m.astype(np.float32), et)
+        w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=et)
+
     def add_matrix(name, m):
         """A 2-D weight: in the variant's block format if it has one, else as given."""
         if qtype is None or m.ndim < 2:
@@ -358,9 +371,9 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
             # the next would make the choice, and the distributions, jump on noise).
             n_exp, f = v["n_expert"], v["n_ff_exp"]
             add_matrix(p + "ffn_gate_inp.weight", normal((n_exp, n_embd), 5.0 / np.sqrt(n_embd)))
-            add_matrix(p + "ffn_gate_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
-            add_matrix(p + "ffn_up_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
-            add_matrix(p + "ffn_down_exps.weight", normal((n_exp, n_embd, f), 1.0 / np.sqrt(f)))
+            add_experts(p + "ffn_gate_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
+            add_experts(p + "ffn_up_exps.weight", normal((n_exp, f, n_embd), 1.0 / np.sqrt(n_embd)))
+            add_experts(p + "ffn_down_exps.weight", normal((n_exp, n_embd, f), 1.0 / np.sqrt(f)))
             if v.get("expert_bias"):
                 w.add_tensor(p + "ffn_gate_inp.bias", normal((n_exp,), 1.0))
                 w.add_tensor(p + "ffn_gate_exps.bias", normal((n_exp, f), 0.5))

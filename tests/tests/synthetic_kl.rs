@@ -25,6 +25,14 @@ const FLOOR: f64 = 1e-5;
 /// (`tessera perplexity --kl-divergence-base`, the issue's measure) is 4e-6.
 const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5)];
 
+/// Variants held to more than 1.5× llama.cpp's noise on the CPU, with the factor and why.
+/// gpt-oss-mxfp4: its MXFP4 experts make the tiny model chaotic (llama.cpp's flash attention
+/// on vs off differ by 1.56e-3 over the full vocabulary); Tessera is equally far from both of
+/// llama.cpp's runs (full-vocabulary KL 2.44e-3 to fa-off, 2.40e-3 to fa-on), i.e. any other
+/// summation order lands about this far; the MXFP4 kernels themselves are exact against the
+/// scalar reference and the `gguf` package's bytes (engine tests).
+const FACTOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss-mxfp4", 2.0)];
+
 /// Variants checked on the CPU only, and why.
 const NOT_ON_GPU: &[(&str, &str)] = &[
     (
@@ -37,6 +45,11 @@ const NOT_ON_GPU: &[(&str, &str)] = &[
     ),
     (
         "gpt-oss",
+        "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
+         (it refuses the graph)",
+    ),
+    (
+        "gpt-oss-mxfp4",
         "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
          (it refuses the graph)",
     ),
@@ -70,7 +83,11 @@ fn check(variant: &str, broken: &str) {
         .iter()
         .find(|(v, _)| *v == variant)
         .map_or(FLOOR, |&(_, f)| f);
-    let bound = 1.5 * noise_kl.max(floor);
+    let factor = FACTOR_OVERRIDES
+        .iter()
+        .find(|(v, _)| *v == variant)
+        .map_or(1.5, |&(_, f)| f);
+    let bound = factor * noise_kl.max(floor);
     let cpu = fx.measure(&path, Device::Cpu);
     eprintln!(
         "{variant}: CPU KL {:.3e} (bound {bound:.3e}, llama.cpp fa on/off {noise_kl:.3e}), \
@@ -213,4 +230,9 @@ fn qwen3moe_quantized_q8_0_experts() {
 #[test]
 fn gpt_oss_sinks_window_biased_experts() {
     check("gpt-oss", "sinks");
+}
+
+#[test]
+fn gpt_oss_mxfp4_experts() {
+    check("gpt-oss-mxfp4", "sinks");
 }
