@@ -489,7 +489,7 @@ fn attention_mla_values_in_keys_576_512() {
 }
 
 #[test]
-fn mat_mul_heads_every_weight_type() {
+fn mat_mul_heads_every_weight_type_and_odd_float_rows() {
     need_gpu!();
     let mut worst = 0f64;
     let mut formats = gpu_weight_formats();
@@ -521,6 +521,20 @@ fn mat_mul_heads_every_weight_type() {
         }
     }
     eprintln!("mat_mul_heads: worst NMSE {worst:.2e}");
+    // A mat_mul of float rows of 48 (the synthetic deepseek2's low-rank query width) goes
+    // through the same value-by-value path, for a token and a prompt.
+    for dt in [DType::F32, DType::F16] {
+        for n_tok in [1, 11] {
+            let mut rng = Rng(0x48 + n_tok as u64);
+            let w = stacked("q_b", dt, vec![48, 72], &mut rng);
+            let mut b = GraphBuilder::new(n_tok);
+            let x = input(&mut b, 64, &mut rng, 1.0);
+            let x = b.columns(x, 64, 0..48);
+            let y = b.mat_mul(&w, x);
+            let e = compare(b.finish(y));
+            assert!(e <= 5e-4, "mat_mul {dt} rows of 48 × {n_tok}: NMSE {e:.2e}");
+        }
+    }
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! shape per (token, slot) pair; a grouped prompt path (each expert's tokens gathered into one
 //! tiled mat-mul, as the CPU does) is future work. The weighted sum is element-wise
 //! ([`super::elementwise::moe_sum`]). Multi-head latent attention's per-head products
-//! (mat_mul_heads) run the same kernel with slot `j` fixed to matrix `j`.
+//! (mat_mul_heads) run the same kernel with slot `j` fixed to matrix `j`, and so do mat_muls of
+//! float rows whose length is not a multiple of 32 (one slot, one matrix).
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::DType;
@@ -78,8 +79,20 @@ pub fn mat_mul_heads(
     stacked_products(ctx, rec, wid, x, None, n_parts)
 }
 
-/// The products of `n_used` slots per row of `x` with matrices of the stacked weight `wid`:
-/// the experts `route` chose, or matrix `j` for slot `j` without a route.
+/// A mat_mul whose float rows are not a multiple of 32 values long (the block kernels' unit;
+/// e.g. a 48-wide low-rank query projection): the one-slot product of [`mat_mul_heads`].
+pub fn mat_mul_float_rows(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    wid: WeightId,
+    x: NodeId,
+) -> Result<(), GpuError> {
+    stacked_products(ctx, rec, wid, x, None, 1)
+}
+
+/// The products of `n_used` slots per row of `x` with matrices of the stacked weight `wid`
+/// (a 2-D weight is one matrix): the experts `route` chose, or matrix `j` for slot `j`
+/// without a route.
 fn stacked_products(
     ctx: &NodeCtx,
     rec: &mut Recorder,
@@ -91,11 +104,18 @@ fn stacked_products(
     ctx.check_decoder(wid)?;
     let t = ctx.graph.weight(wid);
     let name = ctx.node.op.name();
-    let &[n_in, n_out, _] = t.shape() else {
-        return Err(GpuError::Unsupported(format!(
-            "{name} weight {:?} is not 3-D",
-            t.name()
-        )));
+    let w = &ctx.weights[wid.0 as usize];
+    let (n_in, n_out) = match *t.shape() {
+        [n_in, n_out, _] => (n_in, n_out),
+        // One matrix: its chunks must hold it whole, as they hold whole experts.
+        [n_in, n_out] if w.chunks.len() == 1 => (n_in, n_out),
+        _ => {
+            return Err(GpuError::Unsupported(format!(
+                "{name} weight {:?} of shape {:?} (3-D, or one 2-D chunk of float rows)",
+                t.name(),
+                t.shape()
+            )));
+        }
     };
     // Rows of whole 32-value blocks go through the block decoders; float rows of other
     // lengths (MLA's 24-wide synthetic heads) are decoded value by value.
@@ -105,7 +125,6 @@ fn stacked_products(
             t.dtype()
         )));
     }
-    let w = &ctx.weights[wid.0 as usize];
     let xn = ctx.graph.node(x);
     let n_pairs = xn.rows * n_used;
     let tpr = ctx.matvec.tpr;
