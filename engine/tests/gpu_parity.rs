@@ -421,8 +421,16 @@ fn attention_steps(
 /// One multi-head latent attention layer (DeepSeek-V2's absorbed path) run for a sequence of
 /// steps on both backends: `n_head` query heads on one KV head whose keys are `dk` wide and
 /// whose values are their first `dv` elements, over stores without values (the latent cache);
-/// the batch's values are those columns of its keys, as the model passes them.
-fn mla_attention_steps(n_head: usize, dk: usize, dv: usize, steps: &[usize], seed: u64) {
+/// the batch's values are those columns of its keys, as the model passes them. With
+/// `separate_values` the stores hold values of their own and the batch's are an input.
+fn mla_attention_steps(
+    n_head: usize,
+    dk: usize,
+    dv: usize,
+    separate_values: bool,
+    steps: &[usize],
+    seed: u64,
+) {
     let dev = device().expect("caller checked");
     let p = AttnParams {
         n_head,
@@ -437,8 +445,9 @@ fn mla_attention_steps(n_head: usize, dk: usize, dv: usize, steps: &[usize], see
     let mut rng = Rng(seed);
     let mut cpu = CpuExecutor::new(1);
     let mut gpu = GpuExecutor::new(dev.clone());
-    let mut ckv = vec![KvStore::new(n_cells, dk, 0)];
-    let mut gkv = vec![GpuKvStore::new(&dev, n_cells, dk, 0).unwrap()];
+    let vw = if separate_values { dv } else { 0 };
+    let mut ckv = vec![KvStore::new(n_cells, dk, vw)];
+    let mut gkv = vec![GpuKvStore::new(&dev, n_cells, dk, vw).unwrap()];
     let mut pos0 = 0i32;
     for (si, &n) in steps.iter().enumerate() {
         let mut b = GraphBuilder::new(n);
@@ -447,7 +456,11 @@ fn mla_attention_steps(n_head: usize, dk: usize, dv: usize, steps: &[usize], see
         let kr = dk.next_multiple_of(32);
         let k = input(&mut b, kr, &mut rng, 1.5);
         let k = b.columns(k, kr, 0..dk);
-        let v = b.columns(k, dk, 0..dv);
+        let v = if separate_values {
+            input(&mut b, dv, &mut rng, 1.0)
+        } else {
+            b.columns(k, dk, 0..dv)
+        };
         let o = b.attention(q, k, v, KvId(0), p);
         let graph = b.finish(o);
         let tok = tokens(n);
@@ -477,7 +490,7 @@ fn attention_mla_values_in_keys_48_32() {
     need_gpu!();
     // The synthetic deepseek2's shape: keys of kv_lora_rank 32 + rope 16, values the first
     // 32. A prompt of 300 makes the next decode steps use two split-K workgroups.
-    mla_attention_steps(4, 48, 32, &[13, 1, 1, 5, 1, 300, 1, 2, 1], 0x31a);
+    mla_attention_steps(4, 48, 32, false, &[13, 1, 1, 5, 1, 300, 1, 2, 1], 0x31a);
 }
 
 #[test]
@@ -485,7 +498,17 @@ fn attention_mla_values_in_keys_576_512() {
     need_gpu!();
     // DeepSeek-V2's shape: keys of 512 + 64 (three 256-value chunks in the prompt kernel),
     // values the first 512 (two output groups per invocation in the split-K kernel).
-    mla_attention_steps(8, 576, 512, &[11, 1, 1, 9, 1, 2, 1], 0x576);
+    mla_attention_steps(8, 576, 512, false, &[11, 1, 1, 9, 1, 2, 1], 0x576);
+    // The same widths over stores with values of their own.
+    mla_attention_steps(8, 576, 512, true, &[11, 1, 1, 9, 1], 0x577);
+}
+
+#[test]
+fn attention_mla_values_in_keys_widest() {
+    need_gpu!();
+    // The widest heads: keys of 1024, values of 1016 (four value chunks in the prompt kernel,
+    // the last partial; output groups past 64 in the split-K kernel).
+    mla_attention_steps(2, 1024, 1016, false, &[9, 1, 2, 1], 0x1024);
 }
 
 #[test]
