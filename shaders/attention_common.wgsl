@@ -2,7 +2,8 @@
 // comes from. The sources of a step are, in position order, the cached cells holding positions
 // `lo .. lo + n_scan` (the step's scan info, written by the host) (cell `pos % n_cells`, checked against the cell's stored position, which
 // also covers ring caches), then the batch's own keys and values (rounded to f16 as the cache
-// will hold them).
+// will hold them). A store without values (MLA's latent cache, `values_in_keys`) gives each
+// value as the first `dv` elements of the key head, for the batch's sources too.
 
 // `AttentionUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
@@ -67,8 +68,17 @@ fn key_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
     return pack8(x);
 }
 
+// 1 when the store has no values: each value is the first `dv` elements of its key head (the
+// fifth word of the scan info).
+fn values_in_keys() -> bool {
+    return S[P.info_off + 4u] != 0u;
+}
+
 // Words `4·w4 .. 4·w4 + 4` of KV head `kvh`'s value of source `j`.
 fn value_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
+    if (values_in_keys()) {
+        return key_words4(j, n_scan, lo, kvh, w4);
+    }
     if (j < n_scan) {
         let cell = (lo + j) % n_cells();
         return VC[cell * (P.n_head_kv * P.dv / 8u) + kvh * P.dv / 8u + w4];

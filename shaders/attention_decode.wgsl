@@ -2,7 +2,8 @@
 // `n_split()` workgroups per head (chosen by the host each step from the number of sources);
 // each walks its share 64 sources at a time (one score per invocation, eight key values per
 // load; max and sum by trees in workgroup memory; online softmax across tiles; invocation g
-// accumulates the 8-value output group g, eight values per load) and writes its partial max,
+// accumulates the 8-value output groups g and g + 64, eight values per load; heads up to 1024
+// wide) and writes its partial max,
 // sum and unnormalised output to `PT`; attention_reduce.wgsl combines them. Query head `h` reads KV head `h / (n_head / n_head_kv)`.
 // Expects attention_common.wgsl before it.
 
@@ -10,8 +11,8 @@
 
 const WG: u32 = 64u;
 
-// The query, rounded to f16 as the CPU rounds it: q[w][c] is value 4·w + c.
-var<workgroup> q: array<vec4<f32>, 64>;
+// The query, rounded to f16 as the CPU rounds it: q[w][c] is value 4·w + c (up to 1024).
+var<workgroup> q: array<vec4<f32>, 256>;
 var<workgroup> red: array<f32, 64>;
 var<workgroup> pw: array<f32, 64>;
 
@@ -40,6 +41,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var l = 0.0;
     var acc_lo = vec4<f32>(0.0);
     var acc_hi = vec4<f32>(0.0);
+    // Groups 64 .. 128 (value heads over 512 wide).
+    var acc2_lo = vec4<f32>(0.0);
+    var acc2_hi = vec4<f32>(0.0);
     let dk8 = P.dk / 8u;
     let dv8 = P.dv / 8u;
     for (var s0 = s_begin; s0 < s_end; s0 += WG) {
@@ -101,6 +105,21 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
             acc_lo = a_lo;
             acc_hi = a_hi;
         }
+        if (lid.x + WG < dv8) {
+            let n_here = min(WG, s_end - s0);
+            var a_lo = acc2_lo * r;
+            var a_hi = acc2_hi * r;
+            for (var k = 0u; k < n_here; k++) {
+                let pk = pw[k];
+                if (pk > 0.0) {
+                    let v = value_words4(s0 + k, n_scan, lo, kvh, lid.x + WG);
+                    a_lo += pk * vec4<f32>(unpack2x16float(v.x), unpack2x16float(v.y));
+                    a_hi += pk * vec4<f32>(unpack2x16float(v.z), unpack2x16float(v.w));
+                }
+            }
+            acc2_lo = a_lo;
+            acc2_hi = a_hi;
+        }
     }
     let stride = P.dv + 2u;
     let o = ((t * P.n_head + h) * 16u + split) * stride;
@@ -112,6 +131,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var c = 0u; c < 4u; c++) {
             PT[o + 2u + 8u * lid.x + c] = acc_lo[c];
             PT[o + 6u + 8u * lid.x + c] = acc_hi[c];
+        }
+    }
+    if (lid.x + WG < dv8) {
+        let g = lid.x + WG;
+        for (var c = 0u; c < 4u; c++) {
+            PT[o + 2u + 8u * g + c] = acc2_lo[c];
+            PT[o + 6u + 8u * g + c] = acc2_hi[c];
         }
     }
 }

@@ -1,16 +1,23 @@
 // Flash attention for prompts: one workgroup per tile of 8 queries of one head. Queries, keys
 // and values pass through workgroup memory as f16, eight values to a vec4<u32>, 8 sources at
-// a time; each of the 64 invocations scores one (query, source) pair, one invocation per query
-// updates that query's running max and sum (online softmax), and every invocation rescales
-// and accumulates 8-value groups of its query's output (groups kj, kj + 8, …). Reading eight
-// values per load keeps workgroup-memory traffic low (and software rasterisers, which load one
-// lane at a time, fast). Query head `h` reads KV head `h / (n_head / n_head_kv)`. Head widths
-// are multiples of 8 up to 256. Expects attention_common.wgsl before it.
+// a time and 256 values of a head at a time (wider heads, up to 1024, in chunks: the scores
+// summed over key chunks, the outputs accumulated per value chunk); each of the 64 invocations
+// scores one (query, source) pair, one invocation per query updates that query's running max
+// and sum (online softmax), and every invocation rescales and accumulates 8-value groups of
+// its query's output (groups kj, kj + 8, … of every chunk). Reading eight values per load
+// keeps workgroup-memory traffic low (and software rasterisers, which load one lane at a
+// time, fast); the chunks keep workgroup memory at 12 KiB whatever the head width. Query head
+// `h` reads KV head `h / (n_head / n_head_kv)`. Head widths are multiples of 8 up to 256·VCH
+// for the values (the host sets VCH per variant) and 1024 for the keys. Expects
+// attention_common.wgsl before it.
 
 const QT: u32 = 8u;
 const KT: u32 = 8u;
-// vec4<u32>s per query, key or value row (256 f16 values).
+// vec4<u32>s per chunk of a query, key or value row (256 f16 values).
 const ROW: u32 = 32u;
+// Value chunks of this variant (set by the host), and output groups per invocation.
+const VCH: u32 = 1u;
+const NACC: u32 = 4u;
 
 var<workgroup> qs: array<vec4<u32>, 256>;
 var<workgroup> ks: array<vec4<u32>, 256>;
@@ -28,11 +35,11 @@ struct Acc8 {
     hi: vec4<f32>,
 }
 
-// `a` rescaled by `r` plus the tile's weighted values of group `g`, weights p0 (sources
-// 0..4) and p1 (4..8).
-fn pv_group(a: Acc8, g: u32, r: f32, p0: vec4<f32>, p1: vec4<f32>) -> Acc8 {
-    var lo = a.lo * r;
-    var hi = a.hi * r;
+// `a` plus the tile's weighted values of group `g` of the loaded value chunk, weights p0
+// (sources 0..4) and p1 (4..8).
+fn pv_group(a: Acc8, g: u32, p0: vec4<f32>, p1: vec4<f32>) -> Acc8 {
+    var lo = a.lo;
+    var hi = a.hi;
     for (var k = 0u; k < KT; k++) {
         let v = vs[k * ROW + g];
         let pk = select(p1[k & 3u], p0[k & 3u], k < 4u);
@@ -51,6 +58,21 @@ fn store_group(tq: u32, h: u32, g: u32, a: Acc8, inv: f32) {
     }
 }
 
+// Loads chunk `c` (`cw` words) of the tile's queries into `qs`.
+fn load_queries(lid: u32, t0: u32, h: u32, c: u32, cw: u32) {
+    let qw = P.n_head * P.dk;
+    for (var idx = lid; idx < QT * cw; idx += 64u) {
+        let qi = idx / cw;
+        let w4 = idx % cw;
+        let t = t0 + qi;
+        var words = vec4<u32>(0u);
+        if (t < P.n_tok) {
+            words = pack8(P.q_off + t * qw + h * P.dk + 8u * (c * ROW + w4));
+        }
+        qs[qi * ROW + w4] = words;
+    }
+}
+
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let h = wg.y;
@@ -60,16 +82,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let n_scan = S[P.info_off + 1u];
     let dk8 = P.dk / 8u;
     let dv8 = P.dv / 8u;
-    let qw = P.n_head * P.dk;
-    for (var idx = lid.x; idx < QT * dk8; idx += 64u) {
-        let qi = idx / dk8;
-        let w4 = idx % dk8;
-        let t = t0 + qi;
-        var words = vec4<u32>(0u);
-        if (t < P.n_tok) {
-            words = pack8(P.q_off + t * qw + h * P.dk + 8u * w4);
-        }
-        qs[qi * ROW + w4] = words;
+    let kch = (dk8 + ROW - 1u) / ROW;
+    if (kch == 1u) {
+        load_queries(lid.x, t0, h, 0u, dk8);
     }
     if (lid.x < QT) {
         mrow[lid.x] = NEG;
@@ -82,46 +97,45 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     if (tq < P.n_tok) {
         pq = position(tq);
     }
-    let zero = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
-    var acc0 = zero;
-    var acc1 = zero;
-    var acc2 = zero;
-    var acc3 = zero;
+    var acc: array<Acc8, NACC>;
+    for (var i = 0u; i < NACC; i++) {
+        acc[i] = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
+    }
     // Batch positions increase, so no query of this tile sees batch sources past its last one.
     let src_end = n_scan + min(P.n_tok, t0 + QT);
     for (var s0 = 0u; s0 < src_end; s0 += KT) {
-        workgroupBarrier();
-        for (var idx = lid.x; idx < KT * dk8; idx += 64u) {
-            let j = s0 + idx / dk8;
-            var words = vec4<u32>(0u);
-            if (j < src_end) {
-                words = key_words4(j, n_scan, lo, kvh, idx % dk8);
+        var qk = 0.0;
+        for (var c = 0u; c < kch; c++) {
+            let cw = min(ROW, dk8 - c * ROW);
+            workgroupBarrier();
+            if (kch > 1u) {
+                load_queries(lid.x, t0, h, c, cw);
             }
-            ks[(idx / dk8) * ROW + idx % dk8] = words;
-        }
-        for (var idx = lid.x; idx < KT * dv8; idx += 64u) {
-            let j = s0 + idx / dv8;
-            var words = vec4<u32>(0u);
-            if (j < src_end) {
-                words = value_words4(j, n_scan, lo, kvh, idx % dv8);
+            for (var idx = lid.x; idx < KT * cw; idx += 64u) {
+                let j = s0 + idx / cw;
+                var words = vec4<u32>(0u);
+                if (j < src_end) {
+                    words = key_words4(j, n_scan, lo, kvh, c * ROW + idx % cw);
+                }
+                ks[(idx / cw) * ROW + idx % cw] = words;
             }
-            vs[(idx / dv8) * ROW + idx % dv8] = words;
-        }
-        if (lid.x < KT) {
-            var p = -1;
-            if (s0 + lid.x < src_end) {
-                p = source_pos(s0 + lid.x, lo, n_scan);
+            if (c == 0u && lid.x < KT) {
+                var p = -1;
+                if (s0 + lid.x < src_end) {
+                    p = source_pos(s0 + lid.x, lo, n_scan);
+                }
+                kpos[lid.x] = p;
             }
-            kpos[lid.x] = p;
+            workgroupBarrier();
+            if (tq < P.n_tok && visible(pq, kpos[kj])) {
+                for (var w = 0u; w < cw; w++) {
+                    qk += dot8(qs[qi * ROW + w], ks[kj * ROW + w]);
+                }
+            }
         }
-        workgroupBarrier();
         var s = NEG;
         if (tq < P.n_tok && visible(pq, kpos[kj])) {
-            var dot = 0.0;
-            for (var w = 0u; w < dk8; w++) {
-                dot += dot8(qs[qi * ROW + w], ks[kj * ROW + w]);
-            }
-            s = cap(dot * P.scale);
+            s = cap(qk * P.scale);
         }
         ps[lid.x / 4u][lid.x % 4u] = s;
         workgroupBarrier();
@@ -145,17 +159,28 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         let r = rrow[qi];
         let p0 = ps[qi * 2u];
         let p1 = ps[qi * 2u + 1u];
-        if (kj < dv8) {
-            acc0 = pv_group(acc0, kj, r, p0, p1);
+        for (var i = 0u; i < NACC; i++) {
+            acc[i] = Acc8(acc[i].lo * r, acc[i].hi * r);
         }
-        if (kj + 8u < dv8) {
-            acc1 = pv_group(acc1, kj + 8u, r, p0, p1);
-        }
-        if (kj + 16u < dv8) {
-            acc2 = pv_group(acc2, kj + 16u, r, p0, p1);
-        }
-        if (kj + 24u < dv8) {
-            acc3 = pv_group(acc3, kj + 24u, r, p0, p1);
+        for (var c = 0u; c < VCH; c++) {
+            if (c * ROW < dv8) {
+                let cw = min(ROW, dv8 - c * ROW);
+                workgroupBarrier();
+                for (var idx = lid.x; idx < KT * cw; idx += 64u) {
+                    let j = s0 + idx / cw;
+                    var words = vec4<u32>(0u);
+                    if (j < src_end) {
+                        words = value_words4(j, n_scan, lo, kvh, c * ROW + idx % cw);
+                    }
+                    vs[(idx / cw) * ROW + idx % cw] = words;
+                }
+                workgroupBarrier();
+                for (var i = 0u; i < 4u; i++) {
+                    if (kj + 8u * i < cw) {
+                        acc[4u * c + i] = pv_group(acc[4u * c + i], kj + 8u * i, p0, p1);
+                    }
+                }
+            }
         }
     }
     workgroupBarrier();
@@ -165,17 +190,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         if (l > 0.0) {
             inv = 1.0 / l;
         }
-        if (kj < dv8) {
-            store_group(tq, h, kj, acc0, inv);
-        }
-        if (kj + 8u < dv8) {
-            store_group(tq, h, kj + 8u, acc1, inv);
-        }
-        if (kj + 16u < dv8) {
-            store_group(tq, h, kj + 16u, acc2, inv);
-        }
-        if (kj + 24u < dv8) {
-            store_group(tq, h, kj + 24u, acc3, inv);
+        for (var c = 0u; c < VCH; c++) {
+            for (var i = 0u; i < 4u; i++) {
+                let g = c * ROW + kj + 8u * i;
+                if (kj + 8u * i < ROW && g < dv8) {
+                    store_group(tq, h, g, acc[4u * c + i], inv);
+                }
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 // Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, soft-capping,
 // SiLU- and GELU-gated products, a plain copy (the last row of a matrix), and the weighted sum
 // of a row's expert outputs (moe_sum: `parts` parts of `cols` values, weighted by the route's
-// weights at `b_off`, added in slot order as on the CPU).
+// weights at `b_off`, added in slot order as on the CPU), and the gathers of multi-head latent
+// attention: some columns of every group (columns) and the per-group concatenation (concat).
 
 // `ElementwiseUniforms` and the `OP_*` codes: declared by the host from
 // engine/src/gpu/params.rs, prepended.
@@ -41,14 +42,29 @@ fn moe_sum(i: u32) -> f32 {
     return y;
 }
 
+// Output value `i` of concat: groups of `cols` values of `a`, then `parts` values of `b`.
+fn concat(i: u32) -> f32 {
+    let w = P.cols + P.parts;
+    let g = i / w;
+    let c = i % w;
+    if (c < P.cols) {
+        return A[P.a_off + g * P.cols + c];
+    }
+    return A[P.b_off + g * P.parts + c - P.cols];
+}
+
 @compute @workgroup_size(256)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x + gid.y * P.grid_x * 256u;
     if (i >= P.n) {
         return;
     }
-    let a = A[P.a_off + i];
     var y = 0.0;
+    // Gathers (columns, concat) index `a` themselves.
+    var a = 0.0;
+    if (P.op != OP_COLUMNS && P.op != OP_CONCAT) {
+        a = A[P.a_off + i];
+    }
     switch P.op {
         case OP_ADD: { y = a + A[P.b_off + i]; }
         case OP_MUL: { y = a * A[P.b_off + i]; }
@@ -58,6 +74,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case OP_ADD_BIAS: { y = a + bitcast<f32>(W[i % P.cols]); }
         case OP_SOFTCAP: { y = tanh(a * (1.0 / P.s)) * P.s; }
         case OP_MOE_SUM: { y = moe_sum(i); }
+        case OP_COLUMNS: { y = A[P.a_off + (i / P.cols) * P.parts + i % P.cols]; }
+        case OP_CONCAT: { y = concat(i); }
         case OP_COPY, default: { y = a; }
     }
     A[P.out_off + i] = y;

@@ -39,7 +39,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let x = P.k_off + t * P.kw + 2u * w;
         KC[cell * kw2 + w] = pack2x16float(vec2<f32>(A[x], A[x + 1u]));
     }
-    if (w < vw2) {
+    // A store without values (the fifth scan-info word set) gets keys only.
+    if (w < vw2 && S[P.info_off + 4u] == 0u) {
         let x = P.v_off + t * P.vw + 2u * w;
         VC[cell * vw2 + w] = pack2x16float(vec2<f32>(A[x], A[x + 1u]));
     }

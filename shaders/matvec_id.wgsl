@@ -8,7 +8,9 @@
 // row shared by every slot (`x_slot` = 0) or one part per slot. Stacked weights too large for
 // one binding come in chunks of whole experts (`e0`, `n_chunk`): a pair whose expert another
 // chunk holds does nothing in this chunk's dispatch. Expert `e`'s matrix starts at byte
-// `(e - e0) · n_out · row_bytes` of the chunk.
+// `(e - e0) · n_out · row_bytes` of the chunk. With `fixed` set (mat_mul_heads) slot `j` uses
+// matrix `j` and no route is read. Float rows whose length is not a multiple of 32 are decoded
+// value by value (`dq`).
 
 // `MatrixIdUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 
@@ -37,7 +39,9 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let t = pair / max(P.n_used, 1u);
     let j = pair % max(P.n_used, 1u);
     var e = 0xffffffffu;
-    if (pair < P.n_pairs) {
+    if (pair < P.n_pairs && P.fixed != 0u) {
+        e = j;
+    } else if (pair < P.n_pairs) {
         let o = P.route_off + t * 2u * P.n_used + j;
         e = u32(A[o / 4u][o % 4u]);
     }
@@ -46,10 +50,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let base = ((e - P.e0) * P.n_out + r) * P.row_bytes;
     let n_blocks = P.n_in / 32u;
     dot_acc = 0.0;
-    if (live) {
+    let x0 = P.x_off + t * P.x_row + j * P.x_slot;
+    if (live && P.n_in % 32u == 0u) {
         for (var blk = lane; blk < n_blocks; blk += TPR) {
-            dot_x = P.x_off + t * P.x_row + j * P.x_slot + blk * 32u;
+            dot_x = x0 + blk * 32u;
             dq_block(base, blk);
+        }
+    } else if (live) {
+        // Float rows of other lengths, value by value (inputs need not be vec4-aligned).
+        for (var i = lane; i < P.n_in; i += TPR) {
+            let o = x0 + i;
+            dot_acc += dq(base, i) * A[o / 4u][o % 4u];
         }
     }
     // reduce:begin

@@ -418,6 +418,178 @@ fn attention_steps(
     }
 }
 
+/// One multi-head latent attention layer (DeepSeek-V2's absorbed path) run for a sequence of
+/// steps on both backends: `n_head` query heads on one KV head whose keys are `dk` wide and
+/// whose values are their first `dv` elements, over stores without values (the latent cache);
+/// the batch's values are those columns of its keys, as the model passes them. With
+/// `separate_values` the stores hold values of their own and the batch's are an input.
+fn mla_attention_steps(
+    n_head: usize,
+    dk: usize,
+    dv: usize,
+    separate_values: bool,
+    steps: &[usize],
+    seed: u64,
+) {
+    let dev = device().expect("caller checked");
+    let p = AttnParams {
+        n_head,
+        n_head_kv: 1,
+        head_dim: dk,
+        head_dim_v: dv,
+        scale: 1.0 / (dk as f32).sqrt(),
+        window: None,
+        softcap: None,
+    };
+    let n_cells = 512;
+    let mut rng = Rng(seed);
+    let mut cpu = CpuExecutor::new(1);
+    let mut gpu = GpuExecutor::new(dev.clone());
+    let vw = if separate_values { dv } else { 0 };
+    let mut ckv = vec![KvStore::new(n_cells, dk, vw)];
+    let mut gkv = vec![GpuKvStore::new(&dev, n_cells, dk, vw).unwrap()];
+    let mut pos0 = 0i32;
+    for (si, &n) in steps.iter().enumerate() {
+        let mut b = GraphBuilder::new(n);
+        let q = input(&mut b, n_head * dk, &mut rng, 1.5);
+        // (Inputs come in rows of multiples of 32: keys of 48 are columns of wider rows.)
+        let kr = dk.next_multiple_of(32);
+        let k = input(&mut b, kr, &mut rng, 1.5);
+        let k = b.columns(k, kr, 0..dk);
+        let v = if separate_values {
+            input(&mut b, dv, &mut rng, 1.0)
+        } else {
+            b.columns(k, dk, 0..dv)
+        };
+        let o = b.attention(q, k, v, KvId(0), p);
+        let graph = b.finish(o);
+        let tok = tokens(n);
+        let pos: Vec<i32> = (pos0..pos0 + n as i32).collect();
+        let cg = cpu.prepare(graph.clone()).unwrap();
+        let want = cpu.run(&cg, &tok, &pos, &mut ckv).unwrap().to_vec();
+        let plan = Plan::new(&graph);
+        let mut gg = gpu.prepare(graph.clone()).unwrap();
+        gg.fill_arena(&dev, SENTINEL);
+        let got = gpu.run(&mut gg, &tok, &pos, &mut gkv).unwrap().to_vec();
+        check_sentinel(&gg, &graph, &plan, &dev);
+        let e = nmse(&want, &got);
+        eprintln!(
+            "MLA attention {n_head}×{dk}/{dv}: step {si} ({n} tokens at {pos0}): NMSE {e:.2e}"
+        );
+        assert!(
+            e <= 5e-4,
+            "MLA attention {n_head}×{dk}/{dv}: step {si} ({n} tokens at {pos0}): NMSE {e:.2e}"
+        );
+        assert_eq!(ckv[0].cell_positions(), gkv[0].cell_positions());
+        pos0 += n as i32;
+    }
+}
+
+#[test]
+fn attention_mla_values_in_keys_48_32() {
+    need_gpu!();
+    // The synthetic deepseek2's shape: keys of kv_lora_rank 32 + rope 16, values the first
+    // 32. A prompt of 300 makes the next decode steps use two split-K workgroups.
+    mla_attention_steps(4, 48, 32, false, &[13, 1, 1, 5, 1, 300, 1, 2, 1], 0x31a);
+}
+
+#[test]
+fn attention_mla_values_in_keys_576_512() {
+    need_gpu!();
+    // DeepSeek-V2's shape: keys of 512 + 64 (three 256-value chunks in the prompt kernel),
+    // values the first 512 (two output groups per invocation in the split-K kernel).
+    mla_attention_steps(8, 576, 512, false, &[11, 1, 1, 9, 1, 2, 1], 0x576);
+    // The same widths over stores with values of their own.
+    mla_attention_steps(8, 576, 512, true, &[11, 1, 1, 9, 1], 0x577);
+}
+
+#[test]
+fn attention_mla_values_in_keys_widest() {
+    need_gpu!();
+    // The widest heads: keys of 1024, values of 1016 (four value chunks in the prompt kernel,
+    // the last partial; output groups past 64 in the split-K kernel).
+    mla_attention_steps(2, 1024, 1016, false, &[9, 1, 2, 1], 0x1024);
+}
+
+#[test]
+fn mat_mul_heads_every_weight_type_and_odd_float_rows() {
+    need_gpu!();
+    let mut worst = 0f64;
+    let mut formats = gpu_weight_formats();
+    formats.push(DType::F32);
+    for (i, dt) in formats.into_iter().enumerate() {
+        let mut rng = Rng(0x4ead + i as u64);
+        let n_parts = 4;
+        // Float rows of 24 (the synthetic model's qk_nope) take the value-by-value path.
+        let n_ins: &[usize] = match dt.block_elems() {
+            256 => &[256],
+            1 => &[24, 64],
+            _ => &[64],
+        };
+        for &n_in in n_ins {
+            let w = stacked("heads", dt, vec![n_in, 40, n_parts], &mut rng);
+            for n_tok in [1, 6] {
+                for tpr in [1, 16] {
+                    let mut b = GraphBuilder::new(n_tok);
+                    let x = input(&mut b, n_parts * n_in, &mut rng, 1.0);
+                    let y = b.mat_mul_heads(&w, x);
+                    let e = compare_with_tpr(b.finish(y), Some(tpr));
+                    assert!(
+                        e <= 5e-4,
+                        "mat_mul_heads {dt} rows of {n_in} × {n_tok}, tpr {tpr}: NMSE {e:.2e}"
+                    );
+                    worst = worst.max(e);
+                }
+            }
+        }
+    }
+    eprintln!("mat_mul_heads: worst NMSE {worst:.2e}");
+    // A mat_mul of float rows of 48 (the synthetic deepseek2's low-rank query width) goes
+    // through the same value-by-value path, for a token and a prompt.
+    for dt in [DType::F32, DType::F16] {
+        for n_tok in [1, 11] {
+            let mut rng = Rng(0x48 + n_tok as u64);
+            let w = stacked("q_b", dt, vec![48, 72], &mut rng);
+            let mut b = GraphBuilder::new(n_tok);
+            let x = input(&mut b, 64, &mut rng, 1.0);
+            let x = b.columns(x, 64, 0..48);
+            let y = b.mat_mul(&w, x);
+            let e = compare(b.finish(y));
+            assert!(e <= 5e-4, "mat_mul {dt} rows of 48 × {n_tok}: NMSE {e:.2e}");
+        }
+    }
+}
+
+#[test]
+fn columns_and_concat() {
+    need_gpu!();
+    let mut rng = Rng(0xc01);
+    for n_tok in [1, 5] {
+        // Four groups of 24 (odd offsets and lengths): columns 5..21, then the per-group
+        // concatenation of columns 0..10 and 10..24 (which rebuilds the input), and of two
+        // inputs with one group (the latent and the rotated key).
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, 96, &mut rng, 1.0);
+        let y = b.columns(x, 24, 5..21);
+        let e = compare(b.finish(y));
+        assert!(e <= 1e-6, "columns × {n_tok}: NMSE {e:.2e}");
+        let mut b = GraphBuilder::new(n_tok);
+        let x = input(&mut b, 96, &mut rng, 1.0);
+        let l = b.columns(x, 24, 0..10);
+        let r = b.columns(x, 24, 10..24);
+        let y = b.concat(l, r, 4);
+        let (want, got) = run_both(b.finish(y), None);
+        assert_eq!(want, got, "concat of columns × {n_tok}");
+        let mut b = GraphBuilder::new(n_tok);
+        let c = input(&mut b, 32, &mut rng, 1.0);
+        let k = input(&mut b, 64, &mut rng, 1.0);
+        let k = b.columns(k, 64, 48..64);
+        let y = b.concat(c, k, 1);
+        let e = compare(b.finish(y));
+        assert!(e <= 1e-6, "concat × {n_tok}: NMSE {e:.2e}");
+    }
+}
+
 #[test]
 fn attention_gqa_prefill_then_decode() {
     need_gpu!();

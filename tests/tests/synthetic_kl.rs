@@ -36,14 +36,6 @@ const FACTOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss-mxfp4", 2.0)];
 /// Variants checked on the CPU only, and why.
 const NOT_ON_GPU: &[(&str, &str)] = &[
     (
-        "deepseek2-lite",
-        "the GPU backend does not run MLA yet (it refuses the graph)",
-    ),
-    (
-        "deepseek2",
-        "the GPU backend does not run MLA yet (it refuses the graph)",
-    ),
-    (
         "gpt-oss",
         "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
          (it refuses the graph)",

@@ -462,8 +462,10 @@ fn check_step(
                         kv.len()
                     )));
                 };
+                // A store without values (MLA's latent cache) reads them from the keys.
+                let values_in_keys = s.v_width() == 0 && params.head_dim_v <= params.head_dim;
                 if s.k_width() != params.n_head_kv * params.head_dim
-                    || s.v_width() != params.n_head_kv * params.head_dim_v
+                    || (s.v_width() != params.n_head_kv * params.head_dim_v && !values_in_keys)
                 {
                     return Err(GpuError::Unsupported(format!(
                         "KV store {} has widths {}/{}, the layer needs {}/{}",

@@ -56,7 +56,8 @@ impl GpuKvStore {
         let buffer = |label: &str, bytes: u64| {
             dev.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: bytes.max(4),
+                // A store without values still binds a (16-byte, vec4-sized) value buffer.
+                size: bytes.max(16),
                 usage: wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,

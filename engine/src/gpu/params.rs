@@ -104,9 +104,11 @@ kernel_params! {
         s: f32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
-        /// Values per row (add_bias: the bias's length; moe_sum: values per part).
+        /// Values per row (add_bias: the bias's length; moe_sum: values per part; columns:
+        /// values taken per group; concat: `a`'s values per group).
         cols: u32,
-        /// Parts summed into each output value (moe_sum: experts per token), else 0.
+        /// Parts summed into each output value (moe_sum: experts per token; columns: the
+        /// group width; concat: `b`'s values per group), else 0.
         parts: u32,
     }
 
@@ -163,6 +165,8 @@ kernel_params! {
         row_groups: u32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
+        /// 1: slot `j` uses matrix `j` and no route is read (mat_mul_heads), else 0.
+        fixed: u32,
     }
 
     /// `moe_route.wgsl`: a mixture-of-experts router, one workgroup per row.
@@ -241,7 +245,8 @@ kernel_params! {
         pad: u32,
         /// Step-buffer offset of the positions.
         pos_off: u32,
-        /// Step-buffer offset of the layer's scan info `[lo, n_scan, n_cells, n_split]`.
+        /// Step-buffer offset of the layer's scan info `[lo, n_scan, n_cells, n_split,
+        /// values_in_keys]`.
         info_off: u32,
         /// Most split-K workgroups per head (the partials are sized for it).
         max_splits: u32,
@@ -339,6 +344,11 @@ op_codes! {
         /// `Σ_j a[j·cols + c] · w_j` over `parts` parts of each row of `a`, `w_j` the route's
         /// weights at `b` (rows of `2·parts`: ids, then weights), in slot order.
         MoeSum = 8 => "OP_MOE_SUM",
+        /// `a[(i / cols)·parts + i % cols]`: `cols` columns of every group of `parts` (the
+        /// first column taken folded into `a_off`).
+        Columns = 9 => "OP_COLUMNS",
+        /// Groups of `cols` values of `a` then `parts` values of `b`, group by group.
+        Concat = 10 => "OP_CONCAT",
     }
 }
 
@@ -405,7 +415,7 @@ mod tests {
 
     #[test]
     fn op_constants() {
-        assert_eq!(ElementwiseOp::ALL.len(), 9);
+        assert_eq!(ElementwiseOp::ALL.len(), 11);
         for (i, op) in ElementwiseOp::ALL.iter().enumerate() {
             assert_eq!(op.code(), i as u32);
         }

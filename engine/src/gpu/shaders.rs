@@ -52,8 +52,9 @@ pub enum Kernel {
     Elementwise,
     /// Rotary embedding from a host-computed table.
     Rope,
-    /// Flash attention over query tiles.
-    AttnPrefill,
+    /// Flash attention over query tiles, for value heads up to this many 256-value chunks
+    /// (1 to 4).
+    AttnPrefill(u32),
     /// Split-K flash attention for a few queries.
     AttnDecode,
     /// Combines the split-K partials.
@@ -115,7 +116,7 @@ impl Kernel {
                 )
             }
             Kernel::Rope => RopeUniforms::WGSL.into(),
-            Kernel::AttnPrefill | Kernel::AttnDecode => AttentionUniforms::WGSL.into(),
+            Kernel::AttnPrefill(_) | Kernel::AttnDecode => AttentionUniforms::WGSL.into(),
             Kernel::AttnReduce => AttnReduceUniforms::WGSL.into(),
             Kernel::KvWrite => KvWriteUniforms::WGSL.into(),
         }
@@ -160,7 +161,12 @@ impl Kernel {
             Kernel::RmsNorm => RMS_NORM.into(),
             Kernel::Elementwise => ELEMENTWISE.into(),
             Kernel::Rope => ROPE.into(),
-            Kernel::AttnPrefill => format!("{ATTN_COMMON}\n{ATTN_PREFILL}"),
+            Kernel::AttnPrefill(vch) => format!("{ATTN_COMMON}\n{ATTN_PREFILL}")
+                .replace("const VCH: u32 = 1u;", &format!("const VCH: u32 = {vch}u;"))
+                .replace(
+                    "const NACC: u32 = 4u;",
+                    &format!("const NACC: u32 = {}u;", 4 * vch),
+                ),
             Kernel::AttnDecode => format!("{ATTN_COMMON}\n{ATTN_DECODE}"),
             Kernel::AttnReduce => ATTN_REDUCE.into(),
             Kernel::KvWrite => KV_WRITE.into(),
@@ -183,7 +189,10 @@ mod tests {
             Kernel::RmsNorm,
             Kernel::Elementwise,
             Kernel::Rope,
-            Kernel::AttnPrefill,
+            Kernel::AttnPrefill(1),
+            Kernel::AttnPrefill(2),
+            Kernel::AttnPrefill(3),
+            Kernel::AttnPrefill(4),
             Kernel::AttnDecode,
             Kernel::AttnReduce,
             Kernel::KvWrite,

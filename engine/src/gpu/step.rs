@@ -22,7 +22,9 @@ pub struct StepLayout {
     /// RoPE tables, one per distinct parameter set (and frequency factors),
     /// `n_tokens × n_dims` each.
     pub ropes: Vec<(RopeParams, Option<Vec<f32>>, usize)>,
-    /// Per attention node: KV store, window and the offset of `[lo, n_scan, n_cells, n_split]`.
+    /// Per attention node: KV store, window and the offset of
+    /// `[lo, n_scan, n_cells, n_split, values_in_keys]` (the last 1 for a store without
+    /// values, whose values are the first `head_dim_v` elements of each key head).
     pub attention: Vec<(u32, Option<u32>, usize)>,
     /// KV stores the step writes.
     pub writes: Vec<u32>,
@@ -68,7 +70,7 @@ impl StepLayout {
     /// writes) and return its offset.
     pub fn attention_info(&mut self, kv: u32, window: Option<u32>) -> usize {
         let info = self.len;
-        self.len += 4;
+        self.len += 5;
         self.attention.push((kv, window, info));
         self.writes.push(kv);
         info
@@ -101,6 +103,7 @@ impl StepLayout {
             host[o + 3] = (n + n_tok as u32)
                 .div_ceil(ATTN_SPLIT_SOURCES)
                 .clamp(1, ATTN_SPLITS);
+            host[o + 4] = (store.v_width() == 0) as u32;
         }
     }
 }
@@ -128,8 +131,8 @@ mod tests {
         assert_eq!(l.attention_info(2, None), 30);
         assert_eq!(l.rope_table(p, None, 3), 6, "one table per parameter set");
         let q = RopeParams { base: 1e6, ..p };
-        assert_eq!(l.rope_table(q, None, 3), 34);
-        assert_eq!(l.len, 58);
+        assert_eq!(l.rope_table(q, None, 3), 35);
+        assert_eq!(l.len, 59);
         assert_eq!(l.writes, [2]);
     }
 }

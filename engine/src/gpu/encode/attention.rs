@@ -1,7 +1,10 @@
 //! Flash attention over a layer's KV store: for a few tokens the split-K kernel
 //! (`attention_decode.wgsl`, its workgroup count per head set each step from the scan info)
 //! and the reduction of its partials (`attention_reduce.wgsl`), for prompts the query-tile
-//! kernel (`attention_prefill.wgsl`); then `kv_write.wgsl` stores the batch's K/V.
+//! kernel (`attention_prefill.wgsl`); then `kv_write.wgsl` stores the batch's K/V. Heads go
+//! up to [`MAX_HEAD_DIM`] wide (DeepSeek-V2's 576-wide MLA keys); a store without values
+//! (MLA's latent cache, flagged in the step's scan info) gives each value as the first
+//! `head_dim_v` elements of the key head.
 
 use super::{Bind, MAX_HEAD_DIM, NodeCtx, Recorder};
 use crate::gpu::device::GpuError;
@@ -93,7 +96,7 @@ pub fn encode(
         );
     } else {
         rec.push(
-            Kernel::AttnPrefill,
+            Kernel::AttnPrefill(dv.div_ceil(256).max(1) as u32),
             kvb.to_vec(),
             &p,
             [(n_tok as u32).div_ceil(8), a.n_head as u32, 1],

@@ -1,5 +1,6 @@
 //! Element-wise ops (add, mul, the gated activations, scale, bias, soft-capping, copy of the
-//! last row, the weighted sum of experts' outputs): one `elementwise.wgsl` dispatch of 256
+//! last row, the weighted sum of experts' outputs, the column and per-group concatenation
+//! gathers of multi-head latent attention): one `elementwise.wgsl` dispatch of 256
 //! values a workgroup.
 
 use super::{Bind, NodeCtx, Recorder, grid};
@@ -183,6 +184,85 @@ pub fn moe_sum(
         vec![Bind::Arena, Bind::NoWeight, Bind::Uniform],
         &p,
         g,
+    );
+    Ok(())
+}
+
+/// Record one gather (columns, concat) of `n` output values: `a`'s groups at `a_off` with
+/// `cols`/`parts` as the op takes them (see [`ElementwiseOp::Columns`], [`ElementwiseOp::Concat`]).
+#[allow(clippy::too_many_arguments)]
+fn gather(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    op: ElementwiseOp,
+    a_off: u32,
+    b_off: u32,
+    cols: u32,
+    parts: u32,
+) {
+    let n = ctx.n_values() as u32;
+    let g = grid(n.div_ceil(256));
+    let p = ElementwiseUniforms {
+        a_off,
+        b_off,
+        out_off: ctx.out,
+        n,
+        op: op.code(),
+        s: 0.0,
+        grid_x: g[0],
+        cols,
+        parts,
+    };
+    rec.push(
+        Kernel::Elementwise,
+        vec![Bind::Arena, Bind::NoWeight, Bind::Uniform],
+        &p,
+        g,
+    );
+}
+
+/// Record columns `start..start + len` of every `group`-wide group of `x`.
+pub fn columns(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    x: NodeId,
+    group: usize,
+    start: usize,
+) -> Result<(), GpuError> {
+    let groups = ctx.graph.node(x).cols / group;
+    let len = ctx.node.cols / groups;
+    let a_off = ctx.off(x) + start as u32;
+    gather(
+        ctx,
+        rec,
+        ElementwiseOp::Columns,
+        a_off,
+        0,
+        len as u32,
+        group as u32,
+    );
+    Ok(())
+}
+
+/// Record the per-group concatenation of `a` and `b` (`groups` groups each).
+pub fn concat(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    a: NodeId,
+    b: NodeId,
+    groups: usize,
+) -> Result<(), GpuError> {
+    let ga = ctx.graph.node(a).cols / groups;
+    let gb = ctx.graph.node(b).cols / groups;
+    let (a_off, b_off) = (ctx.off(a), ctx.off(b));
+    gather(
+        ctx,
+        rec,
+        ElementwiseOp::Concat,
+        a_off,
+        b_off,
+        ga as u32,
+        gb as u32,
     );
     Ok(())
 }

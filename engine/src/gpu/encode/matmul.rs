@@ -1,5 +1,6 @@
 //! Weight products: per row chunk of the weight, one `matvec.wgsl` (or `matvec_row.wgsl`)
-//! dispatch for a few tokens, one tiled `matmul.wgsl` dispatch for prompts.
+//! dispatch for a few tokens, one tiled `matmul.wgsl` dispatch for prompts; float rows whose
+//! length is not a multiple of 32 go through `matvec_id.wgsl`'s value-by-value path.
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::gpu::device::GpuError;
@@ -16,6 +17,10 @@ pub fn encode(ctx: &NodeCtx, rec: &mut Recorder, wid: WeightId, x: NodeId) -> Re
     let w = &ctx.weights[wid.0 as usize];
     let xn = ctx.graph.node(x);
     let (rows, n_in) = (xn.rows, xn.cols);
+    if n_in % 32 != 0 && ctx.graph.weight(wid).dtype().block_elems() == 1 {
+        // Float rows of other lengths: value by value, in the mat-vec-per-slot kernel.
+        return super::moe::mat_mul_float_rows(ctx, rec, wid, x);
+    }
     if n_in % 32 != 0 {
         return Err(GpuError::Unsupported(format!(
             "mat_mul with rows of {n_in} values (the kernels take multiples of 32)"

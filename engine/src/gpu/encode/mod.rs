@@ -22,7 +22,7 @@ use super::weights::GpuWeight;
 use crate::graph::{Graph, Node, NodeId, Op, Plan, WeightId};
 
 /// Largest head width the attention kernels take.
-pub const MAX_HEAD_DIM: usize = 256;
+pub const MAX_HEAD_DIM: usize = 1024;
 /// Largest workgroup count along one dispatch dimension.
 const MAX_GROUPS: u32 = 65535;
 
@@ -205,13 +205,9 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         } => moe::route(ctx, rec, logits, params, choice_bias),
         Op::MatMulId { w, x, route } => moe::mat_mul_id(ctx, rec, w, x, route),
         Op::MoeSum { x, route } => elementwise::moe_sum(ctx, rec, x, route),
-        Op::MatMulHeads { .. } | Op::Columns { .. } | Op::Concat { .. } => {
-            Err(GpuError::Unsupported(
-                "multi-head latent attention (per-head products, column views) is not on the \
-                 GPU backend yet"
-                    .into(),
-            ))
-        }
+        Op::MatMulHeads { w, x } => moe::mat_mul_heads(ctx, rec, w, x),
+        Op::Columns { x, group, start } => elementwise::columns(ctx, rec, x, group, start),
+        Op::Concat { a, b, groups } => elementwise::concat(ctx, rec, a, b, groups),
         Op::SelectRows { .. } => Err(GpuError::Unsupported(
             "selecting output rows per step (batched sequences) runs on the CPU; \
              the GPU returns all rows or the last"

@@ -3,7 +3,9 @@
 //! of output rows, the expert read from the route on the GPU). A prompt runs the same mat-vec
 //! shape per (token, slot) pair; a grouped prompt path (each expert's tokens gathered into one
 //! tiled mat-mul, as the CPU does) is future work. The weighted sum is element-wise
-//! ([`super::elementwise::moe_sum`]).
+//! ([`super::elementwise::moe_sum`]). Multi-head latent attention's per-head products
+//! (mat_mul_heads) run the same kernel with slot `j` fixed to matrix `j`, and so do mat_muls of
+//! float rows whose length is not a multiple of 32 (one slot, one matrix).
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::DType;
@@ -61,29 +63,76 @@ pub fn mat_mul_id(
     x: NodeId,
     route: NodeId,
 ) -> Result<(), GpuError> {
+    let n_used = ctx.graph.node(route).cols / 2;
+    stacked_products(ctx, rec, wid, x, Some(route), n_used)
+}
+
+/// Record mat_mul_heads: part `j` of each row of `x` times matrix `j` of the stacked weight
+/// `wid`, as mat_mul_id with slot `j` fixed to expert `j` (no route).
+pub fn mat_mul_heads(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    wid: WeightId,
+    x: NodeId,
+) -> Result<(), GpuError> {
+    let n_parts = ctx.graph.weight(wid).shape().get(2).copied().unwrap_or(0);
+    stacked_products(ctx, rec, wid, x, None, n_parts)
+}
+
+/// A mat_mul whose float rows are not a multiple of 32 values long (the block kernels' unit;
+/// e.g. a 48-wide low-rank query projection): the one-slot product of [`mat_mul_heads`].
+pub fn mat_mul_float_rows(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    wid: WeightId,
+    x: NodeId,
+) -> Result<(), GpuError> {
+    stacked_products(ctx, rec, wid, x, None, 1)
+}
+
+/// The products of `n_used` slots per row of `x` with matrices of the stacked weight `wid`
+/// (a 2-D weight is one matrix): the experts `route` chose, or matrix `j` for slot `j`
+/// without a route.
+fn stacked_products(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    wid: WeightId,
+    x: NodeId,
+    route: Option<NodeId>,
+    n_used: usize,
+) -> Result<(), GpuError> {
     ctx.check_decoder(wid)?;
     let t = ctx.graph.weight(wid);
-    let &[n_in, n_out, _] = t.shape() else {
-        return Err(GpuError::Unsupported(format!(
-            "mat_mul_id weight {:?} is not 3-D",
-            t.name()
-        )));
+    let name = ctx.node.op.name();
+    let w = &ctx.weights[wid.0 as usize];
+    let (n_in, n_out) = match *t.shape() {
+        [n_in, n_out, _] => (n_in, n_out),
+        // One matrix: its chunks must hold it whole, as they hold whole experts.
+        [n_in, n_out] if w.chunks.len() == 1 => (n_in, n_out),
+        _ => {
+            return Err(GpuError::Unsupported(format!(
+                "{name} weight {:?} of shape {:?} (3-D, or one 2-D chunk of float rows)",
+                t.name(),
+                t.shape()
+            )));
+        }
     };
-    if n_in % 32 != 0 {
+    // Rows of whole 32-value blocks go through the block decoders; float rows of other
+    // lengths (MLA's 24-wide synthetic heads) are decoded value by value.
+    if n_in % 32 != 0 && t.dtype().block_elems() != 1 {
         return Err(GpuError::Unsupported(format!(
-            "mat_mul_id with rows of {n_in} values (the kernels take multiples of 32)"
+            "{name} with rows of {n_in} {:?} values (block formats take multiples of 32)",
+            t.dtype()
         )));
     }
-    let w = &ctx.weights[wid.0 as usize];
-    let (xn, rn) = (ctx.graph.node(x), ctx.graph.node(route));
-    let n_used = rn.cols / 2;
+    let xn = ctx.graph.node(x);
     let n_pairs = xn.rows * n_used;
     let tpr = ctx.matvec.tpr;
     let row_groups = (n_out as u32).div_ceil(64 / tpr);
     let total = (n_pairs as u64) * row_groups as u64;
     if total > u32::MAX as u64 / 2 {
         return Err(GpuError::Unsupported(format!(
-            "mat_mul_id of {n_pairs} (token, expert) pairs × {n_out} rows is too many workgroups"
+            "{name} of {n_pairs} (token, slot) pairs × {n_out} rows is too many workgroups"
         )));
     }
     let g = grid(total as u32);
@@ -97,13 +146,14 @@ pub fn mat_mul_id(
             row_bytes: w.row_bytes as u32,
             x_row: xn.cols as u32,
             x_slot: if xn.cols == n_in { 0 } else { n_in as u32 },
-            route_off: ctx.off(route),
+            route_off: route.map_or(0, |r| ctx.off(r)),
             n_used: n_used as u32,
             e0: (chunk.row0 / n_out) as u32,
             n_chunk: (chunk.n_rows / n_out) as u32,
             n_pairs: n_pairs as u32,
             row_groups,
             grid_x: g[0],
+            fixed: route.is_none() as u32,
         };
         rec.push(
             Kernel::MatVecId(w.dtype, tpr, ctx.matvec.subgroups),
