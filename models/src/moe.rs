@@ -93,6 +93,16 @@ impl Experts {
                 ));
             }
         };
+        // Group-limited routing (DeepSeek-V3: experts in groups, only the best groups' experts
+        // eligible) is not implemented: refuse it rather than route differently.
+        if let Some(groups) = meta.opt_u32(&k("expert_group_count"))?
+            && groups > 1
+        {
+            return Err(invalid(
+                "expert_group_count",
+                format!("{groups} expert groups: group-limited routing is not supported yet"),
+            ));
+        }
         let scale = match meta.opt_f32(&k("expert_weights_scale"))? {
             None => 1.0,
             Some(0.0) => 1.0,
@@ -239,5 +249,51 @@ impl MoeFeedForward {
             down = g.add_bias_id(down, db, route);
         }
         g.moe_sum(down, route)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_engine::gguf::{MetaValue, Metadata};
+
+    fn meta(pairs: &[(&str, MetaValue)]) -> Metadata {
+        let mut m = Metadata::new();
+        for (k, v) in pairs {
+            m.insert(k.to_string(), v.clone());
+        }
+        m
+    }
+
+    #[test]
+    fn expert_keys_are_read_and_checked() {
+        let base = [
+            ("m.expert_count", MetaValue::U32(8)),
+            ("m.expert_used_count", MetaValue::U32(2)),
+        ];
+        let x = Experts::read(&meta(&base), "m", 256, true, ExpertGating::Softmax)
+            .unwrap()
+            .unwrap();
+        assert_eq!((x.n_expert, x.n_used, x.n_ff_exp), (8, 2, 128));
+        assert!(x.norm && x.scale == 1.0);
+        assert!(
+            Experts::read(&meta(&[]), "m", 256, true, ExpertGating::Softmax)
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            ("m.expert_used_count", MetaValue::U32(9)),
+            ("m.expert_group_count", MetaValue::U32(8)),
+            ("m.expert_gating_func", MetaValue::U32(7)),
+            ("m.expert_weights_scale", MetaValue::F32(f32::NAN)),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.retain(|(k, _)| *k != bad.0);
+            pairs.push(bad.clone());
+            let e = Experts::read(&meta(&pairs), "m", 256, true, ExpertGating::Softmax)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad.0), "{e}");
+        }
     }
 }
