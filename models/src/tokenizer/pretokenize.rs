@@ -12,6 +12,7 @@
 //! | `llama-bpe` (llama3) family | `(?i:'s\|'t\|'re\|'ve\|'m\|'ll\|'d)\|[^\r\n\p{L}\p{N}]?\p{L}+\|\p{N}{1,3}\| ?[^\s\p{L}\p{N}]+[\r\n]*\|\s*[\r\n]+\|\s+(?!\S)\|\s+` |
 //! | `qwen2` family | as llama3 with `\p{N}` instead of `\p{N}{1,3}` |
 //! | `qwen35` | as qwen2 with `[\p{L}\p{M}]` for `\p{L}` (and `\p{M}` out of the punctuation class) |
+//! | `gpt-4o` (o200k: gpt-oss, `llama4`, `minimax-m2`, …) | `[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s\|…)?\|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s\|…)?\|\p{N}{1,3}\| ?[^\s\p{L}\p{N}]+[\r\n/]*\|\s*[\r\n]+\|\s+(?!\S)\|\s+`, as llama.cpp evaluates it (see `gpt4o`) |
 //! | `falcon` | `` [\p{P}$+<=>^~\|`]+ ``, the gpt2 expression, `[0-9][0-9][0-9]` |
 //! | `deepseek-llm` | `[\r\n]`, `\s?[A-Za-zµÀ-Ö…]+` (Latin, Greek, Cyrillic, … ranges), `\s?[!-/:-~！-／：-～‘-‟　-。]+`, `\s+$`, `[一-龥ࠀ-一가-퟿]+`, `\p{N}+` |
 //! | `deepseek-coder` | `[\r\n]`, `\s?\p{L}+`, `\s?\p{P}+`, `[一-龥ࠀ-一가-퟿]+`, `\p{N}` |
@@ -41,6 +42,10 @@ pub enum PreTokenizer {
     Qwen2,
     /// Qwen3.5's expression (Qwen2's with combining marks counted as letters).
     Qwen35,
+    /// GPT-4o's o200k expression (gpt-oss, Llama 4, MiniMax-M2), as llama.cpp evaluates it:
+    /// upper case means "a letter other than `a-z`", lower case "a letter other than `A-Z`"
+    /// (so every non-ASCII letter is both), and combining marks are not letters.
+    Gpt4o,
     /// Falcon's: punctuation runs, GPT-2's expression, then ASCII digits in threes.
     Falcon,
     /// DeepSeek LLM's six stages (newlines, Latin/Greek/Cyrillic/… words, ASCII and fullwidth
@@ -75,6 +80,9 @@ impl PreTokenizer {
         "llama-bpe",
         "qwen2",
         "qwen35",
+        "gpt-4o",
+        "llama4",
+        "minimax-m2",
         "deepseek-llm",
         "deepseek-coder",
         "falcon",
@@ -111,6 +119,7 @@ impl PreTokenizer {
             "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "stablelm2" | "megrez"
             | "hunyuan" => cfg(Qwen2, false, false),
             "qwen35" => cfg(Qwen35, false, false),
+            "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => cfg(Gpt4o, false, false),
             "falcon" => cfg(Falcon, false, false),
             "deepseek-llm" => cfg(DeepseekLlm, false, false),
             "deepseek-coder" => cfg(DeepseekCoder, false, false),
@@ -140,6 +149,7 @@ impl PreTokenizer {
                 max_digits: 1,
                 marks: true,
             }],
+            PreTokenizer::Gpt4o => &[Stage::Gpt4o],
             PreTokenizer::Falcon => &[
                 Stage::PunctRuns { backtick: true },
                 Stage::Gpt2,
@@ -255,6 +265,8 @@ enum Stage {
     /// Llama 3's expression with `\p{N}{1,max_digits}`; with `marks`, Qwen3.5's, where `\p{M}`
     /// joins `\p{L}` in words and leaves the punctuation class.
     Llama3 { max_digits: usize, marks: bool },
+    /// GPT-4o's o200k expression.
+    Gpt4o,
     /// `\p{N}`.
     EachNumber,
     /// `\p{N}+`.
@@ -354,6 +366,7 @@ impl Stage {
         match self {
             Stage::Gpt2 => gpt2(cps, ini, end, p),
             Stage::Llama3 { max_digits, marks } => llama3(cps, ini, end, max_digits, marks, p),
+            Stage::Gpt4o => gpt4o(cps, ini, end, p),
             Stage::EachNumber => {
                 for i in ini..end {
                     if cps.flags[i].number() {
@@ -595,6 +608,107 @@ fn llama3(
     }
 }
 
+/// GPT-4o (o200k), as llama.cpp evaluates it: with no custom splitter for this expression,
+/// llama.cpp runs it through `std::regex` (ECMAScript, backtracking) on a text collapsed to one
+/// byte per code point (ASCII as is, white space as U+000B, other code points as one byte per
+/// category), with the lookahead form
+/// `[^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))*((?=[\p{L}])([^A-Z]))+(?:'[sS]|…|'[dD])?|
+/// [^\r\n\p{L}\p{N}]?((?=[\p{L}])([^a-z]))+((?=[\p{L}])([^A-Z]))*(?:'[sS]|…)?|\p{N}{1,3}|
+/// ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+`. So "upper" is a letter other than
+/// `a-z` and "lower" a letter other than `A-Z` (a non-ASCII letter is both, whatever its case),
+/// `\p{M}` is not a letter (marks fall in the punctuation class), and `\s` is ASCII's six
+/// white-space characters plus Unicode's White_Space above U+007F.
+fn gpt4o(cps: &CodePoints, ini: usize, end: usize, p: &mut Pieces) {
+    let inside = |i: usize| ini <= i && i < end;
+    let ws = |i: usize| {
+        inside(i) && {
+            let c = cps.chars[i];
+            if c.is_ascii() {
+                matches!(c, ' ' | '\t' | '\n' | '\x0b' | '\x0c' | '\r')
+            } else {
+                cps.flags[i].ws
+            }
+        }
+    };
+    let letter = |i: usize| inside(i) && !ws(i) && cps.flags[i].letter();
+    let number = |i: usize| inside(i) && !ws(i) && cps.flags[i].number();
+    let upper = |i: usize| letter(i) && !cps.chars[i].is_ascii_lowercase();
+    let lower = |i: usize| letter(i) && !cps.chars[i].is_ascii_uppercase();
+    // [^\s\p{L}\p{N}]
+    let other = |i: usize| inside(i) && !ws(i) && !letter(i) && !number(i);
+    // [^\r\n\p{L}\p{N}]
+    let prefix =
+        |i: usize| inside(i) && !matches!(cps.chars[i], '\r' | '\n') && !letter(i) && !number(i);
+    let run = |mut i: usize, class: &dyn Fn(usize) -> bool| {
+        while class(i) {
+            i += 1;
+        }
+        i
+    };
+    // The optional contraction after a word ending at `i`.
+    let contraction_end = |i: usize| {
+        if i < end {
+            i + contraction(cps, i, end, true).unwrap_or(0)
+        } else {
+            i
+        }
+    };
+    // upper*lower+: the greedy upper run backs off to the last code point that is also lower.
+    let first_alt = |s: usize| -> Option<usize> {
+        let u_end = run(s, &upper);
+        let l_start = if lower(u_end) {
+            u_end
+        } else {
+            (s..u_end).rev().find(|&j| lower(j))?
+        };
+        Some(contraction_end(run(l_start, &lower)))
+    };
+    // upper+lower*
+    let second_alt = |s: usize| -> Option<usize> {
+        upper(s).then(|| contraction_end(run(run(s, &upper), &lower)))
+    };
+    let mut pos = ini;
+    while pos < end {
+        let with_prefix = prefix(pos);
+        let word = (with_prefix.then(|| first_alt(pos + 1)).flatten())
+            .or_else(|| first_alt(pos))
+            .or_else(|| with_prefix.then(|| second_alt(pos + 1)).flatten())
+            .or_else(|| second_alt(pos));
+        if let Some(e) = word {
+            pos = e;
+        } else if number(pos) {
+            // \p{N}{1,3}
+            let mut e = pos;
+            while e < pos + 3 && number(e) {
+                e += 1;
+            }
+            pos = e;
+        } else if other(pos) || (cps.chars[pos] == ' ' && other(pos + 1)) {
+            // ' '?[^\s\p{L}\p{N}]+[\r\n/]*
+            let s = if other(pos) { pos } else { pos + 1 };
+            pos = run(run(s, &other), &|i| {
+                inside(i) && matches!(cps.chars[i], '\r' | '\n' | '/')
+            });
+        } else {
+            let ws_end = run(pos, &ws);
+            let last_nl = (pos..ws_end)
+                .rev()
+                .find(|&i| matches!(cps.chars[i], '\r' | '\n'));
+            pos = if let Some(nl) = last_nl {
+                // \s*[\r\n]+
+                nl + 1
+            } else if ws_end - pos > 1 && ws_end < end {
+                // \s+(?!\S)
+                ws_end - 1
+            } else {
+                // \s+
+                ws_end.max(pos + 1)
+            };
+        }
+        p.cut(pos);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +745,21 @@ mod tests {
         );
         let w = words(PreTokenizer::Qwen2, "a 12");
         assert_eq!(w, ["a", " ", "1", "2"]);
+    }
+
+    #[test]
+    fn gpt4o_words() {
+        let w = words(
+            PreTokenizer::Gpt4o,
+            "HeLLo I'M  Éric ÉCOLE e\u{301}x 12345\r\n\n!!/\n/x ",
+        );
+        assert_eq!(
+            w,
+            [
+                "He", "LLo", " I'M", " ", " Éric", " É", "COLE", " e", "\u{301}x", " ", "123",
+                "45", "\r\n\n", "!!/\n/", "x", " "
+            ]
+        );
     }
 
     #[test]
@@ -681,6 +810,7 @@ mod tests {
             PreTokenizer::Llama3,
             PreTokenizer::Qwen2,
             PreTokenizer::Qwen35,
+            PreTokenizer::Gpt4o,
             PreTokenizer::Falcon,
             PreTokenizer::DeepseekLlm,
             PreTokenizer::DeepseekCoder,
