@@ -18,7 +18,7 @@ pub fn layer_tensor(il: usize, s: &str) -> String {
 }
 
 /// The name of the bias of tensor `s` of layer `il` (`blk.{il}.{s}.bias`).
-fn layer_bias(il: usize, s: &str) -> String {
+pub fn layer_bias(il: usize, s: &str) -> String {
     format!("blk.{il}.{s}.bias")
 }
 

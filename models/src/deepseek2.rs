@@ -22,7 +22,7 @@ use tessera_engine::graph::{ExpertGating, Graph, GraphBuilder, KvId, NodeId, Out
 use tessera_engine::{GgufFile, Tensor};
 
 use crate::arch::{ArchDefaults, ArchSpec, Architecture, attn_params, rope_params};
-use crate::blocks::{Embeddings, FeedForward, Gate, Linear, layer_tensor};
+use crate::blocks::{Embeddings, FeedForward, Gate, Linear, layer_bias, layer_tensor};
 use crate::error::{ModelError, Result};
 use crate::hparams::{HParams, RopeScalingType};
 use crate::moe::MoeFeedForward;
@@ -168,7 +168,7 @@ impl DeepSeek2 {
                     Some(x) if il >= x.n_leading_dense => {
                         let routed = Box::new(MoeFeedForward::load(&w, &hp, il, x)?);
                         let shared_ff = x.n_ff_exp * x.n_shared.max(1);
-                        let bias = layer_bias_name(il, "exp_probs_b");
+                        let bias = layer_bias(il, "exp_probs_b");
                         let choice_bias = w
                             .has(&bias)
                             .then(|| w.norm(&bias, x.n_expert))
@@ -196,10 +196,6 @@ impl DeepSeek2 {
             hp,
         })
     }
-}
-
-fn layer_bias_name(il: usize, s: &str) -> String {
-    format!("blk.{il}.{s}.bias")
 }
 
 /// The q·k multiplier and the RoPE magnitude factor llama.cpp uses for DeepSeek-V2:

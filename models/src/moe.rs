@@ -11,7 +11,7 @@ use tessera_engine::graph::{
     ExpertGating, GraphBuilder, MAX_EXPERTS, MAX_EXPERTS_USED, NodeId, RouteParams,
 };
 
-use crate::blocks::{Gate, layer_tensor};
+use crate::blocks::{Gate, layer_bias, layer_tensor};
 use crate::error::{ModelError, Result};
 use crate::hparams::HParams;
 use crate::weights::WeightLoader;
@@ -134,29 +134,6 @@ impl Experts {
     }
 }
 
-/// The name of the bias of tensor `s` of layer `il`.
-fn bias(il: usize, s: &str) -> String {
-    format!("blk.{il}.{s}.bias")
-}
-
-/// A 2-D F32 tensor of ggml shape `shape` (F16 and BF16 converted at load).
-fn f32_matrix(w: &WeightLoader, name: &str, shape: &[usize]) -> Result<Tensor> {
-    let t = w.get(name, shape)?;
-    match t.dtype() {
-        tessera_engine::DType::F32 => Ok(t),
-        tessera_engine::DType::F16 | tessera_engine::DType::BF16 => {
-            let ops = tessera_engine::quant::reference(t.dtype()).expect("F16/BF16 kernels");
-            let mut values = vec![0f32; t.n_elements()];
-            (ops.dequantize_row)(t.data(), &mut values);
-            Ok(Tensor::from_f32(name, shape.to_vec(), &values))
-        }
-        dtype => Err(ModelError::UnsupportedDType {
-            name: name.into(),
-            dtype,
-        }),
-    }
-}
-
 /// One layer's routed feed-forward weights.
 pub struct MoeFeedForward {
     /// Pre-FFN norm.
@@ -202,14 +179,14 @@ impl MoeFeedForward {
             down: w.get(&t("ffn_down_exps"), &[f, e, n])?,
             route: x.route_params(),
             router_bias: w
-                .has(&bias(il, "ffn_gate_inp"))
-                .then(|| w.norm(&bias(il, "ffn_gate_inp"), n))
+                .has(&layer_bias(il, "ffn_gate_inp"))
+                .then(|| w.norm(&layer_bias(il, "ffn_gate_inp"), n))
                 .transpose()?,
-            expert_biases: if w.has(&bias(il, "ffn_gate_exps")) {
+            expert_biases: if w.has(&layer_bias(il, "ffn_gate_exps")) {
                 Some([
-                    f32_matrix(w, &bias(il, "ffn_gate_exps"), &[f, n])?,
-                    f32_matrix(w, &bias(il, "ffn_up_exps"), &[f, n])?,
-                    f32_matrix(w, &bias(il, "ffn_down_exps"), &[e, n])?,
+                    w.f32(&layer_bias(il, "ffn_gate_exps"), &[f, n])?,
+                    w.f32(&layer_bias(il, "ffn_up_exps"), &[f, n])?,
+                    w.f32(&layer_bias(il, "ffn_down_exps"), &[e, n])?,
                 ])
             } else {
                 None

@@ -43,17 +43,22 @@ impl<'a> WeightLoader<'a> {
         Ok(t)
     }
 
-    /// A norm weight: a vector of `n` elements, used as F32. F16 and BF16 vectors are converted
-    /// at load (they are small); other types are refused.
+    /// A norm weight: a vector of `n` elements, used as F32 (see [`Self::f32`]).
     pub fn norm(&self, name: &str, n: usize) -> Result<Tensor> {
-        let t = self.get(name, &[n])?;
+        self.f32(name, &[n])
+    }
+
+    /// A small tensor of ggml shape `shape` used as F32 (norms, biases, expert biases): F16
+    /// and BF16 are converted at load; other types are refused.
+    pub fn f32(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let t = self.get(name, shape)?;
         match t.dtype() {
             DType::F32 => Ok(t),
             DType::F16 | DType::BF16 => {
                 let ops = tessera_engine::quant::reference(t.dtype()).expect("F16/BF16 kernels");
-                let mut values = vec![0f32; n];
+                let mut values = vec![0f32; t.n_elements()];
                 (ops.dequantize_row)(t.data(), &mut values);
-                Ok(Tensor::from_f32(name, vec![n], &values))
+                Ok(Tensor::from_f32(name, shape.to_vec(), &values))
             }
             dtype => Err(ModelError::UnsupportedDType {
                 name: name.into(),
