@@ -35,6 +35,8 @@ pub struct GpuPreparedGraph {
     step_host: Vec<u32>,
     out_range: (u64, usize),
     out_host: Vec<f32>,
+    /// The arena range (f32 elements) where weight products' inputs are rounded.
+    scratch: std::ops::Range<usize>,
     /// KV store ids the bind groups were made with, and the bind groups.
     bound: Option<(Vec<u64>, Vec<wgpu::BindGroup>)>,
 }
@@ -65,6 +67,12 @@ impl GpuPreparedGraph {
         let words = vec![value; (self.arena.size() / 4) as usize];
         dev.queue
             .write_buffer(&self.arena, 0, bytemuck::cast_slice(&words));
+    }
+
+    /// The arena range `[start, end)` (f32 elements) where weight products' inputs are rounded
+    /// as the CPU quantizes them (empty when no product rounds its input).
+    pub fn scratch_range(&self) -> std::ops::Range<usize> {
+        self.scratch.clone()
     }
 
     /// The arena range `[start, end)` (f32 elements) of node `id`'s output.
@@ -181,7 +189,7 @@ impl GpuExecutor {
         weights: &[Arc<GpuWeight>],
     ) -> Result<Recorder, GpuError> {
         let align = self.dev.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
-        let mut rec = Recorder::new(graph.n_tokens, align);
+        let mut rec = Recorder::new(graph.n_tokens, align, plan.arena_len);
         let tpr = self.matvec_tpr;
         let matvec = MatVecChoice {
             tpr,
@@ -206,8 +214,20 @@ impl GpuExecutor {
     /// and lay out every dispatch's parameters.
     pub fn prepare(&mut self, graph: Graph) -> Result<GpuPreparedGraph, GpuError> {
         let plan = Plan::new(&graph);
+        let mut weights = Vec::with_capacity(graph.weights.len());
+        for t in &graph.weights {
+            weights.push(self.upload(t)?);
+        }
+        let rec = self.encode(&graph, &plan, &weights)?;
+        // The nodes, then the rounded-input scratch region where a product uses it.
+        let scratch = rec.scratch.off as usize..rec.scratch.off as usize + rec.scratch.len;
+        let arena_len = if scratch.is_empty() {
+            plan.arena_len
+        } else {
+            scratch.end
+        };
         let max = self.dev.max_binding();
-        let arena_bytes = (plan.arena_len as u64 * 4).max(16);
+        let arena_bytes = (arena_len as u64 * 4).max(16);
         if arena_bytes > max {
             return Err(GpuError::Unsupported(format!(
                 "a step of {} tokens needs {} MiB of activations, over the adapter's {} MiB \
@@ -217,11 +237,6 @@ impl GpuExecutor {
                 max >> 20
             )));
         }
-        let mut weights = Vec::with_capacity(graph.weights.len());
-        for t in &graph.weights {
-            weights.push(self.upload(t)?);
-        }
-        let rec = self.encode(&graph, &plan, &weights)?;
         for d in &rec.dispatches {
             self.pipeline(d.kernel);
         }
@@ -277,6 +292,7 @@ impl GpuExecutor {
             layout,
             out_range: (out_start, out_len),
             out_host: vec![0.0; out_len],
+            scratch,
             bound: None,
         })
     }

@@ -134,6 +134,19 @@ kernel_params! {
         grid_x: u32,
     }
 
+    /// `act_round.wgsl`: a mat-mul's activations rounded as the CPU quantizes them, block by
+    /// block, into a copy.
+    ActRoundUniforms {
+        /// Arena offset of the activations.
+        src_off: u32,
+        /// Arena offset of the rounded copy.
+        dst_off: u32,
+        /// Blocks (of the kernel's `BLOCK` values).
+        n_blocks: u32,
+        /// Workgroups along x (the grid is 2-D).
+        grid_x: u32,
+    }
+
     /// `matvec_id.wgsl`: the chosen experts' mat-vecs of a mat_mul_id, one (token, slot) pair
     /// and a block of output rows per workgroup, over one expert chunk of the stacked weight.
     MatrixIdUniforms {

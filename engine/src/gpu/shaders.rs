@@ -2,13 +2,14 @@
 //! composition of a kernel's source: kernels that read quantized weights get the block
 //! decoders of `quant.wgsl` and a `dq` function for the weight's type appended; the
 //! weight-matrix kernels get `matrix_common.wgsl` (parameters, bindings) before them, the
-//! attention kernels `attention_common.wgsl`. Every kernel starts with the declarations
+//! attention kernels `attention_common.wgsl`; the activation rounding (`act_round.wgsl`) gets
+//! the rounding function of its format. Every kernel starts with the declarations
 //! generated from [`super::params`]: its uniform parameter struct (and, for the element-wise
 //! kernel, the `OP_*` codes; for the router, the `GATING_*` codes).
 
 use super::params::{
-    AttentionUniforms, AttnReduceUniforms, ElementwiseOp, ElementwiseUniforms, GatingCode,
-    GetRowsUniforms, KernelParams, KvWriteUniforms, MatrixIdUniforms, MatrixUniforms,
+    ActRoundUniforms, AttentionUniforms, AttnReduceUniforms, ElementwiseOp, ElementwiseUniforms,
+    GatingCode, GetRowsUniforms, KernelParams, KvWriteUniforms, MatrixIdUniforms, MatrixUniforms,
     MoeRouteUniforms, RmsNormUniforms, RopeUniforms,
 };
 use crate::DType;
@@ -19,6 +20,7 @@ const MATVEC: &str = include_str!("../../../shaders/matvec.wgsl");
 const MATVEC_ROW: &str = include_str!("../../../shaders/matvec_row.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATVEC_ID: &str = include_str!("../../../shaders/matvec_id.wgsl");
+const ACT_ROUND: &str = include_str!("../../../shaders/act_round.wgsl");
 const MOE_ROUTE: &str = include_str!("../../../shaders/moe_route.wgsl");
 const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
@@ -42,6 +44,9 @@ pub enum Kernel {
     /// The chosen experts' mat-vecs of a mat_mul_id, per (token, slot) pair, with this many
     /// invocations per row, summed by subgroup shuffles if `true` (as [`Kernel::MatVec`]).
     MatVecId(DType, u32, bool),
+    /// Rounds activations as the CPU quantizes them to this activation format (a
+    /// `vec_dot_type` with a `gpu_rounding` in the format table).
+    ActRound(DType),
     /// Mixture-of-experts router.
     MoeRoute,
     /// Embedding lookup.
@@ -67,6 +72,15 @@ pub enum Kernel {
 /// entry in the format table, [`crate::quant::FORMATS`]).
 pub fn decoder(dtype: DType) -> Option<&'static str> {
     crate::quant::format(dtype).and_then(|f| f.gpu_decoder)
+}
+
+/// The activation format the CPU quantizes activations to before multiplying them with weights
+/// of `weight` type, and the `act_round.wgsl` function rounding them the same way; `None` where
+/// they stay f32. Both come from the format table ([`crate::quant::FORMATS`]).
+pub fn activation_rounding(weight: DType) -> Option<(DType, &'static str)> {
+    let act = crate::quant::format(weight)?.vec_dot_type();
+    let f = crate::quant::format(act)?.gpu_rounding?;
+    Some((act, f))
 }
 
 fn with_decoder(kernel: &str, dtype: DType) -> String {
@@ -103,6 +117,7 @@ impl Kernel {
         match self {
             Kernel::MatVec(..) | Kernel::MatMul(_) => MatrixUniforms::WGSL.into(),
             Kernel::MatVecId(..) => MatrixIdUniforms::WGSL.into(),
+            Kernel::ActRound(_) => ActRoundUniforms::WGSL.into(),
             Kernel::MoeRoute => {
                 format!("{}\n{}", MoeRouteUniforms::WGSL, GatingCode::wgsl_consts())
             }
@@ -156,6 +171,18 @@ impl Kernel {
                 };
                 with_decoder(&src, t)
             }
+            Kernel::ActRound(t) => {
+                let f = crate::quant::format(t)
+                    .and_then(|f| f.gpu_rounding)
+                    .expect("callers take the type from activation_rounding()");
+                format!(
+                    "{}\nfn round_block(src: u32, dst: u32) {{\n    {f}(src, dst);\n}}\n",
+                    ACT_ROUND.replace(
+                        "const BLOCK: u32 = 32u;",
+                        &format!("const BLOCK: u32 = {}u;", t.block_elems())
+                    )
+                )
+            }
             Kernel::MoeRoute => MOE_ROUTE.into(),
             Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
             Kernel::RmsNorm => RMS_NORM.into(),
@@ -199,6 +226,9 @@ mod tests {
             Kernel::MoeRoute,
         ];
         for t in DType::ALL {
+            if crate::quant::format(t).is_some_and(|f| f.gpu_rounding.is_some()) {
+                kernels.push(Kernel::ActRound(t));
+            }
             if decoder(t).is_some() {
                 kernels.extend([
                     Kernel::MatVec(t, 1, false),
@@ -213,6 +243,39 @@ mod tests {
             }
         }
         kernels
+    }
+
+    /// The rounding kernel takes its block length from the format and calls its format's
+    /// function.
+    #[test]
+    fn act_round_is_specialised_per_format() {
+        for (t, block, f) in [
+            (DType::Q8_0, 32, "act_q8_0"),
+            (DType::Q8_1, 32, "act_q8_0"),
+            (DType::Q8_K, 256, "act_q8_k"),
+            (DType::F16, 1, "act_f16"),
+            (DType::BF16, 1, "act_bf16"),
+        ] {
+            let src = Kernel::ActRound(t).source();
+            assert!(
+                src.contains(&format!("const BLOCK: u32 = {block}u;")),
+                "{t}"
+            );
+            assert!(src.contains(&format!("    {f}(src, dst);")), "{t}");
+        }
+        assert_eq!(
+            activation_rounding(DType::Q4_1),
+            Some((DType::Q8_1, "act_q8_0"))
+        );
+        assert_eq!(
+            activation_rounding(DType::Q4_K),
+            Some((DType::Q8_K, "act_q8_k"))
+        );
+        assert_eq!(
+            activation_rounding(DType::MXFP4),
+            Some((DType::Q8_0, "act_q8_0"))
+        );
+        assert_eq!(activation_rounding(DType::F32), None);
     }
 
     /// Every kernel parses and validates with naga (no GPU needed).

@@ -3,11 +3,13 @@
 //!
 //! An entry names the format's type (its [`BlockFormat`], whose `DTYPE` carries the block
 //! geometry of [`DType::block_elems`] and [`DType::block_bytes`]), the activation format its
-//! `vec_dot` pairs it with, whether models may store weights in it, and its GPU decoder. Everything
-//! else that asks "which formats exist" reads this table: [`DType::is_supported`], the scalar
-//! kernels of [`super::reference`], the CPU's scalar dispatch table in `cpu::dot`, the GPU's
-//! `decoder()`, and the format lists of the tests and benchmarks ([`weight_formats`],
-//! [`activation_formats`]). Adding a format is one entry here plus its kernels.
+//! `vec_dot` pairs it with, whether models may store weights in it, its GPU decoder and, for the
+//! activation formats, the GPU function that rounds f32 activations as its quantizer does.
+//! Everything else that asks "which formats exist" reads this table: [`DType::is_supported`], the
+//! scalar kernels of [`super::reference`], the CPU's scalar dispatch table in `cpu::dot`, the
+//! GPU's `decoder()` and `activation_rounding()`, and the format lists of the tests and
+//! benchmarks ([`weight_formats`], [`activation_formats`]). Adding a format is one entry here plus
+//! its kernels.
 
 use super::{
     BF16, BlockFormat, F16, F32, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0,
@@ -30,6 +32,11 @@ pub struct FormatInfo {
     /// The WGSL function decoding one element in the GPU's `quant.wgsl` (its block decoder is
     /// the same name with `blk_` for `dq_`), or `None` where the GPU backend cannot read it.
     pub gpu_decoder: Option<&'static str>,
+    /// For an activation format: the WGSL function of the GPU's `act_round.wgsl` that rounds one
+    /// block of f32 activations exactly as this format's quantizer followed by its dequantizer
+    /// would (the values the CPU's dot products see), or `None` where the GPU keeps f32 (F32,
+    /// and formats that are no `vec_dot_type`).
+    pub gpu_rounding: Option<&'static str>,
 }
 
 impl FormatInfo {
@@ -49,6 +56,15 @@ impl FormatInfo {
             quantize_activation: A::quantize_row,
             is_weight,
             gpu_decoder,
+            gpu_rounding: None,
+        }
+    }
+
+    /// The entry with `act_round.wgsl`'s function `name` as its GPU rounding.
+    const fn gpu_rounded_by(self, name: &'static str) -> FormatInfo {
+        FormatInfo {
+            gpu_rounding: Some(name),
+            ..self
         }
     }
 
@@ -66,20 +82,21 @@ const ACTIVATION_ONLY: bool = false;
 /// Every format Tessera computes with, in the order tests and tables list them.
 pub const FORMATS: &[FormatInfo] = &[
     FormatInfo::of::<F32, F32>(WEIGHT, Some("dq_f32")),
-    FormatInfo::of::<F16, F16>(WEIGHT, Some("dq_f16")),
-    FormatInfo::of::<BF16, BF16>(WEIGHT, Some("dq_bf16")),
+    FormatInfo::of::<F16, F16>(WEIGHT, Some("dq_f16")).gpu_rounded_by("act_f16"),
+    FormatInfo::of::<BF16, BF16>(WEIGHT, Some("dq_bf16")).gpu_rounded_by("act_bf16"),
     FormatInfo::of::<Q4_0, Q8_0>(WEIGHT, Some("dq_q4_0")),
     FormatInfo::of::<Q4_1, Q8_1>(WEIGHT, Some("dq_q4_1")),
     FormatInfo::of::<Q5_0, Q8_0>(WEIGHT, Some("dq_q5_0")),
     FormatInfo::of::<Q5_1, Q8_1>(WEIGHT, Some("dq_q5_1")),
-    FormatInfo::of::<Q8_0, Q8_0>(WEIGHT, Some("dq_q8_0")),
-    FormatInfo::of::<Q8_1, Q8_1>(ACTIVATION_ONLY, None),
+    FormatInfo::of::<Q8_0, Q8_0>(WEIGHT, Some("dq_q8_0")).gpu_rounded_by("act_q8_0"),
+    // Q8_1's values are Q8_0's (its extra `s` only serves the `_1` formats' offset term).
+    FormatInfo::of::<Q8_1, Q8_1>(ACTIVATION_ONLY, None).gpu_rounded_by("act_q8_0"),
     FormatInfo::of::<Q2_K, Q8_K>(WEIGHT, None),
     FormatInfo::of::<Q3_K, Q8_K>(WEIGHT, None),
     FormatInfo::of::<Q4_K, Q8_K>(WEIGHT, Some("dq_q4_k")),
     FormatInfo::of::<Q5_K, Q8_K>(WEIGHT, Some("dq_q5_k")),
     FormatInfo::of::<Q6_K, Q8_K>(WEIGHT, Some("dq_q6_k")),
-    FormatInfo::of::<Q8_K, Q8_K>(ACTIVATION_ONLY, None),
+    FormatInfo::of::<Q8_K, Q8_K>(ACTIVATION_ONLY, None).gpu_rounded_by("act_q8_k"),
     FormatInfo::of::<MXFP4, Q8_0>(WEIGHT, Some("dq_mxfp4")),
 ];
 
@@ -129,6 +146,27 @@ mod tests {
             assert_eq!(format(t).unwrap().vec_dot_type(), t);
         }
         assert!(weight_formats().all(|t| format(t).unwrap().is_weight));
+    }
+
+    /// Every activation format of a weight the GPU decodes has a GPU rounding, except F32
+    /// (nothing to round); formats that are no activation format have none.
+    #[test]
+    fn gpu_roundings_cover_the_activation_formats_of_gpu_weights() {
+        for f in FORMATS {
+            if f.gpu_decoder.is_some() {
+                let a = format(f.vec_dot_type()).unwrap();
+                assert_eq!(
+                    a.gpu_rounding.is_some(),
+                    a.dtype != DType::F32,
+                    "{}: activations in {}",
+                    f.dtype,
+                    a.dtype
+                );
+            }
+            if f.gpu_rounding.is_some() {
+                assert!(activation_formats().any(|t| t == f.dtype), "{}", f.dtype);
+            }
+        }
     }
 
     #[test]

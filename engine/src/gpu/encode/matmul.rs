@@ -1,6 +1,7 @@
 //! Weight products: per row chunk of the weight, one `matvec.wgsl` (or `matvec_row.wgsl`)
 //! dispatch for a few tokens, one tiled `matmul.wgsl` dispatch for prompts; float rows whose
-//! length is not a multiple of 32 go through `matvec_id.wgsl`'s value-by-value path.
+//! length is not a multiple of 32 go through `matvec_id.wgsl`'s value-by-value path. The input
+//! is first rounded as the CPU quantizes it for the weight's type ([`super::act_round`]).
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::gpu::device::GpuError;
@@ -26,6 +27,7 @@ pub fn encode(ctx: &NodeCtx, rec: &mut Recorder, wid: WeightId, x: NodeId) -> Re
             "mat_mul with rows of {n_in} values (the kernels take multiples of 32)"
         )));
     }
+    let x_off = super::act_round::input(ctx, rec, wid, x)?;
     let tpr = ctx.matvec.tpr;
     for (c, chunk) in w.chunks.iter().enumerate() {
         let decode = rows <= MATVEC_MAX_TOKENS;
@@ -39,7 +41,7 @@ pub fn encode(ctx: &NodeCtx, rec: &mut Recorder, wid: WeightId, x: NodeId) -> Re
             ]
         };
         let p = MatrixUniforms {
-            x_off: ctx.off(x),
+            x_off,
             out_off: ctx.out,
             n_in: n_in as u32,
             n_rows: chunk.n_rows as u32,

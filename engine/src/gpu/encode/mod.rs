@@ -2,8 +2,10 @@
 //! in a submodule that checks what the kernels support, fills the kernel's uniform parameter
 //! block ([`super::params`]) and records its dispatch(es) with a [`Recorder`], reserving the
 //! step-buffer words it needs in the [`StepLayout`]. [`encode_node`] dispatches a node to its
-//! encoder.
+//! encoder. Weight products first round their input as the CPU does ([`act_round`]), into a
+//! scratch region after the plan's nodes ([`Scratch`]).
 
+mod act_round;
 mod attention;
 mod elementwise;
 mod get_rows;
@@ -19,6 +21,7 @@ use super::params::{ElementwiseOp, KernelParams, words};
 use super::shaders::{Kernel, decoder};
 use super::step::StepLayout;
 use super::weights::GpuWeight;
+use crate::DType;
 use crate::graph::{Graph, Node, NodeId, Op, Plan, WeightId};
 
 /// Largest head width the attention kernels take.
@@ -67,6 +70,18 @@ pub struct Dispatch {
     pub splits_from: Option<usize>,
 }
 
+/// The arena region after the plan's nodes where weight products' inputs are rounded
+/// ([`act_round`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Scratch {
+    /// Its arena offset (a multiple of 16 values).
+    pub off: u32,
+    /// The values it must hold: the largest input rounded into it.
+    pub len: usize,
+    /// The node and format it holds when the dispatches recorded so far have run.
+    holds: Option<(NodeId, DType)>,
+}
+
 /// Collects the dispatches of a graph with their uniform parameters, and the step-buffer
 /// layout they read.
 pub struct Recorder {
@@ -80,20 +95,27 @@ pub struct Recorder {
     pub layout: StepLayout,
     /// f32 values the attention partials buffer needs.
     pub partial_len: usize,
+    /// The rounded-input region of the arena.
+    pub scratch: Scratch,
     /// The node being encoded.
     node: usize,
 }
 
 impl Recorder {
     /// An empty recording for steps of `n_tok` tokens, with uniform offsets aligned to
-    /// `align` bytes.
-    pub fn new(n_tok: usize, align: usize) -> Recorder {
+    /// `align` bytes, over an arena whose nodes take its first `arena_len` values.
+    pub fn new(n_tok: usize, align: usize, arena_len: usize) -> Recorder {
         Recorder {
             align,
             uniform_words: Vec::new(),
             dispatches: Vec::new(),
             layout: StepLayout::new(n_tok),
             partial_len: 4,
+            scratch: Scratch {
+                off: arena_len.div_ceil(16) as u32 * 16,
+                len: 0,
+                holds: None,
+            },
             node: 0,
         }
     }
@@ -257,7 +279,7 @@ mod tests {
 
     #[test]
     fn uniforms_are_padded_to_16_bytes_at_aligned_offsets() {
-        let mut rec = Recorder::new(1, 256);
+        let mut rec = Recorder::new(1, 256, 0);
         let p = ElementwiseUniforms::default();
         rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
         rec.node = 3;

@@ -5,7 +5,8 @@
 //! tiled mat-mul, as the CPU does) is future work. The weighted sum is element-wise
 //! ([`super::elementwise::moe_sum`]). Multi-head latent attention's per-head products
 //! (mat_mul_heads) run the same kernel with slot `j` fixed to matrix `j`, and so do mat_muls of
-//! float rows whose length is not a multiple of 32 (one slot, one matrix).
+//! float rows whose length is not a multiple of 32 (one slot, one matrix). Inputs are first
+//! rounded as the CPU quantizes them for the weight's type ([`super::act_round`]).
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::DType;
@@ -135,11 +136,12 @@ fn stacked_products(
             "{name} of {n_pairs} (token, slot) pairs × {n_out} rows is too many workgroups"
         )));
     }
+    let x_off = super::act_round::input(ctx, rec, wid, x)?;
     let g = grid(total as u32);
     for (c, chunk) in w.chunks.iter().enumerate() {
         // Chunks hold whole experts (see `weights::rows_per_chunk`).
         let p = MatrixIdUniforms {
-            x_off: ctx.off(x),
+            x_off,
             out_off: ctx.out,
             n_in: n_in as u32,
             n_out: n_out as u32,
