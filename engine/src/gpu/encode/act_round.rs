@@ -24,7 +24,7 @@ pub fn input(ctx: &NodeCtx, rec: &mut Recorder, wid: WeightId, x: NodeId) -> Res
     }
     let xn = ctx.graph.node(x);
     let block = act.block_elems();
-    if xn.cols % block != 0 {
+    if !xn.cols.is_multiple_of(block) {
         return Err(GpuError::Unsupported(format!(
             "{} input rows of {} values (quantized to {act} in blocks of {block})",
             ctx.node.op.name(),
