@@ -90,6 +90,13 @@ VARIANTS = {
     # llama-quantize (scripts/bench-quantize-vs-llamacpp.sh); not used by tests.
     "bench-1b-f16": dict(arch="llama", vocab="llama-spm", n_layer=22, n_head=32, n_head_kv=4,
                          head_dim=64, n_embd=2048, n_ff=5632, tied=False, dtype="F16"),
+    # A MoE with Qwen3-30B-A3B's proportions at ~1.9B parameters (32 experts of 512, 4 chosen,
+    # 2048 wide, 16 layers, GQA 16:4 with 128-wide heads), F16, for timing decode and prompts
+    # against llama.cpp (scripts/bench-moe-vs-llamacpp.sh quantizes it to Q4_K_M); not a test.
+    "bench-moe-f16": dict(arch="qwen3moe", vocab="llama-spm", n_layer=16, n_head=16,
+                          n_head_kv=4, head_dim=128, n_embd=2048, qk_norm=True, tied=False,
+                          rope_base=1000000.0, n_expert=32, n_expert_used=4, n_ff_exp=512,
+                          dtype="F16"),
     "gemma3": dict(arch="gemma3", vocab="gemma", n_layer=6, n_head=4, n_head_kv=1,
                    head_dim=32, post_norms=True, qk_norm=True, window=24, tied=True,
                    rope_base=1000000.0, rope_scale_linear=8.0),
