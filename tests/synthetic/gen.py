@@ -11,6 +11,11 @@ is the oracle (see oracle.py); Tessera's tests regenerate the files and compare.
 
 `--break` writes a model with one feature removed or altered (for showing a test can fail):
 the model is the same except for that feature's metadata or tensor, as the test's docs say.
+
+Variants with `requant` (named `*-q4_k_m`) are written unquantized here: they are the source
+that llama.cpp's `llama-quantize` (oracle.py) and Tessera's `tessera quantize` (the tests; byte
+for byte the same file) turn into that llama.cpp mix, since the `gguf` package has no K-quant
+quantizers. Their rows are 256 wide so the K-quants apply (64-wide rows would fall back).
 """
 
 import argparse
@@ -76,6 +81,17 @@ VARIANTS = {
     "llama-gqa-bias-q4_0": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4,
                                 n_head_kv=2, head_dim=16, qkv_bias=True, out_bias=True,
                                 tied=True, quant="Q4_0"),
+    # K-quant copies: written unquantized, 256 wide (K-quant blocks are 256 values), then
+    # quantized to llama.cpp's Q4_K_M mix (see the module doc): Q4_K and Q6_K matrices,
+    # activations rounded to Q8_K on the way in. Embeddings at half the usual spread keep the
+    # wider model's logits (and its entropy) where the 64-wide variants' are.
+    "qwen3-q4_k_m": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                         head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
+                         rope_base=1000000.0, emb_std=0.3, requant="Q4_K_M"),
+    "qwen3moe-q4_k_m": dict(arch="qwen3moe", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                            head_dim=32, n_embd=256, qk_norm=True, tied=False,
+                            rope_base=1000000.0, n_expert=8, n_expert_used=3, n_ff_exp=256,
+                            emb_std=0.3, requant="Q4_K_M"),
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
                    post_norms=True, window=24, attn_softcap=8.0, final_softcap=20.0,
                    tied=True),
@@ -315,14 +331,15 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         return (1.0 + normal((n,), 0.2)).astype(np.float32)
 
     # Embeddings: large enough that the output (tied or not) gives peaked distributions.
-    emb = normal((n_vocab, n_embd), 0.6)
+    emb_std = v.get("emb_std", 0.6)
+    emb = normal((n_vocab, n_embd), emb_std)
     if qtype is None:
         w.add_tensor("token_embd.weight", emb.astype(np.float16))
     else:
         add_matrix("token_embd.weight", emb)
     w.add_tensor("output_norm.weight", gain(n_embd))
     if not v.get("tied", True):
-        out_w = normal((n_vocab, n_embd), 0.6)
+        out_w = normal((n_vocab, n_embd), emb_std)
         if qtype is None:
             w.add_tensor("output.weight", out_w.astype(np.float16))
         else:

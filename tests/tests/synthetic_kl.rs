@@ -33,8 +33,27 @@ const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5)];
 /// scalar reference and the `gguf` package's bytes (engine tests).
 const FACTOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss-mxfp4", 2.0)];
 
+/// Variants whose top-1 agreement may fall more than one point below llama.cpp's own, with the
+/// points allowed and why. qwen3moe-q4_k_m: the Q4_K_M copy is chaotic (llama.cpp's flash
+/// attention on vs off: full-vocabulary KL 1.15e-2, top-1 90.5% over its 189 positions, where
+/// one position is 0.53 points); Tessera's full-vocabulary KL to llama.cpp's fa-off run
+/// (`tessera perplexity --kl-divergence-base`) is 1.19e-2 with top-1 88.9% ± 2.3, and to its
+/// fa-on run 1.46e-2 and 86.8%: a third run of the same noise, two positions short of one point.
+const TOP1_OVERRIDES: &[(&str, f64)] = &[("qwen3moe-q4_k_m", 0.02)];
+
 /// Variants checked on the CPU only, and why.
 const NOT_ON_GPU: &[(&str, &str)] = &[
+    (
+        "qwen3-q4_k_m",
+        "the GPU's f32 activations (the CPU and llama.cpp round them to Q8_K) give KL 3.2e-2 \
+         and top-1 0.794 against llama.cpp's 0.900; runs, not held to a bound until the GPU \
+         rounds activations",
+    ),
+    (
+        "qwen3moe-q4_k_m",
+        "the GPU's f32 activations (the CPU and llama.cpp round them to Q8_K); not held to a \
+         bound until the GPU rounds activations",
+    ),
     (
         "gpt-oss",
         "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
@@ -91,8 +110,12 @@ fn check(variant: &str, broken: &str) {
         "{variant}: CPU KL {:.3e} > {bound:.3e}",
         cpu.kl
     );
+    let top1_points = TOP1_OVERRIDES
+        .iter()
+        .find(|(v, _)| *v == variant)
+        .map_or(0.01, |&(_, p)| p);
     assert!(
-        cpu.top1_ties >= noise_top1 - 0.01,
+        cpu.top1_ties >= noise_top1 - top1_points,
         "{variant}: CPU top-1 {}",
         cpu.top1
     );
@@ -111,7 +134,7 @@ fn check(variant: &str, broken: &str) {
         // quantizes activations too.
         let quantized = fx.meta["variant"]
             .as_str()
-            .is_some_and(|v| v.ends_with("q8_0") || v.ends_with("q4_0"));
+            .is_some_and(|v| v.ends_with("q8_0") || v.ends_with("q4_0") || v.ends_with("q4_k_m"));
         let (factor, points) = if quantized { (4.0, 0.03) } else { (2.0, 0.01) };
         let gpu_bound = factor * noise_kl.max(floor);
         eprintln!(
@@ -217,6 +240,16 @@ fn deepseek2_low_rank_queries_sigmoid_routing_choice_bias() {
 #[test]
 fn qwen3moe_quantized_q8_0_experts() {
     check("qwen3moe-q8_0", "experts");
+}
+
+#[test]
+fn qwen3_quantized_q4_k_m() {
+    check("qwen3-q4_k_m", "qk_norm");
+}
+
+#[test]
+fn qwen3moe_quantized_q4_k_m_experts() {
+    check("qwen3moe-q4_k_m", "experts");
 }
 
 #[test]
