@@ -40,6 +40,11 @@ VARIANTS = {
                   qk_norm=True, tied=False, rope_base=1000000.0),
     "phi3": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4, head_dim=16,
                  rope_dims=12, fused=True, longrope=True, orig_ctx=64, tied=False),
+    # LongRoPE within the original context (256 > the oracle's 128): the short factors apply,
+    # here far from 1 (and the long ones near it), so a wrong choice shows.
+    "phi3-short": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4,
+                       head_dim=16, rope_dims=12, fused=True, longrope=True, orig_ctx=256,
+                       short_far=True, tied=False),
     "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
                     head_dim=16, tied=True),
     # Mixture of experts: a router over 8 experts, 3 chosen per token, renormalised.
@@ -122,7 +127,7 @@ VARIANTS = {
 #   bias        Q/K/V biases zeroed (the bias dropped)
 #   qk_norm     written as `qwen2`, whose block has no Q/K norm (the norm skipped)
 #   softcap     both soft-caps set to 1e6 (soft-capping off)
-#   rope_freqs  every frequency factor 1 (the factors ignored)
+#   rope_freqs  every frequency factor 1 (the factors ignored; for LongRoPE, the set in use)
 #   nope        written as `llama`, which rotates every layer (NoPE layers ignored)
 #   window      no sliding_window key (every layer global; Gemma 2 then slides 4096 > n_ctx)
 #   experts     expert_used_count 1 (one expert per token instead of the model's choice of 3)
@@ -353,10 +358,12 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     if v.get("longrope"):
         # Short factors near 1 (unused at the oracle's context), long ones far from it.
         nd = v["rope_dims"] // 2
-        w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 1.5, nd).astype(np.float32))
-        long_f = np.geomspace(0.05, 6.0, nd).astype(np.float32)
+        near = np.linspace(1.0, 1.5, nd).astype(np.float32)
+        far = np.geomspace(0.05, 6.0, nd).astype(np.float32)
         if broken == "rope_freqs":
-            long_f = np.ones_like(long_f)
+            far = np.ones_like(far)
+        short_f, long_f = (far, near) if v.get("short_far") else (near, far)
+        w.add_tensor("rope_factors_short.weight", short_f)
         w.add_tensor("rope_factors_long.weight", long_f)
     qw, kw = n_head * hd, n_kv * hd
     for il in range(v["n_layer"]):

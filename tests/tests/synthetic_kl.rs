@@ -193,6 +193,11 @@ fn phi3_fused_weights_longrope() {
 }
 
 #[test]
+fn phi3_longrope_short_factors() {
+    check("phi3-short", "rope_freqs");
+}
+
+#[test]
 fn qwen3_quantized_q8_0() {
     check("qwen3-q8_0", "qk_norm");
 }
