@@ -12,7 +12,12 @@ conversations, and writes what each rendering gives (or that it raised) to a JSO
 `strftime_now(fmt)` renders as the marker `<<strftime_now:FMT>>`: the test replaces it with
 Tessera's own `strftime_now(FMT)` at test time, so the fixture does not hold a date.
 
+With `--llama-bin`, each rendering of a family whose vocabulary llama.cpp ships (`VOCABS`) is
+also tokenized by llama.cpp's `llama-tokenize --no-bos` (special tokens parsed, as a server
+tokenizes a rendered chat), and the ids are kept beside the text: the prompt a chat model sees.
+
 Usage: reference.py --templates DIR --out tests/fixtures/chat_templates.json
+       [--llama-bin DIR --vocab-dir DIR --gemma-vocab FILE]
 """
 
 import argparse
@@ -37,6 +42,17 @@ TEMPLATES = {
     "deepseek-ai-DeepSeek-V3.1.jinja": ("deepseek2", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": ("deepseek r1 distill (qwen2)", "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"),
     "openai-gpt-oss-120b.jinja": ("gpt-oss (harmony)", "<|startoftext|>", "<|return|>"),
+}
+
+# Template file -> the vocabulary its family's models carry, where llama.cpp ships it
+# (`ggml-vocab-NAME.gguf`; "gemma": the pulled Gemma 3 model's, which Gemma 2 shares).
+VOCABS = {
+    "meta-llama-Llama-3.1-8B-Instruct.jinja": "llama-bpe",
+    "meta-llama-Llama-3.2-3B-Instruct.jinja": "llama-bpe",
+    "Qwen-Qwen2.5-7B-Instruct.jinja": "qwen2",
+    "Qwen-Qwen3-0.6B.jinja": "qwen2",
+    "microsoft-Phi-3.5-mini-instruct.jinja": "phi-3",
+    "google-gemma-2-2b-it.jinja": "gemma",
 }
 
 # Conversations every template renders, with and without the generation prompt.
@@ -78,10 +94,26 @@ def render(source, messages, add_generation_prompt, bos, eos):
                     bos_token=bos, eos_token=eos)
 
 
+def llama_ids(llama_bin, vocab, text):
+    """llama.cpp's ids for `text` (no BOS added; special tokens in the text parsed)."""
+    import subprocess
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as f:
+        f.write(text)
+    r = subprocess.run([os.path.join(llama_bin, "llama-tokenize"), "-m", vocab, "-f", f.name,
+                        "--ids", "--no-bos", "--log-disable"], capture_output=True, text=True,
+                       check=True)
+    os.unlink(f.name)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--templates", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--llama-bin")
+    ap.add_argument("--vocab-dir")
+    ap.add_argument("--gemma-vocab")
     a = ap.parse_args()
     cases = []
     for name, (family, bos, eos) in TEMPLATES.items():
@@ -94,17 +126,25 @@ def main():
                     case["text"] = render(source, messages, gen, bos, eos)
                 except jinja2.exceptions.TemplateError as e:
                     case["error"] = str(e)
+                vocab = VOCABS.get(name)
+                if a.llama_bin and vocab and "text" in case and "<<strftime_now" not in case["text"]:
+                    path = (a.gemma_vocab if vocab == "gemma"
+                            else os.path.join(a.vocab_dir, f"ggml-vocab-{vocab}.gguf"))
+                    case["vocab"] = vocab
+                    case["llama_ids"] = llama_ids(a.llama_bin, path, case["text"])
                 cases.append(case)
     fixture = dict(
         made_by="tests/chat/reference.py --templates vendor/llama.cpp/models/templates "
-                "--out tests/fixtures/chat_templates.json",
+                "--out tests/fixtures/chat_templates.json --llama-bin build/bin "
+                "--vocab-dir vendor/llama.cpp/models --gemma-vocab gemma-3-270m-q4_k_m.gguf",
         renderer=f"Jinja2 {jinja2.__version__}, as transformers' apply_chat_template",
         conversations=CONVERSATIONS, cases=cases,
     )
     with open(a.out, "w", encoding="utf-8") as f:
         json.dump(fixture, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    print(f"{len(cases)} cases, {sum('error' in c for c in cases)} raising")
+    print(f"{len(cases)} cases, {sum('error' in c for c in cases)} raising, "
+          f"{sum('llama_ids' in c for c in cases)} tokenized")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,21 @@
 //! must give exactly the text Jinja2 gave in `tests/chat/reference.py` (the fixture
 //! `tests/fixtures/chat_templates.json`), or refuse the conversations Jinja2 refused.
 //!
+//! Where llama.cpp ships the family's vocabulary (Llama 3.x, Qwen2.5/3, Phi-3.5, Gemma 2), the
+//! rendered prompt must also tokenize to llama.cpp's ids (`llama-tokenize --no-bos`, special
+//! tokens parsed as a server parses a rendered chat): the prompt the model actually sees.
+//!
 //! The templates are read from the llama-cpp-python sdist `.ci/run` extracts (as the
 //! vocabularies are); `strftime_now(FMT)` markers in the fixture become Tessera's own
 //! `strftime_now(FMT)` at test time.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use serde_json::Value;
+use tessera_engine::GgufFile;
 use tessera_models::chat::{ChatMessage, ChatTemplate};
+use tessera_models::tokenizer::Tokenizer;
 use tessera_tests::synthetic::vocab_dir;
 
 /// Replace each `<<strftime_now:FMT>>` with what Tessera's `strftime_now(FMT)` renders.
@@ -30,6 +39,18 @@ fn with_dates(text: &str) -> String {
     out
 }
 
+/// The tokenizer of vocabulary `name` (`ggml-vocab-NAME.gguf` in `models`, or "gemma": the
+/// pulled Gemma 3 model's); `None` when the Gemma model is missing and that is allowed.
+fn tokenizer(models: &Path, name: &str) -> Option<Tokenizer> {
+    let path = if name == "gemma" {
+        tessera_tests::model(tessera_tests::GEMMA3)?
+    } else {
+        models.join(format!("ggml-vocab-{name}.gguf"))
+    };
+    let gguf = GgufFile::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Some(Tokenizer::from_gguf(gguf.metadata()).unwrap())
+}
+
 #[test]
 fn published_templates_render_as_transformers_does() {
     let Some(models) = vocab_dir() else {
@@ -41,6 +62,8 @@ fn published_templates_render_as_transformers_does() {
     let conversations = &fixture["conversations"];
     let cases = fixture["cases"].as_array().unwrap();
     let mut failures = Vec::new();
+    let mut tokenizers: HashMap<String, Option<Tokenizer>> = HashMap::new();
+    let mut tokenized = 0;
     for case in cases {
         let name = case["template"].as_str().unwrap();
         let source = std::fs::read_to_string(dir.join(name))
@@ -64,6 +87,26 @@ fn published_templates_render_as_transformers_does() {
                 if got != want {
                     failures.push(format!("{what}:\n--- Jinja2\n{want}\n--- Tessera\n{got}\n"));
                 }
+                if let (Some(vocab), Some(ids)) = (case["vocab"].as_str(), case.get("llama_ids")) {
+                    let t = tokenizers
+                        .entry(vocab.to_string())
+                        .or_insert_with(|| tokenizer(&models, vocab));
+                    if let Some(t) = t {
+                        let ours = t.encode(&got, false, true);
+                        let want: Vec<u32> = ids
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|v| v.as_u64().unwrap() as u32)
+                            .collect();
+                        tokenized += 1;
+                        if ours != want {
+                            failures.push(format!(
+                                "{what}: ids differ from llama.cpp's ({vocab}):\n{want:?}\n{ours:?}"
+                            ));
+                        }
+                    }
+                }
             }
             (Some(_), Err(e)) => failures.push(format!("{what}: Tessera refused: {e}")),
             (None, Ok(got)) => failures.push(format!(
@@ -73,6 +116,7 @@ fn published_templates_render_as_transformers_does() {
             (None, Err(_)) => {}
         }
     }
+    eprintln!("{} renderings, {tokenized} of them tokenized", cases.len());
     assert!(
         failures.is_empty(),
         "{} of {} renderings differ:\n{}",
