@@ -55,14 +55,13 @@ const NOT_ON_GPU: &[(&str, &str)] = &[
          bound until the GPU rounds activations",
     ),
     (
-        "gpt-oss",
-        "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
-         (it refuses the graph)",
-    ),
-    (
         "gpt-oss-mxfp4",
-        "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
-         (it refuses the graph)",
+        "the GPU's f32 activations (the CPU and llama.cpp quantize them to Q8_0 for the MXFP4 \
+         experts) move this chaotic model: GPU KL 6.9e-3 against the bound 2.56e-3 (CPU \
+         2.1e-3), top-1 0.952 (0.963 with near-ties) against 0.963; with the experts' inputs \
+         rounded to Q8_0 in matvec_id (an uncommitted experiment) GPU KL 2.25e-3, top-1 0.979; \
+         it runs on the GPU, unchecked here until the GPU quantizes activations (sinks, swiglu_oai and \
+         add_bias_id are held by `gpt-oss`)",
     ),
     (
         "qwen3moe-q8_0",
