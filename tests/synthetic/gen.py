@@ -36,6 +36,11 @@ VARIANTS = {
                            head_dim=16, qkv_bias=True, out_bias=True, tied=True),
     "qwen2": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=16,
                   qkv_bias=True, tied=True, rope_base=1000000.0),
+    # YaRN context extension (Qwen2.5's long-context setting): factor 4 over an original
+    # context of 32, so the oracle's 128-token chunks run at the full extension.
+    "qwen2-yarn": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
+                       head_dim=16, qkv_bias=True, tied=True, rope_base=10000.0,
+                       rope_scale_yarn=4.0, orig_ctx=32),
     "qwen3": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
                   qk_norm=True, tied=False, rope_base=1000000.0),
     "phi3": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4, head_dim=16,
@@ -135,8 +140,9 @@ VARIANTS = {
 #               decompresses with another head's matrices)
 #   choice_bias exp_probs_b zeroed (experts chosen without DeepSeek-V3's bias)
 #   sinks       attention sinks at -1e4 (no sink in any softmax)
+#   yarn        no rope scaling keys (plain RoPE instead of YaRN)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias", "sinks"]
+          "choice_bias", "sinks", "yarn"]
 
 N_EMBD = 64
 N_FF = 128
@@ -290,7 +296,7 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w.add_key_length(hd)
     w.add_value_length(hd)
     w.add_rope_dimension_count(v.get("rope_dims", hd))
-    if "orig_ctx" in v:
+    if "orig_ctx" in v and broken != "yarn":
         w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(v.get("rope_base", 10000.0))
@@ -303,6 +309,9 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         w.add_expert_feed_forward_length(v["n_ff_exp"])
     if "window" in v and broken != "window":
         w.add_sliding_window(v["window"])
+    if "rope_scale_yarn" in v and broken != "yarn":
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(v["rope_scale_yarn"])
     if "rope_scale_linear" in v:
         w.add_rope_scaling_type(RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(v["rope_scale_linear"])

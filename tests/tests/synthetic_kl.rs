@@ -182,6 +182,11 @@ fn qwen2_qkv_biases() {
 }
 
 #[test]
+fn qwen2_yarn_context_extension() {
+    check("qwen2-yarn", "yarn");
+}
+
+#[test]
 fn qwen3_qk_norm_wide_heads() {
     check("qwen3", "qk_norm");
 }
