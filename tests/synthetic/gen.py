@@ -67,6 +67,13 @@ VARIANTS = {
                       q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
                       n_expert=8, n_expert_used=3, n_ff_exp=32, n_shared=2, n_dense=1,
                       gating=2, norm=True, scale=2.5, probs_bias=True),
+    # DeepSeek-V2-Lite's long-context setting: YaRN ×4 over an original context of 32 with
+    # mscale_all_dim 0.707 (log multiplier 0.0707), which also scales the attention.
+    "deepseek2-yarn": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                           q_lora=0, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                           n_expert=8, n_expert_used=2, n_ff_exp=32, n_shared=1, n_dense=1,
+                           gating=1, norm=False, scale=1.0, rope_scale_yarn=4.0, orig_ctx=32,
+                           yarn_log_mul=0.0707),
     # gpt-oss: attention sinks, Q/K/V/O biases, a sliding window on even layers, a biased
     # router (top logits chosen, softmax over them), biased experts, the clamped SwiGLU.
     # (Real gpt-oss files use the o200k "gpt-4o" pre-tokenizer; the model here borrows
@@ -141,8 +148,9 @@ VARIANTS = {
 #   choice_bias exp_probs_b zeroed (experts chosen without DeepSeek-V3's bias)
 #   sinks       attention sinks at -1e4 (no sink in any softmax)
 #   yarn        no rope scaling keys (plain RoPE instead of YaRN)
+#   yarn_log_mul  DeepSeek's YaRN log multiplier 0 (mscale_all_dim's attention scaling dropped)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias", "sinks", "yarn"]
+          "choice_bias", "sinks", "yarn", "yarn_log_mul"]
 
 N_EMBD = 64
 N_FF = 128
@@ -216,6 +224,14 @@ def generate_deepseek2(variant, out, vocab_dir, broken, seed):
     w.add_expert_weights_scale(v["scale"])
     w.add_expert_weights_norm(v["norm"])
     w.add_uint32("deepseek2.expert_gating_func", v["gating"])
+    if "rope_scale_yarn" in v and broken != "yarn":
+        # As DeepSeek-V2's converter writes YaRN: the factor, the original context, and
+        # 0.1 × mscale_all_dim as the log multiplier.
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(v["rope_scale_yarn"])
+        w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
+        log_mul = 0.0 if broken == "yarn_log_mul" else v["yarn_log_mul"]
+        w.add_float32("deepseek2.rope.scaling.yarn_log_multiplier", log_mul)
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)

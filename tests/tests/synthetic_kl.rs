@@ -242,6 +242,11 @@ fn deepseek2_lite_latent_attention_shared_experts() {
 }
 
 #[test]
+fn deepseek2_yarn_attention_scale() {
+    check("deepseek2-yarn", "yarn_log_mul");
+}
+
+#[test]
 fn deepseek2_low_rank_queries_sigmoid_routing_choice_bias() {
     check("deepseek2", "choice_bias");
 }
