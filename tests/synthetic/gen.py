@@ -52,6 +52,12 @@ VARIANTS = {
                       q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
                       n_expert=8, n_expert_used=3, n_ff_exp=32, n_shared=2, n_dense=1,
                       gating=2, norm=True, scale=2.5, probs_bias=True),
+    # DeepSeek-V3's group-limited routing: 16 experts in 4 groups of 4, only the experts of
+    # the 2 best groups (a group scores its best two biased sigmoids) may be chosen.
+    "deepseek2-groups": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                             q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                             n_expert=16, n_expert_used=4, n_ff_exp=32, n_shared=1, n_dense=1,
+                             gating=2, norm=True, scale=2.5, probs_bias=True, groups=(4, 2)),
     # gpt-oss: attention sinks, Q/K/V/O biases, a sliding window on even layers, a biased
     # router (top logits chosen, softmax over them), biased experts, the clamped SwiGLU.
     # (Real gpt-oss files use the o200k "gpt-4o" pre-tokenizer; the model here borrows
@@ -107,8 +113,9 @@ VARIANTS = {
 #               decompresses with another head's matrices)
 #   choice_bias exp_probs_b zeroed (experts chosen without DeepSeek-V3's bias)
 #   sinks       attention sinks at -1e4 (no sink in any softmax)
+#   groups      no expert_group_count / expert_group_used_count keys (every expert eligible)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias", "sinks"]
+          "choice_bias", "sinks", "groups"]
 
 N_EMBD = 64
 N_FF = 128
@@ -182,6 +189,9 @@ def generate_deepseek2(variant, out, vocab_dir, broken, seed):
     w.add_expert_weights_scale(v["scale"])
     w.add_expert_weights_norm(v["norm"])
     w.add_uint32("deepseek2.expert_gating_func", v["gating"])
+    if v.get("groups") and broken != "groups":
+        w.add_expert_group_count(v["groups"][0])
+        w.add_expert_group_used_count(v["groups"][1])
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)

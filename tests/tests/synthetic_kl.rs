@@ -215,6 +215,11 @@ fn deepseek2_low_rank_queries_sigmoid_routing_choice_bias() {
 }
 
 #[test]
+fn deepseek2_group_limited_routing() {
+    check("deepseek2-groups", "groups");
+}
+
+#[test]
 fn qwen3moe_quantized_q8_0_experts() {
     check("qwen3moe-q8_0", "experts");
 }
