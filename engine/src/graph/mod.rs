@@ -124,7 +124,7 @@ impl ExpertGroups {
     /// groups for the choice. The error says which condition failed.
     pub fn check(&self, n_expert: usize, n_expert_used: usize) -> Result<(), String> {
         let (g, u) = (self.n_group, self.n_used);
-        if g < 2 || n_expert % g != 0 || n_expert / g < 2 {
+        if g < 2 || !n_expert.is_multiple_of(g) || n_expert / g < 2 {
             return Err(format!(
                 "{g} expert groups must divide the {n_expert} experts into at least two groups \
                  of at least two experts"
