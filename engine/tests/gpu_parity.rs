@@ -15,8 +15,8 @@ use tessera_engine::cpu::exec::CpuExecutor;
 use tessera_engine::cpu::kv::KvStore;
 use tessera_engine::gpu::{GpuDevice, GpuError, GpuExecutor, GpuKvStore};
 use tessera_engine::graph::{
-    AttnParams, ExpertGating, Graph, GraphBuilder, KvId, NodeId, Plan, RopeMode, RopeParams,
-    RouteParams,
+    AttnParams, ExpertGating, ExpertGroups, Graph, GraphBuilder, KvId, NodeId, Plan, RopeMode,
+    RopeParams, RouteParams,
 };
 use tessera_engine::{DType, Tensor, quant};
 
@@ -838,6 +838,7 @@ fn route_params(n_used: usize, gating: ExpertGating, norm: bool, scale: f32) -> 
         gating,
         norm,
         scale,
+        groups: None,
     }
 }
 
@@ -927,6 +928,60 @@ fn moe_route_ties_nans_and_the_largest_router() {
         None,
     );
     compare_route(b.finish(r), n_used, "1024 experts, 64 used");
+}
+
+/// Group-limited routing (DeepSeek-V3): the same experts chosen on both backends, with and
+/// without a choice bias, for a token and a prompt: 16 experts in 4 groups (2 used), V3's
+/// 256 experts in 8 groups (4 used, 8 chosen), 128 groups of 2 (more groups than a
+/// workgroup has invocations), and logits in steps of 0.25 with NaNs (tied groups).
+#[test]
+fn moe_route_expert_groups() {
+    need_gpu!();
+    let mut rng = Rng(0x96);
+    let grouped = |n_used, gating, n_group, n_group_used| RouteParams {
+        groups: Some(ExpertGroups {
+            n_group,
+            n_used: n_group_used,
+        }),
+        ..route_params(n_used, gating, true, 2.5)
+    };
+    let mut worst = 0f64;
+    for (n_expert, n_used, n_group, n_group_used) in
+        [(16, 4, 4, 2), (256, 8, 8, 4), (256, 6, 128, 3)]
+    {
+        for gating in [ExpertGating::Softmax, ExpertGating::Sigmoid] {
+            for with_bias in [false, true] {
+                for n_tok in [1, 7] {
+                    let bias = Tensor::from_f32("bias", vec![n_expert], &rng.vec(n_expert, 0.5));
+                    let mut b = GraphBuilder::new(n_tok);
+                    let l = logits(&mut b, n_expert, &mut rng, 3.0);
+                    let p = grouped(n_used, gating, n_group, n_group_used);
+                    let r = b.moe_route(l, p, with_bias.then_some(&bias));
+                    let what = format!(
+                        "{n_expert} experts in {n_group} groups, {gating:?} bias {with_bias} \
+                         × {n_tok}"
+                    );
+                    worst = worst.max(compare_route(b.finish(r), n_used, &what));
+                }
+            }
+        }
+    }
+    let (n_expert, n_tok) = (64, 6);
+    let rows = n_tok + 3;
+    let mut v: Vec<f32> = rng
+        .vec(rows * n_expert, 1.0)
+        .iter()
+        .map(|x| (x * 4.0).round() / 4.0)
+        .collect();
+    for i in (5..v.len()).step_by(11) {
+        v[i] = f32::NAN;
+    }
+    let table = Tensor::from_f32("logits", vec![n_expert, rows], &v);
+    let mut b = GraphBuilder::new(n_tok);
+    let l = b.get_rows(&table);
+    let r = b.moe_route(l, grouped(4, ExpertGating::SoftmaxWeight, 16, 5), None);
+    compare_route(b.finish(r), 4, "groups with ties and NaNs");
+    eprintln!("moe_route with groups: worst weights NMSE {worst:.2e}");
 }
 
 /// mat_mul_id in a few formats, with one input row shared by the chosen experts and with one

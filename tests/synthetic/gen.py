@@ -74,6 +74,19 @@ VARIANTS = {
                            n_expert=8, n_expert_used=2, n_ff_exp=32, n_shared=1, n_dense=1,
                            gating=1, norm=False, scale=1.0, rope_scale_yarn=4.0, orig_ctx=32,
                            yarn_log_mul=0.0707),
+    # DeepSeek-V3's group-limited routing: 16 experts in 4 groups of 4, only the experts of
+    # the 2 best groups (a group scores its best two biased sigmoids) may be chosen.
+    "deepseek2-groups": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                             q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                             n_expert=16, n_expert_used=4, n_ff_exp=32, n_shared=1, n_dense=1,
+                             gating=2, norm=True, scale=2.5, probs_bias=True, groups=(4, 2)),
+    # MiniCPM3: MLA with the fused attn_kv_b llama.cpp decompresses (Tessera splits it and
+    # runs the absorbed path with the latent-only cache), value width n_embd / n_head (no
+    # value_length key, as the converter writes), NeoX RoPE with LongRoPE factors, and the
+    # scalings llama.cpp fixes in code (embeddings x12, residual branches x1.4/sqrt(n_layer),
+    # the final norm's output x256/n_embd).
+    "minicpm3": dict(arch="minicpm3", vocab="llama-spm", n_layer=3, n_head=4, q_lora=48,
+                     kv_lora=32, qk_nope=24, qk_rope=16),
     # gpt-oss: attention sinks, Q/K/V/O biases, a sliding window on even layers, a biased
     # router (top logits chosen, softmax over them), biased experts, the clamped SwiGLU.
     # (Real gpt-oss files use the o200k "gpt-4o" pre-tokenizer; the model here borrows
@@ -149,8 +162,11 @@ VARIANTS = {
 #   sinks       attention sinks at -1e4 (no sink in any softmax)
 #   yarn        no rope scaling keys (plain RoPE instead of YaRN)
 #   yarn_log_mul  DeepSeek's YaRN log multiplier 0 (mscale_all_dim's attention scaling dropped)
+#   groups      no expert_group_count / expert_group_used_count keys (every expert eligible)
+#   residual_scale  attn_output and ffn_down multiplied by sqrt(n_layer)/1.4 (MiniCPM3's
+#               residual scale, fixed in code, undone: as if an engine dropped it)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias", "sinks", "yarn", "yarn_log_mul"]
+          "choice_bias", "sinks", "yarn", "yarn_log_mul", "groups", "residual_scale"]
 
 N_EMBD = 64
 N_FF = 128
@@ -232,6 +248,9 @@ def generate_deepseek2(variant, out, vocab_dir, broken, seed):
         w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
         log_mul = 0.0 if broken == "yarn_log_mul" else v["yarn_log_mul"]
         w.add_float32("deepseek2.rope.scaling.yarn_log_multiplier", log_mul)
+    if v.get("groups") and broken != "groups":
+        w.add_expert_group_count(v["groups"][0])
+        w.add_expert_group_used_count(v["groups"][1])
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
@@ -288,10 +307,77 @@ def generate_deepseek2(variant, out, vocab_dir, broken, seed):
     w.close()
 
 
+def generate_minicpm3(variant, out, vocab_dir, broken, seed):
+    """A `minicpm3` model: MLA with low-rank queries and the fused attn_kv_b (per head:
+    qk_nope key rows, then the value rows), a dense SwiGLU FFN, LongRoPE factors."""
+    v = VARIANTS[variant]
+    rng = np.random.default_rng(seed + sum(map(ord, variant)))
+    w = GGUFWriter(out, "minicpm3")
+    n_vocab = copy_tokenizer(w, vocab_file(vocab_dir, None, v["vocab"]))
+    n_embd, n_head, n_layer = N_EMBD, v["n_head"], v["n_layer"]
+    q_lora, kv_lora, nope, rope = v["q_lora"], v["kv_lora"], v["qk_nope"], v["qk_rope"]
+    vh = n_embd // n_head
+    w.add_name(f"tessera-synthetic-{variant}")
+    w.add_context_length(CTX_TRAIN)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_vocab_size(n_vocab)
+    w.add_q_lora_rank(q_lora)
+    w.add_kv_lora_rank(kv_lora)
+    w.add_key_length(nope + rope)
+    w.add_rope_dimension_count(rope)
+    w.add_file_type(0)
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def gain(n):
+        return (1.0 + normal((n,), 0.2)).astype(np.float32)
+
+    # Undoing the residual scale (the break) scales both residual branches' last products.
+    res = np.sqrt(n_layer) / 1.4 if broken == "residual_scale" else 1.0
+    # x12 at the input: the table is small so the blocks' outputs still matter.
+    w.add_tensor("token_embd.weight", normal((n_vocab, n_embd), 0.08).astype(np.float16))
+    w.add_tensor("output_norm.weight", gain(n_embd))
+    # x4 (256 / n_embd) before the output projection.
+    w.add_tensor("output.weight", normal((n_vocab, n_embd), 0.15).astype(np.float16))
+    # LongRoPE: short factors (the context here is within the training one) and long ones.
+    w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 6.0, rope // 2).astype(np.float32))
+    w.add_tensor("rope_factors_long.weight", np.linspace(2.0, 40.0, rope // 2).astype(np.float32))
+    qw = n_head * (nope + rope)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", gain(n_embd))
+        w.add_tensor(p + "attn_q_a.weight", normal((q_lora, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_q_a_norm.weight", gain(q_lora))
+        w.add_tensor(p + "attn_q_b.weight", normal((qw, q_lora), 1.8 / np.sqrt(q_lora)))
+        w.add_tensor(p + "attn_kv_a_mqa.weight",
+                     normal((kv_lora + rope, n_embd), 1.8 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_kv_a_norm.weight", gain(kv_lora))
+        w.add_tensor(p + "attn_kv_b.weight",
+                     normal((n_head * (nope + vh), kv_lora), 1.0 / np.sqrt(kv_lora)))
+        w.add_tensor(p + "attn_output.weight",
+                     normal((n_embd, n_head * vh), res * 1.5 / np.sqrt(n_head * vh)))
+        w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        w.add_tensor(p + "ffn_gate.weight", normal((N_FF, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_up.weight", normal((N_FF, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_down.weight", normal((n_embd, N_FF), res * 1.5 / np.sqrt(N_FF)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     v = VARIANTS[variant]
     if v["arch"] == "deepseek2":
         return generate_deepseek2(variant, out, vocab_dir, broken, seed)
+    if v["arch"] == "minicpm3":
+        return generate_minicpm3(variant, out, vocab_dir, broken, seed)
     arch = v["arch"]
     if broken == "qk_norm":
         arch = "qwen2"

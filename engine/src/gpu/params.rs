@@ -193,6 +193,10 @@ kernel_params! {
         has_bias: u32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
+        /// Expert groups of group-limited routing (0: none).
+        n_group: u32,
+        /// Groups whose experts may be chosen (with `n_group` > 0).
+        n_group_used: u32,
     }
 
     /// `rope.wgsl`: rotary embedding with a table from the step buffer.
