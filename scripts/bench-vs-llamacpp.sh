@@ -4,8 +4,11 @@
 # Runs llama.cpp's `llama-bench` and `tessera bench` alternately (A B A B …, ROUNDS rounds) on
 # each model, pp512 and tg128 with THREADS threads, and reports per engine the median over
 # rounds of each round's mean t/s, the ratio, and tg128 as a share of the bandwidth limit
-# (model bytes × t/s / BW). llama.cpp is NOT built or downloaded here: point LLAMA_BENCH at a
-# `llama-bench` you built yourself.
+# (bytes read per token × t/s / BW). Bytes read per token are the file's tensors a decode step
+# reads: all of them except the token embeddings when the output matrix is separate (one row is
+# read) and, in a mixture of experts, only the chosen share (expert_used_count / expert_count)
+# of each stacked expert tensor. llama.cpp is NOT built or downloaded here: point LLAMA_BENCH at
+# a `llama-bench` you built yourself.
 #
 #   LLAMA_BENCH=/path/to/llama-bench scripts/bench-vs-llamacpp.sh
 #
@@ -14,7 +17,10 @@
 # Q4_K_M in ~/.cache/tessera/models), THREADS (2), REPS (repetitions per run, 5), ROUNDS (2),
 # BW (read bandwidth in bytes/s for the limit, 19.6e9), OUT (BENCHMARKS.md),
 # MAX_LOAD (wait until the 1-minute load average is below this; 2.5), WAIT_TRIES (at most this
-# many 10 s waits per run, then run anyway; 60).
+# many 10 s waits per run, then run anyway; 60), SECTION (if set, e.g. `moe`, the report goes
+# between `<!-- bench:SECTION -->` and `<!-- /bench:SECTION -->` in OUT, replacing what was there
+# or appended at the end, its title demoted to a second-level heading, and the rest of OUT kept),
+# TITLE (that section's title).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +32,8 @@ ROUNDS=${ROUNDS:-2}
 BW=${BW:-19.6e9}
 OUT=${OUT:-BENCHMARKS.md}
 MAX_LOAD=${MAX_LOAD:-2.5}
+SECTION=${SECTION:-}
+TITLE=${TITLE:-Tessera vs llama.cpp on this machine}
 WAIT_TRIES=${WAIT_TRIES:-60}
 MDIR=${TESSERA_MODELS:-$HOME/.cache/tessera/models}
 MODELS=${MODELS:-"$MDIR/smollm2-135m-instruct-q4_1.gguf $MDIR/gemma-3-270m-q4_k_m.gguf"}
@@ -60,11 +68,30 @@ for m in $MODELS; do
     done
 done
 
-python3 - "$work" "$OUT" "$BW" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" $MODELS <<'PY'
-import glob, json, os, platform, statistics, subprocess, sys, datetime
-work, out, bw, threads, reps, rounds, llama, loads = sys.argv[1:9]
-models = sys.argv[9:]
+python3 - "$work" "$OUT" "$BW" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" $MODELS <<'PY'
+import glob, json, os, platform, re, statistics, subprocess, sys, datetime
+work, out, bw, threads, reps, rounds, llama, loads, section, title = sys.argv[1:11]
+models = sys.argv[11:]
 bw = float(bw)
+
+def bytes_per_token(path):
+    """Bytes of weights one decode step reads, and the whole file's tensor bytes."""
+    from gguf import GGUFReader
+    r = GGUFReader(path)
+    def field(key):
+        f = r.fields.get(key)
+        return None if f is None else f.parts[f.data[0]]
+    arch = bytes(field("general.architecture")).decode()
+    n_exp, n_used = field(f"{arch}.expert_count"), field(f"{arch}.expert_used_count")
+    share = float(n_used[0]) / float(n_exp[0]) if n_exp is not None and n_exp[0] > 0 else 1.0
+    names = {t.name for t in r.tensors}
+    read = total = 0
+    for t in r.tensors:
+        total += int(t.n_bytes)
+        if t.name == "token_embd.weight" and "output.weight" in names:
+            continue
+        read += int(t.n_bytes) * (share if "_exps." in t.name else 1.0)
+    return read, total
 
 def cpu():
     try:
@@ -98,7 +125,7 @@ for p in glob.glob(f"{work}/*.llama.*.json"):
         build = f"{row.get('build_commit', '?')} ({row.get('build_number', '?')})"
 
 lines = [
-    "# Tessera vs llama.cpp on this machine",
+    f"# {title}",
     "",
     f"Produced by `scripts/bench-vs-llamacpp.sh` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
     "",
@@ -108,7 +135,9 @@ lines = [
     f"- Runs: A B A B ({rounds} rounds of each engine, {reps} repetitions each after a warm-up); "
     "figures are the median over rounds of each round's mean t/s.",
     f"- 1-minute load average before each run: {loads}",
-    f"- Bandwidth limit: model bytes × t/s ÷ {bw / 1e9:.1f} GB/s (read bandwidth with {threads} threads).",
+    f"- Bandwidth limit: bytes read per token × t/s ÷ {bw / 1e9:.1f} GB/s (read bandwidth with {threads} threads); "
+    "a decode step reads every weight but the token embeddings (when the output matrix is separate) "
+    "and, of stacked expert tensors, only the chosen experts' share.",
     "",
     "Commands:",
     "",
@@ -120,11 +149,13 @@ lines = [
     "| model | test | llama.cpp t/s | Tessera t/s | Tessera / llama.cpp | llama.cpp % of BW limit | Tessera % of BW limit |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
 ]
+sizes = {}
 for m in models:
     name = os.path.basename(m)[:-5]
     lr, lall, lsize = results(name, "llama")
     tr, tall, tsize = results(name, "tessera")
-    size = os.path.getsize(m)
+    size, total = bytes_per_token(m)
+    sizes[name] = (size, total)
     for test in ["pp512", "tg128"]:
         if test not in lr or test not in tr:
             continue
@@ -134,12 +165,30 @@ for m in models:
         lines.append(
             f"| {name} | {test} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {pct(a)} | {pct(b)} |"
         )
+lines += ["", "Weights read per decode step (MB) of the file's tensors (MB):", ""]
+for name, (size, total) in sizes.items():
+    lines.append(f"- {name}: {size / 1e6:.0f} of {total / 1e6:.0f}")
 lines += ["", "Per-round means (t/s):", ""]
 for m in models:
     name = os.path.basename(m)[:-5]
     for eng in ["llama", "tessera"]:
         _, per, _ = results(name, eng)
         lines.append(f"- {name} {eng}: " + ", ".join(f"{k} {[round(x, 1) for x in v]}" for k, v in per.items()))
-open(out, "w").write("\n".join(lines) + "\n")
-print("\n".join(lines))
+report = "\n".join(lines) + "\n"
+if section:
+    # Only this section of OUT is replaced (appended if it is not there yet).
+    body = re.sub(r"^#", "##", report, count=1)
+    begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    block = f"{begin}\n{body}{end}\n"
+    old = open(out).read() if os.path.exists(out) else ""
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        tail = rest.split(end, 1)[1].lstrip("\n")
+        new = head + block + tail
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    open(out, "w").write(new)
+else:
+    open(out, "w").write(report)
+print(report)
 PY

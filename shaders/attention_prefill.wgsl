@@ -8,8 +8,12 @@
 // keeps workgroup-memory traffic low (and software rasterisers, which load one lane at a
 // time, fast); the chunks keep workgroup memory at 12 KiB whatever the head width. Query head
 // `h` reads KV head `h / (n_head / n_head_kv)`. Head widths are multiples of 8 up to 256·VCH
-// for the values (the host sets VCH per variant) and 1024 for the keys. Expects
-// attention_common.wgsl before it.
+// for the values (the host sets VCH per variant) and 1024 for the keys. An attention sink (one
+// logit per query head, `has_sinks`) joins each query's running max and sum once, after the
+// last tile, with no value (as the CPU folds it in). Expects attention_common.wgsl before it.
+
+// The sinks' f32 bits, one per query head (a placeholder without sinks).
+@group(0) @binding(6) var<storage, read> SK: array<u32>;
 
 const QT: u32 = 8u;
 const KT: u32 = 8u;
@@ -184,11 +188,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         }
     }
     workgroupBarrier();
+    // The sink: a score with no value, after every key. rrow becomes the factor that rescales
+    // the outputs to the new max.
+    if (lid.x < QT) {
+        var r = 1.0;
+        if (P.has_sinks != 0u) {
+            let sink = bitcast<f32>(SK[h]);
+            let m_old = mrow[lid.x];
+            let m_new = max(m_old, sink);
+            r = exp(m_old - m_new);
+            lrow[lid.x] = lrow[lid.x] * r + exp(sink - m_new);
+            mrow[lid.x] = m_new;
+        }
+        rrow[lid.x] = r;
+    }
+    workgroupBarrier();
     if (tq < P.n_tok) {
         let l = lrow[qi];
         var inv = 0.0;
         if (l > 0.0) {
-            inv = 1.0 / l;
+            inv = rrow[qi] / l;
         }
         for (var c = 0u; c < VCH; c++) {
             for (var i = 0u; i < 4u; i++) {

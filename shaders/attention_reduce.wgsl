@@ -1,11 +1,16 @@
 // Combines the split-K partials of attention_decode.wgsl: per (token, head), the global max
 // over the splits, each split's sum and output rescaled to it, then the normalised output.
+// An attention sink (one logit per query head, `has_sinks`) enters here, once: it takes part
+// in the max and adds `exp(sink - max)` to the sum, with no value (as the CPU folds it in
+// after the keys).
 
 // `AttnReduceUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
 @group(0) @binding(1) var<storage, read> PT: array<f32>;
 @group(0) @binding(2) var<storage, read> S: array<u32>;
 @group(0) @binding(3) var<uniform> P: AttnReduceUniforms;
+// The sinks' f32 bits, one per query head (a placeholder without sinks).
+@group(0) @binding(4) var<storage, read> SK: array<u32>;
 
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -20,9 +25,17 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     for (var s = 0u; s < n_split; s++) {
         m = max(m, PT[base + s * stride]);
     }
+    var sink = -1.0e30;
+    if (P.has_sinks != 0u) {
+        sink = bitcast<f32>(SK[h]);
+        m = max(m, sink);
+    }
     var l = 0.0;
     for (var s = 0u; s < n_split; s++) {
         l += PT[base + s * stride + 1u] * exp(PT[base + s * stride] - m);
+    }
+    if (P.has_sinks != 0u) {
+        l += exp(sink - m);
     }
     var inv = 0.0;
     if (l > 0.0) {

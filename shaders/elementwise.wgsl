@@ -1,5 +1,7 @@
-// Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, soft-capping,
-// SiLU- and GELU-gated products, a plain copy (the last row of a matrix), and the weighted sum
+// Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, per-expert
+// biases (add_bias_id: the expert of each (token, slot) read from the route at `b_off`),
+// soft-capping, SiLU- and GELU-gated products and gpt-oss's clamped SwiGLU (swiglu_oai), a
+// plain copy (the last row of a matrix), and the weighted sum
 // of a row's expert outputs (moe_sum: `parts` parts of `cols` values, weighted by the route's
 // weights at `b_off`, added in slot order as on the CPU), and the gathers of multi-head latent
 // attention: some columns of every group (columns) and the per-group concatenation (concat).
@@ -42,6 +44,25 @@ fn moe_sum(i: u32) -> f32 {
     return y;
 }
 
+// gpt-oss's clamped SwiGLU in ggml's order: `g = min(gate, limit)`,
+// `u = clamp(up, −limit, limit)`, `g / (1 + e^(−α·g)) · (u + 1)` (α in `s`).
+fn swiglu_oai(gate: f32, up: f32) -> f32 {
+    let g = min(gate, P.limit);
+    let u = clamp(up, -P.limit, P.limit);
+    return g / (1.0 + exp(P.s * -g)) * (u + 1.0);
+}
+
+// Output value `i` of add_bias_id: part `j` of row `t` (`parts` parts of `cols` values) plus
+// row `e` of the biases, `e` the expert id in slot `j` of the route's row `t`.
+fn add_bias_id(i: u32, a: f32) -> f32 {
+    let c = i % P.cols;
+    let tj = i / P.cols;
+    let t = tj / P.parts;
+    let j = tj % P.parts;
+    let e = u32(A[P.b_off + t * 2u * P.parts + j]);
+    return a + bitcast<f32>(W[e * P.cols + c]);
+}
+
 // Output value `i` of concat: groups of `cols` values of `a`, then `parts` values of `b`.
 fn concat(i: u32) -> f32 {
     let w = P.cols + P.parts;
@@ -73,6 +94,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case OP_GEGLU: { y = gelu(a) * A[P.b_off + i]; }
         case OP_ADD_BIAS: { y = a + bitcast<f32>(W[i % P.cols]); }
         case OP_SOFTCAP: { y = tanh(a * (1.0 / P.s)) * P.s; }
+        case OP_SWIGLU_OAI: { y = swiglu_oai(a, A[P.b_off + i]); }
+        case OP_ADD_BIAS_ID: { y = add_bias_id(i, a); }
         case OP_MOE_SUM: { y = moe_sum(i); }
         case OP_COLUMNS: { y = A[P.a_off + (i / P.cols) * P.parts + i % P.cols]; }
         case OP_CONCAT: { y = concat(i); }

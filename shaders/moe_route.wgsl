@@ -2,7 +2,9 @@
 // computes it: scores from the logits (softmax over all experts, a sigmoid each, or the logits
 // themselves for softmax-weight gating), then `n_used` rounds of choosing the best score not yet
 // chosen (plus the optional choice bias; ties go to the lower id, a NaN is never chosen over a
-// number), each round an arg-max over the workgroup; then the chosen scores as weights (softmax
+// number), each round an arg-max over the workgroup; with expert groups (DeepSeek-V3), only
+// among the experts of the `n_group_used` best groups (a group scores the sum of its two best
+// choice scores; the others' choice scores are -inf); then the chosen scores as weights (softmax
 // over the chosen ones for softmax-weight gating), divided by their sum (at least 2⁻¹⁴) when
 // normalising, and scaled. Sums run in expert order in one invocation, as on the CPU. Output
 // row: the ids as f32, then the weights.
@@ -24,6 +26,9 @@ var<workgroup> taken: array<u32, 1024>;
 var<workgroup> best_s: array<f32, 64>;
 var<workgroup> best_e: array<u32, 64>;
 var<workgroup> chosen: array<u32, 64>;
+// Group-limited routing: each group's score, and 1 for the groups kept.
+var<workgroup> group_score: array<f32, 512>;
+var<workgroup> group_kept: array<u32, 512>;
 var<workgroup> shared_max: f32;
 var<workgroup> shared_sum: f32;
 
@@ -51,12 +56,21 @@ fn beats(sa: f32, a: u32, sb: f32, b: u32) -> bool {
     return sa > sb;
 }
 
-fn score(e: u32) -> f32 {
+// The choice score of expert `e` before the groups: its score plus the bias.
+fn choice_score(e: u32) -> f32 {
     var s = probs[e];
     if (P.has_bias != 0u) {
         s += bitcast<f32>(W[e]);
     }
     return s;
+}
+
+// The choice score of expert `e`: -inf outside the kept groups.
+fn score(e: u32) -> f32 {
+    if (P.n_group > 1u && group_kept[e / (P.n_expert / P.n_group)] == 0u) {
+        return bitcast<f32>(0xff800000u);
+    }
+    return choice_score(e);
 }
 
 @compute @workgroup_size(64)
@@ -100,6 +114,48 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         taken[e] = 0u;
     }
     workgroupBarrier();
+    // Group-limited routing: each group's best two choice scores summed (best first), one
+    // group per invocation; then the best `n_group_used` groups kept, by one invocation.
+    if (P.n_group > 1u) {
+        let size = n / P.n_group;
+        for (var g = lid.x; g < P.n_group; g += WG) {
+            var s1 = 0.0;
+            var e1 = MAX_EXPERTS;
+            for (var e = g * size; e < (g + 1u) * size; e++) {
+                let s = choice_score(e);
+                if (beats(s, e, s1, e1)) {
+                    s1 = s;
+                    e1 = e;
+                }
+            }
+            var s2 = 0.0;
+            var e2 = MAX_EXPERTS;
+            for (var e = g * size; e < (g + 1u) * size; e++) {
+                let s = choice_score(e);
+                if (e != e1 && beats(s, e, s2, e2)) {
+                    s2 = s;
+                    e2 = e;
+                }
+            }
+            group_score[g] = s1 + s2;
+            group_kept[g] = 0u;
+        }
+        workgroupBarrier();
+        if (lid.x == 0u) {
+            for (var j = 0u; j < P.n_group_used; j++) {
+                var bs = 0.0;
+                var bg = MAX_EXPERTS;
+                for (var g = 0u; g < P.n_group; g++) {
+                    if (group_kept[g] == 0u && beats(group_score[g], g, bs, bg)) {
+                        bs = group_score[g];
+                        bg = g;
+                    }
+                }
+                group_kept[bg] = 1u;
+            }
+        }
+        workgroupBarrier();
+    }
     // The choice: k rounds of an arg-max over the experts not yet taken.
     for (var j = 0u; j < k; j++) {
         var bs = 0.0;

@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use tessera_models::hparams::RopeOverrides;
+use tessera_models::quantize::{Choices, FileType, QuantizeParams, quantize};
 use tessera_models::{Context, ContextParams, Device, Model};
 
 /// One variant's fixture: the tokens llama.cpp evaluated and its top-k per scored position.
@@ -185,8 +186,19 @@ pub fn vocab_dir() -> Option<PathBuf> {
     );
 }
 
+/// The llama.cpp mix a variant is quantized to after gen.py writes it (gen.py's `requant`: the
+/// `*-q4_k_m` variants, whose K-quants the `gguf` package cannot write), else `None`.
+pub fn requant_type(variant: &str) -> Option<FileType> {
+    variant
+        .ends_with("-q4_k_m")
+        .then(|| FileType::parse("Q4_K_M").expect("a known file type"))
+}
+
 /// Generate `variant` (with feature `broken` altered, see gen.py's `--break`) into the test
 /// temp folder; `None` (skip) when the vocabularies or the Gemma model are missing and allowed.
+/// A `requant_type` variant is written unquantized by gen.py and then quantized by
+/// `tessera quantize`'s library (byte for byte llama-quantize's file, which the fixture's
+/// sha256 checks).
 pub fn generate(variant: &str, broken: Option<&str>) -> Option<PathBuf> {
     let vocabs = vocab_dir()?;
     let gemma = crate::model(crate::GEMMA3)?;
@@ -222,6 +234,20 @@ pub fn generate(variant: &str, broken: Option<&str>) -> Option<PathBuf> {
         "gen.py {variant}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+    if let Some(file_type) = requant_type(variant) {
+        let source = tmp.with_extension("source");
+        std::fs::rename(&tmp, &source).expect("rename the source");
+        let params = QuantizeParams {
+            file_type,
+            choices: Choices::default(),
+            threads: 0,
+            allow_requantize: false,
+            imatrix: None,
+        };
+        quantize(&source, &tmp, &params, |_| {})
+            .unwrap_or_else(|e| panic!("quantize {variant}: {e}"));
+        std::fs::remove_file(&source).ok();
+    }
     std::fs::rename(&tmp, &out).expect("rename the generated model into place");
     Some(out)
 }

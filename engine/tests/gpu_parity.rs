@@ -17,8 +17,8 @@ use tessera_engine::cpu::exec::CpuExecutor;
 use tessera_engine::cpu::kv::KvStore;
 use tessera_engine::gpu::{GpuDevice, GpuError, GpuExecutor, GpuKvStore};
 use tessera_engine::graph::{
-    AttnParams, ExpertGating, Graph, GraphBuilder, KvId, NodeId, Plan, RopeMode, RopeParams,
-    RouteParams,
+    AttnParams, ExpertGating, ExpertGroups, Graph, GraphBuilder, KvId, NodeId, Plan, RopeMode,
+    RopeParams, RouteParams,
 };
 use tessera_engine::{DType, Tensor, quant};
 
@@ -635,6 +635,23 @@ fn attention_steps(
     steps: &[usize],
     seed: u64,
 ) {
+    attention_steps_with_sinks(
+        n_head, n_head_kv, head_dim, window, n_cells, steps, seed, None,
+    );
+}
+
+/// [`attention_steps`] with attention sinks (one logit per query head) when given.
+#[allow(clippy::too_many_arguments)]
+fn attention_steps_with_sinks(
+    n_head: usize,
+    n_head_kv: usize,
+    head_dim: usize,
+    window: Option<u32>,
+    n_cells: usize,
+    steps: &[usize],
+    seed: u64,
+    sinks: Option<&Tensor>,
+) {
     let dev = device().expect("caller checked");
     let p = AttnParams {
         n_head,
@@ -657,7 +674,10 @@ fn attention_steps(
         let q = input(&mut b, n_head * head_dim, &mut rng, 1.5);
         let k = input(&mut b, kw, &mut rng, 1.5);
         let v = input(&mut b, vw, &mut rng, 1.0);
-        let o = b.attention(q, k, v, KvId(0), p);
+        let o = match sinks {
+            Some(t) => b.attention_with_sinks(q, k, v, KvId(0), p, t),
+            None => b.attention(q, k, v, KvId(0), p),
+        };
         let graph = b.finish(o);
         let tok = tokens(n);
         let pos: Vec<i32> = (pos0..pos0 + n as i32).collect();
@@ -669,6 +689,12 @@ fn attention_steps(
         let got = gpu.run(&mut gg, &tok, &pos, &mut gkv).unwrap().to_vec();
         check_sentinel(&gg, &graph, &plan, &dev);
         let e = nmse(&want, &got);
+        if sinks.is_some() {
+            eprintln!(
+                "attention with sinks {n_head}/{n_head_kv}×{head_dim} window {window:?}: step \
+                 {si} ({n} tokens at {pos0}): NMSE {e:.2e}"
+            );
+        }
         assert!(
             e <= 5e-4,
             "attention {n_head}/{n_head_kv}×{head_dim} window {window:?} cells {n_cells}: step {si} \
@@ -904,6 +930,102 @@ fn attention_long_cache_4096() {
     attention_steps(4, 1, 64, None, 4096, &steps, 4);
 }
 
+/// Attention sinks (gpt-oss): one logit per query head joins every softmax's denominator,
+/// once, after the keys. GQA (8 query heads on 2 KV heads of 64), prompts of 7 (the prompt
+/// kernel) and decode steps of 1 and 2 (split-K) over caches of 700+ positions (three splits,
+/// the sink entering in the reduction); sinks from far below the scores to far above them,
+/// through the range where a sink weighs as much as all 700 keys together (e^6.6), with and
+/// without a sliding window.
+/// Shown to fail: with the sink added by each split-K workgroup to its partial sum instead of
+/// once in the reduction, the decode steps over three splits gave NMSE ≈ 1e-2 (see the commit
+/// message).
+#[test]
+fn attention_sinks_prefill_and_split_k_decode() {
+    need_gpu!();
+    let (n_head, n_head_kv, head_dim) = (8, 2, 64);
+    let sinks: Vec<f32> = vec![-20.0, -1.0, 0.5, 2.0, 4.0, 6.0, 7.5, 12.0];
+    let t = Tensor::from_f32("attn_sinks", vec![n_head], &sinks);
+    // Prompts of 7, decode steps, then a prompt that takes the cache past 512 (three splits
+    // of 256 sources for the decode steps after it).
+    let steps = [7, 1, 1, 7, 350, 350, 1, 2, 1, 7, 1];
+    attention_steps_with_sinks(
+        n_head,
+        n_head_kv,
+        head_dim,
+        None,
+        1024,
+        &steps,
+        0x51,
+        Some(&t),
+    );
+    // A sliding window of 600 in a full cache (the decode steps still use three splits), and
+    // one of 5 in a ring of 8 cells (one split, most keys out of the window).
+    attention_steps_with_sinks(
+        n_head,
+        n_head_kv,
+        head_dim,
+        Some(600),
+        1024,
+        &steps,
+        0x52,
+        Some(&t),
+    );
+    attention_steps_with_sinks(
+        n_head,
+        n_head_kv,
+        head_dim,
+        Some(5),
+        8,
+        &[7, 1, 1, 7, 1],
+        0x53,
+        Some(&t),
+    );
+}
+
+/// gpt-oss's clamped SwiGLU with gates and ups well beyond its clamp of 7 (both signs), for
+/// a token and a prompt.
+#[test]
+fn swiglu_oai_beyond_the_clamps() {
+    need_gpu!();
+    let mut rng = Rng(0x0a1);
+    for n_tok in [1, 7] {
+        let cols = 320;
+        let mut b = GraphBuilder::new(n_tok);
+        let g = input(&mut b, cols, &mut rng, 12.0);
+        let u = input(&mut b, cols, &mut rng, 12.0);
+        let y = b.swiglu_oai(g, u, 1.702, 7.0);
+        let e = compare(b.finish(y));
+        eprintln!("swiglu_oai × {n_tok}: NMSE {e:.2e}");
+        assert!(e <= 1e-6, "swiglu_oai × {n_tok}: NMSE {e:.2e}");
+    }
+}
+
+/// Per-expert biases on a mat_mul_id output, the expert of each (token, slot) read from the
+/// route on the device: an odd expert count and width, a token and a prompt.
+#[test]
+fn add_bias_id_per_token_and_slot() {
+    need_gpu!();
+    let mut rng = Rng(0xb1a5);
+    let (n_expert, n_used, n) = (9, 3, 70);
+    let bias = stacked("exp_bias", DType::F32, vec![n, n_expert], &mut rng);
+    for n_tok in [1, 7] {
+        let mut b = GraphBuilder::new(n_tok);
+        let l = logits(&mut b, n_expert, &mut rng, 2.0);
+        let r = b.moe_route(
+            l,
+            route_params(n_used, ExpertGating::SoftmaxWeight, false, 1.0),
+            None,
+        );
+        // Parts of 70 values (not a multiple of 32): columns of a wider input.
+        let x = input(&mut b, 224, &mut rng, 1.0);
+        let x = b.columns(x, 224, 0..n_used * n);
+        let y = b.add_bias_id(x, &bias, r);
+        let e = compare(b.finish(y));
+        eprintln!("add_bias_id × {n_tok}: NMSE {e:.2e}");
+        assert!(e <= 1e-6, "add_bias_id × {n_tok}: NMSE {e:.2e}");
+    }
+}
+
 #[test]
 fn weights_over_the_binding_limit_are_split() {
     need_gpu!();
@@ -980,6 +1102,7 @@ fn route_params(n_used: usize, gating: ExpertGating, norm: bool, scale: f32) -> 
         gating,
         norm,
         scale,
+        groups: None,
     }
 }
 
@@ -1069,6 +1192,60 @@ fn moe_route_ties_nans_and_the_largest_router() {
         None,
     );
     compare_route(b.finish(r), n_used, "1024 experts, 64 used");
+}
+
+/// Group-limited routing (DeepSeek-V3): the same experts chosen on both backends, with and
+/// without a choice bias, for a token and a prompt: 16 experts in 4 groups (2 used), V3's
+/// 256 experts in 8 groups (4 used, 8 chosen), 128 groups of 2 (more groups than a
+/// workgroup has invocations), and logits in steps of 0.25 with NaNs (tied groups).
+#[test]
+fn moe_route_expert_groups() {
+    need_gpu!();
+    let mut rng = Rng(0x96);
+    let grouped = |n_used, gating, n_group, n_group_used| RouteParams {
+        groups: Some(ExpertGroups {
+            n_group,
+            n_used: n_group_used,
+        }),
+        ..route_params(n_used, gating, true, 2.5)
+    };
+    let mut worst = 0f64;
+    for (n_expert, n_used, n_group, n_group_used) in
+        [(16, 4, 4, 2), (256, 8, 8, 4), (256, 6, 128, 3)]
+    {
+        for gating in [ExpertGating::Softmax, ExpertGating::Sigmoid] {
+            for with_bias in [false, true] {
+                for n_tok in [1, 7] {
+                    let bias = Tensor::from_f32("bias", vec![n_expert], &rng.vec(n_expert, 0.5));
+                    let mut b = GraphBuilder::new(n_tok);
+                    let l = logits(&mut b, n_expert, &mut rng, 3.0);
+                    let p = grouped(n_used, gating, n_group, n_group_used);
+                    let r = b.moe_route(l, p, with_bias.then_some(&bias));
+                    let what = format!(
+                        "{n_expert} experts in {n_group} groups, {gating:?} bias {with_bias} \
+                         × {n_tok}"
+                    );
+                    worst = worst.max(compare_route(b.finish(r), n_used, &what));
+                }
+            }
+        }
+    }
+    let (n_expert, n_tok) = (64, 6);
+    let rows = n_tok + 3;
+    let mut v: Vec<f32> = rng
+        .vec(rows * n_expert, 1.0)
+        .iter()
+        .map(|x| (x * 4.0).round() / 4.0)
+        .collect();
+    for i in (5..v.len()).step_by(11) {
+        v[i] = f32::NAN;
+    }
+    let table = Tensor::from_f32("logits", vec![n_expert, rows], &v);
+    let mut b = GraphBuilder::new(n_tok);
+    let l = b.get_rows(&table);
+    let r = b.moe_route(l, grouped(4, ExpertGating::SoftmaxWeight, 16, 5), None);
+    compare_route(b.finish(r), 4, "groups with ties and NaNs");
+    eprintln!("moe_route with groups: worst weights NMSE {worst:.2e}");
 }
 
 /// mat_mul_id in a few formats, with one input row shared by the chosen experts and with one

@@ -101,6 +101,7 @@ fn params() -> RouteParams {
         gating: ExpertGating::Softmax,
         norm: true,
         scale: 1.0,
+        groups: None,
     }
 }
 

@@ -102,6 +102,7 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
     &crate::gemma3::SPEC,
     &crate::deepseek2::SPEC,
     &crate::gpt_oss::SPEC,
+    &crate::minicpm3::SPEC,
 ];
 
 /// The architecture named `name`.

@@ -374,9 +374,25 @@ impl Embeddings {
         x: NodeId,
         out: tessera_engine::graph::OutputRows,
     ) -> NodeId {
+        self.logits_scaled(g, hp, x, out, 1.0)
+    }
+
+    /// [`Self::logits`] with the final norm's output multiplied by `scale` first (MiniCPM3's
+    /// `n_embd_base / n_embd`); 1 records no scale.
+    pub fn logits_scaled(
+        &self,
+        g: &mut GraphBuilder,
+        hp: &HParams,
+        x: NodeId,
+        out: tessera_engine::graph::OutputRows,
+        scale: f32,
+    ) -> NodeId {
         g.set_layer(None);
         let x = g.output_rows(x, out);
-        let x = g.rms_norm(x, Some(&self.output_norm), hp.rms_eps);
+        let mut x = g.rms_norm(x, Some(&self.output_norm), hp.rms_eps);
+        if scale != 1.0 {
+            x = g.scale(x, scale);
+        }
         let logits = g.mat_mul(&self.output, x);
         match &self.output_bias {
             Some(b) => g.add_bias(logits, b),

@@ -17,8 +17,13 @@
 //!
 //! The attention scale is `mscale² / √(qk_nope + qk_rope)`, with DeepSeek's YaRN magnitude
 //! factor `mscale` (llama.cpp's derivation, including its `yarn_log_multiplier` convention).
+//!
+//! The MLA pieces ([`MlaDims`], [`MlaAttention`]) also serve MiniCPM3 (`crate::minicpm3`),
+//! whose files carry the fused `attn_kv_b` it splits at load.
 
-use tessera_engine::graph::{ExpertGating, Graph, GraphBuilder, KvId, NodeId, OutputRows};
+use tessera_engine::graph::{
+    ExpertGating, Graph, GraphBuilder, KvId, NodeId, OutputRows, RopeParams,
+};
 use tessera_engine::{GgufFile, Tensor};
 
 use crate::arch::{ArchDefaults, ArchSpec, Architecture, attn_params, rope_params};
@@ -42,21 +47,47 @@ pub static SPEC: ArchSpec = ArchSpec {
 
 /// MLA's sizes.
 #[derive(Clone, Copy, Debug)]
-struct MlaDims {
+pub struct MlaDims {
     /// Rank of the query compression (0: queries projected directly, V2-Lite).
-    q_lora_rank: usize,
+    pub q_lora_rank: usize,
     /// Width of the cached latent `c`.
-    kv_lora_rank: usize,
+    pub kv_lora_rank: usize,
     /// Per-head query/key width without rotation.
-    qk_nope: usize,
+    pub qk_nope: usize,
     /// Rotated width (per query head; one shared key part).
-    qk_rope: usize,
+    pub qk_rope: usize,
     /// Per-head value width after decompression.
-    v_head: usize,
+    pub v_head: usize,
 }
 
-/// One layer's attention weights.
-struct MlaAttention {
+impl MlaDims {
+    /// Point `hp` at the latent cache: one KV head of `kv_lora_rank + qk_rope` keys whose
+    /// first `kv_lora_rank` elements are the values, standing in for `n_head` heads of
+    /// `qk_nope + qk_rope` keys and `v_head` values.
+    pub fn use_latent_cache(&self, hp: &mut HParams) {
+        hp.n_head_kv = 1;
+        hp.head_dim = self.kv_lora_rank + self.qk_rope;
+        hp.head_dim_v = self.kv_lora_rank;
+        hp.values_in_keys = true;
+        hp.mla_head_dims = Some((self.qk_nope + self.qk_rope, self.v_head));
+    }
+}
+
+/// What one layer's MLA step needs beyond its weights.
+pub struct MlaStep<'a> {
+    /// Layer index (its KV store).
+    pub il: usize,
+    /// RoPE of the rotated query and key parts.
+    pub rope: RopeParams,
+    /// Per-pair RoPE frequency factors (MiniCPM3's LongRoPE), if any.
+    pub rope_factors: Option<&'a Tensor>,
+    /// Multiplier of q·k.
+    pub kq_scale: f32,
+}
+
+/// One layer's MLA weights.
+pub struct MlaAttention {
+    dims: MlaDims,
     norm: Tensor,
     /// `attn_q`, or `attn_q_a`, its norm and `attn_q_b`.
     q: QueryProjection,
@@ -93,7 +124,6 @@ struct Block {
 /// A DeepSeek-V2 model.
 pub struct DeepSeek2 {
     hp: HParams,
-    mla: MlaDims,
     embd: Embeddings,
     blocks: Vec<Block>,
     /// Multiplier of q·k.
@@ -190,7 +220,6 @@ impl DeepSeek2 {
         Ok(DeepSeek2 {
             embd: Embeddings::load(&w, &hp)?,
             blocks,
-            mla,
             kq_scale,
             rope_attn_factor,
             hp,
@@ -237,7 +266,32 @@ fn attention_scale(hp: &HParams, k_mla: usize, log_mul: f32) -> (f32, f32) {
 }
 
 impl MlaAttention {
+    /// Load layer `il`'s MLA weights with the split `attn_k_b` and `attn_v_b`.
     fn load(w: &WeightLoader, hp: &HParams, il: usize, d: &MlaDims) -> Result<Self> {
+        let n = |s: &str| layer_tensor(il, s);
+        if !w.has(&n("attn_k_b")) && w.has(&n("attn_kv_b")) {
+            return Err(ModelError::InvalidHParam {
+                key: n("attn_kv_b"),
+                why: "this file has the fused attn_kv_b of older conversions; reconvert it so \
+                      it carries attn_k_b and attn_v_b"
+                    .into(),
+            });
+        }
+        let k_b = w.get(&n("attn_k_b"), &[d.qk_nope, d.kv_lora_rank, hp.n_head])?;
+        let v_b = w.get(&n("attn_v_b"), &[d.kv_lora_rank, d.v_head, hp.n_head])?;
+        Self::load_with_kv_b(w, hp, il, d, k_b, v_b)
+    }
+
+    /// Load layer `il`'s MLA weights but the per-head decompressions, given as `k_b`
+    /// (`[qk_nope, kv_lora_rank, n_head]`) and `v_b` (`[kv_lora_rank, v_head, n_head]`).
+    pub fn load_with_kv_b(
+        w: &WeightLoader,
+        hp: &HParams,
+        il: usize,
+        d: &MlaDims,
+        k_b: Tensor,
+        v_b: Tensor,
+    ) -> Result<Self> {
         let e = hp.n_embd;
         let n = |s: &str| layer_tensor(il, s);
         let q_width = hp.n_head * (d.qk_nope + d.qk_rope);
@@ -250,21 +304,14 @@ impl MlaAttention {
                 b: w.get(&n("attn_q_b"), &[d.q_lora_rank, q_width])?,
             }
         };
-        if !w.has(&n("attn_k_b")) && w.has(&n("attn_kv_b")) {
-            return Err(ModelError::InvalidHParam {
-                key: n("attn_kv_b"),
-                why: "this file has the fused attn_kv_b of older conversions; reconvert it so \
-                      it carries attn_k_b and attn_v_b"
-                    .into(),
-            });
-        }
         Ok(MlaAttention {
+            dims: *d,
             norm: w.norm(&n("attn_norm"), e)?,
             q,
             kv_a: w.get(&n("attn_kv_a_mqa"), &[e, d.kv_lora_rank + d.qk_rope])?,
             kv_a_norm: w.norm(&n("attn_kv_a_norm"), d.kv_lora_rank)?,
-            k_b: w.get(&n("attn_k_b"), &[d.qk_nope, d.kv_lora_rank, hp.n_head])?,
-            v_b: w.get(&n("attn_v_b"), &[d.kv_lora_rank, d.v_head, hp.n_head])?,
+            k_b,
+            v_b,
             out: Linear {
                 w: w.get(&n("attn_output"), &[hp.n_head * d.v_head, e])?,
                 b: None,
@@ -286,7 +333,15 @@ impl Architecture for DeepSeek2 {
         for (il, b) in self.blocks.iter().enumerate() {
             g.set_layer(Some(il));
             let h = g.rms_norm(x, Some(&b.attn.norm), eps);
-            let a = self.attention(&mut g, &b.attn, il, h);
+            let mut rope = rope_params(hp, il);
+            rope.attn_factor = self.rope_attn_factor;
+            let step = MlaStep {
+                il,
+                rope,
+                rope_factors: None,
+                kq_scale: self.kq_scale,
+            };
+            let a = b.attn.build(&mut g, hp, h, step);
             x = g.add(x, a);
 
             let f = match &b.ffn {
@@ -312,14 +367,19 @@ impl Architecture for DeepSeek2 {
     }
 }
 
-impl DeepSeek2 {
-    /// MLA on the absorbed path for the normalised input `h` (see the module docs).
-    fn attention(&self, g: &mut GraphBuilder, a: &MlaAttention, il: usize, h: NodeId) -> NodeId {
-        let hp = &self.hp;
-        let d = &self.mla;
+impl MlaAttention {
+    /// The layer's pre-attention norm weight.
+    pub fn norm(&self) -> &Tensor {
+        &self.norm
+    }
+
+    /// MLA on the absorbed path for the normalised input `h` (see the module docs); returns
+    /// the output projection's result (before the residual).
+    pub fn build(&self, g: &mut GraphBuilder, hp: &HParams, h: NodeId, step: MlaStep) -> NodeId {
+        let d = &self.dims;
         let (eps, nh) = (hp.rms_eps, hp.n_head);
         let qk = d.qk_nope + d.qk_rope;
-        let q = match &a.q {
+        let q = match &self.q {
             QueryProjection::Direct(wq) => g.mat_mul(wq, h),
             QueryProjection::LowRank { a, norm, b } => {
                 let q = g.mat_mul(a, h);
@@ -327,27 +387,27 @@ impl DeepSeek2 {
                 g.mat_mul(b, q)
             }
         };
-        let mut rope = rope_params(hp, il);
-        rope.attn_factor = self.rope_attn_factor;
+        let (rope, factors) = (step.rope, step.rope_factors);
         // Per head: the un-rotated part, absorbed into the latent space by k_b ...
         let q_nope = g.columns(q, qk, 0..d.qk_nope);
-        let q_nope = g.mat_mul_heads(&a.k_b, q_nope);
+        let q_nope = g.mat_mul_heads(&self.k_b, q_nope);
         // ... and the rotated part.
         let q_pe = g.columns(q, qk, d.qk_nope..qk);
-        let q_pe = g.rope(q_pe, d.qk_rope, rope);
+        let q_pe = g.rope_with_factors(q_pe, d.qk_rope, rope, factors);
         let q = g.concat(q_nope, q_pe, nh);
         // The latent and the shared rotated key.
-        let kv = g.mat_mul(&a.kv_a, h);
+        let kv = g.mat_mul(&self.kv_a, h);
         let lat = d.kv_lora_rank + d.qk_rope;
         let c = g.columns(kv, lat, 0..d.kv_lora_rank);
-        let c = g.rms_norm(c, Some(&a.kv_a_norm), eps);
+        let c = g.rms_norm(c, Some(&self.kv_a_norm), eps);
         let k_pe = g.columns(kv, lat, d.kv_lora_rank..lat);
-        let k_pe = g.rope(k_pe, d.qk_rope, rope);
+        let k_pe = g.rope_with_factors(k_pe, d.qk_rope, rope, factors);
         let k = g.concat(c, k_pe, 1);
         // One KV head: keys [c, k_pe], values c (read from the cached keys).
-        let att = g.attention(q, k, c, KvId(il as u32), attn_params(hp, il, self.kq_scale));
+        let il = step.il;
+        let att = g.attention(q, k, c, KvId(il as u32), attn_params(hp, il, step.kq_scale));
         // Each head's latent output decompressed by its v_b, then the output projection.
-        let o = g.mat_mul_heads(&a.v_b, att);
-        a.out.apply(g, o)
+        let o = g.mat_mul_heads(&self.v_b, att);
+        self.out.apply(g, o)
     }
 }

@@ -22,6 +22,7 @@ pub mod hparams;
 pub mod kv_cache;
 pub mod llama;
 pub mod log_softmax;
+pub mod minicpm3;
 pub mod model;
 pub mod moe;
 pub mod phi3;

@@ -1,6 +1,6 @@
 //! Mixture of experts: the hyper-parameters GGUF files give (`{arch}.expert_count`,
 //! `expert_used_count`, `expert_feed_forward_length`, gating, weight normalisation and scale,
-//! leading dense layers) and the routed feed-forward block: a router (`ffn_gate_inp`) chooses
+//! leading dense layers, expert groups) and the routed feed-forward block: a router (`ffn_gate_inp`) chooses
 //! experts per token, each chosen expert's gated FFN runs on it (`ffn_{gate,up,down}_exps`,
 //! stacked 3-D weights of which only chosen experts are read), and their outputs are summed
 //! with the router's weights.
@@ -8,7 +8,7 @@
 use tessera_engine::Tensor;
 use tessera_engine::gguf::Metadata;
 use tessera_engine::graph::{
-    ExpertGating, GraphBuilder, MAX_EXPERTS, MAX_EXPERTS_USED, NodeId, RouteParams,
+    ExpertGating, ExpertGroups, GraphBuilder, MAX_EXPERTS, MAX_EXPERTS_USED, NodeId, RouteParams,
 };
 
 use crate::blocks::{Gate, layer_bias, layer_tensor};
@@ -35,6 +35,8 @@ pub struct Experts {
     pub norm: bool,
     /// Factor on the weights (1 for none).
     pub scale: f32,
+    /// Group-limited routing (`expert_group_count` > 1 and `expert_group_used_count`).
+    pub groups: Option<ExpertGroups>,
 }
 
 impl Experts {
@@ -93,16 +95,29 @@ impl Experts {
                 ));
             }
         };
-        // Group-limited routing (DeepSeek-V3: experts in groups, only the best groups' experts
-        // eligible) is not implemented: refuse it rather than route differently.
-        if let Some(groups) = meta.opt_u32(&k("expert_group_count"))?
-            && groups > 1
-        {
-            return Err(invalid(
-                "expert_group_count",
-                format!("{groups} expert groups: group-limited routing is not supported yet"),
-            ));
-        }
+        // Group-limited routing (DeepSeek-V3, Kimi K2): no key, 0 or 1 group is none.
+        let groups = match meta.opt_u32(&k("expert_group_count"))? {
+            None | Some(0) | Some(1) => None,
+            Some(n_group) => {
+                let key = "expert_group_used_count";
+                let groups = ExpertGroups {
+                    n_group: n_group as usize,
+                    n_used: meta.opt_u32(&k(key))?.unwrap_or(0) as usize,
+                };
+                // A count that fails on its own is the group count's fault, else the used one's.
+                let alone = ExpertGroups {
+                    n_used: 1,
+                    ..groups
+                };
+                if let Err(why) = alone.check(n_expert, 1) {
+                    return Err(invalid("expert_group_count", why));
+                }
+                if let Err(why) = groups.check(n_expert, n_used) {
+                    return Err(invalid(key, why));
+                }
+                Some(groups)
+            }
+        };
         let scale = match meta.opt_f32(&k("expert_weights_scale"))? {
             None => 1.0,
             Some(0.0) => 1.0,
@@ -120,6 +135,7 @@ impl Experts {
                 .opt_bool(&k("expert_weights_norm"))?
                 .unwrap_or(norm_default),
             scale,
+            groups,
         }))
     }
 
@@ -130,6 +146,7 @@ impl Experts {
             gating: self.gating,
             norm: self.norm,
             scale: self.scale,
+            groups: self.groups,
         }
     }
 }
@@ -258,6 +275,34 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        assert_eq!(x.groups, None);
+        let mut grouped = base.to_vec();
+        grouped.push(("m.expert_group_count", MetaValue::U32(4)));
+        grouped.push(("m.expert_group_used_count", MetaValue::U32(2)));
+        let x = Experts::read(&meta(&grouped), "m", 256, true, ExpertGating::Sigmoid)
+            .unwrap()
+            .unwrap();
+        let want = ExpertGroups {
+            n_group: 4,
+            n_used: 2,
+        };
+        assert_eq!(
+            (x.groups, x.route_params().groups),
+            (Some(want), Some(want))
+        );
+        for bad in [
+            ("m.expert_group_count", MetaValue::U32(3)),
+            ("m.expert_group_used_count", MetaValue::U32(4)),
+            ("m.expert_group_used_count", MetaValue::U32(0)),
+        ] {
+            let mut pairs = grouped.clone();
+            pairs.retain(|(k, _)| *k != bad.0);
+            pairs.push(bad.clone());
+            let e = Experts::read(&meta(&pairs), "m", 256, true, ExpertGating::Softmax)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(bad.0), "{e}");
+        }
         for bad in [
             ("m.expert_used_count", MetaValue::U32(9)),
             ("m.expert_group_count", MetaValue::U32(8)),

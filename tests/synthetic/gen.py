@@ -11,6 +11,11 @@ is the oracle (see oracle.py); Tessera's tests regenerate the files and compare.
 
 `--break` writes a model with one feature removed or altered (for showing a test can fail):
 the model is the same except for that feature's metadata or tensor, as the test's docs say.
+
+Variants with `requant` (named `*-q4_k_m`) are written unquantized here: they are the source
+that llama.cpp's `llama-quantize` (oracle.py) and Tessera's `tessera quantize` (the tests; byte
+for byte the same file) turn into that llama.cpp mix, since the `gguf` package has no K-quant
+quantizers. Their rows are 256 wide so the K-quants apply (64-wide rows would fall back).
 """
 
 import argparse
@@ -31,10 +36,20 @@ VARIANTS = {
                            head_dim=16, qkv_bias=True, out_bias=True, tied=True),
     "qwen2": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=16,
                   qkv_bias=True, tied=True, rope_base=1000000.0),
+    # YaRN context extension (Qwen2.5's long-context setting): factor 4 over an original
+    # context of 32, so the oracle's 128-token chunks run at the full extension.
+    "qwen2-yarn": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
+                       head_dim=16, qkv_bias=True, tied=True, rope_base=10000.0,
+                       rope_scale_yarn=4.0, orig_ctx=32),
     "qwen3": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=32,
                   qk_norm=True, tied=False, rope_base=1000000.0),
     "phi3": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4, head_dim=16,
                  rope_dims=12, fused=True, longrope=True, orig_ctx=64, tied=False),
+    # LongRoPE within the original context (256 > the oracle's 128): the short factors apply,
+    # here far from 1 (and the long ones near it), so a wrong choice shows.
+    "phi3-short": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4,
+                       head_dim=16, rope_dims=12, fused=True, longrope=True, orig_ctx=256,
+                       short_far=True, tied=False),
     "smollm3": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
                     head_dim=16, tied=True),
     # Mixture of experts: a router over 8 experts, 3 chosen per token, renormalised.
@@ -52,6 +67,26 @@ VARIANTS = {
                       q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
                       n_expert=8, n_expert_used=3, n_ff_exp=32, n_shared=2, n_dense=1,
                       gating=2, norm=True, scale=2.5, probs_bias=True),
+    # DeepSeek-V2-Lite's long-context setting: YaRN ×4 over an original context of 32 with
+    # mscale_all_dim 0.707 (log multiplier 0.0707), which also scales the attention.
+    "deepseek2-yarn": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                           q_lora=0, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                           n_expert=8, n_expert_used=2, n_ff_exp=32, n_shared=1, n_dense=1,
+                           gating=1, norm=False, scale=1.0, rope_scale_yarn=4.0, orig_ctx=32,
+                           yarn_log_mul=0.0707),
+    # DeepSeek-V3's group-limited routing: 16 experts in 4 groups of 4, only the experts of
+    # the 2 best groups (a group scores its best two biased sigmoids) may be chosen.
+    "deepseek2-groups": dict(arch="deepseek2", vocab="deepseek-llm", n_layer=3, n_head=4,
+                             q_lora=48, kv_lora=32, qk_nope=24, qk_rope=16, v_head=24,
+                             n_expert=16, n_expert_used=4, n_ff_exp=32, n_shared=1, n_dense=1,
+                             gating=2, norm=True, scale=2.5, probs_bias=True, groups=(4, 2)),
+    # MiniCPM3: MLA with the fused attn_kv_b llama.cpp decompresses (Tessera splits it and
+    # runs the absorbed path with the latent-only cache), value width n_embd / n_head (no
+    # value_length key, as the converter writes), NeoX RoPE with LongRoPE factors, and the
+    # scalings llama.cpp fixes in code (embeddings x12, residual branches x1.4/sqrt(n_layer),
+    # the final norm's output x256/n_embd).
+    "minicpm3": dict(arch="minicpm3", vocab="llama-spm", n_layer=3, n_head=4, q_lora=48,
+                     kv_lora=32, qk_nope=24, qk_rope=16),
     # gpt-oss: attention sinks, Q/K/V/O biases, a sliding window on even layers, a biased
     # router (top logits chosen, softmax over them), biased experts, the clamped SwiGLU.
     # (Real gpt-oss files use the o200k "gpt-4o" pre-tokenizer; the model here borrows
@@ -76,6 +111,17 @@ VARIANTS = {
     "llama-gqa-bias-q4_0": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4,
                                 n_head_kv=2, head_dim=16, qkv_bias=True, out_bias=True,
                                 tied=True, quant="Q4_0"),
+    # K-quant copies: written unquantized, 256 wide (K-quant blocks are 256 values), then
+    # quantized to llama.cpp's Q4_K_M mix (see the module doc): Q4_K and Q6_K matrices,
+    # activations rounded to Q8_K on the way in. Embeddings at half the usual spread keep the
+    # wider model's logits (and its entropy) where the 64-wide variants' are.
+    "qwen3-q4_k_m": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                         head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
+                         rope_base=1000000.0, emb_std=0.3, requant="Q4_K_M"),
+    "qwen3moe-q4_k_m": dict(arch="qwen3moe", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                            head_dim=32, n_embd=256, qk_norm=True, tied=False,
+                            rope_base=1000000.0, n_expert=8, n_expert_used=3, n_ff_exp=256,
+                            emb_std=0.3, requant="Q4_K_M"),
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
                    post_norms=True, window=24, attn_softcap=8.0, final_softcap=20.0,
                    tied=True),
@@ -90,6 +136,13 @@ VARIANTS = {
     # llama-quantize (scripts/bench-quantize-vs-llamacpp.sh); not used by tests.
     "bench-1b-f16": dict(arch="llama", vocab="llama-spm", n_layer=22, n_head=32, n_head_kv=4,
                          head_dim=64, n_embd=2048, n_ff=5632, tied=False, dtype="F16"),
+    # A MoE with Qwen3-30B-A3B's proportions at ~1.9B parameters (32 experts of 512, 4 chosen,
+    # 2048 wide, 16 layers, GQA 16:4 with 128-wide heads), F16, for timing decode and prompts
+    # against llama.cpp (scripts/bench-moe-vs-llamacpp.sh quantizes it to Q4_K_M); not a test.
+    "bench-moe-f16": dict(arch="qwen3moe", vocab="llama-spm", n_layer=16, n_head=16,
+                          n_head_kv=4, head_dim=128, n_embd=2048, qk_norm=True, tied=False,
+                          rope_base=1000000.0, n_expert=32, n_expert_used=4, n_ff_exp=512,
+                          dtype="F16"),
     "gemma3": dict(arch="gemma3", vocab="gemma", n_layer=6, n_head=4, n_head_kv=1,
                    head_dim=32, post_norms=True, qk_norm=True, window=24, tied=True,
                    rope_base=1000000.0, rope_scale_linear=8.0),
@@ -99,7 +152,7 @@ VARIANTS = {
 #   bias        Q/K/V biases zeroed (the bias dropped)
 #   qk_norm     written as `qwen2`, whose block has no Q/K norm (the norm skipped)
 #   softcap     both soft-caps set to 1e6 (soft-capping off)
-#   rope_freqs  every frequency factor 1 (the factors ignored)
+#   rope_freqs  every frequency factor 1 (the factors ignored; for LongRoPE, the set in use)
 #   nope        written as `llama`, which rotates every layer (NoPE layers ignored)
 #   window      no sliding_window key (every layer global; Gemma 2 then slides 4096 > n_ctx)
 #   experts     expert_used_count 1 (one expert per token instead of the model's choice of 3)
@@ -107,8 +160,13 @@ VARIANTS = {
 #               decompresses with another head's matrices)
 #   choice_bias exp_probs_b zeroed (experts chosen without DeepSeek-V3's bias)
 #   sinks       attention sinks at -1e4 (no sink in any softmax)
+#   yarn        no rope scaling keys (plain RoPE instead of YaRN)
+#   yarn_log_mul  DeepSeek's YaRN log multiplier 0 (mscale_all_dim's attention scaling dropped)
+#   groups      no expert_group_count / expert_group_used_count keys (every expert eligible)
+#   residual_scale  attn_output and ffn_down multiplied by sqrt(n_layer)/1.4 (MiniCPM3's
+#               residual scale, fixed in code, undone: as if an engine dropped it)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias", "sinks"]
+          "choice_bias", "sinks", "yarn", "yarn_log_mul", "groups", "residual_scale"]
 
 N_EMBD = 64
 N_FF = 128
@@ -182,6 +240,17 @@ def generate_deepseek2(variant, out, vocab_dir, broken, seed):
     w.add_expert_weights_scale(v["scale"])
     w.add_expert_weights_norm(v["norm"])
     w.add_uint32("deepseek2.expert_gating_func", v["gating"])
+    if "rope_scale_yarn" in v and broken != "yarn":
+        # As DeepSeek-V2's converter writes YaRN: the factor, the original context, and
+        # 0.1 × mscale_all_dim as the log multiplier.
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(v["rope_scale_yarn"])
+        w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
+        log_mul = 0.0 if broken == "yarn_log_mul" else v["yarn_log_mul"]
+        w.add_float32("deepseek2.rope.scaling.yarn_log_multiplier", log_mul)
+    if v.get("groups") and broken != "groups":
+        w.add_expert_group_count(v["groups"][0])
+        w.add_expert_group_used_count(v["groups"][1])
 
     def normal(shape, std):
         return (rng.standard_normal(shape) * std).astype(np.float32)
@@ -238,10 +307,77 @@ def generate_deepseek2(variant, out, vocab_dir, broken, seed):
     w.close()
 
 
+def generate_minicpm3(variant, out, vocab_dir, broken, seed):
+    """A `minicpm3` model: MLA with low-rank queries and the fused attn_kv_b (per head:
+    qk_nope key rows, then the value rows), a dense SwiGLU FFN, LongRoPE factors."""
+    v = VARIANTS[variant]
+    rng = np.random.default_rng(seed + sum(map(ord, variant)))
+    w = GGUFWriter(out, "minicpm3")
+    n_vocab = copy_tokenizer(w, vocab_file(vocab_dir, None, v["vocab"]))
+    n_embd, n_head, n_layer = N_EMBD, v["n_head"], v["n_layer"]
+    q_lora, kv_lora, nope, rope = v["q_lora"], v["kv_lora"], v["qk_nope"], v["qk_rope"]
+    vh = n_embd // n_head
+    w.add_name(f"tessera-synthetic-{variant}")
+    w.add_context_length(CTX_TRAIN)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(N_FF)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_vocab_size(n_vocab)
+    w.add_q_lora_rank(q_lora)
+    w.add_kv_lora_rank(kv_lora)
+    w.add_key_length(nope + rope)
+    w.add_rope_dimension_count(rope)
+    w.add_file_type(0)
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def gain(n):
+        return (1.0 + normal((n,), 0.2)).astype(np.float32)
+
+    # Undoing the residual scale (the break) scales both residual branches' last products.
+    res = np.sqrt(n_layer) / 1.4 if broken == "residual_scale" else 1.0
+    # x12 at the input: the table is small so the blocks' outputs still matter.
+    w.add_tensor("token_embd.weight", normal((n_vocab, n_embd), 0.08).astype(np.float16))
+    w.add_tensor("output_norm.weight", gain(n_embd))
+    # x4 (256 / n_embd) before the output projection.
+    w.add_tensor("output.weight", normal((n_vocab, n_embd), 0.15).astype(np.float16))
+    # LongRoPE: short factors (the context here is within the training one) and long ones.
+    w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 6.0, rope // 2).astype(np.float32))
+    w.add_tensor("rope_factors_long.weight", np.linspace(2.0, 40.0, rope // 2).astype(np.float32))
+    qw = n_head * (nope + rope)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", gain(n_embd))
+        w.add_tensor(p + "attn_q_a.weight", normal((q_lora, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_q_a_norm.weight", gain(q_lora))
+        w.add_tensor(p + "attn_q_b.weight", normal((qw, q_lora), 1.8 / np.sqrt(q_lora)))
+        w.add_tensor(p + "attn_kv_a_mqa.weight",
+                     normal((kv_lora + rope, n_embd), 1.8 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_kv_a_norm.weight", gain(kv_lora))
+        w.add_tensor(p + "attn_kv_b.weight",
+                     normal((n_head * (nope + vh), kv_lora), 1.0 / np.sqrt(kv_lora)))
+        w.add_tensor(p + "attn_output.weight",
+                     normal((n_embd, n_head * vh), res * 1.5 / np.sqrt(n_head * vh)))
+        w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        w.add_tensor(p + "ffn_gate.weight", normal((N_FF, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_up.weight", normal((N_FF, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_down.weight", normal((n_embd, N_FF), res * 1.5 / np.sqrt(N_FF)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     v = VARIANTS[variant]
     if v["arch"] == "deepseek2":
         return generate_deepseek2(variant, out, vocab_dir, broken, seed)
+    if v["arch"] == "minicpm3":
+        return generate_minicpm3(variant, out, vocab_dir, broken, seed)
     arch = v["arch"]
     if broken == "qk_norm":
         arch = "qwen2"
@@ -262,7 +398,7 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     w.add_key_length(hd)
     w.add_value_length(hd)
     w.add_rope_dimension_count(v.get("rope_dims", hd))
-    if "orig_ctx" in v:
+    if "orig_ctx" in v and broken != "yarn":
         w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
     w.add_layer_norm_rms_eps(1e-6)
     w.add_rope_freq_base(v.get("rope_base", 10000.0))
@@ -275,6 +411,9 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         w.add_expert_feed_forward_length(v["n_ff_exp"])
     if "window" in v and broken != "window":
         w.add_sliding_window(v["window"])
+    if "rope_scale_yarn" in v and broken != "yarn":
+        w.add_rope_scaling_type(RopeScalingType.YARN)
+        w.add_rope_scaling_factor(v["rope_scale_yarn"])
     if "rope_scale_linear" in v:
         w.add_rope_scaling_type(RopeScalingType.LINEAR)
         w.add_rope_scaling_factor(v["rope_scale_linear"])
@@ -308,14 +447,15 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
         return (1.0 + normal((n,), 0.2)).astype(np.float32)
 
     # Embeddings: large enough that the output (tied or not) gives peaked distributions.
-    emb = normal((n_vocab, n_embd), 0.6)
+    emb_std = v.get("emb_std", 0.6)
+    emb = normal((n_vocab, n_embd), emb_std)
     if qtype is None:
         w.add_tensor("token_embd.weight", emb.astype(np.float16))
     else:
         add_matrix("token_embd.weight", emb)
     w.add_tensor("output_norm.weight", gain(n_embd))
     if not v.get("tied", True):
-        out_w = normal((n_vocab, n_embd), 0.6)
+        out_w = normal((n_vocab, n_embd), emb_std)
         if qtype is None:
             w.add_tensor("output.weight", out_w.astype(np.float16))
         else:
@@ -329,10 +469,12 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     if v.get("longrope"):
         # Short factors near 1 (unused at the oracle's context), long ones far from it.
         nd = v["rope_dims"] // 2
-        w.add_tensor("rope_factors_short.weight", np.linspace(1.0, 1.5, nd).astype(np.float32))
-        long_f = np.geomspace(0.05, 6.0, nd).astype(np.float32)
+        near = np.linspace(1.0, 1.5, nd).astype(np.float32)
+        far = np.geomspace(0.05, 6.0, nd).astype(np.float32)
         if broken == "rope_freqs":
-            long_f = np.ones_like(long_f)
+            far = np.ones_like(far)
+        short_f, long_f = (far, near) if v.get("short_far") else (near, far)
+        w.add_tensor("rope_factors_short.weight", short_f)
         w.add_tensor("rope_factors_long.weight", long_f)
     qw, kw = n_head * hd, n_kv * hd
     for il in range(v["n_layer"]):

@@ -92,7 +92,20 @@ def bos_of(llama_bin, model):
 def oracle(variant, a):
     os.makedirs(a.work, exist_ok=True)
     model = os.path.join(a.work, f"{variant}.gguf")
-    gen.generate(variant, model, a.vocab_dir, a.gemma_vocab)
+    requant = gen.VARIANTS[variant].get("requant")
+    extra = {}
+    if requant:
+        # gen.py writes the unquantized source; llama-quantize makes the model.
+        source = os.path.join(a.work, f"{variant}.source.gguf")
+        gen.generate(variant, source, a.vocab_dir, a.gemma_vocab)
+        quantize = os.path.join(a.llama_bin, "llama-quantize")
+        run([quantize, source, model, requant, "2"])
+        extra = dict(
+            source_sha256=hashlib.sha256(open(source, "rb").read()).hexdigest(),
+            quantized_by=f"llama-quantize {variant}.source.gguf {variant}.gguf {requant} 2",
+        )
+    else:
+        gen.generate(variant, model, a.vocab_dir, a.gemma_vocab)
     sha = hashlib.sha256(open(model, "rb").read()).hexdigest()
     ppl = os.path.join(a.llama_bin, "llama-perplexity")
     common = ["-m", model, "-f", a.text, "-c", str(N_CTX), "--chunks", str(N_CHUNK),
@@ -133,7 +146,7 @@ def oracle(variant, a):
         llama_cpp="llama-cpp-python==0.3.36 sdist, vendor/llama.cpp, CPU build",
         n_ctx=n_ctx, n_chunk=n_chunk, top_k=TOP_K, bos=bos,
         llama_noise=noise, llama_ppl=float(m.group(1)) if m else None,
-        mean_entropy_nats=entropy,
+        mean_entropy_nats=entropy, **extra,
     )
     with open(os.path.join(a.out, f"{variant}.json"), "w") as f:
         json.dump(meta, f, indent=2)

@@ -1,6 +1,7 @@
 //! Multi-head latent attention keeps only the latent in its KV cache: the synthetic
-//! DeepSeek-V2-Lite model's stores hold `kv_lora_rank + rope` F16 values per token per layer
-//! (values are read from them; there is no V cache), and batches of sequences over those
+//! DeepSeek-V2-Lite and MiniCPM3 models' stores hold `kv_lora_rank + rope` F16 values per
+//! token per layer (values are read from them; there is no V cache; llama.cpp caches
+//! MiniCPM3's decompressed keys and values instead), and batches of sequences over those
 //! stores — and over routed experts — give each sequence exactly what it gets alone.
 
 use std::sync::Arc;
@@ -38,6 +39,54 @@ fn the_cache_holds_the_latent_only() {
     let tokens: Vec<u32> = (0..40).map(|i| (i * 131 + 7) % 1000).collect();
     ctx.eval(&tokens, false).unwrap();
     assert!(ctx.logits_row(0).iter().all(|x| x.is_finite()));
+}
+
+/// MiniCPM3 (fused `attn_kv_b`, split at load) on the same latent cache: 32 + 16 values per
+/// token and layer where llama.cpp caches 4 heads of 40 key and 16 value values.
+#[test]
+fn minicpm3_caches_the_latent_where_llama_cpp_caches_full_heads() {
+    let Some(path) = generate("minicpm3", None) else {
+        return;
+    };
+    let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
+    let hp = m.hparams().clone();
+    assert_eq!((hp.n_head_kv, hp.head_dim, hp.head_dim_v), (1, 48, 32));
+    assert!(hp.values_in_keys);
+    assert_eq!(hp.mla_head_dims, Some((40, 16)));
+    let n_ctx = 96;
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_ctx,
+            n_threads: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let latent = hp.n_layer * (32 + 16) * n_ctx * 2;
+    assert_eq!(ctx.kv_bytes(), latent + hp.n_layer * n_ctx * 4);
+    // llama.cpp's cache for this file: 4 heads × (40 + 16) F16 values per token and layer,
+    // 4.7× the latent.
+    assert_eq!(hp.kv_cell_bytes_equivalent(hp.n_head, 2), 4 * (40 + 16) * 2);
+    let tokens: Vec<u32> = (0..40).map(|i| (i * 131 + 7) % 1000).collect();
+    ctx.eval(&tokens, false).unwrap();
+    assert!(ctx.logits_row(0).iter().all(|x| x.is_finite()));
+    let prompts: Vec<Vec<u32>> = [19u32, 33, 26]
+        .iter()
+        .enumerate()
+        .map(|(s, &n)| {
+            (0..n)
+                .map(|i| (i * 37 + s as u32 * 101 + 5) % 1000)
+                .collect()
+        })
+        .collect();
+    let params = ContextParams {
+        n_ctx: 96,
+        n_batch: 16,
+        n_threads: 2,
+        ..Default::default()
+    };
+    assert_batch_invariant(&m, params, &prompts, 6);
 }
 
 #[test]

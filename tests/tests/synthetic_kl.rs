@@ -23,7 +23,14 @@ const FLOOR: f64 = 1e-5;
 /// noise is −1.7e-7 on the top 32 but 8.4e-6 over the full vocabulary; Tessera's top-32
 /// figure is 1.56e-5 while its full-vocabulary KL on llama.cpp's own base file
 /// (`tessera perplexity --kl-divergence-base`, the issue's measure) is 4e-6.
-const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5)];
+///
+/// minicpm3: llama.cpp caches MiniCPM3's decompressed keys and values in F16, Tessera the F16
+/// latent they come from, so the two round at different points; llama.cpp's fa on/off pair
+/// shares its rounding (top-32 noise 1.36e-5, full vocabulary 1.2e-6). llama.cpp against
+/// itself with an F32 KV cache (`-ctk f32 -ctv f32`) instead of F16 is 3.2e-5 on the top 32
+/// (3.9e-6 full vocabulary, top-1 1.000); Tessera is 2.16e-5 on the top 32 and 6e-6 over the
+/// full vocabulary (`tessera perplexity --kl-divergence` on llama.cpp's base file), top-1 1.000.
+const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5), ("minicpm3", 2e-5)];
 
 /// Variants held to more than 1.5× llama.cpp's noise on the CPU, with the factor and why.
 /// gpt-oss-mxfp4: its MXFP4 experts make the tiny model chaotic (llama.cpp's flash attention
@@ -33,19 +40,17 @@ const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5)];
 /// scalar reference and the `gguf` package's bytes (engine tests).
 const FACTOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss-mxfp4", 2.0)];
 
-/// Variants checked on the CPU only, and why.
-const NOT_ON_GPU: &[(&str, &str)] = &[
-    (
-        "gpt-oss",
-        "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
-         (it refuses the graph)",
-    ),
-    (
-        "gpt-oss-mxfp4",
-        "the GPU backend does not run attention sinks, the clamped SwiGLU or expert biases yet \
-         (it refuses the graph)",
-    ),
-];
+/// Variants whose top-1 agreement may fall more than one point below llama.cpp's own, with the
+/// points allowed and why. qwen3moe-q4_k_m: the Q4_K_M copy is chaotic (llama.cpp's flash
+/// attention on vs off: full-vocabulary KL 1.15e-2, top-1 90.5% over its 189 positions, where
+/// one position is 0.53 points); Tessera's full-vocabulary KL to llama.cpp's fa-off run
+/// (`tessera perplexity --kl-divergence-base`) is 1.19e-2 with top-1 88.9% ± 2.3, and to its
+/// fa-on run 1.46e-2 and 86.8%: a third run of the same noise, two positions short of one point.
+const TOP1_OVERRIDES: &[(&str, f64)] = &[("qwen3moe-q4_k_m", 0.02)];
+
+/// Variants checked on the CPU only, and why (none today: every variant runs on the GPU and
+/// is held there to 2× llama.cpp's noise, or 4/3 of its CPU override, and its top-1 allowance).
+const NOT_ON_GPU: &[(&str, &str)] = &[];
 
 /// The CPU (and, when present, GPU) check of one variant, then its deliberate break.
 /// `TESSERA_SKIP_SYNTHETIC=1` skips it (`.ci/run`'s CPU-only pass: the default pass already ran
@@ -85,8 +90,12 @@ fn check(variant: &str, broken: &str) {
         "{variant}: CPU KL {:.3e} > {bound:.3e}",
         cpu.kl
     );
+    let top1_points = TOP1_OVERRIDES
+        .iter()
+        .find(|(v, _)| *v == variant)
+        .map_or(0.01, |&(_, p)| p);
     assert!(
-        cpu.top1_ties >= noise_top1 - 0.01,
+        cpu.top1_ties >= noise_top1 - top1_points,
         "{variant}: CPU top-1 {}",
         cpu.top1
     );
@@ -98,11 +107,12 @@ fn check(variant: &str, broken: &str) {
     #[cfg(feature = "gpu")]
     if tessera_engine::backend::describe(Device::Gpu(0)).is_ok() && cpu_only.is_none() {
         let gpu = fx.measure(&path, Device::Gpu(0));
-        // The GPU rounds mat-mul inputs as the CPU quantizes them (Q8_0 here), so quantized
+        // The GPU rounds mat-mul inputs as the CPU quantizes them (act_round.wgsl), so quantized
         // variants are held to the same 2× and one point as float ones (GPU KL qwen3-q8_0
         // 2.66e-3, qwen3moe-q8_0 3.14e-3, llama-gqa-bias-q4_0 1.26e-3; with f32 inputs they
         // were 9.35e-3, 1.71e-2 and 3.14e-3 with top-1 0.958 against 0.968, all failing).
-        let gpu_bound = 2.0 * noise_kl.max(floor);
+        // A CPU factor override scales the GPU's 2× alike (factor / 1.5).
+        let gpu_bound = factor / 1.5 * 2.0 * noise_kl.max(floor);
         eprintln!(
             "{variant}: GPU KL {:.3e} (bound {gpu_bound:.3e}), top-1 {:.4} ({:.4} with \
              near-ties)",
@@ -110,7 +120,7 @@ fn check(variant: &str, broken: &str) {
         );
         assert!(gpu.kl <= gpu_bound, "{variant}: GPU KL {:.3e}", gpu.kl);
         assert!(
-            gpu.top1_ties >= noise_top1 - 0.01,
+            gpu.top1_ties >= noise_top1 - top1_points,
             "{variant}: GPU top-1 {}",
             gpu.top1
         );
@@ -149,6 +159,11 @@ fn qwen2_qkv_biases() {
 }
 
 #[test]
+fn qwen2_yarn_context_extension() {
+    check("qwen2-yarn", "yarn");
+}
+
+#[test]
 fn qwen3_qk_norm_wide_heads() {
     check("qwen3", "qk_norm");
 }
@@ -156,6 +171,11 @@ fn qwen3_qk_norm_wide_heads() {
 #[test]
 fn phi3_fused_weights_longrope() {
     check("phi3", "rope_freqs");
+}
+
+#[test]
+fn phi3_longrope_short_factors() {
+    check("phi3-short", "rope_freqs");
 }
 
 #[test]
@@ -199,13 +219,38 @@ fn deepseek2_lite_latent_attention_shared_experts() {
 }
 
 #[test]
+fn deepseek2_yarn_attention_scale() {
+    check("deepseek2-yarn", "yarn_log_mul");
+}
+
+#[test]
 fn deepseek2_low_rank_queries_sigmoid_routing_choice_bias() {
     check("deepseek2", "choice_bias");
 }
 
 #[test]
+fn deepseek2_group_limited_routing() {
+    check("deepseek2-groups", "groups");
+}
+
+#[test]
+fn minicpm3_absorbed_latent_attention_scalings() {
+    check("minicpm3", "residual_scale");
+}
+
+#[test]
 fn qwen3moe_quantized_q8_0_experts() {
     check("qwen3moe-q8_0", "experts");
+}
+
+#[test]
+fn qwen3_quantized_q4_k_m() {
+    check("qwen3-q4_k_m", "qk_norm");
+}
+
+#[test]
+fn qwen3moe_quantized_q4_k_m_experts() {
+    check("qwen3moe-q4_k_m", "experts");
 }
 
 #[test]

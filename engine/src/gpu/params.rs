@@ -107,9 +107,11 @@ kernel_params! {
         /// Values per row (add_bias: the bias's length; moe_sum: values per part; columns:
         /// values taken per group; concat: `a`'s values per group).
         cols: u32,
-        /// Parts summed into each output value (moe_sum: experts per token; columns: the
-        /// group width; concat: `b`'s values per group), else 0.
+        /// Parts summed into each output value (moe_sum, add_bias_id: experts per token;
+        /// columns: the group width; concat: `b`'s values per group), else 0.
         parts: u32,
+        /// The clamp of swiglu_oai (its α is `s`).
+        limit: f32,
     }
 
     /// `matrix_common.wgsl`: the mat-vec and mat-mul kernels, over one row chunk of a weight.
@@ -204,6 +206,10 @@ kernel_params! {
         has_bias: u32,
         /// Workgroups along x (the grid is 2-D).
         grid_x: u32,
+        /// Expert groups of group-limited routing (0: none).
+        n_group: u32,
+        /// Groups whose experts may be chosen (with `n_group` > 0).
+        n_group_used: u32,
     }
 
     /// `rope.wgsl`: rotary embedding with a table from the step buffer.
@@ -254,8 +260,8 @@ kernel_params! {
         window: u32,
         /// Score soft-cap (0: none).
         softcap: f32,
-        /// Unused.
-        pad: u32,
+        /// 1 when the sinks (one F32 logit per query head) are bound, else 0.
+        has_sinks: u32,
         /// Step-buffer offset of the positions.
         pos_off: u32,
         /// Step-buffer offset of the layer's scan info `[lo, n_scan, n_cells, n_split,
@@ -275,6 +281,8 @@ kernel_params! {
         dv: u32,
         /// Step-buffer offset of the layer's scan info.
         info_off: u32,
+        /// 1 when the sinks (one F32 logit per query head) are bound, else 0.
+        has_sinks: u32,
     }
 
     /// `kv_write.wgsl`: writes the batch's K/V into the cache.
@@ -362,6 +370,13 @@ op_codes! {
         Columns = 9 => "OP_COLUMNS",
         /// Groups of `cols` values of `a` then `parts` values of `b`, group by group.
         Concat = 10 => "OP_CONCAT",
+        /// gpt-oss's clamped SwiGLU: `g = min(a, limit)`, `u = clamp(b, −limit, limit)`,
+        /// `g / (1 + e^(−s·g)) · (u + 1)`.
+        SwiGluOai = 11 => "OP_SWIGLU_OAI",
+        /// `a + bias_e[i % cols]` per (token, slot): part `j` of row `t` (`parts` parts of
+        /// `cols` values) gets row `e` of the bias (in the weight binding), `e` the expert id
+        /// the route at `b` chose in slot `j` (rows of `2·parts`: ids, then weights).
+        AddBiasId = 12 => "OP_ADD_BIAS_ID",
     }
 }
 
@@ -405,7 +420,9 @@ mod tests {
             AttnReduceUniforms::WGSL,
             "struct AttnReduceUniforms {\n    // Arena offset of the output.\n    out_off: u32,\n    \
              // Query heads.\n    n_head: u32,\n    // Value width per head.\n    dv: u32,\n    \
-             // Step-buffer offset of the layer's scan info.\n    info_off: u32,\n}\n"
+             // Step-buffer offset of the layer's scan info.\n    info_off: u32,\n    \
+             // 1 when the sinks (one F32 logit per query head) are bound, else 0.\n    \
+             has_sinks: u32,\n}\n"
         );
         assert!(RmsNormUniforms::WGSL.contains("    eps: f32,\n    // 1 when"));
     }
@@ -422,13 +439,17 @@ mod tests {
             grid_x: 7,
             cols: 8,
             parts: 9,
+            limit: 7.0,
         };
-        assert_eq!(words(&p), [1, 2, 3, 4, 2, 0.5f32.to_bits(), 7, 8, 9]);
+        assert_eq!(
+            words(&p),
+            [1, 2, 3, 4, 2, 0.5f32.to_bits(), 7, 8, 9, 7.0f32.to_bits()]
+        );
     }
 
     #[test]
     fn op_constants() {
-        assert_eq!(ElementwiseOp::ALL.len(), 11);
+        assert_eq!(ElementwiseOp::ALL.len(), 13);
         for (i, op) in ElementwiseOp::ALL.iter().enumerate() {
             assert_eq!(op.code(), i as u32);
         }

@@ -100,6 +100,55 @@ pub struct RouteParams {
     pub norm: bool,
     /// Multiply the weights by this (1 for none).
     pub scale: f32,
+    /// Group-limited choice (DeepSeek-V3), or `None` for a choice among all experts.
+    pub groups: Option<ExpertGroups>,
+}
+
+/// Group-limited routing (DeepSeek-V3, Kimi K2; llama.cpp's `n_expert_groups` and
+/// `n_group_used`): the experts are split into `n_group` groups of consecutive ids, each
+/// group scores the sum of its two best choice scores (the scores with the choice bias), and
+/// only the experts of the `n_used` best groups may be chosen (the others' choice scores
+/// become −∞; their weights are untouched).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpertGroups {
+    /// Groups the experts are split into (`{arch}.expert_group_count`).
+    pub n_group: usize,
+    /// Groups whose experts may be chosen (`{arch}.expert_group_used_count`).
+    pub n_used: usize,
+}
+
+impl ExpertGroups {
+    /// Check the groups against a router of `n_expert` experts choosing `n_expert_used`:
+    /// more than one group, groups that divide the experts into groups of at least two (a
+    /// group scores its best two), `0 < n_used < n_group`, and enough experts in the used
+    /// groups for the choice. The error says which condition failed.
+    pub fn check(&self, n_expert: usize, n_expert_used: usize) -> Result<(), String> {
+        let (g, u) = (self.n_group, self.n_used);
+        if g < 2 || !n_expert.is_multiple_of(g) || n_expert / g < 2 {
+            return Err(format!(
+                "{g} expert groups must divide the {n_expert} experts into at least two groups \
+                 of at least two experts"
+            ));
+        }
+        if u == 0 || u >= g {
+            return Err(format!(
+                "{u} groups used must be more than 0 and fewer than the {g} groups"
+            ));
+        }
+        if u * (n_expert / g) < n_expert_used {
+            return Err(format!(
+                "{u} groups used of {} experts each hold fewer than the {n_expert_used} \
+                 experts chosen per token",
+                n_expert / g
+            ));
+        }
+        Ok(())
+    }
+
+    /// Experts per group.
+    pub fn group_size(&self, n_expert: usize) -> usize {
+        n_expert / self.n_group
+    }
 }
 
 /// Most experts a router may choose from (Qwen3-MoE has 128, DeepSeek-V3 256).
@@ -754,6 +803,11 @@ impl GraphBuilder {
             params.n_used
         );
         assert!(n_expert <= MAX_EXPERTS, "moe_route: {n_expert} experts");
+        if let Some(groups) = params.groups
+            && let Err(why) = groups.check(n_expert, params.n_used)
+        {
+            panic!("moe_route: {why}");
+        }
         let choice_bias = choice_bias.map(|b| {
             assert!(
                 b.dtype() == DType::F32 && b.n_elements() == n_expert,

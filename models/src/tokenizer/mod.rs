@@ -310,6 +310,7 @@ impl Tokenizer {
             }
         }
 
+        strip_attributes(meta, &mut vocab);
         let special = SpecialTokens::new(&vocab);
         Ok(Tokenizer {
             vocab,
@@ -549,5 +550,37 @@ impl Tokenizer {
     /// Number of tokens that may be matched in text as special tokens.
     pub fn n_special(&self) -> usize {
         self.special.len()
+    }
+}
+
+/// The whitespace-stripping attributes llama.cpp gives special tokens by model family (its
+/// `llama_vocab::impl::load`; GGUF files do not carry them): when the lowercased `general.name`
+/// contains "phi-3" or "phi3", every control, user-defined and unknown token and `</s>` drop the
+/// whitespace that follows them in a text, except `<unk>`, `<s>` and `<|endoftext|>`. So a
+/// rendered Phi-3 chat's `<|user|>\nHi` tokenizes as `<|user|>`, `▁Hi`. (llama.cpp's other
+/// rules of this kind are for BERT-style vocabularies, which Tessera does not load.)
+fn strip_attributes(meta: &Metadata, vocab: &mut Vocab) {
+    let name = meta
+        .opt_str("general.name")
+        .ok()
+        .flatten()
+        .unwrap_or("")
+        .to_lowercase();
+    if !(name.contains("phi-3") || name.contains("phi3")) {
+        return;
+    }
+    let special = attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN;
+    for id in 0..vocab.len() as u32 {
+        if vocab.attr(id) & special != 0 {
+            vocab.add_attr(id, attr::RSTRIP);
+        }
+    }
+    if let Some(id) = vocab.lookup(b"</s>") {
+        vocab.add_attr(id, attr::RSTRIP);
+    }
+    for text in ["<unk>", "<s>", "<|endoftext|>"] {
+        if let Some(id) = vocab.lookup(text.as_bytes()) {
+            vocab.clear_attr(id, attr::RSTRIP);
+        }
     }
 }

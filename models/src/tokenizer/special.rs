@@ -9,6 +9,9 @@
 //! so an Aho–Corasick automaton over all candidate texts first finds, in one linear pass, which
 //! candidates occur in the text at all; only those are applied in priority order, which gives the
 //! same fragments.
+//!
+//! A token with the `RSTRIP` (`LSTRIP`) attribute also drops the whitespace after (before) each
+//! occurrence, as llama.cpp does for the families it marks (see `strip_attributes`).
 
 use super::vocab::{Vocab, attr};
 use std::ops::Range;
@@ -200,14 +203,30 @@ impl SpecialTokens {
                     next.push(frag);
                     continue;
                 };
+                let (lstrip, rstrip) = (
+                    vocab.attr(id) & attr::LSTRIP != 0,
+                    vocab.attr(id) & attr::RSTRIP != 0,
+                );
+                let bytes = text.as_bytes();
                 let mut pos = r.start;
                 while let Some(off) = text[pos..r.end].find(needle) {
                     let m = pos + off;
-                    if m > pos {
-                        next.push(Fragment::Text(pos..m));
+                    let mut left_end = m;
+                    if lstrip {
+                        while left_end > pos && is_c_space(bytes[left_end - 1]) {
+                            left_end -= 1;
+                        }
+                    }
+                    if left_end > pos {
+                        next.push(Fragment::Text(pos..left_end));
                     }
                     next.push(Fragment::Token(id));
                     pos = m + needle.len();
+                    if rstrip {
+                        while pos < r.end && is_c_space(bytes[pos]) {
+                            pos += 1;
+                        }
+                    }
                 }
                 if pos < r.end {
                     next.push(Fragment::Text(pos..r.end));
@@ -217,6 +236,11 @@ impl SpecialTokens {
         }
         frags
     }
+}
+
+/// C's `isspace` in the "C" locale (what llama.cpp strips around tokens).
+fn is_c_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
 #[cfg(test)]
@@ -230,6 +254,30 @@ mod tests {
             None,
             Some(&[3, 4, 4, 1, 3]),
         )
+    }
+
+    #[test]
+    fn strip_attributes_drop_whitespace_beside_the_token() {
+        let mut v = vocab();
+        v.add_attr(4, attr::RSTRIP);
+        v.add_attr(0, attr::LSTRIP);
+        let s = SpecialTokens::new(&v);
+        // "<|x|>" drops the spaces and newline after it; "<s>" the tab and space before it.
+        let text = "q <|x|> \n r\t <s> z<|x|> ";
+        let f = s.partition(&v, text, true);
+        assert_eq!(
+            f,
+            [
+                Fragment::Text(0..2),
+                Fragment::Token(4),
+                Fragment::Text(10..11),
+                Fragment::Token(0),
+                Fragment::Text(16..18),
+                Fragment::Token(4),
+            ]
+        );
+        assert_eq!(&text[10..11], "r");
+        assert_eq!(&text[16..18], " z");
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub mod attr {
     pub const USER_DEFINED: u8 = 1 << 4;
     /// Type 6: a byte-fallback token `<0xNN>`.
     pub const BYTE: u8 = 1 << 5;
+    /// Whitespace after the token in a text is dropped when the token is cut out (llama.cpp
+    /// sets it per model family; GGUF files do not carry it).
+    pub const RSTRIP: u8 = 1 << 6;
+    /// Whitespace before the token in a text is dropped when the token is cut out.
+    pub const LSTRIP: u8 = 1 << 7;
 
     /// The attribute bits of a GGUF token type number.
     pub fn from_token_type(t: i64) -> u8 {
@@ -183,6 +188,11 @@ impl Vocab {
     /// Adds attribute bits to token `id`.
     pub fn add_attr(&mut self, id: u32, bits: u8) {
         self.attrs[id as usize] |= bits;
+    }
+
+    /// Clears attribute `bits` of token `id`.
+    pub fn clear_attr(&mut self, id: u32, bits: u8) {
+        self.attrs[id as usize] &= !bits;
     }
 
     /// The id whose text is exactly `bytes`.

@@ -4,26 +4,32 @@
 //! kernel (`attention_prefill.wgsl`); then `kv_write.wgsl` stores the batch's K/V. Heads go
 //! up to [`MAX_HEAD_DIM`] wide (DeepSeek-V2's 576-wide MLA keys); a store without values
 //! (MLA's latent cache, flagged in the step's scan info) gives each value as the first
-//! `head_dim_v` elements of the key head.
+//! `head_dim_v` elements of the key head. Attention sinks (gpt-oss: one logit per query head
+//! that joins the softmax's denominator with no value) enter once per query, after the keys as
+//! the CPU folds them in: at the end of the prompt kernel, and in the reduction of the split-K
+//! partials (never per split).
 
 use super::{Bind, MAX_HEAD_DIM, NodeCtx, Recorder};
+use crate::DType;
 use crate::gpu::device::GpuError;
 use crate::gpu::params::{AttentionUniforms, AttnReduceUniforms, KvWriteUniforms};
 use crate::gpu::shaders::Kernel;
 use crate::gpu::step::ATTN_SPLITS;
-use crate::graph::{AttnParams, KvId, NodeId};
+use crate::graph::{AttnParams, KvId, NodeId, WeightId};
 
 /// Token counts up to this use the split-K attention kernel.
 const DECODE_MAX_TOKENS: usize = 4;
 
 /// Record the attention of queries `q` over KV store `kv` and the batch's keys and values
-/// (`[q, k, v]`), then the write of the batch's K/V into the store.
+/// (`[q, k, v]`), with the attention `sinks` (F32, one per query head) if any, then the write
+/// of the batch's K/V into the store.
 pub fn encode(
     ctx: &NodeCtx,
     rec: &mut Recorder,
     [q, k, v]: [NodeId; 3],
     kv: KvId,
     a: &AttnParams,
+    sinks: Option<WeightId>,
 ) -> Result<(), GpuError> {
     let (dk, dv) = (a.head_dim, a.head_dim_v);
     if dk > MAX_HEAD_DIM
@@ -39,6 +45,20 @@ pub fn encode(
             a.n_head, a.n_head_kv
         )));
     }
+    let sinks_bind = match sinks {
+        Some(w) => {
+            let t = ctx.graph.weight(w);
+            if t.dtype() != DType::F32 || t.n_elements() != a.n_head {
+                return Err(GpuError::Unsupported(format!(
+                    "attention sinks {:?} must be {} F32 values",
+                    t.name(),
+                    a.n_head
+                )));
+            }
+            Bind::Weight(w.0, 0)
+        }
+        None => Bind::NoWeight,
+    };
     let n_tok = ctx.n_tok();
     let info = rec.layout.attention_info(kv.0, a.window);
     let pos_off = rec.layout.positions as u32;
@@ -56,7 +76,7 @@ pub fn encode(
         scale: a.scale,
         window: a.window.unwrap_or(0),
         softcap: a.softcap.unwrap_or(0.0),
-        pad: 0,
+        has_sinks: sinks.is_some() as u32,
         pos_off,
         info_off: info as u32,
         max_splits: ATTN_SPLITS,
@@ -87,17 +107,26 @@ pub fn encode(
             n_head: a.n_head as u32,
             dv: dv as u32,
             info_off: info as u32,
+            has_sinks: sinks.is_some() as u32,
         };
         rec.push(
             Kernel::AttnReduce,
-            vec![Bind::Arena, Bind::Partials, Bind::Step, Bind::Uniform],
+            vec![
+                Bind::Arena,
+                Bind::Partials,
+                Bind::Step,
+                Bind::Uniform,
+                sinks_bind,
+            ],
             &pr,
             [a.n_head as u32, n_tok as u32, 1],
         );
     } else {
+        let mut b = kvb.to_vec();
+        b.push(sinks_bind);
         rec.push(
             Kernel::AttnPrefill(dv.div_ceil(256).max(1) as u32),
-            kvb.to_vec(),
+            b,
             &p,
             [(n_tok as u32).div_ceil(8), a.n_head as u32, 1],
         );

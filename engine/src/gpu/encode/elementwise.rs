@@ -1,7 +1,7 @@
-//! Element-wise ops (add, mul, the gated activations, scale, bias, soft-capping, copy of the
-//! last row, the weighted sum of experts' outputs, the column and per-group concatenation
-//! gathers of multi-head latent attention): one `elementwise.wgsl` dispatch of 256
-//! values a workgroup.
+//! Element-wise ops (add, mul, the gated activations with gpt-oss's clamped SwiGLU, scale,
+//! bias and per-expert bias, soft-capping, copy of the last row, the weighted sum of experts'
+//! outputs, the column and per-group concatenation gathers of multi-head latent attention):
+//! one `elementwise.wgsl` dispatch of 256 values a workgroup.
 
 use super::{Bind, NodeCtx, Recorder, grid};
 use crate::DType;
@@ -37,6 +37,7 @@ fn push_with(rec: &mut Recorder, op: ElementwiseOp, o: Operands, w: Bind, cols: 
         grid_x: g[0],
         cols,
         parts: 0,
+        limit: 0.0,
     };
     rec.push(
         Kernel::Elementwise,
@@ -137,6 +138,80 @@ pub fn add_bias(
     Ok(())
 }
 
+/// Record gpt-oss's clamped SwiGLU of `gate` and `up` (see [`ElementwiseOp::SwiGluOai`]).
+pub fn swiglu_oai(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    [gate, up]: [NodeId; 2],
+    alpha: f32,
+    limit: f32,
+) -> Result<(), GpuError> {
+    let n = ctx.n_values() as u32;
+    let g = grid(n.div_ceil(256));
+    let p = ElementwiseUniforms {
+        a_off: ctx.off(gate),
+        b_off: ctx.off(up),
+        out_off: ctx.out,
+        n,
+        op: ElementwiseOp::SwiGluOai.code(),
+        s: alpha,
+        grid_x: g[0],
+        cols: 1,
+        parts: 0,
+        limit,
+    };
+    rec.push(
+        Kernel::Elementwise,
+        vec![Bind::Arena, Bind::NoWeight, Bind::Uniform],
+        &p,
+        g,
+    );
+    Ok(())
+}
+
+/// Record per-expert biases added to the mat_mul_id output `x`: part `j` of each row gets the
+/// row of `bias` (F32 `[n, n_expert]`, one chunk) of the expert `route` chose in slot `j`,
+/// the id read from the route on the device.
+pub fn add_bias_id(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    x: NodeId,
+    bias: WeightId,
+    route: NodeId,
+) -> Result<(), GpuError> {
+    let t = ctx.graph.weight(bias);
+    let parts = ctx.graph.node(route).cols / 2;
+    let n = ctx.node.cols / parts.max(1);
+    if t.dtype() != DType::F32 || t.row_len() != n || ctx.weights[bias.0 as usize].chunks.len() != 1
+    {
+        return Err(GpuError::Unsupported(format!(
+            "expert biases {:?} must be F32 rows of {n} in one binding",
+            t.name()
+        )));
+    }
+    let total = ctx.n_values() as u32;
+    let g = grid(total.div_ceil(256));
+    let p = ElementwiseUniforms {
+        a_off: ctx.off(x),
+        b_off: ctx.off(route),
+        out_off: ctx.out,
+        n: total,
+        op: ElementwiseOp::AddBiasId.code(),
+        s: 0.0,
+        grid_x: g[0],
+        cols: n as u32,
+        parts: parts as u32,
+        limit: 0.0,
+    };
+    rec.push(
+        Kernel::Elementwise,
+        vec![Bind::Arena, Bind::Weight(bias.0, 0), Bind::Uniform],
+        &p,
+        g,
+    );
+    Ok(())
+}
+
 /// Record the copy of `x`'s last row.
 pub fn last_row(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId) -> Result<(), GpuError> {
     let xn = ctx.graph.node(x);
@@ -178,6 +253,7 @@ pub fn moe_sum(
         grid_x: g[0],
         cols,
         parts: parts as u32,
+        limit: 0.0,
     };
     rec.push(
         Kernel::Elementwise,
@@ -212,6 +288,7 @@ fn gather(
         grid_x: g[0],
         cols,
         parts,
+        limit: 0.0,
     };
     rec.push(
         Kernel::Elementwise,

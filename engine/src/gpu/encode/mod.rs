@@ -242,20 +242,21 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
             params,
             factors,
         } => rope::encode(ctx, rec, x, head_dim, params, factors),
-        Op::Attention { sinks: Some(_), .. } => Err(GpuError::Unsupported(
-            "attention sinks (gpt-oss) are not on the GPU backend yet".into(),
-        )),
-        Op::SwiGluOai { .. } | Op::AddBiasId { .. } => Err(GpuError::Unsupported(
-            "gpt-oss's clamped SwiGLU and expert biases are not on the GPU backend yet".into(),
-        )),
+        Op::SwiGluOai {
+            gate,
+            up,
+            alpha,
+            limit,
+        } => elementwise::swiglu_oai(ctx, rec, [gate, up], alpha, limit),
+        Op::AddBiasId { x, bias, route } => elementwise::add_bias_id(ctx, rec, x, bias, route),
         Op::Attention {
             q,
             k,
             v,
             kv,
             params,
-            sinks: None,
-        } => attention::encode(ctx, rec, [q, k, v], kv, &params),
+            sinks,
+        } => attention::encode(ctx, rec, [q, k, v], kv, &params, sinks),
     }
 }
 

@@ -1,7 +1,8 @@
-//! Mixture-of-experts ops: the router (`moe_route.wgsl`, one workgroup per row) and the
-//! chosen experts' products (`matvec_id.wgsl`, one workgroup per (token, slot) pair and block
-//! of output rows, the expert read from the route on the GPU). A prompt runs the same mat-vec
-//! shape per (token, slot) pair; a grouped prompt path (each expert's tokens gathered into one
+//! Mixture-of-experts ops: the router (`moe_route.wgsl`, one workgroup per row, limited to
+//! the best expert groups when the route has groups) and the chosen experts' products
+//! (`matvec_id.wgsl`, one workgroup per (token, slot) pair and block of output rows, the
+//! expert read from the route on the GPU). A prompt runs the same mat-vec shape per (token,
+//! slot) pair; a grouped prompt path (each expert's tokens gathered into one
 //! tiled mat-mul, as the CPU does) is future work. The weighted sum is element-wise
 //! ([`super::elementwise::moe_sum`]). Multi-head latent attention's per-head products
 //! (mat_mul_heads) run the same kernel with slot `j` fixed to matrix `j`, and so do mat_muls of
@@ -50,6 +51,8 @@ pub fn route(
         scale: params.scale,
         has_bias: bias.is_some() as u32,
         grid_x: g[0],
+        n_group: params.groups.map_or(0, |gr| gr.n_group as u32),
+        n_group_used: params.groups.map_or(0, |gr| gr.n_used as u32),
     };
     rec.push(Kernel::MoeRoute, vec![Bind::Arena, w, Bind::Uniform], &p, g);
     Ok(())
