@@ -149,6 +149,15 @@ fn compare_with_tpr(graph: Graph, tpr: Option<u32>) -> f64 {
 /// The output of `graph` on the CPU and on the GPU (with `tpr` invocations per mat-vec row
 /// if given), the GPU's arena checked for writes outside every node.
 fn run_both(graph: Graph, tpr: Option<u32>) -> (Vec<f32>, Vec<f32>) {
+    run_both_with(graph, tpr, None)
+}
+
+/// [`run_both`], with mat_mul_id grouped by expert from `grouped_min_rows` rows if given.
+fn run_both_with(
+    graph: Graph,
+    tpr: Option<u32>,
+    grouped_min_rows: Option<usize>,
+) -> (Vec<f32>, Vec<f32>) {
     let dev = device().expect("caller checked");
     let tok = tokens(graph.n_tokens);
     let pos: Vec<i32> = (0..graph.n_tokens as i32).collect();
@@ -159,6 +168,9 @@ fn run_both(graph: Graph, tpr: Option<u32>) -> (Vec<f32>, Vec<f32>) {
     let mut gpu = GpuExecutor::new(dev.clone());
     if let Some(n) = tpr {
         gpu.set_matvec_invocations_per_row(n).unwrap();
+    }
+    if let Some(n) = grouped_min_rows {
+        gpu.set_moe_grouped_min_rows(n);
     }
     let mut gg = gpu.prepare(graph.clone()).unwrap();
     gg.fill_arena(&dev, SENTINEL);
@@ -1308,7 +1320,8 @@ fn mat_mul_id_over_expert_chunks() {
     let expert_bytes = (n_out * dt.row_bytes(n_in as u64).unwrap() as usize) as u64;
     // Three experts a chunk: four chunks, the last of one expert.
     dev.limit_weight_chunks(3 * expert_bytes + 100);
-    for n_tok in [1, 7] {
+    // 1 and 7 rows one mat-vec per pair, 33 grouped by expert.
+    for n_tok in [1, 7, 33] {
         let mut b = GraphBuilder::new(n_tok);
         let l = logits(&mut b, n_expert, &mut rng, 2.0);
         let r = b.moe_route(
@@ -1326,9 +1339,15 @@ fn mat_mul_id_over_expert_chunks() {
         let want = cpu.run(&cg, &tok, &pos, &mut []).unwrap().to_vec();
         let mut gpu = GpuExecutor::new(dev.clone());
         let mut gg = gpu.prepare(graph.clone()).unwrap();
+        // The two input tables (n_tok + 3 rows of 64 F32) are chunked too: in two at 33.
+        let table_chunks = if (n_tok + 3) * 64 * 4 > 3 * expert_bytes as usize + 100 {
+            2
+        } else {
+            1
+        };
         assert_eq!(
             gg.n_dispatches(),
-            2 + 1 + 1 + 1 + 4,
+            2 * table_chunks + 1 + 1 + 1 + 4,
             "2 get_rows, mat_mul (F32), route, the input rounded to Q8_0, 4 chunks"
         );
         gg.fill_arena(&dev, SENTINEL);
@@ -1497,4 +1516,115 @@ fn mat_mul_id_speed() {
             "{n_tok} tokens: mat_mul_id {id_ms:.2} ms, mat_mul over the same bytes {dense_ms:.2} ms"
         );
     }
+}
+
+/// mat_mul_id prompts grouped by expert on the GPU (`matmul_id.wgsl`): 7 rows (grouped by
+/// force; the default groups from 8), 33 and 100 (two entry tiles for a busy expert), over 8
+/// and 32 experts choosing 2 to 4, with a shared input and one part per slot, in F32, Q8_0,
+/// Q4_K and MXFP4, output rows not a multiple of the 64-row tile.
+#[test]
+fn mat_mul_id_grouped_prompts() {
+    need_gpu!();
+    let mut worst = 0f64;
+    for (i, dt) in [DType::F32, DType::Q8_0, DType::Q4_K, DType::MXFP4]
+        .into_iter()
+        .enumerate()
+    {
+        let mut rng = Rng(0x96 + i as u64);
+        let n_in = if dt.block_elems() == 256 { 256 } else { 64 };
+        let n_out = 70;
+        for (n_expert, n_used) in [(8, 2), (32, 4), (32, 3)] {
+            let w = stacked("experts", dt, vec![n_in, n_out, n_expert], &mut rng);
+            for per_slot in [false, true] {
+                for n_tok in [7, 33, 100] {
+                    let mut b = GraphBuilder::new(n_tok);
+                    let l = logits(&mut b, n_expert, &mut rng, 2.0);
+                    let p = route_params(n_used, ExpertGating::Softmax, true, 1.0);
+                    let r = b.moe_route(l, p, None);
+                    let cols = if per_slot { n_used * n_in } else { n_in };
+                    let x = input(&mut b, cols, &mut rng, 1.0);
+                    let y = b.mat_mul_id(&w, x, r);
+                    let (want, got) = run_both_with(b.finish(y), None, Some(1));
+                    let e = nmse(&want, &got);
+                    let what = format!("{dt} {n_expert}/{n_used} per-slot {per_slot} × {n_tok}");
+                    eprintln!("grouped mat_mul_id {what}: {e:.2e}");
+                    assert!(e <= PRODUCT_NMSE, "grouped mat_mul_id {what}: NMSE {e:.2e}");
+                    worst = worst.max(e);
+                }
+            }
+        }
+    }
+    eprintln!("grouped mat_mul_id: worst NMSE {worst:.2e}");
+}
+
+/// A skewed route on the grouped path: every one of 100 tokens chooses expert 5 first (two
+/// entry tiles, the second partial), the other slots only experts 0..4, so 26 of 32 experts
+/// get no rows.
+#[test]
+fn mat_mul_id_grouped_skewed_route() {
+    need_gpu!();
+    let mut rng = Rng(0x5e);
+    let (n_expert, n_used, n_out, n_in, n_tok) = (32, 3, 100, 96, 100);
+    let rows = n_tok + 3;
+    let mut v = vec![-20.0f32; rows * n_expert];
+    for r in 0..rows {
+        v[r * n_expert + 5] = 20.0;
+        for e in 0..5 {
+            v[r * n_expert + e] = rng.next() * 3.0;
+        }
+    }
+    let table = Tensor::from_f32("logits", vec![n_expert, rows], &v);
+    for dt in [DType::Q8_0, DType::F32] {
+        let w = stacked("experts", dt, vec![n_in, n_out, n_expert], &mut rng);
+        for per_slot in [false, true] {
+            let mut b = GraphBuilder::new(n_tok);
+            let l = b.get_rows(&table);
+            let p = route_params(n_used, ExpertGating::Softmax, false, 1.0);
+            let r = b.moe_route(l, p, None);
+            let cols = if per_slot { n_used * n_in } else { n_in };
+            let x = input(&mut b, cols, &mut rng, 1.0);
+            let y = b.mat_mul_id(&w, x, r);
+            let (want, got) = run_both_with(b.finish(y), None, None);
+            let e = nmse(&want, &got);
+            eprintln!("grouped mat_mul_id skewed {dt} per-slot {per_slot}: {e:.2e}");
+            assert!(e <= PRODUCT_NMSE, "skewed {dt} per-slot {per_slot}: NMSE {e:.2e}");
+        }
+    }
+}
+
+/// The time of a 128-row mat_mul_id (128 experts choosing 8, 768 × 2048 Q4_K experts, as
+/// Qwen3-30B-A3B's gate projection) one mat-vec per pair and grouped by expert. Prints
+/// timings only (run with `--ignored --nocapture`).
+#[test]
+#[ignore]
+fn mat_mul_id_prompt_timing() {
+    need_gpu!();
+    let dev = device().unwrap();
+    let mut rng = Rng(0x7e);
+    let (n_expert, n_used, n_out, n_in, n_tok) = (128, 8, 768, 2048, 128);
+    let w = stacked("experts", DType::Q4_K, vec![n_in, n_out, n_expert], &mut rng);
+    let mut b = GraphBuilder::new(n_tok);
+    let l = input(&mut b, n_expert, &mut rng, 2.0);
+    let r = b.moe_route(l, route_params(n_used, ExpertGating::Softmax, true, 1.0), None);
+    let x = input(&mut b, n_in, &mut rng, 1.0);
+    let y = b.mat_mul_id(&w, x, r);
+    let graph = b.finish(y);
+    let tok = tokens(n_tok);
+    let pos: Vec<i32> = (0..n_tok as i32).collect();
+    let mut outs = Vec::new();
+    for (what, min_rows) in [("per pair", usize::MAX), ("grouped", 1)] {
+        let mut gpu = GpuExecutor::new(dev.clone());
+        gpu.set_moe_grouped_min_rows(min_rows);
+        let mut gg = gpu.prepare(graph.clone()).unwrap();
+        let out = gpu.run(&mut gg, &tok, &pos, &mut []).unwrap().to_vec();
+        let t0 = std::time::Instant::now();
+        let runs = 3;
+        for _ in 0..runs {
+            gpu.run(&mut gg, &tok, &pos, &mut []).unwrap();
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3 / runs as f64;
+        eprintln!("mat_mul_id 128 rows, 128 experts / 8, Q4_K 768 × 2048, {what}: {ms:.1} ms");
+        outs.push(out);
+    }
+    eprintln!("grouped vs per pair NMSE {:.2e}", nmse(&outs[0], &outs[1]));
 }

@@ -96,6 +96,9 @@ pub struct GpuExecutor {
     /// Invocations per mat-vec row: 1 (the barrier-free kernel) on software rasterisers
     /// (lavapipe), where workgroup barriers are expensive, 16 (or the subgroup width) on GPUs.
     matvec_tpr: u32,
+    /// Prompts of at least this many rows run mat_mul_id grouped by expert
+    /// (`matmul_id.wgsl`), fewer one mat-vec per (token, slot) pair.
+    moe_grouped_min_rows: usize,
 }
 
 impl GpuExecutor {
@@ -110,6 +113,14 @@ impl GpuExecutor {
         }
         self.matvec_tpr = n;
         Ok(())
+    }
+
+    /// Run mat_mul_id grouped by expert (one tiled product over each expert's (token, slot)
+    /// entries) for graphs of at least `n` rows prepared from now on, one mat-vec per pair
+    /// below (`usize::MAX`: never grouped). The default is
+    /// 8 rows (measured on lavapipe); the parity tests use this to run both paths.
+    pub fn set_moe_grouped_min_rows(&mut self, n: usize) {
+        self.moe_grouped_min_rows = n;
     }
 
     /// An executor on `dev`.
@@ -136,6 +147,7 @@ impl GpuExecutor {
             dummy,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
             matvec_tpr,
+            moe_grouped_min_rows: super::encode::MOE_GROUPED_MIN_ROWS,
         }
     }
 
@@ -195,6 +207,7 @@ impl GpuExecutor {
             tpr,
             // Row sums by subgroup shuffles where a subgroup holds whole rows.
             subgroups: tpr > 1 && self.dev.subgroups && tpr <= self.dev.report.subgroup_size.0,
+            grouped_min_rows: self.moe_grouped_min_rows,
         };
         for (i, node) in graph.nodes.iter().enumerate() {
             let ctx = NodeCtx {

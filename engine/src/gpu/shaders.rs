@@ -21,6 +21,7 @@ const MATVEC_ROW: &str = include_str!("../../../shaders/matvec_row.wgsl");
 const MATMUL: &str = include_str!("../../../shaders/matmul.wgsl");
 const MATVEC_ID: &str = include_str!("../../../shaders/matvec_id.wgsl");
 const ACT_ROUND: &str = include_str!("../../../shaders/act_round.wgsl");
+const MATMUL_ID: &str = include_str!("../../../shaders/matmul_id.wgsl");
 const MOE_ROUTE: &str = include_str!("../../../shaders/moe_route.wgsl");
 const GET_ROWS: &str = include_str!("../../../shaders/get_rows.wgsl");
 const RMS_NORM: &str = include_str!("../../../shaders/rms_norm.wgsl");
@@ -47,6 +48,9 @@ pub enum Kernel {
     /// Rounds activations as the CPU quantizes them to this activation format (a
     /// `vec_dot_type` with a `gpu_rounding` in the format table).
     ActRound(DType),
+    /// The chosen experts' products of a mat_mul_id for prompts, tiled over each expert's
+    /// (token, slot) entries, grouped on the GPU from the route.
+    MatMulId(DType),
     /// Mixture-of-experts router.
     MoeRoute,
     /// Embedding lookup.
@@ -116,7 +120,7 @@ impl Kernel {
     pub fn prelude(self) -> String {
         match self {
             Kernel::MatVec(..) | Kernel::MatMul(_) => MatrixUniforms::WGSL.into(),
-            Kernel::MatVecId(..) => MatrixIdUniforms::WGSL.into(),
+            Kernel::MatVecId(..) | Kernel::MatMulId(_) => MatrixIdUniforms::WGSL.into(),
             Kernel::ActRound(_) => ActRoundUniforms::WGSL.into(),
             Kernel::MoeRoute => {
                 format!("{}\n{}", MoeRouteUniforms::WGSL, GatingCode::wgsl_consts())
@@ -183,6 +187,7 @@ impl Kernel {
                     )
                 )
             }
+            Kernel::MatMulId(t) => with_decoder(MATMUL_ID, t),
             Kernel::MoeRoute => MOE_ROUTE.into(),
             Kernel::GetRows(t) => with_decoder(GET_ROWS, t),
             Kernel::RmsNorm => RMS_NORM.into(),
@@ -239,6 +244,7 @@ mod tests {
                     Kernel::MatVecId(t, 1, false),
                     Kernel::MatVecId(t, 16, false),
                     Kernel::MatVecId(t, 8, true),
+                    Kernel::MatMulId(t),
                 ]);
             }
         }

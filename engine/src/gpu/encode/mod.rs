@@ -11,6 +11,7 @@ mod elementwise;
 mod get_rows;
 mod matmul;
 mod moe;
+pub use moe::MOE_GROUPED_MIN_ROWS;
 mod norm;
 mod rope;
 
@@ -154,6 +155,8 @@ pub struct MatVecChoice {
     pub tpr: u32,
     /// Row sums by subgroup shuffles.
     pub subgroups: bool,
+    /// mat_mul_id of at least this many rows runs grouped by expert (`matmul_id.wgsl`).
+    pub grouped_min_rows: usize,
 }
 
 /// What an op encoder reads: the graph, its plan and weights, and the node being encoded.

@@ -1,9 +1,10 @@
 //! Mixture-of-experts ops: the router (`moe_route.wgsl`, one workgroup per row, limited to
 //! the best expert groups when the route has groups) and the chosen experts' products
 //! (`matvec_id.wgsl`, one workgroup per (token, slot) pair and block of output rows, the
-//! expert read from the route on the GPU). A prompt runs the same mat-vec shape per (token,
-//! slot) pair; a grouped prompt path (each expert's tokens gathered into one
-//! tiled mat-mul, as the CPU does) is future work. The weighted sum is element-wise
+//! expert read from the route on the GPU). A prompt of at least [`MOE_GROUPED_MIN_ROWS`] rows
+//! instead groups the pairs by expert, as the CPU does: `matmul_id.wgsl` sorts them by expert
+//! from the route on the GPU and runs one tiled product over each expert's pairs. The
+//! weighted sum is element-wise
 //! ([`super::elementwise::moe_sum`]). Multi-head latent attention's per-head products
 //! (mat_mul_heads) run the same kernel with slot `j` fixed to matrix `j`, and so do mat_muls of
 //! float rows whose length is not a multiple of 32 (one slot, one matrix). Inputs are first
@@ -58,8 +59,13 @@ pub fn route(
     Ok(())
 }
 
+/// mat_mul_id of at least this many rows runs grouped by expert (`matmul_id.wgsl`), fewer
+/// one mat-vec per (token, slot) pair (`matvec_id.wgsl`), unless the executor was told
+/// otherwise. On lavapipe the grouped path is as fast at 8 rows and faster above.
+pub const MOE_GROUPED_MIN_ROWS: usize = 8;
+
 /// Record `x · W_eᵀ` for the experts `e` that `route` chose: one dispatch per expert chunk of
-/// the stacked weight `wid`.
+/// the stacked weight `wid`, grouped by expert for prompts.
 pub fn mat_mul_id(
     ctx: &NodeCtx,
     rec: &mut Recorder,
@@ -68,7 +74,71 @@ pub fn mat_mul_id(
     route: NodeId,
 ) -> Result<(), GpuError> {
     let n_used = ctx.graph.node(route).cols / 2;
+    let shape = ctx.graph.weight(wid).shape();
+    if ctx.graph.node(x).rows >= ctx.matvec.grouped_min_rows
+        && shape.len() == 3
+        && shape[0].is_multiple_of(32)
+    {
+        return grouped_products(ctx, rec, wid, x, route, n_used);
+    }
     stacked_products(ctx, rec, wid, x, Some(route), n_used)
+}
+
+/// The prompt path of [`mat_mul_id`]: per weight chunk one `matmul_id.wgsl` dispatch over
+/// (chunk's experts × entry tiles an expert can have × output tiles), each workgroup gathering
+/// its expert's (token, slot) pairs from the route on the GPU.
+fn grouped_products(
+    ctx: &NodeCtx,
+    rec: &mut Recorder,
+    wid: WeightId,
+    x: NodeId,
+    route: NodeId,
+    n_used: usize,
+) -> Result<(), GpuError> {
+    ctx.check_decoder(wid)?;
+    let t = ctx.graph.weight(wid);
+    let w = &ctx.weights[wid.0 as usize];
+    let (n_in, n_out) = (t.shape()[0], t.shape()[1]);
+    let xn = ctx.graph.node(x);
+    // An expert appears at most once in a token's route: at most one entry per token.
+    let entry_tiles = xn.rows.div_ceil(16) as u64;
+    let out_tiles = n_out.div_ceil(64) as u32;
+    let x_off = super::act_round::input(ctx, rec, wid, x)?;
+    for (c, chunk) in w.chunks.iter().enumerate() {
+        let n_chunk = chunk.n_rows / n_out;
+        let total = n_chunk as u64 * entry_tiles * out_tiles as u64;
+        if total > u32::MAX as u64 / 2 {
+            return Err(GpuError::Unsupported(format!(
+                "mat_mul_id of {} rows over {n_chunk} experts × {n_out} rows is too many workgroups",
+                xn.rows
+            )));
+        }
+        let g = grid(total as u32);
+        let p = MatrixIdUniforms {
+            x_off,
+            out_off: ctx.out,
+            n_in: n_in as u32,
+            n_out: n_out as u32,
+            row_bytes: w.row_bytes as u32,
+            x_row: xn.cols as u32,
+            x_slot: if xn.cols == n_in { 0 } else { n_in as u32 },
+            route_off: ctx.off(route),
+            n_used: n_used as u32,
+            e0: (chunk.row0 / n_out) as u32,
+            n_chunk: n_chunk as u32,
+            n_pairs: (xn.rows * n_used) as u32,
+            row_groups: out_tiles,
+            grid_x: g[0],
+            fixed: 0,
+        };
+        rec.push(
+            Kernel::MatMulId(w.dtype),
+            vec![Bind::Arena, Bind::Weight(wid.0, c as u32), Bind::Uniform],
+            &p,
+            g,
+        );
+    }
+    Ok(())
 }
 
 /// Record mat_mul_heads: part `j` of each row of `x` times matrix `j` of the stacked weight
