@@ -1,10 +1,10 @@
 // Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, per-expert
 // biases (add_bias_id: the expert of each (token, slot) read from the route at `b_off`),
-// soft-capping, SiLU- and GELU-gated products and gpt-oss's clamped SwiGLU (swiglu_oai), a
-// plain copy (the last row of a matrix), and the weighted sum
-// of a row's expert outputs (moe_sum: `parts` parts of `cols` values, weighted by the route's
-// weights at `b_off`, added in slot order as on the CPU), and the gathers of multi-head latent
-// attention: some columns of every group (columns) and the per-group concatenation (concat).
+// soft-capping, squared ReLU, SiLU- and GELU-gated products and gpt-oss's clamped SwiGLU
+// (swiglu_oai), a plain copy (the last row of a matrix), and the weighted sum of a row's
+// expert outputs (moe_sum: `parts` parts of `cols` values, weighted by the route's weights at
+// `b_off`, added in slot order as on the CPU), and the gathers of multi-head latent attention:
+// some columns of every group (columns) and the per-group concatenation (concat).
 
 // `ElementwiseUniforms` and the `OP_*` codes: declared by the host from
 // engine/src/gpu/params.rs, prepended.
@@ -94,6 +94,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case OP_GEGLU: { y = gelu(a) * A[P.b_off + i]; }
         case OP_ADD_BIAS: { y = a + bitcast<f32>(W[i % P.cols]); }
         case OP_SOFTCAP: { y = tanh(a * (1.0 / P.s)) * P.s; }
+        case OP_RELU_SQR: { let r = max(a, 0.0); y = r * r; }
         case OP_SWIGLU_OAI: { y = swiglu_oai(a, A[P.b_off + i]); }
         case OP_ADD_BIAS_ID: { y = add_bias_id(i, a); }
         case OP_MOE_SUM: { y = moe_sum(i); }

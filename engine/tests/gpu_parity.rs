@@ -563,12 +563,13 @@ fn norms_and_elementwise_ops() {
         let e = compare(b.finish(y));
         assert!(e <= 1e-6, "grouped rms_norm: {e:.2e}");
         type Build = fn(&mut GraphBuilder, NodeId, NodeId) -> NodeId;
-        let ops: [(&str, Build); 6] = [
+        let ops: [(&str, Build); 7] = [
             ("add", |b, x, y| b.add(x, y)),
             ("mul", |b, x, y| b.mul(x, y)),
             ("scale", |b, x, _| b.scale(x, 0.37)),
             ("swiglu", |b, x, y| b.swiglu(x, y)),
             ("geglu", |b, x, y| b.geglu(x, y)),
+            ("relu_sqr", |b, x, _| b.relu_sqr(x)),
             ("last_row", |b, x, _| b.last_row(x)),
         ];
         for (name, op) in ops {

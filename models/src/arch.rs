@@ -103,6 +103,7 @@ pub static ARCHITECTURES: &[&ArchSpec] = &[
     &crate::deepseek2::SPEC,
     &crate::gpt_oss::SPEC,
     &crate::minicpm3::SPEC,
+    &crate::plm::SPEC,
 ];
 
 /// The architecture named `name`.

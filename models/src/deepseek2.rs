@@ -18,8 +18,8 @@
 //! The attention scale is `mscale² / √(qk_nope + qk_rope)`, with DeepSeek's YaRN magnitude
 //! factor `mscale` (llama.cpp's derivation, including its `yarn_log_multiplier` convention).
 //!
-//! The MLA pieces ([`MlaDims`], [`MlaAttention`]) also serve MiniCPM3 (`crate::minicpm3`),
-//! whose files carry the fused `attn_kv_b` it splits at load.
+//! The MLA pieces ([`MlaDims`], [`MlaAttention`]) also serve MiniCPM3 (`crate::minicpm3`) and
+//! PLM (`crate::plm`), whose files carry the fused `attn_kv_b` they split at load.
 
 use tessera_engine::graph::{
     ExpertGating, Graph, GraphBuilder, KvId, NodeId, OutputRows, RopeParams,

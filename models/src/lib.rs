@@ -26,6 +26,7 @@ pub mod minicpm3;
 pub mod model;
 pub mod moe;
 pub mod phi3;
+pub mod plm;
 pub mod quantize;
 pub mod qwen2;
 pub mod qwen3;

@@ -149,8 +149,14 @@ impl MiniCpm3 {
 
 /// Split layer `il`'s `attn_kv_b` (`[kv_lora_rank, n_head·(qk_nope + v_head)]`, any
 /// dequantizable type) into F32 `k_b` (`[qk_nope, kv_lora_rank, n_head]`: head `h`'s key rows
-/// transposed) and `v_b` (`[kv_lora_rank, v_head, n_head]`: head `h`'s value rows).
-fn split_kv_b(w: &WeightLoader, il: usize, d: &MlaDims, n_head: usize) -> Result<(Tensor, Tensor)> {
+/// transposed) and `v_b` (`[kv_lora_rank, v_head, n_head]`: head `h`'s value rows). PLM's
+/// files carry the same fused layout (`crate::plm`).
+pub(crate) fn split_kv_b(
+    w: &WeightLoader,
+    il: usize,
+    d: &MlaDims,
+    n_head: usize,
+) -> Result<(Tensor, Tensor)> {
     let name = layer_tensor(il, "attn_kv_b");
     let (r, per_head) = (d.kv_lora_rank, d.qk_nope + d.v_head);
     let t = w.get(&name, &[r, n_head * per_head])?;

@@ -87,6 +87,17 @@ VARIANTS = {
     # the final norm's output x256/n_embd).
     "minicpm3": dict(arch="minicpm3", vocab="llama-spm", n_layer=3, n_head=4, q_lora=48,
                      kv_lora=32, qk_nope=24, qk_rope=16),
+    # PLM: MLA with direct queries and the fused attn_kv_b llama.cpp decompresses (Tessera
+    # splits it and runs the absorbed path with the latent-only cache), llama-style RoPE on
+    # the trailing rotated part of each head, a gate-less squared-ReLU FFN, tied output.
+    # Key and value rows per head are as many (32) so the break can swap them. `ubatch`: the
+    # oracle runs llama.cpp one token per micro-batch (-ub 1, flash attention off and on):
+    # its plm graph hands the cache V as one 2-D row of n_head * v_head values per token,
+    # which the flash-attention path's unpermuted V cache (llama_kv_cache::cpy_v) takes for
+    # n_tokens heads and aborts on (ggml_set_rows: a->ne[0] == b->ne[0]) unless a micro-batch
+    # has one token. Flash attention off is unaffected (-ub 128 vs -ub 1: KL 9.8e-7).
+    "plm": dict(arch="plm", vocab="llama-spm", n_layer=3, n_head=4, n_embd=128, n_ff=256,
+                kv_lora=32, qk_nope=32, qk_rope=16, v_head=32, ubatch=1),
     # gpt-oss: attention sinks, Q/K/V/O biases, a sliding window on even layers, a biased
     # router (top logits chosen, softmax over them), biased experts, the clamped SwiGLU.
     # (Real gpt-oss files use the o200k "gpt-4o" pre-tokenizer; the model here borrows
@@ -165,8 +176,11 @@ VARIANTS = {
 #   groups      no expert_group_count / expert_group_used_count keys (every expert eligible)
 #   residual_scale  attn_output and ffn_down multiplied by sqrt(n_layer)/1.4 (MiniCPM3's
 #               residual scale, fixed in code, undone: as if an engine dropped it)
+#   kv_b_halves each head's key rows and value rows of the fused attn_kv_b swapped (as if an
+#               engine split it value rows first)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
-          "choice_bias", "sinks", "yarn", "yarn_log_mul", "groups", "residual_scale"]
+          "choice_bias", "sinks", "yarn", "yarn_log_mul", "groups", "residual_scale",
+          "kv_b_halves"]
 
 N_EMBD = 64
 N_FF = 128
@@ -372,12 +386,72 @@ def generate_minicpm3(variant, out, vocab_dir, broken, seed):
     w.close()
 
 
+def generate_plm(variant, out, vocab_dir, broken, seed):
+    """A `plm` model: MLA with direct queries and the fused attn_kv_b (per head: qk_nope key
+    rows, then the value rows), a gate-less squared-ReLU FFN, the output tied to the
+    embedding."""
+    v = VARIANTS[variant]
+    rng = np.random.default_rng(seed + sum(map(ord, variant)))
+    w = GGUFWriter(out, "plm")
+    n_vocab = copy_tokenizer(w, vocab_file(vocab_dir, None, v["vocab"]))
+    n_embd, n_ff, n_head, n_layer = v["n_embd"], v["n_ff"], v["n_head"], v["n_layer"]
+    kv_lora, nope, rope, vh = v["kv_lora"], v["qk_nope"], v["qk_rope"], v["v_head"]
+    w.add_name(f"tessera-synthetic-{variant}")
+    w.add_context_length(CTX_TRAIN)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(10000.0)
+    w.add_vocab_size(n_vocab)
+    w.add_kv_lora_rank(kv_lora)
+    w.add_key_length(nope + rope)
+    w.add_value_length(vh)
+    w.add_rope_dimension_count(rope)
+    w.add_file_type(0)
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    def gain(n):
+        return (1.0 + normal((n,), 0.2)).astype(np.float32)
+
+    # Tied output: the table's spread sets how peaked the logits are.
+    w.add_tensor("token_embd.weight", normal((n_vocab, n_embd), 0.45).astype(np.float16))
+    w.add_tensor("output_norm.weight", gain(n_embd))
+    qw = n_head * (nope + rope)
+    for il in range(n_layer):
+        p = f"blk.{il}."
+        w.add_tensor(p + "attn_norm.weight", gain(n_embd))
+        w.add_tensor(p + "attn_q.weight", normal((qw, n_embd), 1.8 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_kv_a_mqa.weight",
+                     normal((kv_lora + rope, n_embd), 1.8 / np.sqrt(n_embd)))
+        w.add_tensor(p + "attn_kv_a_norm.weight", gain(kv_lora))
+        kv_b = normal((n_head, nope + vh, kv_lora), 1.0 / np.sqrt(kv_lora))
+        if broken == "kv_b_halves":
+            kv_b = np.concatenate([kv_b[:, nope:], kv_b[:, :nope]], axis=1)
+        w.add_tensor(p + "attn_kv_b.weight", kv_b.reshape(n_head * (nope + vh), kv_lora))
+        w.add_tensor(p + "attn_output.weight",
+                     normal((n_embd, n_head * vh), 1.0 / np.sqrt(n_head * vh)))
+        w.add_tensor(p + "ffn_norm.weight", gain(n_embd))
+        w.add_tensor(p + "ffn_up.weight", normal((n_ff, n_embd), 1.0 / np.sqrt(n_embd)))
+        w.add_tensor(p + "ffn_down.weight", normal((n_embd, n_ff), 0.5 / np.sqrt(n_ff)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     v = VARIANTS[variant]
     if v["arch"] == "deepseek2":
         return generate_deepseek2(variant, out, vocab_dir, broken, seed)
     if v["arch"] == "minicpm3":
         return generate_minicpm3(variant, out, vocab_dir, broken, seed)
+    if v["arch"] == "plm":
+        return generate_plm(variant, out, vocab_dir, broken, seed)
     arch = v["arch"]
     if broken == "qk_norm":
         arch = "qwen2"

@@ -110,6 +110,9 @@ def oracle(variant, a):
     ppl = os.path.join(a.llama_bin, "llama-perplexity")
     common = ["-m", model, "-f", a.text, "-c", str(N_CTX), "--chunks", str(N_CHUNK),
               "-t", "2", "-b", str(N_CTX)]
+    if "ubatch" in gen.VARIANTS[variant]:
+        # Tokens per micro-batch, for both runs (see the variant's comment in gen.py).
+        common += ["-ub", str(gen.VARIANTS[variant]["ubatch"])]
     bases, logs = {}, {}
     for fa in ["off", "on"]:
         base = os.path.join(a.work, f"{variant}.fa-{fa}.logits")

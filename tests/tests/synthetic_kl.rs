@@ -30,7 +30,14 @@ const FLOOR: f64 = 1e-5;
 /// itself with an F32 KV cache (`-ctk f32 -ctv f32`) instead of F16 is 3.2e-5 on the top 32
 /// (3.9e-6 full vocabulary, top-1 1.000); Tessera is 2.16e-5 on the top 32 and 6e-6 over the
 /// full vocabulary (`tessera perplexity --kl-divergence` on llama.cpp's base file), top-1 1.000.
-const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5), ("minicpm3", 2e-5)];
+///
+/// plm: as gpt-oss, llama.cpp's pair agrees on the top 32 (4.5e-6) far closer than over the
+/// full vocabulary (2.8e-5; both runs take one token per micro-batch, see gen.py); with an
+/// F32 instead of an F16 KV cache llama.cpp is 2.7e-6 full, 1.1e-6 top-32 from itself.
+/// Tessera's top-32 figure is 1.49e-5 while its full-vocabulary KL to llama.cpp's base file is
+/// 5e-6 (3.2e-5 to the fa-on run), top-1 99.5% as llama.cpp's own pair. Feature errors land
+/// far above: NeoX instead of llama's RoPE pairs KL 6.67, squaring without the ReLU 6.47.
+const FLOOR_OVERRIDES: &[(&str, f64)] = &[("gpt-oss", 2e-5), ("minicpm3", 2e-5), ("plm", 2e-5)];
 
 /// Variants held to more than 1.5× llama.cpp's noise on the CPU, with the factor and why.
 /// gpt-oss-mxfp4: its MXFP4 experts make the tiny model chaotic (llama.cpp's flash attention
@@ -236,6 +243,11 @@ fn deepseek2_group_limited_routing() {
 #[test]
 fn minicpm3_absorbed_latent_attention_scalings() {
     check("minicpm3", "residual_scale");
+}
+
+#[test]
+fn plm_absorbed_latent_attention_relu_sqr() {
+    check("plm", "kv_b_halves");
 }
 
 #[test]

@@ -469,6 +469,10 @@ impl CpuExecutor {
                 let x = input(x);
                 self.rows_parallel(node, out, &|r, o| elementwise::softcap(&x[r], cap, o));
             }
+            Op::ReluSqr { x } => {
+                let x = input(x);
+                self.rows_parallel(node, out, &|r, o| elementwise::relu_sqr(&x[r], o));
+            }
             Op::MatMul { .. } => self.run_mat_mul_group(g, i..i + 1),
             Op::MoeRoute {
                 logits,

@@ -377,6 +377,8 @@ op_codes! {
         /// `cols` values) gets row `e` of the bias (in the weight binding), `e` the expert id
         /// the route at `b` chose in slot `j` (rows of `2·parts`: ids, then weights).
         AddBiasId = 12 => "OP_ADD_BIAS_ID",
+        /// `max(a, 0)²` (squared ReLU).
+        ReluSqr = 13 => "OP_RELU_SQR",
     }
 }
 
@@ -449,7 +451,7 @@ mod tests {
 
     #[test]
     fn op_constants() {
-        assert_eq!(ElementwiseOp::ALL.len(), 13);
+        assert_eq!(ElementwiseOp::ALL.len(), 14);
         for (i, op) in ElementwiseOp::ALL.iter().enumerate() {
             assert_eq!(op.code(), i as u32);
         }

@@ -227,6 +227,12 @@ pub enum Op {
         /// The cap (> 0).
         cap: f32,
     },
+    /// `max(x, 0)²` element-wise (the squared-ReLU activation of PLM's feed-forward, ggml's
+    /// `relu` then `sqr`).
+    ReluSqr {
+        /// Input.
+        x: NodeId,
+    },
     /// Multiplication by a constant.
     Scale {
         /// Input.
@@ -389,7 +395,8 @@ impl Op {
             | Op::Scale { x, .. }
             | Op::MatMul { x, .. }
             | Op::AddBias { x, .. }
-            | Op::Softcap { x, .. } => (Some(x), None, None),
+            | Op::Softcap { x, .. }
+            | Op::ReluSqr { x } => (Some(x), None, None),
             Op::Rope { x, .. } | Op::LastRow { x } | Op::SelectRows { x } => (Some(x), None, None),
             Op::Mul { a, b } | Op::Add { a, b } => (Some(a), Some(b), None),
             Op::MoeRoute { logits, .. } => (Some(logits), None, None),
@@ -414,6 +421,7 @@ impl Op {
             Op::Scale { .. } => "scale",
             Op::AddBias { .. } => "add_bias",
             Op::Softcap { .. } => "softcap",
+            Op::ReluSqr { .. } => "relu_sqr",
             Op::MatMul { .. } => "mat_mul",
             Op::Rope { .. } => "rope",
             Op::Attention { .. } => "attention",
@@ -623,6 +631,12 @@ impl GraphBuilder {
         assert!(cap.is_finite() && cap > 0.0, "softcap: cap {cap}");
         let (r, c) = self.shape(x);
         self.push(Op::Softcap { x, cap }, r, c)
+    }
+
+    /// `max(x, 0)²`.
+    pub fn relu_sqr(&mut self, x: NodeId) -> NodeId {
+        let (r, c) = self.shape(x);
+        self.push(Op::ReluSqr { x }, r, c)
     }
 
     /// `s · x`.

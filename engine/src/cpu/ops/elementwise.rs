@@ -1,4 +1,5 @@
-//! Element-wise ops: add, mul, scale, bias, soft-capping and the gated activations.
+//! Element-wise ops: add, mul, scale, bias, soft-capping, squared ReLU and the gated
+//! activations.
 
 use std::sync::OnceLock;
 
@@ -40,6 +41,14 @@ pub fn softcap(x: &[f32], cap: f32, y: &mut [f32]) {
     let inv = 1.0 / cap;
     for (o, &v) in y.iter_mut().zip(x) {
         *o = (v * inv).tanh() * cap;
+    }
+}
+
+/// `y = max(x, 0)²`, as ggml's `relu` then `sqr` (PLM's feed-forward activation).
+pub fn relu_sqr(x: &[f32], y: &mut [f32]) {
+    for (o, &v) in y.iter_mut().zip(x) {
+        let r = v.max(0.0);
+        *o = r * r;
     }
 }
 
@@ -123,6 +132,15 @@ mod tests {
         assert_eq!(y[0], 0.0);
         assert_eq!(y[1], 30.0);
         assert!((y[2] - 30.0 * (-0.1f32).tanh()).abs() < 1e-6);
+    }
+
+    #[test]
+    fn relu_sqr_zeroes_negatives_and_squares_the_rest() {
+        let x = [-3.0, -0.0, 0.0, 0.5, 2.0, -1e30, 1e20];
+        let mut y = [1.0; 7];
+        relu_sqr(&x, &mut y);
+        assert_eq!(y, [0.0, 0.0, 0.0, 0.25, 4.0, 0.0, f32::INFINITY]);
+        assert!(y.iter().all(|v| v.is_sign_positive()));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Element-wise ops (add, mul, the gated activations with gpt-oss's clamped SwiGLU, scale,
-//! bias and per-expert bias, soft-capping, copy of the last row, the weighted sum of experts'
+//! bias and per-expert bias, soft-capping, squared ReLU, copy of the last row, the weighted sum of experts'
 //! outputs, the column and per-group concatenation gathers of multi-head latent attention):
 //! one `elementwise.wgsl` dispatch of 256 values a workgroup.
 
@@ -101,6 +101,21 @@ pub fn softcap(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId, cap: f32) -> Result
         n,
     };
     push(rec, ElementwiseOp::Softcap, o);
+    Ok(())
+}
+
+/// Record `max(x, 0)²`.
+pub fn relu_sqr(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId) -> Result<(), GpuError> {
+    let n = ctx.n_values() as u32;
+    let (src, out) = (ctx.off(x), ctx.out);
+    let o = Operands {
+        src,
+        b_off: 0,
+        s: 0.0,
+        out,
+        n,
+    };
+    push(rec, ElementwiseOp::ReluSqr, o);
     Ok(())
 }
 

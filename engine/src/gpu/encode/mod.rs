@@ -222,6 +222,7 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         Op::Scale { x, s } => elementwise::scale(ctx, rec, x, s),
         Op::AddBias { x, bias } => elementwise::add_bias(ctx, rec, x, bias),
         Op::Softcap { x, cap } => elementwise::softcap(ctx, rec, x, cap),
+        Op::ReluSqr { x } => elementwise::relu_sqr(ctx, rec, x),
         Op::LastRow { x } => elementwise::last_row(ctx, rec, x),
         Op::MoeRoute {
             logits,
