@@ -122,6 +122,23 @@ VARIANTS = {
     "llama-gqa-bias-q4_0": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4,
                                 n_head_kv=2, head_dim=16, qkv_bias=True, out_bias=True,
                                 tied=True, quant="Q4_0"),
+    # Q8_0 copies of the dense families' features: Llama 3's frequency factors (MHA, untied),
+    # Qwen2's biases, Phi-3's fused QKV and gate+up (the views fall inside quantized rows),
+    # SmolLM3's NoPE layers and Gemma 2's soft-caps, post-norms and alternating window.
+    "llama3-q8_0": dict(arch="llama", vocab="llama-bpe", n_layer=2, n_head=4, n_head_kv=4,
+                        head_dim=16, rope_freqs=True, tied=False, rope_base=10000.0,
+                        quant="Q8_0"),
+    "qwen2-q8_0": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2,
+                       head_dim=16, qkv_bias=True, tied=True, rope_base=1000000.0,
+                       quant="Q8_0"),
+    "phi3-q8_0": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=4, n_head_kv=4,
+                      head_dim=16, rope_dims=12, fused=True, longrope=True, orig_ctx=64,
+                      tied=False, quant="Q8_0"),
+    "smollm3-q8_0": dict(arch="smollm3", vocab="llama-bpe", n_layer=4, n_head=4, n_head_kv=2,
+                         head_dim=16, tied=True, quant="Q8_0"),
+    "gemma2-q8_0": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2,
+                        head_dim=16, post_norms=True, window=24, attn_softcap=8.0,
+                        final_softcap=20.0, tied=True, quant="Q8_0"),
     # K-quant copies: written unquantized, 256 wide (K-quant blocks are 256 values), then
     # quantized to llama.cpp's Q4_K_M mix (see the module doc): Q4_K and Q6_K matrices,
     # activations rounded to Q8_K on the way in. Embeddings at half the usual spread keep the
@@ -133,6 +150,11 @@ VARIANTS = {
                             head_dim=32, n_embd=256, qk_norm=True, tied=False,
                             rope_base=1000000.0, n_expert=8, n_expert_used=3, n_ff_exp=256,
                             emb_std=0.3, requant="Q4_K_M"),
+    # Phi-3's fused weights in llama.cpp's Q4_K_M mix: the QKV and gate+up splits fall inside
+    # K-quant rows of 256.
+    "phi3-q4_k_m": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=8, n_head_kv=8,
+                        head_dim=32, n_embd=256, n_ff=512, rope_dims=24, fused=True,
+                        longrope=True, orig_ctx=64, tied=False, emb_std=0.3, requant="Q4_K_M"),
     "gemma2": dict(arch="gemma2", vocab="gemma", n_layer=4, n_head=4, n_head_kv=2, head_dim=16,
                    post_norms=True, window=24, attn_softcap=8.0, final_softcap=20.0,
                    tied=True),
