@@ -1588,7 +1588,10 @@ fn mat_mul_id_grouped_skewed_route() {
             let (want, got) = run_both_with(b.finish(y), None, None);
             let e = nmse(&want, &got);
             eprintln!("grouped mat_mul_id skewed {dt} per-slot {per_slot}: {e:.2e}");
-            assert!(e <= PRODUCT_NMSE, "skewed {dt} per-slot {per_slot}: NMSE {e:.2e}");
+            assert!(
+                e <= PRODUCT_NMSE,
+                "skewed {dt} per-slot {per_slot}: NMSE {e:.2e}"
+            );
         }
     }
 }
@@ -1603,10 +1606,19 @@ fn mat_mul_id_prompt_timing() {
     let dev = device().unwrap();
     let mut rng = Rng(0x7e);
     let (n_expert, n_used, n_out, n_in, n_tok) = (128, 8, 768, 2048, 128);
-    let w = stacked("experts", DType::Q4_K, vec![n_in, n_out, n_expert], &mut rng);
+    let w = stacked(
+        "experts",
+        DType::Q4_K,
+        vec![n_in, n_out, n_expert],
+        &mut rng,
+    );
     let mut b = GraphBuilder::new(n_tok);
     let l = input(&mut b, n_expert, &mut rng, 2.0);
-    let r = b.moe_route(l, route_params(n_used, ExpertGating::Softmax, true, 1.0), None);
+    let r = b.moe_route(
+        l,
+        route_params(n_used, ExpertGating::Softmax, true, 1.0),
+        None,
+    );
     let x = input(&mut b, n_in, &mut rng, 1.0);
     let y = b.mat_mul_id(&w, x, r);
     let graph = b.finish(y);

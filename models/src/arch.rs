@@ -45,6 +45,11 @@ pub struct ArchDefaults {
     pub expert_gating: ExpertGating,
 }
 
+/// Reads an architecture's MLA dimensions from its metadata and file-level hyper-parameters
+/// (see [`ArchSpec::latent_cache`]).
+pub type LatentDimsFn =
+    fn(&tessera_engine::gguf::Metadata, &HParams) -> Result<crate::deepseek2::MlaDims>;
+
 impl ArchDefaults {
     /// Llama's conventions: adjacent-pair RoPE, no window unless the file sets one (then on
     /// every layer, with the global RoPE settings).
@@ -69,6 +74,10 @@ pub struct ArchSpec {
     pub defaults: ArchDefaults,
     /// Its loader.
     pub load: LoadFn,
+    /// For architectures whose files describe decompressed heads but which Tessera runs on the
+    /// latent-only cache (MiniCPM3, PLM): the MLA dimensions read from the file, so that
+    /// [`HParams::as_run`] shows the cache the loader will make without loading.
+    pub latent_cache: Option<LatentDimsFn>,
 }
 
 impl ArchSpec {

@@ -43,6 +43,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(DeepSeek2::load(file, hp)?)),
+    latent_cache: None,
 };
 
 /// MLA's sizes.

@@ -28,6 +28,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(Gemma2::load(file, hp)?)),
+    latent_cache: None,
 };
 
 /// One transformer block's weights.

@@ -28,6 +28,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(GptOss::load(file, hp)?)),
+    latent_cache: None,
 };
 
 struct Block {

@@ -229,6 +229,19 @@ fn bounded(meta: &Metadata, key: &str, min: u32, max: u32) -> Result<u32> {
 }
 
 impl HParams {
+    /// The hyper-parameters as the architecture's loader runs them, without loading: those of
+    /// the file ([`HParams::from_gguf`]), pointed at the latent-only cache where the
+    /// architecture runs multi-head latent attention on files that describe decompressed heads
+    /// ([`crate::arch::ArchSpec::latent_cache`]: MiniCPM3, PLM). `tessera info` shows these.
+    pub fn as_run(meta: &Metadata) -> Result<HParams> {
+        let mut hp = HParams::from_gguf(meta)?;
+        if let Some(dims) = hp.arch.latent_cache {
+            dims(meta, &hp)?.use_latent_cache(&mut hp);
+            hp.experts = None;
+        }
+        Ok(hp)
+    }
+
     /// Read the hyper-parameters of the architecture named in `general.architecture`.
     pub fn from_gguf(meta: &Metadata) -> Result<HParams> {
         let arch_name = meta.str("general.architecture")?;

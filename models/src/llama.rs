@@ -20,6 +20,7 @@ pub static SPEC: ArchSpec = ArchSpec {
     families: "Llama 2/3.x, Mistral, SmolLM2 (GQA/MHA, rope_freqs, optional biases)",
     defaults: ArchDefaults::LLAMA,
     load: |file, hp| Ok(Box::new(Llama::load(file, hp, Variant::LLAMA)?)),
+    latent_cache: None,
 };
 
 /// What the llama-shaped families change in llama's block (each declared in its own file).

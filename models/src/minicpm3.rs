@@ -16,6 +16,7 @@
 //!   embeddings ×12, each residual branch (attention and FFN output) ×1.4/√n_layer, and the
 //!   final norm's output ×256/n_embd before the output projection.
 
+use tessera_engine::gguf::Metadata;
 use tessera_engine::graph::{Graph, GraphBuilder, OutputRows};
 use tessera_engine::{GgufFile, Tensor, quant};
 
@@ -35,6 +36,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(MiniCpm3::load(file, hp)?)),
+    latent_cache: Some(mla_dims),
 };
 
 /// llama.cpp's `scale_embd`: the multiplier of the token embeddings.
@@ -63,52 +65,60 @@ pub struct MiniCpm3 {
     kq_scale: f32,
 }
 
+/// The MLA dimensions of a file: its ranks, each head's un-rotated and rotated key widths and
+/// its value width, checked (the loader's first step, and [`ArchSpec::latent_cache`]
+/// for `info`).
+pub fn mla_dims(meta: &Metadata, hp: &HParams) -> Result<MlaDims> {
+    let k = |s: &str| format!("minicpm3.{s}");
+    let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
+    let rank = |key: &str| -> Result<usize> {
+        match meta.opt_u32(&k(key))? {
+            Some(r) if r > 0 && r <= 1 << 16 => Ok(r as usize),
+            Some(r) => Err(invalid(key, format!("{r} is not a usable rank"))),
+            None => Err(invalid(key, "missing".into())),
+        }
+    };
+    let (q_lora_rank, kv_lora_rank) = (
+        rank("attention.q_lora_rank")?,
+        rank("attention.kv_lora_rank")?,
+    );
+    let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
+    if qk <= qk_rope {
+        return Err(invalid(
+            "attention.key_length",
+            format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
+        ));
+    }
+    let v_head = match meta.opt_u32(&k("attention.value_length"))? {
+        Some(v) => v as usize,
+        None => hp.n_embd / hp.n_head,
+    };
+    if v_head == 0 || hp.n_head_kv != hp.n_head {
+        return Err(invalid(
+            "attention.head_count_kv",
+            format!(
+                "MiniCPM3 decompresses a key and a value per query head (value width \
+                 {v_head}); this file has {} KV heads for {} query heads",
+                hp.n_head_kv, hp.n_head
+            ),
+        ));
+    }
+    Ok(MlaDims {
+        q_lora_rank,
+        kv_lora_rank,
+        qk_nope: qk - qk_rope,
+        qk_rope,
+        v_head,
+    })
+}
+
 impl MiniCpm3 {
     /// Read the MLA keys, point the hyper-parameters at the latent cache, split every layer's
     /// `attn_kv_b` and find the other weights.
     pub fn load(file: &GgufFile, mut hp: HParams) -> Result<MiniCpm3> {
-        let meta = file.metadata();
-        let k = |s: &str| format!("minicpm3.{s}");
-        let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
-        let rank = |key: &str| -> Result<usize> {
-            match meta.opt_u32(&k(key))? {
-                Some(r) if r > 0 && r <= 1 << 16 => Ok(r as usize),
-                Some(r) => Err(invalid(key, format!("{r} is not a usable rank"))),
-                None => Err(invalid(key, "missing".into())),
-            }
-        };
-        let (q_lora_rank, kv_lora_rank) = (
-            rank("attention.q_lora_rank")?,
-            rank("attention.kv_lora_rank")?,
-        );
-        let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
-        if qk <= qk_rope {
-            return Err(invalid(
-                "attention.key_length",
-                format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
-            ));
-        }
-        let v_head = match meta.opt_u32(&k("attention.value_length"))? {
-            Some(v) => v as usize,
-            None => hp.n_embd / hp.n_head,
-        };
-        if v_head == 0 || hp.n_head_kv != hp.n_head {
-            return Err(invalid(
-                "attention.head_count_kv",
-                format!(
-                    "MiniCPM3 decompresses a key and a value per query head (value width \
-                     {v_head}); this file has {} KV heads for {} query heads",
-                    hp.n_head_kv, hp.n_head
-                ),
-            ));
-        }
-        let mla = MlaDims {
-            q_lora_rank,
-            kv_lora_rank,
-            qk_nope: qk - qk_rope,
-            qk_rope,
-            v_head,
-        };
+        let mla = mla_dims(file.metadata(), &hp)?;
+        let qk_rope = mla.qk_rope;
+        let qk = mla.qk_nope + mla.qk_rope;
         mla.use_latent_cache(&mut hp);
         hp.experts = None;
 

@@ -22,6 +22,7 @@ pub static SPEC: ArchSpec = ArchSpec {
         ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(Phi3::load(file, hp)?)),
+    latent_cache: None,
 };
 
 /// One transformer block's weights.

@@ -15,6 +15,7 @@
 //! - Feed-forward without a gate: `ffn_down(relu(ffn_up(x))²)`.
 //! - The output projection is the token embedding (no `output.weight`).
 
+use tessera_engine::gguf::Metadata;
 use tessera_engine::graph::{Graph, GraphBuilder, NodeId, OutputRows};
 use tessera_engine::{GgufFile, Tensor};
 
@@ -32,6 +33,7 @@ pub static SPEC: ArchSpec = ArchSpec {
     families: "PLM (multi-head latent attention on the absorbed path, latent-only KV cache, squared-ReLU FFN)",
     defaults: ArchDefaults::LLAMA,
     load: |file, hp| Ok(Box::new(Plm::load(file, hp)?)),
+    latent_cache: Some(mla_dims),
 };
 
 /// One layer's feed-forward: `down(relu(up(h))²)`, no gate.
@@ -76,51 +78,58 @@ pub struct Plm {
     kq_scale: f32,
 }
 
+/// The MLA dimensions of a file: its ranks, each head's un-rotated and rotated key widths and
+/// its value width, checked (the loader's first step, and [`ArchSpec::latent_cache`]
+/// for `info`).
+pub fn mla_dims(meta: &Metadata, hp: &HParams) -> Result<MlaDims> {
+    let k = |s: &str| format!("plm.{s}");
+    let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
+    let kv_lora_rank = match meta.opt_u32(&k("attention.kv_lora_rank"))? {
+        Some(r) if r > 0 && r <= 1 << 16 => r as usize,
+        Some(r) => {
+            return Err(invalid(
+                "attention.kv_lora_rank",
+                format!("{r} is not a usable rank"),
+            ));
+        }
+        None => return Err(invalid("attention.kv_lora_rank", "missing".into())),
+    };
+    let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
+    if qk <= qk_rope {
+        return Err(invalid(
+            "attention.key_length",
+            format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
+        ));
+    }
+    let v_head = match meta.opt_u32(&k("attention.value_length"))? {
+        Some(v) => v as usize,
+        None => hp.n_embd / hp.n_head,
+    };
+    if v_head == 0 || hp.n_head_kv != hp.n_head {
+        return Err(invalid(
+            "attention.head_count_kv",
+            format!(
+                "PLM decompresses a key and a value per query head (value width \
+                 {v_head}); this file has {} KV heads for {} query heads",
+                hp.n_head_kv, hp.n_head
+            ),
+        ));
+    }
+    Ok(MlaDims {
+        q_lora_rank: 0,
+        kv_lora_rank,
+        qk_nope: qk - qk_rope,
+        qk_rope,
+        v_head,
+    })
+}
+
 impl Plm {
     /// Read the MLA keys, point the hyper-parameters at the latent cache, split every layer's
     /// `attn_kv_b` and find the other weights.
     pub fn load(file: &GgufFile, mut hp: HParams) -> Result<Plm> {
-        let meta = file.metadata();
-        let k = |s: &str| format!("plm.{s}");
-        let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
-        let kv_lora_rank = match meta.opt_u32(&k("attention.kv_lora_rank"))? {
-            Some(r) if r > 0 && r <= 1 << 16 => r as usize,
-            Some(r) => {
-                return Err(invalid(
-                    "attention.kv_lora_rank",
-                    format!("{r} is not a usable rank"),
-                ));
-            }
-            None => return Err(invalid("attention.kv_lora_rank", "missing".into())),
-        };
-        let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
-        if qk <= qk_rope {
-            return Err(invalid(
-                "attention.key_length",
-                format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
-            ));
-        }
-        let v_head = match meta.opt_u32(&k("attention.value_length"))? {
-            Some(v) => v as usize,
-            None => hp.n_embd / hp.n_head,
-        };
-        if v_head == 0 || hp.n_head_kv != hp.n_head {
-            return Err(invalid(
-                "attention.head_count_kv",
-                format!(
-                    "PLM decompresses a key and a value per query head (value width \
-                     {v_head}); this file has {} KV heads for {} query heads",
-                    hp.n_head_kv, hp.n_head
-                ),
-            ));
-        }
-        let mla = MlaDims {
-            q_lora_rank: 0,
-            kv_lora_rank,
-            qk_nope: qk - qk_rope,
-            qk_rope,
-            v_head,
-        };
+        let mla = mla_dims(file.metadata(), &hp)?;
+        let qk = mla.qk_nope + mla.qk_rope;
         mla.use_latent_cache(&mut hp);
         hp.experts = None;
 

@@ -14,4 +14,5 @@ pub static SPEC: ArchSpec = ArchSpec {
         ..ArchDefaults::LLAMA
     },
     load: |file, hp| Ok(Box::new(Llama::load(file, hp, Variant::LLAMA)?)),
+    latent_cache: None,
 };

@@ -20,4 +20,5 @@ pub static SPEC: ArchSpec = ArchSpec {
         };
         Ok(Box::new(Llama::load(file, hp, variant)?))
     },
+    latent_cache: None,
 };

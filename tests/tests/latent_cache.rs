@@ -6,10 +6,33 @@
 
 use std::sync::Arc;
 
+use tessera_engine::GgufFile;
 use tessera_models::batch_invariance::assert_batch_invariant;
 use tessera_models::hparams::RopeOverrides;
-use tessera_models::{Context, ContextParams, Model};
+use tessera_models::{Context, ContextParams, HParams, Model};
 use tessera_tests::synthetic::generate;
+
+/// `tessera info`'s hyper-parameters (`HParams::as_run`, read without loading) describe the
+/// cache the loaded model makes: for MiniCPM3 and PLM, whose files describe decompressed heads,
+/// that is the latent the loader switches to, not the file's heads.
+fn info_sees_the_loaded_cache(path: &std::path::Path, loaded: &HParams) {
+    let file = GgufFile::open(path).unwrap();
+    let h = HParams::as_run(file.metadata()).unwrap();
+    let cache = |h: &HParams| {
+        (
+            h.n_head_kv,
+            h.head_dim,
+            h.head_dim_v,
+            h.values_in_keys,
+            h.mla_head_dims,
+        )
+    };
+    assert_eq!(cache(&h), cache(loaded), "{}", path.display());
+    assert_eq!(
+        h.kv_cell_bytes(h.n_head_kv, 2),
+        loaded.kv_cell_bytes(loaded.n_head_kv, 2)
+    );
+}
 
 #[test]
 fn the_cache_holds_the_latent_only() {
@@ -18,6 +41,7 @@ fn the_cache_holds_the_latent_only() {
     };
     let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
     let hp = m.hparams().clone();
+    info_sees_the_loaded_cache(&path, &hp);
     // kv_lora_rank 32 + 16 rotated values, one KV head.
     assert_eq!((hp.n_head_kv, hp.head_dim, hp.head_dim_v), (1, 48, 32));
     assert!(hp.values_in_keys);
@@ -50,6 +74,7 @@ fn minicpm3_caches_the_latent_where_llama_cpp_caches_full_heads() {
     };
     let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
     let hp = m.hparams().clone();
+    info_sees_the_loaded_cache(&path, &hp);
     assert_eq!((hp.n_head_kv, hp.head_dim, hp.head_dim_v), (1, 48, 32));
     assert!(hp.values_in_keys);
     assert_eq!(hp.mla_head_dims, Some((40, 16)));
@@ -98,6 +123,7 @@ fn plm_caches_the_latent_where_llama_cpp_caches_full_heads() {
     };
     let m = Arc::new(Model::load(&path, &RopeOverrides::default()).unwrap());
     let hp = m.hparams().clone();
+    info_sees_the_loaded_cache(&path, &hp);
     assert_eq!((hp.n_head_kv, hp.head_dim, hp.head_dim_v), (1, 48, 32));
     assert!(hp.values_in_keys);
     assert_eq!(hp.mla_head_dims, Some((48, 32)));

@@ -342,7 +342,7 @@ struct Report<'a> {
 impl<'a> Report<'a> {
     fn new(path: &'a Path, file: &'a GgufFile, n_ctx: usize) -> Self {
         let meta = file.metadata();
-        let hparams = HParams::from_gguf(meta).map_err(|e| e.to_string());
+        let hparams = HParams::as_run(meta).map_err(|e| e.to_string());
         let mut totals: BTreeMap<&'static str, DTypeTotal> = BTreeMap::new();
         for t in file.tensor_infos() {
             let e = totals.entry(t.dtype.name()).or_default();
