@@ -34,6 +34,10 @@ VARIANTS = {
                    head_dim=16, rope_freqs=True, tied=False, rope_base=10000.0),
     "llama-gqa-bias": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4, n_head_kv=2,
                            head_dim=16, qkv_bias=True, out_bias=True, tied=True),
+    # Mistral Nemo's shape: llama with heads wider than n_embd / n_head (4 x 32 over 64, the
+    # width from `attention.key_length`), GQA 4:2, RoPE base 1e6, untied output.
+    "mistral-nemo": dict(arch="llama", vocab="llama-spm", n_layer=2, n_head=4, n_head_kv=2,
+                         head_dim=32, tied=False, rope_base=1000000.0),
     "qwen2": dict(arch="qwen2", vocab="qwen2", n_layer=2, n_head=4, n_head_kv=2, head_dim=16,
                   qkv_bias=True, tied=True, rope_base=1000000.0),
     # YaRN context extension (Qwen2.5's long-context setting): factor 4 over an original
@@ -200,9 +204,11 @@ VARIANTS = {
 #               residual scale, fixed in code, undone: as if an engine dropped it)
 #   kv_b_halves each head's key rows and value rows of the fused attn_kv_b swapped (as if an
 #               engine split it value rows first)
+#   rope_base   RoPE base 10000 written instead of the variant's (as if an engine ignored the
+#               file's base)
 BREAKS = ["bias", "qk_norm", "softcap", "rope_freqs", "nope", "window", "experts", "mla_heads",
           "choice_bias", "sinks", "yarn", "yarn_log_mul", "groups", "residual_scale",
-          "kv_b_halves"]
+          "kv_b_halves", "rope_base"]
 
 N_EMBD = 64
 N_FF = 128
@@ -497,7 +503,8 @@ def generate(variant, out, vocab_dir, gemma_vocab, broken=None, seed=1234):
     if "orig_ctx" in v and broken != "yarn":
         w.add_rope_scaling_orig_ctx_len(v["orig_ctx"])
     w.add_layer_norm_rms_eps(1e-6)
-    w.add_rope_freq_base(v.get("rope_base", 10000.0))
+    # Break `rope_base`: the default base written instead of the variant's.
+    w.add_rope_freq_base(10000.0 if broken == "rope_base" else v.get("rope_base", 10000.0))
     w.add_vocab_size(n_vocab)
     # general.file_type: all F32 (0), mostly F16 (1), or mostly Q4_0 (2) / Q8_0 (7).
     w.add_file_type({"Q4_0": 2, "Q8_0": 7, "F16": 1}.get(v.get("quant", v.get("dtype")), 0))

@@ -166,6 +166,11 @@ fn llama3_rope_freqs_mha_untied() {
 }
 
 #[test]
+fn mistral_nemo_wide_heads() {
+    check("mistral-nemo", "rope_base");
+}
+
+#[test]
 fn llama_gqa_biases() {
     check("llama-gqa-bias", "bias");
 }
