@@ -113,10 +113,15 @@ pub struct CpuExecutor {
     rope_for: Option<(crate::graph::RopeParams, Option<usize>)>,
     /// Attention's gathered sources and staged K/V.
     attn: KvAttnScratch,
-    /// One expert's gathered input rows (mat_mul_id of a prompt).
-    moe_x: Vec<f32>,
-    /// One expert's output rows, before they are scattered to their tokens.
-    moe_y: Vec<f32>,
+    /// A prompt's mat_mul_id input, every row (every slot's part of a row, for per-slot
+    /// inputs) quantized once to the experts' activation format; each expert gathers its
+    /// rows' bytes from here into `act`.
+    moe_act: Vec<u8>,
+    /// Which node `moe_act` holds, in which format and parts of how many values (gate and up
+    /// read one input: quantized once).
+    moe_act_holds: Option<(NodeId, DType, usize)>,
+    /// Where each of one expert's output rows goes in the mat_mul_id output.
+    moe_out_rows: Vec<usize>,
     /// One expert's (token, slot) pairs.
     moe_rows: Vec<(usize, usize)>,
     /// Which node's rows `act` holds, and in which format (consecutive mat_muls of one input,
@@ -148,8 +153,9 @@ impl CpuExecutor {
             rope: Vec::new(),
             rope_for: None,
             attn: KvAttnScratch::default(),
-            moe_x: Vec::new(),
-            moe_y: Vec::new(),
+            moe_act: Vec::new(),
+            moe_act_holds: None,
+            moe_out_rows: Vec::new(),
             moe_rows: Vec::new(),
             act_holds: None,
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
@@ -238,7 +244,7 @@ impl CpuExecutor {
                     let vdt = dot::kernel(k.dtype())
                         .map(|k| k.vec_dot_type)
                         .unwrap_or(DType::F32);
-                    let (n_in, n_out) = (k.shape()[0], k.shape()[1]);
+                    let n_in = k.shape()[0];
                     let rows = g.graph.node(x).rows;
                     let bytes = vdt.row_bytes(n_in as u64).unwrap_or(0) as usize;
                     try_grow(
@@ -246,12 +252,13 @@ impl CpuExecutor {
                         bytes.saturating_mul(rows),
                         "quantized activations",
                     )?;
-                    try_grow(&mut self.moe_x, rows.saturating_mul(n_in), "expert inputs")?;
+                    let slots = (g.graph.node(x).cols / n_in.max(1)).max(1);
                     try_grow(
-                        &mut self.moe_y,
-                        rows.saturating_mul(n_out),
-                        "expert outputs",
+                        &mut self.moe_act,
+                        bytes.saturating_mul(rows).saturating_mul(slots),
+                        "expert inputs",
                     )?;
+                    try_grow(&mut self.moe_out_rows, rows, "expert output rows")?;
                 }
                 Op::Rope { params, .. } => {
                     let n = n_tokens.saturating_mul(params.n_dims);
@@ -334,6 +341,7 @@ impl CpuExecutor {
         }
         self.reserve(g, &kv[..n_layers.min(kv.len())])?;
         self.act_holds = None;
+        self.moe_act_holds = None;
         self.rope_for = None;
         let mut next = 0;
         while next < graph.nodes.len() {
@@ -489,12 +497,13 @@ impl CpuExecutor {
             Op::MatMulId { x, route, .. } => {
                 let (xn, rn) = (graph.node(x), graph.node(route));
                 let shape = (xn.rows, xn.cols);
-                self.mat_mul_id(g, i, input(x), shape, Some((input(route), rn.cols)), out);
+                let route = Some((input(route), rn.cols));
+                self.mat_mul_id(g, i, (x, input(x)), shape, route, out);
             }
             Op::MatMulHeads { x, .. } => {
                 let xn = graph.node(x);
                 let shape = (xn.rows, xn.cols);
-                self.mat_mul_id(g, i, input(x), shape, None, out);
+                self.mat_mul_id(g, i, (x, input(x)), shape, None, out);
             }
             Op::Columns { x, group, start } => {
                 let xs = input(x);
@@ -600,7 +609,7 @@ impl CpuExecutor {
         &mut self,
         g: &PreparedGraph,
         i: usize,
-        x: &[f32],
+        (x_id, x): (NodeId, &[f32]),
         (rows, cols): (usize, usize),
         route: Option<(&[f32], usize)>,
         out: &mut [f32],
@@ -630,6 +639,7 @@ impl CpuExecutor {
                         w: &experts[expert_of(0, j)],
                         kernel,
                         out: SharedMut(out[j * n_out..].as_mut_ptr()),
+                        out_rows: None,
                     });
                 }
                 let xj = if per_slot {
@@ -649,6 +659,31 @@ impl CpuExecutor {
             }
             return;
         }
+        // Every row (or slot part) quantized once, in parallel; each expert then gathers the
+        // bytes of its rows. The same bytes as quantizing the gathered rows: the same outputs.
+        let vdt = kernel.vec_dot_type;
+        let arb = vdt.row_bytes(n_in as u64).expect("whole blocks") as usize;
+        let slots = cols / n_in;
+        if self.moe_act_holds != Some((x_id, vdt, n_in)) {
+            let quantize_row = kernel.quantize_row;
+            let n_parts = rows * slots;
+            let qa = SharedMut(self.moe_act.as_mut_ptr());
+            let quantize = |parts: std::ops::Range<usize>| {
+                for p in parts {
+                    // SAFETY: part `p` of `rows × slots` owns bytes `p·arb..(p+1)·arb` of
+                    // `moe_act` (reserved for every part); each task quantizes its own parts.
+                    let dst = unsafe { qa.slice(p * arb..(p + 1) * arb) };
+                    quantize_row(&x[p * n_in..(p + 1) * n_in], dst);
+                }
+            };
+            if n_parts * n_in >= PARALLEL_MIN_ELEMS {
+                self.pool
+                    .run(&|ti, nt| quantize(split_range(n_parts, ti, nt, 1)));
+            } else {
+                quantize(0..n_parts);
+            }
+            self.moe_act_holds = Some((x_id, vdt, n_in));
+        }
         for (e, w) in experts.iter().enumerate() {
             self.moe_rows.clear();
             for t in 0..rows {
@@ -661,31 +696,30 @@ impl CpuExecutor {
                 continue;
             }
             for (k, &(t, j)) in self.moe_rows.iter().enumerate() {
-                let src = if per_slot {
-                    &x[t * cols + j * n_in..t * cols + (j + 1) * n_in]
-                } else {
-                    &x[t * cols..(t + 1) * cols]
-                };
-                self.moe_x[k * n_in..(k + 1) * n_in].copy_from_slice(src);
+                let p = if per_slot { t * slots + j } else { t };
+                self.act[k * arb..(k + 1) * arb]
+                    .copy_from_slice(&self.moe_act[p * arb..(p + 1) * arb]);
             }
+            let oc = n_used * n_out;
+            self.moe_out_rows.clear();
+            self.moe_out_rows
+                .extend(self.moe_rows.iter().map(|&(t, j)| t * oc + j * n_out));
             let seg = MatMulSeg {
                 w,
                 kernel,
-                out: SharedMut(self.moe_y.as_mut_ptr()),
+                out: SharedMut(out.as_mut_ptr()),
+                out_rows: Some(&self.moe_out_rows),
             };
+            // `act` holds the gathered rows already: the input slice goes unread. Each row's
+            // outputs go straight to its (token, slot) place.
             matmul::mat_mul(
                 &self.pool,
                 &mut self.act,
                 &[Some(seg)],
-                &self.moe_x[..n * n_in],
+                &[],
                 (n, n_in),
-                false,
+                true,
             );
-            let oc = n_used * n_out;
-            for (k, &(t, j)) in self.moe_rows.iter().enumerate() {
-                out[t * oc + j * n_out..t * oc + (j + 1) * n_out]
-                    .copy_from_slice(&self.moe_y[k * n_out..(k + 1) * n_out]);
-            }
         }
     }
 
@@ -734,6 +768,7 @@ impl CpuExecutor {
                 w: graph.weight(w),
                 kernel,
                 out,
+                out_rows: None,
             });
             x_id = Some(x);
         }

@@ -16,8 +16,15 @@ const ROW_BLOCK: usize = 16;
 const PROMPT_ROW_BLOCK: usize = 64;
 /// Blocks per pool task a mat_mul needs before it uses [`PROMPT_ROW_BLOCK`].
 const PROMPT_BLOCKS_PER_TASK: usize = 1;
-/// Tokens per chunk of a mat_mul.
-const TOKEN_BLOCK: usize = 64;
+/// Tokens per chunk of a mat_mul: a block of weight rows is prepared (a Q4_K block repacked)
+/// once per chunk, and 256 tokens' Q8_K activations (~300 KiB at 1024 wide) stay in L2.
+const TOKEN_BLOCK: usize = 256;
+
+thread_local! {
+    /// Each thread's buffer for a prompt block's outputs (grown to `rows × tokens` of the
+    /// largest block it ran; the kernels write every value they are given, so never cleared).
+    static PROMPT_OUT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Most weights one [`mat_mul`] takes.
 pub const MAX_GROUP: usize = 4;
@@ -31,6 +38,9 @@ pub struct MatMulSeg<'a> {
     pub kernel: &'static DotKernel,
     /// `n_tokens × w.n_rows()` outputs.
     pub out: SharedMut<f32>,
+    /// Where each token's output row starts in `out`, if not at `t · w.n_rows()` (a prompt's
+    /// rows of one expert go straight to their (token, slot) places).
+    pub out_rows: Option<&'a [usize]>,
 }
 
 /// `out_s[t][r] = W_s.row(r) · x[t]` for every segment `s` (all with the same activation
@@ -92,50 +102,70 @@ pub fn mat_mul(
     }
     pool.run(&|ti, nt| {
         let units = split_range(total, ti, nt, 1);
-        // Prompt outputs pass through a per-task buffer (16 KiB; not zeroed for decode,
-        // which writes in place and runs this closure hundreds of times per token).
-        let mut buf_store = if n_tok > 1 {
-            Some([0.0f32; PROMPT_ROW_BLOCK * TOKEN_BLOCK])
-        } else {
-            None
-        };
-        // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
-        // while every token of the chunk passes over them).
-        for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
-            let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
-            for u in units.clone() {
+        if n_tok == 1 {
+            for u in units {
                 let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
                 let seg = segs[s].as_ref().expect("filled");
                 let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
-                let n_out = seg.w.n_rows();
                 let r0 = (u - first_unit) * rb;
-                let r1 = (r0 + rb).min(n_out);
-                let nr = r1 - r0;
+                let r1 = (r0 + rb).min(seg.w.n_rows());
                 let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
                 let args = dot::GemmArgs {
                     n: n_in,
                     w: &data[r0 * wrb..r1 * wrb],
                     w_stride: wrb,
-                    rows: nr,
-                    a: &act[t0 * arb..t1 * arb],
+                    rows: r1 - r0,
+                    a: act,
                     a_stride: arb,
-                    tokens: t1 - t0,
+                    tokens: 1,
                 };
-                if n_tok == 1 {
-                    // SAFETY: this unit's rows of the single token's output are written
-                    // by this task only.
-                    seg.kernel.gemm(&args, unsafe { seg.out.slice(r0..r1) });
-                    continue;
-                }
-                let buf = buf_store.as_mut().expect("a prompt's buffer");
-                seg.kernel.gemm(&args, &mut buf[..nr * (t1 - t0)]);
-                for t in t0..t1 {
-                    // SAFETY: this unit's rows of every token are written by this task only.
-                    let orow = unsafe { seg.out.slice(t * n_out + r0..t * n_out + r1) };
-                    orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
+                let o = seg.out_rows.map_or(0, |rows| rows[0]);
+                // SAFETY: this unit's rows of the single token's output are written by this
+                // task only.
+                seg.kernel
+                    .gemm(&args, unsafe { seg.out.slice(o + r0..o + r1) });
+            }
+            return;
+        }
+        // Prompt outputs pass through this thread's buffer, then go to their rows.
+        PROMPT_OUT.with_borrow_mut(|buf| {
+            let need = rb * TOKEN_BLOCK.min(n_tok);
+            if buf.len() < need {
+                buf.resize(need, 0.0);
+            }
+            // Token chunks (their activations stay in L2) over blocks of weight rows (in L1
+            // while every token of the chunk passes over them).
+            for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
+                let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
+                for u in units.clone() {
+                    let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
+                    let seg = segs[s].as_ref().expect("filled");
+                    let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
+                    let n_out = seg.w.n_rows();
+                    let r0 = (u - first_unit) * rb;
+                    let r1 = (r0 + rb).min(n_out);
+                    let nr = r1 - r0;
+                    let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
+                    let args = dot::GemmArgs {
+                        n: n_in,
+                        w: &data[r0 * wrb..r1 * wrb],
+                        w_stride: wrb,
+                        rows: nr,
+                        a: &act[t0 * arb..t1 * arb],
+                        a_stride: arb,
+                        tokens: t1 - t0,
+                    };
+                    seg.kernel.gemm(&args, &mut buf[..nr * (t1 - t0)]);
+                    for t in t0..t1 {
+                        let o = seg.out_rows.map_or(t * n_out, |rows| rows[t]);
+                        // SAFETY: this unit's rows of every token are written by this task only
+                        // (tokens' output rows do not overlap).
+                        let orow = unsafe { seg.out.slice(o + r0..o + r1) };
+                        orow.copy_from_slice(&buf[(t - t0) * nr..(t - t0 + 1) * nr]);
+                    }
                 }
             }
-        }
+        });
     });
 }
 
@@ -187,6 +217,7 @@ mod tests {
             w,
             kernel,
             out: SharedMut(out.as_mut_ptr()),
+            out_rows: None,
         };
         mat_mul(pool, &mut act, &[Some(seg)], x, (n_tok, n_in), false);
         out
@@ -194,7 +225,7 @@ mod tests {
 
     /// Batched decoding relies on it: each row of a product over many tokens is bit for bit
     /// the product of that row alone, for every weight format the real models use, whatever
-    /// the tiling (decode path, prompt row blocks, token chunks of 64).
+    /// the tiling (decode path, prompt row blocks, token chunks of 256).
     #[test]
     fn rows_of_a_batch_are_bit_identical_to_single_rows() {
         let pool = ThreadPool::new(2);
@@ -210,7 +241,7 @@ mod tests {
         for (fi, &dtype) in formats.iter().enumerate() {
             let (rows, cols) = (200, 512);
             let w = weight(dtype, rows, cols, 11 + fi as u64);
-            for n_tok in [2, 5, 70] {
+            for n_tok in [2, 5, 70, 300] {
                 let x = values(100 + n_tok as u64, n_tok * cols);
                 let all = product(&pool, &w, &x, n_tok);
                 for t in 0..n_tok {
