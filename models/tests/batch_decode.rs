@@ -361,7 +361,10 @@ fn gpu_two_sequences_batched_equal_each_alone() {
     let mut fresh = Context::new(m.clone(), p).unwrap();
     fresh.eval(&whole, false).unwrap();
     // Steps of other sizes than the fresh run's (20 cached + 4 against 16 + 8): the GPU's
-    // kernels differ by batch size, so this one is close, not bitwise.
+    // kernels differ by batch size, so this one is close, not bitwise. The GPU rounds each
+    // product's input to Q8_0 as the CPU does, so a value within float noise of a rounding
+    // boundary moves one step (1/127 of its block's largest) between the two runs: 0.019
+    // here, where f32 inputs gave under 1e-3.
     let (got, want) = (ctx.batch_logits(0), fresh.logits());
     let worst = got
         .iter()
@@ -369,7 +372,7 @@ fn gpu_two_sequences_batched_equal_each_alone() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(
-        worst <= 1e-3,
+        worst <= 0.05,
         "forked GPU sequence: logits differ by {worst}"
     );
 }
