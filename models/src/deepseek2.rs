@@ -21,6 +21,7 @@
 //! The MLA pieces ([`MlaDims`], [`MlaAttention`]) also serve MiniCPM3 (`crate::minicpm3`) and
 //! PLM (`crate::plm`), whose files carry the fused `attn_kv_b` they split at load.
 
+use tessera_engine::gguf::Metadata;
 use tessera_engine::graph::{
     ExpertGating, Graph, GraphBuilder, KvId, NodeId, OutputRows, RopeParams,
 };
@@ -62,6 +63,63 @@ pub struct MlaDims {
 }
 
 impl MlaDims {
+    /// The dimensions of a file whose `attn_kv_b` holds each query head's decompressed key
+    /// and value (MiniCPM3, PLM; named `family` in errors): the latent rank (and the query
+    /// rank if `low_rank_queries`), the heads' rotated and un-rotated key widths from
+    /// `key_length` and the rope dimension count, and the value width (`value_length`, else
+    /// `n_embd / n_head` as llama.cpp defaults), checked.
+    pub fn read_fused_kv_b(
+        meta: &Metadata,
+        hp: &HParams,
+        family: &str,
+        low_rank_queries: bool,
+    ) -> Result<MlaDims> {
+        let arch = hp.arch.name();
+        let k = |s: &str| format!("{arch}.{s}");
+        let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
+        let rank = |key: &str| -> Result<usize> {
+            match meta.opt_u32(&k(key))? {
+                Some(r) if r > 0 && r <= 1 << 16 => Ok(r as usize),
+                Some(r) => Err(invalid(key, format!("{r} is not a usable rank"))),
+                None => Err(invalid(key, "missing".into())),
+            }
+        };
+        let q_lora_rank = if low_rank_queries {
+            rank("attention.q_lora_rank")?
+        } else {
+            0
+        };
+        let kv_lora_rank = rank("attention.kv_lora_rank")?;
+        let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
+        if qk <= qk_rope {
+            return Err(invalid(
+                "attention.key_length",
+                format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
+            ));
+        }
+        let v_head = match meta.opt_u32(&k("attention.value_length"))? {
+            Some(v) => v as usize,
+            None => hp.n_embd / hp.n_head,
+        };
+        if v_head == 0 || hp.n_head_kv != hp.n_head {
+            return Err(invalid(
+                "attention.head_count_kv",
+                format!(
+                    "{family} decompresses a key and a value per query head (value width \
+                     {v_head}); this file has {} KV heads for {} query heads",
+                    hp.n_head_kv, hp.n_head
+                ),
+            ));
+        }
+        Ok(MlaDims {
+            q_lora_rank,
+            kv_lora_rank,
+            qk_nope: qk - qk_rope,
+            qk_rope,
+            v_head,
+        })
+    }
+
     /// Point `hp` at the latent cache: one KV head of `kv_lora_rank + qk_rope` keys whose
     /// first `kv_lora_rank` elements are the values, standing in for `n_head` heads of
     /// `qk_nope + qk_rope` keys and `v_head` values.

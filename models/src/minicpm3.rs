@@ -65,51 +65,10 @@ pub struct MiniCpm3 {
     kq_scale: f32,
 }
 
-/// The MLA dimensions of a file: its ranks, each head's un-rotated and rotated key widths and
-/// its value width, checked (the loader's first step, and [`ArchSpec::latent_cache`]
-/// for `info`).
+/// The MLA dimensions of a file ([`MlaDims::read_fused_kv_b`]): the loader's first step, and
+/// [`ArchSpec::latent_cache`] for `info`.
 pub fn mla_dims(meta: &Metadata, hp: &HParams) -> Result<MlaDims> {
-    let k = |s: &str| format!("minicpm3.{s}");
-    let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
-    let rank = |key: &str| -> Result<usize> {
-        match meta.opt_u32(&k(key))? {
-            Some(r) if r > 0 && r <= 1 << 16 => Ok(r as usize),
-            Some(r) => Err(invalid(key, format!("{r} is not a usable rank"))),
-            None => Err(invalid(key, "missing".into())),
-        }
-    };
-    let (q_lora_rank, kv_lora_rank) = (
-        rank("attention.q_lora_rank")?,
-        rank("attention.kv_lora_rank")?,
-    );
-    let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
-    if qk <= qk_rope {
-        return Err(invalid(
-            "attention.key_length",
-            format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
-        ));
-    }
-    let v_head = match meta.opt_u32(&k("attention.value_length"))? {
-        Some(v) => v as usize,
-        None => hp.n_embd / hp.n_head,
-    };
-    if v_head == 0 || hp.n_head_kv != hp.n_head {
-        return Err(invalid(
-            "attention.head_count_kv",
-            format!(
-                "MiniCPM3 decompresses a key and a value per query head (value width \
-                 {v_head}); this file has {} KV heads for {} query heads",
-                hp.n_head_kv, hp.n_head
-            ),
-        ));
-    }
-    Ok(MlaDims {
-        q_lora_rank,
-        kv_lora_rank,
-        qk_nope: qk - qk_rope,
-        qk_rope,
-        v_head,
-    })
+    MlaDims::read_fused_kv_b(meta, hp, "MiniCPM3", true)
 }
 
 impl MiniCpm3 {

@@ -22,7 +22,7 @@ use tessera_engine::{GgufFile, Tensor};
 use crate::arch::{ArchDefaults, ArchSpec, Architecture, rope_params};
 use crate::blocks::{Embeddings, layer_tensor};
 use crate::deepseek2::{MlaAttention, MlaDims, MlaStep};
-use crate::error::{ModelError, Result};
+use crate::error::Result;
 use crate::hparams::HParams;
 use crate::minicpm3::split_kv_b;
 use crate::weights::WeightLoader;
@@ -78,50 +78,10 @@ pub struct Plm {
     kq_scale: f32,
 }
 
-/// The MLA dimensions of a file: its ranks, each head's un-rotated and rotated key widths and
-/// its value width, checked (the loader's first step, and [`ArchSpec::latent_cache`]
-/// for `info`).
+/// The MLA dimensions of a file ([`MlaDims::read_fused_kv_b`]): the loader's first step, and
+/// [`ArchSpec::latent_cache`] for `info`.
 pub fn mla_dims(meta: &Metadata, hp: &HParams) -> Result<MlaDims> {
-    let k = |s: &str| format!("plm.{s}");
-    let invalid = |key: &str, why: String| ModelError::InvalidHParam { key: k(key), why };
-    let kv_lora_rank = match meta.opt_u32(&k("attention.kv_lora_rank"))? {
-        Some(r) if r > 0 && r <= 1 << 16 => r as usize,
-        Some(r) => {
-            return Err(invalid(
-                "attention.kv_lora_rank",
-                format!("{r} is not a usable rank"),
-            ));
-        }
-        None => return Err(invalid("attention.kv_lora_rank", "missing".into())),
-    };
-    let (qk, qk_rope) = (hp.head_dim, hp.rope_dims);
-    if qk <= qk_rope {
-        return Err(invalid(
-            "attention.key_length",
-            format!("{qk} leaves no un-rotated part beside {qk_rope} rotated values"),
-        ));
-    }
-    let v_head = match meta.opt_u32(&k("attention.value_length"))? {
-        Some(v) => v as usize,
-        None => hp.n_embd / hp.n_head,
-    };
-    if v_head == 0 || hp.n_head_kv != hp.n_head {
-        return Err(invalid(
-            "attention.head_count_kv",
-            format!(
-                "PLM decompresses a key and a value per query head (value width \
-                 {v_head}); this file has {} KV heads for {} query heads",
-                hp.n_head_kv, hp.n_head
-            ),
-        ));
-    }
-    Ok(MlaDims {
-        q_lora_rank: 0,
-        kv_lora_rank,
-        qk_nope: qk - qk_rope,
-        qk_rope,
-        v_head,
-    })
+    MlaDims::read_fused_kv_b(meta, hp, "PLM", false)
 }
 
 impl Plm {
