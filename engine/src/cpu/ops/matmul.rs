@@ -100,15 +100,19 @@ pub fn mat_mul(
         total += seg.as_ref().expect("filled").w.n_rows().div_ceil(rb);
         *end = total;
     }
+    // Unit `u`'s segment and its rows `r0..r1`.
+    let unit = |u: usize| {
+        let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
+        let seg = segs[s].as_ref().expect("filled");
+        let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
+        let r0 = (u - first_unit) * rb;
+        (seg, r0, (r0 + rb).min(seg.w.n_rows()))
+    };
     pool.run(&|ti, nt| {
         let units = split_range(total, ti, nt, 1);
         if n_tok == 1 {
             for u in units {
-                let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
-                let seg = segs[s].as_ref().expect("filled");
-                let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
-                let r0 = (u - first_unit) * rb;
-                let r1 = (r0 + rb).min(seg.w.n_rows());
+                let (seg, r0, r1) = unit(u);
                 let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
                 let args = dot::GemmArgs {
                     n: n_in,
@@ -138,12 +142,8 @@ pub fn mat_mul(
             for t0 in (0..n_tok).step_by(TOKEN_BLOCK) {
                 let t1 = (t0 + TOKEN_BLOCK).min(n_tok);
                 for u in units.clone() {
-                    let s = unit_end.iter().position(|&e| u < e).expect("unit in range");
-                    let seg = segs[s].as_ref().expect("filled");
-                    let first_unit = if s == 0 { 0 } else { unit_end[s - 1] };
+                    let (seg, r0, r1) = unit(u);
                     let n_out = seg.w.n_rows();
-                    let r0 = (u - first_unit) * rb;
-                    let r1 = (r0 + rb).min(n_out);
                     let nr = r1 - r0;
                     let (data, wrb) = (seg.w.data(), seg.w.row_bytes());
                     let args = dot::GemmArgs {
