@@ -14,8 +14,10 @@
 #
 # Environment: LLAMA_BENCH (required), TESSERA (default: target/release/tessera, built with
 # cargo if missing), MODELS (space-separated GGUF paths; default: SmolLM2 Q4_1 and Gemma 3
-# Q4_K_M in ~/.cache/tessera/models), THREADS (2), REPS (repetitions per run, 5), ROUNDS (2),
-# BW (read bandwidth in bytes/s for the limit, 19.6e9), OUT (BENCHMARKS.md),
+# Q4_K_M in ~/.cache/tessera/models; an entry PATH:PP:TG sets that model's prompt and generation
+# lengths, default 512 and 128), THREADS (2), REPS (repetitions per run, 5), ROUNDS (2),
+# BW (read bandwidth in bytes/s for the limit; default: measured before every run with
+# engine/examples/read_bandwidth and the median used), OUT (BENCHMARKS.md),
 # MAX_LOAD (wait until the 1-minute load average is below this; 2.5), WAIT_TRIES (at most this
 # many 10 s waits per run, then run anyway; 60), SECTION (if set, e.g. `moe`, the report goes
 # between `<!-- bench:SECTION -->` and `<!-- /bench:SECTION -->` in OUT, replacing what was there
@@ -29,7 +31,7 @@ TESSERA=${TESSERA:-target/release/tessera}
 THREADS=${THREADS:-2}
 REPS=${REPS:-5}
 ROUNDS=${ROUNDS:-2}
-BW=${BW:-19.6e9}
+BW=${BW:-}
 OUT=${OUT:-BENCHMARKS.md}
 MAX_LOAD=${MAX_LOAD:-2.5}
 SECTION=${SECTION:-}
@@ -53,26 +55,51 @@ wait_quiet() {
     done
 }
 
+BWPROBE=${BWPROBE:-target/release/examples/read_bandwidth}
+if [ -z "${BW:-}" ] && [ ! -x "$BWPROBE" ]; then
+    cargo build --release -p tessera-engine --example read_bandwidth
+fi
+# The read bandwidth, measured before every run unless BW fixes it (bytes/s, one per line).
+probe_bw() {
+    if [ -z "${BW:-}" ]; then
+        "$BWPROBE" "$THREADS" 1024 5 2>/dev/null | awk '{print $2}' >> "$work/bw.txt"
+    fi
+}
+
 loads=()
-for m in $MODELS; do
+paths=()
+for spec in $MODELS; do
+    # PATH or PATH:PP:TG (prompt and generation lengths for that model; default 512 and 128).
+    IFS=: read -r m pp tg <<< "$spec"
+    pp=${pp:-512}
+    tg=${tg:-128}
+    paths+=("$m")
     name=$(basename "$m" .gguf)
     for r in $(seq 1 "$ROUNDS"); do
         wait_quiet
+        probe_bw
         loads+=("$(cut -d' ' -f1 /proc/loadavg)")
-        "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p 512 -n 128 -r "$REPS" -o json \
+        "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p "$pp" -n "$tg" -r "$REPS" -o json \
             > "$work/$name.llama.$r.json" 2> "$work/$name.llama.$r.err"
         wait_quiet
+        probe_bw
         loads+=("$(cut -d' ' -f1 /proc/loadavg)")
-        "$TESSERA" bench -m "$m" -t "$THREADS" -p 512 -n 128 -r "$REPS" --json \
+        "$TESSERA" bench -m "$m" -t "$THREADS" -p "$pp" -n "$tg" -r "$REPS" --json \
             > "$work/$name.tessera.$r.json" 2> "$work/$name.tessera.$r.err"
     done
 done
 
-python3 - "$work" "$OUT" "$BW" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" $MODELS <<'PY'
+python3 - "$work" "$OUT" "${BW:-}" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" "${paths[@]}" <<'PY'
 import glob, json, os, platform, re, statistics, subprocess, sys, datetime
 work, out, bw, threads, reps, rounds, llama, loads, section, title = sys.argv[1:11]
 models = sys.argv[11:]
-bw = float(bw)
+if bw:
+    bws, bw_note = [float(bw)], "given by BW"
+else:
+    bws = [float(x) for x in open(f"{work}/bw.txt").read().split()]
+    bw_note = (f"measured before every run by `read_bandwidth` ({threads} threads, 1 GiB, best "
+               f"of 5 passes): median of {len(bws)}, range {min(bws) / 1e9:.1f}–{max(bws) / 1e9:.1f} GB/s")
+bw = statistics.median(bws)
 
 def bytes_per_token(path):
     """Bytes of weights one decode step reads, and the whole file's tensor bytes."""
@@ -85,13 +112,28 @@ def bytes_per_token(path):
     n_exp, n_used = field(f"{arch}.expert_count"), field(f"{arch}.expert_used_count")
     share = float(n_used[0]) / float(n_exp[0]) if n_exp is not None and n_exp[0] > 0 else 1.0
     names = {t.name for t in r.tensors}
-    read = total = 0
+    read = total = macs = 0
     for t in r.tensors:
         total += int(t.n_bytes)
         if t.name == "token_embd.weight" and "output.weight" in names:
             continue
         read += int(t.n_bytes) * (share if "_exps." in t.name else 1.0)
-    return read, total
+        # Multiply-accumulates of a prompt token in the weight products: every matrix of a
+        # layer (the chosen experts' share of stacked ones); the output projection is left
+        # out (a prompt wants one row of logits), as are the embeddings (a lookup).
+        if t.name.startswith("blk.") and len(t.shape) >= 2 and t.name.endswith(".weight"):
+            macs += int(t.n_elements) * (share if "_exps." in t.name else 1.0)
+    return read, total, macs
+
+def clock_ghz():
+    """The nominal clock /proc/cpuinfo reports (GHz)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("cpu MHz"):
+                return float(line.split(":", 1)[1]) / 1000
+    except OSError:
+        pass
+    return None
 
 def cpu():
     try:
@@ -124,6 +166,8 @@ for p in glob.glob(f"{work}/*.llama.*.json"):
     for row in json.load(open(p)):
         build = f"{row.get('build_commit', '?')} ({row.get('build_number', '?')})"
 
+ghz = clock_ghz() or 0.0
+peak = int(threads) * 2 * 32 * ghz * 1e9
 lines = [
     f"# {title}",
     "",
@@ -135,18 +179,21 @@ lines = [
     f"- Runs: A B A B ({rounds} rounds of each engine, {reps} repetitions each after a warm-up); "
     "figures are the median over rounds of each round's mean t/s.",
     f"- 1-minute load average before each run: {loads}",
-    f"- Bandwidth limit: bytes read per token × t/s ÷ {bw / 1e9:.1f} GB/s (read bandwidth with {threads} threads); "
+    f"- Bandwidth limit: bytes read per token × t/s ÷ {bw / 1e9:.1f} GB/s (read bandwidth with {threads} threads, {bw_note}); "
     "a decode step reads every weight but the token embeddings (when the output matrix is separate) "
     "and, of stacked expert tensors, only the chosen experts' share.",
+    f"- int8 peak: {threads} cores × 2 `vpmaddubsw`/cycle × 32 byte pairs × {ghz:.2f} GHz (the nominal clock) = "
+    f"{peak / 1e9:.0f} G MAC/s; a prompt token's MACs are the layers' weight elements "
+    "(the output projection and attention left out).",
     "",
     "Commands:",
     "",
     "```",
-    f"llama-bench -m MODEL -t {threads} -p 512 -n 128 -r {reps} -o json",
-    f"tessera bench -m MODEL -t {threads} -p 512 -n 128 -r {reps} --json",
+    f"llama-bench -m MODEL -t {threads} -p PP -n TG -r {reps} -o json",
+    f"tessera bench -m MODEL -t {threads} -p PP -n TG -r {reps} --json",
     "```",
     "",
-    "| model | test | llama.cpp t/s | Tessera t/s | Tessera / llama.cpp | llama.cpp % of BW limit | Tessera % of BW limit |",
+    "| model | test | llama.cpp t/s | Tessera t/s | Tessera / llama.cpp | llama.cpp: % of BW limit (tg) or of int8 peak (pp) | Tessera: % of BW limit (tg) or of int8 peak (pp) |",
     "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
 ]
 sizes = {}
@@ -154,14 +201,18 @@ for m in models:
     name = os.path.basename(m)[:-5]
     lr, lall, lsize = results(name, "llama")
     tr, tall, tsize = results(name, "tessera")
-    size, total = bytes_per_token(m)
+    size, total, macs = bytes_per_token(m)
     sizes[name] = (size, total)
-    for test in ["pp512", "tg128"]:
-        if test not in lr or test not in tr:
-            continue
+    tests = sorted(set(lr) & set(tr), key=lambda t: (not t.startswith("pp"), int(t[2:])))
+    for test in tests:
         a, b = lr[test], tr[test]
         limit = bw / size
-        pct = lambda x: f"{100 * x / limit:.0f}%" if test.startswith("tg") else "–"
+        def pct(x):
+            if test.startswith("tg"):
+                return f"{100 * x / limit:.0f}%"
+            if not peak:
+                return "–"
+            return f"{100 * x * macs / peak:.0f}% ({x * macs / 1e9:.0f} G MAC/s)"
         lines.append(
             f"| {name} | {test} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {pct(a)} | {pct(b)} |"
         )

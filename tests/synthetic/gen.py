@@ -173,6 +173,19 @@ VARIANTS = {
     # llama-quantize (scripts/bench-quantize-vs-llamacpp.sh); not used by tests.
     "bench-1b-f16": dict(arch="llama", vocab="llama-spm", n_layer=22, n_head=32, n_head_kv=4,
                          head_dim=64, n_embd=2048, n_ff=5632, tied=False, dtype="F16"),
+    # Dense models with the shapes people run, F16, for timing decode and prompts against
+    # llama.cpp (scripts/bench-sizes-vs-llamacpp.sh quantizes them); not tests. Llama-3.2-1B
+    # (tied output, 128k vocabulary), Qwen3-1.7B (QK-norm, tied, 152k vocabulary) and
+    # Llama-3.1-8B (separate output).
+    "bench-llama3-1b-f16": dict(arch="llama", vocab="llama-bpe", n_layer=16, n_head=32,
+                                n_head_kv=8, head_dim=64, n_embd=2048, n_ff=8192, tied=True,
+                                rope_base=500000.0, dtype="F16"),
+    "bench-qwen3-1.7b-f16": dict(arch="qwen3", vocab="qwen2", n_layer=28, n_head=16,
+                                 n_head_kv=8, head_dim=128, n_embd=2048, n_ff=6144,
+                                 qk_norm=True, tied=True, rope_base=1000000.0, dtype="F16"),
+    "bench-llama3-8b-f16": dict(arch="llama", vocab="llama-bpe", n_layer=32, n_head=32,
+                                n_head_kv=8, head_dim=128, n_embd=4096, n_ff=14336, tied=False,
+                                rope_base=500000.0, dtype="F16"),
     # A MoE with Qwen3-30B-A3B's proportions at ~1.9B parameters (32 experts of 512, 4 chosen,
     # 2048 wide, 16 layers, GQA 16:4 with 128-wide heads), F16, for timing decode and prompts
     # against llama.cpp (scripts/bench-moe-vs-llamacpp.sh quantizes it to Q4_K_M); not a test.
