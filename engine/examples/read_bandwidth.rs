@@ -49,10 +49,11 @@ fn pass(buf: &[u64], threads: usize) -> (f64, u64) {
 }
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse().expect("arguments are THREADS MIB PASSES (integers)"))
-        .collect();
+    let args: Result<Vec<usize>, _> = std::env::args().skip(1).map(|a| a.parse()).collect();
+    let Ok(args) = args else {
+        eprintln!("usage: read_bandwidth [THREADS] [MIB] [PASSES] (whole numbers)");
+        std::process::exit(2);
+    };
     let threads = args.first().copied().unwrap_or(2).max(1);
     let mib = args.get(1).copied().unwrap_or(1024).max(1);
     let passes = args.get(2).copied().unwrap_or(5).max(1);
