@@ -59,7 +59,9 @@ fn main() {
     let passes = args.get(2).copied().unwrap_or(5).max(1);
     let n = mib * (1 << 20) / 8;
     // Distinct values in every page, so no page is shared zero memory.
-    let buf: Vec<u64> = (0..n as u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)).collect();
+    let buf: Vec<u64> = (0..n as u64)
+        .map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .collect();
     let mut best = f64::INFINITY;
     let mut check = 0u64;
     for _ in 0..passes {
