@@ -6,12 +6,13 @@
 //! Every output is bit-identical to the untiled AVX2 dot product (`kquant.rs`): the integer
 //! sums land in the same lanes and the float operations run in the same order. For Q4_K that
 //! order is `gemm_q4k_packed`'s (each super-block's exact integer total, then one fma), and
-//! prompts of 4 tokens or more go to its packed kernel.
+//! prompts of 4 tokens or more go to its packed kernel; the same for Q6_K and
+//! `gemm_q6k_packed`.
 
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
-use super::{checked_blocks, f16_at, hsum_epi32, hsum_ps, load, q8k_d, unpack_q6_k_half};
+use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
@@ -145,11 +146,17 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
     out: *mut f32,
     ldo: usize,
 ) {
-    let mut acc = [[_mm256_setzero_ps(); T]; R];
+    // Sum order of `gemm_q6k_packed`: each super-block's exact integer total, then one fma.
+    let mut acc = [[0.0f32; T]; R];
+    // With 4 rows, the 4 totals of a token come out of one `hadd` tree and meet their scales
+    // in the 4 lanes of one fma (the same per-row operations as the scalar fma below).
+    let mut acc4 = [_mm_setzero_ps(); T];
     for i in 0..nb {
         if T == 1 {
             prefetch_next::<R>(w, wrb, i, Q6_K_BYTES);
         }
+        let mut sums = [[_mm256_setzero_si256(); T]; R];
+        let mut xd = [0.0f32; R];
         for r in 0..R {
             // SAFETY: row `r < R`, super-block `i < nb`: inside the rows (precondition).
             let x = unsafe { w.add(r * wrb + i * Q6_K_BYTES) };
@@ -159,14 +166,14 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
                 _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.add(192) as *const __m128i) });
             // SAFETY: `s < 16`: one of the block's scales, bytes `192..208`.
             let sc = |s: usize| unsafe { *x.add(192 + s) } as i8 as i16;
-            let mut sumi = [_mm256_setzero_si256(); T];
-            // The values are stored +32: start each sum at −32·Σ sc·bsum.
+            let sumi = &mut sums[r];
+            // The values are stored +32: start each sum at −32·(sc·bsum), lane by lane.
             for (t, sumi) in sumi.iter_mut().enumerate() {
                 // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                 let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
                 // SAFETY: bytes `260..292` of the 292-byte Q8_K block: its sixteen i16 sums.
-                let corr = hsum_epi32(_mm256_madd_epi16(unsafe { load(y.add(Y_BSUMS)) }, sc16));
-                *sumi = _mm256_setr_epi32(-32 * corr, 0, 0, 0, 0, 0, 0, 0);
+                let corr = _mm256_madd_epi16(unsafe { load(y.add(Y_BSUMS)) }, sc16);
+                *sumi = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32::<5>(corr));
             }
             for h in 0..2 {
                 // SAFETY: block `i` of row `r` is readable (the caller's contract), and a
@@ -187,20 +194,41 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
                 }
             }
             // SAFETY: bytes `208..210` of the 210-byte Q6_K block: its f16 `d`.
-            let xd = unsafe { f16_at(x.add(208)) };
-            for t in 0..T {
-                // SAFETY: token `t < T`, block `i < nb`: a Q8_K block opens with its f32 scale.
-                let yd = unsafe { q8k_d(a.add(t * arb + i * Q8_K_BYTES)) };
-                let d = xd * yd;
-                acc[r][t] =
-                    _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi[t]), acc[r][t]);
+            xd[r] = unsafe { f16_at(x.add(208)) };
+        }
+        for t in 0..T {
+            // SAFETY: token `t < T`, block `i < nb`: a Q8_K block opens with its f32 scale.
+            let yd = unsafe { q8k_d(a.add(t * arb + i * Q8_K_BYTES)) };
+            if R == 4 {
+                let h = _mm256_hadd_epi32(
+                    _mm256_hadd_epi32(sums[0][t], sums[1][t]),
+                    _mm256_hadd_epi32(sums[2][t], sums[3][t]),
+                );
+                let totals =
+                    _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                let d = _mm_mul_ps(_mm_setr_ps(xd[0], xd[1], xd[2], xd[3]), _mm_set1_ps(yd));
+                acc4[t] = _mm_fmadd_ps(_mm_cvtepi32_ps(totals), d, acc4[t]);
+            } else {
+                for r in 0..R {
+                    acc[r][t] = (hsum_epi32(sums[r][t]) as f32).mul_add(xd[r] * yd, acc[r][t]);
+                }
+            }
+        }
+    }
+    if R == 4 {
+        for t in 0..T {
+            let mut v = [0.0f32; 4];
+            // SAFETY: `v` is 4 f32s, one 128-bit store.
+            unsafe { _mm_storeu_ps(v.as_mut_ptr(), acc4[t]) };
+            for r in 0..R {
+                acc[r][t] = v[r];
             }
         }
     }
     for t in 0..T {
         for r in 0..R {
             // SAFETY: `out` is writable at every `t·ldo + r` with `t < T`, `r < R` (precondition).
-            unsafe { *out.add(t * ldo + r) = hsum_ps(acc[r][t]) };
+            unsafe { *out.add(t * ldo + r) = acc[r][t] };
         }
     }
 }
@@ -295,9 +323,29 @@ pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     }
 }
 
-/// Fewest tokens for which a Q4_K call repacks its rows (`gemm_q4k_packed`).
+/// Fewest tokens for which a Q4_K or Q6_K call repacks its rows (`gemm_q4k_packed`,
+/// `gemm_q6k_packed`).
 const MIN_PACKED_TOKENS: usize = 4;
 
 pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm(&Q6_K_TILES, g, out)
+    if g.tokens < MIN_PACKED_TOKENS {
+        return gemm(&Q6_K_TILES, g, out);
+    }
+    let Some(nb) = checked_blocks(g, out, QK_K, Q6_K_BYTES, Q8_K_BYTES, 0) else {
+        return;
+    };
+    // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
+    // checks keep every super-block of every row and token, and every output, in bounds.
+    unsafe {
+        super::gemm_q6k_packed::gemm_packed(
+            nb,
+            g.w.as_ptr(),
+            g.w_stride,
+            g.rows,
+            g.a.as_ptr(),
+            g.a_stride,
+            g.tokens,
+            out.as_mut_ptr(),
+        )
+    }
 }

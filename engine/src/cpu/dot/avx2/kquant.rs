@@ -1,7 +1,7 @@
 //! AVX2 kernels of the K-quants: Q4_K and Q6_K dot products against Q8_K, and the Q8_K
 //! activation quantizer (byte-identical to the reference).
 
-use super::{f16_at, hmax_ps, hsum_epi32, hsum_ps, load, q8k_d, unpack_q6_k_half};
+use super::{f16_at, hmax_ps, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
 use crate::quant::k6::Q6_K_BYTES;
@@ -74,7 +74,8 @@ pub(super) fn vec_dot_q6_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+    // Sum order of `gemm_q6k_packed`: each super-block's exact integer total, then one fma.
+    let mut acc = 0.0f32;
     for i in 0..nb {
         let xb = &w[i * Q6_K_BYTES..(i + 1) * Q6_K_BYTES];
         let yb = &a[i * Q8_K_BYTES..(i + 1) * Q8_K_BYTES];
@@ -101,9 +102,9 @@ unsafe fn q6_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
         }
         // SAFETY: bytes `208..210` of `xb` (its f16 `d`) and `0..4` of `yb` (its f32 scale).
         let d = unsafe { f16_at(x.add(208)) } * unsafe { q8k_d(y) };
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc);
+        acc = (hsum_epi32(sumi) as f32).mul_add(d, acc);
     }
-    hsum_ps(acc)
+    acc
 }
 
 pub(super) fn quantize_row_q8_k(src: &[f32], dst: &mut [u8]) {

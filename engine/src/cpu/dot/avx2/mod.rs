@@ -10,6 +10,7 @@ mod fp4;
 mod gemm;
 mod gemm_k;
 mod gemm_q4k_packed;
+mod gemm_q6k_packed;
 mod gemm_small;
 mod kquant;
 mod legacy;

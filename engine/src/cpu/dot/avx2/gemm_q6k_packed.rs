@@ -1,0 +1,241 @@
+//! AVX2 prompt products of Q6_K weights against Q8_K activations with 8 weight rows per
+//! register, as [`super::gemm_q4k_packed`] does for Q4_K.
+//!
+//! Each call repacks its rows in groups of 8, a super-block at a time: the 8 rows' 6-bit values
+//! (stored +32, so 0..=63) as bytes, interleaved 4 bytes a row per 16-element sub-block, beside
+//! the rows' sub-block scales (as i16 pairs for `madd`, once per sub-block and once per pair of
+//! sub-blocks for the +32 correction) and their f32 `d`. One `maddubs` of 4 bytes of 8 rows with
+//! the token's 4 activation bytes broadcast gives 8 rows × 4 products. Two of them sum in i16
+//! (≤ 2·2·63·127 < 2¹⁵), one `madd` applies the 8 rows' scales, and the 8 dot products of a
+//! super-block arrive in 8 lanes, exact.
+//!
+//! **Sum order** (shared with `kquant.rs`'s `vec_dot_q6_k` and the decode tiles of
+//! `gemm_k.rs`): per super-block, the exact integer `T = Σ_s sc_s·Σ q·a − 32·Σ_s sc_s·Σ a`;
+//! `acc = fma(f32(T), d·d_a, acc)`.
+
+// Row, sub-block and token indices address several arrays together.
+#![allow(clippy::needless_range_loop)]
+
+use super::{f16_at, transpose8x4, unpack_q6_k_half};
+use crate::quant::QK_K;
+use crate::quant::k6::Q6_K_BYTES;
+use crate::quant::k8::Q8_K_BYTES;
+use std::arch::x86_64::*;
+use std::cell::RefCell;
+
+/// Offset of the quants in a Q8_K block (after its f32 scale).
+const Y_QS: usize = 4;
+/// Offset of the sixteen i16 block sums in a Q8_K block.
+const Y_BSUMS: usize = 4 + QK_K;
+/// Tokens per pass (they share each loaded weight vector).
+const TT: usize = 4;
+
+/// One super-block of 8 weight rows, repacked.
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct PackedQ6 {
+    /// f32 `d` of each row.
+    d: [f32; 8],
+    /// `sc[s]`: each row's scale of sub-block `s`, twice (an i16 pair for `madd`).
+    sc: [[i16; 16]; 16],
+    /// `sp[k]`: each row's scales of sub-blocks `2k` and `2k + 1` (an i16 pair, against the
+    /// activations' block sums for the +32 correction).
+    sp: [[i16; 16]; 8],
+    /// `q[s][c]`: elements `16s + 4c..16s + 4c + 4` of rows 0..8, as bytes, row after row.
+    q: [[[u8; 32]; 4]; 16],
+}
+
+const PACKED_ZERO: PackedQ6 = PackedQ6 {
+    d: [0.0; 8],
+    sc: [[0; 16]; 16],
+    sp: [[0; 16]; 8],
+    q: [[[0; 32]; 4]; 16],
+};
+
+thread_local! {
+    /// Each thread's repacked weights; grown, never shrunk.
+    static SCRATCH: RefCell<Vec<PackedQ6>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Repacks rows `0..nr` (`nr ≤ 8`; the rest zero) at `w` (`wrb` apart) into `dst[0..nb]`.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds
+/// `nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6) {
+    for b in 0..nb {
+        // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
+        // to them.
+        let p = unsafe { &mut *dst.add(b) };
+        *p = PACKED_ZERO;
+        // groups[g][r]: elements 32g..32g + 32 of row r.
+        let mut groups = [[_mm256_setzero_si256(); 8]; 8];
+        for r in 0..nr {
+            // SAFETY: row `r < nr`, super-block `b < nb`: inside the rows (precondition).
+            let x = unsafe { w.add(r * wrb + b * Q6_K_BYTES) };
+            // SAFETY: bytes `208..210` of the 210-byte block: its f16 `d`.
+            p.d[r] = unsafe { f16_at(x.add(208)) };
+            for s in 0..16 {
+                // SAFETY: bytes `192..208` of the 210-byte block: its sixteen i8 scales.
+                let sc = unsafe { *x.add(192 + s) } as i8 as i16;
+                p.sc[s][2 * r] = sc;
+                p.sc[s][2 * r + 1] = sc;
+                p.sp[s / 2][2 * r + s % 2] = sc;
+            }
+            for h in 0..2 {
+                // SAFETY: the block is readable (precondition), and 210 ≥ 192 bytes.
+                let q = unsafe { unpack_q6_k_half(x, h) };
+                for (k, qk) in q.into_iter().enumerate() {
+                    groups[4 * h + k][r] = qk;
+                }
+            }
+        }
+        for (g, rows) in groups.into_iter().enumerate() {
+            // Chunk j of group g: elements 32g + 4j..32g + 4j + 4, i.e. sub-block 2g + j / 4,
+            // chunk j % 4 of it.
+            for (j, chunk) in transpose8x4(rows).into_iter().enumerate() {
+                let dst = p.q[2 * g + j / 4][j % 4].as_mut_ptr();
+                // SAFETY: `p.q[s][c]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedQ6`.
+                unsafe { _mm256_store_si256(dst as *mut __m256i, chunk) };
+            }
+        }
+    }
+}
+
+/// `out[t·ldo + r] = w_r · a_t` for the 8 rows of `pk` (first `nr` stored) and `N ≤ TT`
+/// tokens at `a` (`arb` apart), over `nb` super-blocks.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `pk` holds `nb`; `nb` Q8_K blocks readable in each token; `out`
+/// writable at every `t·ldo + r` for `r < nr`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_tile<const N: usize>(
+    nb: usize,
+    pk: *const PackedQ6,
+    a: *const u8,
+    arb: usize,
+    out: *mut f32,
+    ldo: usize,
+    nr: usize,
+) {
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        // SAFETY: `b < nb`, and `pk` holds `nb` super-blocks (precondition).
+        let p = unsafe { &*pk.add(b) };
+        // SAFETY: token `t < N`, block `b < nb`: inside the activations (precondition).
+        let y: [*const u8; N] = std::array::from_fn(|t| unsafe { a.add(t * arb + b * Q8_K_BYTES) });
+        let mut isum = [_mm256_setzero_si256(); N];
+        for s in 0..16 {
+            // SAFETY: `p.sc[s]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedQ6`.
+            let sc = unsafe { _mm256_load_si256(p.sc[s].as_ptr() as *const __m256i) };
+            for half in 0..2 {
+                let mut s16 = [_mm256_setzero_si256(); N];
+                for c in 2 * half..2 * half + 2 {
+                    // SAFETY: `p.q[s][c]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedQ6`.
+                    let wq = unsafe { _mm256_load_si256(p.q[s][c].as_ptr() as *const __m256i) };
+                    for t in 0..N {
+                        let off = Y_QS + 16 * s + 4 * c;
+                        // SAFETY: `off + 4 <= Y_QS + 256`: 4 of the block's quants.
+                        let u = _mm256_set1_epi32(unsafe {
+                            (y[t].add(off) as *const i32).read_unaligned()
+                        });
+                        s16[t] = _mm256_add_epi16(s16[t], _mm256_maddubs_epi16(wq, u));
+                    }
+                }
+                for t in 0..N {
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_madd_epi16(s16[t], sc));
+                }
+            }
+        }
+        // SAFETY: `p.d` is 32 bytes at offset 0 of the 32-aligned `PackedQ6`.
+        let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
+        for t in 0..N {
+            // The +32 of the stored values: 32·Σ_s sc_s·Σ a over sub-block s, from the block
+            // sums, two sub-blocks per `madd`.
+            let mut corr = _mm256_setzero_si256();
+            for k in 0..8 {
+                // SAFETY: bytes `260 + 4k..264 + 4k` (`k < 8`) of the 292-byte Q8_K block: the
+                // i16 sums of sub-blocks 2k and 2k + 1.
+                let pair = unsafe { (y[t].add(Y_BSUMS + 4 * k) as *const i32).read_unaligned() };
+                // SAFETY: `p.sp[k]` is 32 bytes at a 32-aligned offset of the 32-aligned `PackedQ6`.
+                let sp = unsafe { _mm256_load_si256(p.sp[k].as_ptr() as *const __m256i) };
+                corr = _mm256_add_epi32(corr, _mm256_madd_epi16(sp, _mm256_set1_epi32(pair)));
+            }
+            let total = _mm256_sub_epi32(isum[t], _mm256_slli_epi32::<5>(corr));
+            // SAFETY: a Q8_K block opens with its f32 scale.
+            let yd = _mm256_set1_ps(unsafe { (y[t] as *const f32).read_unaligned() });
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, yd), acc[t]);
+        }
+    }
+    for t in 0..N {
+        // SAFETY: `t < N`: `t·ldo` is an output the precondition makes writable.
+        let o = unsafe { out.add(t * ldo) };
+        if nr == 8 {
+            // SAFETY: all 8 rows are stored, so `o..o + 8` is writable (precondition).
+            unsafe { _mm256_storeu_ps(o, acc[t]) };
+        } else {
+            let mut x = [0.0f32; 8];
+            // SAFETY: `x` is 8 f32s, one 256-bit store.
+            unsafe { _mm256_storeu_ps(x.as_mut_ptr(), acc[t]) };
+            for (r, &x) in x.iter().enumerate().take(nr) {
+                // SAFETY: `r < nr`, so `o + r` is writable (precondition).
+                unsafe { *o.add(r) = x };
+            }
+        }
+    }
+}
+
+/// `out[t·rows + r] = w_r · a_t` over packed groups of 8 rows.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `rows` rows at `w` (`wrb`
+/// apart) and the `tokens` Q8_K rows at `a` (`arb` apart); `out` holds `tokens × rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_packed(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    out: *mut f32,
+) {
+    let groups = rows.div_ceil(8);
+    // This thread's scratch, grown to fit; nothing else touches it until this call returns.
+    let pk = SCRATCH.with_borrow_mut(|pk| {
+        if pk.len() < groups * nb {
+            pk.resize(groups * nb, PACKED_ZERO);
+        }
+        pk.as_mut_ptr()
+    });
+    for g in 0..groups {
+        let r0 = 8 * g;
+        let nr = (rows - r0).min(8);
+        // SAFETY: `g < groups`, and `pk` was grown above to `groups·nb` super-blocks.
+        let gp = unsafe { pk.add(g * nb) };
+        // SAFETY: rows `r0..r0 + nr <= rows` hold `nb` readable super-blocks each (precondition),
+        // and `gp` has `nb` of this thread's scratch.
+        unsafe { repack8(nb, w.add(r0 * wrb), wrb, nr, gp) };
+        let mut t = 0;
+        while t + TT <= tokens {
+            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
+            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
+            // SAFETY: tokens `t..t + TT <= tokens` hold `nb` readable blocks, and outputs
+            // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
+            unsafe { packed_tile::<TT>(nb, gp, at, arb, ot, rows, nr) };
+            t += TT;
+        }
+        while t < tokens {
+            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
+            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
+            // SAFETY: token `t < tokens`, as above.
+            unsafe { packed_tile::<1>(nb, gp, at, arb, ot, rows, nr) };
+            t += 1;
+        }
+    }
+}
