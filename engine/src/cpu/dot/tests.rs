@@ -368,3 +368,50 @@ fn random_f16_rows(rng: &mut Rng, count: usize, n: usize) -> Vec<Vec<half::f16>>
         })
         .collect()
 }
+
+/// The 32-element formats' prompt tiles (packed with AVX-VNNI, packed with `maddubs`) and
+/// their decode tiles give the same bits: which one a CPU takes never moves a logit.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn small_format_paths_are_bit_identical() {
+    if !isa_available(Isa::Avx2) {
+        return;
+    }
+    let mut rng = Rng::new(79);
+    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0] {
+        let s = SCALAR.iter().find(|k| k.dtype == dtype).unwrap();
+        let n = 256;
+        for (rows, tokens) in [(8, 9), (13, 6), (24, 4), (3, 7)] {
+            let w: Vec<u8> = (0..rows)
+                .flat_map(|_| random_row(&mut rng, dtype, n))
+                .collect();
+            let a: Vec<u8> = (0..tokens)
+                .flat_map(|_| random_activations(&mut rng, s.vec_dot_type, n))
+                .collect();
+            let g = GemmArgs {
+                n,
+                w: &w,
+                w_stride: row_bytes(dtype, n),
+                rows,
+                a: &a,
+                a_stride: row_bytes(s.vec_dot_type, n),
+                tokens,
+            };
+            let mut want = vec![f32::NAN; rows * tokens];
+            assert!(super::avx2::gemm_path(dtype, None, &g, &mut want));
+            for packed in [Some(false), Some(true)] {
+                let mut got = vec![f32::NAN; rows * tokens];
+                if !super::avx2::gemm_path(dtype, packed, &g, &mut got) {
+                    continue;
+                }
+                for (i, (x, y)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        x.to_bits(),
+                        y.to_bits(),
+                        "{dtype} {packed:?} {rows}x{tokens} output {i}: {x} vs {y}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -26,7 +26,7 @@ const Y_QS: usize = 4;
 const Y_BSUMS: usize = 4 + QK_K;
 
 /// Prefetches the share of block `b` of the rows that follow an `R`-row tile of `bytes`-byte
-/// blocks starting at `w` (see `gemm.rs`: one-token tiles stream their rows once).
+/// blocks starting at `w` (see `gemm_small.rs`: one-token tiles stream their rows once).
 #[inline(always)]
 fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
     let p = w.wrapping_add(R * wrb + b * R * bytes);

@@ -22,9 +22,11 @@
 //! are reduced to exact totals with horizontal adds, `OFFSET·Σa` comes off once per block, and
 //! one conversion and one `fma` serve the 8 rows.
 
-use super::gemm::{Block, Q4_0, Q4_1, Q5_0, u32_at};
+use super::blocks::{Block, Q4_0, Q4_1, Q5_0, Q8_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
-use super::{checked_blocks, dot_u8_i8, f16_at, hsum_epi32, load, transpose8x4};
+use super::{
+    checked_blocks, dot_i8_i8, dot_u8_i8, f16_at, has_avxvnni, hsum_epi32, load, transpose8x4,
+};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::q8::QK;
 use std::arch::x86_64::*;
@@ -39,6 +41,20 @@ trait SmallBlock: Block {
     /// # Safety
     /// `p..p + BYTES` readable; AVX2 present.
     unsafe fn stored(p: *const u8) -> __m256i;
+    /// Quants up to ±127 (Q8_0): `maddubs` of them with offset activations would saturate
+    /// i16, so the packed prompt tile needs AVX-VNNI's i32 sums (without it, prompts take
+    /// the decode tiles token by token).
+    const WIDE: bool = false;
+    /// The 8 i32 lanes of `Σ stored·a` over the block at `p` against the activation quants
+    /// `y` (each lane the sum of four adjacent products).
+    ///
+    /// # Safety
+    /// `p..p + BYTES` readable; AVX2 present.
+    #[inline(always)]
+    unsafe fn dot(p: *const u8, y: __m256i) -> __m256i {
+        // SAFETY: the caller's contract is `stored`'s, and AVX2 is present (the same contract).
+        unsafe { dot_u8_i8(Self::stored(p), y) }
+    }
 }
 
 impl SmallBlock for Q4_0 {
@@ -72,6 +88,22 @@ impl SmallBlock for Q5_0 {
                 _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10)),
             )
         }
+    }
+}
+
+impl SmallBlock for Q8_0 {
+    const OFFSET: i32 = 0;
+    const WIDE: bool = true;
+    #[inline(always)]
+    unsafe fn stored(p: *const u8) -> __m256i {
+        // SAFETY: AVX2 is present and `p..p + BYTES` readable (the trait's precondition); the
+        // signed quants are bytes `2..34` of the 34-byte block.
+        unsafe { load(p.add(2)) }
+    }
+    #[inline(always)]
+    unsafe fn dot(p: *const u8, y: __m256i) -> __m256i {
+        // SAFETY: as `stored`; signed quants meet the activations through the sign trick.
+        unsafe { dot_i8_i8(Self::stored(p), y) }
     }
 }
 
@@ -182,7 +214,7 @@ unsafe fn rows_tile<B: SmallBlock, const R: usize>(
             // SAFETY: row `r < R`, block `b < nb`: inside the rows (precondition).
             let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
             // SAFETY: `wb` starts a whole readable block, and AVX2 is present (precondition).
-            p[r] = dot_u8_i8(unsafe { B::stored(wb) }, y);
+            p[r] = unsafe { B::dot(wb, y) };
             // SAFETY: a block's first 4 bytes (its scales) are readable.
             g[r] = unsafe { u32_at(wb) };
         }
@@ -363,6 +395,74 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
             }
         }
     }
+    // SAFETY: the outputs are the precondition's.
+    unsafe { store_tile(&acc, out, ldo, nr) };
+}
+
+/// [`packed_tile`] with AVX-VNNI: `vpdpbusd` sums each block's products in i32 (two chains
+/// per token, even and odd groups, since one chain is bound by the instruction's latency), so
+/// quants up to ±127 ([`SmallBlock::WIDE`]) cannot saturate; the same exact integers, then the
+/// same float steps.
+///
+/// # Safety
+/// As [`packed_tile`], and AVX-VNNI present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+unsafe fn packed_tile_vnni<B: Block, const TT: usize>(
+    nb: usize,
+    pk: *const Packed8,
+    act: *const ActBlock,
+    out: *mut f32,
+    ldo: usize,
+    nr: usize,
+) {
+    let mut acc = [_mm256_setzero_ps(); TT];
+    for b in 0..nb {
+        // SAFETY: `b < nb`, and `pk` holds `nb` blocks (precondition).
+        let p = unsafe { &*pk.add(b) };
+        // SAFETY: `t·nb + b < TT·nb`, which `act` holds (precondition).
+        let ab: [&ActBlock; TT] = std::array::from_fn(|t| unsafe { &*act.add(t * nb + b) });
+        let mut even = [_mm256_setzero_si256(); TT];
+        let mut odd = [_mm256_setzero_si256(); TT];
+        for j in 0..8 {
+            // SAFETY: `p.q[j]` (`j < 8`) is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
+            let wj = unsafe { _mm256_load_si256(p.q[j].as_ptr() as *const __m256i) };
+            for t in 0..TT {
+                // SAFETY: bytes `4j..4j + 4` (`j < 8`) of the 32-byte `u`.
+                let u = _mm256_set1_epi32(unsafe { u32_at(ab[t].u.as_ptr().add(4 * j)) });
+                if j % 2 == 0 {
+                    even[t] = _mm256_dpbusd_avx_epi32(even[t], u, wj);
+                } else {
+                    odd[t] = _mm256_dpbusd_avx_epi32(odd[t], u, wj);
+                }
+            }
+        }
+        // SAFETY: `corr` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
+        let corr = unsafe { _mm256_load_si256(p.corr.as_ptr() as *const __m256i) };
+        // SAFETY: `d` is 32 bytes at offset 0 of the 32-aligned `Packed8`.
+        let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
+        for t in 0..TT {
+            let i = _mm256_sub_epi32(_mm256_add_epi32(even[t], odd[t]), corr);
+            let s = _mm256_mul_ps(d, _mm256_set1_ps(ab[t].d));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, acc[t]);
+            if B::HAS_MIN {
+                // SAFETY: `m` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
+                let m = unsafe { _mm256_load_ps(p.m.as_ptr()) };
+                acc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(ab[t].s), acc[t]);
+            }
+        }
+    }
+    // SAFETY: the outputs are the precondition's.
+    unsafe { store_tile(&acc, out, ldo, nr) };
+}
+
+/// Stores `acc[t]` (8 rows, the first `nr` kept) at `out + t·ldo`.
+///
+/// # Safety
+/// `out` writable at every `t·ldo + r` for `t < TT`, `r < nr`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn store_tile<const TT: usize>(acc: &[__m256; TT], out: *mut f32, ldo: usize, nr: usize) {
     for (t, acc) in acc.iter().enumerate() {
         // SAFETY: `t < TT`: `t·ldo` is an output the precondition makes writable.
         let o = unsafe { out.add(t * ldo) };
@@ -381,13 +481,16 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
     }
 }
 
-/// The whole product through packed groups of 8 rows.
+/// The whole product through packed groups of 8 rows, with AVX-VNNI's tile or `maddubs`'
+/// (the same exact integers).
 ///
 /// # Safety
-/// As in [`gemm_impl`], with `tokens ≥ 1`.
+/// As in [`gemm_impl`], with `tokens ≥ 1`; with `vnni`, AVX-VNNI present; without it, not a
+/// `WIDE` format.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_packed<B: Block>(
+unsafe fn gemm_packed<B: SmallBlock>(
+    vnni: bool,
     nb: usize,
     w: *const u8,
     wrb: usize,
@@ -426,27 +529,42 @@ unsafe fn gemm_packed<B: Block>(
             let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
             // SAFETY: tokens `t..t + 4 <= tokens`: `at` holds `4·nb` prepared blocks, and outputs
             // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
-            unsafe { packed_tile::<B, PACKED_TT>(nb, gp, at, ot, rows, nr) };
+            unsafe {
+                if vnni {
+                    packed_tile_vnni::<B, PACKED_TT>(nb, gp, at, ot, rows, nr)
+                } else {
+                    packed_tile::<B, PACKED_TT>(nb, gp, at, ot, rows, nr)
+                }
+            };
             t += PACKED_TT;
         }
         while t < tokens {
             // SAFETY: `t < tokens`: `act` holds `tokens·nb` blocks, `out` `tokens × rows` floats.
             let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
             // SAFETY: token `t < tokens`, as above.
-            unsafe { packed_tile::<B, 1>(nb, gp, at, ot, rows, nr) };
+            unsafe {
+                if vnni {
+                    packed_tile_vnni::<B, 1>(nb, gp, at, ot, rows, nr)
+                } else {
+                    packed_tile::<B, 1>(nb, gp, at, ot, rows, nr)
+                }
+            };
             t += 1;
         }
     }
 }
 
-/// The whole product: packed groups for prompts, 4-row decode tiles otherwise.
+/// The whole product: packed groups for prompts (`packed`: `Some(vnni)`, whether with
+/// AVX-VNNI's tile), 8-row decode tiles token by token otherwise.
 ///
 /// # Safety
+/// With `packed == Some(true)`, AVX-VNNI present; `Some(false)` never for a `WIDE` format.
 /// AVX2/FMA/F16C present; `nb` blocks readable in each of the `rows` rows at `w` (`wrb`
 /// apart) and the `tokens` rows at `a` (`arb` apart); `out` holds `tokens × rows`.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_impl<B: SmallBlock>(
+    packed: Option<bool>,
     nb: usize,
     w: *const u8,
     wrb: usize,
@@ -456,9 +574,9 @@ unsafe fn gemm_impl<B: SmallBlock>(
     tokens: usize,
     out: *mut f32,
 ) {
-    if tokens >= MIN_PACKED_TOKENS {
+    if let Some(vnni) = packed.filter(|_| tokens >= MIN_PACKED_TOKENS) {
         // SAFETY: `tokens >= 4 >= 1`, and the rest of `gemm_packed`'s contract is this fn's.
-        return unsafe { gemm_packed::<B>(nb, w, wrb, rows, a, arb, tokens, out) };
+        return unsafe { gemm_packed::<B>(vnni, nb, w, wrb, rows, a, arb, tokens, out) };
     }
     let prefetch = tokens == 1;
     // Each token's block scales (and Q8_1 sums) as f32, once for all its rows.
@@ -519,8 +637,31 @@ unsafe fn gemm_impl<B: SmallBlock>(
     }
 }
 
+/// How this CPU runs prompts of `B`: packed with AVX-VNNI where it has it, packed with
+/// `maddubs` otherwise, except a `WIDE` format (which would saturate `maddubs`' i16 sums),
+/// whose prompts then take the decode tiles.
+fn packed_path<B: SmallBlock>() -> Option<bool> {
+    match (has_avxvnni(), B::WIDE) {
+        (true, _) => Some(true),
+        (false, false) => Some(false),
+        (false, true) => None,
+    }
+}
+
 /// Checks `g` and `out` against the block sizes of `B` and runs the product.
 fn gemm<B: SmallBlock>(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm_on::<B>(packed_path::<B>(), g, out)
+}
+
+/// [`gemm`] on a chosen path (see [`gemm_impl`]); `Some(true)` only with AVX-VNNI present
+/// (refused, no output written, without it), `Some(false)` never for a `WIDE` format
+/// (likewise refused).
+fn gemm_on<B: SmallBlock>(packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
+    match packed {
+        Some(true) if !has_avxvnni() => return,
+        Some(false) if B::WIDE => return,
+        _ => {}
+    }
     let Some(nb) = checked_blocks(g, out, QK, B::BYTES, B::ACT_BYTES, 4) else {
         return;
     };
@@ -528,6 +669,7 @@ fn gemm<B: SmallBlock>(g: &GemmArgs<'_>, out: &mut [f32]) {
     // checks keep every block (and its 4 scale bytes, inside the block) in bounds.
     unsafe {
         gemm_impl::<B>(
+            packed,
             nb,
             g.w.as_ptr(),
             g.w_stride,
@@ -550,4 +692,37 @@ pub(super) fn gemm_q4_1(g: &GemmArgs<'_>, out: &mut [f32]) {
 
 pub(super) fn gemm_q5_0(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm::<Q5_0>(g, out)
+}
+
+pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm::<Q8_0>(g, out)
+}
+
+/// The product of a 32-element format on each of its paths (`None`: decode tiles only;
+/// `Some(vnni)`: packed, with AVX-VNNI's tile or `maddubs`'), for the tests that hold them
+/// bit-identical; `false` where the CPU cannot take that path or the format has none here.
+#[cfg(test)]
+pub(in crate::cpu::dot) fn gemm_path(
+    dtype: crate::DType,
+    packed: Option<bool>,
+    g: &GemmArgs<'_>,
+    out: &mut [f32],
+) -> bool {
+    use crate::DType;
+    let ok = match packed {
+        Some(true) => has_avxvnni(),
+        Some(false) => dtype != DType::Q8_0,
+        None => true,
+    };
+    if !ok {
+        return false;
+    }
+    match dtype {
+        DType::Q4_0 => gemm_on::<Q4_0>(packed, g, out),
+        DType::Q4_1 => gemm_on::<Q4_1>(packed, g, out),
+        DType::Q5_0 => gemm_on::<Q5_0>(packed, g, out),
+        DType::Q8_0 => gemm_on::<Q8_0>(packed, g, out),
+        _ => return false,
+    }
+    true
 }

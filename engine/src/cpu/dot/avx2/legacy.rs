@@ -5,7 +5,7 @@
 //! exact integer dot product, then `acc = fma(Σ q·a, d_w·d_a, acc)` (and `fma(m, s, acc)`),
 //! so that they and its tiles give bit-identical results.
 
-use super::{dot_i8_i8, dot_u8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, hsum_ps, load};
+use super::{dot_i8_i8, dot_u8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, load};
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
 use crate::quant::q5::Q5_0_BYTES;
 use crate::quant::q8::{Q8_0_BYTES, Q8_1_BYTES, QK};
@@ -57,17 +57,18 @@ pub(super) fn vec_dot_q8_0(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q8_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = _mm256_setzero_ps();
+    // Sum order of `gemm_small`'s tiles: each block's exact integer total, then one fma.
+    let mut acc = 0.0f32;
     for i in 0..nb {
         // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
         let (x, y) = unsafe { (w.add(i * Q8_0_BYTES), a.add(i * Q8_0_BYTES)) };
         // SAFETY: `x` and `y` start whole Q8_0 blocks, each opening with its f16 scale.
-        let d = unsafe { _mm256_set1_ps(f16_at(x) * f16_at(y)) };
+        let d = unsafe { f16_at(x) * f16_at(y) };
         // SAFETY: bytes `2..34` of a 34-byte Q8_0 block: its 32 quants.
         let p = unsafe { dot_i8_i8(load(x.add(2)), load(y.add(2))) };
-        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(p), acc);
+        acc = (hsum_epi32(p) as f32).mul_add(d, acc);
     }
-    hsum_ps(acc)
+    acc
 }
 
 pub(super) fn vec_dot_q4_0(n: usize, w: &[u8], a: &[u8]) -> f32 {

@@ -5,13 +5,15 @@
 //! reachable through [`KERNELS`], which `kernel_for` hands out only after run-time detection of
 //! AVX2, FMA and F16C.
 
+mod blocks;
 mod float;
 mod fp4;
-mod gemm;
 mod gemm_k;
 mod gemm_q4k_packed;
 mod gemm_q6k_packed;
 mod gemm_small;
+#[cfg(test)]
+pub(super) use gemm_small::gemm_path;
 mod kquant;
 mod legacy;
 
@@ -62,7 +64,7 @@ pub(super) static KERNELS: [DotKernel; 9] = [
         DType::Q8_0,
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q8_0,
-        Some(gemm::gemm_q8_0),
+        Some(gemm_small::gemm_q8_0),
     ),
     k(
         DType::Q4_K,
@@ -113,6 +115,16 @@ const fn k(
         vec_dot,
         tile,
     }
+}
+
+/// Whether this CPU has AVX-VNNI (`vpdpbusd` on 256-bit vectors), checked once. The packed
+/// prompt kernels use it where present; their results are the same exact integers either way.
+/// `TESSERA_NO_VNNI` in the environment turns it off (to compare the two).
+fn has_avxvnni() -> bool {
+    static OK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OK.get_or_init(|| {
+        is_x86_feature_detected!("avxvnni") && std::env::var_os("TESSERA_NO_VNNI").is_none()
+    })
 }
 
 /// Sum of the eight lanes.
