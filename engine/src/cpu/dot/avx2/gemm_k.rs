@@ -15,7 +15,7 @@
 use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
-use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
+use crate::quant::k4_5::Q4_K_BYTES;
 use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::Q8_K_BYTES;
 use std::arch::x86_64::*;
@@ -66,27 +66,9 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
             // SAFETY: row `r < R`, super-block `i < nb`: inside the rows (precondition).
             let x = unsafe { w.add(r * wrb + i * Q4_K_BYTES) };
             // SAFETY: bytes `4..16` of the 144-byte Q4_K block: its 12 packed scales and mins.
-            let scales = unsafe { std::slice::from_raw_parts(x.add(4), 12) };
-            let (sc, m) = unpack_scales_mins_k4(scales);
-            // Each min twice, to pair with the two 16-element sums of its 32-element block.
-            let m2 = _mm256_setr_epi16(
-                m[0] as i16,
-                m[0] as i16,
-                m[1] as i16,
-                m[1] as i16,
-                m[2] as i16,
-                m[2] as i16,
-                m[3] as i16,
-                m[3] as i16,
-                m[4] as i16,
-                m[4] as i16,
-                m[5] as i16,
-                m[5] as i16,
-                m[6] as i16,
-                m[6] as i16,
-                m[7] as i16,
-                m[7] as i16,
-            );
+            let (sc, mins) = unsafe { scales_mins_k4(x.add(4)) };
+            // The eight scales in both 128-bit lanes, for `vpshufb` to pick from.
+            let sc = _mm256_broadcastsi128_si256(sc);
             // SAFETY: bytes `0..4` of the Q4_K block: its f16 `d` and `dmin`.
             let (xd, xdmin) = unsafe { (f16_at(x), f16_at(x.add(2))) };
             let mut sumi = [_mm256_setzero_si256(); T];
@@ -95,8 +77,8 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
                 let q = unsafe { load(x.add(16 + 32 * c)) };
                 let lo = _mm256_and_si256(q, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
-                let s0 = _mm256_set1_epi16(sc[2 * c] as i16);
-                let s1 = _mm256_set1_epi16(sc[2 * c + 1] as i16);
+                let s0 = _mm256_shuffle_epi8(sc, K4_SCALE_PICK[2 * c]);
+                let s1 = _mm256_shuffle_epi8(sc, K4_SCALE_PICK[2 * c + 1]);
                 for (t, sumi) in sumi.iter_mut().enumerate() {
                     // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                     let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
@@ -115,7 +97,12 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
                 let yd = unsafe { q8k_d(y) };
                 // SAFETY: bytes `260..292` of the 292-byte Q8_K block: its sixteen i16 sums.
                 let bsums = unsafe { load(y.add(Y_BSUMS)) };
-                let summs = hsum_epi32(_mm256_madd_epi16(bsums, m2));
+                // Σ a over each 32-element sub-block (two 16-element sums, ≤ 32·127).
+                let pairs = _mm_hadd_epi16(
+                    _mm256_castsi256_si128(bsums),
+                    _mm256_extracti128_si256::<1>(bsums),
+                );
+                let summs = hsum_epi32_128(_mm_madd_epi16(mins, pairs));
                 acc_m[r][t] += xdmin * yd * summs as f32;
                 let d = xd * yd;
                 acc[r][t] = (hsum_epi32(sumi[t]) as f32).mul_add(d, acc[r][t]);
@@ -129,6 +116,86 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
         }
     }
 }
+
+/// `vpshufb` controls picking word `j` of the 8 i16 words of each 128-bit lane into every
+/// word of the lane.
+const K4_SCALE_PICK: [__m256i; 8] = {
+    const fn pick(j: usize) -> __m256i {
+        let mut b = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            b[i] = (2 * j + i % 2) as u8;
+            i += 1;
+        }
+        // SAFETY: 32 bytes and a 256-bit vector have the same size, and every bit pattern
+        // is a valid `__m256i`.
+        unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+    }
+    [
+        pick(0),
+        pick(1),
+        pick(2),
+        pick(3),
+        pick(4),
+        pick(5),
+        pick(6),
+        pick(7),
+    ]
+};
+
+/// The eight 6-bit scales and eight 6-bit mins packed in the 12 bytes at `q` (a Q4_K block's
+/// bytes `4..16`), as i16 words: `(scales, mins)`; the same values as
+/// [`crate::quant::k4_5::unpack_scales_mins_k4`], unpacked four bytes at a time.
+///
+/// # Safety
+/// `q..q + 12` readable; AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales_mins_k4(q: *const u8) -> (__m128i, __m128i) {
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    // SAFETY: `q..q + 12` is readable (precondition); the reads are unaligned.
+    let [u0, u1, u2] =
+        std::array::from_fn(|i| unsafe { (q.add(4 * i) as *const u32).read_unaligned() });
+    let sc_lo = u0 & LOW6;
+    let sc_hi = (u2 & LOW4) | (((u0 >> 6) & LOW2) << 4);
+    let m_lo = u1 & LOW6;
+    let m_hi = ((u2 >> 4) & LOW4) | (((u1 >> 6) & LOW2) << 4);
+    let bytes = _mm_setr_epi32(sc_lo as i32, sc_hi as i32, m_lo as i32, m_hi as i32);
+    (
+        _mm_cvtepu8_epi16(bytes),
+        _mm_cvtepu8_epi16(_mm_unpackhi_epi64(bytes, bytes)),
+    )
+}
+
+/// Sum of the four i32 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum_epi32_128(v: __m128i) -> i32 {
+    let s = _mm_add_epi32(v, _mm_unpackhi_epi64(v, v));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<1>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// `vpshufb` controls picking, from 8 i16 scales in each 128-bit lane, scale `2k` for every
+/// word of the low lane and scale `2k + 1` for every word of the high lane.
+#[allow(clippy::identity_op)]
+const Q6_SCALE_PICK: [__m256i; 4] = {
+    const fn pick(k: usize) -> __m256i {
+        let mut b = [0u8; 32];
+        let mut i = 0;
+        while i < 32 {
+            let word = 2 * k + i / 16;
+            b[i] = (2 * word + i % 2) as u8;
+            i += 1;
+        }
+        // SAFETY: 32 bytes and a 256-bit vector have the same size, and every bit pattern
+        // is a valid `__m256i`.
+        unsafe { std::mem::transmute::<[u8; 32], __m256i>(b) }
+    }
+    [pick(0), pick(1), pick(2), pick(3)]
+};
 
 /// Q6_K tile; as [`tile_q4_k`].
 ///
@@ -164,8 +231,6 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
             let sc16 =
                 // SAFETY: bytes `192..208` of the 210-byte Q6_K block: its sixteen i8 scales.
                 _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(x.add(192) as *const __m128i) });
-            // SAFETY: `s < 16`: one of the block's scales, bytes `192..208`.
-            let sc = |s: usize| unsafe { *x.add(192 + s) } as i8 as i16;
             let sumi = &mut sums[r];
             // The values are stored +32: start each sum at −32·(sc·bsum), lane by lane.
             for (t, sumi) in sumi.iter_mut().enumerate() {
@@ -179,9 +244,15 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
                 // SAFETY: block `i` of row `r` is readable (the caller's contract), and a
                 // Q6_K block is 210 bytes ≥ 192.
                 let q = unsafe { unpack_q6_k_half(x, h) };
+                // Scales 8h..8h + 8 in both 128-bit lanes.
+                let half = if h == 0 {
+                    _mm256_permute2x128_si256::<0x00>(sc16, sc16)
+                } else {
+                    _mm256_permute2x128_si256::<0x11>(sc16, sc16)
+                };
                 for (k, qk) in q.into_iter().enumerate() {
-                    let s = 8 * h + 2 * k;
-                    let scales = _mm256_set_m128i(_mm_set1_epi16(sc(s + 1)), _mm_set1_epi16(sc(s)));
+                    // Scale 8h + 2k in the low lane, 8h + 2k + 1 in the high one.
+                    let scales = _mm256_shuffle_epi8(half, Q6_SCALE_PICK[k]);
                     for (t, sumi) in sumi.iter_mut().enumerate() {
                         // SAFETY: token `t < T`, block `i < nb`: inside the activations (precondition).
                         let y = unsafe { a.add(t * arb + i * Q8_K_BYTES) };
@@ -347,5 +418,45 @@ pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
             g.tokens,
             out.as_mut_ptr(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::k4_5::unpack_scales_mins_k4;
+
+    /// The SIMD unpacking of Q4_K's 12 scale bytes gives the reference's values for every
+    /// bit of every byte (each byte swept through all 256 values, the others random).
+    #[test]
+    fn scales_mins_k4_is_the_reference_unpacking() {
+        if !crate::cpu::dot::isa_available(crate::cpu::dot::Isa::Avx2) {
+            return;
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for pos in 0..12 {
+            for v in 0..=255u8 {
+                let mut q = [0u8; 12];
+                for b in &mut q {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *b = seed as u8;
+                }
+                q[pos] = v;
+                let (sc, m) = unpack_scales_mins_k4(&q);
+                // SAFETY: AVX2 is present (checked above) and `q` holds 12 bytes.
+                let (a, b) = unsafe { scales_mins_k4(q.as_ptr()) };
+                // SAFETY: a 128-bit vector and 8 i16s have the same size.
+                let (a, b): ([i16; 8], [i16; 8]) = unsafe {
+                    (
+                        std::mem::transmute::<__m128i, [i16; 8]>(a),
+                        std::mem::transmute::<__m128i, [i16; 8]>(b),
+                    )
+                };
+                assert_eq!(a, sc.map(i16::from), "scales of {q:?}");
+                assert_eq!(b, m.map(i16::from), "mins of {q:?}");
+            }
+        }
     }
 }
