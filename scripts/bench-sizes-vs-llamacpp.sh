@@ -44,6 +44,50 @@ models="$models $(model qwen3-1.7b Q4_K_M)"
 if [ "$LARGE" = 1 ]; then
     models="$models $(model llama3-8b Q4_K_M):64:32"
 fi
-MODELS="$models" SECTION=sizes \
+# Cold start: each engine's `bench -p 1 -n 0 -r 1` (load, a warm-up token, one timed token)
+# timed from the moment the model file's pages are dropped from the page cache
+# (posix_fadvise DONTNEED), alternately, COLD_ROUNDS rounds; the medians go under the table.
+COLD_ROUNDS=${COLD_ROUNDS:-2}
+THREADS=${THREADS:-2}
+cold=$(mktemp)
+trap 'rm -f "$cold"' EXIT
+evict() {
+    python3 -c 'import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+os.close(fd)' "$1"
+}
+seconds() {
+    python3 -c 'import subprocess, sys, time
+t = time.monotonic()
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+print(f"{time.monotonic() - t:.3f}")' "$@"
+}
+{
+    echo "Cold start (model pages dropped from the page cache first; \`bench -p 1 -n 0 -r 1 -t $THREADS\`"
+    echo "wall time: mmap, load, a warm-up token and one timed token; median of $COLD_ROUNDS):"
+    echo
+    echo "| model | file | llama.cpp s | Tessera s |"
+    echo "| --- | ---: | ---: | ---: |"
+} > "$cold"
+for spec in $models; do
+    m=${spec%%:*}
+    l=()
+    t=()
+    for _ in $(seq 1 "$COLD_ROUNDS"); do
+        evict "$m"
+        l+=("$(seconds "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p 1 -n 0 -r 1)")
+        evict "$m"
+        t+=("$(seconds "$TESSERA" bench -m "$m" -t "$THREADS" -p 1 -n 0 -r 1)")
+    done
+    python3 - "$m" "${l[*]}" "${t[*]}" >> "$cold" <<'PY'
+import os, statistics, sys
+m, l, t = sys.argv[1:4]
+med = lambda s: statistics.median(float(x) for x in s.split())
+print(f"| {os.path.basename(m)[:-5]} | {os.path.getsize(m) / 1e9:.2f} GB | {med(l):.2f} | {med(t):.2f} |")
+PY
+done
+
+MODELS="$models" SECTION=sizes APPENDIX="$cold" \
     TITLE="Speed at 1B-8B shapes: Tessera vs llama.cpp (scripts/bench-sizes-vs-llamacpp.sh)" \
     LLAMA_BENCH="$LLAMA_BENCH" TESSERA="$TESSERA" scripts/bench-vs-llamacpp.sh

@@ -22,7 +22,7 @@
 # many 10 s waits per run, then run anyway; 60), SECTION (if set, e.g. `moe`, the report goes
 # between `<!-- bench:SECTION -->` and `<!-- /bench:SECTION -->` in OUT, replacing what was there
 # or appended at the end, its title demoted to a second-level heading, and the rest of OUT kept),
-# TITLE (that section's title).
+# TITLE (that section's title), APPENDIX (a markdown file appended to the report).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -89,10 +89,10 @@ for spec in $MODELS; do
     done
 done
 
-python3 - "$work" "$OUT" "${BW:-}" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" "${paths[@]}" <<'PY'
+python3 - "$work" "$OUT" "${BW:-}" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" "${APPENDIX:-}" "${paths[@]}" <<'PY'
 import glob, json, os, platform, re, statistics, subprocess, sys, datetime
-work, out, bw, threads, reps, rounds, llama, loads, section, title = sys.argv[1:11]
-models = sys.argv[11:]
+work, out, bw, threads, reps, rounds, llama, loads, section, title, appendix = sys.argv[1:12]
+models = sys.argv[12:]
 if bw:
     bws, bw_note = [float(bw)], "given by BW"
 else:
@@ -225,6 +225,8 @@ for m in models:
     for eng in ["llama", "tessera"]:
         _, per, _ = results(name, eng)
         lines.append(f"- {name} {eng}: " + ", ".join(f"{k} {[round(x, 1) for x in v]}" for k, v in per.items()))
+if appendix:
+    lines += ["", open(appendix).read().rstrip("\n")]
 report = "\n".join(lines) + "\n"
 if section:
     # Only this section of OUT is replaced (appended if it is not there yet).
