@@ -370,7 +370,8 @@ fn random_f16_rows(rng: &mut Rng, count: usize, n: usize) -> Vec<Vec<half::f16>>
 }
 
 /// The 32-element formats' prompt tiles (packed with AVX-VNNI, packed with `maddubs`) and
-/// their decode tiles give the same bits: which one a CPU takes never moves a logit.
+/// their decode tiles give the same bits, as do Q4_K's (16-row AVX-512, 8-row, tiles):
+/// which one a CPU takes never moves a logit.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn small_format_paths_are_bit_identical() {
@@ -378,9 +379,15 @@ fn small_format_paths_are_bit_identical() {
         return;
     }
     let mut rng = Rng::new(79);
-    for dtype in [DType::Q4_0, DType::Q4_1, DType::Q5_0, DType::Q8_0] {
+    for dtype in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q8_0,
+        DType::Q4_K,
+    ] {
         let s = SCALAR.iter().find(|k| k.dtype == dtype).unwrap();
-        let n = 256;
+        let n = 512;
         for (rows, tokens) in [(8, 9), (13, 6), (24, 4), (3, 7)] {
             let w: Vec<u8> = (0..rows)
                 .flat_map(|_| random_row(&mut rng, dtype, n))

@@ -378,6 +378,14 @@ pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     let Some(nb) = checked_blocks(g, out, QK_K, Q4_K_BYTES, Q8_K_BYTES, 0) else {
         return;
     };
+    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
+    if super::gemm_q4k_zmm::available() {
+        // SAFETY: AVX-512 F/BW/VNNI checked just above, AVX2/FMA/F16C by the table holding
+        // this fn; the checks keep every super-block and output in bounds.
+        return unsafe {
+            super::gemm_q4k_zmm::gemm_packed(nb, w, g.w_stride, g.rows, a, g.a_stride, g.tokens, o)
+        };
+    }
     // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
     // checks keep every super-block of every row and token, and every output, in bounds.
     unsafe {
@@ -392,6 +400,35 @@ pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
             out.as_mut_ptr(),
         )
     }
+}
+
+/// Q4_K's product on each of its paths (`None`: the tiles; `Some(true)`: the 16-row AVX-512
+/// kernel; `Some(false)`: the 8-row one), for the test that holds them bit-identical; `false`
+/// where the CPU cannot take that path.
+#[cfg(test)]
+pub(super) fn gemm_path_q4_k(packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) -> bool {
+    let Some(zmm) = packed else {
+        gemm(&Q4_K_TILES, g, out);
+        return true;
+    };
+    if zmm && !super::gemm_q4k_zmm::available() {
+        return false;
+    }
+    let Some(nb) = checked_blocks(g, out, QK_K, Q4_K_BYTES, Q8_K_BYTES, 0) else {
+        return true;
+    };
+    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
+    let (wrb, arb) = (g.w_stride, g.a_stride);
+    // SAFETY: AVX-512 checked above when asked for, AVX2 by the caller; the checks keep every
+    // super-block and output in bounds.
+    unsafe {
+        if zmm {
+            super::gemm_q4k_zmm::gemm_packed(nb, w, wrb, g.rows, a, arb, g.tokens, o)
+        } else {
+            super::gemm_q4k_packed::gemm_packed(nb, w, wrb, g.rows, a, arb, g.tokens, o)
+        }
+    }
+    true
 }
 
 /// Fewest tokens for which a Q4_K or Q6_K call repacks its rows (`gemm_q4k_packed`,

@@ -10,6 +10,7 @@ mod float;
 mod fp4;
 mod gemm_k;
 mod gemm_q4k_packed;
+mod gemm_q4k_zmm;
 mod gemm_q6k_packed;
 mod gemm_small;
 #[cfg(test)]
