@@ -147,7 +147,7 @@ def cpu():
 def flags():
     try:
         f = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-        return " ".join(x for x in ["avx2", "fma", "f16c", "avx512f"] if x in f)
+        return " ".join(x for x in ["avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni"] if x in f)
     except (OSError, StopIteration):
         return "?"
 

@@ -370,11 +370,11 @@ fn random_f16_rows(rng: &mut Rng, count: usize, n: usize) -> Vec<Vec<half::f16>>
 }
 
 /// The 32-element formats' prompt tiles (packed with AVX-VNNI, packed with `maddubs`) and
-/// their decode tiles give the same bits, as do Q4_K's (16-row AVX-512, 8-row, tiles):
+/// their decode tiles give the same bits, as do Q4_K's and Q6_K's (16-row AVX-512, 8-row, tiles):
 /// which one a CPU takes never moves a logit.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn small_format_paths_are_bit_identical() {
+fn every_product_path_is_bit_identical() {
     if !isa_available(Isa::Avx2) {
         return;
     }
@@ -385,6 +385,7 @@ fn small_format_paths_are_bit_identical() {
         DType::Q5_0,
         DType::Q8_0,
         DType::Q4_K,
+        DType::Q6_K,
     ] {
         let s = SCALAR.iter().find(|k| k.dtype == dtype).unwrap();
         let n = 512;

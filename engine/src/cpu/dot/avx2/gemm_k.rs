@@ -402,30 +402,45 @@ pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     }
 }
 
-/// Q4_K's product on each of its paths (`None`: the tiles; `Some(true)`: the 16-row AVX-512
-/// kernel; `Some(false)`: the 8-row one), for the test that holds them bit-identical; `false`
-/// where the CPU cannot take that path.
+/// A K-quant's product (Q4_K or Q6_K) on each of its paths (`None`: the tiles; `Some(true)`:
+/// the 16-row AVX-512 kernel; `Some(false)`: the 8-row one), for the test that holds them
+/// bit-identical; `false` where the CPU cannot take that path.
 #[cfg(test)]
-pub(super) fn gemm_path_q4_k(packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) -> bool {
+pub(super) fn gemm_path_k(
+    q6: bool,
+    packed: Option<bool>,
+    g: &GemmArgs<'_>,
+    out: &mut [f32],
+) -> bool {
+    let (tiles, bytes) = if q6 {
+        (&Q6_K_TILES, Q6_K_BYTES)
+    } else {
+        (&Q4_K_TILES, Q4_K_BYTES)
+    };
     let Some(zmm) = packed else {
-        gemm(&Q4_K_TILES, g, out);
+        gemm(tiles, g, out);
         return true;
     };
     if zmm && !super::gemm_q4k_zmm::available() {
         return false;
     }
-    let Some(nb) = checked_blocks(g, out, QK_K, Q4_K_BYTES, Q8_K_BYTES, 0) else {
+    let Some(nb) = checked_blocks(g, out, QK_K, bytes, Q8_K_BYTES, 0) else {
         return true;
     };
     let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
-    let (wrb, arb) = (g.w_stride, g.a_stride);
+    let (wrb, arb, rows, tokens) = (g.w_stride, g.a_stride, g.rows, g.tokens);
     // SAFETY: AVX-512 checked above when asked for, AVX2 by the caller; the checks keep every
     // super-block and output in bounds.
     unsafe {
-        if zmm {
-            super::gemm_q4k_zmm::gemm_packed(nb, w, wrb, g.rows, a, arb, g.tokens, o)
-        } else {
-            super::gemm_q4k_packed::gemm_packed(nb, w, wrb, g.rows, a, arb, g.tokens, o)
+        match (q6, zmm) {
+            (false, true) => super::gemm_q4k_zmm::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o),
+            (false, false) => {
+                super::gemm_q4k_packed::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o)
+            }
+            (true, true) => super::gemm_q6k_zmm::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o),
+            (true, false) => {
+                super::gemm_q6k_packed::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o)
+            }
         }
     }
     true
@@ -442,6 +457,14 @@ pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     let Some(nb) = checked_blocks(g, out, QK_K, Q6_K_BYTES, Q8_K_BYTES, 0) else {
         return;
     };
+    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
+    if super::gemm_q4k_zmm::available() {
+        // SAFETY: AVX-512 F/BW/VNNI checked just above, AVX2/FMA/F16C by the table holding
+        // this fn; the checks keep every super-block and output in bounds.
+        return unsafe {
+            super::gemm_q6k_zmm::gemm_packed(nb, w, g.w_stride, g.rows, a, g.a_stride, g.tokens, o)
+        };
+    }
     // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
     // checks keep every super-block of every row and token, and every output, in bounds.
     unsafe {

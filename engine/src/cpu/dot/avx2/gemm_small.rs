@@ -699,8 +699,8 @@ pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
 }
 
 /// The product of a 32-element format on each of its paths (`None`: decode tiles only;
-/// `Some(vnni)`: packed, with AVX-VNNI's tile or `maddubs`'), and Q4_K's (see
-/// `gemm_k::gemm_path_q4_k`), for the tests that hold them bit-identical; `false` where the
+/// `Some(vnni)`: packed, with AVX-VNNI's tile or `maddubs`'), and the K-quants' (see
+/// `gemm_k::gemm_path_k`), for the tests that hold them bit-identical; `false` where the
 /// CPU cannot take that path or the format has none here.
 #[cfg(test)]
 pub(in crate::cpu::dot) fn gemm_path(
@@ -711,7 +711,7 @@ pub(in crate::cpu::dot) fn gemm_path(
 ) -> bool {
     use crate::DType;
     let ok = match packed {
-        Some(true) => has_avxvnni() || dtype == DType::Q4_K,
+        Some(true) => has_avxvnni() || matches!(dtype, DType::Q4_K | DType::Q6_K),
         Some(false) => dtype != DType::Q8_0,
         None => true,
     };
@@ -719,7 +719,8 @@ pub(in crate::cpu::dot) fn gemm_path(
         return false;
     }
     match dtype {
-        DType::Q4_K => return super::gemm_k::gemm_path_q4_k(packed, g, out),
+        DType::Q4_K => return super::gemm_k::gemm_path_k(false, packed, g, out),
+        DType::Q6_K => return super::gemm_k::gemm_path_k(true, packed, g, out),
         DType::Q4_0 => gemm_on::<Q4_0>(packed, g, out),
         DType::Q4_1 => gemm_on::<Q4_1>(packed, g, out),
         DType::Q5_0 => gemm_on::<Q5_0>(packed, g, out),

@@ -12,6 +12,7 @@ mod gemm_k;
 mod gemm_q4k_packed;
 mod gemm_q4k_zmm;
 mod gemm_q6k_packed;
+mod gemm_q6k_zmm;
 mod gemm_small;
 #[cfg(test)]
 pub(super) use gemm_small::gemm_path;
