@@ -12,6 +12,7 @@
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
+use super::packed::gemm_packed;
 use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
@@ -371,35 +372,62 @@ fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
     }
 }
 
-pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    if g.tokens < MIN_PACKED_TOKENS {
-        return gemm(&Q4_K_TILES, g, out);
-    }
-    let Some(nb) = checked_blocks(g, out, QK_K, Q4_K_BYTES, Q8_K_BYTES, 0) else {
+/// A packed kernel's whole product (`packed::gemm_packed::<K>`).
+type PackedFn = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32);
+
+/// How a K-quant's products run: its tiles (decode), and its packed prompt kernels on 16 rows
+/// (AVX-512 VNNI) and on 8.
+struct KQuant {
+    tiles: &'static Tiles,
+    zmm: PackedFn,
+    ymm: PackedFn,
+}
+
+static Q4_K: KQuant = KQuant {
+    tiles: &Q4_K_TILES,
+    zmm: gemm_packed::<super::gemm_q4k_zmm::Q4kZmm16>,
+    ymm: gemm_packed::<super::gemm_q4k_packed::Q4kPacked8>,
+};
+
+static Q6_K: KQuant = KQuant {
+    tiles: &Q6_K_TILES,
+    zmm: gemm_packed::<super::gemm_q6k_zmm::Q6kZmm16>,
+    ymm: gemm_packed::<super::gemm_q6k_packed::Q6kPacked8>,
+};
+
+/// `k`'s product on a chosen path: `None` the tiles, `Some(true)` the 16-row kernel (only with
+/// AVX-512 VNNI present, see `gemm_q4k_zmm::available`), `Some(false)` the 8-row one.
+fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
+    let Some(zmm) = packed else {
+        return gemm(k.tiles, g, out);
+    };
+    let Some(nb) = checked_blocks(g, out, QK_K, k.tiles.bytes, Q8_K_BYTES, 0) else {
         return;
     };
+    let f = if zmm && super::gemm_q4k_zmm::available() {
+        k.zmm
+    } else {
+        k.ymm
+    };
     let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
-    if super::gemm_q4k_zmm::available() {
-        // SAFETY: AVX-512 F/BW/VNNI checked just above, AVX2/FMA/F16C by the table holding
-        // this fn; the checks keep every super-block and output in bounds.
-        return unsafe {
-            super::gemm_q4k_zmm::gemm_packed(nb, w, g.w_stride, g.rows, a, g.a_stride, g.tokens, o)
-        };
-    }
-    // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
-    // checks keep every super-block of every row and token, and every output, in bounds.
-    unsafe {
-        super::gemm_q4k_packed::gemm_packed(
-            nb,
-            g.w.as_ptr(),
-            g.w_stride,
-            g.rows,
-            g.a.as_ptr(),
-            g.a_stride,
-            g.tokens,
-            out.as_mut_ptr(),
-        )
-    }
+    // SAFETY: AVX-512 F/BW/VNNI checked above for the 16-row kernel, AVX2/FMA/F16C by the
+    // table holding the callers; the checks keep every super-block of every row and token,
+    // and every output, in bounds.
+    unsafe { f(nb, w, g.w_stride, g.rows, a, g.a_stride, g.tokens, o) }
+}
+
+/// The path this CPU takes for `tokens` tokens: tiles below [`MIN_PACKED_TOKENS`], else the
+/// 16-row kernel where AVX-512 VNNI is present, else the 8-row one.
+fn path(tokens: usize) -> Option<bool> {
+    (tokens >= MIN_PACKED_TOKENS).then(super::gemm_q4k_zmm::available)
+}
+
+pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
+    run(&Q4_K, path(g.tokens), g, out)
+}
+
+pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
+    run(&Q6_K, path(g.tokens), g, out)
 }
 
 /// A K-quant's product (Q4_K or Q6_K) on each of its paths (`None`: the tiles; `Some(true)`:
@@ -412,74 +440,16 @@ pub(super) fn gemm_path_k(
     g: &GemmArgs<'_>,
     out: &mut [f32],
 ) -> bool {
-    let (tiles, bytes) = if q6 {
-        (&Q6_K_TILES, Q6_K_BYTES)
-    } else {
-        (&Q4_K_TILES, Q4_K_BYTES)
-    };
-    let Some(zmm) = packed else {
-        gemm(tiles, g, out);
-        return true;
-    };
-    if zmm && !super::gemm_q4k_zmm::available() {
+    if packed == Some(true) && !super::gemm_q4k_zmm::available() {
         return false;
     }
-    let Some(nb) = checked_blocks(g, out, QK_K, bytes, Q8_K_BYTES, 0) else {
-        return true;
-    };
-    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
-    let (wrb, arb, rows, tokens) = (g.w_stride, g.a_stride, g.rows, g.tokens);
-    // SAFETY: AVX-512 checked above when asked for, AVX2 by the caller; the checks keep every
-    // super-block and output in bounds.
-    unsafe {
-        match (q6, zmm) {
-            (false, true) => super::gemm_q4k_zmm::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o),
-            (false, false) => {
-                super::gemm_q4k_packed::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o)
-            }
-            (true, true) => super::gemm_q6k_zmm::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o),
-            (true, false) => {
-                super::gemm_q6k_packed::gemm_packed(nb, w, wrb, rows, a, arb, tokens, o)
-            }
-        }
-    }
+    run(if q6 { &Q6_K } else { &Q4_K }, packed, g, out);
     true
 }
 
 /// Fewest tokens for which a Q4_K or Q6_K call repacks its rows (`gemm_q4k_packed`,
-/// `gemm_q6k_packed`).
+/// `gemm_q6k_packed`, or their 16-row forms).
 const MIN_PACKED_TOKENS: usize = 4;
-
-pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    if g.tokens < MIN_PACKED_TOKENS {
-        return gemm(&Q6_K_TILES, g, out);
-    }
-    let Some(nb) = checked_blocks(g, out, QK_K, Q6_K_BYTES, Q8_K_BYTES, 0) else {
-        return;
-    };
-    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
-    if super::gemm_q4k_zmm::available() {
-        // SAFETY: AVX-512 F/BW/VNNI checked just above, AVX2/FMA/F16C by the table holding
-        // this fn; the checks keep every super-block and output in bounds.
-        return unsafe {
-            super::gemm_q6k_zmm::gemm_packed(nb, w, g.w_stride, g.rows, a, g.a_stride, g.tokens, o)
-        };
-    }
-    // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; the
-    // checks keep every super-block of every row and token, and every output, in bounds.
-    unsafe {
-        super::gemm_q6k_packed::gemm_packed(
-            nb,
-            g.w.as_ptr(),
-            g.w_stride,
-            g.rows,
-            g.a.as_ptr(),
-            g.a_stride,
-            g.tokens,
-            out.as_mut_ptr(),
-        )
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,7 @@
 // Row, sub-block and token indices address several arrays together.
 #![allow(clippy::needless_range_loop)]
 
+use super::packed::{PackedKernel, TT};
 use super::{f16_at, load, transpose8x4};
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
@@ -29,15 +30,13 @@ use std::cell::RefCell;
 const Y_QS: usize = 4;
 /// Offset of the sixteen i16 block sums in a Q8_K block.
 const Y_BSUMS: usize = 4 + QK_K;
-/// Tokens per pass (they share each loaded weight vector).
-const TT: usize = 4;
 /// Rows per group (lanes of a 512-bit vector of i32).
 const ROWS: usize = 16;
 
 /// One super-block of 16 weight rows, repacked. 64-byte aligned so every field loads aligned.
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct PackedK4x16 {
+pub(super) struct PackedK4x16 {
     /// f32 `d` of each row.
     d: [f32; ROWS],
     /// f32 `dmin` of each row.
@@ -219,55 +218,44 @@ unsafe fn tile16<const N: usize>(
     }
 }
 
-/// `out[t·rows + r] = w_r · a_t` over packed groups of 16 rows.
-///
-/// # Safety
-/// AVX2/FMA/F16C and AVX-512 F/BW/VNNI present ([`available`]); `nb` super-blocks readable
-/// in each of the `rows` rows at `w` (`wrb` apart) and the `tokens` Q8_K rows at `a` (`arb`
-/// apart); `out` holds `tokens × rows`.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_packed(
-    nb: usize,
-    w: *const u8,
-    wrb: usize,
-    rows: usize,
-    a: *const u8,
-    arb: usize,
-    tokens: usize,
-    out: *mut f32,
-) {
-    let groups = rows.div_ceil(ROWS);
-    // This thread's scratch, grown to fit; nothing else touches it until this call returns.
-    let pk = SCRATCH.with_borrow_mut(|pk| {
-        if pk.len() < groups * nb {
-            pk.resize(groups * nb, PACKED_ZERO);
-        }
-        pk.as_mut_ptr()
-    });
-    for g in 0..groups {
-        let r0 = ROWS * g;
-        let nr = (rows - r0).min(ROWS);
-        // SAFETY: `g < groups`, and `pk` was grown above to `groups·nb` super-blocks.
-        let gp = unsafe { pk.add(g * nb) };
-        // SAFETY: rows `r0..r0 + nr <= rows` hold `nb` readable super-blocks each (precondition),
-        // and `gp` has `nb` of this thread's scratch.
-        unsafe { repack16(nb, w.add(r0 * wrb), wrb, nr, gp) };
-        let mut t = 0;
-        while t + TT <= tokens {
-            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
-            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
-            // SAFETY: tokens `t..t + TT <= tokens` hold `nb` readable blocks, and outputs
-            // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
-            unsafe { tile16::<TT>(nb, gp, at, arb, ot, rows, nr) };
-            t += TT;
-        }
-        while t < tokens {
-            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
-            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
-            // SAFETY: token `t < tokens`, as above.
-            unsafe { tile16::<1>(nb, gp, at, arb, ot, rows, nr) };
-            t += 1;
+/// This file's kernel (16 rows per register) for [`super::packed::gemm_packed`].
+pub(super) struct Q4kZmm16;
+
+impl PackedKernel for Q4kZmm16 {
+    type Block = PackedK4x16;
+    const ROWS: usize = ROWS;
+
+    fn scratch(len: usize) -> *mut PackedK4x16 {
+        SCRATCH.with_borrow_mut(|pk| {
+            if pk.len() < len {
+                pk.resize(len, PACKED_ZERO);
+            }
+            pk.as_mut_ptr()
+        })
+    }
+
+    unsafe fn repack(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedK4x16) {
+        // SAFETY: the trait's contract is `repack16`'s (AVX-512 F/BW/VNNI (and AVX2) present).
+        unsafe { repack16(nb, w, wrb, nr, dst) }
+    }
+
+    unsafe fn tile(
+        n: usize,
+        nb: usize,
+        pk: *const PackedK4x16,
+        a: *const u8,
+        arb: usize,
+        out: *mut f32,
+        ldo: usize,
+        nr: usize,
+    ) {
+        // SAFETY: the trait's contract is `tile16`'s for `n` tokens (AVX-512 F/BW/VNNI (and AVX2) present).
+        unsafe {
+            if n == TT {
+                tile16::<TT>(nb, pk, a, arb, out, ldo, nr)
+            } else {
+                tile16::<1>(nb, pk, a, arb, out, ldo, nr)
+            }
         }
     }
 }

@@ -16,6 +16,7 @@
 // Row, sub-block and token indices address several arrays together.
 #![allow(clippy::needless_range_loop)]
 
+use super::packed::{PackedKernel, TT};
 use super::{f16_at, transpose8x4, unpack_q6_k_half};
 use crate::quant::QK_K;
 use crate::quant::k6::Q6_K_BYTES;
@@ -27,13 +28,11 @@ use std::cell::RefCell;
 const Y_QS: usize = 4;
 /// Offset of the sixteen i16 block sums in a Q8_K block.
 const Y_BSUMS: usize = 4 + QK_K;
-/// Tokens per pass (they share each loaded weight vector).
-const TT: usize = 4;
 
 /// One super-block of 8 weight rows, repacked.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
-struct PackedQ6 {
+pub(super) struct PackedQ6 {
     /// f32 `d` of each row.
     d: [f32; 8],
     /// `sc[s]`: each row's scale of sub-block `s`, twice (an i16 pair for `madd`).
@@ -188,54 +187,44 @@ unsafe fn packed_tile<const N: usize>(
     }
 }
 
-/// `out[t·rows + r] = w_r · a_t` over packed groups of 8 rows.
-///
-/// # Safety
-/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `rows` rows at `w` (`wrb`
-/// apart) and the `tokens` Q8_K rows at `a` (`arb` apart); `out` holds `tokens × rows`.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm_packed(
-    nb: usize,
-    w: *const u8,
-    wrb: usize,
-    rows: usize,
-    a: *const u8,
-    arb: usize,
-    tokens: usize,
-    out: *mut f32,
-) {
-    let groups = rows.div_ceil(8);
-    // This thread's scratch, grown to fit; nothing else touches it until this call returns.
-    let pk = SCRATCH.with_borrow_mut(|pk| {
-        if pk.len() < groups * nb {
-            pk.resize(groups * nb, PACKED_ZERO);
-        }
-        pk.as_mut_ptr()
-    });
-    for g in 0..groups {
-        let r0 = 8 * g;
-        let nr = (rows - r0).min(8);
-        // SAFETY: `g < groups`, and `pk` was grown above to `groups·nb` super-blocks.
-        let gp = unsafe { pk.add(g * nb) };
-        // SAFETY: rows `r0..r0 + nr <= rows` hold `nb` readable super-blocks each (precondition),
-        // and `gp` has `nb` of this thread's scratch.
-        unsafe { repack8(nb, w.add(r0 * wrb), wrb, nr, gp) };
-        let mut t = 0;
-        while t + TT <= tokens {
-            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
-            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
-            // SAFETY: tokens `t..t + TT <= tokens` hold `nb` readable blocks, and outputs
-            // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
-            unsafe { packed_tile::<TT>(nb, gp, at, arb, ot, rows, nr) };
-            t += TT;
-        }
-        while t < tokens {
-            // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
-            let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows + r0)) };
-            // SAFETY: token `t < tokens`, as above.
-            unsafe { packed_tile::<1>(nb, gp, at, arb, ot, rows, nr) };
-            t += 1;
+/// This file's kernel (8 rows per register) for [`super::packed::gemm_packed`].
+pub(super) struct Q6kPacked8;
+
+impl PackedKernel for Q6kPacked8 {
+    type Block = PackedQ6;
+    const ROWS: usize = 8;
+
+    fn scratch(len: usize) -> *mut PackedQ6 {
+        SCRATCH.with_borrow_mut(|pk| {
+            if pk.len() < len {
+                pk.resize(len, PACKED_ZERO);
+            }
+            pk.as_mut_ptr()
+        })
+    }
+
+    unsafe fn repack(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6) {
+        // SAFETY: the trait's contract is `repack8`'s (AVX2/FMA/F16C present).
+        unsafe { repack8(nb, w, wrb, nr, dst) }
+    }
+
+    unsafe fn tile(
+        n: usize,
+        nb: usize,
+        pk: *const PackedQ6,
+        a: *const u8,
+        arb: usize,
+        out: *mut f32,
+        ldo: usize,
+        nr: usize,
+    ) {
+        // SAFETY: the trait's contract is `packed_tile`'s for `n` tokens (AVX2/FMA/F16C present).
+        unsafe {
+            if n == TT {
+                packed_tile::<TT>(nb, pk, a, arb, out, ldo, nr)
+            } else {
+                packed_tile::<1>(nb, pk, a, arb, out, ldo, nr)
+            }
         }
     }
 }

@@ -18,6 +18,7 @@ mod gemm_small;
 pub(super) use gemm_small::gemm_path;
 mod kquant;
 mod legacy;
+mod packed;
 
 use super::{DotKernel, F16Ops, GemmArgs, GemmFn, Isa};
 use crate::DType;
