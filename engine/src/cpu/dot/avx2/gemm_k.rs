@@ -12,6 +12,7 @@
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
+use super::decode_q4k_zmm::tile_q4_k_zmm;
 use super::packed::gemm_packed;
 use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
@@ -29,7 +30,7 @@ const Y_BSUMS: usize = 4 + QK_K;
 /// Prefetches the share of block `b` of the rows that follow an `R`-row tile of `bytes`-byte
 /// blocks starting at `w` (see `gemm_small.rs`: one-token tiles stream their rows once).
 #[inline(always)]
-fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
+pub(super) fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
     let p = w.wrapping_add(R * wrb + b * R * bytes);
     for k in 0..=R * bytes / 64 {
         // SAFETY: a prefetch never faults, whatever the address.
@@ -152,7 +153,7 @@ const K4_SCALE_PICK: [__m256i; 8] = {
 /// `q..q + 12` readable; AVX2 present.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scales_mins_k4(q: *const u8) -> (__m128i, __m128i) {
+pub(super) unsafe fn scales_mins_k4(q: *const u8) -> (__m128i, __m128i) {
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -329,6 +330,14 @@ static Q4_K_TILES: Tiles = Tiles {
     r1t1: tile_q4_k::<1, 1>,
 };
 
+/// [`Q4_K_TILES`] with the one-token tiles on 512-bit vectors (`decode_q4k_zmm`).
+static Q4_K_TILES_ZMM: Tiles = Tiles {
+    bytes: Q4_K_BYTES,
+    r4t4: tile_q4_k::<TILE_R, TILE_T>,
+    r4t1: tile_q4_k_zmm,
+    r1t1: tile_q4_k::<1, 1>,
+};
+
 static Q6_K_TILES: Tiles = Tiles {
     bytes: Q6_K_BYTES,
     r4t4: tile_q6_k::<TILE_R, TILE_T>,
@@ -343,7 +352,8 @@ fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
     };
     let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
     let (wrb, arb, rows) = (g.w_stride, g.a_stride, g.rows);
-    // SAFETY: the table holding the callers is handed out only with AVX2/FMA/F16C present;
+    // SAFETY: the table holding the callers is handed out only with AVX2/FMA/F16C present,
+    // and `run` hands out the 512-bit tiles only with AVX-512 F/BW/VNNI present;
     // the asserts above keep every block of every row and token in bounds, and each tile
     // writes only its own outputs inside `rows × tokens`.
     unsafe {
@@ -379,18 +389,22 @@ type PackedFn = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usiz
 /// (AVX-512 VNNI) and on 8.
 struct KQuant {
     tiles: &'static Tiles,
+    /// The tiles where AVX-512 VNNI is present (`decode_q4k_zmm::available`).
+    tiles_zmm: &'static Tiles,
     zmm: PackedFn,
     ymm: PackedFn,
 }
 
 static Q4_K: KQuant = KQuant {
     tiles: &Q4_K_TILES,
+    tiles_zmm: &Q4_K_TILES_ZMM,
     zmm: gemm_packed::<super::gemm_q4k_zmm::Q4kZmm16>,
     ymm: gemm_packed::<super::gemm_q4k_packed::Q4kPacked8>,
 };
 
 static Q6_K: KQuant = KQuant {
     tiles: &Q6_K_TILES,
+    tiles_zmm: &Q6_K_TILES,
     zmm: gemm_packed::<super::gemm_q6k_zmm::Q6kZmm16>,
     ymm: gemm_packed::<super::gemm_q6k_packed::Q6kPacked8>,
 };
@@ -399,7 +413,12 @@ static Q6_K: KQuant = KQuant {
 /// AVX-512 VNNI present, see `gemm_q4k_zmm::available`), `Some(false)` the 8-row one.
 fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
     let Some(zmm) = packed else {
-        return gemm(k.tiles, g, out);
+        let tiles = if super::decode_q4k_zmm::available() {
+            k.tiles_zmm
+        } else {
+            k.tiles
+        };
+        return gemm(tiles, g, out);
     };
     let Some(nb) = checked_blocks(g, out, QK_K, k.tiles.bytes, Q8_K_BYTES, 0) else {
         return;
@@ -455,6 +474,35 @@ const MIN_PACKED_TOKENS: usize = 4;
 mod tests {
     use super::*;
     use crate::quant::k4_5::unpack_scales_mins_k4;
+
+    /// The 512-bit one-token Q4_K tile (`decode_q4k_zmm`) gives the 256-bit tile's bits, over
+    /// one to nine super-blocks of random weights and activations.
+    #[test]
+    fn zmm_decode_tiles_are_the_ymm_tiles_bit_for_bit() {
+        use crate::DType;
+        use crate::quant::tests::{Rng, random_activations, random_row, row_bytes};
+        if !super::super::decode_q4k_zmm::available() {
+            return;
+        }
+        let mut rng = Rng::new(83);
+        for nb in 1..10 {
+            let n = nb * QK_K;
+            let w: Vec<u8> = (0..TILE_R)
+                .flat_map(|_| random_row(&mut rng, DType::Q4_K, n))
+                .collect();
+            let a = random_activations(&mut rng, DType::Q8_K, n);
+            let wrb = row_bytes(DType::Q4_K, n);
+            let run = |f: TileFn, r: usize| {
+                let mut out = vec![f32::NAN; r];
+                // SAFETY: AVX-512 F/BW/VNNI (checked above) implies AVX2/FMA/F16C here; `w` holds
+                // `TILE_R` rows of `nb` blocks, `a` one token of `nb`, `out` `r` outputs.
+                unsafe { f(nb, w.as_ptr(), wrb, a.as_ptr(), 0, out.as_mut_ptr(), 1) };
+                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            };
+            let (y, z) = (&Q4_K_TILES, &Q4_K_TILES_ZMM);
+            assert_eq!(run(z.r4t1, TILE_R), run(y.r4t1, TILE_R), "{nb} blocks");
+        }
+    }
 
     /// The SIMD unpacking of Q4_K's 12 scale bytes gives the reference's values for every
     /// bit of every byte (each byte swept through all 256 values, the others random).

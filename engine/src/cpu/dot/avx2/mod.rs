@@ -6,6 +6,7 @@
 //! AVX2, FMA and F16C.
 
 mod blocks;
+mod decode_q4k_zmm;
 mod float;
 mod fp4;
 mod gemm_k;
