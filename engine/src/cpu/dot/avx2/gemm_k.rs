@@ -13,6 +13,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::decode_q4k_zmm::tile_q4_k_zmm;
+use super::decode_q6k_zmm::tile_q6_k_zmm;
 use super::packed::gemm_packed;
 use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
@@ -330,7 +331,7 @@ static Q4_K_TILES: Tiles = Tiles {
     r1t1: tile_q4_k::<1, 1>,
 };
 
-/// [`Q4_K_TILES`] with the one-token tiles on 512-bit vectors (`decode_q4k_zmm`).
+/// [`Q4_K_TILES`] with the 4-row one-token tile on 512-bit vectors (`decode_q4k_zmm`).
 static Q4_K_TILES_ZMM: Tiles = Tiles {
     bytes: Q4_K_BYTES,
     r4t4: tile_q4_k::<TILE_R, TILE_T>,
@@ -342,6 +343,14 @@ static Q6_K_TILES: Tiles = Tiles {
     bytes: Q6_K_BYTES,
     r4t4: tile_q6_k::<TILE_R, TILE_T>,
     r4t1: tile_q6_k::<TILE_R, 1>,
+    r1t1: tile_q6_k::<1, 1>,
+};
+
+/// [`Q6_K_TILES`] with the 4-row one-token tile on 512-bit vectors (`decode_q6k_zmm`).
+static Q6_K_TILES_ZMM: Tiles = Tiles {
+    bytes: Q6_K_BYTES,
+    r4t4: tile_q6_k::<TILE_R, TILE_T>,
+    r4t1: tile_q6_k_zmm,
     r1t1: tile_q6_k::<1, 1>,
 };
 
@@ -404,7 +413,7 @@ static Q4_K: KQuant = KQuant {
 
 static Q6_K: KQuant = KQuant {
     tiles: &Q6_K_TILES,
-    tiles_zmm: &Q6_K_TILES,
+    tiles_zmm: &Q6_K_TILES_ZMM,
     zmm: gemm_packed::<super::gemm_q6k_zmm::Q6kZmm16>,
     ymm: gemm_packed::<super::gemm_q6k_packed::Q6kPacked8>,
 };
@@ -475,8 +484,8 @@ mod tests {
     use super::*;
     use crate::quant::k4_5::unpack_scales_mins_k4;
 
-    /// The 512-bit one-token Q4_K tile (`decode_q4k_zmm`) gives the 256-bit tile's bits, over
-    /// one to nine super-blocks of random weights and activations.
+    /// The 512-bit one-token tiles (`decode_q4k_zmm`, `decode_q6k_zmm`) give the 256-bit
+    /// tiles' bits, over one to nine super-blocks of random weights and activations.
     #[test]
     fn zmm_decode_tiles_are_the_ymm_tiles_bit_for_bit() {
         use crate::DType;
@@ -485,22 +494,27 @@ mod tests {
             return;
         }
         let mut rng = Rng::new(83);
-        for nb in 1..10 {
-            let n = nb * QK_K;
-            let w: Vec<u8> = (0..TILE_R)
-                .flat_map(|_| random_row(&mut rng, DType::Q4_K, n))
-                .collect();
-            let a = random_activations(&mut rng, DType::Q8_K, n);
-            let wrb = row_bytes(DType::Q4_K, n);
-            let run = |f: TileFn, r: usize| {
-                let mut out = vec![f32::NAN; r];
-                // SAFETY: AVX-512 F/BW/VNNI (checked above) implies AVX2/FMA/F16C here; `w` holds
-                // `TILE_R` rows of `nb` blocks, `a` one token of `nb`, `out` `r` outputs.
-                unsafe { f(nb, w.as_ptr(), wrb, a.as_ptr(), 0, out.as_mut_ptr(), 1) };
-                out.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-            };
-            let (y, z) = (&Q4_K_TILES, &Q4_K_TILES_ZMM);
-            assert_eq!(run(z.r4t1, TILE_R), run(y.r4t1, TILE_R), "{nb} blocks");
+        for (dtype, y, z) in [
+            (DType::Q4_K, &Q4_K_TILES, &Q4_K_TILES_ZMM),
+            (DType::Q6_K, &Q6_K_TILES, &Q6_K_TILES_ZMM),
+        ] {
+            for nb in 1..10 {
+                let n = nb * QK_K;
+                let w: Vec<u8> = (0..TILE_R)
+                    .flat_map(|_| random_row(&mut rng, dtype, n))
+                    .collect();
+                let a = random_activations(&mut rng, DType::Q8_K, n);
+                let wrb = row_bytes(dtype, n);
+                let run = |f: TileFn| {
+                    let mut out = [f32::NAN; TILE_R];
+                    // SAFETY: AVX-512 F/BW/VNNI (checked above) implies AVX2/FMA/F16C here;
+                    // `w` holds `TILE_R` rows of `nb` blocks, `a` one token of `nb`, `out`
+                    // `TILE_R` outputs.
+                    unsafe { f(nb, w.as_ptr(), wrb, a.as_ptr(), 0, out.as_mut_ptr(), 1) };
+                    out.map(f32::to_bits)
+                };
+                assert_eq!(run(z.r4t1), run(y.r4t1), "{dtype}, {nb} blocks");
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 
 mod blocks;
 mod decode_q4k_zmm;
+mod decode_q6k_zmm;
 mod float;
 mod fp4;
 mod gemm_k;
