@@ -369,9 +369,9 @@ fn random_f16_rows(rng: &mut Rng, count: usize, n: usize) -> Vec<Vec<half::f16>>
         .collect()
 }
 
-/// The 32-element formats' prompt tiles (packed with AVX-VNNI, packed with `maddubs`) and
-/// their decode tiles give the same bits, as do Q4_K's and Q6_K's (16-row AVX-512, 8-row, tiles):
-/// which one a CPU takes never moves a logit.
+/// The 32-element formats' prompt tiles (16 rows with AVX-512 VNNI, 8 with AVX-VNNI or
+/// `maddubs`) and their decode tiles give the same bits, as do Q4_K's and Q6_K's (16-row
+/// AVX-512, 8-row, tiles): which one a CPU takes never moves a logit.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn every_product_path_is_bit_identical() {
@@ -407,7 +407,7 @@ fn every_product_path_is_bit_identical() {
             };
             let mut want = vec![f32::NAN; rows * tokens];
             assert!(super::avx2::gemm_path(dtype, None, &g, &mut want));
-            for packed in [Some(false), Some(true)] {
+            for packed in [Some(0), Some(1), Some(2)] {
                 let mut got = vec![f32::NAN; rows * tokens];
                 if !super::avx2::gemm_path(dtype, packed, &g, &mut got) {
                     continue;

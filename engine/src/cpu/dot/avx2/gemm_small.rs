@@ -15,12 +15,17 @@
 //! block's 8 dot products arrive in the 8 lanes: `Σ (a+128)·q − 128·Σq = Σ a·q`. The scales
 //! of 8 rows are one vector, so a block costs one conversion and one `fma` for 8 outputs
 //! (instead of per row and token). |q| ≤ 16 keeps four `maddubs` sums inside i16.
-//! The repacking is done once per call and used by all its tokens (64 per call).
+//! The repacking is done once per call and used by all its tokens (64 per call). With
+//! AVX-VNNI, `vpdpbusd` replaces `maddubs` (i32 sums, so Q8_0 fits too); with AVX-512 VNNI,
+//! `gemm_small_zmm` multiplies two repacked groups at once, 16 rows per 512-bit register
+//! ([`Packing`]).
 //!
 //! **Decode path (fewer tokens):** 8 rows × 1 token straight from the file's blocks: the stored
 //! (unsigned) quants meet the activations in one `maddubs` each, the rows' 8-lane partial sums
 //! are reduced to exact totals with horizontal adds, `OFFSET·Σa` comes off once per block, and
-//! one conversion and one `fma` serve the 8 rows.
+//! one conversion and one `fma` serve the 8 rows. With 2 or 3 tokens (a batch of sequences),
+//! each tile of rows runs every token before the next tile, so the weights stream from memory
+//! once per call, not once per token.
 
 use super::blocks::{Block, Q4_0, Q4_1, Q5_0, Q8_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
@@ -33,7 +38,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 /// The formats here as the decode tiles read them: the quants as stored, unsigned.
-trait SmallBlock: Block {
+pub(super) trait SmallBlock: Block {
     /// Stored quant − `OFFSET` = the signed quant `q` (0 for Q4_1, whose quants are unsigned).
     const OFFSET: i32;
     /// The block's 32 stored quants (0..=31) in element order.
@@ -109,21 +114,43 @@ impl SmallBlock for Q8_0 {
 
 /// Fewest tokens for which a call repacks its rows (below: decode tiles).
 const MIN_PACKED_TOKENS: usize = 4;
+
+/// The prompt tile a call's repacked rows go through (the same exact integers on each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(in crate::cpu::dot) enum Packing {
+    /// 8 rows per 256-bit register, `maddubs` (i16 sums; not for a `WIDE` format).
+    Maddubs8,
+    /// 8 rows per 256-bit register, AVX-VNNI's `vpdpbusd`.
+    Vnni8,
+    /// 16 rows per 512-bit register, AVX-512 VNNI's `vpdpbusd` (`gemm_small_zmm`).
+    Vnni16,
+}
+
+impl Packing {
+    /// Whether this CPU runs the tile.
+    fn available(self) -> bool {
+        match self {
+            Packing::Maddubs8 => true,
+            Packing::Vnni8 => has_avxvnni(),
+            Packing::Vnni16 => super::gemm_q4k_zmm::available(),
+        }
+    }
+}
 /// Tokens per pass of the packed kernel (they share each loaded weight vector).
 const PACKED_TT: usize = 4;
 
 /// One block of 8 weight rows, repacked. 32-byte aligned so every field loads aligned.
 #[derive(Clone, Copy)]
 #[repr(C, align(32))]
-struct Packed8 {
+pub(super) struct Packed8 {
     /// f32 scale of each row.
-    d: [f32; 8],
+    pub(super) d: [f32; 8],
     /// `128 · Σ q` of each row (removes the activations' +128 offset).
-    corr: [i32; 8],
+    pub(super) corr: [i32; 8],
     /// f32 min of each row (Q4_1; zero otherwise).
-    m: [f32; 8],
+    pub(super) m: [f32; 8],
     /// `q[j]`: elements `4j..4j+4` of rows 0..8, as signed bytes, row after row.
-    q: [[u8; 32]; 8],
+    pub(super) q: [[u8; 32]; 8],
 }
 
 const PACKED8_ZERO: Packed8 = Packed8 {
@@ -136,13 +163,13 @@ const PACKED8_ZERO: Packed8 = Packed8 {
 /// One activation block, prepared for the packed kernel.
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
-struct ActBlock {
+pub(super) struct ActBlock {
     /// The quants plus 128, as unsigned bytes.
-    u: [u8; 32],
+    pub(super) u: [u8; 32],
     /// f32 scale.
-    d: f32,
+    pub(super) d: f32,
     /// f32 `d · Σ a` (Q8_1 activations; zero otherwise).
-    s: f32,
+    pub(super) s: f32,
 }
 
 const ACT_ZERO: ActBlock = ActBlock {
@@ -490,7 +517,7 @@ unsafe fn store_tile<const TT: usize>(acc: &[__m256; TT], out: *mut f32, ldo: us
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_packed<B: SmallBlock>(
-    vnni: bool,
+    packing: Packing,
     nb: usize,
     w: *const u8,
     wrb: usize,
@@ -500,7 +527,9 @@ unsafe fn gemm_packed<B: SmallBlock>(
     tokens: usize,
     out: *mut f32,
 ) {
-    let groups = rows.div_ceil(8);
+    // Groups of 8 rows, in pairs for the 16-row tile (the second of a pair may be empty).
+    let step = if packing == Packing::Vnni16 { 2 } else { 1 };
+    let groups = rows.div_ceil(8).next_multiple_of(step);
     // This thread's scratch, grown to fit. The pointers stay valid below: nothing else touches
     // the scratch until this call returns (no call inside reenters it).
     let (pk, act) = SCRATCH.with_borrow_mut(|(pk, act)| {
@@ -515,41 +544,57 @@ unsafe fn gemm_packed<B: SmallBlock>(
     // SAFETY: the features and the activation blocks come with this fn's precondition;
     // `act` was grown above to `tokens·nb` blocks.
     unsafe { prepare_acts::<B>(nb, a, arb, tokens, act) };
-    for g in 0..groups {
+    for g in (0..groups).step_by(step) {
         let r0 = 8 * g;
-        let nr = (rows - r0).min(8);
-        // SAFETY: `g < groups`, and `pk` was grown above to `groups·nb` blocks.
-        let gp = unsafe { pk.add(g * nb) };
-        // SAFETY: rows `r0..r0 + nr <= rows` hold `nb` readable blocks each (precondition), and
-        // `gp` has `nb` blocks of this thread's scratch.
-        unsafe { repack8::<B>(nb, w.add(r0 * wrb), wrb, nr, gp) };
-        let mut t = 0;
-        while t + PACKED_TT <= tokens {
-            // SAFETY: `t < tokens`: `act` holds `tokens·nb` blocks, `out` `tokens × rows` floats.
-            let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
-            // SAFETY: tokens `t..t + 4 <= tokens`: `at` holds `4·nb` prepared blocks, and outputs
-            // `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`.
+        let nr = (rows - r0).min(8 * step);
+        for h in 0..step {
+            // SAFETY: `g + h < groups`, and `pk` was grown above to `groups·nb` blocks; rows
+            // `r0 + 8h..` (none when `8h >= nr`: then nothing is read, and the address is only
+            // formed, wrapping) hold `nb` readable blocks each (precondition).
             unsafe {
-                if vnni {
-                    packed_tile_vnni::<B, PACKED_TT>(nb, gp, at, ot, rows, nr)
-                } else {
-                    packed_tile::<B, PACKED_TT>(nb, gp, at, ot, rows, nr)
-                }
+                repack8::<B>(
+                    nb,
+                    w.wrapping_add((r0 + 8 * h) * wrb),
+                    wrb,
+                    nr.saturating_sub(8 * h).min(8),
+                    pk.add((g + h) * nb),
+                )
             };
-            t += PACKED_TT;
         }
+        // SAFETY: `g < groups`, and `pk` holds `groups·nb` blocks.
+        let gp = unsafe { pk.add(g * nb) };
+        // The pair's second group (the 16-row tile only).
+        let gq = gp.wrapping_add(nb);
+        let mut t = 0;
         while t < tokens {
+            let four = t + PACKED_TT <= tokens;
             // SAFETY: `t < tokens`: `act` holds `tokens·nb` blocks, `out` `tokens × rows` floats.
             let (at, ot) = unsafe { (act.add(t * nb), out.add(t * rows + r0)) };
-            // SAFETY: token `t < tokens`, as above.
+            // SAFETY: tokens `t..t + n <= tokens` (`n` 4 or 1): `at` holds `n·nb` prepared
+            // blocks, and outputs `(t + i)·rows + r0 + j` (`j < nr`) lie inside `out`; each
+            // tile runs only where its `Packing` is available (the caller's contract), the
+            // 16-row one with both groups of the pair repacked.
             unsafe {
-                if vnni {
-                    packed_tile_vnni::<B, 1>(nb, gp, at, ot, rows, nr)
-                } else {
-                    packed_tile::<B, 1>(nb, gp, at, ot, rows, nr)
+                match (packing, four) {
+                    (Packing::Vnni16, true) => {
+                        super::gemm_small_zmm::packed_tile16::<B, PACKED_TT>(
+                            nb, gp, gq, at, ot, rows, nr,
+                        )
+                    }
+                    (Packing::Vnni16, false) => {
+                        super::gemm_small_zmm::packed_tile16::<B, 1>(nb, gp, gq, at, ot, rows, nr)
+                    }
+                    (Packing::Vnni8, true) => {
+                        packed_tile_vnni::<B, PACKED_TT>(nb, gp, at, ot, rows, nr)
+                    }
+                    (Packing::Vnni8, false) => packed_tile_vnni::<B, 1>(nb, gp, at, ot, rows, nr),
+                    (Packing::Maddubs8, true) => {
+                        packed_tile::<B, PACKED_TT>(nb, gp, at, ot, rows, nr)
+                    }
+                    (Packing::Maddubs8, false) => packed_tile::<B, 1>(nb, gp, at, ot, rows, nr),
                 }
             };
-            t += 1;
+            t += if four { PACKED_TT } else { 1 };
         }
     }
 }
@@ -564,7 +609,7 @@ unsafe fn gemm_packed<B: SmallBlock>(
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_impl<B: SmallBlock>(
-    packed: Option<bool>,
+    packed: Option<Packing>,
     nb: usize,
     w: *const u8,
     wrb: usize,
@@ -574,53 +619,74 @@ unsafe fn gemm_impl<B: SmallBlock>(
     tokens: usize,
     out: *mut f32,
 ) {
-    if let Some(vnni) = packed.filter(|_| tokens >= MIN_PACKED_TOKENS) {
+    if let Some(packing) = packed.filter(|_| tokens >= MIN_PACKED_TOKENS) {
         // SAFETY: `tokens >= 4 >= 1`, and the rest of `gemm_packed`'s contract is this fn's.
-        return unsafe { gemm_packed::<B>(vnni, nb, w, wrb, rows, a, arb, tokens, out) };
+        return unsafe { gemm_packed::<B>(packing, nb, w, wrb, rows, a, arb, tokens, out) };
     }
-    let prefetch = tokens == 1;
-    // Each token's block scales (and Q8_1 sums) as f32, once for all its rows.
+    // Each token's block scales (and Q8_1 sums, and `OFFSET·Σa`) as f32/i32, once for all
+    // its rows: `3·nb` values a token.
+    let per_token = 3 * nb;
     let scales = SCRATCH.with_borrow_mut(|(_, act)| {
-        if act.len() < nb {
-            act.resize(nb, ACT_ZERO);
+        let want = (per_token * tokens).div_ceil(size_of::<ActBlock>() / 4);
+        if act.len() < want {
+            act.resize(want, ACT_ZERO);
         }
         act.as_mut_ptr()
     }) as *mut f32;
-    // SAFETY: an `ActBlock` is 40 bytes, so the scratch's `nb` of them hold `3·nb` f32/i32s
-    // (`ad`, `as_`, `corr`); the scratch stays this thread's until the call returns.
-    let (ad, as_) = (scales, unsafe { scales.add(nb) });
-    // SAFETY: as above: `2·nb` f32s into the `3·nb` the scratch holds.
-    let corr = unsafe { scales.add(2 * nb) } as *mut i32;
     let ones = _mm256_set1_epi8(1);
     for t in 0..tokens {
-        // SAFETY: `t < tokens`: row `t` of the activations, and token `t`'s outputs in `out`.
-        let (at, ot) = unsafe { (a.add(t * arb), out.add(t * rows)) };
+        // SAFETY: `t < tokens`: row `t` of the activations; token `t`'s `3·nb` values lie in
+        // the scratch, which holds `3·nb·tokens` 4-byte values (an `ActBlock` is ten).
+        let (at, st) = unsafe { (a.add(t * arb), scales.add(t * per_token)) };
         for b in 0..nb {
             // SAFETY: `b < nb`: block `b` of the token is readable (precondition).
             let ab = unsafe { at.add(b * B::ACT_BYTES) };
-            // SAFETY: `b < nb` indexes the `nb` scratch values of each array; the block's scale (and,
-            // for Q8_1, its sum) open it, its quants end it.
+            // SAFETY: `b < nb` indexes the token's `nb` values of each array; the block's scale
+            // (and, for Q8_1, its sum) open it, its quants end it.
             unsafe {
-                *ad.add(b) = f16_at(ab);
-                *as_.add(b) = if B::HAS_MIN { f16_at(ab.add(2)) } else { 0.0 };
+                *st.add(b) = f16_at(ab);
+                *st.add(nb + b) = if B::HAS_MIN { f16_at(ab.add(2)) } else { 0.0 };
                 if B::OFFSET != 0 {
                     let y = load(ab.add(B::ACT_QS));
-                    *corr.add(b) = B::OFFSET * hsum_epi32(dot_u8_i8(ones, y));
+                    *(st.add(2 * nb + b) as *mut i32) = B::OFFSET * hsum_epi32(dot_u8_i8(ones, y));
                 }
             }
         }
-        let mut r = 0;
-        while r + DECODE_ROWS <= rows {
-            // SAFETY: `r + 8 <= rows`: row `r` lies in the weights, output `r` in token `t`'s.
-            let (wr, or) = unsafe { (w.add(r * wrb), ot.add(r)) };
-            // SAFETY: rows `r..r + 8 <= rows` are readable, `ad`/`as_`/`corr` hold `nb` values each
-            // and token `t`'s outputs `r..r + 8` are writable.
-            unsafe { rows_tile::<B, DECODE_ROWS>(nb, wr, wrb, at, ad, as_, corr, or, prefetch) };
-            r += DECODE_ROWS;
+    }
+    // Token `t`'s activations, outputs and `(ad, as_, corr)`.
+    let token = |t: usize| {
+        let st = scales.wrapping_add(t * per_token);
+        (
+            a.wrapping_add(t * arb),
+            out.wrapping_add(t * rows),
+            st,
+            st.wrapping_add(nb),
+            st.wrapping_add(2 * nb) as *const i32,
+        )
+    };
+    // Row tiles outside, tokens inside: a tile's rows stay in cache for every token.
+    let mut r = 0;
+    while r + DECODE_ROWS <= rows {
+        // SAFETY: `r + 8 <= rows`: row `r` lies in the weights.
+        let wr = unsafe { w.add(r * wrb) };
+        for t in 0..tokens {
+            let (at, ot, ad, as_, corr) = token(t);
+            // The first token streams the rows from memory: it prefetches the next tile's.
+            let prefetch = t == 0;
+            // SAFETY: rows `r..r + 8 <= rows` are readable, token `t < tokens` too, `ad`/`as_`/
+            // `corr` hold its `nb` values each and its outputs `r..r + 8` are writable.
+            unsafe {
+                rows_tile::<B, DECODE_ROWS>(nb, wr, wrb, at, ad, as_, corr, ot.add(r), prefetch)
+            };
         }
-        // Wrapping: when `r == rows` these point past the last row (with a stride wider than
-        // a row, possibly past the weights) and are never dereferenced (the match does nothing).
-        let (wr, or) = (w.wrapping_add(r * wrb), ot.wrapping_add(r));
+        r += DECODE_ROWS;
+    }
+    // Wrapping: when `r == rows` these point past the last row (with a stride wider than
+    // a row, possibly past the weights) and are never dereferenced (the match does nothing).
+    let wr = w.wrapping_add(r * wrb);
+    for t in 0..tokens {
+        let (at, ot, ad, as_, corr) = token(t);
+        let or = ot.wrapping_add(r);
         // SAFETY: the remaining `rows - r < 8` rows, under the same conditions as the full tiles.
         unsafe {
             match rows - r {
@@ -637,15 +703,13 @@ unsafe fn gemm_impl<B: SmallBlock>(
     }
 }
 
-/// How this CPU runs prompts of `B`: packed with AVX-VNNI where it has it, packed with
-/// `maddubs` otherwise, except a `WIDE` format (which would saturate `maddubs`' i16 sums),
-/// whose prompts then take the decode tiles.
-fn packed_path<B: SmallBlock>() -> Option<bool> {
-    match (has_avxvnni(), B::WIDE) {
-        (true, _) => Some(true),
-        (false, false) => Some(false),
-        (false, true) => None,
-    }
+/// How this CPU runs prompts of `B`: 16 rows per register with AVX-512 VNNI, 8 with
+/// AVX-VNNI, 8 with `maddubs` otherwise, except a `WIDE` format (which would saturate
+/// `maddubs`' i16 sums), whose prompts then take the decode tiles.
+fn packed_path<B: SmallBlock>() -> Option<Packing> {
+    [Packing::Vnni16, Packing::Vnni8, Packing::Maddubs8]
+        .into_iter()
+        .find(|p| p.available() && !(B::WIDE && *p == Packing::Maddubs8))
 }
 
 /// Checks `g` and `out` against the block sizes of `B` and runs the product.
@@ -653,20 +717,20 @@ fn gemm<B: SmallBlock>(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm_on::<B>(packed_path::<B>(), g, out)
 }
 
-/// [`gemm`] on a chosen path (see [`gemm_impl`]); `Some(true)` only with AVX-VNNI present
-/// (refused, no output written, without it), `Some(false)` never for a `WIDE` format
-/// (likewise refused).
-fn gemm_on<B: SmallBlock>(packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
-    match packed {
-        Some(true) if !has_avxvnni() => return,
-        Some(false) if B::WIDE => return,
-        _ => {}
+/// [`gemm`] on a chosen path (see [`gemm_impl`]); a `Packing` this CPU lacks, or
+/// `Maddubs8` for a `WIDE` format, is refused (no output written).
+fn gemm_on<B: SmallBlock>(packed: Option<Packing>, g: &GemmArgs<'_>, out: &mut [f32]) {
+    if let Some(p) = packed
+        && (!p.available() || (B::WIDE && p == Packing::Maddubs8))
+    {
+        return;
     }
     let Some(nb) = checked_blocks(g, out, QK, B::BYTES, B::ACT_BYTES, 4) else {
         return;
     };
-    // SAFETY: the table holding these fns is handed out only with AVX2/FMA/F16C present; the
-    // checks keep every block (and its 4 scale bytes, inside the block) in bounds.
+    // SAFETY: the table holding these fns is handed out only with AVX2/FMA/F16C present, and
+    // a `Packing` only where this CPU has it (above); the checks keep every block (and its 4
+    // scale bytes, inside the block) in bounds.
     unsafe {
         gemm_impl::<B>(
             packed,
@@ -698,29 +762,40 @@ pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm::<Q8_0>(g, out)
 }
 
-/// The product of a 32-element format on each of its paths (`None`: decode tiles only;
-/// `Some(vnni)`: packed, with AVX-VNNI's tile or `maddubs`'), and the K-quants' (see
-/// `gemm_k::gemm_path_k`), for the tests that hold them bit-identical; `false` where the
-/// CPU cannot take that path or the format has none here.
+/// The product of a format on one of its paths, for the tests that hold them bit-identical:
+/// `None` the decode tiles; for the 32-element formats `Some(0)` packed with `maddubs`,
+/// `Some(1)` with AVX-VNNI, `Some(2)` 16 rows with AVX-512 VNNI; for Q4_K and Q6_K (see
+/// `gemm_k::gemm_path_k`) `Some(0)` 8 rows, `Some(1)` 16 rows. `false` where the CPU cannot
+/// take that path or the format has none here.
 #[cfg(test)]
 pub(in crate::cpu::dot) fn gemm_path(
     dtype: crate::DType,
-    packed: Option<bool>,
+    path: Option<usize>,
     g: &GemmArgs<'_>,
     out: &mut [f32],
 ) -> bool {
     use crate::DType;
-    let ok = match packed {
-        Some(true) => has_avxvnni() || matches!(dtype, DType::Q4_K | DType::Q6_K),
-        Some(false) => dtype != DType::Q8_0,
-        None => true,
+    if matches!(dtype, DType::Q4_K | DType::Q6_K) {
+        let packed = match path {
+            None => None,
+            Some(0) => Some(false),
+            Some(1) => Some(true),
+            Some(_) => return false,
+        };
+        return super::gemm_k::gemm_path_k(dtype == DType::Q6_K, packed, g, out);
+    }
+    let packed = match path {
+        None => None,
+        Some(i) => match [Packing::Maddubs8, Packing::Vnni8, Packing::Vnni16].get(i) {
+            Some(&p) => Some(p),
+            None => return false,
+        },
     };
-    if !ok {
+    let wide = dtype == DType::Q8_0;
+    if packed.is_some_and(|p| !p.available() || (wide && p == Packing::Maddubs8)) {
         return false;
     }
     match dtype {
-        DType::Q4_K => return super::gemm_k::gemm_path_k(false, packed, g, out),
-        DType::Q6_K => return super::gemm_k::gemm_path_k(true, packed, g, out),
         DType::Q4_0 => gemm_on::<Q4_0>(packed, g, out),
         DType::Q4_1 => gemm_on::<Q4_1>(packed, g, out),
         DType::Q5_0 => gemm_on::<Q5_0>(packed, g, out),

@@ -16,6 +16,7 @@ mod gemm_q4k_zmm;
 mod gemm_q6k_packed;
 mod gemm_q6k_zmm;
 mod gemm_small;
+mod gemm_small_zmm;
 #[cfg(test)]
 pub(super) use gemm_small::gemm_path;
 mod kquant;
