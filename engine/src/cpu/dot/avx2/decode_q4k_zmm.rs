@@ -14,8 +14,8 @@
 //! packed scale bytes unpacked in one 512-bit vector (a row per 128-bit lane, `vpshufb`
 //! then widens a scale straight from its byte), their mins' sums in one `vpmaddwd`, their
 //! totals reduced together, and their float steps side by side in the lanes of one 128-bit
-//! vector. Against the 256-bit tile, 1.6× in L2 (`decode_cached/Q4_K`, one thread, measured
-//! beside a CI run: 7.3 → 11.7 GiB/s).
+//! vector. Against the 256-bit tile, 1.5× in L2 (`decode_cached/Q4_K`, one thread, quiet
+//! machine: 11.6 → 17.7 GiB/s).
 //!
 //! **Sum order:** `gemm_k.rs`'s: per row and super-block the exact integer totals (the
 //! products' and the mins'), then `acc = fma(f32(T), d·d_a, acc)` and

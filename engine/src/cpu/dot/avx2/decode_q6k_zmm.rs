@@ -13,6 +13,7 @@
 //! of the scales sign-extended to i32 with lane `l` holding sub-blocks `l, 4 + l, 8 + l,
 //! 12 + l`. `vpmaddubsw` then `vpdpwssd` with the scales add 64 products into i32 per
 //! instruction pair, where AVX2 needs `vpmaddubsw`, `vpmaddwd` and `vpaddd` for 32.
+//! `decode_cached/Q6_K` (one thread, quiet machine): 15.2–17.1 → 24.5 GiB/s.
 //!
 //! **Sum order:** the 256-bit tile's: per row and super-block the exact integer
 //! `Σ sc·Σ q·a − 32·Σ sc·Σ a`, then `acc = fma(f32(T), d·d_a, acc)` in the 4 lanes of one
