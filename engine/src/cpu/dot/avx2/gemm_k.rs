@@ -12,13 +12,14 @@
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
-use super::decode_q4k_zmm::tile_q4_k_zmm;
+use super::decode_q4k_zmm::tile_k45_zmm;
 use super::decode_q6k_zmm::tile_q6_k_zmm;
+use super::kquant::{k45_bytes, k45_values};
 use super::packed::gemm_packed;
 use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
-use crate::quant::k4_5::Q4_K_BYTES;
+use crate::quant::k4_5::{Q4_K_BYTES, Q5_K_BYTES};
 use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::Q8_K_BYTES;
 use std::arch::x86_64::*;
@@ -39,8 +40,8 @@ pub(super) fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, 
     }
 }
 
-/// Q4_K tile: `out[t * ldo + r] = w_r · a_t` for `R` rows (`wrb` bytes apart) and `T` tokens
-/// (`arb` bytes apart) over `nb` super-blocks.
+/// Q4_K tile (Q5_K with `Q5`): `out[t * ldo + r] = w_r · a_t` for `R` rows (`wrb` bytes
+/// apart) and `T` tokens (`arb` bytes apart) over `nb` super-blocks.
 ///
 /// # Safety
 /// AVX2/FMA/F16C present; `nb` blocks readable in each row and token; `out` writable at every
@@ -48,7 +49,7 @@ pub(super) fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile_q4_k<const R: usize, const T: usize>(
+unsafe fn tile_k45<const Q5: bool, const R: usize, const T: usize>(
     nb: usize,
     w: *const u8,
     wrb: usize,
@@ -60,26 +61,23 @@ unsafe fn tile_q4_k<const R: usize, const T: usize>(
     // Sum order of `gemm_q4k_packed`: each super-block's exact integer total, then one fma.
     let mut acc = [[0.0f32; T]; R];
     let mut acc_m = [[0.0f32; T]; R];
-    let low = _mm256_set1_epi8(0x0f);
     for i in 0..nb {
         if T == 1 {
-            prefetch_next::<R>(w, wrb, i, Q4_K_BYTES);
+            prefetch_next::<R>(w, wrb, i, k45_bytes::<Q5>());
         }
         for r in 0..R {
             // SAFETY: row `r < R`, super-block `i < nb`: inside the rows (precondition).
-            let x = unsafe { w.add(r * wrb + i * Q4_K_BYTES) };
-            // SAFETY: bytes `4..16` of the 144-byte Q4_K block: its 12 packed scales and mins.
+            let x = unsafe { w.add(r * wrb + i * k45_bytes::<Q5>()) };
+            // SAFETY: bytes `4..16` of the Q4_K or Q5_K block: its 12 packed scales and mins.
             let (sc, mins) = unsafe { scales_mins_k4(x.add(4)) };
             // The eight scales in both 128-bit lanes, for `vpshufb` to pick from.
             let sc = _mm256_broadcastsi128_si256(sc);
-            // SAFETY: bytes `0..4` of the Q4_K block: its f16 `d` and `dmin`.
+            // SAFETY: bytes `0..4` of the block: its f16 `d` and `dmin`.
             let (xd, xdmin) = unsafe { (f16_at(x), f16_at(x.add(2))) };
             let mut sumi = [_mm256_setzero_si256(); T];
             for c in 0..4 {
-                // SAFETY: bytes `16 + 32c..48 + 32c` (`c < 4`) of the 144-byte block: its nibbles.
-                let q = unsafe { load(x.add(16 + 32 * c)) };
-                let lo = _mm256_and_si256(q, low);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                // SAFETY: `x` starts a whole readable block; AVX2 is present.
+                let (lo, hi) = unsafe { k45_values::<Q5>(x, c) };
                 let s0 = _mm256_shuffle_epi8(sc, K4_SCALE_PICK[2 * c]);
                 let s1 = _mm256_shuffle_epi8(sc, K4_SCALE_PICK[2 * c + 1]);
                 for (t, sumi) in sumi.iter_mut().enumerate() {
@@ -200,10 +198,10 @@ const Q6_SCALE_PICK: [__m256i; 4] = {
     [pick(0), pick(1), pick(2), pick(3)]
 };
 
-/// Q6_K tile; as [`tile_q4_k`].
+/// Q6_K tile; as [`tile_k45`].
 ///
 /// # Safety
-/// As [`tile_q4_k`].
+/// As [`tile_k45`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[allow(clippy::too_many_arguments)]
@@ -326,17 +324,32 @@ struct Tiles {
 
 static Q4_K_TILES: Tiles = Tiles {
     bytes: Q4_K_BYTES,
-    r4t4: tile_q4_k::<TILE_R, TILE_T>,
-    r4t1: tile_q4_k::<TILE_R, 1>,
-    r1t1: tile_q4_k::<1, 1>,
+    r4t4: tile_k45::<false, TILE_R, TILE_T>,
+    r4t1: tile_k45::<false, TILE_R, 1>,
+    r1t1: tile_k45::<false, 1, 1>,
+};
+
+static Q5_K_TILES: Tiles = Tiles {
+    bytes: Q5_K_BYTES,
+    r4t4: tile_k45::<true, TILE_R, TILE_T>,
+    r4t1: tile_k45::<true, TILE_R, 1>,
+    r1t1: tile_k45::<true, 1, 1>,
+};
+
+/// [`Q5_K_TILES`] with the 4-row one-token tile on 512-bit vectors (`decode_q4k_zmm`).
+static Q5_K_TILES_ZMM: Tiles = Tiles {
+    bytes: Q5_K_BYTES,
+    r4t4: tile_k45::<true, TILE_R, TILE_T>,
+    r4t1: tile_k45_zmm::<true>,
+    r1t1: tile_k45::<true, 1, 1>,
 };
 
 /// [`Q4_K_TILES`] with the 4-row one-token tile on 512-bit vectors (`decode_q4k_zmm`).
 static Q4_K_TILES_ZMM: Tiles = Tiles {
     bytes: Q4_K_BYTES,
-    r4t4: tile_q4_k::<TILE_R, TILE_T>,
-    r4t1: tile_q4_k_zmm,
-    r1t1: tile_q4_k::<1, 1>,
+    r4t4: tile_k45::<false, TILE_R, TILE_T>,
+    r4t1: tile_k45_zmm::<false>,
+    r1t1: tile_k45::<false, 1, 1>,
 };
 
 static Q6_K_TILES: Tiles = Tiles {
@@ -395,33 +408,47 @@ fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
 type PackedFn = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32);
 
 /// How a K-quant's products run: its tiles (decode), and its packed prompt kernels on 16 rows
-/// (AVX-512 VNNI) and on 8.
+/// (AVX-512 VNNI) and on 8 (none for Q5_K, whose 5-bit values would overflow the 8-row
+/// kernel's i16 sums: without AVX-512 VNNI its prompts take the tiles).
 struct KQuant {
     tiles: &'static Tiles,
     /// The tiles where AVX-512 VNNI is present (`decode_q4k_zmm::available`).
     tiles_zmm: &'static Tiles,
     zmm: PackedFn,
-    ymm: PackedFn,
+    ymm: Option<PackedFn>,
 }
 
 static Q4_K: KQuant = KQuant {
     tiles: &Q4_K_TILES,
     tiles_zmm: &Q4_K_TILES_ZMM,
     zmm: gemm_packed::<super::gemm_q4k_zmm::Q4kZmm16>,
-    ymm: gemm_packed::<super::gemm_q4k_packed::Q4kPacked8>,
+    ymm: Some(gemm_packed::<super::gemm_q4k_packed::Q4kPacked8>),
+};
+
+static Q5_K: KQuant = KQuant {
+    tiles: &Q5_K_TILES,
+    tiles_zmm: &Q5_K_TILES_ZMM,
+    zmm: gemm_packed::<super::gemm_q4k_zmm::Q5kZmm16>,
+    ymm: None,
 };
 
 static Q6_K: KQuant = KQuant {
     tiles: &Q6_K_TILES,
     tiles_zmm: &Q6_K_TILES_ZMM,
     zmm: gemm_packed::<super::gemm_q6k_zmm::Q6kZmm16>,
-    ymm: gemm_packed::<super::gemm_q6k_packed::Q6kPacked8>,
+    ymm: Some(gemm_packed::<super::gemm_q6k_packed::Q6kPacked8>),
 };
 
 /// `k`'s product on a chosen path: `None` the tiles, `Some(true)` the 16-row kernel (only with
-/// AVX-512 VNNI present, see `gemm_q4k_zmm::available`), `Some(false)` the 8-row one.
+/// AVX-512 VNNI present, see `gemm_q4k_zmm::available`), `Some(false)` the 8-row one; where
+/// the CPU or the format lacks the packed kernel asked for, the tiles.
 fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
-    let Some(zmm) = packed else {
+    let kernel = match packed {
+        Some(true) if super::gemm_q4k_zmm::available() => Some(k.zmm),
+        Some(_) => k.ymm,
+        None => None,
+    };
+    let Some(f) = kernel else {
         let tiles = if super::decode_q4k_zmm::available() {
             k.tiles_zmm
         } else {
@@ -431,11 +458,6 @@ fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
     };
     let Some(nb) = checked_blocks(g, out, QK_K, k.tiles.bytes, Q8_K_BYTES, 0) else {
         return;
-    };
-    let f = if zmm && super::gemm_q4k_zmm::available() {
-        k.zmm
-    } else {
-        k.ymm
     };
     let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
     // SAFETY: AVX-512 F/BW/VNNI checked above for the 16-row kernel, AVX2/FMA/F16C by the
@@ -454,28 +476,41 @@ pub(super) fn gemm_q4_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     run(&Q4_K, path(g.tokens), g, out)
 }
 
+pub(super) fn gemm_q5_k(g: &GemmArgs<'_>, out: &mut [f32]) {
+    run(&Q5_K, path(g.tokens), g, out)
+}
+
 pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     run(&Q6_K, path(g.tokens), g, out)
 }
 
-/// A K-quant's product (Q4_K or Q6_K) on each of its paths (`None`: the tiles; `Some(true)`:
-/// the 16-row AVX-512 kernel; `Some(false)`: the 8-row one), for the test that holds them
-/// bit-identical; `false` where the CPU cannot take that path.
+/// A K-quant's product (Q4_K, Q5_K or Q6_K) on each of its paths (`None`: the tiles;
+/// `Some(true)`: the 16-row AVX-512 kernel; `Some(false)`: the 8-row one), for the test that
+/// holds them bit-identical; `false` where the CPU or the format lacks that path.
 #[cfg(test)]
 pub(super) fn gemm_path_k(
-    q6: bool,
+    dtype: crate::DType,
     packed: Option<bool>,
     g: &GemmArgs<'_>,
     out: &mut [f32],
 ) -> bool {
-    if packed == Some(true) && !super::gemm_q4k_zmm::available() {
-        return false;
+    use crate::DType;
+    let k = match dtype {
+        DType::Q4_K => &Q4_K,
+        DType::Q5_K => &Q5_K,
+        DType::Q6_K => &Q6_K,
+        _ => return false,
+    };
+    match packed {
+        Some(true) if !super::gemm_q4k_zmm::available() => return false,
+        Some(false) if k.ymm.is_none() => return false,
+        _ => {}
     }
-    run(if q6 { &Q6_K } else { &Q4_K }, packed, g, out);
+    run(k, packed, g, out);
     true
 }
 
-/// Fewest tokens for which a Q4_K or Q6_K call repacks its rows (`gemm_q4k_packed`,
+/// Fewest tokens for which a Q4_K, Q5_K or Q6_K call repacks its rows (`gemm_q4k_packed`,
 /// `gemm_q6k_packed`, or their 16-row forms).
 const MIN_PACKED_TOKENS: usize = 4;
 
@@ -484,7 +519,7 @@ mod tests {
     use super::*;
     use crate::quant::k4_5::unpack_scales_mins_k4;
 
-    /// The 512-bit one-token tiles (`decode_q4k_zmm`, `decode_q6k_zmm`) give the 256-bit
+    /// The 512-bit one-token tiles (`decode_q4k_zmm` for Q4_K and Q5_K, `decode_q6k_zmm`) give the 256-bit
     /// tiles' bits, over one to nine super-blocks of random weights and activations.
     #[test]
     fn zmm_decode_tiles_are_the_ymm_tiles_bit_for_bit() {
@@ -496,6 +531,7 @@ mod tests {
         let mut rng = Rng::new(83);
         for (dtype, y, z) in [
             (DType::Q4_K, &Q4_K_TILES, &Q4_K_TILES_ZMM),
+            (DType::Q5_K, &Q5_K_TILES, &Q5_K_TILES_ZMM),
             (DType::Q6_K, &Q6_K_TILES, &Q6_K_TILES_ZMM),
         ] {
             for nb in 1..10 {

@@ -1,5 +1,5 @@
-//! AVX-512 VNNI prompt products of Q4_K weights against Q8_K activations with 16 weight rows
-//! per register: [`super::gemm_q4k_packed`]'s kernel on 512-bit vectors, for CPUs that have
+//! AVX-512 VNNI prompt products of Q4_K (and Q5_K) weights against Q8_K activations with 16
+//! weight rows per register: [`super::gemm_q4k_packed`]'s kernel on 512-bit vectors, for CPUs that have
 //! them (`avx512f`, `avx512bw`, `avx512vnni`).
 //!
 //! Each call repacks its rows in groups of 16, a super-block at a time: the 16 rows' nibbles
@@ -18,10 +18,11 @@
 // Row, sub-block and token indices address several arrays together.
 #![allow(clippy::needless_range_loop)]
 
+use super::kquant::{k45_bytes, k45_values};
 use super::packed::{PackedKernel, TT};
 use super::{f16_at, load, transpose8x4};
 use crate::quant::QK_K;
-use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
+use crate::quant::k4_5::unpack_scales_mins_k4;
 use crate::quant::k8::Q8_K_BYTES;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -79,8 +80,14 @@ pub(super) fn available() -> bool {
 /// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds
 /// `nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repack16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedK4x16) {
-    let low = _mm256_set1_epi8(0x0f);
+unsafe fn repack16<const Q5: bool>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    nr: usize,
+    dst: *mut PackedK4x16,
+) {
+    let bytes = k45_bytes::<Q5>();
     for b in 0..nb {
         // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
         // to them.
@@ -90,7 +97,7 @@ unsafe fn repack16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pac
         let mut sub = [[_mm256_setzero_si256(); ROWS]; 8];
         for r in 0..nr {
             // SAFETY: row `r < nr`, super-block `b < nb`: inside the rows (precondition).
-            let x = unsafe { w.add(r * wrb + b * Q4_K_BYTES) };
+            let x = unsafe { w.add(r * wrb + b * bytes) };
             // SAFETY: a Q4_K block opens with its f16 `d` and `dmin`.
             (p.d[r], p.dmin[r]) = unsafe { (f16_at(x), f16_at(x.add(2))) };
             // SAFETY: bytes `4..16` of the 144-byte block: its 12 packed scales and mins.
@@ -104,10 +111,8 @@ unsafe fn repack16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pac
                 p.mn[k][2 * r + 1] = m[2 * k + 1] as i16;
             }
             for c in 0..4 {
-                // SAFETY: bytes `16 + 32c..48 + 32c` (`c < 4`) of the 144-byte block: its nibbles.
-                let q = unsafe { load(x.add(16 + 32 * c)) };
-                sub[2 * c][r] = _mm256_and_si256(q, low);
-                sub[2 * c + 1][r] = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+                // SAFETY: `x` starts a whole readable block; AVX2 is present.
+                (sub[2 * c][r], sub[2 * c + 1][r]) = unsafe { k45_values::<Q5>(x, c) };
             }
         }
         for (j, rows) in sub.iter().enumerate() {
@@ -218,10 +223,17 @@ unsafe fn tile16<const N: usize>(
     }
 }
 
-/// This file's kernel (16 rows per register) for [`super::packed::gemm_packed`].
-pub(super) struct Q4kZmm16;
+/// This file's kernel (16 rows per register) for [`super::packed::gemm_packed`], on Q4_K
+/// (`Q5 = false`) or Q5_K rows: the repacked values are bytes either way (0..=31 fit
+/// `vpdpbusd`'s unsigned side and its i32 sums alike).
+pub(super) struct K45Zmm16<const Q5: bool>;
 
-impl PackedKernel for Q4kZmm16 {
+/// [`K45Zmm16`] on Q4_K rows.
+pub(super) type Q4kZmm16 = K45Zmm16<false>;
+/// [`K45Zmm16`] on Q5_K rows.
+pub(super) type Q5kZmm16 = K45Zmm16<true>;
+
+impl<const Q5: bool> PackedKernel for K45Zmm16<Q5> {
     type Block = PackedK4x16;
     const ROWS: usize = ROWS;
 
@@ -236,7 +248,7 @@ impl PackedKernel for Q4kZmm16 {
 
     unsafe fn repack(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedK4x16) {
         // SAFETY: the trait's contract is `repack16`'s (AVX-512 F/BW/VNNI (and AVX2) present).
-        unsafe { repack16(nb, w, wrb, nr, dst) }
+        unsafe { repack16::<Q5>(nb, w, wrb, nr, dst) }
     }
 
     unsafe fn tile(

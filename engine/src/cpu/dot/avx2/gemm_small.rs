@@ -764,7 +764,7 @@ pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
 
 /// The product of a format on one of its paths, for the tests that hold them bit-identical:
 /// `None` the decode tiles; for the 32-element formats `Some(0)` packed with `maddubs`,
-/// `Some(1)` with AVX-VNNI, `Some(2)` 16 rows with AVX-512 VNNI; for Q4_K and Q6_K (see
+/// `Some(1)` with AVX-VNNI, `Some(2)` 16 rows with AVX-512 VNNI; for Q4_K, Q5_K and Q6_K (see
 /// `gemm_k::gemm_path_k`) `Some(0)` 8 rows, `Some(1)` 16 rows. `false` where the CPU cannot
 /// take that path or the format has none here.
 #[cfg(test)]
@@ -775,14 +775,14 @@ pub(in crate::cpu::dot) fn gemm_path(
     out: &mut [f32],
 ) -> bool {
     use crate::DType;
-    if matches!(dtype, DType::Q4_K | DType::Q6_K) {
+    if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
         let packed = match path {
             None => None,
             Some(0) => Some(false),
             Some(1) => Some(true),
             Some(_) => return false,
         };
-        return super::gemm_k::gemm_path_k(dtype == DType::Q6_K, packed, g, out);
+        return super::gemm_k::gemm_path_k(dtype, packed, g, out);
     }
     let packed = match path {
         None => None,

@@ -1,9 +1,13 @@
-//! AVX2 kernels of the K-quants: Q4_K and Q6_K dot products against Q8_K, and the Q8_K
-//! activation quantizer (byte-identical to the reference).
+//! AVX2 kernels of the K-quants: Q4_K, Q5_K and Q6_K dot products against Q8_K, and the
+//! Q8_K activation quantizer (byte-identical to the reference).
+//!
+//! Q5_K is Q4_K with a fifth bit per value: the same 6-bit scales and mins, the same nibbles
+//! (at byte 48 instead of 16), and 32 bytes `qh` whose bit `e / 32` of byte `e % 32` is
+//! value `e`'s bit 4. Its kernels are Q4_K's with [`k45_values`] adding that bit.
 
 use super::{f16_at, hmax_ps, hsum_epi32, load, q8k_d, unpack_q6_k_half};
 use crate::quant::QK_K;
-use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
+use crate::quant::k4_5::{Q4_K_BYTES, Q5_K_BYTES, unpack_scales_mins_k4};
 use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::{Q8_K_BYTES, q8k_bsum};
 use std::arch::x86_64::*;
@@ -15,21 +19,71 @@ fn blocks(n: usize, w: &[u8], wb: usize, a: &[u8]) -> usize {
     (n / QK_K).min(w.len() / wb).min(a.len() / Q8_K_BYTES)
 }
 
+/// Bytes of a Q4_K (`Q5 = false`) or Q5_K block.
+pub(super) const fn k45_bytes<const Q5: bool>() -> usize {
+    if Q5 { Q5_K_BYTES } else { Q4_K_BYTES }
+}
+
+/// Bit `k` (`k < 8`) of each byte of `qh` moved to bit 4, the other bits cleared (16-bit
+/// shifts move bits across the byte boundary only below bit 4 or above it, which the mask
+/// drops).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn bit_to_4(qh: __m256i, k: usize) -> __m256i {
+    let moved = if k <= 4 {
+        _mm256_sll_epi16(qh, _mm_cvtsi32_si128(4 - k as i32))
+    } else {
+        _mm256_srl_epi16(qh, _mm_cvtsi32_si128(k as i32 - 4))
+    };
+    _mm256_and_si256(moved, _mm256_set1_epi8(0x10))
+}
+
+/// Values `64c..64c + 32` and `64c + 32..64c + 64` (`c < 4`) of the Q4_K (`Q5 = false`) or
+/// Q5_K block at `x`, one byte each (0..=15, or 0..=31 with Q5_K's fifth bit).
+///
+/// # Safety
+/// The block at `x` readable; AVX2 present.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn k45_values<const Q5: bool>(x: *const u8, c: usize) -> (__m256i, __m256i) {
+    let low = _mm256_set1_epi8(0x0f);
+    let qs = if Q5 { 48 } else { 16 };
+    // SAFETY: bytes `qs + 32c..qs + 32c + 32` (`c < 4`) of the block: its nibbles.
+    let q = unsafe { load(x.add(qs + 32 * c)) };
+    let lo = _mm256_and_si256(q, low);
+    let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+    if !Q5 {
+        return (lo, hi);
+    }
+    // SAFETY: bytes `16..48` of the 176-byte Q5_K block: its fifth bits.
+    let qh = unsafe { load(x.add(16)) };
+    (
+        _mm256_or_si256(lo, bit_to_4(qh, 2 * c)),
+        _mm256_or_si256(hi, bit_to_4(qh, 2 * c + 1)),
+    )
+}
+
 pub(super) fn vec_dot_q4_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n, w, Q4_K_BYTES, a);
     // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present; reads
     // stay inside the first `nb` blocks of `w` and `a`.
-    unsafe { q4_k_impl(nb, w, a) }
+    unsafe { k45_impl::<false>(nb, w, a) }
+}
+
+pub(super) fn vec_dot_q5_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q5_K_BYTES, a);
+    // SAFETY: as in `vec_dot_q4_k`.
+    unsafe { k45_impl::<true>(nb, w, a) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
+unsafe fn k45_impl<const Q5: bool>(nb: usize, w: &[u8], a: &[u8]) -> f32 {
     // Sum order of `gemm_q4k_packed`: each super-block's exact integer total, then one fma.
+    let bytes = k45_bytes::<Q5>();
     let mut acc = 0.0f32;
     let mut acc_m = 0.0f32;
-    let low = _mm256_set1_epi8(0x0f);
     for i in 0..nb {
-        let xb = &w[i * Q4_K_BYTES..(i + 1) * Q4_K_BYTES];
+        let xb = &w[i * bytes..(i + 1) * bytes];
         let yb = &a[i * Q8_K_BYTES..(i + 1) * Q8_K_BYTES];
         let (x, y) = (xb.as_ptr(), yb.as_ptr());
         // SAFETY: `y` starts the whole 292-byte Q8_K block `yb`, which opens with its f32 scale.
@@ -39,14 +93,12 @@ unsafe fn q4_k_impl(nb: usize, w: &[u8], a: &[u8]) -> f32 {
         for (s, ms) in m.iter().enumerate() {
             summs += *ms as i32 * (q8k_bsum(yb, 2 * s) + q8k_bsum(yb, 2 * s + 1));
         }
-        // SAFETY: bytes `2..4` of the whole 144-byte Q4_K block `xb`: its f16 `dmin`.
+        // SAFETY: bytes `2..4` of the whole block `xb`: its f16 `dmin`.
         acc_m += unsafe { f16_at(x.add(2)) } * yd * summs as f32;
         let mut sumi = _mm256_setzero_si256();
         for c in 0..4 {
-            // SAFETY: bytes `16 + 32c..48 + 32c` (`c < 4`) of the 144-byte block `xb`: its nibbles.
-            let q = unsafe { load(x.add(16 + 32 * c)) };
-            let lo = _mm256_and_si256(q, low);
-            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q), low);
+            // SAFETY: `xb` is a whole block; AVX2 is present.
+            let (lo, hi) = unsafe { k45_values::<Q5>(x, c) };
             // SAFETY: bytes `4 + 64c..68 + 64c` (`c < 4`) of the 292-byte block `yb`: its quants.
             let (y0, y1) = unsafe { (load(y.add(4 + 64 * c)), load(y.add(36 + 64 * c))) };
             let p0 = _mm256_madd_epi16(

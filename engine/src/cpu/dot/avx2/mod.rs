@@ -29,7 +29,7 @@ use crate::quant::{BlockFormat, F32};
 use std::arch::x86_64::*;
 
 /// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.
-pub(super) static KERNELS: [DotKernel; 9] = [
+pub(super) static KERNELS: [DotKernel; 10] = [
     k(
         DType::F32,
         DType::F32,
@@ -78,6 +78,13 @@ pub(super) static KERNELS: [DotKernel; 9] = [
         kquant::quantize_row_q8_k,
         kquant::vec_dot_q4_k,
         Some(gemm_k::gemm_q4_k),
+    ),
+    k(
+        DType::Q5_K,
+        DType::Q8_K,
+        kquant::quantize_row_q8_k,
+        kquant::vec_dot_q5_k,
+        Some(gemm_k::gemm_q5_k),
     ),
     k(
         DType::Q6_K,
