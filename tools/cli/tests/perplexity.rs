@@ -182,7 +182,10 @@ fn kl_divergence_reads_llama_cpp_base_files() {
     // llama.cpp printed PPL = 11900.4336 for this chunk; the base file's quantized log-probs
     // give it back to 0.01%.
     assert!((pb - 11900.4336).abs() < 1e-4 * pb, "base {pb}");
-    assert!((p - pb).abs() < 0.02 * pb, "{p} vs llama.cpp {pb}");
+    // Over three nearly flat positions the perplexity swings with rounding: llama.cpp against
+    // its own base file with flash attention off gets PPL 9300.70 (ln ratio −0.246, KL 0.0144;
+    // see tests/fixtures/README.md). Tessera must stay inside that spread.
+    assert!((p / pb).ln().abs() < 0.25, "{p} vs llama.cpp {pb}");
 }
 
 /// Running values per chunk on stdout, then `PPL = x +/- err`, as llama.cpp prints them.

@@ -12,12 +12,17 @@
 //! Activation rows must come from the quantizers (values −127..=127, never −128): the AVX2
 //! kernels use the `sign`/`maddubs` trick, which is exact on that range.
 
+mod attn_tile;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon;
 #[cfg(test)]
 mod tests;
+
+pub use attn_tile::{
+    TILE_KEYS, TILE_ROWS, TILE_SCALAR, TileKernel, TileState, tile_kernel, visible,
+};
 
 use crate::DType;
 use crate::quant::{self, FormatInfo};

@@ -32,7 +32,7 @@ pub struct KvView<'a> {
 impl KvView<'_> {
     /// Key row of source `j` (all KV heads, `width` elements).
     #[inline]
-    fn key(&self, j: usize, width: usize) -> &[f16] {
+    pub(crate) fn key(&self, j: usize, width: usize) -> &[f16] {
         row(
             self.cache_k,
             self.batch_k,
@@ -44,7 +44,7 @@ impl KvView<'_> {
 
     /// Value row of source `j` (all KV heads, `width` elements).
     #[inline]
-    fn value(&self, j: usize, width: usize) -> &[f16] {
+    pub(crate) fn value(&self, j: usize, width: usize) -> &[f16] {
         row(
             self.cache_v,
             self.batch_v,
@@ -52,6 +52,27 @@ impl KvView<'_> {
             self.n_cells,
             width,
         )
+    }
+}
+
+impl KvView<'_> {
+    /// Key head `kvh` of source `j` (`head_dim` wide, of `n_head_kv` per row).
+    #[inline]
+    pub(crate) fn key_head(&self, j: usize, kvh: usize, p: &AttnParams) -> &[f16] {
+        let dk = p.head_dim;
+        &self.key(j, p.n_head_kv * dk)[kvh * dk..(kvh + 1) * dk]
+    }
+
+    /// Value head `kvh` of source `j` (`head_dim_v` wide): its own row's, or the first
+    /// `head_dim_v` elements of the key head where values live in the keys.
+    #[inline]
+    pub(crate) fn value_head(&self, j: usize, kvh: usize, p: &AttnParams) -> &[f16] {
+        let (dk, dv) = (p.head_dim, p.head_dim_v);
+        if self.values_in_keys {
+            &self.key(j, p.n_head_kv * dk)[kvh * dk..kvh * dk + dv]
+        } else {
+            &self.value(j, p.n_head_kv * dv)[kvh * dv..(kvh + 1) * dv]
+        }
     }
 }
 
@@ -65,11 +86,7 @@ fn row<'a>(cache: &'a [f16], batch: &'a [f16], r: usize, n_cells: usize, w: usiz
     }
 }
 
-/// Whether a key at `pk` is visible from a query at `pq`.
-#[inline]
-pub fn visible(pq: i32, pk: i32, window: Option<u32>) -> bool {
-    pk >= 0 && pk <= pq && window.is_none_or(|w| ((pq - pk) as i64) < w as i64)
-}
+pub use crate::cpu::dot::visible;
 
 /// Most query heads [`attend_group`] takes at once.
 pub const MAX_GROUP_HEADS: usize = 4;
@@ -110,8 +127,6 @@ pub fn attend_group_with(
         (1..=MAX_GROUP_HEADS).contains(&g) && q.len() == g * dk && out.len() == g * dv,
         "1 to {MAX_GROUP_HEADS} whole query heads and their outputs"
     );
-    let kw = p.n_head_kv * dk;
-    let vw = p.n_head_kv * dv;
     out.fill(0.0);
     let mut max = [f32::NEG_INFINITY; MAX_GROUP_HEADS];
     let mut sum = [0.0f32; MAX_GROUP_HEADS];
@@ -148,11 +163,7 @@ pub fn attend_group_with(
         }
         let mut values: [&[f16]; CHUNK] = [&[]; CHUNK];
         for (v, &j) in values.iter_mut().zip(src) {
-            *v = if kv.values_in_keys {
-                &kv.key(j as usize, kw)[kvh * dk..kvh * dk + dv]
-            } else {
-                &kv.value(j as usize, vw)[kvh * dv..(kvh + 1) * dv]
-            };
+            *v = kv.value_head(j as usize, kvh, p);
         }
         (ops.wsums)(out, dv, &scores, CHUNK, &values[..n]);
     };
@@ -160,7 +171,7 @@ pub fn attend_group_with(
         if !visible(pq, pk, p.window) {
             continue;
         }
-        keys[n] = &kv.key(j, kw)[kvh * dk..(kvh + 1) * dk];
+        keys[n] = kv.key_head(j, kvh, p);
         src[n] = j as u32;
         n += 1;
         if n == CHUNK {
@@ -171,28 +182,31 @@ pub fn attend_group_with(
     if n > 0 {
         flush(&keys[..n], &src[..n], out);
     }
-    // Attention sinks (one logit per head) join the denominator with no value, folded in
-    // after the keys as ggml's flash attention does.
-    if let Some(sinks) = sinks {
-        for (h, &s) in sinks.iter().enumerate().take(g) {
-            if s > max[h] {
-                let ms = (max[h] - s).exp();
-                for o in out[h * dv..(h + 1) * dv].iter_mut() {
-                    *o *= ms;
-                }
-                sum[h] = sum[h] * ms + 1.0;
-                max[h] = s;
-            } else {
-                sum[h] += (s - max[h]).exp();
+    for (h, out) in out.chunks_exact_mut(dv).enumerate() {
+        finish_head(out, max[h], sum[h], sinks.map(|s| s[h]));
+    }
+}
+
+/// Normalise one head's output `out` (`Σ exp(s − max)·v` over its keys, whose weights sum
+/// to `sum`): the attention sink's logit, if any, joins the denominator with no value,
+/// folded in after the keys as ggml's flash attention does; then `out /= sum`. A head that
+/// saw no key (`sum` 0) keeps its zeros.
+pub(crate) fn finish_head(out: &mut [f32], max: f32, mut sum: f32, sink: Option<f32>) {
+    if let Some(s) = sink {
+        if s > max {
+            let ms = (max - s).exp();
+            for o in out.iter_mut() {
+                *o *= ms;
             }
+            sum = sum * ms + 1.0;
+        } else {
+            sum += (s - max).exp();
         }
     }
-    for h in 0..g {
-        if sum[h] > 0.0 {
-            let inv = 1.0 / sum[h];
-            for o in out[h * dv..(h + 1) * dv].iter_mut() {
-                *o *= inv;
-            }
+    if sum > 0.0 {
+        let inv = 1.0 / sum;
+        for o in out.iter_mut() {
+            *o *= inv;
         }
     }
 }

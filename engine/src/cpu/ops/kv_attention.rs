@@ -6,8 +6,9 @@
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
-use super::attention;
 use super::{PARALLEL_MIN_ELEMS, SharedMut};
+use super::{attention, attention_tiled};
+use crate::cpu::dot::tile_kernel;
 use crate::cpu::kv::KvStore;
 use crate::cpu::pool::{ThreadPool, split_range};
 use crate::graph::AttnParams;
@@ -115,6 +116,37 @@ pub fn attend_step(
         positions: &scratch.positions[..n_src],
         values_in_keys,
     };
+    let group = p.n_head / p.n_head_kv;
+    // A prompt's rows as tiles where the CPU has the kernels; single tokens one by one.
+    let tiled = tile_kernel()
+        .filter(|_| attention_tiled::supports(p) && n_tok * group >= attention_tiled::MIN_ROWS);
+    if let Some(kern) = tiled {
+        attention_tiled::attend_tiled(pool, kern, q, positions, &view, p, sinks, out);
+    } else {
+        attend_rows(pool, q, positions, &view, p, sinks, out);
+    }
+    for t in 0..n_tok {
+        store.write_f16(
+            positions[t],
+            &sk[t * kw..(t + 1) * kw],
+            &sv[t * vw..(t + 1) * vw],
+        );
+    }
+}
+
+/// [`attend_step`]'s attention one (token, query-head group) at a time, by
+/// [`attention::attend_group`].
+fn attend_rows(
+    pool: &ThreadPool,
+    q: &[f32],
+    positions: &[i32],
+    view: &attention::KvView<'_>,
+    p: &AttnParams,
+    sinks: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let n_tok = positions.len();
+    let n_src = view.positions.len();
     let o = SharedMut(out.as_mut_ptr());
     let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
     let group = p.n_head / p.n_head_kv;
@@ -147,19 +179,12 @@ pub fn attend_step(
             // SAFETY: each (token, head) output slice is written by one thread.
             let dst = unsafe { o.slice(t * ow + h * dv..t * ow + (h + hg) * dv) };
             let sinks = sinks.map(|s| &s[h..h + hg]);
-            attention::attend_group(qh, positions[t], h / group, &view, p, sinks, dst);
+            attention::attend_group(qh, positions[t], h / group, view, p, sinks, dst);
         }
     };
     if n_tok * nh * n_src * dk >= PARALLEL_MIN_ELEMS {
         pool.run(&work);
     } else {
         work(0, 1);
-    }
-    for t in 0..n_tok {
-        store.write_f16(
-            positions[t],
-            &sk[t * kw..(t + 1) * kw],
-            &sv[t * vw..(t + 1) * vw],
-        );
     }
 }

@@ -3,6 +3,7 @@
 //! their work over it themselves).
 
 pub mod attention;
+pub mod attention_tiled;
 pub mod elementwise;
 pub mod kv_attention;
 pub mod matmul;

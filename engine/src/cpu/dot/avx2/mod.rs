@@ -5,6 +5,7 @@
 //! reachable through [`KERNELS`], which `kernel_for` hands out only after run-time detection of
 //! AVX2, FMA and F16C.
 
+mod attn_tile;
 mod blocks;
 mod decode_q4k_zmm;
 mod decode_q6k_zmm;
@@ -26,6 +27,7 @@ mod packed;
 use super::{DotKernel, F16Ops, GemmArgs, GemmFn, Isa};
 use crate::DType;
 use crate::quant::{BlockFormat, F32};
+pub(super) use attn_tile::{TILE_ZMM, available as attn_tile_available};
 use std::arch::x86_64::*;
 
 /// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.

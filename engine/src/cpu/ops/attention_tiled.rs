@@ -1,0 +1,341 @@
+//! A prompt's attention as tiled products (flash attention): the (token, query head) rows of
+//! each KV head are cut into tiles of [`TILE_ROWS`], and each tile walks the sources in blocks
+//! of [`TILE_KEYS`]: the block's keys and values widened to f32 once, its scores one product
+//! over all the tile's rows, one online-softmax step, one product with the values
+//! ([`TileKernel`]). Per key that is 16 rows per vector instruction where
+//! [`attention::attend_group`] gets the 1–4 heads of one token.
+//!
+//! A row's result does not depend on the other rows of its tile: blocks start at fixed source
+//! indices, every lane's arithmetic is its own, and a block no row of a tile sees (skipped)
+//! would have left each row as it was. So a sequence prefilled beside others in a batch gets
+//! the same bits as alone.
+
+use half::f16;
+
+use super::attention::{self, KvView};
+use crate::cpu::dot::{TILE_KEYS, TILE_ROWS, TileKernel, TileState};
+use crate::cpu::pool::{ThreadPool, split_range};
+use crate::graph::AttnParams;
+
+/// Query rows below which a step keeps the per-token attention (a tile's lanes would sit
+/// mostly idle).
+pub const MIN_ROWS: usize = 8;
+
+/// Whether [`attend_tiled`] takes this shape: head widths in whole vectors of 16.
+pub fn supports(p: &AttnParams) -> bool {
+    p.head_dim.is_multiple_of(16) && p.head_dim_v.is_multiple_of(16)
+}
+
+/// What a thread needs to run tiles: the tile's queries (transposed) and state, one block's
+/// keys and values in f32 and its scores.
+struct TileScratch {
+    qt: Vec<f32>,
+    state: TileState,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    s: Vec<f32>,
+    head: Vec<f32>,
+}
+
+impl TileScratch {
+    fn new(dk: usize, dv: usize) -> TileScratch {
+        TileScratch {
+            qt: vec![0.0; dk * TILE_ROWS],
+            state: TileState::new(dv),
+            k: vec![0.0; TILE_KEYS * dk],
+            v: vec![0.0; TILE_KEYS * dv],
+            s: vec![0.0; TILE_KEYS * TILE_ROWS],
+            head: vec![0.0; dv],
+        }
+    }
+}
+
+/// `out[t, h] = Σ_j softmax_j(scale·q[t, h]·k_j) v_j` over the sources of `kv` visible from
+/// `positions[t]`, for every token `t` and query head `h` (`q`: `n_tok × n_head·head_dim`,
+/// `out`: `n_tok × n_head·head_dim_v`), with `sinks` (a logit per head) in the denominators.
+/// Queries pass through F16 as in [`attention::attend_group`], whose results these match up
+/// to the order of the sums. `p` must be [`supports`]-ed.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_tiled(
+    pool: &ThreadPool,
+    kern: &TileKernel,
+    q: &[f32],
+    positions: &[i32],
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    sinks: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    assert!(supports(p), "head widths in whole vectors");
+    let n_tok = positions.len();
+    let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
+    let group = nh / p.n_head_kv;
+    assert!(q.len() >= n_tok * nh * dk && out.len() >= n_tok * nh * dv);
+    // Each block's first and last position, to skip the blocks a tile cannot see.
+    let n_src = kv.positions.len();
+    let spans: Vec<(i32, i32)> = kv
+        .positions
+        .chunks(TILE_KEYS)
+        .map(|b| (*b.iter().min().unwrap(), *b.iter().max().unwrap()))
+        .collect();
+    let tiles_per_head = (n_tok * group).div_ceil(TILE_ROWS);
+    let n_tasks = p.n_head_kv * tiles_per_head;
+    let o = super::SharedMut(out.as_mut_ptr());
+    let work = |ti: usize, nt: usize| {
+        let mut sc = TileScratch::new(dk, dv);
+        let mut keys: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
+        let mut values: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
+        for task in split_range(n_tasks, ti, nt, 1) {
+            let (kvh, tile) = (task / tiles_per_head, task % tiles_per_head);
+            // Row `r` of the tile is (token, head) pair `tile·R + r` of this KV head.
+            let first = tile * TILE_ROWS;
+            let rows = (n_tok * group - first).min(TILE_ROWS);
+            let row = |r: usize| ((first + r) / group, kvh * group + (first + r) % group);
+            let st = &mut sc.state;
+            st.reset();
+            for r in 0..rows {
+                let (t, h) = row(r);
+                st.pq[r] = positions[t];
+                let qh = &q[(t * nh + h) * dk..(t * nh + h + 1) * dk];
+                for (d, &x) in qh.iter().enumerate() {
+                    sc.qt[d * TILE_ROWS + r] = f16::from_f32(x).to_f32();
+                }
+            }
+            for r in rows..TILE_ROWS {
+                for d in 0..dk {
+                    sc.qt[d * TILE_ROWS + r] = 0.0;
+                }
+            }
+            let pq_min = st.pq[..rows].iter().copied().min().expect("a row");
+            let pq_max = st.pq[..rows].iter().copied().max().expect("a row");
+            for (b, &(lo, hi)) in spans.iter().enumerate() {
+                let unseen = lo > pq_max
+                    || p.window
+                        .is_some_and(|w| hi as i64 <= pq_min as i64 - w as i64);
+                if unseen {
+                    continue;
+                }
+                let js = b * TILE_KEYS..(b * TILE_KEYS + TILE_KEYS).min(n_src);
+                let n = js.len();
+                for (i, j) in js.clone().enumerate() {
+                    keys[i] = kv.key_head(j, kvh, p);
+                    values[i] = kv.value_head(j, kvh, p);
+                }
+                (kern.widen)(&keys[..n], dk, &mut sc.k);
+                (kern.widen)(&values[..n], dv, &mut sc.v);
+                (kern.scores)(&sc.qt, dk, &sc.k, n, p.scale, &mut sc.s);
+                if let Some(c) = p.softcap {
+                    for x in &mut sc.s[..n * TILE_ROWS] {
+                        *x = c * (*x / c).tanh();
+                    }
+                }
+                (kern.softmax_pv)(&mut sc.s, &kv.positions[js], p.window, &sc.v, dv, st);
+            }
+            let head = &mut sc.head;
+            for r in 0..rows {
+                let (t, h) = row(r);
+                for (d, x) in head.iter_mut().enumerate() {
+                    *x = st.ot[d * TILE_ROWS + r];
+                }
+                attention::finish_head(head, st.m[r], st.l[r], sinks.map(|s| s[h]));
+                // SAFETY: each (token, head) output slice belongs to one row of one tile,
+                // and every tile is one task.
+                unsafe { o.slice((t * nh + h) * dv..(t * nh + h + 1) * dv) }.copy_from_slice(head);
+            }
+        }
+    };
+    if n_tasks > 1 {
+        pool.run(&work);
+    } else {
+        work(0, 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::dot::{F16_SCALAR, TILE_SCALAR, tile_kernel};
+
+    /// A step's sources: `n_cells` cached cells (stored in reverse order, gathered in
+    /// position order), then `n_tok` batch tokens; keys rise along the positions so the
+    /// running maximum keeps moving (the outputs get rescaled).
+    struct Sources {
+        cache_k: Vec<f16>,
+        cache_v: Vec<f16>,
+        batch_k: Vec<f16>,
+        batch_v: Vec<f16>,
+        rows: Vec<u32>,
+        positions: Vec<i32>,
+        n_cells: usize,
+        values_in_keys: bool,
+    }
+
+    fn f(i: usize) -> f32 {
+        ((i * 2654435761) % 1000) as f32 / 500.0 - 1.0
+    }
+
+    impl Sources {
+        fn new(p: &AttnParams, n_cells: usize, n_tok: usize, values_in_keys: bool) -> Sources {
+            let kw = p.n_head_kv * p.head_dim;
+            let vw = if values_in_keys {
+                0
+            } else {
+                p.n_head_kv * p.head_dim_v
+            };
+            let key = |i: usize| f16::from_f32(f(i) + (i / kw) as f32 / 100.0);
+            let all_k: Vec<f16> = (0..(n_cells + n_tok) * kw).map(key).collect();
+            let all_v: Vec<f16> = (0..(n_cells + n_tok) * vw)
+                .map(|i| f16::from_f32(f(i + 7)))
+                .collect();
+            let rev = |a: &[f16], w: usize| -> Vec<f16> {
+                (0..n_cells)
+                    .rev()
+                    .flat_map(|c| a[c * w..(c + 1) * w].to_vec())
+                    .collect()
+            };
+            Sources {
+                cache_k: rev(&all_k, kw),
+                cache_v: rev(&all_v, vw),
+                batch_k: all_k[n_cells * kw..].to_vec(),
+                batch_v: all_v[n_cells * vw..].to_vec(),
+                rows: (0..n_cells)
+                    .map(|j| (n_cells - 1 - j) as u32)
+                    .chain((0..n_tok).map(|t| (n_cells + t) as u32))
+                    .collect(),
+                positions: (0..(n_cells + n_tok) as i32).collect(),
+                n_cells,
+                values_in_keys,
+            }
+        }
+
+        fn view(&self) -> KvView<'_> {
+            KvView {
+                cache_k: &self.cache_k,
+                cache_v: &self.cache_v,
+                batch_k: &self.batch_k,
+                batch_v: &self.batch_v,
+                n_cells: self.n_cells,
+                rows: &self.rows,
+                positions: &self.positions,
+                values_in_keys: self.values_in_keys,
+            }
+        }
+    }
+
+    fn params(n_head: usize, n_head_kv: usize, dk: usize, dv: usize) -> AttnParams {
+        AttnParams {
+            n_head,
+            n_head_kv,
+            head_dim: dk,
+            head_dim_v: dv,
+            scale: 0.3,
+            window: None,
+            softcap: None,
+        }
+    }
+
+    /// The per-token attention of every (token, head), with the scalar kernels.
+    fn per_token(
+        q: &[f32],
+        pos: &[i32],
+        kv: &KvView<'_>,
+        p: &AttnParams,
+        sinks: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
+        let group = nh / p.n_head_kv;
+        let mut out = vec![f32::NAN; pos.len() * nh * dv];
+        for (t, &pq) in pos.iter().enumerate() {
+            for h in 0..nh {
+                let qh: Vec<f32> = q[(t * nh + h) * dk..(t * nh + h + 1) * dk]
+                    .iter()
+                    .map(|&x| f16::from_f32(x).to_f32())
+                    .collect();
+                let o = &mut out[(t * nh + h) * dv..(t * nh + h + 1) * dv];
+                let sink = sinks.map(|s| &s[h..h + 1]);
+                attention::attend_group_with(&F16_SCALAR, &qh, pq, h / group, kv, p, sink, o);
+            }
+        }
+        out
+    }
+
+    fn tiled(
+        kern: &TileKernel,
+        q: &[f32],
+        pos: &[i32],
+        kv: &KvView<'_>,
+        p: &AttnParams,
+        sinks: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; pos.len() * p.n_head * p.head_dim_v];
+        attend_tiled(&ThreadPool::new(2), kern, q, pos, kv, p, sinks, &mut out);
+        out
+    }
+
+    /// Tiles get what the per-token attention gets (up to the order of the sums) on GQA
+    /// groups that cut tiles mid-token, MHA, MLA-style values inside the keys, a sliding
+    /// window, a softcap, sinks and cached cells; the SIMD tiles get the scalar tiles' bits.
+    #[test]
+    fn tiles_match_per_token_attention() {
+        let mut cases = vec![
+            (params(6, 2, 64, 64), 40, 37, false, false),
+            (params(4, 2, 128, 128), 10, 70, false, true),
+            (params(4, 1, 48, 32), 0, 45, true, false),
+            (params(3, 3, 16, 16), 33, 20, false, false),
+        ];
+        cases[1].0.window = Some(23);
+        cases[2].0.softcap = Some(5.0);
+        cases[3].0.window = Some(1);
+        for (i, (p, n_cells, n_tok, values_in_keys, with_sinks)) in cases.into_iter().enumerate() {
+            let src = Sources::new(&p, n_cells, n_tok, values_in_keys);
+            let kv = src.view();
+            let q: Vec<f32> = (0..n_tok * p.n_head * p.head_dim)
+                .map(|i| f(i + 3) * 2.0)
+                .collect();
+            let pos = &src.positions[n_cells..];
+            let sinks: Vec<f32> = (0..p.n_head).map(|h| [0.5, 30.0, -20.0][h % 3]).collect();
+            let sinks = with_sinks.then_some(&sinks[..]);
+            let want = per_token(&q, pos, &kv, &p, sinks);
+            let got = tiled(&TILE_SCALAR, &q, pos, &kv, &p, sinks);
+            for (e, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!((a - b).abs() < 2e-5, "case {i} element {e}: {a} vs {b}");
+            }
+            if let Some(kern) = tile_kernel() {
+                let simd = tiled(kern, &q, pos, &kv, &p, sinks);
+                for (e, (a, b)) in simd.iter().zip(&got).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "case {i} element {e}: {a} vs {b}");
+                }
+            }
+        }
+    }
+
+    /// A row's bits do not depend on which rows share its tile: the batch's last tokens
+    /// attended alone (so every tile holds other rows) get what they got in the whole batch.
+    #[test]
+    fn rows_get_the_same_bits_in_any_tile() {
+        let mut p = params(6, 2, 32, 32);
+        p.window = Some(40);
+        let (n_cells, n_tok) = (20, 50);
+        let src = Sources::new(&p, n_cells, n_tok, false);
+        let kv = src.view();
+        let q: Vec<f32> = (0..n_tok * p.n_head * p.head_dim)
+            .map(|i| f(i + 1))
+            .collect();
+        let pos = &src.positions[n_cells..];
+        for kern in [Some(&TILE_SCALAR), tile_kernel()].into_iter().flatten() {
+            let whole = tiled(kern, &q, pos, &kv, &p, None);
+            let row = p.n_head * p.head_dim;
+            for skip in [1, 3, 8] {
+                let part = tiled(kern, &q[skip * row..], &pos[skip..], &kv, &p, None);
+                for (e, (a, b)) in part.iter().zip(&whole[skip * row..]).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        b.to_bits(),
+                        "{:?} skip {skip} element {e}",
+                        kern.isa
+                    );
+                }
+            }
+        }
+    }
+}
