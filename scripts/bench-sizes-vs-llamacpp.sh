@@ -14,6 +14,8 @@
 # MAX_LOAD, WAIT_TRIES), plus WORK (default ~/.cache/tessera/bench; ~2.5 + 4 GB of F16 and
 # ~3.5 GB quantized, 16 + 5 GB more with LARGE=1), LARGE (1: add the 8B shape) and
 # TESSERA_LLAMA_CPP_SRC (llama.cpp's source tree, for gen.py's vocabularies: its models/ folder).
+# With DEVICE=gpu (and BW the GPU's bandwidth) both engines run on the GPU (`--device gpu`,
+# `-ngl 99`) and the report goes to the `sizes-gpu` section instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +52,14 @@ fi
 # (posix_fadvise DONTNEED), alternately, COLD_ROUNDS rounds; the medians go under the table.
 COLD_ROUNDS=${COLD_ROUNDS:-2}
 THREADS=${THREADS:-2}
+DEVICE=${DEVICE:-cpu}
+if [ "$DEVICE" = gpu ]; then
+    llama_dev=(-ngl 99)
+    section=sizes-gpu
+else
+    llama_dev=()
+    section=sizes
+fi
 cold=$(mktemp)
 trap 'rm -f "$cold"' EXIT
 evict() {
@@ -77,9 +87,9 @@ for spec in $models; do
     t=()
     for _ in $(seq 1 "$COLD_ROUNDS"); do
         evict "$m"
-        l+=("$(seconds "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p 1 -n 0 -r 1)")
+        l+=("$(seconds "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p 1 -n 0 -r 1 "${llama_dev[@]}")")
         evict "$m"
-        t+=("$(seconds "$TESSERA" bench -m "$m" -t "$THREADS" -p 1 -n 0 -r 1)")
+        t+=("$(seconds "$TESSERA" bench -m "$m" -t "$THREADS" -p 1 -n 0 -r 1 --device "$DEVICE")")
     done
     python3 - "$m" "${l[*]}" "${t[*]}" >> "$cold" <<'PY'
 import os, statistics, sys
@@ -89,6 +99,6 @@ print(f"| {os.path.basename(m)[:-5]} | {os.path.getsize(m) / 1e9:.2f} GB | {med(
 PY
 done
 
-MODELS="$models" SECTION=sizes APPENDIX="$cold" \
-    TITLE="Speed at 1B-8B shapes: Tessera vs llama.cpp (scripts/bench-sizes-vs-llamacpp.sh)" \
+MODELS="$models" SECTION="$section" APPENDIX="$cold" DEVICE="$DEVICE" \
+    TITLE="Speed at 1B-8B shapes: Tessera vs llama.cpp on the $DEVICE (scripts/bench-sizes-vs-llamacpp.sh)" \
     LLAMA_BENCH="$LLAMA_BENCH" TESSERA="$TESSERA" scripts/bench-vs-llamacpp.sh

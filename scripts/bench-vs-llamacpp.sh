@@ -22,7 +22,10 @@
 # many 10 s waits per run, then run anyway; 60), SECTION (if set, e.g. `moe`, the report goes
 # between `<!-- bench:SECTION -->` and `<!-- /bench:SECTION -->` in OUT, replacing what was there
 # or appended at the end, its title demoted to a second-level heading, and the rest of OUT kept),
-# TITLE (that section's title), APPENDIX (a markdown file appended to the report).
+# TITLE (that section's title), APPENDIX (a markdown file appended to the report),
+# DEVICE (cpu, the default, or gpu: `tessera bench --device gpu` against `llama-bench -ngl 99`,
+# a CUDA or Vulkan build; BW must then be the GPU's memory bandwidth, and the int8-peak column
+# is left out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +42,15 @@ TITLE=${TITLE:-Tessera vs llama.cpp on this machine}
 WAIT_TRIES=${WAIT_TRIES:-60}
 MDIR=${TESSERA_MODELS:-$HOME/.cache/tessera/models}
 MODELS=${MODELS:-"$MDIR/smollm2-135m-instruct-q4_1.gguf $MDIR/gemma-3-270m-q4_k_m.gguf"}
+DEVICE=${DEVICE:-cpu}
+case "$DEVICE" in
+    cpu) llama_dev=() ;;
+    gpu)
+        llama_dev=(-ngl 99)
+        : "${BW:?with DEVICE=gpu set BW to the memory bandwidth of the GPU in bytes/s}"
+        ;;
+    *) echo "DEVICE must be cpu or gpu" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$TESSERA" ]; then
     cargo build --release -p tessera-cli
@@ -79,20 +91,20 @@ for spec in $MODELS; do
         wait_quiet
         probe_bw
         loads+=("$(cut -d' ' -f1 /proc/loadavg)")
-        "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p "$pp" -n "$tg" -r "$REPS" -o json \
+        "$LLAMA_BENCH" -m "$m" -t "$THREADS" -p "$pp" -n "$tg" -r "$REPS" "${llama_dev[@]}" -o json \
             > "$work/$name.llama.$r.json" 2> "$work/$name.llama.$r.err"
         wait_quiet
         probe_bw
         loads+=("$(cut -d' ' -f1 /proc/loadavg)")
-        "$TESSERA" bench -m "$m" -t "$THREADS" -p "$pp" -n "$tg" -r "$REPS" --json \
+        "$TESSERA" bench -m "$m" -t "$THREADS" -p "$pp" -n "$tg" -r "$REPS" --device "$DEVICE" --json \
             > "$work/$name.tessera.$r.json" 2> "$work/$name.tessera.$r.err"
     done
 done
 
-python3 - "$work" "$OUT" "${BW:-}" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" "${APPENDIX:-}" "${paths[@]}" <<'PY'
+python3 - "$work" "$OUT" "${BW:-}" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BENCH" "${loads[*]}" "$SECTION" "$TITLE" "${APPENDIX:-}" "$DEVICE" "${paths[@]}" <<'PY'
 import glob, json, os, platform, re, statistics, subprocess, sys, datetime
-work, out, bw, threads, reps, rounds, llama, loads, section, title, appendix = sys.argv[1:12]
-models = sys.argv[12:]
+work, out, bw, threads, reps, rounds, llama, loads, section, title, appendix, device = sys.argv[1:13]
+models = sys.argv[13:]
 if bw:
     bws, bw_note = [float(bw)], "given by BW"
 else:
@@ -166,14 +178,25 @@ for p in glob.glob(f"{work}/*.llama.*.json"):
     for row in json.load(open(p)):
         build = f"{row.get('build_commit', '?')} ({row.get('build_number', '?')})"
 
+def gpu():
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True)
+        return r.stdout.strip() or "?"
+    except OSError:
+        return "?"
+
 ghz = clock_ghz() or 0.0
-peak = int(threads) * 2 * 32 * ghz * 1e9
+# The int8 peak is the CPU's; on a GPU the pp column gives the MAC rate only.
+peak = int(threads) * 2 * 32 * ghz * 1e9 if device == "cpu" else 0.0
+ngl = " -ngl 99" if device == "gpu" else ""
 lines = [
     f"# {title}",
     "",
     f"Produced by `scripts/bench-vs-llamacpp.sh` on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
     "",
     f"- CPU: {cpu()}, {os.cpu_count()} logical cores ({flags()}); threads: {threads}",
+    *([f"- GPU: {gpu()}; Tessera `--device gpu` (wgpu), llama.cpp `-ngl 99`"] if device == "gpu" else []),
     f"- llama.cpp: `{llama}`, build {build}",
     f"- Tessera: `git {subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout.strip()}`",
     f"- Runs: A B A B ({rounds} rounds of each engine, {reps} repetitions each after a warm-up); "
@@ -182,15 +205,16 @@ lines = [
     f"- Bandwidth limit: bytes read per token × t/s ÷ {bw / 1e9:.1f} GB/s (read bandwidth with {threads} threads, {bw_note}); "
     "a decode step reads every weight but the token embeddings (when the output matrix is separate) "
     "and, of stacked expert tensors, only the chosen experts' share.",
-    f"- int8 peak: {threads} cores × 2 `vpmaddubsw`/cycle × 32 byte pairs × {ghz:.2f} GHz (the nominal clock) = "
-    f"{peak / 1e9:.0f} G MAC/s; a prompt token's MACs are the layers' weight elements "
-    "(the output projection and attention left out).",
+    *([f"- int8 peak: {threads} cores × 2 `vpmaddubsw`/cycle × 32 byte pairs × {ghz:.2f} GHz (the nominal clock) = "
+       f"{peak / 1e9:.0f} G MAC/s; a prompt token's MACs are the layers' weight elements "
+       "(the output projection and attention left out)."] if peak else
+      ["- pp columns: the MAC rate of the layers' weight products (no peak given for a GPU)."]),
     "",
     "Commands:",
     "",
     "```",
-    f"llama-bench -m MODEL -t {threads} -p PP -n TG -r {reps} -o json",
-    f"tessera bench -m MODEL -t {threads} -p PP -n TG -r {reps} --json",
+    f"llama-bench -m MODEL -t {threads} -p PP -n TG -r {reps}{ngl} -o json",
+    f"tessera bench -m MODEL -t {threads} -p PP -n TG -r {reps} --device {device} --json",
     "```",
     "",
     "| model | test | llama.cpp t/s | Tessera t/s | Tessera / llama.cpp | llama.cpp: % of BW limit (tg) or of int8 peak (pp) | Tessera: % of BW limit (tg) or of int8 peak (pp) |",
@@ -211,7 +235,7 @@ for m in models:
             if test.startswith("tg"):
                 return f"{100 * x / limit:.0f}%"
             if not peak:
-                return "–"
+                return f"– ({x * macs / 1e9:.0f} G MAC/s)"
             return f"{100 * x * macs / peak:.0f}% ({x * macs / 1e9:.0f} G MAC/s)"
         lines.append(
             f"| {name} | {test} | {a:.1f} | {b:.1f} | {b / a:.2f}× | {pct(a)} | {pct(b)} |"

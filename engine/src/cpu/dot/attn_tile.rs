@@ -65,6 +65,44 @@ pub type ScoresFn = fn(&[f32], usize, &[f32], usize, f32, &mut [f32]);
 /// the new maximum, and `ot[d·R + r] += Σ_j exp(s − m)·v[j·dv + d]`. `s` is overwritten.
 pub type SoftmaxPvFn = fn(&mut [f32], &[i32], Option<u32>, &[f32], usize, &mut TileState);
 
+/// Most rows the few-row kernels take (a tile with more goes to the tile kernels).
+pub const FEW_ROWS: usize = 8;
+
+/// What a few rows (at most [`FEW_ROWS`], in memory order) carry from block to block: as
+/// [`TileState`], one entry per row, outputs `o[g·dv + d]`.
+pub struct FewState {
+    /// Position of each row's query.
+    pub pq: Vec<i32>,
+    /// Running maximum of each row's scores.
+    pub m: Vec<f32>,
+    /// Running sum of each row's weights.
+    pub l: Vec<f32>,
+    /// Unnormalised outputs, `rows × head_dim_v`.
+    pub o: Vec<f32>,
+}
+
+impl FewState {
+    /// A state for `rows` rows at positions `pq` with outputs `dv` wide, nothing seen yet.
+    pub fn new(pq: &[i32], dv: usize) -> FewState {
+        FewState {
+            pq: pq.to_vec(),
+            m: vec![f32::NEG_INFINITY; pq.len()],
+            l: vec![0.0; pq.len()],
+            o: vec![0.0; pq.len() * dv],
+        }
+    }
+}
+
+/// `few_scores(q, dk, keys, scale, s, kt)`: for each of the `q.len() / dk` rows `g` (queries
+/// in memory order) and the `n = keys.len() ≤ TILE_KEYS` keys, `s[g·TILE_KEYS + j] = scale ·
+/// Σ_d q[g·dk + d]·keys[j][d]`, the sums in [`ScoresFn`]'s order, so bit for bit what the row
+/// gets in a tile (`kt`: scratch of `dk × TILE_KEYS`).
+pub type FewScoresFn = fn(&[f32], usize, &[&[f16]], f32, &mut [f32], &mut [f32]);
+
+/// `few_softmax_pv(s, pk, window, values, dv, state)`: [`SoftmaxPvFn`] of a few rows (scores
+/// `s[g·TILE_KEYS + j]`), bit for bit what each row gets in a tile.
+pub type FewSoftmaxPvFn = fn(&mut [f32], &[i32], Option<u32>, &[&[f16]], usize, &mut FewState);
+
 /// Whether a key at `pk` is visible from a query at `pq` (causal, inside the window).
 #[inline]
 pub fn visible(pq: i32, pk: i32, window: Option<u32>) -> bool {
@@ -82,6 +120,10 @@ pub struct TileKernel {
     pub scores: ScoresFn,
     /// A block's softmax step and value product.
     pub softmax_pv: SoftmaxPvFn,
+    /// A block's scores for a few rows (keys in the lanes).
+    pub few_scores: FewScoresFn,
+    /// A block's softmax step and value product for a few rows.
+    pub few_softmax_pv: FewSoftmaxPvFn,
 }
 
 /// The scalar reference of [`TileKernel`].
@@ -90,6 +132,8 @@ pub static TILE_SCALAR: TileKernel = TileKernel {
     widen: widen_scalar,
     scores: scores_scalar,
     softmax_pv: softmax_pv_scalar,
+    few_scores: few_scores_scalar,
+    few_softmax_pv: few_softmax_pv_scalar,
 };
 
 /// The tiled-attention kernels for this CPU, or `None` where only the scalar reference would
@@ -167,38 +211,132 @@ fn softmax_pv_scalar(
     st: &mut TileState,
 ) {
     const R: usize = TILE_ROWS;
-    let n = pk.len();
     for r in 0..R {
-        let vis = |j: usize| visible(st.pq[r], pk[j], window);
-        let bm = (0..n)
-            .filter(|&j| vis(j))
-            .fold(f32::NEG_INFINITY, |m, j| m.max(s[j * R + r]));
-        let m = st.m[r].max(bm);
-        if m == f32::NEG_INFINITY {
-            for j in 0..n {
-                s[j * R + r] = 0.0;
-            }
-            continue;
-        }
-        let c = exp_poly(st.m[r] - m);
-        let mut sum = 0.0;
+        let row = Row {
+            pq: st.pq[r],
+            m: &mut st.m[r],
+            l: &mut st.l[r],
+        };
+        row_step(
+            row,
+            s,
+            r,
+            R,
+            pk,
+            window,
+            &mut st.ot,
+            r,
+            R,
+            |j, d| v[j * dv + d],
+            dv,
+        );
+    }
+}
+
+/// One row's running maximum and sum, and its query's position.
+struct Row<'a> {
+    pq: i32,
+    m: &'a mut f32,
+    l: &'a mut f32,
+}
+
+/// One row's online-softmax step over a block, the arithmetic every kernel reproduces bit for
+/// bit: its scores at `s[s0 + j·ss]` (overwritten with the weights), its output at
+/// `o[o0 + d·os]`, value element `d` of key `j` from `v(j, d)`.
+#[allow(clippy::too_many_arguments)]
+fn row_step(
+    row: Row<'_>,
+    s: &mut [f32],
+    s0: usize,
+    ss: usize,
+    pk: &[i32],
+    window: Option<u32>,
+    o: &mut [f32],
+    o0: usize,
+    os: usize,
+    v: impl Fn(usize, usize) -> f32,
+    dv: usize,
+) {
+    let n = pk.len();
+    let vis = |j: usize| visible(row.pq, pk[j], window);
+    let bm = (0..n)
+        .filter(|&j| vis(j))
+        .fold(f32::NEG_INFINITY, |m, j| m.max(s[s0 + j * ss]));
+    let m = row.m.max(bm);
+    if m == f32::NEG_INFINITY {
         for j in 0..n {
-            let p = if vis(j) {
-                exp_poly(s[j * R + r] - m)
-            } else {
-                0.0
-            };
-            s[j * R + r] = p;
-            sum += p;
+            s[s0 + j * ss] = 0.0;
         }
-        st.l[r] = st.l[r] * c + sum;
-        st.m[r] = m;
-        for d in 0..dv {
-            let mut o = st.ot[d * R + r] * c;
-            for j in 0..n {
-                o = s[j * R + r].mul_add(v[j * dv + d], o);
+        return;
+    }
+    let c = exp_poly(*row.m - m);
+    let mut sum = 0.0;
+    for j in 0..n {
+        let p = if vis(j) {
+            exp_poly(s[s0 + j * ss] - m)
+        } else {
+            0.0
+        };
+        s[s0 + j * ss] = p;
+        sum += p;
+    }
+    *row.l = *row.l * c + sum;
+    *row.m = m;
+    for d in 0..dv {
+        let mut acc = o[o0 + d * os] * c;
+        for j in 0..n {
+            acc = s[s0 + j * ss].mul_add(v(j, d), acc);
+        }
+        o[o0 + d * os] = acc;
+    }
+}
+
+fn few_scores_scalar(
+    q: &[f32],
+    dk: usize,
+    keys: &[&[f16]],
+    scale: f32,
+    s: &mut [f32],
+    _: &mut [f32],
+) {
+    for (g, qg) in q.chunks_exact(dk).enumerate() {
+        for (j, kj) in keys.iter().enumerate() {
+            let mut acc = 0.0f32;
+            for (&x, k) in qg.iter().zip(&kj[..dk]) {
+                acc = x.mul_add(k.to_f32(), acc);
             }
-            st.ot[d * R + r] = o;
+            s[g * TILE_KEYS + j] = acc * scale;
         }
+    }
+}
+
+fn few_softmax_pv_scalar(
+    s: &mut [f32],
+    pk: &[i32],
+    window: Option<u32>,
+    values: &[&[f16]],
+    dv: usize,
+    st: &mut FewState,
+) {
+    for g in 0..st.pq.len() {
+        let row = Row {
+            pq: st.pq[g],
+            m: &mut st.m[g],
+            l: &mut st.l[g],
+        };
+        let v = |j: usize, d: usize| values[j][d].to_f32();
+        row_step(
+            row,
+            s,
+            g * TILE_KEYS,
+            1,
+            pk,
+            window,
+            &mut st.o,
+            g * dv,
+            1,
+            v,
+            dv,
+        );
     }
 }

@@ -21,7 +21,8 @@ mod neon;
 mod tests;
 
 pub use attn_tile::{
-    TILE_KEYS, TILE_ROWS, TILE_SCALAR, TileKernel, TileState, tile_kernel, visible,
+    FEW_ROWS, FewState, TILE_KEYS, TILE_ROWS, TILE_SCALAR, TileKernel, TileState, tile_kernel,
+    visible,
 };
 
 use crate::DType;

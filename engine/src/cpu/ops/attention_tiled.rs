@@ -13,21 +13,50 @@
 use half::f16;
 
 use super::attention::{self, KvView};
-use crate::cpu::dot::{TILE_KEYS, TILE_ROWS, TileKernel, TileState};
+use crate::cpu::dot::{FEW_ROWS, FewState, TILE_KEYS, TILE_ROWS, TileKernel, TileState};
 use crate::cpu::pool::{ThreadPool, split_range};
 use crate::graph::AttnParams;
-
-/// Query rows below which a step keeps the per-token attention (a tile's lanes would sit
-/// mostly idle).
-pub const MIN_ROWS: usize = 8;
 
 /// Whether [`attend_tiled`] takes this shape: head widths in whole vectors of 16.
 pub fn supports(p: &AttnParams) -> bool {
     p.head_dim.is_multiple_of(16) && p.head_dim_v.is_multiple_of(16)
 }
 
+/// A block of sources: their indices, and their lowest and highest position.
+struct KeyBlock {
+    sources: std::ops::Range<usize>,
+    lo: i32,
+    hi: i32,
+}
+
+/// The sources cut into blocks of at most [`TILE_KEYS`] by position: a block holds the
+/// sources whose positions share `position / TILE_KEYS` (and rise), so a key lands in the same
+/// block whatever else the step holds: a prompt in one step or several, a ring that has
+/// dropped its oldest cells or a full cache. That fixes each row's order of sums.
+fn key_blocks(positions: &[i32]) -> Vec<KeyBlock> {
+    let mut blocks: Vec<KeyBlock> = Vec::new();
+    for (j, &pk) in positions.iter().enumerate() {
+        match blocks.last_mut() {
+            Some(b)
+                if b.sources.len() < TILE_KEYS
+                    && pk > b.hi
+                    && pk.div_euclid(TILE_KEYS as i32) == b.hi.div_euclid(TILE_KEYS as i32) =>
+            {
+                b.sources.end = j + 1;
+                b.hi = pk;
+            }
+            _ => blocks.push(KeyBlock {
+                sources: j..j + 1,
+                lo: pk,
+                hi: pk,
+            }),
+        }
+    }
+    blocks
+}
+
 /// What a thread needs to run tiles: the tile's queries (transposed) and state, one block's
-/// keys and values in f32 and its scores.
+/// keys and values in f32 and its scores; for a few rows, their queries, state and scores.
 struct TileScratch {
     qt: Vec<f32>,
     state: TileState,
@@ -35,6 +64,7 @@ struct TileScratch {
     v: Vec<f32>,
     s: Vec<f32>,
     head: Vec<f32>,
+    few_q: Vec<f32>,
 }
 
 impl TileScratch {
@@ -46,6 +76,7 @@ impl TileScratch {
             v: vec![0.0; TILE_KEYS * dv],
             s: vec![0.0; TILE_KEYS * TILE_ROWS],
             head: vec![0.0; dv],
+            few_q: vec![0.0; FEW_ROWS * dk],
         }
     }
 }
@@ -66,88 +97,181 @@ pub fn attend_tiled(
     sinks: Option<&[f32]>,
     out: &mut [f32],
 ) {
+    attend_tiled_with(pool, kern, TILE_ROWS, q, positions, kv, p, sinks, out)
+}
+
+/// [`attend_tiled`] with tiles of `tile_rows ≤ TILE_ROWS` rows (the tests cut them smaller to
+/// show a row's bits do not depend on its tile); a tile of at most [`FEW_ROWS`] rows runs the
+/// few-row kernels, which give the same bits.
+#[allow(clippy::too_many_arguments)]
+fn attend_tiled_with(
+    pool: &ThreadPool,
+    kern: &TileKernel,
+    tile_rows: usize,
+    q: &[f32],
+    positions: &[i32],
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    sinks: Option<&[f32]>,
+    out: &mut [f32],
+) {
     assert!(supports(p), "head widths in whole vectors");
+    assert!((1..=TILE_ROWS).contains(&tile_rows));
     let n_tok = positions.len();
     let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
     let group = nh / p.n_head_kv;
     assert!(q.len() >= n_tok * nh * dk && out.len() >= n_tok * nh * dv);
-    // Each block's first and last position, to skip the blocks a tile cannot see.
-    let n_src = kv.positions.len();
-    let spans: Vec<(i32, i32)> = kv
-        .positions
-        .chunks(TILE_KEYS)
-        .map(|b| (*b.iter().min().unwrap(), *b.iter().max().unwrap()))
-        .collect();
-    let tiles_per_head = (n_tok * group).div_ceil(TILE_ROWS);
+    let blocks = key_blocks(kv.positions);
+    let tiles_per_head = (n_tok * group).div_ceil(tile_rows);
     let n_tasks = p.n_head_kv * tiles_per_head;
     let o = super::SharedMut(out.as_mut_ptr());
     let work = |ti: usize, nt: usize| {
         let mut sc = TileScratch::new(dk, dv);
-        let mut keys: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
-        let mut values: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
         for task in split_range(n_tasks, ti, nt, 1) {
             let (kvh, tile) = (task / tiles_per_head, task % tiles_per_head);
-            // Row `r` of the tile is (token, head) pair `tile·R + r` of this KV head.
-            let first = tile * TILE_ROWS;
-            let rows = (n_tok * group - first).min(TILE_ROWS);
+            // Row `r` of the tile is (token, head) pair `first + r` of this KV head.
+            let first = tile * tile_rows;
+            let rows = (n_tok * group - first).min(tile_rows);
             let row = |r: usize| ((first + r) / group, kvh * group + (first + r) % group);
-            let st = &mut sc.state;
-            st.reset();
-            for r in 0..rows {
+            let tile = Tile {
+                kvh,
+                pq: (0..rows).map(|r| positions[row(r).0]).collect(),
+                query: &|r: usize| {
+                    let (t, h) = row(r);
+                    &q[(t * nh + h) * dk..(t * nh + h + 1) * dk]
+                },
+            };
+            let mut emit = |r: usize, head: &mut [f32], m: f32, l: f32| {
                 let (t, h) = row(r);
-                st.pq[r] = positions[t];
-                let qh = &q[(t * nh + h) * dk..(t * nh + h + 1) * dk];
-                for (d, &x) in qh.iter().enumerate() {
-                    sc.qt[d * TILE_ROWS + r] = f16::from_f32(x).to_f32();
-                }
-            }
-            for r in rows..TILE_ROWS {
-                for d in 0..dk {
-                    sc.qt[d * TILE_ROWS + r] = 0.0;
-                }
-            }
-            let pq_min = st.pq[..rows].iter().copied().min().expect("a row");
-            let pq_max = st.pq[..rows].iter().copied().max().expect("a row");
-            for (b, &(lo, hi)) in spans.iter().enumerate() {
-                let unseen = lo > pq_max
-                    || p.window
-                        .is_some_and(|w| hi as i64 <= pq_min as i64 - w as i64);
-                if unseen {
-                    continue;
-                }
-                let js = b * TILE_KEYS..(b * TILE_KEYS + TILE_KEYS).min(n_src);
-                let n = js.len();
-                for (i, j) in js.clone().enumerate() {
-                    keys[i] = kv.key_head(j, kvh, p);
-                    values[i] = kv.value_head(j, kvh, p);
-                }
-                (kern.widen)(&keys[..n], dk, &mut sc.k);
-                (kern.widen)(&values[..n], dv, &mut sc.v);
-                (kern.scores)(&sc.qt, dk, &sc.k, n, p.scale, &mut sc.s);
-                if let Some(c) = p.softcap {
-                    for x in &mut sc.s[..n * TILE_ROWS] {
-                        *x = c * (*x / c).tanh();
-                    }
-                }
-                (kern.softmax_pv)(&mut sc.s, &kv.positions[js], p.window, &sc.v, dv, st);
-            }
-            let head = &mut sc.head;
-            for r in 0..rows {
-                let (t, h) = row(r);
-                for (d, x) in head.iter_mut().enumerate() {
-                    *x = st.ot[d * TILE_ROWS + r];
-                }
-                attention::finish_head(head, st.m[r], st.l[r], sinks.map(|s| s[h]));
+                attention::finish_head(head, m, l, sinks.map(|s| s[h]));
                 // SAFETY: each (token, head) output slice belongs to one row of one tile,
                 // and every tile is one task.
                 unsafe { o.slice((t * nh + h) * dv..(t * nh + h + 1) * dv) }.copy_from_slice(head);
+            };
+            if rows <= FEW_ROWS {
+                run_few(kern, &tile, &blocks, kv, p, &mut sc, &mut emit);
+            } else {
+                run_tile(kern, &tile, &blocks, kv, p, &mut sc, &mut emit);
             }
         }
     };
-    if n_tasks > 1 {
+    if n_tasks > 1 && n_tok * nh * kv.positions.len() * dk >= super::PARALLEL_MIN_ELEMS {
         pool.run(&work);
     } else {
         work(0, 1);
+    }
+}
+
+/// The rows of one tile: their KV head, their queries' positions and their queries.
+struct Tile<'a> {
+    kvh: usize,
+    pq: Vec<i32>,
+    query: &'a dyn Fn(usize) -> &'a [f32],
+}
+
+impl Tile<'_> {
+    /// Whether no row of the tile sees any key of block `b`.
+    fn unseen(&self, b: &KeyBlock, p: &AttnParams) -> bool {
+        let pq_min = *self.pq.iter().min().expect("a row");
+        let pq_max = *self.pq.iter().max().expect("a row");
+        b.lo > pq_max
+            || p.window
+                .is_some_and(|w| b.hi as i64 <= pq_min as i64 - w as i64)
+    }
+}
+
+/// A row's finished output: `(row, unnormalised output, maximum, sum)`.
+type Emit<'a> = dyn FnMut(usize, &mut [f32], f32, f32) + 'a;
+
+/// `softcap·tanh(x / softcap)` on a block's scores when the model sets a softcap.
+fn soft_cap(s: &mut [f32], p: &AttnParams) {
+    if let Some(c) = p.softcap {
+        for x in s {
+            *x = c * (*x / c).tanh();
+        }
+    }
+}
+
+/// One tile through the tile kernels (rows in the lanes).
+fn run_tile(
+    kern: &TileKernel,
+    tile: &Tile<'_>,
+    blocks: &[KeyBlock],
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    sc: &mut TileScratch,
+    emit: &mut Emit<'_>,
+) {
+    let (dk, dv, rows) = (p.head_dim, p.head_dim_v, tile.pq.len());
+    let st = &mut sc.state;
+    st.reset();
+    for r in 0..TILE_ROWS {
+        let query = (r < rows).then(|| (tile.query)(r));
+        for d in 0..dk {
+            // Queries pass through F16, as ggml's flash attention converts them.
+            sc.qt[d * TILE_ROWS + r] = query.map_or(0.0, |q| f16::from_f32(q[d]).to_f32());
+        }
+    }
+    st.pq[..rows].copy_from_slice(&tile.pq);
+    let mut keys: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
+    let mut values: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
+    for b in blocks.iter().filter(|b| !tile.unseen(b, p)) {
+        let n = b.sources.len();
+        for (i, j) in b.sources.clone().enumerate() {
+            keys[i] = kv.key_head(j, tile.kvh, p);
+            values[i] = kv.value_head(j, tile.kvh, p);
+        }
+        (kern.widen)(&keys[..n], dk, &mut sc.k);
+        (kern.widen)(&values[..n], dv, &mut sc.v);
+        (kern.scores)(&sc.qt, dk, &sc.k, n, p.scale, &mut sc.s);
+        soft_cap(&mut sc.s[..n * TILE_ROWS], p);
+        let pk = &kv.positions[b.sources.clone()];
+        (kern.softmax_pv)(&mut sc.s, pk, p.window, &sc.v, dv, st);
+    }
+    for r in 0..rows {
+        for (d, x) in sc.head.iter_mut().enumerate() {
+            *x = st.ot[d * TILE_ROWS + r];
+        }
+        emit(r, &mut sc.head, st.m[r], st.l[r]);
+    }
+}
+
+/// A tile of at most [`FEW_ROWS`] rows through the few-row kernels (keys in the lanes).
+fn run_few(
+    kern: &TileKernel,
+    tile: &Tile<'_>,
+    blocks: &[KeyBlock],
+    kv: &KvView<'_>,
+    p: &AttnParams,
+    sc: &mut TileScratch,
+    emit: &mut Emit<'_>,
+) {
+    let (dk, dv, rows) = (p.head_dim, p.head_dim_v, tile.pq.len());
+    let q = &mut sc.few_q[..rows * dk];
+    for (r, qr) in q.chunks_exact_mut(dk).enumerate() {
+        for (x, &y) in qr.iter_mut().zip((tile.query)(r)) {
+            *x = f16::from_f32(y).to_f32();
+        }
+    }
+    let mut st = FewState::new(&tile.pq, dv);
+    let mut keys: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
+    let mut values: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
+    for b in blocks.iter().filter(|b| !tile.unseen(b, p)) {
+        let n = b.sources.len();
+        for (i, j) in b.sources.clone().enumerate() {
+            keys[i] = kv.key_head(j, tile.kvh, p);
+            values[i] = kv.value_head(j, tile.kvh, p);
+        }
+        (kern.few_scores)(q, dk, &keys[..n], p.scale, &mut sc.s, &mut sc.k);
+        for r in 0..rows {
+            soft_cap(&mut sc.s[r * TILE_KEYS..r * TILE_KEYS + n], p);
+        }
+        let pk = &kv.positions[b.sources.clone()];
+        (kern.few_softmax_pv)(&mut sc.s, pk, p.window, &values[..n], dv, &mut st);
+    }
+    for r in 0..rows {
+        let head = &mut st.o[r * dv..(r + 1) * dv];
+        emit(r, head, st.m[r], st.l[r]);
     }
 }
 
@@ -267,11 +391,32 @@ mod tests {
         p: &AttnParams,
         sinks: Option<&[f32]>,
     ) -> Vec<f32> {
-        let mut out = vec![f32::NAN; pos.len() * p.n_head * p.head_dim_v];
-        attend_tiled(&ThreadPool::new(2), kern, q, pos, kv, p, sinks, &mut out);
-        out
+        tiled_rows(kern, TILE_ROWS, q, pos, kv, p, sinks)
     }
 
+    fn tiled_rows(
+        kern: &TileKernel,
+        rows: usize,
+        q: &[f32],
+        pos: &[i32],
+        kv: &KvView<'_>,
+        p: &AttnParams,
+        sinks: Option<&[f32]>,
+    ) -> Vec<f32> {
+        let mut out = vec![f32::NAN; pos.len() * p.n_head * p.head_dim_v];
+        attend_tiled_with(
+            &ThreadPool::new(2),
+            kern,
+            rows,
+            q,
+            pos,
+            kv,
+            p,
+            sinks,
+            &mut out,
+        );
+        out
+    }
     /// Tiles get what the per-token attention gets (up to the order of the sums) on GQA
     /// groups that cut tiles mid-token, MHA, MLA-style values inside the keys, a sliding
     /// window, a softcap, sinks and cached cells; the SIMD tiles get the scalar tiles' bits.
@@ -300,10 +445,19 @@ mod tests {
             for (e, (a, b)) in got.iter().zip(&want).enumerate() {
                 assert!((a - b).abs() < 2e-5, "case {i} element {e}: {a} vs {b}");
             }
-            if let Some(kern) = tile_kernel() {
-                let simd = tiled(kern, &q, pos, &kv, &p, sinks);
-                for (e, (a, b)) in simd.iter().zip(&got).enumerate() {
-                    assert_eq!(a.to_bits(), b.to_bits(), "case {i} element {e}: {a} vs {b}");
+            // Every kernel and tile size (16-row tiles, few-row tiles of 8, 5 and 1) gets the
+            // scalar tiles' bits.
+            for kern in [Some(&TILE_SCALAR), tile_kernel()].into_iter().flatten() {
+                for rows in [16, 8, 5, 1] {
+                    let other = tiled_rows(kern, rows, &q, pos, &kv, &p, sinks);
+                    for (e, (a, b)) in other.iter().zip(&got).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "case {i} {:?} rows {rows} element {e}: {a} vs {b}",
+                            kern.isa
+                        );
+                    }
                 }
             }
         }

@@ -116,10 +116,9 @@ pub fn attend_step(
         positions: &scratch.positions[..n_src],
         values_in_keys,
     };
-    let group = p.n_head / p.n_head_kv;
-    // A prompt's rows as tiles where the CPU has the kernels; single tokens one by one.
-    let tiled = tile_kernel()
-        .filter(|_| attention_tiled::supports(p) && n_tok * group >= attention_tiled::MIN_ROWS);
+    // Tiles where the CPU has their kernels (every step: a row's bits must not depend on
+    // how many tokens share its step), else one (token, head group) at a time.
+    let tiled = tile_kernel().filter(|_| attention_tiled::supports(p));
     if let Some(kern) = tiled {
         attention_tiled::attend_tiled(pool, kern, q, positions, &view, p, sinks, out);
     } else {
