@@ -84,12 +84,26 @@ pub struct FewState {
 impl FewState {
     /// A state for `rows` rows at positions `pq` with outputs `dv` wide, nothing seen yet.
     pub fn new(pq: &[i32], dv: usize) -> FewState {
-        FewState {
-            pq: pq.to_vec(),
-            m: vec![f32::NEG_INFINITY; pq.len()],
-            l: vec![0.0; pq.len()],
-            o: vec![0.0; pq.len() * dv],
-        }
+        let mut st = FewState {
+            pq: Vec::new(),
+            m: Vec::new(),
+            l: Vec::new(),
+            o: Vec::new(),
+        };
+        st.reset(pq, dv);
+        st
+    }
+
+    /// Start over with rows at positions `pq` and outputs `dv` wide (allocating only to grow).
+    pub fn reset(&mut self, pq: &[i32], dv: usize) {
+        self.pq.clear();
+        self.pq.extend_from_slice(pq);
+        self.m.clear();
+        self.m.resize(pq.len(), f32::NEG_INFINITY);
+        self.l.clear();
+        self.l.resize(pq.len(), 0.0);
+        self.o.clear();
+        self.o.resize(pq.len() * dv, 0.0);
     }
 }
 

@@ -10,6 +10,8 @@
 //! would have left each row as it was. So a sequence prefilled beside others in a batch gets
 //! the same bits as alone.
 
+use std::cell::RefCell;
+
 use half::f16;
 
 use super::attention::{self, KvView};
@@ -33,8 +35,8 @@ struct KeyBlock {
 /// sources whose positions share `position / TILE_KEYS` (and rise), so a key lands in the same
 /// block whatever else the step holds: a prompt in one step or several, a ring that has
 /// dropped its oldest cells or a full cache. That fixes each row's order of sums.
-fn key_blocks(positions: &[i32]) -> Vec<KeyBlock> {
-    let mut blocks: Vec<KeyBlock> = Vec::new();
+fn key_blocks(positions: &[i32], blocks: &mut Vec<KeyBlock>) {
+    blocks.clear();
     for (j, &pk) in positions.iter().enumerate() {
         match blocks.last_mut() {
             Some(b)
@@ -52,11 +54,12 @@ fn key_blocks(positions: &[i32]) -> Vec<KeyBlock> {
             }),
         }
     }
-    blocks
 }
 
 /// What a thread needs to run tiles: the tile's queries (transposed) and state, one block's
 /// keys and values in f32 and its scores; for a few rows, their queries, state and scores.
+/// Each thread keeps one, grown to the widest heads it has seen, so a decode step allocates
+/// nothing.
 struct TileScratch {
     qt: Vec<f32>,
     state: TileState,
@@ -65,20 +68,39 @@ struct TileScratch {
     s: Vec<f32>,
     head: Vec<f32>,
     few_q: Vec<f32>,
+    few: FewState,
 }
 
 impl TileScratch {
-    fn new(dk: usize, dv: usize) -> TileScratch {
+    fn new() -> TileScratch {
         TileScratch {
-            qt: vec![0.0; dk * TILE_ROWS],
-            state: TileState::new(dv),
-            k: vec![0.0; TILE_KEYS * dk],
-            v: vec![0.0; TILE_KEYS * dv],
+            qt: Vec::new(),
+            state: TileState::new(0),
+            k: Vec::new(),
+            v: Vec::new(),
             s: vec![0.0; TILE_KEYS * TILE_ROWS],
-            head: vec![0.0; dv],
-            few_q: vec![0.0; FEW_ROWS * dk],
+            head: Vec::new(),
+            few_q: Vec::new(),
+            few: FewState::new(&[], 0),
         }
     }
+
+    /// Sized for heads `dk` wide with values `dv` wide (allocating only to grow).
+    fn fit(&mut self, dk: usize, dv: usize) {
+        self.qt.resize(dk * TILE_ROWS, 0.0);
+        self.state.ot.resize(dv * TILE_ROWS, 0.0);
+        self.k.resize(TILE_KEYS * dk, 0.0);
+        self.v.resize(TILE_KEYS * dv, 0.0);
+        self.head.resize(dv, 0.0);
+        self.few_q.resize(FEW_ROWS * dk, 0.0);
+    }
+}
+
+thread_local! {
+    /// This thread's tile scratch.
+    static SCRATCH: RefCell<TileScratch> = RefCell::new(TileScratch::new());
+    /// The calling thread's key blocks of the step being attended.
+    static BLOCKS: RefCell<Vec<KeyBlock>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `out[t, h] = Σ_j softmax_j(scale·q[t, h]·k_j) v_j` over the sources of `kv` visible from
@@ -119,41 +141,71 @@ fn attend_tiled_with(
     assert!((1..=TILE_ROWS).contains(&tile_rows));
     let n_tok = positions.len();
     let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
-    let group = nh / p.n_head_kv;
     assert!(q.len() >= n_tok * nh * dk && out.len() >= n_tok * nh * dv);
-    let blocks = key_blocks(kv.positions);
+    BLOCKS.with_borrow_mut(|blocks| {
+        key_blocks(kv.positions, blocks);
+        attend_blocks(
+            pool, kern, tile_rows, q, positions, kv, blocks, p, sinks, out,
+        )
+    });
+}
+
+/// [`attend_tiled_with`] over the sources cut into `blocks`.
+#[allow(clippy::too_many_arguments)]
+fn attend_blocks(
+    pool: &ThreadPool,
+    kern: &TileKernel,
+    tile_rows: usize,
+    q: &[f32],
+    positions: &[i32],
+    kv: &KvView<'_>,
+    blocks: &[KeyBlock],
+    p: &AttnParams,
+    sinks: Option<&[f32]>,
+    out: &mut [f32],
+) {
+    let n_tok = positions.len();
+    let (nh, dk, dv) = (p.n_head, p.head_dim, p.head_dim_v);
+    let group = nh / p.n_head_kv;
     let tiles_per_head = (n_tok * group).div_ceil(tile_rows);
     let n_tasks = p.n_head_kv * tiles_per_head;
     let o = super::SharedMut(out.as_mut_ptr());
     let work = |ti: usize, nt: usize| {
-        let mut sc = TileScratch::new(dk, dv);
-        for task in split_range(n_tasks, ti, nt, 1) {
-            let (kvh, tile) = (task / tiles_per_head, task % tiles_per_head);
-            // Row `r` of the tile is (token, head) pair `first + r` of this KV head.
-            let first = tile * tile_rows;
-            let rows = (n_tok * group - first).min(tile_rows);
-            let row = |r: usize| ((first + r) / group, kvh * group + (first + r) % group);
-            let tile = Tile {
-                kvh,
-                pq: (0..rows).map(|r| positions[row(r).0]).collect(),
-                query: &|r: usize| {
+        SCRATCH.with_borrow_mut(|sc| {
+            sc.fit(dk, dv);
+            for task in split_range(n_tasks, ti, nt, 1) {
+                let (kvh, tile) = (task / tiles_per_head, task % tiles_per_head);
+                // Row `r` of the tile is (token, head) pair `first + r` of this KV head.
+                let first = tile * tile_rows;
+                let rows = (n_tok * group - first).min(tile_rows);
+                let row = |r: usize| ((first + r) / group, kvh * group + (first + r) % group);
+                let mut pq = [0; TILE_ROWS];
+                for (r, pq) in pq.iter_mut().enumerate().take(rows) {
+                    *pq = positions[row(r).0];
+                }
+                let tile = Tile {
+                    kvh,
+                    pq: &pq[..rows],
+                    query: &|r: usize| {
+                        let (t, h) = row(r);
+                        &q[(t * nh + h) * dk..(t * nh + h + 1) * dk]
+                    },
+                };
+                let mut emit = |r: usize, head: &mut [f32], m: f32, l: f32| {
                     let (t, h) = row(r);
-                    &q[(t * nh + h) * dk..(t * nh + h + 1) * dk]
-                },
-            };
-            let mut emit = |r: usize, head: &mut [f32], m: f32, l: f32| {
-                let (t, h) = row(r);
-                attention::finish_head(head, m, l, sinks.map(|s| s[h]));
-                // SAFETY: each (token, head) output slice belongs to one row of one tile,
-                // and every tile is one task.
-                unsafe { o.slice((t * nh + h) * dv..(t * nh + h + 1) * dv) }.copy_from_slice(head);
-            };
-            if rows <= FEW_ROWS {
-                run_few(kern, &tile, &blocks, kv, p, &mut sc, &mut emit);
-            } else {
-                run_tile(kern, &tile, &blocks, kv, p, &mut sc, &mut emit);
+                    attention::finish_head(head, m, l, sinks.map(|s| s[h]));
+                    // SAFETY: each (token, head) output slice belongs to one row of one tile,
+                    // and every tile is one task.
+                    unsafe { o.slice((t * nh + h) * dv..(t * nh + h + 1) * dv) }
+                        .copy_from_slice(head);
+                };
+                if rows <= FEW_ROWS {
+                    run_few(kern, &tile, blocks, kv, p, sc, &mut emit);
+                } else {
+                    run_tile(kern, &tile, blocks, kv, p, sc, &mut emit);
+                }
             }
-        }
+        });
     };
     if n_tasks > 1 && n_tok * nh * kv.positions.len() * dk >= super::PARALLEL_MIN_ELEMS {
         pool.run(&work);
@@ -165,7 +217,7 @@ fn attend_tiled_with(
 /// The rows of one tile: their KV head, their queries' positions and their queries.
 struct Tile<'a> {
     kvh: usize,
-    pq: Vec<i32>,
+    pq: &'a [i32],
     query: &'a dyn Fn(usize) -> &'a [f32],
 }
 
@@ -212,7 +264,7 @@ fn run_tile(
             sc.qt[d * TILE_ROWS + r] = query.map_or(0.0, |q| f16::from_f32(q[d]).to_f32());
         }
     }
-    st.pq[..rows].copy_from_slice(&tile.pq);
+    st.pq[..rows].copy_from_slice(tile.pq);
     let mut keys: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
     let mut values: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
     for b in blocks.iter().filter(|b| !tile.unseen(b, p)) {
@@ -253,7 +305,8 @@ fn run_few(
             *x = f16::from_f32(y).to_f32();
         }
     }
-    let mut st = FewState::new(&tile.pq, dv);
+    let st = &mut sc.few;
+    st.reset(tile.pq, dv);
     let mut keys: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
     let mut values: [&[f16]; TILE_KEYS] = [&[]; TILE_KEYS];
     for b in blocks.iter().filter(|b| !tile.unseen(b, p)) {
@@ -267,7 +320,7 @@ fn run_few(
             soft_cap(&mut sc.s[r * TILE_KEYS..r * TILE_KEYS + n], p);
         }
         let pk = &kv.positions[b.sources.clone()];
-        (kern.few_softmax_pv)(&mut sc.s, pk, p.window, &values[..n], dv, &mut st);
+        (kern.few_softmax_pv)(&mut sc.s, pk, p.window, &values[..n], dv, st);
     }
     for r in 0..rows {
         let head = &mut st.o[r * dv..(r + 1) * dv];
