@@ -1,14 +1,16 @@
-//! A prompt's attention as tiled products (flash attention): the (token, query head) rows of
+//! A step's attention as tiled products (flash attention): the (token, query head) rows of
 //! each KV head are cut into tiles of [`TILE_ROWS`], and each tile walks the sources in blocks
-//! of [`TILE_KEYS`]: the block's keys and values widened to f32 once, its scores one product
-//! over all the tile's rows, one online-softmax step, one product with the values
+//! of at most [`TILE_KEYS`]: the block's keys and values widened to f32 once, its scores one
+//! product over all the tile's rows, one online-softmax step, one product with the values
 //! ([`TileKernel`]). Per key that is 16 rows per vector instruction where
-//! [`attention::attend_group`] gets the 1–4 heads of one token.
+//! [`attention::attend_group`] gets the 1–4 heads of one token. A tile of at most
+//! [`FEW_ROWS`] rows (a decode step's heads) takes the few-row kernels, keys in the lanes.
 //!
-//! A row's result does not depend on the other rows of its tile: blocks start at fixed source
-//! indices, every lane's arithmetic is its own, and a block no row of a tile sees (skipped)
-//! would have left each row as it was. So a sequence prefilled beside others in a batch gets
-//! the same bits as alone.
+//! A row's result depends on nothing but its own query and the sources: blocks are cut at
+//! fixed positions, every lane's arithmetic is its own, the few-row kernels repeat the tile's
+//! arithmetic, and a block no row of a tile sees (skipped) would have left each row as it
+//! was. So a sequence gets the same bits prefilled in one step or several, beside other
+//! sequences or alone, on a ring or a full cache.
 
 use std::cell::RefCell;
 
