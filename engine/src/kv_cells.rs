@@ -1,7 +1,12 @@
-//! Which position each cell of a KV store holds, kept the same way by every backend: a token
-//! at position `p` goes to cell `p % n_cells`, so a store of `n_ctx` cells is a plain cache and a
-//! store of `window` cells is a ring buffer. Each cell remembers its position (-1 when empty),
-//! which is what makes the attention mask exact after wrapping or truncation.
+//! Which token each cell of a KV store holds, in two layouts:
+//! - [`CellPositions`], one sequence's ring: a token at position `p` goes to cell
+//!   `p % n_cells`, so `n_ctx` cells are a plain cache and `window` cells a ring buffer. Each
+//!   cell remembers its position (-1 when empty), which keeps the attention mask exact after
+//!   wrapping or truncation. Sliding-window layers keep one ring per sequence; the GPU keeps
+//!   one per sequence for every layer.
+//! - [`CellPool`], cells shared by every sequence: a cell allocator gives each new token a
+//!   free cell, each sequence lists its cells in position order, and a cell a forked prefix
+//!   shares is held by several sequences at once (counted, freed with the last).
 
 use crate::memory::{OutOfMemory, try_filled_vec};
 
@@ -82,9 +87,223 @@ impl CellPositions {
     }
 }
 
+/// A step needs more free cells than a [`CellPool`] has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the KV cache is full: the step needs {need} free cells and {free} are free \
+     (other sequences hold the rest; free some, or make the cache larger)"
+)]
+pub struct PoolFull {
+    /// Cells the step would take.
+    pub need: usize,
+    /// Cells free (counting those the step itself would release).
+    pub free: usize,
+}
+
+/// The cells of one KV store shared by every sequence: each sequence's cells in position
+/// order, how many sequences hold each cell, and the free cells. Cells are taken in a fixed
+/// order (a fresh pool's lowest first, then the last freed), so stores that see the same
+/// operations hold the same tokens in the same cells.
+#[derive(Clone, Debug)]
+pub struct CellPool {
+    /// Sequences holding each cell (0: free).
+    refs: Vec<u32>,
+    /// Free cells, the next one taken last.
+    free: Vec<u32>,
+    /// Each sequence's `(position, cell)`s, positions increasing.
+    seqs: Vec<Vec<(i32, u32)>>,
+    /// Room each sequence's list gets when it first grows (its context), so steps after the
+    /// first allocate nothing.
+    seq_capacity: usize,
+}
+
+impl CellPool {
+    /// `n_cells` free cells for `n_seq` sequences of up to `seq_capacity` tokens each (their
+    /// lists grow past it if need be), or [`OutOfMemory`] when the system refuses.
+    pub fn try_new(
+        n_cells: usize,
+        n_seq: usize,
+        seq_capacity: usize,
+    ) -> Result<CellPool, OutOfMemory> {
+        let mut free = try_filled_vec(n_cells, 0u32, "the KV cache's free cells")?;
+        for (i, c) in free.iter_mut().enumerate() {
+            *c = (n_cells - 1 - i) as u32;
+        }
+        Ok(CellPool {
+            refs: try_filled_vec(n_cells, 0, "the KV cache's cell owners")?,
+            free,
+            seqs: vec![Vec::new(); n_seq.max(1)],
+            seq_capacity: seq_capacity.min(n_cells),
+        })
+    }
+
+    /// Number of cells.
+    pub fn n_cells(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// Sequences the pool serves.
+    pub fn n_seq(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// Cells no sequence holds.
+    pub fn free_cells(&self) -> usize {
+        self.free.len()
+    }
+
+    /// Cells some sequence holds (a shared cell counts once).
+    pub fn used(&self) -> usize {
+        self.n_cells() - self.free.len()
+    }
+
+    /// Cells sequence `seq` holds (0 for a sequence the pool does not serve).
+    pub fn seq_used(&self, seq: u32) -> usize {
+        self.seqs.get(seq as usize).map_or(0, Vec::len)
+    }
+
+    /// Sequence `seq`'s `(position, cell)`s, positions increasing.
+    pub fn cells(&self, seq: u32) -> &[(i32, u32)] {
+        &self.seqs[seq as usize]
+    }
+
+    /// Sequence `seq`'s cells at positions before `pos`.
+    pub fn before(&self, seq: u32, pos: i32) -> &[(i32, u32)] {
+        let s = &self.seqs[seq as usize];
+        &s[..s.partition_point(|&(p, _)| p < pos)]
+    }
+
+    /// Cells a step of `n` tokens of `seq` starting at `pmin` takes, and cells it releases
+    /// (its stale cells at `pmin` and after that no other sequence holds).
+    fn step_cost(&self, seq: u32, pmin: i32, n: usize) -> (usize, usize) {
+        let s = &self.seqs[seq as usize];
+        let stale = &s[s.partition_point(|&(p, _)| p < pmin)..];
+        let released = stale
+            .iter()
+            .filter(|&&(_, c)| self.refs[c as usize] == 1)
+            .count();
+        (n, released)
+    }
+
+    /// Whether a step fits: each `(sequence, first position, tokens)` of it replaces the
+    /// sequence's cells from its first position on with one new cell per token.
+    pub fn check_step(
+        &self,
+        groups: impl Iterator<Item = (u32, i32, usize)>,
+    ) -> Result<(), PoolFull> {
+        let (mut need, mut released) = (0, 0);
+        for (seq, pmin, n) in groups {
+            let (a, r) = self.step_cost(seq, pmin, n);
+            need += a;
+            released += r;
+        }
+        let free = self.free.len() + released;
+        if need > free {
+            return Err(PoolFull { need, free });
+        }
+        Ok(())
+    }
+
+    /// Give sequence `seq` new cells for `positions` (increasing), after releasing its cells
+    /// at the first of them and after; returns the new cells, in order. Panics where the pool
+    /// has too few free cells ([`Self::check_step`] first).
+    pub fn extend(&mut self, seq: u32, positions: &[i32]) -> &[(i32, u32)] {
+        let Some(&pmin) = positions.first() else {
+            return &[];
+        };
+        self.truncate(seq, pmin);
+        assert!(
+            positions.len() <= self.free.len(),
+            "KV pool: check_step first"
+        );
+        let s = &mut self.seqs[seq as usize];
+        let start = s.len();
+        if s.capacity() < start + positions.len() {
+            s.reserve_exact((start + positions.len()).max(self.seq_capacity) - start);
+        }
+        for &p in positions {
+            let c = self.free.pop().expect("checked above");
+            self.refs[c as usize] = 1;
+            s.push((p, c));
+        }
+        &s[start..]
+    }
+
+    /// Release sequence `seq`'s cells at positions `>= pos`.
+    pub fn truncate(&mut self, seq: u32, pos: i32) {
+        let s = &mut self.seqs[seq as usize];
+        let keep = s.partition_point(|&(p, _)| p < pos);
+        for (_, c) in s.drain(keep..) {
+            let r = &mut self.refs[c as usize];
+            *r -= 1;
+            if *r == 0 {
+                self.free.push(c);
+            }
+        }
+    }
+
+    /// Release every cell of every sequence.
+    pub fn clear(&mut self) {
+        for seq in 0..self.seqs.len() as u32 {
+            self.truncate(seq, i32::MIN);
+        }
+    }
+
+    /// Make sequence `dst` hold `src`'s cells at positions `< n` and nothing else: the cells
+    /// are shared, not copied (`src == dst` truncates).
+    pub fn copy(&mut self, src: u32, dst: u32, n: i32) {
+        if src == dst {
+            return self.truncate(src, n);
+        }
+        self.truncate(dst, i32::MIN);
+        let (s, d) = (src as usize, dst as usize);
+        let (from, to) = if s < d {
+            let (lo, hi) = self.seqs.split_at_mut(d);
+            (&lo[s], &mut hi[0])
+        } else {
+            let (lo, hi) = self.seqs.split_at_mut(s);
+            (&hi[0], &mut lo[d])
+        };
+        let shared = &from[..from.partition_point(|&(p, _)| p < n)];
+        for &(_, c) in shared {
+            self.refs[c as usize] += 1;
+        }
+        to.extend_from_slice(shared);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pool_shares_forked_cells_and_frees_them_with_the_last_holder() {
+        let mut pool = CellPool::try_new(8, 3, 8).unwrap();
+        let cells: Vec<u32> = pool.extend(0, &[0, 1, 2, 3]).iter().map(|e| e.1).collect();
+        assert_eq!(cells, [0, 1, 2, 3], "lowest cells first");
+        // Sequence 1 forks the first three tokens: no new cells.
+        pool.copy(0, 1, 3);
+        assert_eq!((pool.used(), pool.seq_used(1)), (4, 3));
+        // Each goes on on its own cells.
+        pool.check_step([(0, 4, 1), (1, 3, 2)].into_iter()).unwrap();
+        assert_eq!(pool.extend(0, &[4])[0], (4, 4));
+        assert_eq!(pool.extend(1, &[3, 4]), &[(3, 5), (4, 6)]);
+        assert_eq!(pool.before(1, 4), &[(0, 0), (1, 1), (2, 2), (3, 5)]);
+        // One free cell: a 2-token step does not fit, unless it replaces its own cells.
+        assert_eq!(
+            pool.check_step([(2, 0, 2)].into_iter()),
+            Err(PoolFull { need: 2, free: 1 })
+        );
+        pool.check_step([(1, 3, 2)].into_iter()).unwrap();
+        // Shared cells stay while a holder is left.
+        pool.truncate(0, 0);
+        assert_eq!((pool.used(), pool.free_cells()), (5, 3));
+        pool.clear();
+        assert_eq!(
+            (pool.used(), pool.seq_used(1), pool.free_cells()),
+            (0, 0, 8)
+        );
+    }
 
     #[test]
     fn ring_wraps_truncates_and_scans() {

@@ -35,8 +35,14 @@ pub struct ContextParams {
     pub kv_ring: bool,
     /// Where to compute.
     pub device: Device,
-    /// Sequences held at once, each in its own KV slot of `n_ctx` tokens (at least 1).
+    /// Sequences held at once (at least 1), each up to `n_ctx` tokens.
     pub n_seq: usize,
+    /// KV cells the sequences share in each global-attention layer (0: `n_ctx × n_seq`, room
+    /// for every sequence at full length). Smaller pools hold more sequences in less memory;
+    /// a step finding the pool full fails with [`tessera_engine::backend::BackendError::KvFull`]
+    /// and changes nothing. Sliding-window layers keep a ring per sequence, and the GPU a
+    /// store of `n_ctx` per sequence, whatever this says.
+    pub kv_pool: usize,
 }
 
 impl Default for ContextParams {
@@ -48,6 +54,7 @@ impl Default for ContextParams {
             kv_ring: true,
             device: Device::Cpu,
             n_seq: 1,
+            kv_pool: 0,
         }
     }
 }
@@ -106,6 +113,7 @@ impl Context {
                 n_threads: params.n_threads,
                 kv_layers: kv.shapes().to_vec(),
                 n_seq: params.n_seq,
+                kv_pool_cells: params.kv_pool,
             },
         )?;
         Ok(Context {
@@ -169,15 +177,11 @@ impl Context {
         &self.kv
     }
 
-    /// Bytes the KV stores hold, per layer (every sequence's store of it), in the memory of
-    /// the device that computes.
+    /// Bytes the KV stores hold, per layer (for every sequence), in the memory of the device
+    /// that computes.
     pub fn kv_bytes_per_layer(&self) -> Vec<usize> {
         (0..self.backend.n_kv_layers())
-            .map(|l| {
-                (0..self.n_seq() as u32)
-                    .map(|s| self.backend.kv_seq_layer(s, l).bytes())
-                    .sum()
-            })
+            .map(|l| self.backend.kv_layer_bytes(l))
             .collect()
     }
 
@@ -188,14 +192,14 @@ impl Context {
 
     /// Bytes of the KV stores holding tokens now.
     pub fn kv_used_bytes(&self) -> usize {
-        let layers = 0..self.backend.n_kv_layers();
-        (0..self.n_seq() as u32)
-            .flat_map(|seq| layers.clone().map(move |l| (seq, l)))
-            .map(|(seq, l)| {
-                let s = self.backend.kv_seq_layer(seq, l);
-                s.used_cells() * s.bytes() / s.n_cells().max(1)
-            })
-            .sum()
+        self.backend.kv_used_bytes()
+    }
+
+    /// Tokens that still fit in the KV pool the sequences share (the CPU's global-attention
+    /// layers); `None` where there is none (the GPU's stores per sequence, a model of
+    /// sliding-window layers only).
+    pub fn kv_free_cells(&self) -> Option<usize> {
+        self.backend.kv_free_cells()
     }
 
     /// KV cells holding a token in sequence `seq`'s stores (all layers together).

@@ -116,6 +116,7 @@ mod tests {
                 kv_ring,
                 device: Default::default(),
                 n_seq: 1,
+                kv_pool: 0,
             },
             sampler: SamplerParams::greedy(),
             ..Default::default()

@@ -46,15 +46,29 @@ impl Footprint {
         let n_batch = params.n_batch.clamp(1, n_ctx.max(1));
         let output_rows = output_rows.clamp(1, n_ctx.max(1));
         let kv_cache = KvCache::new(hp, n_ctx, params.kv_ring);
+        // Cells of each layer's store: on the CPU one store serves every sequence (a pool for
+        // global layers, a ring each for sliding-window layers); on the GPU each sequence has
+        // its own.
+        let n_seq = params.n_seq.max(1) as u64;
+        let cpu = params.device == Device::Cpu;
+        let store_cells = |s: &tessera_engine::backend::KvShape| -> u64 {
+            match (cpu, s.pooled && params.kv_pool > 0) {
+                (true, true) => params.kv_pool as u64,
+                (true, false) => (s.n_cells as u64).saturating_mul(n_seq),
+                (false, _) => s.n_cells as u64,
+            }
+        };
         let kv = kv_cache
             .shapes()
             .iter()
             .map(|s| {
                 let per_cell = (s.k_width as u64 + s.v_width as u64) * 2 + 4;
-                (s.n_cells as u64).saturating_mul(per_cell)
+                let stores = if cpu { 1 } else { n_seq };
+                store_cells(s)
+                    .saturating_mul(stores)
+                    .saturating_mul(per_cell)
             })
-            .fold(0u64, u64::saturating_add)
-            .saturating_mul(params.n_seq.max(1) as u64);
+            .fold(0u64, u64::saturating_add);
         let out = if output_rows > 1 {
             OutputRows::All
         } else {
@@ -67,18 +81,13 @@ impl Footprint {
             .max(hp.n_ff)
             .max(hp.n_head * hp.head_dim_v)
             .max(hp.n_head * hp.head_dim) as u64;
-        let max_cells = kv_cache
-            .shapes()
-            .iter()
-            .map(|s| s.n_cells)
-            .max()
-            .unwrap_or(0);
+        let max_cells = kv_cache.shapes().iter().map(store_cells).max().unwrap_or(0);
         let kv_width = (hp.n_head_kv * (hp.head_dim + hp.kv_value_width())) as u64;
         let b = n_batch as u64;
         // Activations quantized for a mat-mul take at most 4 bytes per element (F32 weights).
         let act = b.saturating_mul(widest * 4);
         let rope = b.saturating_mul(hp.head_dim as u64 * 4);
-        let attention = (max_cells as u64 + b)
+        let attention = (max_cells + b)
             .saturating_mul(8)
             .saturating_add(b.saturating_mul(kv_width * 2));
         let positions = b * 4;

@@ -47,6 +47,7 @@ impl KvCache {
             .iter()
             .map(|p| KvShape {
                 n_cells: p.cells(),
+                pooled: matches!(p, KvPolicy::Full(_)),
                 k_width: hp.n_head_kv * hp.head_dim,
                 v_width: hp.n_head_kv * hp.kv_value_width(),
             })

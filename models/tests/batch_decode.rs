@@ -170,6 +170,66 @@ fn a_copied_prefix_continues_as_if_recomputed() {
     );
 }
 
+/// Sequences sharing one pool of cells (smaller than room for each at full length): a forked
+/// prefix takes no new cells, sequences whose cells interleave in the pool still get their
+/// solo logits bit for bit, and a step that does not fit is refused whole, changing nothing.
+#[test]
+fn sequences_sharing_a_pool_fork_without_cells_and_a_step_that_does_not_fit_changes_nothing() {
+    let m = tiny(None);
+    let n_vocab = m.hparams().n_vocab;
+    let text = prompt(30, 7, n_vocab);
+    let (tail1, tail2) = (prompt(6, 8, n_vocab), prompt(13, 9, n_vocab));
+    let mut ctx = Context::new(
+        m.clone(),
+        ContextParams {
+            n_seq: 3,
+            kv_pool: 48,
+            ..params(64, 16)
+        },
+    )
+    .unwrap();
+    ctx.eval(&text, false).unwrap();
+    assert_eq!(ctx.kv_free_cells(), Some(18));
+    // Two forks of the prompt: shared cells, none taken.
+    ctx.seq_copy(0, 1, 20).unwrap();
+    ctx.seq_copy(0, 2, 30).unwrap();
+    assert_eq!(ctx.kv_free_cells(), Some(18));
+    let mut batch = Batch::new();
+    batch.push_seq(&tail1, 20, 1, true);
+    ctx.decode(&batch).unwrap();
+    assert_eq!(ctx.kv_free_cells(), Some(12));
+    let whole1 = [&text[..20], &tail1[..]].concat();
+    assert_bitwise(
+        "sequence 1",
+        ctx.batch_logits(0),
+        &fresh_rows(&m, &whole1)[25],
+    );
+    // 13 tokens with 12 cells free: refused before anything is computed.
+    batch.clear();
+    batch.push_seq(&tail2, 30, 2, true);
+    match ctx.decode(&batch) {
+        Err(ModelError::Backend(e)) => {
+            assert!(e.to_string().contains("KV cache is full"), "{e}")
+        }
+        other => panic!("expected a full KV cache, got {other:?}"),
+    }
+    assert_eq!((ctx.seq_len(2), ctx.kv_free_cells()), (30, Some(12)));
+    // Sequence 0 lets its last 10 tokens go (sequence 2 still holds them): nothing is freed.
+    // Sequence 1 lets go of its tail: now 12 + 6 cells are free and the 13 tokens fit.
+    ctx.seq_truncate(0, 20).unwrap();
+    assert_eq!(ctx.kv_free_cells(), Some(12));
+    ctx.seq_clear(1).unwrap();
+    assert_eq!(ctx.kv_free_cells(), Some(18));
+    ctx.decode(&batch).unwrap();
+    let whole2 = [&text[..], &tail2[..]].concat();
+    assert_bitwise(
+        "sequence 2",
+        ctx.batch_logits(0),
+        &fresh_rows(&m, &whole2)[42],
+    );
+    assert_eq!(ctx.kv_free_cells(), Some(5));
+}
+
 #[test]
 fn rings_that_moved_past_a_prefix_refuse_to_fork_or_truncate_it() {
     let m = tiny(Some(6));

@@ -40,6 +40,7 @@ fn small_ctx() -> ContextParams {
         kv_ring: true,
         device: Default::default(),
         n_seq: 1,
+        kv_pool: 0,
     }
 }
 

@@ -44,6 +44,7 @@ fn exercise(path: &Path, greedy: bool) -> Outcome {
             kv_ring: true,
             device: Default::default(),
             n_seq: 1,
+            kv_pool: 0,
         },
         sampler: if greedy {
             SamplerParams::greedy()

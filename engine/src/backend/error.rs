@@ -32,6 +32,9 @@ pub enum BackendError {
         "this build of Tessera has no {0} backend (it was built without the `{0}` cargo feature)"
     )]
     NotBuilt(&'static str),
+    /// The KV cells the sequences share are all taken: the step was not run.
+    #[error(transparent)]
+    KvFull(#[from] crate::kv_cells::PoolFull),
     /// The system refused memory for a buffer (KV store, scratch, logits).
     #[error(transparent)]
     OutOfMemory(#[from] crate::memory::OutOfMemory),
@@ -52,6 +55,7 @@ impl From<crate::cpu::exec::ExecError> for BackendError {
             | E::NegativePosition(_)
             | E::OutputRows { .. } => BackendError::InvalidStep(e.to_string()),
             E::OutOfMemory(e) => BackendError::OutOfMemory(e),
+            E::KvFull(e) => BackendError::KvFull(e),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! What every backend is made of, written once: an executor that prepares and runs graphs
 //! against its own kind of KV store ([`Executor`]), and the [`Backend`] built on it
-//! ([`ExecutorBackend`]: the executor, one store per layer and sequence slot, the prepared
-//! graphs by handle, and the per-sequence KV operations).
+//! ([`ExecutorBackend`]: the executor, its stores (one per layer serving every sequence, or one
+//! per layer and sequence slot), the prepared graphs by handle, and the per-sequence KV
+//! operations).
 //! A backend implements [`Executor`] for its executor and [`KvLayer`] for its store.
 
 use super::{Backend, BackendError, GraphId, KvLayer, Step};
@@ -25,7 +26,8 @@ pub(crate) trait Executor: Send {
     /// Plan `graph` and resolve its kernels.
     fn prepare(&mut self, graph: Graph) -> Result<Self::Graph, Self::Error>;
     /// Run one step of `g` (already checked by [`Step::validate`]) over the stores `kv`:
-    /// `n_layers` per sequence, sequence after sequence; the output node's values.
+    /// `n_layers` per slot, slot after slot (one slot serving every sequence, or one per
+    /// sequence); the output node's values.
     fn run<'a>(
         &'a mut self,
         g: &'a mut Self::Graph,
@@ -35,8 +37,8 @@ pub(crate) trait Executor: Send {
     ) -> Result<&'a [f32], Self::Error>;
     /// Whether a step may mix sequences ([`Backend::batches_sequences`]).
     fn batches_sequences(&self) -> bool;
-    /// Make `dst` (a store of the same shape) hold what `src` holds: keys, values and cell
-    /// positions.
+    /// Make `dst` (a store of the same shape, another sequence's slot) hold what `src` holds:
+    /// keys, values and cell positions.
     fn copy_store(&mut self, src: &Self::Store, dst: &mut Self::Store);
     /// Show `tap` the inputs of weight products ([`Backend::set_mat_mul_tap`]); `false` where
     /// the executor cannot.
@@ -47,46 +49,64 @@ pub(crate) trait Executor: Send {
 }
 
 /// A [`Backend`] made of an executor, its KV stores and the graphs it has prepared.
+///
+/// The stores come in one of two arrangements, the executor's choice:
+/// - **shared** (`n_slots == 1`): one store per layer serves every sequence (the CPU's cell
+///   pools and per-sequence rings);
+/// - **slots** (`n_slots == n_seq`): each sequence has its own store of every layer, slot
+///   after slot (the GPU).
 pub(crate) struct ExecutorBackend<E: Executor> {
     exec: E,
-    /// `n_layers` stores per sequence slot, slot after slot.
+    /// `n_layers` stores per slot, slot after slot.
     kv: Vec<E::Store>,
     n_layers: usize,
     n_seq: usize,
+    n_slots: usize,
     graphs: Vec<E::Graph>,
 }
 
 impl<E: Executor> ExecutorBackend<E> {
-    /// `exec` with the stores `kv` of `n_seq` sequence slots (at least 1): one per attention
-    /// layer for each slot, slot after slot.
-    pub(crate) fn new(exec: E, kv: Vec<E::Store>, n_seq: usize) -> Self {
+    /// `exec` with the stores `kv` of `n_slots` slots (1: each store serves all `n_seq`
+    /// sequences; else one slot per sequence), `kv.len() / n_slots` attention layers each.
+    pub(crate) fn new(exec: E, kv: Vec<E::Store>, n_seq: usize, n_slots: usize) -> Self {
         assert!(
-            n_seq > 0 && kv.len().is_multiple_of(n_seq),
-            "whole sequence slots of stores"
+            n_seq > 0 && (n_slots == 1 || n_slots == n_seq) && kv.len().is_multiple_of(n_slots),
+            "whole slots of stores, one or one per sequence"
         );
         ExecutorBackend {
             exec,
-            n_layers: kv.len() / n_seq,
+            n_layers: kv.len() / n_slots,
             n_seq,
+            n_slots,
             kv,
             graphs: Vec::new(),
         }
     }
 
-    /// Sequence `seq`'s stores, or [`BackendError::InvalidStep`] for a slot it does not have.
-    fn seq_range(&self, seq: u32) -> Result<std::ops::Range<usize>, BackendError> {
-        let n_seq = self.n_seq();
-        if seq as usize >= n_seq {
-            return Err(BackendError::InvalidStep(format!(
-                "sequence {seq} is out of range (the backend has {n_seq} sequence slots)"
-            )));
+    /// Fails with [`BackendError::InvalidStep`] for a sequence the backend does not have.
+    fn check_seq(&self, seq: u32) -> Result<(), BackendError> {
+        if (seq as usize) < self.n_seq {
+            Ok(())
+        } else {
+            Err(BackendError::InvalidStep(format!(
+                "sequence {seq} is out of range (the backend has {} sequences)",
+                self.n_seq
+            )))
         }
-        let s = seq as usize * self.n_layers;
-        Ok(s..s + self.n_layers)
+    }
+
+    /// Sequence `seq`'s stores and its number within them.
+    fn seq_stores(&mut self, seq: u32) -> (&mut [E::Store], u32) {
+        if self.n_slots == 1 {
+            (&mut self.kv[..], seq)
+        } else {
+            let s = seq as usize * self.n_layers;
+            (&mut self.kv[s..s + self.n_layers], 0)
+        }
     }
 }
 
-/// The number of sequence slots of `params` (0 is taken as 1).
+/// The number of sequences of `params` (0 is taken as 1).
 pub(crate) fn n_seq(params: &super::BackendParams) -> usize {
     params.n_seq.max(1)
 }
@@ -142,9 +162,11 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
         self.n_layers
     }
 
-    fn kv_seq_layer(&self, seq: u32, layer: usize) -> &dyn KvLayer {
+    fn kv_layer_bytes(&self, layer: usize) -> usize {
         assert!(layer < self.n_layers, "layer {layer} of {}", self.n_layers);
-        &self.kv[seq as usize * self.n_layers + layer]
+        (0..self.n_slots)
+            .map(|slot| self.kv[slot * self.n_layers + layer].bytes())
+            .sum()
     }
 
     fn kv_clear(&mut self) {
@@ -152,25 +174,34 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
     }
 
     fn kv_truncate(&mut self, pos: i32) {
-        self.kv.iter_mut().for_each(|s| s.truncate(pos));
+        for seq in 0..self.n_seq as u32 {
+            let (stores, s) = self.seq_stores(seq);
+            stores.iter_mut().for_each(|st| st.seq_truncate(s, pos));
+        }
     }
 
     fn kv_seq_clear(&mut self, seq: u32) -> Result<(), BackendError> {
-        let r = self.seq_range(seq)?;
-        self.kv[r].iter_mut().for_each(KvLayer::clear);
-        Ok(())
+        self.kv_seq_truncate(seq, i32::MIN)
     }
 
     fn kv_seq_truncate(&mut self, seq: u32, pos: i32) -> Result<(), BackendError> {
-        let r = self.seq_range(seq)?;
-        self.kv[r].iter_mut().for_each(|s| s.truncate(pos));
+        self.check_seq(seq)?;
+        let (stores, s) = self.seq_stores(seq);
+        stores.iter_mut().for_each(|st| st.seq_truncate(s, pos));
         Ok(())
     }
 
     fn kv_seq_copy(&mut self, src: u32, dst: u32, n: i32) -> Result<(), BackendError> {
-        let (rs, rd) = (self.seq_range(src)?, self.seq_range(dst)?);
+        self.check_seq(src)?;
+        self.check_seq(dst)?;
+        if self.n_slots == 1 {
+            self.kv.iter_mut().for_each(|st| st.seq_copy(src, dst, n));
+            return Ok(());
+        }
         if src != dst {
-            for (a, b) in rs.zip(rd) {
+            let l = self.n_layers;
+            for i in 0..l {
+                let (a, b) = (src as usize * l + i, dst as usize * l + i);
                 // Borrow the source store and the destination store (another slot) together.
                 let (src_store, dst_store) = if a < b {
                     let (lo, hi) = self.kv.split_at_mut(b);
@@ -183,6 +214,36 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
             }
         }
         self.kv_seq_truncate(dst, n)
+    }
+
+    fn kv_seq_used_cells(&self, seq: u32) -> usize {
+        if seq as usize >= self.n_seq {
+            return 0;
+        }
+        if self.n_slots == 1 {
+            self.kv.iter().map(|st| st.seq_used_cells(seq)).sum()
+        } else {
+            let s = seq as usize * self.n_layers;
+            self.kv[s..s + self.n_layers]
+                .iter()
+                .map(|st| st.seq_used_cells(0))
+                .sum()
+        }
+    }
+
+    fn kv_used_cells(&self) -> usize {
+        self.kv.iter().map(KvLayer::used_cells).sum()
+    }
+
+    fn kv_used_bytes(&self) -> usize {
+        self.kv
+            .iter()
+            .map(|st| st.used_cells() * st.bytes() / st.n_cells().max(1))
+            .sum()
+    }
+
+    fn kv_free_cells(&self) -> Option<usize> {
+        self.kv.iter().filter_map(KvLayer::free_cells).min()
     }
 
     fn set_mat_mul_tap(

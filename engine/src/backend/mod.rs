@@ -24,8 +24,11 @@ use crate::graph::Graph;
 /// The shape of one attention layer's KV store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KvShape {
-    /// Cells (tokens) the store holds: the context, or a sliding window's ring.
+    /// Cells (tokens) one sequence's store holds: the context, or a sliding window's ring.
     pub n_cells: usize,
+    /// Whether the layer's sequences may share one pool of cells
+    /// ([`BackendParams::kv_pool_cells`]); `false`: a ring of `n_cells` per sequence.
+    pub pooled: bool,
     /// Key elements per cell (KV heads × key head width).
     pub k_width: usize,
     /// Value elements per cell (KV heads × value head width).
@@ -37,32 +40,51 @@ pub struct KvShape {
 pub struct BackendParams {
     /// CPU threads (0 = all cores); backends that are not the CPU ignore it.
     pub n_threads: usize,
-    /// One KV store per attention layer, in layer order (for each sequence slot).
+    /// One KV store per attention layer, in layer order.
     pub kv_layers: Vec<KvShape>,
-    /// Sequence slots: each has its own store of every layer (0 is taken as 1).
+    /// Sequences (0 is taken as 1).
     pub n_seq: usize,
+    /// Cells of the pool that the sequences of each pooled layer share (0: `n_cells × n_seq`,
+    /// as much as separate stores would hold). Backends without pools (the GPU) give each
+    /// sequence its own store of `n_cells` instead.
+    pub kv_pool_cells: usize,
+}
+
+impl BackendParams {
+    /// Cells of a pooled layer's pool of shape `s`.
+    pub fn pool_cells(&self, s: &KvShape) -> usize {
+        if self.kv_pool_cells > 0 {
+            self.kv_pool_cells
+        } else {
+            s.n_cells.saturating_mul(self.n_seq.max(1))
+        }
+    }
 }
 
 /// A graph prepared by a backend, named by the handle [`Backend::prepare`] returned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GraphId(pub(crate) usize);
 
-/// One layer's KV store, as the model side sees it (read-only through [`Backend::kv_layer`]).
+/// One layer's KV store, for every sequence of a backend (or one sequence slot's of it).
 pub trait KvLayer {
     /// Cells in the store.
     fn n_cells(&self) -> usize;
     /// Bytes the store holds (keys, values and cell positions), on whatever device.
     fn bytes(&self) -> usize;
-    /// Position held by each cell (-1 = empty).
-    fn cell_positions(&self) -> &[i32];
-    /// Cells holding a token.
-    fn used_cells(&self) -> usize {
-        self.cell_positions().iter().filter(|&&p| p >= 0).count()
+    /// Cells holding a token of some sequence (a cell sequences share counts once).
+    fn used_cells(&self) -> usize;
+    /// Cells holding a token of sequence `seq`.
+    fn seq_used_cells(&self, seq: u32) -> usize;
+    /// Free cells of a pool that sequences share (`None`: the store has none to run out of).
+    fn free_cells(&self) -> Option<usize> {
+        None
     }
     /// Forget every token.
     fn clear(&mut self);
-    /// Forget the tokens at positions `>= pos`.
-    fn truncate(&mut self, pos: i32);
+    /// Forget sequence `seq`'s tokens at positions `>= pos`.
+    fn seq_truncate(&mut self, seq: u32, pos: i32);
+    /// Make sequence `dst` hold what `src` holds at positions `< n` and nothing else.
+    fn seq_copy(&mut self, src: u32, dst: u32, n: i32);
 }
 
 /// One context's compute state on one device: executor, KV stores and prepared graphs.
@@ -91,19 +113,14 @@ pub trait Backend: Send {
     /// time with [`crate::graph::OutputRows::All`] or [`crate::graph::OutputRows::Last`].
     fn batches_sequences(&self) -> bool;
 
-    /// Sequence slots.
+    /// Sequences.
     fn n_seq(&self) -> usize;
 
-    /// Number of KV stores per sequence (one per attention layer).
+    /// Number of KV stores (one per attention layer).
     fn n_kv_layers(&self) -> usize;
 
-    /// The KV store of layer `layer` (`< n_kv_layers()`) of sequence 0.
-    fn kv_layer(&self, layer: usize) -> &dyn KvLayer {
-        self.kv_seq_layer(0, layer)
-    }
-
-    /// The KV store of layer `layer` of sequence `seq` (`< n_seq()`).
-    fn kv_seq_layer(&self, seq: u32, layer: usize) -> &dyn KvLayer;
+    /// Bytes the KV store of layer `layer` (`< n_kv_layers()`) holds for every sequence.
+    fn kv_layer_bytes(&self, layer: usize) -> usize;
 
     /// Forget every cached token of every sequence.
     fn kv_clear(&mut self);
@@ -118,22 +135,24 @@ pub trait Backend: Send {
     fn kv_seq_truncate(&mut self, seq: u32, pos: i32) -> Result<(), BackendError>;
 
     /// Make sequence `dst` hold what sequence `src` holds at positions `< n` and nothing else
-    /// (a shared prefix forked); `src == dst` truncates.
+    /// (a shared prefix forked: a pool shares its cells, other stores copy); `src == dst`
+    /// truncates.
     fn kv_seq_copy(&mut self, src: u32, dst: u32, n: i32) -> Result<(), BackendError>;
 
-    /// Cells holding a token in sequence `seq`'s stores, all layers together.
-    fn kv_seq_used_cells(&self, seq: u32) -> usize {
-        (0..self.n_kv_layers())
-            .map(|l| self.kv_seq_layer(seq, l).used_cells())
-            .sum()
-    }
+    /// Cells holding a token of sequence `seq`, all layers together.
+    fn kv_seq_used_cells(&self, seq: u32) -> usize;
 
-    /// Cells holding a token in every sequence's stores together.
-    fn kv_used_cells(&self) -> usize {
-        (0..self.n_seq() as u32)
-            .map(|s| self.kv_seq_used_cells(s))
-            .sum()
-    }
+    /// Cells holding a token of some sequence, all layers together (a cell sequences share
+    /// counts once).
+    fn kv_used_cells(&self) -> usize;
+
+    /// Bytes of the KV stores holding tokens now.
+    fn kv_used_bytes(&self) -> usize;
+
+    /// Tokens that still fit in the pool the sequences share (the fewest free cells of any
+    /// pooled layer); `None` where there is no pool to run out of (every sequence has its own
+    /// stores of the context's size).
+    fn kv_free_cells(&self) -> Option<usize>;
 
     /// Show `tap` the inputs of the weight products of every step from now on (`None`: stop).
     /// Only the CPU backend can; others return [`BackendError::Unsupported`].

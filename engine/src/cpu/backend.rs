@@ -1,5 +1,6 @@
 //! The CPU as a backend: a [`CpuExecutor`] with its thread pool and one [`KvStore`] per
-//! attention layer and sequence slot in host memory. Steps may mix sequences.
+//! attention layer in host memory, serving every sequence (a pool of cells they share, or a
+//! ring each for sliding-window layers). Steps may mix sequences.
 
 use super::exec::{CpuExecutor, ExecError, PreparedGraph};
 use super::kv::KvStore;
@@ -8,8 +9,8 @@ use crate::backend::executor::{self, Executor, ExecutorBackend};
 use crate::backend::{Backend, BackendError, BackendParams, Step};
 use crate::graph::Graph;
 
-/// A CPU backend with `params.n_threads` threads and empty KV stores of `params.kv_layers`
-/// for each of `params.n_seq` sequence slots; more threads than [`MAX_THREADS`], or a thread the system refuses, is an error.
+/// A CPU backend with `params.n_threads` threads and an empty KV store of each of
+/// `params.kv_layers` for `params.n_seq` sequences; more threads than [`MAX_THREADS`], or a thread the system refuses, is an error.
 pub(crate) fn open(params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
     if params.n_threads > MAX_THREADS {
         return Err(BackendError::Unsupported(format!(
@@ -23,15 +24,19 @@ pub(crate) fn open(params: &BackendParams) -> Result<Box<dyn Backend>, BackendEr
             params.n_threads
         ))
     })?;
-    let kv = (0..executor::n_seq(params))
-        .flat_map(|_| &params.kv_layers)
-        .map(|s| KvStore::try_new(s.n_cells, s.k_width, s.v_width))
+    let n_seq = executor::n_seq(params);
+    let kv = params
+        .kv_layers
+        .iter()
+        .map(|s| {
+            if s.pooled {
+                KvStore::try_pool(params.pool_cells(s), n_seq, s.n_cells, s.k_width, s.v_width)
+            } else {
+                KvStore::try_rings(s.n_cells, n_seq, s.k_width, s.v_width)
+            }
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Box::new(ExecutorBackend::new(
-        exec,
-        kv,
-        executor::n_seq(params),
-    )))
+    Ok(Box::new(ExecutorBackend::new(exec, kv, n_seq, 1)))
 }
 
 impl Executor for CpuExecutor {
@@ -60,9 +65,10 @@ impl Executor for CpuExecutor {
         g: &'a mut PreparedGraph,
         step: &Step<'_>,
         kv: &mut [KvStore],
-        n_layers: usize,
+        _n_layers: usize,
     ) -> Result<&'a [f32], ExecError> {
-        CpuExecutor::run_step(self, g, step, kv, n_layers)
+        // One slot: each store serves every sequence.
+        CpuExecutor::run_step(self, g, step, kv)
     }
 
     fn batches_sequences(&self) -> bool {

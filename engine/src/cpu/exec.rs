@@ -11,6 +11,7 @@ use super::ops::{PARALLEL_MIN_ELEMS, SharedMut, elementwise, moe, norm, rope};
 use super::pool::{ThreadPool, split_range};
 use crate::backend::Step;
 use crate::graph::{Graph, Node, NodeId, Op, Plan};
+use crate::kv_cells::PoolFull;
 use crate::memory::{OutOfMemory, try_grow};
 use crate::{DType, quant};
 
@@ -72,6 +73,9 @@ pub enum ExecError {
     /// The system refused memory for the step's scratch buffers.
     #[error(transparent)]
     OutOfMemory(#[from] OutOfMemory),
+    /// The KV cells the sequences share are all taken (nothing was computed).
+    #[error(transparent)]
+    KvFull(#[from] PoolFull),
 }
 
 /// Dequantizes one row of a weight into f32.
@@ -285,20 +289,19 @@ impl CpuExecutor {
         positions: &[i32],
         kv: &mut [KvStore],
     ) -> Result<&[f32], ExecError> {
-        let n_layers = kv.len();
-        self.run_step(g, &Step::single(tokens, positions), kv, n_layers)
+        self.run_step(g, &Step::single(tokens, positions), kv)
     }
 
-    /// Run one step of tokens of one or several sequences: the stores `kv` hold `n_layers`
-    /// per sequence, sequence after sequence, and each group of the step's tokens attends over
-    /// its own sequence's stores (every other op is row by row). The step's rules
+    /// Run one step of tokens of one or several sequences: `kv` holds one store per layer,
+    /// each serving every sequence, and each group of the step's tokens attends over its own
+    /// sequence's cells (every other op is row by row). A step that does not fit a pool of
+    /// cells is [`ExecError::KvFull`], before anything is computed. The step's rules
     /// ([`Step::validate`]) are the caller's to check. Returns the output node's values.
     pub fn run_step(
         &mut self,
         g: &PreparedGraph,
         step: &Step<'_>,
         kv: &mut [KvStore],
-        n_layers: usize,
     ) -> Result<&[f32], ExecError> {
         let graph = &g.graph;
         let (tokens, positions) = (step.tokens, step.positions);
@@ -326,8 +329,9 @@ impl CpuExecutor {
                         .map(|(s, _)| s as usize + 1)
                         .max()
                         .unwrap_or(1);
-                    if id.0 as usize >= n_layers || n_seq * n_layers > kv.len() {
-                        return Err(ExecError::MissingKv(id.0 as usize, n_layers));
+                    match kv.get(id.0 as usize) {
+                        Some(store) if n_seq <= store.n_seq() => {}
+                        _ => return Err(ExecError::MissingKv(id.0 as usize, kv.len())),
                     }
                 }
                 Op::SelectRows { .. } if step.out_rows.len() != node.rows => {
@@ -339,7 +343,18 @@ impl CpuExecutor {
                 _ => {}
             }
         }
-        self.reserve(g, &kv[..n_layers.min(kv.len())])?;
+        // A step that does not fit a pool is refused before anything is computed.
+        for store in kv.iter() {
+            let groups = step.groups().map(|(seq, r)| {
+                (
+                    seq,
+                    positions[r.clone()].iter().copied().min().unwrap_or(0),
+                    r.len(),
+                )
+            });
+            store.check_step(groups)?;
+        }
+        self.reserve(g, kv)?;
         self.act_holds = None;
         self.moe_act_holds = None;
         self.rope_for = None;
@@ -349,7 +364,7 @@ impl CpuExecutor {
             if end > start + 1 {
                 self.run_mat_mul_group(g, start..end);
             } else {
-                self.run_node(g, start, step, kv, n_layers);
+                self.run_node(g, start, step, kv);
             }
             next = end;
             if !self.trace {
@@ -365,14 +380,7 @@ impl CpuExecutor {
         Ok(&self.arena[g.plan.range(graph.output, out.rows * out.cols)])
     }
 
-    fn run_node(
-        &mut self,
-        g: &PreparedGraph,
-        i: usize,
-        step: &Step<'_>,
-        kv: &mut [KvStore],
-        n_layers: usize,
-    ) {
+    fn run_node(&mut self, g: &PreparedGraph, i: usize, step: &Step<'_>, kv: &mut [KvStore]) {
         let (tokens, positions) = (step.tokens, step.positions);
         let graph = &g.graph;
         let node = &graph.nodes[i];
@@ -579,13 +587,14 @@ impl CpuExecutor {
                 // Each sequence's tokens attend over its own stores, by the same code as a
                 // step of that sequence alone (what makes batches bit-identical to solo runs).
                 for (seq, r) in step.groups() {
-                    let store = &mut kv[seq as usize * n_layers + id.0 as usize];
+                    let store = &mut kv[id.0 as usize];
                     kv_attention::attend_step(
                         &self.pool,
                         &mut self.attn,
                         &q[r.start * qc..r.end * qc],
                         &k[r.start * kc..r.end * kc],
                         &v[r.start * vc..r.end * vc],
+                        seq,
                         &positions[r.clone()],
                         store,
                         &params,

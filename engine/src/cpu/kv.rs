@@ -1,34 +1,92 @@
-//! KV storage on the CPU: `n_cells` cells of F16 keys and values, each remembering the
-//! position it holds ([`CellPositions`]: a token at position `p` goes to cell `p % n_cells`, so
-//! a store of `n_ctx` cells is a plain cache and a store of `window` cells is a ring buffer).
+//! KV storage on the CPU: one store per attention layer holds the F16 keys and values of every
+//! sequence, in one of two layouts:
+//! - a **pool** ([`CellPool`]): cells shared by every sequence, each new token given a free
+//!   cell, a forked prefix shared rather than copied (global-attention layers);
+//! - **rings** ([`CellPositions`]): each sequence its own ring of cells, a token at position
+//!   `p` in cell `p % ring`, so memory stays O(window) however long the context
+//!   (sliding-window layers).
+//!
+//! Attention reads a sequence's cells in position order in both, so a token's result does not
+//! depend on where its sequence's cells lie or what other sequences hold.
 
 use half::f16;
 
 use crate::backend::KvLayer;
-use crate::kv_cells::CellPositions;
+use crate::kv_cells::{CellPool, CellPositions, PoolFull};
 use crate::memory::{OutOfMemory, try_filled_vec};
 
-/// K and V of one attention layer.
+/// Which cells hold which sequence's tokens.
+#[derive(Clone, Debug)]
+enum Cells {
+    /// One ring of `ring` cells per sequence, sequence `s`'s at cells `s × ring ..`.
+    Rings {
+        ring: usize,
+        seqs: Vec<CellPositions>,
+    },
+    /// One pool of cells shared by every sequence.
+    Pool(CellPool),
+}
+
+/// K and V of one attention layer, for every sequence.
 pub struct KvStore {
     n_cells: usize,
     k_width: usize,
     v_width: usize,
     k: Vec<f16>,
     v: Vec<f16>,
-    /// Position held by each cell.
-    cells: CellPositions,
+    cells: Cells,
 }
 
 impl KvStore {
-    /// An empty store of `n_cells` cells, each with `k_width` key and `v_width` value elements
-    /// (heads × head width).
+    /// An empty store for one sequence: a ring (or plain cache) of `n_cells` cells, each with
+    /// `k_width` key and `v_width` value elements (heads × head width).
     pub fn new(n_cells: usize, k_width: usize, v_width: usize) -> KvStore {
-        Self::try_new(n_cells, k_width, v_width).unwrap_or_else(|e| panic!("{e}"))
+        Self::try_rings(n_cells, 1, k_width, v_width).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`Self::new`], or [`OutOfMemory`] when the system refuses the memory (or the size
     /// overflows) instead of aborting.
     pub fn try_new(n_cells: usize, k_width: usize, v_width: usize) -> Result<KvStore, OutOfMemory> {
+        Self::try_rings(n_cells, 1, k_width, v_width)
+    }
+
+    /// A ring of `ring` cells for each of `n_seq` sequences.
+    pub fn try_rings(
+        ring: usize,
+        n_seq: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Result<KvStore, OutOfMemory> {
+        let n_seq = n_seq.max(1);
+        let seqs = (0..n_seq)
+            .map(|_| CellPositions::try_new(ring))
+            .collect::<Result<_, _>>()?;
+        Self::try_with(
+            ring.saturating_mul(n_seq),
+            k_width,
+            v_width,
+            Cells::Rings { ring, seqs },
+        )
+    }
+
+    /// A pool of `n_cells` cells shared by `n_seq` sequences of up to `n_ctx` tokens each.
+    pub fn try_pool(
+        n_cells: usize,
+        n_seq: usize,
+        n_ctx: usize,
+        k_width: usize,
+        v_width: usize,
+    ) -> Result<KvStore, OutOfMemory> {
+        let pool = CellPool::try_new(n_cells, n_seq, n_ctx)?;
+        Self::try_with(n_cells, k_width, v_width, Cells::Pool(pool))
+    }
+
+    fn try_with(
+        n_cells: usize,
+        k_width: usize,
+        v_width: usize,
+        cells: Cells,
+    ) -> Result<KvStore, OutOfMemory> {
         let elems = |width: usize| n_cells.saturating_mul(width);
         Ok(KvStore {
             n_cells,
@@ -36,13 +94,21 @@ impl KvStore {
             v_width,
             k: try_filled_vec(elems(k_width), f16::ZERO, "the KV cache's keys")?,
             v: try_filled_vec(elems(v_width), f16::ZERO, "the KV cache's values")?,
-            cells: CellPositions::try_new(n_cells)?,
+            cells,
         })
     }
 
-    /// Number of cells.
+    /// Number of cells (every sequence's).
     pub fn n_cells(&self) -> usize {
         self.n_cells
+    }
+
+    /// Sequences the store serves.
+    pub fn n_seq(&self) -> usize {
+        match &self.cells {
+            Cells::Rings { seqs, .. } => seqs.len(),
+            Cells::Pool(pool) => pool.n_seq(),
+        }
     }
 
     /// Key elements per cell.
@@ -60,39 +126,161 @@ impl KvStore {
         (self.k.len() + self.v.len()) * 2 + self.n_cells * 4
     }
 
-    /// Cells holding a token.
+    /// Cells holding a token of some sequence (a shared cell counts once).
     pub fn used_cells(&self) -> usize {
-        self.cells.used()
+        match &self.cells {
+            Cells::Rings { seqs, .. } => seqs.iter().map(CellPositions::used).sum(),
+            Cells::Pool(pool) => pool.used(),
+        }
+    }
+
+    /// Cells holding a token of sequence `seq`.
+    pub fn seq_used_cells(&self, seq: u32) -> usize {
+        match &self.cells {
+            Cells::Rings { seqs, .. } => seqs.get(seq as usize).map_or(0, CellPositions::used),
+            Cells::Pool(pool) => pool.seq_used(seq),
+        }
+    }
+
+    /// Free cells of a pool (`None` for rings, which never run out).
+    pub fn free_cells(&self) -> Option<usize> {
+        match &self.cells {
+            Cells::Rings { .. } => None,
+            Cells::Pool(pool) => Some(pool.free_cells()),
+        }
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
-        self.cells.clear();
+        match &mut self.cells {
+            Cells::Rings { seqs, .. } => seqs.iter_mut().for_each(CellPositions::clear),
+            Cells::Pool(pool) => pool.clear(),
+        }
     }
 
-    /// Forget the tokens at positions `>= pos`.
+    /// Forget sequence `seq`'s tokens at positions `>= pos`.
+    pub fn seq_truncate(&mut self, seq: u32, pos: i32) {
+        match &mut self.cells {
+            Cells::Rings { seqs, .. } => seqs[seq as usize].truncate(pos),
+            Cells::Pool(pool) => pool.truncate(seq, pos),
+        }
+    }
+
+    /// Forget every sequence's tokens at positions `>= pos`.
     pub fn truncate(&mut self, pos: i32) {
-        self.cells.truncate(pos);
+        for seq in 0..self.n_seq() as u32 {
+            self.seq_truncate(seq, pos);
+        }
     }
 
-    /// The cell position `pos` goes to.
-    pub fn cell_of(&self, pos: i32) -> usize {
-        self.cells.cell_of(pos)
+    /// Make sequence `dst` hold what `src` holds at positions `< n` and nothing else: a pool
+    /// shares the cells, rings copy `src`'s ring.
+    pub fn seq_copy(&mut self, src: u32, dst: u32, n: i32) {
+        match &mut self.cells {
+            Cells::Pool(pool) => pool.copy(src, dst, n),
+            Cells::Rings { ring, seqs } => {
+                if src != dst {
+                    let (s, d) = (src as usize * *ring, dst as usize * *ring);
+                    let (kw, vw) = (self.k_width, self.v_width);
+                    self.k.copy_within(s * kw..(s + *ring) * kw, d * kw);
+                    self.v.copy_within(s * vw..(s + *ring) * vw, d * vw);
+                    let from = seqs[src as usize].clone();
+                    seqs[dst as usize] = from;
+                }
+                seqs[dst as usize].truncate(n);
+            }
+        }
     }
 
-    /// Position held by each cell (-1 = empty).
+    /// Sequence 0's ring: the position each of its cells holds (-1 = empty); empty for a pool.
     pub fn cell_positions(&self) -> &[i32] {
-        self.cells.as_slice()
+        match &self.cells {
+            Cells::Rings { seqs, .. } => seqs[0].as_slice(),
+            Cells::Pool(_) => &[],
+        }
     }
 
-    /// Keys of cell `c`.
-    pub fn k_cell(&self, c: usize) -> &[f16] {
-        &self.k[c * self.k_width..(c + 1) * self.k_width]
+    /// Whether a step fits: each `(sequence, first position, tokens)` of it. Only a pool can
+    /// run out.
+    pub fn check_step(
+        &self,
+        groups: impl Iterator<Item = (u32, i32, usize)>,
+    ) -> Result<(), PoolFull> {
+        match &self.cells {
+            Cells::Rings { .. } => Ok(()),
+            Cells::Pool(pool) => pool.check_step(groups),
+        }
     }
 
-    /// Values of cell `c`.
-    pub fn v_cell(&self, c: usize) -> &[f16] {
-        &self.v[c * self.v_width..(c + 1) * self.v_width]
+    /// Sequence `seq`'s cells a step starting at `pmin` reads, oldest first, into `rows`
+    /// (cell indices) and `positions`: those before `pmin` (the step replaces the rest) that a
+    /// window (relative to `pmin`) leaves visible. Returns how many; the slices must hold
+    /// [`Self::n_cells`].
+    pub fn gather(
+        &self,
+        seq: u32,
+        pmin: i32,
+        window: Option<u32>,
+        rows: &mut [u32],
+        positions: &mut [i32],
+    ) -> usize {
+        let visible = |pk: i32| window.is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
+        let mut n = 0;
+        match &self.cells {
+            Cells::Pool(pool) => {
+                for &(pk, c) in pool.before(seq, pmin) {
+                    if visible(pk) {
+                        rows[n] = c;
+                        positions[n] = pk;
+                        n += 1;
+                    }
+                }
+            }
+            Cells::Rings { ring, seqs } => {
+                // Walk the ring in position order (oldest first) whatever the layout: its
+                // oldest cell is the one the step's first token will overwrite. The same
+                // order for rings and plain caches makes their results bit-identical.
+                let cells = &seqs[seq as usize];
+                let base = seq as usize * ring;
+                let start = cells.cell_of(pmin);
+                for j in 0..*ring {
+                    let c = (start + j) % ring;
+                    let pk = cells.as_slice()[c];
+                    if pk >= 0 && pk < pmin && visible(pk) {
+                        rows[n] = (base + c) as u32;
+                        positions[n] = pk;
+                        n += 1;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// Keep a step's K and V (already F16, `positions.len()` rows of each) as sequence
+    /// `seq`'s tokens at `positions`, replacing what it held from the first of them on. A
+    /// pool must have room ([`Self::check_step`]).
+    pub fn write_step(&mut self, seq: u32, positions: &[i32], k: &[f16], v: &[f16]) {
+        let (kw, vw) = (self.k_width, self.v_width);
+        let mut put = |c: usize, t: usize| {
+            self.k[c * kw..(c + 1) * kw].copy_from_slice(&k[t * kw..(t + 1) * kw]);
+            self.v[c * vw..(c + 1) * vw].copy_from_slice(&v[t * vw..(t + 1) * vw]);
+        };
+        match &mut self.cells {
+            Cells::Pool(pool) => {
+                for (t, &(_, c)) in pool.extend(seq, positions).iter().enumerate() {
+                    put(c as usize, t);
+                }
+            }
+            Cells::Rings { ring, seqs } => {
+                let cells = &mut seqs[seq as usize];
+                let base = seq as usize * *ring;
+                for (t, &pos) in positions.iter().enumerate() {
+                    put(base + cells.cell_of(pos), t);
+                    cells.note_written(pos);
+                }
+            }
+        }
     }
 
     /// All keys, `n_cells × k_width`.
@@ -105,7 +293,7 @@ impl KvStore {
         &self.v
     }
 
-    /// Make this store (of the same shape) hold what `src` holds: keys, values and positions.
+    /// Make this store (of the same shape) hold what `src` holds: keys, values and cells.
     pub fn copy_from(&mut self, src: &KvStore) {
         assert_eq!(
             (self.n_cells, self.k_width, self.v_width),
@@ -115,14 +303,6 @@ impl KvStore {
         self.k.copy_from_slice(&src.k);
         self.v.copy_from_slice(&src.v);
         self.cells.clone_from(&src.cells);
-    }
-
-    /// Store already-converted K and V for position `pos`.
-    pub fn write_f16(&mut self, pos: i32, k: &[f16], v: &[f16]) {
-        let c = self.cell_of(pos);
-        self.k[c * self.k_width..(c + 1) * self.k_width].copy_from_slice(k);
-        self.v[c * self.v_width..(c + 1) * self.v_width].copy_from_slice(v);
-        self.cells.note_written(pos);
     }
 }
 
@@ -135,16 +315,28 @@ impl KvLayer for KvStore {
         KvStore::bytes(self)
     }
 
-    fn cell_positions(&self) -> &[i32] {
-        self.cells.as_slice()
+    fn used_cells(&self) -> usize {
+        KvStore::used_cells(self)
+    }
+
+    fn seq_used_cells(&self, seq: u32) -> usize {
+        KvStore::seq_used_cells(self, seq)
+    }
+
+    fn free_cells(&self) -> Option<usize> {
+        KvStore::free_cells(self)
     }
 
     fn clear(&mut self) {
         KvStore::clear(self);
     }
 
-    fn truncate(&mut self, pos: i32) {
-        KvStore::truncate(self, pos);
+    fn seq_truncate(&mut self, seq: u32, pos: i32) {
+        KvStore::seq_truncate(self, seq, pos);
+    }
+
+    fn seq_copy(&mut self, src: u32, dst: u32, n: i32) {
+        KvStore::seq_copy(self, src, dst, n);
     }
 }
 
@@ -152,17 +344,64 @@ impl KvLayer for KvStore {
 mod tests {
     use super::*;
 
+    fn keys(t: usize, w: usize) -> Vec<f16> {
+        (0..t * w).map(|i| f16::from_f32(i as f32)).collect()
+    }
+
     #[test]
     fn ring_wraps_and_remembers_positions() {
         let mut s = KvStore::new(4, 2, 2);
-        let k = [f16::ONE; 2];
-        for p in 0..6 {
-            s.write_f16(p, &k, &k);
-        }
+        let k = keys(6, 2);
+        s.write_step(0, &[0, 1, 2, 3, 4, 5], &k, &k);
         assert_eq!(s.cell_positions(), &[4, 5, 2, 3]);
         s.truncate(4);
         assert_eq!(s.cell_positions(), &[-1, -1, 2, 3]);
         assert_eq!(s.used_cells(), 2);
         assert_eq!(s.bytes(), 4 * 4 * 2 + 16);
+    }
+
+    /// A pool and rings give a sequence the same sources, with the same keys, wherever its
+    /// cells lie; a fork shares the pool's cells and copies the rings'.
+    #[test]
+    fn pool_and_rings_gather_a_sequence_alike() {
+        let (w, n) = (2, 6);
+        let mut pool = KvStore::try_pool(16, 2, 8, w, w).unwrap();
+        let mut rings = KvStore::try_rings(8, 2, w, w).unwrap();
+        let k = keys(n, w);
+        // Sequence 1 first, so sequence 0's cells in the pool do not start at 0.
+        for s in [&mut pool, &mut rings] {
+            s.write_step(1, &[0, 1], &k[..2 * w], &k[..2 * w]);
+            s.write_step(0, &[0, 1, 2, 3, 4, 5], &k, &k);
+            s.seq_copy(0, 1, 3);
+        }
+        assert_eq!((pool.used_cells(), rings.used_cells()), (6, 9));
+        assert_eq!((pool.seq_used_cells(1), rings.seq_used_cells(1)), (3, 3));
+        let read = |s: &KvStore, seq: u32, pmin: i32, win: Option<u32>| {
+            let (mut rows, mut pos) = (vec![0; s.n_cells()], vec![0; s.n_cells()]);
+            let m = s.gather(seq, pmin, win, &mut rows, &mut pos);
+            let ks: Vec<f16> = rows[..m]
+                .iter()
+                .flat_map(|&r| s.k_all()[r as usize * w..(r as usize + 1) * w].to_vec())
+                .collect();
+            (pos[..m].to_vec(), ks)
+        };
+        for (seq, pmin, win) in [(0, 6, None), (0, 4, Some(3)), (1, 6, None), (1, 2, None)] {
+            let (p, kp) = read(&pool, seq, pmin, win);
+            assert_eq!((p.clone(), kp.clone()), read(&rings, seq, pmin, win));
+            let want: Vec<i32> = (0..pmin.min(if seq == 1 { 3 } else { 6 }))
+                .filter(|&q| win.is_none_or(|w| pmin - q < w as i32))
+                .collect();
+            assert_eq!(p, want, "sequence {seq} from {pmin}");
+            assert_eq!(
+                kp,
+                k[want[0] as usize * w..(want[0] as usize + want.len()) * w]
+            );
+        }
+        assert_eq!(
+            pool.check_step([(0, 6, 11)].into_iter()),
+            Err(PoolFull { need: 11, free: 10 })
+        );
+        pool.clear();
+        assert_eq!(pool.free_cells(), Some(16));
     }
 }

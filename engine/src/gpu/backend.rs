@@ -29,17 +29,20 @@ pub fn shared_device(index: usize) -> Result<Arc<GpuDevice>, GpuError> {
 }
 
 /// A backend on adapter `index` with empty KV stores of `params.kv_layers` for each of
-/// `params.n_seq` sequence slots.
+/// `params.n_seq` sequence slots (no shared pool: `params.kv_pool_cells` is not used, each
+/// slot's store holds `n_cells`).
 pub(crate) fn open(index: usize, params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
     let dev = shared_device(index)?;
     let kv = (0..executor::n_seq(params))
         .flat_map(|_| &params.kv_layers)
         .map(|s| GpuKvStore::new(&dev, s.n_cells, s.k_width, s.v_width))
         .collect::<Result<Vec<_>, _>>()?;
+    let n_seq = executor::n_seq(params);
     Ok(Box::new(ExecutorBackend::new(
         GpuExecutor::new(dev),
         kv,
-        executor::n_seq(params),
+        n_seq,
+        n_seq,
     )))
 }
 

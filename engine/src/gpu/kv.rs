@@ -167,6 +167,7 @@ impl GpuKvStore {
     }
 }
 
+/// A slot's store holds one sequence, numbered 0 within it.
 impl KvLayer for GpuKvStore {
     fn n_cells(&self) -> usize {
         self.n_cells
@@ -176,15 +177,25 @@ impl KvLayer for GpuKvStore {
         GpuKvStore::bytes(self)
     }
 
-    fn cell_positions(&self) -> &[i32] {
-        self.host_pos.as_slice()
+    fn used_cells(&self) -> usize {
+        self.host_pos.used()
+    }
+
+    fn seq_used_cells(&self, seq: u32) -> usize {
+        if seq == 0 { self.host_pos.used() } else { 0 }
     }
 
     fn clear(&mut self) {
         GpuKvStore::clear(self);
     }
 
-    fn truncate(&mut self, pos: i32) {
+    fn seq_truncate(&mut self, _seq: u32, pos: i32) {
         GpuKvStore::truncate(self, pos);
+    }
+
+    /// Within one slot there is one sequence: only truncation (`src == dst`) applies; slots
+    /// copy each other by [`GpuKvStore::copy_from`].
+    fn seq_copy(&mut self, _src: u32, _dst: u32, n: i32) {
+        GpuKvStore::truncate(self, n);
     }
 }

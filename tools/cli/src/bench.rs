@@ -436,6 +436,7 @@ pub fn run(args: BenchArgs) -> CliResult {
         kv_ring: true,
         device,
         n_seq: 1,
+        kv_pool: 0,
     };
     // Every test's context must fit before the first one runs.
     for t in &tests {

@@ -218,6 +218,7 @@ impl ModelArgs {
                 kv_ring: !self.no_kv_ring,
                 device: self.device()?,
                 n_seq: 1,
+                kv_pool: 0,
             },
             rope: self.rope.overrides(),
             sampler: SamplerParams::default(),

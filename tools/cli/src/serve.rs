@@ -9,6 +9,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use clap::Args;
+use tessera_models::Device;
 use tessera_server::{DEFAULT_BODY_LIMIT, EngineConfig, Server, ServerConfig};
 
 use crate::CliResult;
@@ -56,11 +57,17 @@ fn engine_config(args: &ServeArgs) -> CliResult<EngineConfig> {
     if args.queue_size == 0 {
         return Err("--queue-size 0 must be at least 1".into());
     }
-    let n_ctx_slot = params.context.n_ctx / args.parallel;
+    // On the CPU every slot may use the whole context: the slots share its KV cells (a
+    // pool). The GPU gives each slot its own store, so the context is split between them.
+    let n_ctx = params.context.n_ctx;
+    let (n_ctx_slot, kv_cells) = match params.context.device {
+        Device::Cpu => (n_ctx, n_ctx),
+        Device::Gpu(_) => (n_ctx / args.parallel, 0),
+    };
     if n_ctx_slot == 0 {
         return Err(format!(
-            "-c {} gives each of the --parallel {} slots no context; use -c >= --parallel",
-            params.context.n_ctx, args.parallel
+            "-c {n_ctx} gives each of the --parallel {} slots no context; use -c >= --parallel",
+            args.parallel
         )
         .into());
     }
@@ -71,6 +78,7 @@ fn engine_config(args: &ServeArgs) -> CliResult<EngineConfig> {
     Ok(EngineConfig {
         parallel: args.parallel,
         n_ctx_slot,
+        kv_cells,
         n_batch: params.context.n_batch,
         n_threads: threads,
         kv_ring: params.context.kv_ring,
@@ -108,8 +116,13 @@ pub fn run(args: ServeArgs) -> CliResult {
     let server = Server::start(config, loader)?;
     println!("listening on http://{}", server.addr());
     std::io::stdout().flush()?;
+    let cells = if engine.kv_cells > 0 {
+        format!("sharing {} KV cells", engine.kv_cells)
+    } else {
+        "each with its own KV cache".to_string()
+    };
     eprintln!(
-        "{} slots of {} tokens in one context, {} threads; loading {}",
+        "{} slots of up to {} tokens in one context, {cells}, {} threads; loading {}",
         engine.parallel, engine.n_ctx_slot, engine.n_threads, args.model.model
     );
     server.wait()?;

@@ -2,21 +2,30 @@
 //! thread, [`EngineHandle::submit`] queues a [`Job`] (bounded), and the job's [`Event`]s come
 //! back over its channel.
 //!
-//! The engine holds ONE [`Context`] of `--parallel` sequences (each a slot of `n_ctx_slot`
-//! tokens) and one thread pool. Each iteration admits queued jobs into free slots, then builds
-//! one [`Batch`]: the pending token of every generating slot first (so streams never stall),
-//! then prompt chunks of slots still reading their prompt, oldest job first, up to `n_batch`
-//! tokens in all (a long prompt is split over iterations). One [`Context::decode`] evaluates
-//! it, and each slot samples from its own row of logits, which is bit-identical to what the
-//! sequence gets alone: a greedy answer does not depend on what else runs.
+//! The engine holds ONE [`Context`] of `--parallel` sequences (each a slot of up to
+//! `n_ctx_slot` tokens) and one thread pool. Each iteration admits queued jobs into free
+//! slots, then builds one [`Batch`]: the pending token of every generating slot first (so
+//! streams never stall), then prompt chunks of slots still reading their prompt, oldest job
+//! first, up to `n_batch` tokens in all (a long prompt is split over iterations). One
+//! [`Context::decode`] evaluates it, and each slot samples from its own row of logits, which
+//! is bit-identical to what the sequence gets alone: a greedy answer does not depend on what
+//! else runs.
+//!
+//! KV cells: on the CPU the slots share one pool (`kv_cells`). A batch that needs more cells
+//! than are free is made to fit (`Engine::fit_plan`): idle slots' cached prompts are
+//! forgotten, least recently used first; then prompt chunks of the newest jobs wait; then the
+//! newest job gives its cells up (preempted) and evaluates its tokens again when there is
+//! room, which changes none of its tokens (a sequence's logits do not depend on its cells).
+//! On the GPU each slot has its own store.
 //!
 //! Prefix reuse: a job goes to the free slot whose cached tokens share the longest prefix with
 //! its prompt (ties and no match: the least recently used); that slot keeps the common prefix
 //! ([`Context::seq_truncate`]) and evaluates only the rest (always at least the last prompt
 //! token, for its logits). When a busy slot holds a longer matching prefix (a system prompt
-//! shared by concurrent requests), it is copied into the chosen slot with
-//! [`Context::seq_copy`] instead of being evaluated again. Sliding-window rings cannot be
-//! rolled back past what they hold: such a prefix is evaluated again.
+//! shared by concurrent requests), it is forked into the chosen slot with
+//! [`Context::seq_copy`] instead of being evaluated again (in a pool the cells are shared, not
+//! copied). Sliding-window rings cannot be rolled back past what they hold: such a prefix is
+//! evaluated again.
 //!
 //! A job may carry a grammar [`Constraint`] (compiled by the HTTP side): its slot samples
 //! among the tokens the constraint allows and reports each one to it, so end-of-generation
@@ -51,8 +60,13 @@ pub type ModelLoader = Box<dyn FnOnce() -> Result<Arc<Model>, String> + Send>;
 pub struct EngineConfig {
     /// Slots (requests served at once): the context's sequences.
     pub parallel: usize,
-    /// Context size of each slot, in tokens.
+    /// Context size of each slot, in tokens (what one request may use).
     pub n_ctx_slot: usize,
+    /// KV cells the slots share on the CPU (0: `n_ctx_slot × parallel`, room for every slot
+    /// at full length; at least `n_ctx_slot`). When a step finds them taken, idle slots'
+    /// cached prompts go first (least recently used), then prompt chunks wait, then the newest
+    /// requests give way. The GPU gives each slot its own `n_ctx_slot` instead.
+    pub kv_cells: usize,
     /// Most tokens evaluated in one batch (all slots together).
     pub n_batch: usize,
     /// Threads of the context (shared by all slots).
@@ -215,7 +229,7 @@ pub fn spawn(
                 Ok(Err(e)) => return on_loaded(Err(e)),
                 Err(_) => return on_loaded(Err("loading the model panicked".into())),
             };
-            let total = ctx.n_ctx() * ctx.n_seq();
+            let total = ctx.kv_free_cells().unwrap_or(ctx.n_ctx() * ctx.n_seq());
             metrics
                 .kv_cells_total
                 .store(total as i64, Ordering::Relaxed);
@@ -228,6 +242,12 @@ pub fn spawn(
 
 /// Load the model and make the context: one sequence per slot.
 fn open_context(config: &EngineConfig, loader: ModelLoader) -> Result<Context, String> {
+    if config.kv_cells > 0 && config.kv_cells < config.n_ctx_slot {
+        return Err(format!(
+            "a KV pool of {} cells cannot hold one slot's context of {} tokens",
+            config.kv_cells, config.n_ctx_slot
+        ));
+    }
     let model = loader()?;
     let params = ContextParams {
         n_ctx: config.n_ctx_slot,
@@ -236,6 +256,7 @@ fn open_context(config: &EngineConfig, loader: ModelLoader) -> Result<Context, S
         kv_ring: config.kv_ring,
         device: config.device,
         n_seq: config.parallel.max(1),
+        kv_pool: config.kv_cells,
     };
     Context::new(model, params).map_err(|e| e.to_string())
 }
@@ -292,8 +313,14 @@ struct Active {
     job: Job,
     /// Engine clock when it started (older prompts are read first).
     started: u64,
-    /// Index of the next prompt token to evaluate.
+    /// What it evaluates before sampling: the prompt, or after it gave its cells up for
+    /// others (preempted), every token it had evaluated, to be evaluated again.
+    input: Vec<u32>,
+    /// Index of the next `input` token to evaluate.
     next_prompt: usize,
+    /// `input` tokens before this one are evaluated again after a preemption (they do not
+    /// count as prompt tokens in the metrics).
+    replayed: usize,
     /// The sampled token still to evaluate (generating).
     pending: Option<u32>,
     cached: usize,
@@ -473,11 +500,14 @@ impl Engine {
             slot.sampler.accept(t);
         }
         self.metrics.busy_slots.fetch_add(1, Ordering::Relaxed);
+        let input = job.prompt.clone();
         slot.active = Some(Active {
             stop: StopMatcher::new(job.stop.clone()),
             job,
             started: self.clock,
+            input,
             next_prompt: keep,
+            replayed: 0,
             pending: None,
             cached: keep,
             n_generated: 0,
@@ -504,7 +534,8 @@ impl Engine {
     fn plan(&mut self) {
         self.parts.clear();
         for (i, s) in self.slots.iter().enumerate() {
-            if let Some(t) = s.active.as_ref().and_then(|a| a.pending) {
+            let Some(a) = s.active.as_ref() else { continue };
+            if let (Some(t), true) = (a.pending, a.next_prompt == a.input.len()) {
                 self.parts.push((i, Part::Token(t)));
             }
         }
@@ -515,8 +546,7 @@ impl Engine {
             .enumerate()
             .filter_map(|(i, s)| {
                 let a = s.active.as_ref()?;
-                (a.pending.is_none() && a.next_prompt < a.job.prompt.len())
-                    .then_some((a.started, i))
+                (a.next_prompt < a.input.len()).then_some((a.started, i))
             })
             .collect();
         reading.sort_unstable();
@@ -526,10 +556,82 @@ impl Engine {
             }
             let a = self.slots[i].active.as_ref().expect("a reading slot");
             let from = a.next_prompt;
-            let to = (from + budget).min(a.job.prompt.len());
+            let to = (from + budget).min(a.input.len());
             budget -= to - from;
             self.parts.push((i, Part::Prompt { from, to }));
         }
+    }
+
+    /// Make the planned batch fit the KV cells the slots share (where they share a pool):
+    /// forget idle slots' caches, least recently used first; then shorten or drop prompt
+    /// chunks, newest job first; then, if that leaves nothing to run or generating slots
+    /// alone need more cells than are free, the newest job gives its cells up (preempted: it
+    /// evaluates its tokens again later, as vLLM's recompute preemption does). Returns true
+    /// after a preemption: the batch must be planned again.
+    fn fit_plan(&mut self) -> bool {
+        let Some(mut free) = self.ctx.kv_free_cells() else {
+            return false;
+        };
+        let size = |p: &Part| match *p {
+            Part::Token(_) => 1,
+            Part::Prompt { from, to } => to - from,
+        };
+        let need = |parts: &[(usize, Part)]| parts.iter().map(|(_, p)| size(p)).sum::<usize>();
+        while need(&self.parts) > free {
+            let idle = (0..self.slots.len())
+                .filter(|&i| self.slots[i].active.is_none() && !self.slots[i].tokens.is_empty())
+                .min_by_key(|&i| self.slots[i].last_used);
+            let Some(i) = idle else { break };
+            let seq = self.slots[i].seq;
+            self.slots[i].tokens.clear();
+            if self.ctx.seq_clear(seq).is_err() {
+                break;
+            }
+            free = self.ctx.kv_free_cells().unwrap_or(usize::MAX);
+        }
+        if need(&self.parts) <= free {
+            return false;
+        }
+        // Prompt chunks of the newest jobs wait (they are planned oldest first).
+        let mut over = need(&self.parts) - free;
+        for k in (0..self.parts.len()).rev() {
+            if over == 0 {
+                break;
+            }
+            if let (i, Part::Prompt { from, to }) = self.parts[k] {
+                let cut = over.min(to - from);
+                over -= cut;
+                self.parts[k] = (i, Part::Prompt { from, to: to - cut });
+            }
+        }
+        self.parts
+            .retain(|&(_, p)| !matches!(p, Part::Prompt { from, to } if from == to));
+        if need(&self.parts) <= free && !self.parts.is_empty() {
+            return false;
+        }
+        // Still too few cells: the newest job holding some gives them up, to evaluate what
+        // it had again when there is room (its answer is unchanged: a sequence's logits do
+        // not depend on its cells or on what runs beside it).
+        let newest = (0..self.slots.len())
+            .filter(|&i| self.slots[i].active.is_some() && !self.slots[i].tokens.is_empty())
+            .max_by_key(|&i| self.slots[i].active.as_ref().map_or(0, |a| a.started));
+        let Some(i) = newest else { return false };
+        let seq = self.slots[i].seq;
+        let mut held = std::mem::take(&mut self.slots[i].tokens);
+        if let Some(a) = self.slots[i].active.as_mut() {
+            // What it had evaluated, then what it had still to read.
+            a.replayed = held.len();
+            held.extend_from_slice(&a.input[a.next_prompt..]);
+            a.input = held;
+            a.next_prompt = 0;
+        }
+        if self.ctx.seq_clear(seq).is_err() {
+            self.fail(i, "internal error: a slot failed to reset".into());
+        }
+        self.metrics
+            .preemptions_total
+            .fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// The tokens of slot `i`'s `part`, and whether the last one's logits are wanted.
@@ -540,7 +642,10 @@ impl Engine {
                 std::slice::from_ref(a.pending.as_ref().expect("a pending token")),
                 true,
             ),
-            Part::Prompt { from, to } => (&a.job.prompt[from..to], to == a.job.prompt.len()),
+            Part::Prompt { from, to } => (
+                &a.input[from..to],
+                to == a.input.len() && a.pending.is_none(),
+            ),
         }
     }
 
@@ -576,6 +681,13 @@ impl Engine {
     /// One iteration: one batch for every busy slot, then each samples from its logits.
     fn step(&mut self) {
         self.plan();
+        // Each preemption empties one more slot; with all but the oldest empty, it fits.
+        for _ in 0..self.slots.len() {
+            if !self.fit_plan() {
+                break;
+            }
+            self.plan();
+        }
         if self.parts.is_empty() {
             return;
         }
@@ -625,11 +737,12 @@ impl Engine {
                 a.pending = None;
             }
             Part::Prompt { from, to } => {
-                slot.tokens.extend_from_slice(&a.job.prompt[from..to]);
+                slot.tokens.extend_from_slice(&a.input[from..to]);
                 a.next_prompt = to;
+                let new = to - from.max(a.replayed).min(to);
                 self.metrics
                     .prompt_tokens_total
-                    .fetch_add((to - from) as u64, Ordering::Relaxed);
+                    .fetch_add(new as u64, Ordering::Relaxed);
             }
         }
         let Some(row) = row else {
@@ -727,6 +840,11 @@ impl Engine {
             if s.active.is_some() {
                 busy += n;
             }
+        }
+        // A pool counts a cell that slots share (a forked prefix) once.
+        if let Some(free) = self.ctx.kv_free_cells() {
+            let total = self.metrics.kv_cells_total.load(Ordering::Relaxed) as usize;
+            used = total.saturating_sub(free);
         }
         self.metrics
             .kv_cells_used
@@ -841,6 +959,7 @@ mod tests {
             n_threads: 1,
             kv_ring: true,
             device: Device::Cpu,
+            kv_cells: 0,
             queue_capacity: 4,
         };
         let loader: ModelLoader = Box::new(|| {
@@ -912,6 +1031,11 @@ mod tests {
 
     /// An engine over the tiny model with `parallel` slots, driven by hand, and its queue.
     fn manual_engine(parallel: usize) -> (Engine, SyncSender<Job>) {
+        manual_engine_pool(parallel, 0)
+    }
+
+    /// [`manual_engine`] whose slots share `kv_pool` cells (0: 64 each).
+    fn manual_engine_pool(parallel: usize, kv_pool: usize) -> (Engine, SyncSender<Job>) {
         let bytes = tessera_models::testing::TinyLlama::default().bytes();
         let model = Arc::new(tessera_models::testing::load_bytes(&bytes).unwrap());
         let params = ContextParams {
@@ -919,6 +1043,7 @@ mod tests {
             n_batch: 32,
             n_threads: 1,
             n_seq: parallel,
+            kv_pool,
             ..Default::default()
         };
         let ctx = Context::new(model, params).unwrap();
@@ -993,6 +1118,64 @@ mod tests {
         assert_eq!(engine.ctx.seq_len(b_slot.seq), 20);
         run_until_idle(&mut engine);
         assert_eq!(answer(&mut rx), want);
+    }
+
+    /// Slots sharing a pool of 64 cells, one slot's context: an idle slot's cache goes first,
+    /// then the newest of three 30-token jobs (each generating 12) gives its cells up and
+    /// evaluates its tokens again later; every answer is still its solo answer.
+    #[test]
+    fn a_full_pool_evicts_idle_caches_then_preempts_the_newest_and_answers_are_unchanged() {
+        let prompts: Vec<Vec<u32>> = (0..4u32)
+            .map(|s| (0..30u32).map(|i| (i * 7 + s * 13) % 60 + 1).collect())
+            .collect();
+        let long_job = |p: &[u32]| {
+            let (mut j, rx) = job(p.to_vec(), SamplerParams::greedy());
+            j.max_tokens = Some(12);
+            (j, rx)
+        };
+        let solo: Vec<(String, usize)> = prompts[1..]
+            .iter()
+            .map(|p| {
+                let (mut alone, tx) = manual_engine(1);
+                let (j, mut rx) = long_job(p);
+                tx.send(j).unwrap();
+                alone.admit();
+                run_until_idle(&mut alone);
+                answer(&mut rx)
+            })
+            .collect();
+        let (mut engine, tx) = manual_engine_pool(4, 64);
+        // A first job leaves its cache in an idle slot.
+        let (j, mut rx) = long_job(&prompts[0]);
+        tx.send(j).unwrap();
+        engine.admit();
+        run_until_idle(&mut engine);
+        answer(&mut rx);
+        let idle = engine
+            .slots
+            .iter()
+            .position(|s| !s.tokens.is_empty())
+            .unwrap();
+        // Three jobs at once: 3 × 42 cells wanted, 64 in the pool.
+        let mut rxs = Vec::new();
+        for p in &prompts[1..] {
+            let (j, rx) = long_job(p);
+            tx.send(j).unwrap();
+            rxs.push(rx);
+        }
+        engine.admit();
+        run_until_idle(&mut engine);
+        assert!(
+            engine.slots[idle].tokens.is_empty(),
+            "the idle cache went first"
+        );
+        assert!(engine.metrics.preemptions_total.load(Ordering::Relaxed) > 0);
+        for (k, rx) in rxs.iter_mut().enumerate() {
+            assert_eq!(answer(rx), solo[k], "job {k}");
+        }
+        // Every cell is accounted for: the slots' caches and the free ones.
+        let held: usize = engine.slots.iter().map(|s| s.tokens.len()).sum();
+        assert_eq!(engine.ctx.kv_free_cells(), Some(64 - held));
     }
 
     /// The text and finish reason of a finished job.

@@ -22,8 +22,11 @@ pub struct Metrics {
     pub kv_cells_used: AtomicI64,
     /// KV cells (token positions) held by slots serving a request.
     pub kv_cells_busy: AtomicI64,
-    /// KV cells of all slots together.
+    /// KV cells of all slots together (on the CPU, the pool they share).
     pub kv_cells_total: AtomicI64,
+    /// Times a request gave its KV cells up for older ones (the pool was full) and evaluated
+    /// its tokens again later.
+    pub preemptions_total: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +59,13 @@ impl Metrics {
             get(&self.generated_tokens_total),
         );
         metric(
+            "preemptions_total",
+            "counter",
+            "Requests that gave their KV cells up to older ones (the cells were all taken) and \
+             evaluated their tokens again later.",
+            get(&self.preemptions_total),
+        );
+        metric(
             "queue_depth",
             "gauge",
             "Requests waiting for a slot.",
@@ -83,7 +93,7 @@ impl Metrics {
         metric(
             "kv_cells_total",
             "gauge",
-            "KV cache cells, all slots.",
+            "KV cache cells, all slots (on the CPU, one pool they share).",
             gauge(&self.kv_cells_total),
         );
         s
@@ -101,6 +111,6 @@ mod tests {
         let text = m.render();
         assert!(text.contains("# TYPE tessera_busy_slots gauge\ntessera_busy_slots 2\n"));
         assert!(text.contains("tessera_requests_total 0\n"));
-        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 9);
     }
 }

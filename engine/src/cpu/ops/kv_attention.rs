@@ -1,5 +1,6 @@
 //! A step's attention over a KV store: the batch's K/V staged as F16 (as the cache will hold
-//! them), the visible sources gathered in position order (cached cells, then the batch), every
+//! them), the visible sources of its sequence gathered in position order (cached cells, then
+//! the batch), every
 //! (token, query-head group) attended by [`attention::attend_group`] across the pool's tasks,
 //! then the batch's K/V written into the store.
 
@@ -49,9 +50,9 @@ impl KvAttnScratch {
     }
 }
 
-/// Attention of the batch's queries `q` (at `positions`) over the store's cached cells and
-/// the batch's own keys `k` and values `v`, into `out`; then the batch's K/V are written
-/// into the store. A store without values (`v_width` 0: MLA's latent cache) reads each
+/// Attention of the batch's queries `q` (tokens of sequence `seq` at `positions`) over that
+/// sequence's cached cells and the batch's own keys `k` and values `v`, into `out`; then the
+/// batch's K/V are written into the store (a pool must have room: `KvStore::check_step`). A store without values (`v_width` 0: MLA's latent cache) reads each
 /// value from the first `head_dim_v` elements of its key head, and `v` must be those (it is
 /// not read). `scratch` must have been reserved for the step.
 #[allow(clippy::too_many_arguments)]
@@ -61,6 +62,7 @@ pub fn attend_step(
     q: &[f32],
     k: &[f32],
     v: &[f32],
+    seq: u32,
     positions: &[i32],
     store: &mut KvStore,
     p: &AttnParams,
@@ -79,27 +81,17 @@ pub fn attend_step(
     let sv = &mut scratch.staged_v[..n_tok * vw];
     sk.convert_from_f32_slice(&k[..n_tok * kw]);
     sv.convert_from_f32_slice(&v[..n_tok * vw]);
-    // Gather the cached cells some query of the batch can see (cells at or after the
-    // batch's first position are stale: the batch replaces them), then the batch itself.
+    // Gather the sequence's cached cells some query of the batch can see (cells at or after
+    // the batch's first position are stale: the batch replaces them), then the batch itself.
     let pmin = *positions.iter().min().expect("non-empty batch");
-    let mut n_src = 0;
-    // Walk the cells in position order (oldest first) whatever the layout: a ring's oldest
-    // cell is the one the batch's first token will overwrite. The same order for ring and
-    // full caches makes their results bit-identical.
     let n_cells = store.n_cells();
-    let start = store.cell_of(pmin);
-    for j in 0..n_cells {
-        let c = (start + j) % n_cells;
-        let pk = store.cell_positions()[c];
-        let in_window = p
-            .window
-            .is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
-        if pk >= 0 && pk < pmin && in_window {
-            scratch.src_rows[n_src] = c as u32;
-            scratch.positions[n_src] = pk;
-            n_src += 1;
-        }
-    }
+    let mut n_src = store.gather(
+        seq,
+        pmin,
+        p.window,
+        &mut scratch.src_rows,
+        &mut scratch.positions,
+    );
     for (t, &pos) in positions.iter().enumerate() {
         scratch.src_rows[n_src] = (n_cells + t) as u32;
         scratch.positions[n_src] = pos;
@@ -124,13 +116,7 @@ pub fn attend_step(
     } else {
         attend_rows(pool, q, positions, &view, p, sinks, out);
     }
-    for t in 0..n_tok {
-        store.write_f16(
-            positions[t],
-            &sk[t * kw..(t + 1) * kw],
-            &sv[t * vw..(t + 1) * vw],
-        );
-    }
+    store.write_step(seq, positions, sk, sv);
 }
 
 /// [`attend_step`]'s attention one (token, query-head group) at a time, by

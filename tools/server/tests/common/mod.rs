@@ -22,6 +22,7 @@ pub fn engine(parallel: usize, n_ctx_slot: usize) -> EngineConfig {
         n_threads: 1,
         kv_ring: true,
         device: Device::Cpu,
+        kv_cells: 0,
         queue_capacity: 16,
     }
 }
