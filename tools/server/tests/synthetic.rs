@@ -8,7 +8,7 @@ use std::sync::mpsc;
 
 use common::*;
 use serde_json::json;
-use tessera_server::Server;
+use tessera_server::{EngineConfig, Server};
 
 #[test]
 fn completions_and_chat_answer_with_openai_shapes() {
@@ -265,5 +265,51 @@ fn a_seed_makes_sampling_reproducible_and_penalties_are_accepted() {
     assert_eq!(one.status, 200, "{}", one.body);
     let two = post(a, "/v1/completions", &body);
     assert_eq!(answer_text(&one.json()), answer_text(&two.json()));
+    server.stop().unwrap();
+}
+
+/// Four concurrent requests whose prompts and answers need 4 × 108 cells, with the slots
+/// sharing a pool of 128 (one slot's context): every request completes, with the answer it
+/// gets alone, and `/metrics` counts the preemptions that made room and shows every cell back
+/// in the pool's count at the end.
+#[test]
+fn slots_sharing_a_small_pool_all_answer_as_alone() {
+    let prompt = |k: u32| -> Vec<u32> { (0..100u32).map(|i| (i * 7 + k * 13) % 60 + 1).collect() };
+    let body = |k: u32| json!({"prompt": prompt(k), "max_tokens": 8, "temperature": 0});
+    let alone = start(config(engine(1, 128)), tiny_loader());
+    let want: Vec<String> = (0..4)
+        .map(|k| {
+            let r = post(alone.addr(), "/v1/completions", &body(k));
+            assert_eq!(r.status, 200, "{}", r.body);
+            answer_text(&r.json())
+        })
+        .collect();
+    alone.stop().unwrap();
+    let server = start(
+        config(EngineConfig {
+            kv_cells: 128,
+            ..engine(4, 128)
+        }),
+        tiny_loader(),
+    );
+    let a = server.addr();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                let b = body(k);
+                s.spawn(move || {
+                    let r = post(a, "/v1/completions", &b);
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    answer_text(&r.json())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers, want);
+    assert!(metric(a, "preemptions_total") > 0);
+    assert_eq!(metric(a, "kv_cells_total"), 128);
+    assert!(metric(a, "kv_cells_used") <= 128);
+    assert_eq!(metric(a, "kv_cells_busy"), 0);
     server.stop().unwrap();
 }
