@@ -254,6 +254,21 @@ impl Context {
         Ok(())
     }
 
+    /// Fails with [`BackendError::KvFull`](tessera_engine::backend::BackendError::KvFull)
+    /// when `n` more tokens do not fit the KV pool the sequences share (each takes a cell),
+    /// so a batch is refused before any of its steps runs.
+    fn check_pool(&self, n: usize) -> Result<()> {
+        match self.backend.kv_free_cells() {
+            Some(free) if n > free => Err(ModelError::Backend(
+                tessera_engine::backend::BackendError::KvFull(tessera_engine::kv_cells::PoolFull {
+                    need: n,
+                    free,
+                }),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// Fails unless the context has sequence `seq`.
     fn check_seq(&self, seq: u32) -> Result<()> {
         if (seq as usize) < self.n_seq() {
@@ -319,6 +334,7 @@ impl Context {
                 "token id {bad} is out of range (vocabulary of {n_vocab})"
             )));
         }
+        self.check_pool(tokens.len())?;
         let rows_wanted = if all_logits { tokens.len() } else { 1 };
         let n_logits = rows_wanted.saturating_mul(n_vocab);
         tessera_engine::memory::try_grow(&mut self.logits, n_logits, "the logits")?;
@@ -370,7 +386,8 @@ impl Context {
     /// logits of the batch's `i`-th wanted token, bit-identical to what that sequence gets
     /// evaluated alone. Nothing is evaluated when the batch breaks a rule (a sequence the
     /// context lacks, a position that does not continue its sequence, a sequence over the
-    /// context, a token outside the vocabulary).
+    /// context, a token outside the vocabulary) or does not fit the KV pool the sequences
+    /// share ([`tessera_engine::backend::BackendError::KvFull`]).
     pub fn decode(&mut self, batch: &Batch) -> Result<()> {
         self.n_logit_rows = 0;
         let n = batch.len();
@@ -411,6 +428,7 @@ impl Context {
                 )));
             }
         }
+        self.check_pool(n)?;
         // The tokens grouped by sequence, in batch order within each.
         let mut order: Vec<usize> = (0..n).collect();
         order.sort_by_key(|&i| seqs[i]);

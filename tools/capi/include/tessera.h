@@ -289,10 +289,17 @@ typedef struct tessera_context_params {
    */
   int32_t gpu_index;
   /**
-   * Sequences the context holds at once (0 = 1), each with its own KV cache of `n_ctx`
-   * tokens; `tessera_decode_batch` evaluates tokens of several in one step.
+   * Sequences the context holds at once (0 = 1), each up to `n_ctx` tokens;
+   * `tessera_decode_batch` evaluates tokens of several in one step.
    */
   int32_t n_seq;
+  /**
+   * KV cells the sequences share on the CPU (0 = `n_ctx × n_seq`: room for every sequence
+   * at full length). A smaller pool holds more sequences in less memory; a decode that
+   * does not fit it is `TESSERA_ERR_CONTEXT_FULL` and evaluates nothing. Sliding-window
+   * layers keep a ring per sequence, and the GPU `n_ctx` cells per sequence, whatever it says.
+   */
+  int32_t kv_cells;
 } tessera_context_params;
 
 /**
@@ -745,8 +752,9 @@ tessera_status tessera_n_ctx(struct tessera_context *ctx, int32_t *n_ctx);
  *
  * Errors: `TESSERA_ERR_OUT_OF_RANGE` (an id outside `[0, n_vocab)` or a sequence outside
  * `[0, n_seq)`), `TESSERA_ERR_INVALID_ARGUMENT` (a position that does not continue its
- * sequence), `TESSERA_ERR_CONTEXT_FULL` (a sequence would hold more than `n_ctx` tokens);
- * in these cases nothing is evaluated. `TESSERA_ERR_DECODE_FAILED`: the engine failed; the
+ * sequence), `TESSERA_ERR_CONTEXT_FULL` (a sequence would hold more than `n_ctx` tokens, or
+ * the batch needs more KV cells than the pool the sequences share has free: free some with
+ * `tessera_seq_clear`); in these cases nothing is evaluated. `TESSERA_ERR_DECODE_FAILED`: the engine failed; the
  * logits are gone and sequences may hold part of the batch (clear them). The arrays are
  * only read during the call.
  *

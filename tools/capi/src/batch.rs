@@ -7,9 +7,7 @@ use tessera_models::batch::Batch;
 
 use crate::buffers::{out_ptr, put, slice};
 use crate::context::{LastBatch, context_ref, tessera_context};
-use crate::error::{
-    Error, Result, TESSERA_ERR_CONTEXT_FULL, TESSERA_ERR_DECODE_FAILED, guard, tessera_status,
-};
+use crate::error::{Error, Result, TESSERA_ERR_CONTEXT_FULL, guard, tessera_status};
 use crate::handles::lock;
 use crate::tokenize::token_ids;
 
@@ -38,8 +36,9 @@ fn seq_id(seq: i32, n_seq: usize, what: &str) -> Result<u32> {
 ///
 /// Errors: `TESSERA_ERR_OUT_OF_RANGE` (an id outside `[0, n_vocab)` or a sequence outside
 /// `[0, n_seq)`), `TESSERA_ERR_INVALID_ARGUMENT` (a position that does not continue its
-/// sequence), `TESSERA_ERR_CONTEXT_FULL` (a sequence would hold more than `n_ctx` tokens);
-/// in these cases nothing is evaluated. `TESSERA_ERR_DECODE_FAILED`: the engine failed; the
+/// sequence), `TESSERA_ERR_CONTEXT_FULL` (a sequence would hold more than `n_ctx` tokens, or
+/// the batch needs more KV cells than the pool the sequences share has free: free some with
+/// `tessera_seq_clear`); in these cases nothing is evaluated. `TESSERA_ERR_DECODE_FAILED`: the engine failed; the
 /// logits are gone and sequences may hold part of the batch (clear them). The arrays are
 /// only read during the call.
 ///
@@ -128,9 +127,7 @@ pub unsafe extern "C" fn tessera_decode_batch(
             }));
         }
         st.last = LastBatch::default();
-        st.ctx
-            .decode(&batch)
-            .map_err(|e| Error::new(TESSERA_ERR_DECODE_FAILED, e.to_string()))?;
+        st.ctx.decode(&batch).map_err(Error::decode)?;
         st.last = LastBatch {
             n_tokens: n,
             all: false,
@@ -153,9 +150,7 @@ pub unsafe extern "C" fn tessera_seq_clear(ctx: *mut tessera_context, seq: i32) 
         let c = context_ref(ctx)?;
         let mut st = lock(&c.state, "context")?;
         let s = seq_id(seq, st.ctx.n_seq(), "seq")?;
-        st.ctx
-            .seq_clear(s)
-            .map_err(|e| Error::new(TESSERA_ERR_DECODE_FAILED, e.to_string()))
+        st.ctx.seq_clear(s).map_err(Error::decode)
     })
 }
 

@@ -8,8 +8,7 @@ use tessera_models::{Context, ContextParams, Device, Model};
 
 use crate::buffers::{out_ptr, put, slice};
 use crate::error::{
-    Error, Result, TESSERA_ERR_CONTEXT_FULL, TESSERA_ERR_DECODE_FAILED, TESSERA_ERR_NO_LOGITS,
-    guard, tessera_status,
+    Error, Result, TESSERA_ERR_CONTEXT_FULL, TESSERA_ERR_NO_LOGITS, guard, tessera_status,
 };
 use crate::handles::{self, Handle, Kind, lock};
 use crate::model::{model_ref, tessera_model};
@@ -31,9 +30,14 @@ pub struct tessera_context_params {
     pub device: i32,
     /// With `TESSERA_DEVICE_GPU`: which adapter (0 = the best; `tessera info --devices`).
     pub gpu_index: i32,
-    /// Sequences the context holds at once (0 = 1), each with its own KV cache of `n_ctx`
-    /// tokens; `tessera_decode_batch` evaluates tokens of several in one step.
+    /// Sequences the context holds at once (0 = 1), each up to `n_ctx` tokens;
+    /// `tessera_decode_batch` evaluates tokens of several in one step.
     pub n_seq: i32,
+    /// KV cells the sequences share on the CPU (0 = `n_ctx × n_seq`: room for every sequence
+    /// at full length). A smaller pool holds more sequences in less memory; a decode that
+    /// does not fit it is `TESSERA_ERR_CONTEXT_FULL` and evaluates nothing. Sliding-window
+    /// layers keep a ring per sequence, and the GPU `n_ctx` cells per sequence, whatever it says.
+    pub kv_cells: i32,
 }
 
 /// `tessera_context_params.device`: the model's `device` load parameter, else the
@@ -223,6 +227,7 @@ pub unsafe extern "C" fn tessera_context_new(
             n_threads: pick(p.n_threads, d.n_threads, "n_threads")?,
             device,
             n_seq: pick(p.n_seq, 1, "n_seq")?,
+            kv_pool: pick(p.kv_cells, 0, "kv_cells")?,
             ..ContextParams::default()
         };
         let ctx =
@@ -296,9 +301,7 @@ pub unsafe extern "C" fn tessera_decode(
             ));
         }
         st.last = LastBatch::default();
-        st.ctx
-            .eval(&st.ids, all_logits)
-            .map_err(|e| Error::new(TESSERA_ERR_DECODE_FAILED, e.to_string()))?;
+        st.ctx.eval(&st.ids, all_logits).map_err(Error::decode)?;
         st.last = LastBatch {
             n_tokens: tokens.len(),
             all: all_logits,
@@ -381,9 +384,7 @@ pub unsafe extern "C" fn tessera_kv_clear(ctx: *mut tessera_context) -> tessera_
         let c = context_ref(ctx)?;
         let mut st = lock(&c.state, "context")?;
         for seq in 0..st.ctx.n_seq() as u32 {
-            st.ctx
-                .seq_clear(seq)
-                .map_err(|e| Error::new(TESSERA_ERR_DECODE_FAILED, e.to_string()))?;
+            st.ctx.seq_clear(seq).map_err(Error::decode)?;
         }
         st.last = LastBatch::default();
         Ok(())

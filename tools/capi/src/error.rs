@@ -82,6 +82,19 @@ impl Error {
     pub(crate) fn range(msg: impl Into<String>) -> Error {
         Error::new(TESSERA_ERR_OUT_OF_RANGE, msg)
     }
+
+    /// A failed decode: `TESSERA_ERR_CONTEXT_FULL` where the KV pool the sequences share
+    /// had no room (nothing was evaluated), else `TESSERA_ERR_DECODE_FAILED`.
+    pub(crate) fn decode(e: tessera_models::ModelError) -> Error {
+        use tessera_engine::backend::BackendError;
+        let status = match e {
+            tessera_models::ModelError::Backend(BackendError::KvFull(_)) => {
+                TESSERA_ERR_CONTEXT_FULL
+            }
+            _ => TESSERA_ERR_DECODE_FAILED,
+        };
+        Error::new(status, e.to_string())
+    }
 }
 
 /// Result of an entry point's body.

@@ -213,6 +213,30 @@ int main(int argc, char **argv)
     }
 
     OK(tessera_context_free(ctx));
+
+    /* Sequences sharing a pool of 8 KV cells: 6 tokens fit, 3 more do not (nothing is
+     * evaluated), and fit once a sequence lets its cells go. */
+    {
+        tessera_context_params pp = tessera_context_default_params();
+        pp.n_ctx = 64;
+        pp.n_seq = 2;
+        pp.kv_cells = 8;
+        struct tessera_context *pc = NULL;
+        OK(tessera_context_new(model, &pp, &pc));
+        int32_t six[6] = {1, 2, 3, 4, 5, 6}, three[3] = {7, 8, 9}, len = -1;
+        int32_t s0[6] = {0, 0, 0, 0, 0, 0}, s1[3] = {1, 1, 1};
+        OK(tessera_decode_batch(pc, six, NULL, s0, NULL, 6));
+        CHECK(tessera_decode_batch(pc, three, NULL, s1, NULL, 3) == TESSERA_ERR_CONTEXT_FULL,
+              "3 tokens with 2 cells free: the pool is full");
+        OK(tessera_seq_len(pc, 1, &len));
+        CHECK(len == 0, "a refused batch left %d tokens in sequence 1", len);
+        OK(tessera_seq_clear(pc, 0));
+        OK(tessera_decode_batch(pc, three, NULL, s1, NULL, 3));
+        OK(tessera_seq_len(pc, 1, &len));
+        CHECK(len == 3, "sequence 1 holds %d tokens, expected 3", len);
+        OK(tessera_context_free(pc));
+    }
+
     OK(tessera_model_free(model));
     free(batched);
     if (failures) {
