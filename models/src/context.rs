@@ -106,7 +106,12 @@ impl Context {
         Footprint::new(&model, &params, 1)
             .check_now()
             .map_err(ModelError::OutOfMemory)?;
-        let kv = KvCache::new(model.hparams(), params.n_ctx, params.kv_ring);
+        let kv = KvCache::new(
+            model.hparams(),
+            params.n_ctx,
+            params.kv_ring,
+            params.n_batch,
+        );
         let backend = backend::open(
             params.device,
             &BackendParams {

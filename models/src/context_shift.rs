@@ -34,12 +34,24 @@ pub fn discard_count(n_past: usize, n_keep: usize) -> usize {
 /// overwritten positions that evaluating at `keep` attends to; then 0 (evaluate from the
 /// start).
 pub fn rollback_point(n_past: usize, keep: usize, policies: &[KvPolicy]) -> usize {
-    // A ring of `w` cells holds positions [n_past - w, n_past); evaluating at `keep` needs
-    // [keep - w + 1, keep), which is still there only when keep + 1 >= n_past.
-    let lost = policies
+    let kept = policies.iter().all(|p| p.can_roll_back(n_past, keep));
+    if kept { keep } else { 0 }
+}
+
+/// Cached tokens to keep before evaluating `prompt` over a cache holding `cached` (prefix
+/// reuse by a chat turn or a server slot): the common prefix, less one when the whole prompt
+/// is cached (its last token is evaluated again for the logits), and 0 when a ring of
+/// `policies` no longer holds what evaluating there attends to.
+pub fn reuse_point(cached: &[u32], prompt: &[u32], policies: &[KvPolicy]) -> usize {
+    let mut keep = cached
         .iter()
-        .any(|p| matches!(*p, KvPolicy::Ring(w) if n_past > w && keep + 1 < n_past));
-    if lost { 0 } else { keep }
+        .zip(prompt)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if keep == prompt.len() {
+        keep = keep.saturating_sub(1);
+    }
+    rollback_point(cached.len(), keep, policies)
 }
 
 impl Session {
@@ -150,13 +162,50 @@ mod tests {
     fn rings_that_lost_the_prefix_roll_back_to_the_start() {
         let full = [KvPolicy::Full(1024)];
         assert_eq!(rollback_point(1024, 10, &full), 10);
-        let ring = [KvPolicy::Full(1024), KvPolicy::Ring(512)];
+        let tight = KvPolicy::Ring {
+            window: 512,
+            cells: 512,
+        };
+        let ring = [KvPolicy::Full(1024), tight];
         // Not wrapped yet: the prefix is still there.
         assert_eq!(rollback_point(512, 10, &ring), 10);
         // Wrapped: positions before n_past - 512 are gone.
         assert_eq!(rollback_point(1024, 10, &ring), 0);
         assert_eq!(rollback_point(1024, 1023, &ring), 1023);
         assert_eq!(rollback_point(1024, 0, &ring), 0);
+        // 512 cells more: a 1500-token sequence (holding 476..1500) rolls back to 1000
+        // (which attends to 489..1000), not to 980 (469..980).
+        let roomy = [KvPolicy::Ring {
+            window: 512,
+            cells: 1024,
+        }];
+        assert_eq!(rollback_point(1024, 10, &roomy), 10);
+        assert_eq!(rollback_point(1500, 1000, &roomy), 1000);
+        assert_eq!(rollback_point(1500, 980, &roomy), 0);
+    }
+
+    #[test]
+    fn reuse_keeps_the_common_prefix_the_rings_still_hold() {
+        // A full cache: the common prefix, but the last prompt token.
+        assert_eq!(reuse_point(&[1, 2, 3], &[1, 2, 3, 4, 5], &[]), 3);
+        assert_eq!(reuse_point(&[1, 2, 3, 9], &[1, 2, 4, 5], &[]), 2);
+        assert_eq!(reuse_point(&[1, 2, 3], &[1, 2, 3], &[]), 2);
+        assert_eq!(reuse_point(&[1, 2, 3, 4], &[1, 2, 3], &[]), 2);
+        assert_eq!(reuse_point(&[], &[1], &[]), 0);
+        assert_eq!(reuse_point(&[5], &[1, 2], &[]), 0);
+        // 10 cached tokens in a ring of 4 for a window of 4: only the last can be dropped.
+        let ring = |cells| [KvPolicy::Ring { window: 4, cells }];
+        let cached: Vec<u32> = (0..10).collect();
+        let mut prompt = [&cached[..], &[50, 51]].concat();
+        assert_eq!(reuse_point(&cached, &prompt, &ring(4)), 10);
+        prompt[9] = 99;
+        assert_eq!(reuse_point(&cached, &prompt, &ring(4)), 9);
+        prompt[8] = 99;
+        assert_eq!(reuse_point(&cached, &prompt, &ring(4)), 0);
+        // Two cells more: two tokens back; a ring that has not wrapped: any.
+        assert_eq!(reuse_point(&cached, &prompt, &ring(6)), 8);
+        assert_eq!(reuse_point(&cached, &prompt, &ring(16)), 8);
+        assert_eq!(reuse_point(&cached, &cached[..5], &ring(6)), 0);
     }
 
     #[test]
@@ -191,7 +240,17 @@ mod tests {
     fn ring_layers_that_wrapped_are_rebuilt_from_the_start() {
         let mut s = session_with(32, Some(8), true);
         let policies = s.context().kv_cache().policies().to_vec();
-        assert_eq!(policies, [KvPolicy::Ring(8), KvPolicy::Full(32)]);
+        // Rings of the window plus the batch (16): room to roll back 16 tokens.
+        assert_eq!(
+            policies,
+            [
+                KvPolicy::Ring {
+                    window: 8,
+                    cells: 24
+                },
+                KvPolicy::Full(32)
+            ]
+        );
         let n_vocab = s.model().hparams().n_vocab;
         let all = ids(32, n_vocab);
         s.eval(&all).unwrap();

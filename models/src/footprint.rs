@@ -45,7 +45,7 @@ impl Footprint {
         let n_ctx = params.n_ctx;
         let n_batch = params.n_batch.clamp(1, n_ctx.max(1));
         let output_rows = output_rows.clamp(1, n_ctx.max(1));
-        let kv_cache = KvCache::new(hp, n_ctx, params.kv_ring);
+        let kv_cache = KvCache::new(hp, n_ctx, params.kv_ring, n_batch);
         // Cells of each layer's store: on the CPU one store serves every sequence (a pool for
         // global layers, a ring each for sliding-window layers); on the GPU each sequence has
         // its own.

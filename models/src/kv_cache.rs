@@ -12,15 +12,35 @@ use crate::hparams::HParams;
 pub enum KvPolicy {
     /// One cell per position of the context.
     Full(usize),
-    /// A ring of `window` cells written at `pos % window`.
-    Ring(usize),
+    /// A ring of `cells` cells written at `pos % cells` for a sliding window of `window`
+    /// positions: the window, plus room to roll a sequence back by `cells - window` tokens
+    /// (a cached prefix reused after the answer that followed it).
+    Ring {
+        /// Positions a query sees (itself included).
+        window: usize,
+        /// Cells of the ring.
+        cells: usize,
+    },
 }
 
 impl KvPolicy {
-    /// Cells the policy allocates.
+    /// Cells the policy allocates (per sequence).
     pub fn cells(self) -> usize {
         match self {
-            KvPolicy::Full(n) | KvPolicy::Ring(n) => n,
+            KvPolicy::Full(n) | KvPolicy::Ring { cells: n, .. } => n,
+        }
+    }
+
+    /// Whether a sequence holding `n_past` tokens can be cut back to `keep` and evaluated
+    /// from there: always for a full cache; for a ring, when it still holds the window that
+    /// evaluating at `keep` attends to (positions `keep - window + 1 .. keep` of the
+    /// `n_past - cells .. n_past` it holds).
+    pub fn can_roll_back(self, n_past: usize, keep: usize) -> bool {
+        match self {
+            KvPolicy::Full(_) => true,
+            KvPolicy::Ring { window, cells } => {
+                n_past <= cells || keep + 1 + cells >= n_past + window
+            }
         }
     }
 }
@@ -33,13 +53,20 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// The layout for every layer of `hp` at context `n_ctx`. With `ring` false,
-    /// sliding-window layers get full caches too (the mask still applies) — the reference the
-    /// ring is tested against.
-    pub fn new(hp: &HParams, n_ctx: usize, ring: bool) -> KvCache {
+    /// The layout for every layer of `hp` at context `n_ctx`: sliding-window layers get rings
+    /// of their window plus `rollback` cells (room to cut a sequence back by that many
+    /// tokens, as llama.cpp's SWA cache keeps `n_swa + n_ubatch`). With `ring` false, they
+    /// get full caches too (the mask still applies) — the reference the ring is tested
+    /// against.
+    pub fn new(hp: &HParams, n_ctx: usize, ring: bool, rollback: usize) -> KvCache {
         let policies: Vec<KvPolicy> = (0..hp.n_layer)
             .map(|il| match hp.layer_attention(il).window {
-                Some(w) if ring && (w as usize) < n_ctx => KvPolicy::Ring(w as usize),
+                Some(w) if ring && (w as usize).saturating_add(rollback) < n_ctx => {
+                    KvPolicy::Ring {
+                        window: w as usize,
+                        cells: w as usize + rollback,
+                    }
+                }
                 _ => KvPolicy::Full(n_ctx),
             })
             .collect();

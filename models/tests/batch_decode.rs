@@ -230,30 +230,43 @@ fn sequences_sharing_a_pool_fork_without_cells_and_a_step_that_does_not_fit_chan
     assert_eq!(ctx.kv_free_cells(), Some(5));
 }
 
+/// Rings keep their window (6) plus the batch (16): a 30-token sequence holds positions 8..30,
+/// so it forks or rolls back to 20 (which attends to 15..20), exactly as if recomputed, but
+/// not to 10 (5..10 are gone).
 #[test]
 fn rings_that_moved_past_a_prefix_refuse_to_fork_or_truncate_it() {
     let m = tiny(Some(6));
     let n_vocab = m.hparams().n_vocab;
     let mut ctx = Context::new(
-        m,
+        m.clone(),
         ContextParams {
             n_seq: 2,
             ..params(64, 16)
         },
     )
     .unwrap();
-    ctx.eval(&prompt(30, 7, n_vocab), false).unwrap();
-    for e in [ctx.seq_copy(0, 1, 20), ctx.seq_truncate(0, 20)] {
+    let text = prompt(30, 7, n_vocab);
+    ctx.eval(&text, false).unwrap();
+    for e in [ctx.seq_copy(0, 1, 10), ctx.seq_truncate(0, 10)] {
         match e {
             Err(ModelError::InvalidInput(m)) => assert!(m.contains("rings no longer hold"), "{m}"),
             other => panic!("expected a refusal, got {other:?}"),
         }
     }
     assert_eq!((ctx.seq_len(0), ctx.seq_len(1)), (30, 0));
-    // The whole sequence, or its last token dropped, is still there.
-    ctx.seq_copy(0, 1, 30).unwrap();
-    ctx.seq_truncate(1, 29).unwrap();
-    assert_eq!(ctx.seq_len(1), 29);
+    ctx.seq_copy(0, 1, 20).unwrap();
+    let tail = prompt(5, 8, n_vocab);
+    let mut batch = Batch::new();
+    batch.push_seq(&tail, 20, 1, true);
+    ctx.decode(&batch).unwrap();
+    let whole = [&text[..20], &tail[..]].concat();
+    assert_bitwise(
+        "forked at 20",
+        ctx.batch_logits(0),
+        &fresh_rows(&m, &whole)[24],
+    );
+    ctx.seq_truncate(0, 21).unwrap();
+    assert_eq!(ctx.seq_len(0), 21);
 }
 
 #[test]

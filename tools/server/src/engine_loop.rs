@@ -44,6 +44,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tessera_models::constraint::Constraint;
+use tessera_models::context_shift::reuse_point;
 use tessera_models::kv_cache::KvPolicy;
 use tessera_models::sampler::{Sampler, SamplerParams};
 use tessera_models::{Batch, Context, ContextParams, Device, Model};
@@ -261,40 +262,6 @@ fn open_context(config: &EngineConfig, loader: ModelLoader) -> Result<Context, S
     Context::new(model, params).map_err(|e| e.to_string())
 }
 
-/// The smallest ring among a context's KV layers (sliding-window layers kept as rings).
-fn smallest_ring(ctx: &Context) -> Option<usize> {
-    ctx.kv_cache()
-        .policies()
-        .iter()
-        .filter_map(|p| match p {
-            KvPolicy::Ring(w) => Some(*w),
-            KvPolicy::Full(_) => None,
-        })
-        .min()
-}
-
-/// Tokens `a` and `b` share at their start.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// Cached tokens to keep (or copy) before evaluating `prompt`: the common prefix, less one
-/// when the whole prompt is cached (its last token is evaluated again for the logits), and 0
-/// when a ring of `ring` cells cannot be rolled back that far.
-fn reuse_point(cached: &[u32], prompt: &[u32], ring: Option<usize>) -> usize {
-    let mut keep = common_prefix(cached, prompt);
-    if keep == prompt.len() {
-        keep = keep.saturating_sub(1);
-    }
-    if let Some(w) = ring {
-        let n = cached.len();
-        if n > w && keep + 1 < n {
-            keep = 0;
-        }
-    }
-    keep
-}
-
 /// One slot: a sequence of the context, what it holds, and the job it serves.
 struct Slot {
     /// Its sequence in the context.
@@ -343,8 +310,8 @@ enum Part {
 /// The engine thread's state.
 struct Engine {
     ctx: Context,
-    /// The smallest sliding-window ring, if any.
-    ring: Option<usize>,
+    /// Each KV layer's policy (rings limit how far a cached sequence rolls back).
+    policies: Vec<KvPolicy>,
     slots: Vec<Slot>,
     rx: Receiver<Job>,
     metrics: Arc<Metrics>,
@@ -384,7 +351,7 @@ impl Engine {
             })
             .collect();
         Engine {
-            ring: smallest_ring(&ctx),
+            policies: ctx.kv_cache().policies().to_vec(),
             ctx,
             slots,
             rx,
@@ -446,7 +413,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_none())
-            .map(|(i, s)| (i, reuse_point(&s.tokens, prompt, self.ring)))
+            .map(|(i, s)| (i, reuse_point(&s.tokens, prompt, &self.policies)))
             .max_by(|a, b| {
                 a.1.cmp(&b.1)
                     .then(self.slots[b.0].last_used.cmp(&self.slots[a.0].last_used))
@@ -460,7 +427,7 @@ impl Engine {
             .iter()
             .enumerate()
             .filter(|(_, s)| s.active.is_some())
-            .map(|(i, s)| (i, reuse_point(&s.tokens, prompt, self.ring)))
+            .map(|(i, s)| (i, reuse_point(&s.tokens, prompt, &self.policies)))
             .filter(|&(_, n)| n > keep)
             .max_by_key(|&(_, n)| n)
     }
@@ -1237,26 +1204,5 @@ mod tests {
             !text.is_empty() && text.len() < 10 && text.bytes().all(|b| b.is_ascii_digit()),
             "{text:?}"
         );
-    }
-
-    #[test]
-    fn reuse_keeps_the_common_prefix_but_the_last_prompt_token() {
-        assert_eq!(reuse_point(&[1, 2, 3, 4], &[1, 2, 9], None), 2);
-        assert_eq!(reuse_point(&[1, 2, 3], &[1, 2, 3], None), 2);
-        assert_eq!(reuse_point(&[1, 2, 3, 4], &[1, 2, 3], None), 2);
-        assert_eq!(reuse_point(&[], &[1], None), 0);
-        assert_eq!(reuse_point(&[5], &[1, 2], None), 0);
-    }
-
-    #[test]
-    fn a_ring_past_its_window_is_not_rolled_back() {
-        // 10 cached tokens in a ring of 4: only the last token can be dropped.
-        let cached: Vec<u32> = (0..10).collect();
-        assert_eq!(reuse_point(&cached, &cached[..5], Some(4)), 0);
-        assert_eq!(
-            reuse_point(&cached, &[cached.clone(), vec![99]].concat(), Some(4)),
-            10
-        );
-        assert_eq!(reuse_point(&cached[..3], &cached[..2], Some(4)), 1);
     }
 }

@@ -8,10 +8,11 @@ use tessera_models::constraint::Constraint;
 use tessera_models::{Flow, Session};
 
 use super::commands::Settings;
-use super::context::{ContextFull, reply_reserve, reuse_point, smallest_ring};
+use super::context::{ContextFull, reply_reserve};
 use super::conversation::Conversation;
 use super::stats::{KvState, Totals, TurnEnd, TurnStats};
 use crate::CliResult;
+use tessera_models::context_shift::reuse_point;
 
 /// A chat: the session (model + KV cache), the conversation and the settings.
 pub struct Chat {
@@ -107,7 +108,7 @@ impl Chat {
     ) -> CliResult<(TurnStats, TurnEnd, String)> {
         let n_ctx = self.session.n_ctx();
         let reserve = reply_reserve(n_ctx, self.settings.n_predict);
-        let ring = smallest_ring(&self.session);
+        let policies = self.session.context().kv_cache().policies().to_vec();
         let per_token = self.session.tokenizer().max_token_bytes();
         let mut stats = TurnStats {
             cached_before: self.session.n_past(),
@@ -191,7 +192,7 @@ impl Chat {
                 stats.prompt_tokens = prompt.len();
             }
             // Reuse the cached prefix.
-            let keep = reuse_point(self.session.tokens(), &prompt, ring);
+            let keep = reuse_point(self.session.tokens(), &prompt, &policies);
             let common = super::context::common_prefix(self.session.tokens(), &prompt);
             if keep == 0 && common > 1 {
                 stats.full_reeval = true;
