@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `tessera serve` against llama.cpp's `llama-server`, side by side on this machine, with one
 # client (scripts/bench_serve.py) for both: per model, each server is started on a loopback
-# port with PARALLEL slots and a context of CTX tokens (CTX / PARALLEL per slot, as
-# llama-server splits it), then measured (single stream of TOKENS tokens; PARALLEL concurrent
-# streams of TOKENS tokens: aggregate tokens/s, time to first token p50/p95; a ~1000-token
+# port with PARALLEL slots and a context of CTX tokens (llama-server splits it, CTX / PARALLEL
+# per slot; tessera's slots share it on the CPU), then measured (single stream of TOKENS
+# tokens; PARALLEL concurrent streams of TOKENS tokens: aggregate tokens/s, time to first
+# token p50/p95; a ~1000-token
 # prefix cold then cached), then stopped. Servers alternate A B A B over ROUNDS rounds; the
 # table prints the median of each figure and the ratios the serve issue asks for. llama.cpp is
 # not built here: point LLAMA_SERVER at a `llama-server` you built (from the llama-cpp-python
@@ -99,7 +100,8 @@ for m in models:
         ratio = med(a, lambda r: r["concurrent"]["aggregate_tps"]) / med(b, lambda r: r["concurrent"]["aggregate_tps"])
         print(f"| {m} | **tessera / llama-server aggregate** | | **{ratio:.2f}×** | | | | |")
 print()
-print(f"-c {ctx} split over {par} slots, {threads} threads, greedy, ignore_eos where supported.")
+print(f"-c {ctx}: llama-server splits it over its {par} slots; tessera's {par} slots share it "
+      f"(one KV pool on the CPU). {threads} threads, greedy, ignore_eos where supported.")
 EOF
 )
 echo "$table"
