@@ -1,6 +1,7 @@
 //! AVX2 float kernels: F32·F32 and F16·F16 dot products (four 8-lane FMA accumulators) and the
 //! F16 activation conversion (F16C, round to nearest even like the reference).
 
+use super::super::attn_tile::{EXP_MIN, EXP_TAYLOR, LN2_HI, LN2_LO};
 use super::hsum_ps;
 use crate::quant::float::f16_to_f32;
 use std::arch::x86_64::*;
@@ -163,22 +164,13 @@ pub(super) fn exp_sum(s: &mut [f32], max: f32) -> f32 {
 /// about 1e-7, below f32 rounding); arguments under −87 give about 1e-38 (never infinities).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn exp_sum_impl(n8: usize, s: *mut f32, max: f32) -> f32 {
+    // The constants of the scalar `exp_poly` (and the attention tiles' `exp`): one polynomial.
     let m = _mm256_set1_ps(max);
-    let lo = _mm256_set1_ps(-87.0);
+    let lo = _mm256_set1_ps(EXP_MIN);
     let log2e = _mm256_set1_ps(std::f32::consts::LOG2_E);
-    // ln 2 split in a part exact in f32 and the rest.
-    let ln2_hi = _mm256_set1_ps(0.693_145_75);
-    let ln2_lo = _mm256_set1_ps(1.428_606_8e-6);
-    let c = [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ]
-    .map(|x: f32| _mm256_set1_ps(x));
+    let ln2_hi = _mm256_set1_ps(LN2_HI);
+    let ln2_lo = _mm256_set1_ps(LN2_LO);
+    let c = EXP_TAYLOR.map(|x: f32| _mm256_set1_ps(x));
     let mut acc = _mm256_setzero_ps();
     for i in 0..n8 {
         // SAFETY: `8i + 8 <= 8·n8`, so `p` stays inside the `8·n8` elements `exp_sum` passes.
