@@ -1,7 +1,8 @@
 //! The KV cache's layout as per-layer policies: `Full(n_ctx)` for global layers and
-//! `Ring(window)` for sliding-window layers, whose memory stays O(window) however long the
-//! context. The stores themselves live in the context's backend, in the memory of the device
-//! that computes.
+//! `Ring { window, cells }` for sliding-window layers (`cells` = the window plus `n_batch`, room
+//! to roll a sequence back), whose memory stays O(window) however long the context. The
+//! stores themselves live in the context's backend, in the memory of the device that
+//! computes.
 
 use tessera_engine::backend::KvShape;
 
