@@ -249,6 +249,65 @@ impl CellPool {
         }
     }
 
+    /// Sequence `seq` lets go of its tokens at positions `p0..p1` (`p0 < p1`), and its later
+    /// tokens move back by `p1 - p0` positions. A later token's cell that other sequences
+    /// hold too (a forked prefix) is replaced by a fresh cell for this sequence, since its key
+    /// is about to be rotated. Returns each later token's `(cell to read, cell to write)`,
+    /// equal unless replaced; [`PoolFull`] (nothing changed) when there are too few free cells
+    /// for the replacements.
+    pub fn discard(&mut self, seq: u32, p0: i32, p1: i32) -> Result<Vec<(u32, u32)>, PoolFull> {
+        self.check_discard(seq, p0, p1)?;
+        let s = &self.seqs[seq as usize];
+        let (i0, i1) = (
+            s.partition_point(|&(p, _)| p < p0),
+            s.partition_point(|&(p, _)| p < p1),
+        );
+        let mut s = std::mem::take(&mut self.seqs[seq as usize]);
+        for (_, c) in s.drain(i0..i1) {
+            let r = &mut self.refs[c as usize];
+            *r -= 1;
+            if *r == 0 {
+                self.free.push(c);
+            }
+        }
+        let mut moves = Vec::with_capacity(s.len() - i0);
+        for e in &mut s[i0..] {
+            let from = e.1;
+            if self.refs[from as usize] > 1 {
+                self.refs[from as usize] -= 1;
+                let to = self.free.pop().expect("counted above");
+                self.refs[to as usize] = 1;
+                e.1 = to;
+            }
+            e.0 -= p1 - p0;
+            moves.push((from, e.1));
+        }
+        self.seqs[seq as usize] = s;
+        Ok(moves)
+    }
+
+    /// Fails as [`Self::discard`] would, changing nothing.
+    pub fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), PoolFull> {
+        let s = &self.seqs[seq as usize];
+        let (i0, i1) = (
+            s.partition_point(|&(p, _)| p < p0),
+            s.partition_point(|&(p, _)| p < p1),
+        );
+        let shared = s[i1..]
+            .iter()
+            .filter(|&&(_, c)| self.refs[c as usize] > 1)
+            .count();
+        let freed = s[i0..i1]
+            .iter()
+            .filter(|&&(_, c)| self.refs[c as usize] == 1)
+            .count();
+        let free = self.free.len() + freed;
+        if shared > free {
+            return Err(PoolFull { need: shared, free });
+        }
+        Ok(())
+    }
+
     /// Make sequence `dst` hold `src`'s cells at positions `< n` and nothing else: the cells
     /// are shared, not copied (`src == dst` truncates).
     pub fn copy(&mut self, src: u32, dst: u32, n: i32) {
@@ -275,6 +334,30 @@ impl CellPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discard_moves_later_tokens_back_and_unshares_their_cells() {
+        let mut pool = CellPool::try_new(8, 2, 8).unwrap();
+        pool.extend(0, &[0, 1, 2, 3, 4]);
+        pool.copy(0, 1, 5);
+        // Sequence 0 drops positions 1..3: 3 and 4 become 1 and 2, on fresh cells (sequence
+        // 1 keeps the old ones, with their keys as they are).
+        let moves = pool.discard(0, 1, 3).unwrap();
+        assert_eq!(moves, [(3, 5), (4, 6)]);
+        assert_eq!(pool.cells(0), &[(0, 0), (1, 5), (2, 6)]);
+        assert_eq!(pool.cells(1).len(), 5);
+        assert_eq!(pool.free_cells(), 1);
+        // Unshared: the cells stay where they are.
+        pool.truncate(1, 0);
+        assert_eq!(pool.discard(0, 0, 1).unwrap(), [(5, 5), (6, 6)]);
+        assert_eq!(pool.cells(0), &[(0, 5), (1, 6)]);
+        // Too few free cells for the copies: refused, nothing changed.
+        let mut full = CellPool::try_new(3, 2, 3).unwrap();
+        full.extend(0, &[0, 1, 2]);
+        full.copy(0, 1, 3);
+        assert_eq!(full.discard(0, 0, 1), Err(PoolFull { need: 2, free: 0 }));
+        assert_eq!(full.cells(0), &[(0, 0), (1, 1), (2, 2)]);
+    }
 
     #[test]
     fn pool_shares_forked_cells_and_frees_them_with_the_last_holder() {

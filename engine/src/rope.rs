@@ -53,6 +53,44 @@ pub fn rope_table(pos: i32, p: &RopeParams, factors: Option<&[f32]>, table: &mut
     }
 }
 
+/// The rotation that moves a cached key `delta` positions (a sequence's later tokens moving
+/// back after some of its tokens are discarded): RoPE's angles are linear in the position, so
+/// rotating a key roped at `p` by the angles of `delta`, without YaRN's magnitude factor
+/// (already applied once), gives the key roped at `p + delta`, up to rounding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyRotation {
+    /// How pairs are formed.
+    pub mode: crate::graph::RopeMode,
+    /// Rotated elements of each head.
+    pub n_dims: usize,
+    /// Width of a key head.
+    pub head_dim: usize,
+    /// `(cos, sin)` of each pair's angle at `delta`, unscaled.
+    pub table: Vec<f32>,
+}
+
+impl KeyRotation {
+    /// The rotation by `delta` positions of keys roped with `p` (and per-pair `factors`),
+    /// heads `head_dim` wide.
+    pub fn new(p: &RopeParams, factors: Option<&[f32]>, head_dim: usize, delta: i32) -> Self {
+        let mut unscaled = *p;
+        let yarn = if p.ext_factor != 0.0 {
+            1.0 + 0.1 * (1.0 / p.freq_scale as f64).ln()
+        } else {
+            1.0
+        };
+        unscaled.attn_factor = (1.0 / yarn) as f32;
+        let mut table = vec![0.0; p.n_dims];
+        rope_table(delta, &unscaled, factors, &mut table);
+        KeyRotation {
+            mode: p.mode,
+            n_dims: p.n_dims,
+            head_dim,
+            table,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,9 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use tessera_engine::backend::{self, Backend, BackendParams, GraphId, Step};
-use tessera_engine::graph::OutputRows;
+use tessera_engine::backend::{self, Backend, BackendError, BackendParams, GraphId, Step};
+use tessera_engine::graph::{NodeId, Op, OutputRows};
+use tessera_engine::rope::KeyRotation;
 
 use crate::Device;
 use crate::batch::Batch;
@@ -304,6 +305,70 @@ impl Context {
             self.n_past[seq as usize] = n;
         }
         Ok(())
+    }
+
+    /// Drop sequence `seq`'s tokens at positions `p0..p1` (`p0 < p1 <= seq_len`) and move its
+    /// later tokens back by `p1 - p0` positions, their cached keys rotated to their new
+    /// positions (llama.cpp's `seq_rm` then `seq_add`): a context shift without evaluating
+    /// the kept tokens again. The result equals evaluating the kept tokens afresh up to
+    /// rounding (a key rotated twice, stored in F16), not bit for bit. Refused, changing
+    /// nothing, where the cache cannot (sliding-window rings, the GPU's stores per sequence,
+    /// keys whose RoPE is not the last op before attention, as in MLA) or the pool lacks cells
+    /// for later tokens other sequences share.
+    pub fn seq_discard(&mut self, seq: u32, p0: usize, p1: usize) -> Result<()> {
+        self.check_seq(seq)?;
+        let len = self.n_past[seq as usize];
+        if p0 >= p1 || p1 > len {
+            return Err(ModelError::InvalidInput(format!(
+                "cannot discard positions {p0}..{p1} of sequence {seq}, which holds {len} tokens"
+            )));
+        }
+        let delta = -((p1 - p0) as i32);
+        let rotations = self.key_rotations(delta)?;
+        self.backend
+            .kv_seq_discard(seq, p0 as i32, p1 as i32, &rotations)?;
+        self.n_past[seq as usize] = len - (p1 - p0);
+        self.n_logit_rows = 0;
+        Ok(())
+    }
+
+    /// For each KV layer, the rotation that moves its cached keys `delta` positions: read off
+    /// the model's graph (the RoPE op whose output is the layer's keys; `None` for a layer
+    /// without RoPE). Fails where RoPE reaches the keys some other way.
+    fn key_rotations(&self, delta: i32) -> Result<Vec<Option<KeyRotation>>> {
+        let graph = self
+            .model
+            .arch()
+            .build_graph(1, OutputRows::Last, self.params.n_ctx);
+        let mut rotations = vec![None; self.backend.n_kv_layers()];
+        for node in &graph.nodes {
+            let Op::Attention { k, kv, .. } = node.op else {
+                continue;
+            };
+            let Some(slot) = rotations.get_mut(kv.0 as usize) else {
+                continue;
+            };
+            *slot = match graph.node(k).op {
+                Op::Rope {
+                    head_dim,
+                    params,
+                    factors,
+                    ..
+                } => {
+                    let f = factors.and_then(|w| graph.weight(w).as_f32());
+                    Some(KeyRotation::new(&params, f, head_dim, delta))
+                }
+                _ if reaches_rope(&graph, k) => {
+                    return Err(ModelError::Backend(BackendError::Unsupported(format!(
+                        "layer {}'s keys are not the output of one RoPE op: its cache cannot \
+                         be moved to other positions",
+                        kv.0
+                    ))));
+                }
+                _ => None,
+            };
+        }
+        Ok(rotations)
     }
 
     /// Make sequence `dst` hold the first `n` tokens of sequence `src` (at most what `src`
@@ -603,4 +668,21 @@ impl Context {
     pub fn n_logit_rows(&self) -> usize {
         self.n_logit_rows
     }
+}
+
+/// Whether a RoPE op feeds `node`, directly or through other ops.
+fn reaches_rope(graph: &tessera_engine::graph::Graph, node: NodeId) -> bool {
+    let mut stack = vec![node];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        let op = &graph.node(n).op;
+        if matches!(op, Op::Rope { .. }) {
+            return true;
+        }
+        stack.extend(op.inputs());
+    }
+    false
 }

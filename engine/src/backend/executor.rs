@@ -216,6 +216,36 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
         self.kv_seq_truncate(dst, n)
     }
 
+    fn kv_seq_discard(
+        &mut self,
+        seq: u32,
+        p0: i32,
+        p1: i32,
+        rotations: &[Option<crate::rope::KeyRotation>],
+    ) -> Result<(), BackendError> {
+        self.check_seq(seq)?;
+        if p0 < 0 || p1 <= p0 || rotations.len() != self.n_layers {
+            return Err(BackendError::InvalidStep(format!(
+                "discarding positions {p0}..{p1} with {} rotations for {} layers",
+                rotations.len(),
+                self.n_layers
+            )));
+        }
+        if self.n_slots != 1 {
+            return Err(BackendError::Unsupported(format!(
+                "{} keeps a store per sequence and cannot drop tokens from the middle of one",
+                self.exec.describe()
+            )));
+        }
+        for st in &self.kv {
+            st.check_discard(seq, p0, p1)?;
+        }
+        for (st, r) in self.kv.iter_mut().zip(rotations) {
+            st.seq_discard(seq, p0, p1, r.as_ref());
+        }
+        Ok(())
+    }
+
     fn kv_seq_used_cells(&self, seq: u32) -> usize {
         if seq as usize >= self.n_seq {
             return 0;

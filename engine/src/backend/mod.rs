@@ -85,6 +85,25 @@ pub trait KvLayer {
     fn seq_truncate(&mut self, seq: u32, pos: i32);
     /// Make sequence `dst` hold what `src` holds at positions `< n` and nothing else.
     fn seq_copy(&mut self, src: u32, dst: u32, n: i32);
+    /// Fails unless [`Self::seq_discard`] can drop sequence `seq`'s positions `p0..p1`.
+    fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), BackendError> {
+        let _ = (seq, p0, p1);
+        Err(BackendError::Unsupported(
+            "this KV store cannot drop tokens from the middle of a sequence".into(),
+        ))
+    }
+    /// Drop sequence `seq`'s tokens at `p0..p1` and move its later tokens back by `p1 - p0`,
+    /// their keys rotated by `rotation` (`None`: no RoPE in this layer); after
+    /// [`Self::check_discard`].
+    fn seq_discard(
+        &mut self,
+        seq: u32,
+        p0: i32,
+        p1: i32,
+        rotation: Option<&crate::rope::KeyRotation>,
+    ) {
+        let _ = (seq, p0, p1, rotation);
+    }
 }
 
 /// One context's compute state on one device: executor, KV stores and prepared graphs.
@@ -138,6 +157,19 @@ pub trait Backend: Send {
     /// (a shared prefix forked: a pool shares its cells, other stores copy); `src == dst`
     /// truncates.
     fn kv_seq_copy(&mut self, src: u32, dst: u32, n: i32) -> Result<(), BackendError>;
+
+    /// Drop sequence `seq`'s tokens at positions `p0..p1` (`p0 < p1`) and move its later
+    /// tokens back by `p1 - p0`, each layer's keys rotated by its `rotations` entry (`None`:
+    /// the layer has no RoPE): llama.cpp's `seq_rm` then `seq_add`. Cells other sequences
+    /// share are copied first. All or nothing: refused, changing nothing, where a store
+    /// cannot (rings, the GPU's stores) or the pool lacks cells for the copies.
+    fn kv_seq_discard(
+        &mut self,
+        seq: u32,
+        p0: i32,
+        p1: i32,
+        rotations: &[Option<crate::rope::KeyRotation>],
+    ) -> Result<(), BackendError>;
 
     /// Cells holding a token of sequence `seq`, all layers together.
     fn kv_seq_used_cells(&self, seq: u32) -> usize;

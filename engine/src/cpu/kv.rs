@@ -11,9 +11,13 @@
 
 use half::f16;
 
-use crate::backend::KvLayer;
+use half::slice::HalfFloatSliceExt;
+
+use super::ops::rope::rope_apply;
+use crate::backend::{BackendError, KvLayer};
 use crate::kv_cells::{CellPool, CellPositions, PoolFull};
 use crate::memory::{OutOfMemory, try_filled_vec};
+use crate::rope::KeyRotation;
 
 /// Which cells hold which sequence's tokens.
 #[derive(Clone, Debug)]
@@ -192,6 +196,45 @@ impl KvStore {
         }
     }
 
+    /// Fails unless [`Self::seq_discard`] can drop sequence `seq`'s positions `p0..p1`: only
+    /// a pool can (a ring's cells are its positions), with free cells for the later tokens
+    /// it shares with other sequences.
+    pub fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), BackendError> {
+        match &self.cells {
+            Cells::Rings { .. } => Err(BackendError::Unsupported(
+                "a sliding-window ring cannot drop tokens from the middle of a sequence \
+                 (its cells are its positions)"
+                    .into(),
+            )),
+            Cells::Pool(pool) => Ok(pool.check_discard(seq, p0, p1)?),
+        }
+    }
+
+    /// Drop sequence `seq`'s tokens at positions `p0..p1` and move its later tokens back by
+    /// `p1 - p0`, rotating their keys by `rotation` (`None`: the layer has no RoPE). A pool
+    /// only, after [`Self::check_discard`].
+    pub fn seq_discard(&mut self, seq: u32, p0: i32, p1: i32, rotation: Option<&KeyRotation>) {
+        let Cells::Pool(pool) = &mut self.cells else {
+            panic!("check_discard first: rings cannot discard");
+        };
+        let moves = pool.discard(seq, p0, p1).expect("check_discard first");
+        let (kw, vw) = (self.k_width, self.v_width);
+        let mut key = vec![0.0f32; kw];
+        for (from, to) in moves {
+            let (f, t) = (from as usize, to as usize);
+            if f != t {
+                self.k.copy_within(f * kw..(f + 1) * kw, t * kw);
+                self.v.copy_within(f * vw..(f + 1) * vw, t * vw);
+            }
+            if let Some(r) = rotation {
+                let row = &mut self.k[t * kw..(t + 1) * kw];
+                row.convert_to_f32_slice(&mut key);
+                rope_apply(&mut key, r.head_dim, r.mode, r.n_dims, &r.table);
+                row.convert_from_f32_slice(&key);
+            }
+        }
+    }
+
     /// Sequence 0's ring: the position each of its cells holds (-1 = empty); empty for a pool.
     pub fn cell_positions(&self) -> &[i32] {
         match &self.cells {
@@ -338,6 +381,14 @@ impl KvLayer for KvStore {
     fn seq_copy(&mut self, src: u32, dst: u32, n: i32) {
         KvStore::seq_copy(self, src, dst, n);
     }
+
+    fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), BackendError> {
+        KvStore::check_discard(self, seq, p0, p1)
+    }
+
+    fn seq_discard(&mut self, seq: u32, p0: i32, p1: i32, rotation: Option<&KeyRotation>) {
+        KvStore::seq_discard(self, seq, p0, p1, rotation);
+    }
 }
 
 #[cfg(test)]
@@ -358,6 +409,67 @@ mod tests {
         assert_eq!(s.cell_positions(), &[-1, -1, 2, 3]);
         assert_eq!(s.used_cells(), 2);
         assert_eq!(s.bytes(), 4 * 4 * 2 + 16);
+    }
+
+    /// Keys roped at positions 0..8; positions 2..5 dropped: the keys of 5..8, rotated back 3
+    /// positions, are those of a key roped at 2..5 (to F16 rounding), and far from it when not
+    /// rotated. Rings refuse.
+    #[test]
+    fn discarding_rotates_later_keys_to_their_new_positions() {
+        use crate::graph::{RopeMode, RopeParams};
+        use crate::rope::rope_table;
+        let (hd, heads) = (16, 2);
+        let w = hd * heads;
+        let p = RopeParams {
+            mode: RopeMode::Neox,
+            n_dims: hd,
+            base: 10000.0,
+            freq_scale: 0.25,
+            ext_factor: 1.0,
+            attn_factor: 1.0,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            orig_ctx: 64,
+        };
+        let raw: Vec<f32> = (0..w).map(|i| ((i * 7 % 11) as f32 - 5.0) / 4.0).collect();
+        let roped = |pos: i32| {
+            let mut t = vec![0.0; hd];
+            rope_table(pos, &p, None, &mut t);
+            let mut k = raw.clone();
+            rope_apply(&mut k, hd, p.mode, hd, &t);
+            k
+        };
+        let keys: Vec<f16> = (0..8).flat_map(roped).map(f16::from_f32).collect();
+        let positions: Vec<i32> = (0..8).collect();
+        let shifted = |rotate: bool| {
+            let mut s = KvStore::try_pool(16, 1, 16, w, w).unwrap();
+            s.write_step(0, &positions, &keys, &keys);
+            s.check_discard(0, 2, 5).unwrap();
+            let r = KeyRotation::new(&p, None, hd, -3);
+            s.seq_discard(0, 2, 5, rotate.then_some(&r));
+            let (mut rows, mut pos) = (vec![0; 16], vec![0; 16]);
+            let n = s.gather(0, 5, None, &mut rows, &mut pos);
+            assert_eq!(pos[..n], [0, 1, 2, 3, 4]);
+            (rows[..n].to_vec(), s)
+        };
+        let err = |rotate: bool| {
+            let (rows, s) = shifted(rotate);
+            (2..5)
+                .flat_map(|j| {
+                    let want = roped(j as i32);
+                    let c = rows[j] as usize;
+                    let got = s.k_all()[c * w..(c + 1) * w].to_vec();
+                    want.into_iter()
+                        .zip(got)
+                        .map(|(a, b)| (a - b.to_f32()).abs())
+                        .collect::<Vec<_>>()
+                })
+                .fold(0.0f32, f32::max)
+        };
+        assert!(err(true) < 4e-3, "rotated: {}", err(true));
+        assert!(err(false) > 0.1, "not rotated: {}", err(false));
+        let rings = KvStore::try_rings(8, 1, w, w).unwrap();
+        assert!(rings.check_discard(0, 2, 5).is_err());
     }
 
     /// A pool and rings give a sequence the same sources, with the same keys, wherever its
