@@ -169,20 +169,20 @@ impl CellPool {
 
     /// Sequence `seq`'s cells at positions before `pos`.
     pub fn before(&self, seq: u32, pos: i32) -> &[(i32, u32)] {
-        let s = &self.seqs[seq as usize];
-        &s[..s.partition_point(|&(p, _)| p < pos)]
+        &self.seqs[seq as usize][..self.index(seq, pos)]
     }
 
-    /// Cells a step of `n` tokens of `seq` starting at `pmin` takes, and cells it releases
-    /// (its stale cells at `pmin` and after that no other sequence holds).
-    fn step_cost(&self, seq: u32, pmin: i32, n: usize) -> (usize, usize) {
-        let s = &self.seqs[seq as usize];
-        let stale = &s[s.partition_point(|&(p, _)| p < pmin)..];
-        let released = stale
+    /// Index in sequence `seq`'s list of its first cell at position `pos` or after.
+    fn index(&self, seq: u32, pos: i32) -> usize {
+        self.seqs[seq as usize].partition_point(|&(p, _)| p < pos)
+    }
+
+    /// How many of `cells` no other sequence holds (they go free when these are released).
+    fn sole(&self, cells: &[(i32, u32)]) -> usize {
+        cells
             .iter()
             .filter(|&&(_, c)| self.refs[c as usize] == 1)
-            .count();
-        (n, released)
+            .count()
     }
 
     /// Whether a step fits: each `(sequence, first position, tokens)` of it replaces the
@@ -193,9 +193,8 @@ impl CellPool {
     ) -> Result<(), PoolFull> {
         let (mut need, mut released) = (0, 0);
         for (seq, pmin, n) in groups {
-            let (a, r) = self.step_cost(seq, pmin, n);
-            need += a;
-            released += r;
+            need += n;
+            released += self.sole(&self.seqs[seq as usize][self.index(seq, pmin)..]);
         }
         let free = self.free.len() + released;
         if need > free {
@@ -231,14 +230,10 @@ impl CellPool {
 
     /// Release sequence `seq`'s cells at positions `>= pos`.
     pub fn truncate(&mut self, seq: u32, pos: i32) {
+        let keep = self.index(seq, pos);
         let s = &mut self.seqs[seq as usize];
-        let keep = s.partition_point(|&(p, _)| p < pos);
         for (_, c) in s.drain(keep..) {
-            let r = &mut self.refs[c as usize];
-            *r -= 1;
-            if *r == 0 {
-                self.free.push(c);
-            }
+            release(&mut self.refs, &mut self.free, c);
         }
     }
 
@@ -257,51 +252,33 @@ impl CellPool {
     /// for the replacements.
     pub fn discard(&mut self, seq: u32, p0: i32, p1: i32) -> Result<Vec<(u32, u32)>, PoolFull> {
         self.check_discard(seq, p0, p1)?;
-        let s = &self.seqs[seq as usize];
-        let (i0, i1) = (
-            s.partition_point(|&(p, _)| p < p0),
-            s.partition_point(|&(p, _)| p < p1),
-        );
-        let mut s = std::mem::take(&mut self.seqs[seq as usize]);
+        let (i0, i1) = (self.index(seq, p0), self.index(seq, p1));
+        let s = &mut self.seqs[seq as usize];
         for (_, c) in s.drain(i0..i1) {
-            let r = &mut self.refs[c as usize];
-            *r -= 1;
-            if *r == 0 {
-                self.free.push(c);
-            }
+            release(&mut self.refs, &mut self.free, c);
         }
         let mut moves = Vec::with_capacity(s.len() - i0);
         for e in &mut s[i0..] {
             let from = e.1;
             if self.refs[from as usize] > 1 {
                 self.refs[from as usize] -= 1;
-                let to = self.free.pop().expect("counted above");
+                let to = self.free.pop().expect("counted by check_discard");
                 self.refs[to as usize] = 1;
                 e.1 = to;
             }
             e.0 -= p1 - p0;
             moves.push((from, e.1));
         }
-        self.seqs[seq as usize] = s;
         Ok(moves)
     }
 
     /// Fails as [`Self::discard`] would, changing nothing.
     pub fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), PoolFull> {
         let s = &self.seqs[seq as usize];
-        let (i0, i1) = (
-            s.partition_point(|&(p, _)| p < p0),
-            s.partition_point(|&(p, _)| p < p1),
-        );
-        let shared = s[i1..]
-            .iter()
-            .filter(|&&(_, c)| self.refs[c as usize] > 1)
-            .count();
-        let freed = s[i0..i1]
-            .iter()
-            .filter(|&&(_, c)| self.refs[c as usize] == 1)
-            .count();
-        let free = self.free.len() + freed;
+        let (i0, i1) = (self.index(seq, p0), self.index(seq, p1));
+        let later = &s[i1..];
+        let shared = later.len() - self.sole(later);
+        let free = self.free.len() + self.sole(&s[i0..i1]);
         if shared > free {
             return Err(PoolFull { need: shared, free });
         }
@@ -315,19 +292,34 @@ impl CellPool {
             return self.truncate(src, n);
         }
         self.truncate(dst, i32::MIN);
-        let (s, d) = (src as usize, dst as usize);
-        let (from, to) = if s < d {
-            let (lo, hi) = self.seqs.split_at_mut(d);
-            (&lo[s], &mut hi[0])
-        } else {
-            let (lo, hi) = self.seqs.split_at_mut(s);
-            (&hi[0], &mut lo[d])
-        };
-        let shared = &from[..from.partition_point(|&(p, _)| p < n)];
-        for &(_, c) in shared {
+        let keep = self.index(src, n);
+        let (from, to) = source_and_target(&mut self.seqs, src as usize, dst as usize);
+        for &(_, c) in &from[..keep] {
             self.refs[c as usize] += 1;
         }
-        to.extend_from_slice(shared);
+        to.extend_from_slice(&from[..keep]);
+    }
+}
+
+/// One sequence fewer holds cell `c`; the last one frees it.
+fn release(refs: &mut [u32], free: &mut Vec<u32>, c: u32) {
+    let r = &mut refs[c as usize];
+    *r -= 1;
+    if *r == 0 {
+        free.push(c);
+    }
+}
+
+/// Items `src` and `dst` (`src != dst`) of `items`, the one to read and the one to write:
+/// what copying one sequence's (or slot's) cells to another borrows.
+pub(crate) fn source_and_target<T>(items: &mut [T], src: usize, dst: usize) -> (&T, &mut T) {
+    assert_ne!(src, dst, "a source and a distinct target");
+    if src < dst {
+        let (lo, hi) = items.split_at_mut(dst);
+        (&lo[src], &mut hi[0])
+    } else {
+        let (lo, hi) = items.split_at_mut(src);
+        (&hi[0], &mut lo[dst])
     }
 }
 

@@ -7,6 +7,7 @@
 
 use super::{Backend, BackendError, GraphId, KvLayer, Step};
 use crate::graph::Graph;
+use crate::kv_cells::source_and_target;
 
 /// A backend's executor: plans graphs for its device and runs them over its KV stores.
 pub(crate) trait Executor: Send {
@@ -202,14 +203,7 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
             let l = self.n_layers;
             for i in 0..l {
                 let (a, b) = (src as usize * l + i, dst as usize * l + i);
-                // Borrow the source store and the destination store (another slot) together.
-                let (src_store, dst_store) = if a < b {
-                    let (lo, hi) = self.kv.split_at_mut(b);
-                    (&lo[a], &mut hi[0])
-                } else {
-                    let (lo, hi) = self.kv.split_at_mut(a);
-                    (&hi[0], &mut lo[b])
-                };
+                let (src_store, dst_store) = source_and_target(&mut self.kv, a, b);
                 self.exec.copy_store(src_store, dst_store);
             }
         }
