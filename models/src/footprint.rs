@@ -14,6 +14,7 @@
 //! and the arena live in device memory, which these limits do not describe (the GPU backend
 //! checks its own binding limits); only the logits and their read-back count there.
 
+use tessera_engine::backend::{BackendParams, KvShape};
 use tessera_engine::graph::{OutputRows, Plan};
 use tessera_engine::memory::{self, MemoryLimit, format_bytes};
 
@@ -51,9 +52,15 @@ impl Footprint {
         // its own.
         let n_seq = params.n_seq.max(1) as u64;
         let cpu = params.device == Device::Cpu;
-        let store_cells = |s: &tessera_engine::backend::KvShape| -> u64 {
-            match (cpu, s.pooled && params.kv_pool > 0) {
-                (true, true) => params.kv_pool as u64,
+        // The pool's size as the backend reads it from these parameters.
+        let backend = BackendParams {
+            n_seq: params.n_seq,
+            kv_pool_cells: params.kv_pool,
+            ..BackendParams::default()
+        };
+        let store_cells = |s: &KvShape| -> u64 {
+            match (cpu, s.pooled) {
+                (true, true) => backend.pool_cells(s) as u64,
                 (true, false) => (s.n_cells as u64).saturating_mul(n_seq),
                 (false, _) => s.n_cells as u64,
             }
