@@ -39,6 +39,18 @@ fn params(n_ctx: usize, n_batch: usize) -> ContextParams {
     }
 }
 
+/// A context of `n_seq` sequences over `m` with [`params`]`(64, 16)`.
+fn sequences(m: &Arc<Model>, n_seq: usize) -> Context {
+    Context::new(
+        m.clone(),
+        ContextParams {
+            n_seq,
+            ..params(64, 16)
+        },
+    )
+    .unwrap()
+}
+
 /// `n` deterministic token ids below `n_vocab`, different per `seed`.
 fn prompt(n: usize, seed: u32, n_vocab: usize) -> Vec<u32> {
     (0..n as u32)
@@ -101,14 +113,7 @@ fn a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
         prompt(9, 2, n_vocab),
         prompt(4, 3, n_vocab),
     );
-    let mut ctx = Context::new(
-        m.clone(),
-        ContextParams {
-            n_seq: 3,
-            ..params(64, 16)
-        },
-    )
-    .unwrap();
+    let mut ctx = sequences(&m, 3);
     // B and C hold their prompts but their last token; A starts empty.
     let mut batch = Batch::new();
     batch.push_seq(&b[..8], 0, 1, false);
@@ -139,14 +144,7 @@ fn a_copied_prefix_continues_as_if_recomputed() {
     let n_vocab = m.hparams().n_vocab;
     let text = prompt(30, 7, n_vocab);
     let tail = prompt(6, 8, n_vocab);
-    let mut ctx = Context::new(
-        m.clone(),
-        ContextParams {
-            n_seq: 2,
-            ..params(64, 16)
-        },
-    )
-    .unwrap();
+    let mut ctx = sequences(&m, 2);
     ctx.eval(&text, false).unwrap();
     // Fork the first 20 tokens into sequence 1 and continue it with `tail`.
     ctx.seq_copy(0, 1, 20).unwrap();
@@ -237,14 +235,7 @@ fn sequences_sharing_a_pool_fork_without_cells_and_a_step_that_does_not_fit_chan
 fn rings_that_moved_past_a_prefix_refuse_to_fork_or_truncate_it() {
     let m = tiny(Some(6));
     let n_vocab = m.hparams().n_vocab;
-    let mut ctx = Context::new(
-        m.clone(),
-        ContextParams {
-            n_seq: 2,
-            ..params(64, 16)
-        },
-    )
-    .unwrap();
+    let mut ctx = sequences(&m, 2);
     let text = prompt(30, 7, n_vocab);
     ctx.eval(&text, false).unwrap();
     for e in [ctx.seq_copy(0, 1, 10), ctx.seq_truncate(0, 10)] {
@@ -296,14 +287,7 @@ fn discarding_the_middle_of_a_sequence_equals_evaluating_what_is_kept() {
     let fresh = fresh_rows(&m, &kept)[20].clone();
     let scale = fresh.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
-    let mut ctx = Context::new(
-        m.clone(),
-        ContextParams {
-            n_seq: 2,
-            ..params(64, 16)
-        },
-    )
-    .unwrap();
+    let mut ctx = sequences(&m, 2);
     ctx.eval(&text, false).unwrap();
     ctx.seq_copy(0, 1, 30).unwrap();
     ctx.seq_discard(0, 4, 14).unwrap();
@@ -343,14 +327,7 @@ fn truncating_a_sequence_then_evaluating_equals_fresh() {
     let n_vocab = m.hparams().n_vocab;
     let text = prompt(30, 9, n_vocab);
     let other = prompt(5, 10, n_vocab);
-    let mut ctx = Context::new(
-        m.clone(),
-        ContextParams {
-            n_seq: 2,
-            ..params(64, 16)
-        },
-    )
-    .unwrap();
+    let mut ctx = sequences(&m, 2);
     let mut batch = Batch::new();
     batch.push_seq(&text, 0, 1, false);
     batch.push_seq(&other, 0, 0, false);
@@ -379,14 +356,7 @@ fn the_one_sequence_calls_leave_other_sequences_alone() {
     let m = tiny(None);
     let n_vocab = m.hparams().n_vocab;
     let (a, b) = (prompt(20, 12, n_vocab), prompt(9, 13, n_vocab));
-    let mut ctx = Context::new(
-        m.clone(),
-        ContextParams {
-            n_seq: 2,
-            ..params(64, 16)
-        },
-    )
-    .unwrap();
+    let mut ctx = sequences(&m, 2);
     let mut batch = Batch::new();
     batch.push_seq(&a, 0, 0, false);
     batch.push_seq(&b[..8], 0, 1, false);
