@@ -260,17 +260,14 @@ impl Context {
         Ok(())
     }
 
-    /// Fails with [`BackendError::KvFull`](tessera_engine::backend::BackendError::KvFull)
+    /// Fails with [`BackendError::KvFull`]
     /// when `n` more tokens do not fit the KV pool the sequences share (each takes a cell),
     /// so a batch is refused before any of its steps runs.
     fn check_pool(&self, n: usize) -> Result<()> {
         match self.backend.kv_free_cells() {
-            Some(free) if n > free => Err(ModelError::Backend(
-                tessera_engine::backend::BackendError::KvFull(tessera_engine::kv_cells::PoolFull {
-                    need: n,
-                    free,
-                }),
-            )),
+            Some(free) if n > free => Err(ModelError::Backend(BackendError::KvFull(
+                tessera_engine::kv_cells::PoolFull { need: n, free },
+            ))),
             _ => Ok(()),
         }
     }
@@ -310,8 +307,10 @@ impl Context {
     /// Drop sequence `seq`'s tokens at positions `p0..p1` (`p0 < p1 <= seq_len`) and move its
     /// later tokens back by `p1 - p0` positions, their cached keys rotated to their new
     /// positions (llama.cpp's `seq_rm` then `seq_add`): a context shift without evaluating
-    /// the kept tokens again. The result equals evaluating the kept tokens afresh up to
-    /// rounding (a key rotated twice, stored in F16), not bit for bit. Refused, changing
+    /// the kept tokens again. The moved keys equal keys roped at their new positions up to
+    /// rounding (rotated twice, stored in F16); past the first layer the kept tokens' keys
+    /// and values still carry the dropped tokens, as in llama.cpp, so the result is not that
+    /// of evaluating the kept tokens afresh. Refused, changing
     /// nothing, where the cache cannot (sliding-window rings, the GPU's stores per sequence,
     /// keys whose RoPE is not the last op before attention, as in MLA) or the pool lacks cells
     /// for later tokens other sequences share.

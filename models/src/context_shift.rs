@@ -38,16 +38,17 @@ pub fn rollback_point(n_past: usize, keep: usize, policies: &[KvPolicy]) -> usiz
     if kept { keep } else { 0 }
 }
 
+/// Tokens in common at the start of `a` and `b`.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
 /// Cached tokens to keep before evaluating `prompt` over a cache holding `cached` (prefix
 /// reuse by a chat turn or a server slot): the common prefix, less one when the whole prompt
 /// is cached (its last token is evaluated again for the logits), and 0 when a ring of
 /// `policies` no longer holds what evaluating there attends to.
 pub fn reuse_point(cached: &[u32], prompt: &[u32], policies: &[KvPolicy]) -> usize {
-    let mut keep = cached
-        .iter()
-        .zip(prompt)
-        .take_while(|(a, b)| a == b)
-        .count();
+    let mut keep = common_prefix(cached, prompt);
     if keep == prompt.len() {
         keep = keep.saturating_sub(1);
     }
@@ -186,6 +187,9 @@ mod tests {
 
     #[test]
     fn reuse_keeps_the_common_prefix_the_rings_still_hold() {
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
+        assert_eq!(common_prefix(&[], &[1]), 0);
+        assert_eq!(common_prefix(&[1, 2], &[1, 2, 3]), 2);
         // A full cache: the common prefix, but the last prompt token.
         assert_eq!(reuse_point(&[1, 2, 3], &[1, 2, 3, 4, 5], &[]), 3);
         assert_eq!(reuse_point(&[1, 2, 3, 9], &[1, 2, 4, 5], &[]), 2);

@@ -21,11 +21,6 @@ pub enum ContextFull {
     DropOldest,
 }
 
-/// Tokens in common at the start of `a` and `b`.
-pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
 /// Room to leave for the reply when deciding whether old turns must go: a quarter of the
 /// context, at most `n_predict` (when replies are capped) and at most 512 tokens.
 pub fn reply_reserve(n_ctx: usize, n_predict: Option<usize>) -> usize {
@@ -39,13 +34,6 @@ pub fn reply_reserve(n_ctx: usize, n_predict: Option<usize>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn prefix() {
-        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2, 4, 5]), 2);
-        assert_eq!(common_prefix(&[], &[1]), 0);
-        assert_eq!(common_prefix(&[1, 2], &[1, 2, 3]), 2);
-    }
 
     #[test]
     fn reserve() {

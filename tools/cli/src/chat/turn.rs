@@ -12,7 +12,7 @@ use super::context::{ContextFull, reply_reserve};
 use super::conversation::Conversation;
 use super::stats::{KvState, Totals, TurnEnd, TurnStats};
 use crate::CliResult;
-use tessera_models::context_shift::reuse_point;
+use tessera_models::context_shift::{common_prefix, reuse_point};
 
 /// A chat: the session (model + KV cache), the conversation and the settings.
 pub struct Chat {
@@ -193,7 +193,7 @@ impl Chat {
             }
             // Reuse the cached prefix.
             let keep = reuse_point(self.session.tokens(), &prompt, &policies);
-            let common = super::context::common_prefix(self.session.tokens(), &prompt);
+            let common = common_prefix(self.session.tokens(), &prompt);
             if keep == 0 && common > 1 {
                 stats.full_reeval = true;
             }
