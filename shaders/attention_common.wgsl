@@ -1,8 +1,10 @@
 // Shared by the flash-attention kernels: bindings, and where source `j` of a step
-// comes from. The sources of a step are, in position order, the cached cells holding positions
-// `lo .. lo + n_scan` (the step's scan info, written by the host) (cell `pos % n_cells`, checked against the cell's stored position, which
-// also covers ring caches), then the batch's own keys and values (rounded to f16 as the cache
-// will hold them). A store without values (MLA's latent cache, `values_in_keys`) gives each
+// comes from. A dispatch attends for one sequence's tokens of the step, its group: the
+// `n_tok()` tokens from `tok0()` (a step may mix sequences, each over its own store; token `t`
+// below is the group's `t`-th). The sources of a group are, in position order, the cached cells
+// holding positions `lo .. lo + n_scan` (the group's scan info, written by the host) (cell
+// `pos % n_cells`, checked against the cell's stored position, which also covers ring caches),
+// then the group's own keys and values (rounded to f16 as the cache will hold them). A store without values (MLA's latent cache, `values_in_keys`) gives each
 // value as the first `dv` elements of the key head, for the batch's sources too.
 
 // `AttentionUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
@@ -26,8 +28,19 @@ fn n_split() -> u32 {
     return S[P.info_off + 3u];
 }
 
+// The step's first token of the group (the sixth word of the scan info).
+fn tok0() -> u32 {
+    return S[P.info_off + 5u];
+}
+
+// Tokens in the group (the seventh word of the scan info).
+fn n_tok() -> u32 {
+    return S[P.info_off + 6u];
+}
+
+// Position of the group's token `t`.
 fn position(t: u32) -> i32 {
-    return bitcast<i32>(S[P.pos_off + t]);
+    return bitcast<i32>(S[P.pos_off + tok0() + t]);
 }
 
 fn visible(pq: i32, pk: i32) -> bool {
@@ -64,7 +77,7 @@ fn key_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
         let cell = (lo + j) % n_cells();
         return KC[cell * (P.n_head_kv * P.dk / 8u) + kvh * P.dk / 8u + w4];
     }
-    let x = P.k_off + (j - n_scan) * P.n_head_kv * P.dk + kvh * P.dk + 8u * w4;
+    let x = P.k_off + (tok0() + j - n_scan) * P.n_head_kv * P.dk + kvh * P.dk + 8u * w4;
     return pack8(x);
 }
 
@@ -83,7 +96,7 @@ fn value_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
         let cell = (lo + j) % n_cells();
         return VC[cell * (P.n_head_kv * P.dv / 8u) + kvh * P.dv / 8u + w4];
     }
-    let x = P.v_off + (j - n_scan) * P.n_head_kv * P.dv + kvh * P.dv + 8u * w4;
+    let x = P.v_off + (tok0() + j - n_scan) * P.n_head_kv * P.dv + kvh * P.dv + 8u * w4;
     return pack8(x);
 }
 

@@ -29,7 +29,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let s_begin = split * chunk;
     let s_end = min(n_src, s_begin + chunk);
     let pq = position(t);
-    let xq = P.q_off + t * P.n_head * P.dk + h * P.dk;
+    let xq = P.q_off + (tok0() + t) * P.n_head * P.dk + h * P.dk;
     for (var w = lid.x; w < P.dk / 4u; w += WG) {
         let x = xq + 4u * w;
         q[w] = vec4<f32>(

@@ -53,9 +53,9 @@ fn pv_group(a: Acc8, g: u32, p0: vec4<f32>, p1: vec4<f32>) -> Acc8 {
     return Acc8(lo, hi);
 }
 
-// Writes group `g` of query `tq`'s normalised output.
+// Writes 8-value group `g` of the normalised output of the sequence group's query `tq`.
 fn store_group(tq: u32, h: u32, g: u32, a: Acc8, inv: f32) {
-    let o = P.out_off + tq * P.n_head * P.dv + h * P.dv + 8u * g;
+    let o = P.out_off + (tok0() + tq) * P.n_head * P.dv + h * P.dv + 8u * g;
     for (var c = 0u; c < 4u; c++) {
         A[o + c] = a.lo[c] * inv;
         A[o + 4u + c] = a.hi[c] * inv;
@@ -70,8 +70,8 @@ fn load_queries(lid: u32, t0: u32, h: u32, c: u32, cw: u32) {
         let w4 = idx % cw;
         let t = t0 + qi;
         var words = vec4<u32>(0u);
-        if (t < P.n_tok) {
-            words = pack8(P.q_off + t * qw + h * P.dk + 8u * (c * ROW + w4));
+        if (t < n_tok()) {
+            words = pack8(P.q_off + (tok0() + t) * qw + h * P.dk + 8u * (c * ROW + w4));
         }
         qs[qi * ROW + w4] = words;
     }
@@ -98,7 +98,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let kj = lid.x % KT;
     let tq = t0 + qi;
     var pq = -1;
-    if (tq < P.n_tok) {
+    if (tq < n_tok()) {
         pq = position(tq);
     }
     var acc: array<Acc8, NACC>;
@@ -106,7 +106,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         acc[i] = Acc8(vec4<f32>(0.0), vec4<f32>(0.0));
     }
     // Batch positions increase, so no query of this tile sees batch sources past its last one.
-    let src_end = n_scan + min(P.n_tok, t0 + QT);
+    let src_end = n_scan + min(n_tok(), t0 + QT);
     for (var s0 = 0u; s0 < src_end; s0 += KT) {
         var qk = 0.0;
         for (var c = 0u; c < kch; c++) {
@@ -131,14 +131,14 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
                 kpos[lid.x] = p;
             }
             workgroupBarrier();
-            if (tq < P.n_tok && visible(pq, kpos[kj])) {
+            if (tq < n_tok() && visible(pq, kpos[kj])) {
                 for (var w = 0u; w < cw; w++) {
                     qk += dot8(qs[qi * ROW + w], ks[kj * ROW + w]);
                 }
             }
         }
         var s = NEG;
-        if (tq < P.n_tok && visible(pq, kpos[kj])) {
+        if (tq < n_tok() && visible(pq, kpos[kj])) {
             s = cap(qk * P.scale);
         }
         ps[lid.x / 4u][lid.x % 4u] = s;
@@ -203,7 +203,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         rrow[lid.x] = r;
     }
     workgroupBarrier();
-    if (tq < P.n_tok) {
+    if (tq < n_tok()) {
         let l = lrow[qi];
         var inv = 0.0;
         if (l > 0.0) {

@@ -1,5 +1,6 @@
-// Combines the split-K partials of attention_decode.wgsl: per (token, head), the global max
-// over the splits, each split's sum and output rescaled to it, then the normalised output.
+// Combines the split-K partials of attention_decode.wgsl for one sequence group of the step
+// (the output rows from `tok0`, the sixth word of the scan info): per (token, head), the global
+// max over the splits, each split's sum and output rescaled to it, then the normalised output.
 // An attention sink (one logit per query head, `has_sinks`) enters here, once: it takes part
 // in the max and adds `exp(sink - max)` to the sum, with no value (as the CPU folds it in
 // after the keys).
@@ -46,6 +47,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
         for (var s = 0u; s < n_split; s++) {
             y += PT[base + s * stride + 2u + d] * exp(PT[base + s * stride] - m);
         }
-        A[P.out_off + (t * P.n_head + h) * P.dv + d] = y * inv;
+        A[P.out_off + ((S[P.info_off + 5u] + t) * P.n_head + h) * P.dv + d] = y * inv;
     }
 }

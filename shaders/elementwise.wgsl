@@ -1,7 +1,8 @@
 // Element-wise ops over `n` elements: add, mul, scale, a bias broadcast over rows, per-expert
 // biases (add_bias_id: the expert of each (token, slot) read from the route at `b_off`),
 // soft-capping, squared ReLU, SiLU- and GELU-gated products and gpt-oss's clamped SwiGLU
-// (swiglu_oai), a plain copy (the last row of a matrix), and the weighted sum of a row's
+// (swiglu_oai), a plain copy (the last row of a matrix), the rows a step selects
+// (select_rows: their numbers in the step buffer, bound as `W`, at `b_off`), and the weighted sum of a row's
 // expert outputs (moe_sum: `parts` parts of `cols` values, weighted by the route's weights at
 // `b_off`, added in slot order as on the CPU), and the gathers of multi-head latent attention:
 // some columns of every group (columns) and the per-group concatenation (concat).
@@ -81,9 +82,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     var y = 0.0;
-    // Gathers (columns, concat) index `a` themselves.
+    // Gathers (columns, concat, select_rows) index `a` themselves.
     var a = 0.0;
-    if (P.op != OP_COLUMNS && P.op != OP_CONCAT) {
+    if (P.op != OP_COLUMNS && P.op != OP_CONCAT && P.op != OP_SELECT_ROWS) {
         a = A[P.a_off + i];
     }
     switch P.op {
@@ -100,6 +101,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         case OP_MOE_SUM: { y = moe_sum(i); }
         case OP_COLUMNS: { y = A[P.a_off + (i / P.cols) * P.parts + i % P.cols]; }
         case OP_CONCAT: { y = concat(i); }
+        case OP_SELECT_ROWS: { y = A[P.a_off + W[P.b_off + i / P.cols] * P.cols + i % P.cols]; }
         case OP_COPY, default: { y = a; }
     }
     A[P.out_off + i] = y;

@@ -1,4 +1,5 @@
-// Stores the batch's keys and values (rounded to f16 pairs) in the cache cells of their
+// Stores one sequence group's keys and values (its `n_tok` tokens from `tok0`, the seventh
+// and sixth words of the scan info; rounded to f16 pairs) in the cache cells of their
 // positions, `pos % n_cells`, and records each cell's position. Runs after the layer's
 // attention, which read the batch's K/V from the activations, so a ring never overwrites a
 // cell that a query of the same batch still needs. A step of more tokens than the store has
@@ -17,15 +18,17 @@
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let w = gid.x;
     let t = gid.y;
-    if (t >= P.n_tok) {
+    let t0 = S[P.info_off + 5u];
+    let n_tok = S[P.info_off + 6u];
+    if (t >= n_tok) {
         return;
     }
-    let pos = bitcast<i32>(S[P.pos_off + t]);
+    let pos = bitcast<i32>(S[P.pos_off + t0 + t]);
     let n_cells = S[P.info_off + 2u];
     let cell = u32(pos) % n_cells;
     // Positions increase: only tokens at least `n_cells` later can share the cell.
-    for (var u = P.n_tok - 1u; u > t; u--) {
-        let d = u32(bitcast<i32>(S[P.pos_off + u]) - pos);
+    for (var u = n_tok - 1u; u > t; u--) {
+        let d = u32(bitcast<i32>(S[P.pos_off + t0 + u]) - pos);
         if (d < n_cells) {
             break;
         }
@@ -36,12 +39,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let kw2 = P.kw / 2u;
     let vw2 = P.vw / 2u;
     if (w < kw2) {
-        let x = P.k_off + t * P.kw + 2u * w;
+        let x = P.k_off + (t0 + t) * P.kw + 2u * w;
         KC[cell * kw2 + w] = pack2x16float(vec2<f32>(A[x], A[x + 1u]));
     }
     // A store without values (the fifth scan-info word set) gets keys only.
     if (w < vw2 && S[P.info_off + 4u] == 0u) {
-        let x = P.v_off + t * P.vw + 2u * w;
+        let x = P.v_off + (t0 + t) * P.vw + 2u * w;
         VC[cell * vw2 + w] = pack2x16float(vec2<f32>(A[x], A[x + 1u]));
     }
     if (w == 0u) {

@@ -13,6 +13,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use tessera_engine::backend::Step;
 use tessera_engine::cpu::exec::CpuExecutor;
 use tessera_engine::cpu::kv::KvStore;
 use tessera_engine::gpu::{GpuDevice, GpuError, GpuExecutor, GpuKvStore};
@@ -1640,4 +1641,148 @@ fn mat_mul_id_prompt_timing() {
         outs.push(out);
     }
     eprintln!("grouped vs per pair NMSE {:.2e}", nmse(&outs[0], &outs[1]));
+}
+
+/// The attention graph of `n` tokens over KV store 0 whose queries, keys and values are rows
+/// of the fixed `tables` picked by token id; with `select`, only that many rows returned.
+fn table_attention(n: usize, tables: &[Tensor; 3], p: AttnParams, select: Option<usize>) -> Graph {
+    let mut b = GraphBuilder::new(n);
+    let [q, k, v] = [0, 1, 2].map(|i| b.get_rows(&tables[i]));
+    let o = b.attention(q, k, v, KvId(0), p);
+    let o = match select {
+        Some(k) => b.select_rows(o, k),
+        None => o,
+    };
+    b.finish(o)
+}
+
+#[test]
+fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
+    need_gpu!();
+    let dev = device().unwrap();
+    let mut rng = Rng(77);
+    for window in [None, Some(6)] {
+        let p = AttnParams {
+            n_head: 4,
+            n_head_kv: 2,
+            head_dim: 32,
+            head_dim_v: 32,
+            scale: 0.3,
+            window,
+            softcap: None,
+        };
+        let (kw, n_rows) = (2 * 32, 40);
+        let tables = [4 * 32, kw, kw]
+            .map(|c| Tensor::from_f32("table", vec![c, n_rows], &rng.vec(n_rows * c, 1.5)));
+        let id = |s: u32, pos: i32| (s * 13 + pos as u32 * 5) % n_rows as u32;
+        let n_cells = if window.is_some() { 16 } else { 64 };
+        let store = || GpuKvStore::new(&dev, n_cells, kw, kw).unwrap();
+        // Three slots of one layer stepped together, and three stores stepped alone.
+        let mut mixed = GpuExecutor::new(dev.clone());
+        mixed.set_max_sequences(3);
+        let mut alone = GpuExecutor::new(dev.clone());
+        let mut slots: Vec<GpuKvStore> = (0..3).map(|_| store()).collect();
+        let mut own: Vec<GpuKvStore> = (0..3).map(|_| store()).collect();
+        let mut len = [0i32; 3];
+        // Sequence 0 holds 9 tokens, 1 holds 3, 2 none, each written alone.
+        for (s, n) in [(0u32, 9usize), (1, 3)] {
+            let tok: Vec<u32> = (0..n as i32).map(|q| id(s, q)).collect();
+            let pos: Vec<i32> = (0..n as i32).collect();
+            for (exec, kv) in [(&mut mixed, &mut slots), (&mut alone, &mut own)] {
+                let mut g = exec.prepare(table_attention(n, &tables, p, None)).unwrap();
+                let step = Step {
+                    tokens: &tok,
+                    positions: &pos,
+                    seqs: &vec![s; n],
+                    out_rows: &[],
+                };
+                exec.run_step(&mut g, &step, kv, 1).unwrap();
+            }
+            len[s as usize] = n as i32;
+        }
+        // Steps mixing all three: 6 prompt tokens (the query-tile kernel) with 1 and 2 tokens
+        // (split-K), some rows selected; then one token each.
+        for (groups, rows) in [
+            (vec![(2u32, 6usize), (0, 1), (1, 2)], vec![2u32, 5, 6, 8]),
+            (vec![(1, 1), (2, 1), (0, 1)], vec![]),
+        ] {
+            let (mut tok, mut pos, mut seqs) = (vec![], vec![], vec![]);
+            for &(s, n) in &groups {
+                for q in len[s as usize]..len[s as usize] + n as i32 {
+                    tok.push(id(s, q));
+                    pos.push(q);
+                    seqs.push(s);
+                }
+            }
+            let n = tok.len();
+            let select = (!rows.is_empty()).then_some(rows.len());
+            let graph = table_attention(n, &tables, p, select);
+            let plan = Plan::new(&graph);
+            let mut g = mixed.prepare(graph.clone()).unwrap();
+            g.fill_arena(&dev, SENTINEL);
+            let step = Step {
+                tokens: &tok,
+                positions: &pos,
+                seqs: &seqs,
+                out_rows: &rows,
+            };
+            let got = mixed
+                .run_step(&mut g, &step, &mut slots, 1)
+                .unwrap()
+                .to_vec();
+            check_sentinel(&g, &graph, &plan, &dev);
+            // Each group alone over its own store.
+            let width = 4 * 32;
+            let mut want = Vec::new();
+            let mut t0 = 0;
+            for &(s, n) in &groups {
+                let mut ga = alone.prepare(table_attention(n, &tables, p, None)).unwrap();
+                let out = alone
+                    .run(
+                        &mut ga,
+                        &tok[t0..t0 + n],
+                        &pos[t0..t0 + n],
+                        &mut own[s as usize..s as usize + 1],
+                    )
+                    .unwrap();
+                want.extend_from_slice(out);
+                len[s as usize] += n as i32;
+                t0 += n;
+            }
+            if !rows.is_empty() {
+                want = rows
+                    .iter()
+                    .flat_map(|&r| want[r as usize * width..(r as usize + 1) * width].to_vec())
+                    .collect();
+            }
+            assert_eq!(got.len(), want.len());
+            let diff = got
+                .iter()
+                .zip(&want)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            assert_eq!(
+                diff, None,
+                "window {window:?}, groups {groups:?}: value {diff:?} differs"
+            );
+            for s in 0..3 {
+                assert_eq!(
+                    slots[s].cell_positions(),
+                    own[s].cell_positions(),
+                    "slot {s}"
+                );
+            }
+        }
+        // A step mixing more sequences than the executor was prepared for is refused.
+        let mut two = GpuExecutor::new(dev.clone());
+        two.set_max_sequences(2);
+        let mut g = two.prepare(table_attention(3, &tables, p, None)).unwrap();
+        let step = Step {
+            tokens: &[1, 2, 3],
+            positions: &[30, 30, 30],
+            seqs: &[0, 1, 2],
+            out_rows: &[],
+        };
+        let e = two.run_step(&mut g, &step, &mut slots, 1).unwrap_err();
+        assert!(e.to_string().contains("mixes 3 sequences"), "{e}");
+    }
 }

@@ -521,8 +521,9 @@ impl Context {
                 start + order[start..].iter().take_while(|&&i| seqs[i] == s).count()
             };
             let unit = &order[start..end];
+            // More than the last row of a step wanted: the device may bound the step.
             let limit = if mixes {
-                self.params.n_batch
+                self.batch_limit(unit.iter().filter(|&&i| wanted[i]).count() > 1)
             } else {
                 self.batch_limit(unit[..unit.len() - 1].iter().any(|&i| wanted[i]))
             };

@@ -95,17 +95,19 @@ fn smollm2_four_sequences_batched_equal_each_alone() {
     assert_batch_invariant(&m, params(128, 16), &prompts([7, 19, 33, 12], n_vocab), 8);
 }
 
-/// Logits of `tokens` evaluated alone in a fresh context (every row).
-fn fresh_rows(m: &Arc<Model>, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let mut ctx = Context::new(m.clone(), params(64, 16)).unwrap();
+/// Logits of `tokens` evaluated alone in a fresh context of `p` (every row).
+fn fresh_rows(m: &Arc<Model>, p: ContextParams, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut ctx = Context::new(m.clone(), p).unwrap();
     ctx.eval(tokens, true).unwrap();
     (0..tokens.len())
         .map(|i| ctx.logits_row(i).to_vec())
         .collect()
 }
 
-#[test]
-fn a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
+/// One step of three sequences in a context of `p` (rings of 6 cells on the even layers):
+/// A's whole 12-token prompt (rows 4 and 11 wanted) between B's and C's decode tokens; each
+/// wanted row must equal what its sequence gets alone (`same`: the comparison).
+fn mix_a_prompt_chunk_with_decode_tokens(p: ContextParams, same: fn(&str, &[f32], &[f32])) {
     let m = tiny(Some(6));
     let n_vocab = m.hparams().n_vocab;
     let (a, b, c) = (
@@ -113,7 +115,7 @@ fn a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
         prompt(9, 2, n_vocab),
         prompt(4, 3, n_vocab),
     );
-    let mut ctx = sequences(&m, 3);
+    let mut ctx = Context::new(m.clone(), ContextParams { n_seq: 3, ..p }).unwrap();
     // B and C hold their prompts but their last token; A starts empty.
     let mut batch = Batch::new();
     batch.push_seq(&b[..8], 0, 1, false);
@@ -130,12 +132,21 @@ fn a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
     batch.push(b[8], 8, 1, true);
     ctx.decode(&batch).unwrap();
     assert_eq!(ctx.n_logit_rows(), 4);
-    let (fa, fb, fc) = (fresh_rows(&m, &a), fresh_rows(&m, &b), fresh_rows(&m, &c));
-    assert_bitwise("C's decode token", ctx.batch_logits(0), &fc[3]);
-    assert_bitwise("A's row 4", ctx.batch_logits(1), &fa[4]);
-    assert_bitwise("A's last row", ctx.batch_logits(2), &fa[11]);
-    assert_bitwise("B's decode token", ctx.batch_logits(3), &fb[8]);
+    let (fa, fb, fc) = (
+        fresh_rows(&m, p, &a),
+        fresh_rows(&m, p, &b),
+        fresh_rows(&m, p, &c),
+    );
+    same("C's decode token", ctx.batch_logits(0), &fc[3]);
+    same("A's row 4", ctx.batch_logits(1), &fa[4]);
+    same("A's last row", ctx.batch_logits(2), &fa[11]);
+    same("B's decode token", ctx.batch_logits(3), &fb[8]);
     assert_eq!((ctx.seq_len(0), ctx.seq_len(1), ctx.seq_len(2)), (12, 9, 4));
+}
+
+#[test]
+fn a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
+    mix_a_prompt_chunk_with_decode_tokens(params(64, 16), assert_bitwise);
 }
 
 #[test]
@@ -155,7 +166,7 @@ fn a_copied_prefix_continues_as_if_recomputed() {
     ctx.decode(&batch).unwrap();
     let mut whole = text[..20].to_vec();
     whole.extend(&tail);
-    let fresh = fresh_rows(&m, &whole);
+    let fresh = fresh_rows(&m, params(64, 16), &whole);
     assert_bitwise("forked sequence", ctx.batch_logits(0), &fresh[25]);
     // Sequence 0 is untouched: it continues its 30 tokens as a fresh run would.
     ctx.eval(&tail[..1], false).unwrap();
@@ -164,7 +175,7 @@ fn a_copied_prefix_continues_as_if_recomputed() {
     assert_bitwise(
         "source sequence",
         ctx.logits(),
-        &fresh_rows(&m, &longer)[30],
+        &fresh_rows(&m, params(64, 16), &longer)[30],
     );
 }
 
@@ -200,7 +211,7 @@ fn sequences_sharing_a_pool_fork_without_cells_and_a_step_that_does_not_fit_chan
     assert_bitwise(
         "sequence 1",
         ctx.batch_logits(0),
-        &fresh_rows(&m, &whole1)[25],
+        &fresh_rows(&m, params(64, 16), &whole1)[25],
     );
     // 13 tokens with 12 cells free: refused before anything is computed.
     batch.clear();
@@ -223,7 +234,7 @@ fn sequences_sharing_a_pool_fork_without_cells_and_a_step_that_does_not_fit_chan
     assert_bitwise(
         "sequence 2",
         ctx.batch_logits(0),
-        &fresh_rows(&m, &whole2)[42],
+        &fresh_rows(&m, params(64, 16), &whole2)[42],
     );
     assert_eq!(ctx.kv_free_cells(), Some(5));
 }
@@ -254,7 +265,7 @@ fn rings_that_moved_past_a_prefix_refuse_to_fork_or_truncate_it() {
     assert_bitwise(
         "forked at 20",
         ctx.batch_logits(0),
-        &fresh_rows(&m, &whole)[24],
+        &fresh_rows(&m, params(64, 16), &whole)[24],
     );
     ctx.seq_truncate(0, 21).unwrap();
     assert_eq!(ctx.seq_len(0), 21);
@@ -284,7 +295,7 @@ fn discarding_the_middle_of_a_sequence_equals_evaluating_what_is_kept() {
     let text = prompt(30, 7, n_vocab);
     let next = prompt(1, 9, n_vocab)[0];
     let kept = [&text[..4], &text[14..], &[next]].concat();
-    let fresh = fresh_rows(&m, &kept)[20].clone();
+    let fresh = fresh_rows(&m, params(64, 16), &kept)[20].clone();
     let scale = fresh.iter().fold(0.0f32, |a, &x| a.max(x.abs()));
     let argmax = |v: &[f32]| (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
     let mut ctx = sequences(&m, 2);
@@ -312,7 +323,7 @@ fn discarding_the_middle_of_a_sequence_equals_evaluating_what_is_kept() {
     assert_bitwise(
         "sequence 1",
         ctx.batch_logits(1),
-        &fresh_rows(&m, &whole)[30],
+        &fresh_rows(&m, params(64, 16), &whole)[30],
     );
     // Rings cannot drop the middle of a sequence.
     let mut ring = Context::new(tiny(Some(6)), params(64, 16)).unwrap();
@@ -343,7 +354,7 @@ fn truncating_a_sequence_then_evaluating_equals_fresh() {
     assert_bitwise(
         "truncated sequence",
         ctx.batch_logits(0),
-        &fresh_rows(&m, &whole)[16],
+        &fresh_rows(&m, params(64, 16), &whole)[16],
     );
     ctx.seq_clear(1).unwrap();
     assert_eq!(ctx.seq_len(1), 0);
@@ -374,7 +385,7 @@ fn the_one_sequence_calls_leave_other_sequences_alone() {
     assert_bitwise(
         "sequence 1 after sequence 0 was truncated and reset",
         ctx.batch_logits(0),
-        &fresh_rows(&m, &b)[8],
+        &fresh_rows(&m, params(64, 16), &b)[8],
     );
 }
 
@@ -447,8 +458,9 @@ fn gpu_params(m: &Arc<Model>, p: ContextParams) -> Option<ContextParams> {
 
 #[test]
 fn gpu_two_sequences_batched_equal_each_alone() {
-    // The GPU runs one sequence per step over that sequence's stores: the same graphs as a
-    // solo run, so the logits are bit-identical there too.
+    // Steps mix the two sequences (each attending over its own slot's stores). Decode steps
+    // of up to 8 rows take the mat-vec kernel, which computes each row alone, and the
+    // prompts' steps of 16 rows the tiled kernel as the solo prompts do: bit-identical.
     let m = tiny(Some(6));
     let Some(p) = gpu_params(&m, params(64, 16)) else {
         return;
@@ -486,4 +498,43 @@ fn gpu_two_sequences_batched_equal_each_alone() {
         worst <= 0.05,
         "forked GPU sequence: logits differ by {worst}"
     );
+}
+
+#[test]
+fn gpu_four_sequences_batched_equal_each_alone() {
+    // Four sequences in every decode step (four attention groups of one token each, the
+    // split-K kernel), prompts cut across steps of 16 (groups of 5 to 16 tokens, the
+    // query-tile kernel), on full caches and on rings.
+    for window in [None, Some(6)] {
+        let m = tiny(window);
+        let Some(p) = gpu_params(&m, params(64, 16)) else {
+            return;
+        };
+        let n_vocab = m.hparams().n_vocab;
+        assert_batch_invariant(&m, p, &prompts([5, 13, 21, 30], n_vocab), 8);
+    }
+}
+
+#[test]
+fn gpu_a_step_mixing_a_prompt_chunk_with_decode_tokens_equals_solo() {
+    // One step of 14 rows, three sequences, four rows selected on the GPU. Alone, B's and C's
+    // decode tokens are one-row steps (the mat-vec kernel); here they are rows of a 14-row
+    // step (the tiled kernel), which sums in another order: close, not bitwise (5e-7 on
+    // lavapipe, where the bound leaves room for an input rounded one Q8_0 step apart).
+    let Some(p) = gpu_params(&tiny(Some(6)), params(64, 16)) else {
+        return;
+    };
+    mix_a_prompt_chunk_with_decode_tokens(p, |what, got, want| {
+        let worst = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 0.05, "{what}: logits differ by {worst}");
+        assert_eq!(
+            tessera_models::batch_invariance::argmax(got),
+            tessera_models::batch_invariance::argmax(want),
+            "{what}: top token"
+        );
+    });
 }

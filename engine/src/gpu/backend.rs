@@ -1,7 +1,7 @@
 //! A GPU as a backend: a [`GpuExecutor`] on a device opened once per process and shared by
 //! every backend on it, and one [`GpuKvStore`] per attention layer and sequence slot in GPU
-//! memory. A step runs the tokens of one sequence over that sequence's stores; steps that mix
-//! sequences are refused (`Backend::batches_sequences` is false), so callers split them.
+//! memory. A step may mix sequences: its weight products run over all its rows at once, and
+//! each sequence's attention over that sequence's stores.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -38,12 +38,9 @@ pub(crate) fn open(index: usize, params: &BackendParams) -> Result<Box<dyn Backe
         .map(|s| GpuKvStore::new(&dev, s.n_cells, s.k_width, s.v_width))
         .collect::<Result<Vec<_>, _>>()?;
     let n_seq = executor::n_seq(params);
-    Ok(Box::new(ExecutorBackend::new(
-        GpuExecutor::new(dev),
-        kv,
-        n_seq,
-        n_seq,
-    )))
+    let mut exec = GpuExecutor::new(dev);
+    exec.set_max_sequences(n_seq);
+    Ok(Box::new(ExecutorBackend::new(exec, kv, n_seq, n_seq)))
 }
 
 impl Executor for GpuExecutor {
@@ -78,15 +75,11 @@ impl Executor for GpuExecutor {
         kv: &mut [GpuKvStore],
         n_layers: usize,
     ) -> Result<&'a [f32], GpuError> {
-        let seq = step.only_seq().unwrap_or(0) as usize;
-        let stores = kv
-            .get_mut(seq * n_layers..(seq + 1) * n_layers)
-            .ok_or_else(|| GpuError::Unsupported(format!("no KV stores for sequence {seq}")))?;
-        GpuExecutor::run(self, g, step.tokens, step.positions, stores)
+        GpuExecutor::run_step(self, g, step, kv, n_layers)
     }
 
     fn batches_sequences(&self) -> bool {
-        false
+        true
     }
 
     fn copy_store(&mut self, src: &GpuKvStore, dst: &mut GpuKvStore) {

@@ -1,9 +1,16 @@
 //! The GPU executor: runs a planned [`Graph`] — the same graphs the CPU backend runs — as a
 //! list of compute dispatches recorded into one command encoder per step. Everything a step
-//! needs is created when the graph is prepared (pipelines, the arena, the uniform parameters of
-//! every dispatch, the step buffer, the readback buffer), so a decode step creates no buffers:
+//! needs is created when the graph is prepared (pipelines, the uniform parameters of every
+//! dispatch, the step buffer, the readback buffer; the activation arena and attention partials,
+//! which all of an executor's graphs share, grown to the largest), so a decode step creates no
+//! buffers:
 //! it writes the token ids, positions, RoPE tables and attention scan ranges into the step
 //! buffer, records the dispatches, and reads back only the output node.
+//!
+//! A step may mix sequences ([`Step::groups`]), each over its own KV stores (a slot of
+//! `n_layers` stores): every op but attention treats the step's rows alike (one weight read
+//! for all of them), and attention is dispatched per sequence group, each with bind groups
+//! over its slot's stores (made on first use of a (dispatch, slot) pair, then kept).
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -16,8 +23,9 @@ use super::encode::{Bind, Dispatch, MatVecChoice, NodeCtx, Recorder, encode_node
 use super::kv::GpuKvStore;
 use super::readback::{map_read, read_buffer};
 use super::shaders::Kernel;
-use super::step::StepLayout;
+use super::step::{StepGroup, StepLayout};
 use super::weights::GpuWeight;
+use crate::backend::Step;
 use crate::graph::{Graph, NodeId, Op, Plan};
 
 /// A graph made ready for the GPU: its dispatches, buffers and host-side staging.
@@ -26,10 +34,12 @@ pub struct GpuPreparedGraph {
     plan: Plan,
     weights: Vec<Arc<GpuWeight>>,
     dispatches: Vec<Dispatch>,
-    arena: wgpu::Buffer,
+    /// The executor's shared buffers as of this graph's last step (or its preparation).
+    shared: SharedBuffers,
+    /// Bytes of the arena this graph uses.
+    arena_need: u64,
     uniforms: wgpu::Buffer,
     step: wgpu::Buffer,
-    partials: wgpu::Buffer,
     readback: wgpu::Buffer,
     layout: StepLayout,
     step_host: Vec<u32>,
@@ -37,8 +47,12 @@ pub struct GpuPreparedGraph {
     out_host: Vec<f32>,
     /// The arena range (f32 elements) where weight products' inputs are rounded.
     scratch: std::ops::Range<usize>,
-    /// KV store ids the bind groups were made with, and the bind groups.
-    bound: Option<(Vec<u64>, Vec<wgpu::BindGroup>)>,
+    /// KV store ids the bind groups were made with, and the bind groups: dispatch `d` over
+    /// slot `s` at `d · n_slots + s` (dispatches that bind no store use slot 0), each made
+    /// on first use.
+    bound: Option<(Vec<u64>, Vec<Option<wgpu::BindGroup>>)>,
+    /// This step's sequence groups.
+    groups: Vec<StepGroup>,
 }
 
 impl GpuPreparedGraph {
@@ -52,21 +66,22 @@ impl GpuPreparedGraph {
         self.dispatches.len()
     }
 
-    /// Bytes of the activation arena.
+    /// Bytes of the activation arena this graph uses.
     pub fn arena_bytes(&self) -> u64 {
-        self.arena.size()
+        self.arena_need
     }
 
-    /// The whole arena read back (for tests looking for out-of-bounds writes).
+    /// The whole (shared) arena read back (for tests looking for out-of-bounds writes).
     pub fn read_arena(&self, dev: &GpuDevice) -> Result<Vec<f32>, GpuError> {
-        read_buffer(dev, &self.arena)
+        read_buffer(dev, &self.shared.arena)
     }
 
-    /// Fill the whole arena with `value` (tests use a sentinel).
+    /// Fill the whole (shared) arena with `value` (tests use a sentinel; the next step must be
+    /// this graph's, with no other graph prepared in between).
     pub fn fill_arena(&self, dev: &GpuDevice, value: f32) {
-        let words = vec![value; (self.arena.size() / 4) as usize];
+        let words = vec![value; (self.shared.arena.size() / 4) as usize];
         dev.queue
-            .write_buffer(&self.arena, 0, bytemuck::cast_slice(&words));
+            .write_buffer(&self.shared.arena, 0, bytemuck::cast_slice(&words));
     }
 
     /// The arena range `[start, end)` (f32 elements) where weight products' inputs are rounded
@@ -80,6 +95,16 @@ impl GpuPreparedGraph {
         let n = self.graph.node(id);
         self.plan.range(id, n.rows * n.cols)
     }
+}
+
+/// The buffers every graph of an executor shares, since one step runs at a time: the
+/// activation arena and the split-K attention partials.
+#[derive(Clone)]
+struct SharedBuffers {
+    arena: wgpu::Buffer,
+    partials: wgpu::Buffer,
+    /// Counts replacements: a graph whose copy is older makes its bind groups again.
+    generation: u64,
 }
 
 /// Runs graphs on one GPU, caching pipelines and uploaded weights across graphs.
@@ -99,6 +124,10 @@ pub struct GpuExecutor {
     /// Prompts of at least this many rows run mat_mul_id grouped by expert
     /// (`matmul_id.wgsl`), fewer one mat-vec per (token, slot) pair.
     moe_grouped_min_rows: usize,
+    /// Most sequences one step may mix (graphs prepared from now on).
+    max_sequences: usize,
+    /// The arena and partials, once a graph is prepared.
+    shared: Option<SharedBuffers>,
 }
 
 impl GpuExecutor {
@@ -121,6 +150,12 @@ impl GpuExecutor {
     /// 8 rows (measured on lavapipe); the parity tests use this to run both paths.
     pub fn set_moe_grouped_min_rows(&mut self, n: usize) {
         self.moe_grouped_min_rows = n;
+    }
+
+    /// Let steps of graphs prepared from now on mix up to `n` sequences (1 by default):
+    /// each attention node is recorded once per sequence group.
+    pub fn set_max_sequences(&mut self, n: usize) {
+        self.max_sequences = n.max(1);
     }
 
     /// An executor on `dev`.
@@ -148,6 +183,8 @@ impl GpuExecutor {
             trace: std::env::var_os("TESSERA_TRACE").is_some(),
             matvec_tpr,
             moe_grouped_min_rows: super::encode::MOE_GROUPED_MIN_ROWS,
+            max_sequences: 1,
+            shared: None,
         }
     }
 
@@ -201,7 +238,8 @@ impl GpuExecutor {
         weights: &[Arc<GpuWeight>],
     ) -> Result<Recorder, GpuError> {
         let align = self.dev.limits.min_uniform_buffer_offset_alignment.max(16) as usize;
-        let mut rec = Recorder::new(graph.n_tokens, align, plan.arena_len);
+        let n_groups = self.max_sequences.min(graph.n_tokens.max(1));
+        let mut rec = Recorder::new(graph.n_tokens, n_groups, align, plan.arena_len);
         let tpr = self.matvec_tpr;
         let matvec = MatVecChoice {
             tpr,
@@ -270,7 +308,6 @@ impl GpuExecutor {
                 mapped_at_creation: false,
             })
         };
-        let arena = buffer("arena", arena_bytes, storage | wgpu::BufferUsages::COPY_SRC);
         let uniforms = dev.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
             contents: bytemuck::cast_slice(if uniform_words.is_empty() {
@@ -281,7 +318,6 @@ impl GpuExecutor {
             usage: wgpu::BufferUsages::UNIFORM,
         });
         let step = buffer("step", (layout.len as u64 * 4).max(16), storage);
-        let partials = buffer("attention partials", partial_len as u64 * 4, storage);
         let out_node = graph.node(graph.output);
         let out_len = out_node.rows * out_node.cols;
         let out_start = plan.offsets[graph.output.0 as usize] as u64 * 4;
@@ -290,6 +326,7 @@ impl GpuExecutor {
             (out_len as u64 * 4).max(4),
             wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
         );
+        let shared = self.shared_buffers(arena_bytes, partial_len as u64 * 4);
         self.dev.check()?;
         Ok(GpuPreparedGraph {
             step_host: vec![0; layout.len],
@@ -297,65 +334,112 @@ impl GpuExecutor {
             plan,
             weights,
             dispatches,
-            arena,
+            shared,
+            arena_need: arena_bytes,
             uniforms,
             step,
-            partials,
             readback,
             layout,
             out_range: (out_start, out_len),
             out_host: vec![0.0; out_len],
             scratch,
             bound: None,
+            groups: Vec::new(),
         })
     }
 
-    fn bind_groups(&self, g: &GpuPreparedGraph, kv: &[GpuKvStore]) -> Vec<wgpu::BindGroup> {
-        g.dispatches
-            .iter()
-            .map(|d| {
-                let pipeline = &self.pipelines[&d.kernel];
-                let entries: Vec<wgpu::BindGroupEntry> = d
-                    .binds
-                    .iter()
-                    .enumerate()
-                    .map(|(i, b)| {
-                        let resource = match *b {
-                            Bind::Arena => g.arena.as_entire_binding(),
-                            Bind::Weight(w, c) => g.weights[w as usize].chunks[c as usize]
-                                .buffer
-                                .as_entire_binding(),
-                            Bind::NoWeight => self.dummy.as_entire_binding(),
-                            Bind::Step => g.step.as_entire_binding(),
-                            Bind::Partials => g.partials.as_entire_binding(),
-                            Bind::KvK(s) => kv[s as usize].k.as_entire_binding(),
-                            Bind::KvV(s) => kv[s as usize].v.as_entire_binding(),
-                            Bind::KvPos(s) => kv[s as usize].cell_pos.as_entire_binding(),
-                            Bind::Uniform => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                buffer: &g.uniforms,
-                                offset: d.uniform.0,
-                                size: NonZeroU64::new(d.uniform.1),
-                            }),
-                        };
-                        wgpu::BindGroupEntry {
-                            binding: i as u32,
-                            resource,
-                        }
-                    })
-                    .collect();
-                self.dev
-                    .device
-                    .create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some(&d.kernel.label()),
-                        layout: &pipeline.get_bind_group_layout(0),
-                        entries: &entries,
-                    })
-            })
-            .collect()
+    /// The shared buffers, each replaced by a larger one where a graph needs `arena` or
+    /// `partials` bytes that it lacks (at least doubling, within the binding limit, so that the
+    /// graphs still holding older ones hold less than the current ones in all).
+    fn shared_buffers(&mut self, arena: u64, partials: u64) -> SharedBuffers {
+        let max = self.dev.max_binding();
+        let dev = &self.dev.device;
+        let old = self.shared.as_ref();
+        let sized = |b: Option<&wgpu::Buffer>, need: u64, label: &str, copy_src: bool| match b {
+            Some(b) if b.size() >= need => (b.clone(), false),
+            _ => {
+                let size = b.map_or(0, |b| b.size());
+                let mut usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
+                if copy_src {
+                    usage |= wgpu::BufferUsages::COPY_SRC;
+                }
+                let buffer = dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: need.max((2 * size).min(max)),
+                    usage,
+                    mapped_at_creation: false,
+                });
+                (buffer, true)
+            }
+        };
+        let (arena, new_arena) = sized(old.map(|s| &s.arena), arena, "arena", true);
+        let (partials, new_partials) = sized(
+            old.map(|s| &s.partials),
+            partials,
+            "attention partials",
+            false,
+        );
+        let generation = match old {
+            Some(s) if !new_arena && !new_partials => s.generation,
+            Some(s) => s.generation + 1,
+            None => 0,
+        };
+        let shared = SharedBuffers {
+            arena,
+            partials,
+            generation,
+        };
+        self.shared = Some(shared.clone());
+        shared
     }
 
-    /// Run one step: `tokens` at `positions` (increasing), reading and extending the KV
-    /// stores. Returns the output node's values.
+    /// The bind group of dispatch `d` of `g` with its KV bindings on `stores` (one slot's).
+    fn bind_group(
+        &self,
+        g: &GpuPreparedGraph,
+        d: &Dispatch,
+        stores: &[GpuKvStore],
+    ) -> wgpu::BindGroup {
+        let pipeline = &self.pipelines[&d.kernel];
+        let entries: Vec<wgpu::BindGroupEntry> = d
+            .binds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let resource = match *b {
+                    Bind::Arena => g.shared.arena.as_entire_binding(),
+                    Bind::Weight(w, c) => g.weights[w as usize].chunks[c as usize]
+                        .buffer
+                        .as_entire_binding(),
+                    Bind::NoWeight => self.dummy.as_entire_binding(),
+                    Bind::Step => g.step.as_entire_binding(),
+                    Bind::Partials => g.shared.partials.as_entire_binding(),
+                    Bind::KvK(s) => stores[s as usize].k.as_entire_binding(),
+                    Bind::KvV(s) => stores[s as usize].v.as_entire_binding(),
+                    Bind::KvPos(s) => stores[s as usize].cell_pos.as_entire_binding(),
+                    Bind::Uniform => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &g.uniforms,
+                        offset: d.uniform.0,
+                        size: NonZeroU64::new(d.uniform.1),
+                    }),
+                };
+                wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                }
+            })
+            .collect();
+        self.dev
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(&d.kernel.label()),
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
+    }
+
+    /// Run one step of sequence 0: `tokens` at `positions` (increasing), reading and
+    /// extending the KV stores `kv`. Returns the output node's values.
     pub fn run<'g>(
         &mut self,
         g: &'g mut GpuPreparedGraph,
@@ -363,21 +447,69 @@ impl GpuExecutor {
         positions: &[i32],
         kv: &mut [GpuKvStore],
     ) -> Result<&'g [f32], GpuError> {
-        check_step(&g.graph, tokens, positions, kv)?;
+        let n_layers = kv.len();
+        self.run_step(g, &Step::single(tokens, positions), kv, n_layers)
+    }
+
+    /// Run one step that may mix sequences: each sequence group of `step` reads and
+    /// extends its slot of the stores `kv` (`n_layers` per slot, slot after slot; a
+    /// sequence's slot is its number). Returns the output node's values.
+    pub fn run_step<'g>(
+        &mut self,
+        g: &'g mut GpuPreparedGraph,
+        step: &Step<'_>,
+        kv: &mut [GpuKvStore],
+        n_layers: usize,
+    ) -> Result<&'g [f32], GpuError> {
+        let n_slots = n_slots(kv.len(), n_layers);
+        check_step(&g.graph, &g.layout, step, kv, n_layers)?;
+        let (tokens, positions) = (step.tokens, step.positions);
+        g.groups.clear();
+        g.groups.extend(step.groups());
         // The step's values.
-        g.layout.write(&mut g.step_host, tokens, positions, kv);
+        g.layout.write(
+            &mut g.step_host,
+            tokens,
+            positions,
+            &g.groups,
+            step.out_rows,
+            kv,
+            n_layers,
+        );
         self.dev
             .queue
             .write_buffer(&g.step, 0, bytemuck::cast_slice(&g.step_host));
-        // Bind groups, made again only when other KV stores are passed.
-        let ids: Vec<u64> = kv.iter().map(|s| s.id).collect();
-        if g.bound.as_ref().is_none_or(|(b, _)| *b != ids) {
-            let groups = self.bind_groups(g, kv);
+        // Bind groups, forgotten when the shared buffers grew or other KV stores are passed.
+        let shared = self.shared.as_ref().expect("made by prepare");
+        if g.shared.generation != shared.generation {
+            g.shared = shared.clone();
+            g.bound = None;
+        }
+        if g.bound.as_ref().is_none_or(|(b, _)| {
+            b.len() != kv.len() || b.iter().zip(kv.iter()).any(|(&i, s)| i != s.id)
+        }) {
+            let ids = kv.iter().map(|s| s.id).collect();
+            let mut groups = Vec::new();
+            groups.resize_with(g.dispatches.len() * n_slots, || None);
             g.bound = Some((ids, groups));
         }
-        let groups = &g.bound.as_ref().expect("just made").1;
+        // The bind groups of the dispatches that run this step, over their groups' slots.
+        let mut bound = g.bound.take().expect("just made");
+        for (i, d) in g.dispatches.iter().enumerate() {
+            if let Some((slot, _)) = launch(d, &g.groups, &g.step_host) {
+                let at = i * n_slots + slot;
+                if bound.1[at].is_none() {
+                    let stores = kv
+                        .get(slot * n_layers..(slot + 1) * n_layers)
+                        .unwrap_or(&[]);
+                    bound.1[at] = Some(self.bind_group(g, d, stores));
+                }
+            }
+        }
+        g.bound = Some(bound);
+        let bind_groups = &g.bound.as_ref().expect("just made").1;
         if self.trace {
-            self.trace_step(g)?;
+            self.trace_step(g, n_slots)?;
         }
         let mut enc = self
             .dev
@@ -390,26 +522,47 @@ impl GpuExecutor {
                 label: Some("step"),
                 timestamp_writes: None,
             });
-            for (d, bg) in g.dispatches.iter().zip(groups) {
+            for (i, d) in g.dispatches.iter().enumerate() {
+                let Some((slot, [x, y, z])) = launch(d, &g.groups, &g.step_host) else {
+                    continue;
+                };
+                let bg = bind_groups[i * n_slots + slot]
+                    .as_ref()
+                    .expect("made above");
                 pass.set_pipeline(&self.pipelines[&d.kernel]);
                 pass.set_bind_group(0, bg, &[]);
-                let x = match d.splits_from {
-                    Some(o) => g.step_host[o + 3],
-                    None => d.groups[0],
-                };
-                pass.dispatch_workgroups(x, d.groups[1], d.groups[2]);
+                pass.dispatch_workgroups(x, y, z);
             }
         }
         let bytes = g.out_range.1 as u64 * 4;
-        enc.copy_buffer_to_buffer(&g.arena, g.out_range.0, &g.readback, 0, bytes);
+        enc.copy_buffer_to_buffer(&g.shared.arena, g.out_range.0, &g.readback, 0, bytes);
         self.dev.queue.submit([enc.finish()]);
         map_read(&self.dev, &g.readback, bytes, &mut g.out_host)?;
-        for &s in &g.layout.writes {
-            for &p in positions {
-                kv[s as usize].note_written(p);
+        for (slot, r) in &g.groups {
+            for &s in &g.layout.writes {
+                let store = &mut kv[*slot as usize * n_layers + s as usize];
+                for &p in &positions[r.clone()] {
+                    store.note_written(p);
+                }
             }
         }
         Ok(&g.out_host)
+    }
+}
+
+/// Slots in `n_stores` KV stores of `n_layers` each (1 where there are no layers).
+fn n_slots(n_stores: usize, n_layers: usize) -> usize {
+    n_stores.checked_div(n_layers).unwrap_or(1).max(1)
+}
+
+/// Whether dispatch `d` runs this step, over which slot's stores and with which workgroups.
+fn launch(d: &Dispatch, groups: &[StepGroup], host: &[u32]) -> Option<(usize, [u32; 3])> {
+    match d.seq_group {
+        None => Some((0, d.groups)),
+        Some(sg) => {
+            let (slot, _) = groups.get(sg.group as usize)?;
+            Some((*slot as usize, sg.workgroups(d.groups, host)?))
+        }
     }
 }
 
@@ -417,7 +570,7 @@ impl GpuExecutor {
     /// Run the step node by node, printing each node's sum and first values (slow: one
     /// submission and readback per node). The KV writes happen here too, so the normal run
     /// that follows recomputes the step over an already-written cache: only for debugging.
-    fn trace_step(&self, g: &GpuPreparedGraph) -> Result<(), GpuError> {
+    fn trace_step(&self, g: &GpuPreparedGraph, n_slots: usize) -> Result<(), GpuError> {
         let groups = &g.bound.as_ref().expect("made before").1;
         let mut d = 0;
         for (i, node) in g.graph.nodes.iter().enumerate() {
@@ -427,13 +580,12 @@ impl GpuExecutor {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 while d < g.dispatches.len() && g.dispatches[d].node == i {
                     let disp = &g.dispatches[d];
-                    pass.set_pipeline(&self.pipelines[&disp.kernel]);
-                    pass.set_bind_group(0, &groups[d], &[]);
-                    let x = match disp.splits_from {
-                        Some(o) => g.step_host[o + 3],
-                        None => disp.groups[0],
-                    };
-                    pass.dispatch_workgroups(x, disp.groups[1], disp.groups[2]);
+                    if let Some((slot, [x, y, z])) = launch(disp, &g.groups, &g.step_host) {
+                        let bg = groups[d * n_slots + slot].as_ref().expect("made before");
+                        pass.set_pipeline(&self.pipelines[&disp.kernel]);
+                        pass.set_bind_group(0, bg, &[]);
+                        pass.dispatch_workgroups(x, y, z);
+                    }
                     d += 1;
                 }
             }
@@ -443,7 +595,7 @@ impl GpuExecutor {
                 .poll(wgpu::PollType::wait_indefinitely())
                 .map_err(|e| GpuError::Device(e.to_string()))?;
             let ms = t0.elapsed().as_secs_f64() * 1e3;
-            let arena = read_buffer(&self.dev, &g.arena)?;
+            let arena = read_buffer(&self.dev, &g.shared.arena)?;
             let v = &arena[g.node_range(NodeId(i as u32))];
             eprintln!("{} {ms:.3} ms", node.trace_line(v));
         }
@@ -451,15 +603,19 @@ impl GpuExecutor {
     }
 }
 
-/// Fails unless `tokens` at `positions` over the stores `kv` are a valid step of `graph`:
-/// as many as it takes, at increasing non-negative positions, ids inside the vocabulary, and
-/// every KV store it names passed with the widths its layer needs.
+/// Fails unless `step` over the stores `kv` (`n_layers` per slot) is a valid step of `graph`
+/// laid out as `layout`: as many tokens as it takes, each sequence's contiguous at increasing
+/// non-negative positions, no more sequences than it was prepared for, each with a slot of
+/// stores, ids inside the vocabulary, every KV store it names passed with the widths its
+/// layer needs, and as many output rows as it selects.
 fn check_step(
     graph: &Graph,
-    tokens: &[u32],
-    positions: &[i32],
+    layout: &StepLayout,
+    step: &Step<'_>,
     kv: &[GpuKvStore],
+    n_layers: usize,
 ) -> Result<(), GpuError> {
+    let (tokens, positions) = (step.tokens, step.positions);
     let n_tok = graph.n_tokens;
     if tokens.len() != n_tok || positions.len() != n_tok {
         return Err(GpuError::Unsupported(format!(
@@ -468,10 +624,33 @@ fn check_step(
             positions.len()
         )));
     }
-    if positions[0] < 0 || positions.windows(2).any(|w| w[1] <= w[0]) {
+    if positions.iter().any(|&p| p < 0)
+        || step
+            .groups()
+            .any(|(_, r)| positions[r].windows(2).any(|w| w[1] <= w[0]))
+    {
         return Err(GpuError::Unsupported(
-            "positions must be non-negative and increasing".into(),
+            "positions must be non-negative and increasing within each sequence".into(),
         ));
+    }
+    let n_slots = n_slots(kv.len(), n_layers);
+    if let Err(e) = step.validate(n_slots) {
+        return Err(GpuError::Unsupported(e.to_string()));
+    }
+    let n_groups = step.groups().count();
+    if n_groups > layout.n_groups {
+        return Err(GpuError::Unsupported(format!(
+            "the step mixes {n_groups} sequences, the graph was prepared for {}",
+            layout.n_groups
+        )));
+    }
+    if let Some((_, k)) = layout.out_rows
+        && step.out_rows.len() != k
+    {
+        return Err(GpuError::Unsupported(format!(
+            "the graph selects {k} output rows, the step names {}",
+            step.out_rows.len()
+        )));
     }
     for node in &graph.nodes {
         match node.op {
@@ -484,26 +663,31 @@ fn check_step(
                 }
             }
             Op::Attention { kv: id, params, .. } => {
-                let Some(s) = kv.get(id.0 as usize) else {
-                    return Err(GpuError::Unsupported(format!(
-                        "the graph uses KV store {}, but only {} were passed",
-                        id.0,
-                        kv.len()
-                    )));
-                };
-                // A store without values (MLA's latent cache) reads them from the keys.
-                let values_in_keys = s.v_width() == 0 && params.head_dim_v <= params.head_dim;
-                if s.k_width() != params.n_head_kv * params.head_dim
-                    || (s.v_width() != params.n_head_kv * params.head_dim_v && !values_in_keys)
-                {
-                    return Err(GpuError::Unsupported(format!(
-                        "KV store {} has widths {}/{}, the layer needs {}/{}",
-                        id.0,
-                        s.k_width(),
-                        s.v_width(),
-                        params.n_head_kv * params.head_dim,
-                        params.n_head_kv * params.head_dim_v
-                    )));
+                for slot in 0..n_slots {
+                    let Some(s) = kv
+                        .get(slot * n_layers + id.0 as usize)
+                        .filter(|_| (id.0 as usize) < n_layers)
+                    else {
+                        return Err(GpuError::Unsupported(format!(
+                            "the graph uses KV store {}, but only {} were passed",
+                            id.0,
+                            kv.len()
+                        )));
+                    };
+                    // A store without values (MLA's latent cache) reads them from the keys.
+                    let values_in_keys = s.v_width() == 0 && params.head_dim_v <= params.head_dim;
+                    if s.k_width() != params.n_head_kv * params.head_dim
+                        || (s.v_width() != params.n_head_kv * params.head_dim_v && !values_in_keys)
+                    {
+                        return Err(GpuError::Unsupported(format!(
+                            "KV store {} has widths {}/{}, the layer needs {}/{}",
+                            id.0,
+                            s.k_width(),
+                            s.v_width(),
+                            params.n_head_kv * params.head_dim,
+                            params.n_head_kv * params.head_dim_v
+                        )));
+                    }
                 }
             }
             _ => {}

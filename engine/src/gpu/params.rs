@@ -244,8 +244,6 @@ kernel_params! {
         v_off: u32,
         /// Arena offset of the output.
         out_off: u32,
-        /// Tokens in the step.
-        n_tok: u32,
         /// Query heads.
         n_head: u32,
         /// KV heads.
@@ -264,8 +262,8 @@ kernel_params! {
         has_sinks: u32,
         /// Step-buffer offset of the positions.
         pos_off: u32,
-        /// Step-buffer offset of the layer's scan info `[lo, n_scan, n_cells, n_split,
-        /// values_in_keys]`.
+        /// Step-buffer offset of the sequence group's scan info `[lo, n_scan, n_cells,
+        /// n_split, values_in_keys, tok0, n_tok]`.
         info_off: u32,
         /// Most split-K workgroups per head (the partials are sized for it).
         max_splits: u32,
@@ -279,7 +277,7 @@ kernel_params! {
         n_head: u32,
         /// Value width per head.
         dv: u32,
-        /// Step-buffer offset of the layer's scan info.
+        /// Step-buffer offset of the sequence group's scan info.
         info_off: u32,
         /// 1 when the sinks (one F32 logit per query head) are bound, else 0.
         has_sinks: u32,
@@ -295,9 +293,7 @@ kernel_params! {
         kw: u32,
         /// Value values per token (all KV heads).
         vw: u32,
-        /// Tokens in the step.
-        n_tok: u32,
-        /// Step-buffer offset of the layer's scan info.
+        /// Step-buffer offset of the sequence group's scan info.
         info_off: u32,
         /// Step-buffer offset of the positions.
         pos_off: u32,
@@ -379,6 +375,9 @@ op_codes! {
         AddBiasId = 12 => "OP_ADD_BIAS_ID",
         /// `max(a, 0)²` (squared ReLU).
         ReluSqr = 13 => "OP_RELU_SQR",
+        /// `a[r·cols + i % cols]`, `r` the step's output row `i / cols` (the step buffer in
+        /// the weight binding, its output rows at `b`).
+        SelectRows = 14 => "OP_SELECT_ROWS",
     }
 }
 
@@ -422,7 +421,7 @@ mod tests {
             AttnReduceUniforms::WGSL,
             "struct AttnReduceUniforms {\n    // Arena offset of the output.\n    out_off: u32,\n    \
              // Query heads.\n    n_head: u32,\n    // Value width per head.\n    dv: u32,\n    \
-             // Step-buffer offset of the layer's scan info.\n    info_off: u32,\n    \
+             // Step-buffer offset of the sequence group's scan info.\n    info_off: u32,\n    \
              // 1 when the sinks (one F32 logit per query head) are bound, else 0.\n    \
              has_sinks: u32,\n}\n"
         );
@@ -451,7 +450,7 @@ mod tests {
 
     #[test]
     fn op_constants() {
-        assert_eq!(ElementwiseOp::ALL.len(), 14);
+        assert_eq!(ElementwiseOp::ALL.len(), 15);
         for (i, op) in ElementwiseOp::ALL.iter().enumerate() {
             assert_eq!(op.code(), i as u32);
         }

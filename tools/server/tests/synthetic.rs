@@ -313,3 +313,57 @@ fn slots_sharing_a_small_pool_all_answer_as_alone() {
     assert_eq!(metric(a, "kv_cells_busy"), 0);
     server.stop().unwrap();
 }
+
+/// On the GPU the engine's steps mix the slots' sequences (one weight read for all their rows,
+/// each sequence's attention over its own slot): four concurrent requests with prompts of
+/// different lengths (chunks of several prompts and decode tokens in one step) each get the
+/// answer they get alone. Skipped without an adapter unless `TESSERA_REQUIRE_GPU=1`.
+#[cfg(feature = "gpu")]
+#[test]
+fn gpu_slots_stepped_together_answer_as_alone() {
+    use tessera_models::Device;
+    if let Err(e) = tessera_engine::backend::describe(Device::Gpu(0)) {
+        if std::env::var("TESSERA_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+            panic!("TESSERA_REQUIRE_GPU=1 but no GPU: {e}");
+        }
+        eprintln!("skipped: {e}");
+        return;
+    }
+    let gpu = |parallel| EngineConfig {
+        device: Device::Gpu(0),
+        ..engine(parallel, 160)
+    };
+    let prompt = |k: u32| -> Vec<u32> {
+        (0..20 + 23 * k)
+            .map(|i| (i * 11 + k * 17) % 60 + 1)
+            .collect()
+    };
+    let body = |k: u32| json!({"prompt": prompt(k), "max_tokens": 12, "temperature": 0});
+    let alone = start(config(gpu(1)), tiny_loader());
+    let want: Vec<String> = (0..4)
+        .map(|k| {
+            let r = post(alone.addr(), "/v1/completions", &body(k));
+            assert_eq!(r.status, 200, "{}", r.body);
+            answer_text(&r.json())
+        })
+        .collect();
+    alone.stop().unwrap();
+    let server = start(config(gpu(4)), tiny_loader());
+    let a = server.addr();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|k| {
+                let b = body(k);
+                s.spawn(move || {
+                    let r = post(a, "/v1/completions", &b);
+                    assert_eq!(r.status, 200, "{}", r.body);
+                    answer_text(&r.json())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(answers, want);
+    assert_eq!(metric(a, "kv_cells_busy"), 0);
+    server.stop().unwrap();
+}

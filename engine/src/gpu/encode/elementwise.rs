@@ -1,6 +1,7 @@
 //! Element-wise ops (add, mul, the gated activations with gpt-oss's clamped SwiGLU, scale,
-//! bias and per-expert bias, soft-capping, squared ReLU, copy of the last row, the weighted sum of experts'
-//! outputs, the column and per-group concatenation gathers of multi-head latent attention):
+//! bias and per-expert bias, soft-capping, squared ReLU, copy of the last row or of the rows a
+//! step selects, the weighted sum of experts' outputs, the column and per-group concatenation
+//! gathers of multi-head latent attention):
 //! one `elementwise.wgsl` dispatch of 256 values a workgroup.
 
 use super::{Bind, NodeCtx, Recorder, grid};
@@ -243,6 +244,27 @@ pub fn last_row(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId) -> Result<(), GpuE
             out,
             n,
         },
+    );
+    Ok(())
+}
+
+/// Record select_rows: the rows of `x` the step names, their numbers read from the step
+/// buffer (bound where the weight goes).
+pub fn select_rows(ctx: &NodeCtx, rec: &mut Recorder, x: NodeId) -> Result<(), GpuError> {
+    let rows = rec.layout.select_rows(ctx.node.rows);
+    let o = Operands {
+        src: ctx.off(x),
+        b_off: rows as u32,
+        s: 0.0,
+        out: ctx.out,
+        n: ctx.n_values() as u32,
+    };
+    push_with(
+        rec,
+        ElementwiseOp::SelectRows,
+        o,
+        Bind::Step,
+        ctx.node.cols as u32,
     );
     Ok(())
 }

@@ -66,9 +66,52 @@ pub struct Dispatch {
     pub groups: [u32; 3],
     /// The graph node it computes (part of).
     pub node: usize,
-    /// For split-K attention: the step-buffer offset of the scan info whose split count
-    /// replaces `groups[0]` each step.
-    pub splits_from: Option<usize>,
+    /// For the attention kernels: the sequence group the dispatch serves, whose scan info
+    /// decides each step whether it runs and its workgroups.
+    pub seq_group: Option<GroupDispatch>,
+}
+
+/// An attention kernel dispatched for one sequence group of the step.
+#[derive(Clone, Copy, Debug)]
+pub struct GroupDispatch {
+    /// Step-buffer offset of the group's scan info.
+    pub info: usize,
+    /// The group's number in the step (its KV slot is the step's choice).
+    pub group: u32,
+    /// Which attention kernel.
+    pub kind: GroupKernel,
+}
+
+/// The kernels dispatched per sequence group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupKernel {
+    /// Split-K attention (groups of up to [`attention::DECODE_MAX_TOKENS`] tokens): x the
+    /// step's split count, z the group's tokens.
+    Decode,
+    /// Reduction of the split-K partials: y the group's tokens.
+    Reduce,
+    /// Query-tile attention (longer groups): x a tile of 8 of the group's tokens.
+    Prefill,
+    /// The KV write: y the group's tokens.
+    KvWrite,
+}
+
+impl GroupDispatch {
+    /// The workgroups of this step, from the recorded `groups` and the group's scan info in
+    /// `host`; `None` when the dispatch does not run (the group is absent, or its size takes
+    /// the other attention kernel).
+    pub fn workgroups(&self, groups: [u32; 3], host: &[u32]) -> Option<[u32; 3]> {
+        let info = super::step::ScanInfo::read(host, self.info);
+        let n = info.n_tok;
+        let decode = n as usize <= attention::DECODE_MAX_TOKENS;
+        match self.kind {
+            _ if n == 0 => None,
+            GroupKernel::Decode => decode.then_some([info.n_split, groups[1], n]),
+            GroupKernel::Reduce => decode.then_some([groups[0], n, 1]),
+            GroupKernel::Prefill => (!decode).then_some([n.div_ceil(8), groups[1], 1]),
+            GroupKernel::KvWrite => Some([groups[0], n, 1]),
+        }
+    }
 }
 
 /// The arena region after the plan's nodes where weight products' inputs are rounded
@@ -103,14 +146,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// An empty recording for steps of `n_tok` tokens, with uniform offsets aligned to
-    /// `align` bytes, over an arena whose nodes take its first `arena_len` values.
-    pub fn new(n_tok: usize, align: usize, arena_len: usize) -> Recorder {
+    /// An empty recording for steps of `n_tok` tokens in up to `n_groups` sequence groups,
+    /// with uniform offsets aligned to `align` bytes, over an arena whose nodes take its first
+    /// `arena_len` values.
+    pub fn new(n_tok: usize, n_groups: usize, align: usize, arena_len: usize) -> Recorder {
         Recorder {
             align,
             uniform_words: Vec::new(),
             dispatches: Vec::new(),
-            layout: StepLayout::new(n_tok),
+            layout: StepLayout::new(n_tok, n_groups),
             partial_len: 4,
             scratch: Scratch {
                 off: arena_len.div_ceil(16) as u32 * 16,
@@ -141,7 +185,7 @@ impl Recorder {
             binds,
             uniform: (start as u64, size as u64),
             groups,
-            splits_from: None,
+            seq_group: None,
             node: self.node,
         });
         self.dispatches.len() - 1
@@ -234,11 +278,7 @@ pub fn encode_node(ctx: &NodeCtx, index: usize, rec: &mut Recorder) -> Result<()
         Op::MatMulHeads { w, x } => moe::mat_mul_heads(ctx, rec, w, x),
         Op::Columns { x, group, start } => elementwise::columns(ctx, rec, x, group, start),
         Op::Concat { a, b, groups } => elementwise::concat(ctx, rec, a, b, groups),
-        Op::SelectRows { .. } => Err(GpuError::Unsupported(
-            "selecting output rows per step (batched sequences) runs on the CPU; \
-             the GPU returns all rows or the last"
-                .into(),
-        )),
+        Op::SelectRows { x } => elementwise::select_rows(ctx, rec, x),
         Op::MatMul { w, x } => matmul::encode(ctx, rec, w, x),
         Op::Rope {
             x,
@@ -284,7 +324,7 @@ mod tests {
 
     #[test]
     fn uniforms_are_padded_to_16_bytes_at_aligned_offsets() {
-        let mut rec = Recorder::new(1, 256, 0);
+        let mut rec = Recorder::new(1, 1, 256, 0);
         let p = ElementwiseUniforms::default();
         rec.push(Kernel::Elementwise, vec![Bind::Arena], &p, [1, 1, 1]);
         rec.node = 3;
