@@ -71,6 +71,38 @@ impl CellPositions {
         }
     }
 
+    /// Whether every token held sits in the cell of its own number (no position at or past
+    /// `n_cells`: the ring never wrapped), which [`Self::discard`] needs.
+    pub fn holds_positions_in_place(&self) -> bool {
+        self.pos.iter().all(|&p| p < self.pos.len() as i32)
+    }
+
+    /// Forget positions `p0..p1` and move the later ones back by `p1 - p0`, each to the cell
+    /// of its new position; returns the moves `(from cell, to cell)` in position order (a
+    /// store copying its rows in that order never overwrites a row still to move). Only where
+    /// [`Self::holds_positions_in_place`].
+    pub fn discard(&mut self, p0: i32, p1: i32) -> Vec<(usize, usize)> {
+        assert!(
+            self.holds_positions_in_place(),
+            "a wrapped ring cannot discard"
+        );
+        let d = p1 - p0;
+        let mut moves = Vec::new();
+        for cell in p0.max(0) as usize..self.pos.len() {
+            let p = self.pos[cell];
+            if p < p0 {
+                continue;
+            }
+            self.pos[cell] = -1;
+            if p >= p1 {
+                let to = (p - d) as usize;
+                self.pos[to] = p - d;
+                moves.push((cell, to));
+            }
+        }
+        moves
+    }
+
     /// The positions `[lo, lo + n)` a step starting at `pmin` must scan: those before `pmin`
     /// that the store can still hold and that a window (relative to `pmin`) leaves visible,
     /// less leading ones it no longer holds (after truncation or a reset).
@@ -326,6 +358,24 @@ pub(crate) fn source_and_target<T>(items: &mut [T], src: usize, dst: usize) -> (
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discarding_moves_later_positions_back_in_order() {
+        let mut c = CellPositions::new(8);
+        for p in 0..6 {
+            c.note_written(p);
+        }
+        assert!(c.holds_positions_in_place());
+        assert_eq!(c.discard(1, 3), vec![(3, 1), (4, 2), (5, 3)]);
+        assert_eq!(c.as_slice(), &[0, 1, 2, 3, -1, -1, -1, -1]);
+        // Nothing past the gap: only forgotten.
+        assert_eq!(c.discard(3, 9), vec![]);
+        assert_eq!(c.as_slice(), &[0, 1, 2, -1, -1, -1, -1, -1]);
+        for p in 3..10 {
+            c.note_written(p);
+        }
+        assert!(!c.holds_positions_in_place(), "wrapped");
+    }
 
     #[test]
     fn discard_moves_later_tokens_back_and_unshares_their_cells() {

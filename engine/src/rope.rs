@@ -89,6 +89,20 @@ impl KeyRotation {
             table,
         }
     }
+
+    /// Rotate the f16 key `row` (every head) in place, through `scratch` (as long as `row`).
+    pub fn apply_f16(&self, row: &mut [half::f16], scratch: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        row.convert_to_f32_slice(scratch);
+        crate::cpu::ops::rope::rope_apply(
+            scratch,
+            self.head_dim,
+            self.mode,
+            self.n_dims,
+            &self.table,
+        );
+        row.convert_from_f32_slice(scratch);
+    }
 }
 
 #[cfg(test)]

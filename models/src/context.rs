@@ -310,10 +310,11 @@ impl Context {
     /// the kept tokens again. The moved keys equal keys roped at their new positions up to
     /// rounding (rotated twice, stored in F16); past the first layer the kept tokens' keys
     /// and values still carry the dropped tokens, as in llama.cpp, so the result is not that
-    /// of evaluating the kept tokens afresh. Refused, changing
-    /// nothing, where the cache cannot (sliding-window rings, the GPU's stores per sequence,
-    /// keys whose RoPE is not the last op before attention, as in MLA) or the pool lacks cells
-    /// for later tokens other sequences share.
+    /// of evaluating the kept tokens afresh. Refused, changing nothing, where the cache cannot
+    /// (sliding-window rings on the CPU, and on the GPU once they wrapped; keys whose RoPE is
+    /// not the last op before attention, as in MLA) or the pool lacks cells for later tokens
+    /// other sequences share. On the GPU the moved cells go through the host; a device
+    /// failing meanwhile leaves the sequence empty.
     pub fn seq_discard(&mut self, seq: u32, p0: usize, p1: usize) -> Result<()> {
         self.check_seq(seq)?;
         let len = self.n_past[seq as usize];
@@ -324,9 +325,18 @@ impl Context {
         }
         let delta = -((p1 - p0) as i32);
         let rotations = self.key_rotations(delta)?;
-        self.backend
-            .kv_seq_discard(seq, p0 as i32, p1 as i32, &rotations)?;
-        self.n_past[seq as usize] = len - (p1 - p0);
+        match self
+            .backend
+            .kv_seq_discard(seq, p0 as i32, p1 as i32, &rotations)
+        {
+            Ok(()) => self.n_past[seq as usize] = len - (p1 - p0),
+            Err(e @ BackendError::Device(_)) => {
+                // The backend emptied the sequence.
+                self.n_past[seq as usize] = 0;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.n_logit_rows = 0;
         Ok(())
     }

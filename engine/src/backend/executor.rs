@@ -225,17 +225,18 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
                 self.n_layers
             )));
         }
-        if self.n_slots != 1 {
-            return Err(BackendError::Unsupported(format!(
-                "{} keeps a store per sequence and cannot drop tokens from the middle of one",
-                self.exec.describe()
-            )));
+        let (stores, s) = self.seq_stores(seq);
+        for st in stores.iter() {
+            st.check_discard(s, p0, p1)?;
         }
-        for st in &self.kv {
-            st.check_discard(seq, p0, p1)?;
-        }
-        for (st, r) in self.kv.iter_mut().zip(rotations) {
-            st.seq_discard(seq, p0, p1, r.as_ref());
+        for (st, r) in stores.iter_mut().zip(rotations) {
+            if let Err(e) = st.seq_discard(s, p0, p1, r.as_ref()) {
+                // Some layers moved, some not: the sequence is lost.
+                stores
+                    .iter_mut()
+                    .for_each(|st| st.seq_truncate(s, i32::MIN));
+                return Err(e);
+            }
         }
         Ok(())
     }

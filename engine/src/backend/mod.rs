@@ -94,15 +94,16 @@ pub trait KvLayer {
     }
     /// Drop sequence `seq`'s tokens at `p0..p1` and move its later tokens back by `p1 - p0`,
     /// their keys rotated by `rotation` (`None`: no RoPE in this layer); after
-    /// [`Self::check_discard`].
+    /// [`Self::check_discard`]. Fails only where the device does (the store is then lost).
     fn seq_discard(
         &mut self,
         seq: u32,
         p0: i32,
         p1: i32,
         rotation: Option<&crate::rope::KeyRotation>,
-    ) {
+    ) -> Result<(), BackendError> {
         let _ = (seq, p0, p1, rotation);
+        Ok(())
     }
 }
 
@@ -161,8 +162,10 @@ pub trait Backend: Send {
     /// Drop sequence `seq`'s tokens at positions `p0..p1` (`p0 < p1`) and move its later
     /// tokens back by `p1 - p0`, each layer's keys rotated by its `rotations` entry (`None`:
     /// the layer has no RoPE): llama.cpp's `seq_rm` then `seq_add`. Cells other sequences
-    /// share are copied first. All or nothing: refused, changing nothing, where a store
-    /// cannot (rings, the GPU's stores) or the pool lacks cells for the copies.
+    /// share are copied first. Refused, changing nothing, where a store cannot (the CPU's
+    /// rings; the GPU's rings once they wrapped) or the pool lacks cells for the copies; a
+    /// device failing while the cells move leaves the sequence empty
+    /// ([`BackendError::Device`]).
     fn kv_seq_discard(
         &mut self,
         seq: u32,

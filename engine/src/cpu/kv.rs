@@ -11,9 +11,6 @@
 
 use half::f16;
 
-use half::slice::HalfFloatSliceExt;
-
-use super::ops::rope::rope_apply;
 use crate::backend::{BackendError, KvLayer};
 use crate::kv_cells::{CellPool, CellPositions, PoolFull};
 use crate::memory::{OutOfMemory, try_filled_vec};
@@ -227,10 +224,7 @@ impl KvStore {
                 self.v.copy_within(f * vw..(f + 1) * vw, t * vw);
             }
             if let Some(r) = rotation {
-                let row = &mut self.k[t * kw..(t + 1) * kw];
-                row.convert_to_f32_slice(&mut key);
-                rope_apply(&mut key, r.head_dim, r.mode, r.n_dims, &r.table);
-                row.convert_from_f32_slice(&key);
+                r.apply_f16(&mut self.k[t * kw..(t + 1) * kw], &mut key);
             }
         }
     }
@@ -386,14 +380,22 @@ impl KvLayer for KvStore {
         KvStore::check_discard(self, seq, p0, p1)
     }
 
-    fn seq_discard(&mut self, seq: u32, p0: i32, p1: i32, rotation: Option<&KeyRotation>) {
+    fn seq_discard(
+        &mut self,
+        seq: u32,
+        p0: i32,
+        p1: i32,
+        rotation: Option<&KeyRotation>,
+    ) -> Result<(), BackendError> {
         KvStore::seq_discard(self, seq, p0, p1, rotation);
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::ops::rope::rope_apply;
 
     fn keys(t: usize, w: usize) -> Vec<f16> {
         (0..t * w).map(|i| f16::from_f32(i as f32)).collect()

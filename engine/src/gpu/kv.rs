@@ -1,14 +1,18 @@
 //! KV storage in GPU memory: `n_cells` cells of f16 keys and values (stored as pairs in u32
 //! words) and each cell's position, with the same `pos % n_cells` placement as the CPU store,
 //! so `n_ctx` cells make a plain cache and `window` cells a ring. The host keeps a mirror of the
-//! cell positions to plan each step's scan without reading the GPU back.
+//! cell positions to plan each step's scan without reading the GPU back. Dropping tokens from
+//! the middle of a sequence ([`GpuKvStore::discard`], rare: a context shift) moves the later
+//! cells through the host, their keys rotated there as the CPU rotates its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::device::{GpuDevice, GpuError};
-use crate::backend::KvLayer;
+use super::readback::read_range;
+use crate::backend::{BackendError, KvLayer};
 use crate::kv_cells::CellPositions;
+use crate::rope::KeyRotation;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -155,6 +159,64 @@ impl GpuKvStore {
         self.upload_positions();
     }
 
+    /// Fails unless [`Self::discard`] can drop positions `p0..p1`: every token held must sit
+    /// in the cell of its own position (a ring that wrapped cannot).
+    pub fn check_discard(&self) -> Result<(), BackendError> {
+        if self.host_pos.holds_positions_in_place() {
+            Ok(())
+        } else {
+            Err(BackendError::Unsupported(
+                "a sliding-window ring that has wrapped cannot drop tokens from the middle of a \
+                 sequence (its cells are its positions)"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Drop the tokens at positions `p0..p1` and move the later ones back by `p1 - p0`, their
+    /// keys rotated by `rotation` (`None`: no RoPE in this layer): the moved cells are read
+    /// back, moved and rotated on the host, and written again. After [`Self::check_discard`].
+    pub fn discard(
+        &mut self,
+        p0: i32,
+        p1: i32,
+        rotation: Option<&KeyRotation>,
+    ) -> Result<(), GpuError> {
+        let moves = self.host_pos.discard(p0, p1);
+        if let (Some(&(from, to)), Some(&(last, _))) = (moves.first(), moves.last()) {
+            // Moved cells are consecutive (each position in its own cell), and so are their
+            // targets.
+            let n = last + 1 - from;
+            debug_assert_eq!(n, moves.len());
+            let (kw, vw) = (self.k_width, self.v_width);
+            let mut keys: Vec<half::f16> = read_range(
+                &self.dev,
+                &self.k,
+                (from * kw * 2) as u64,
+                (n * kw * 2) as u64,
+            )?;
+            if let Some(r) = rotation {
+                let mut scratch = vec![0.0f32; kw];
+                for row in keys.chunks_exact_mut(kw) {
+                    r.apply_f16(row, &mut scratch);
+                }
+            }
+            let q = &self.dev.queue;
+            q.write_buffer(&self.k, (to * kw * 2) as u64, bytemuck::cast_slice(&keys));
+            if vw > 0 {
+                let values: Vec<half::f16> = read_range(
+                    &self.dev,
+                    &self.v,
+                    (from * vw * 2) as u64,
+                    (n * vw * 2) as u64,
+                )?;
+                q.write_buffer(&self.v, (to * vw * 2) as u64, bytemuck::cast_slice(&values));
+            }
+        }
+        self.upload_positions();
+        self.dev.check()
+    }
+
     /// Record (host side) that the kernels wrote position `pos`.
     pub(crate) fn note_written(&mut self, pos: i32) {
         self.host_pos.note_written(pos);
@@ -197,5 +259,19 @@ impl KvLayer for GpuKvStore {
     /// copy each other by [`GpuKvStore::copy_from`].
     fn seq_copy(&mut self, _src: u32, _dst: u32, n: i32) {
         GpuKvStore::truncate(self, n);
+    }
+
+    fn check_discard(&self, _seq: u32, _p0: i32, _p1: i32) -> Result<(), BackendError> {
+        GpuKvStore::check_discard(self)
+    }
+
+    fn seq_discard(
+        &mut self,
+        _seq: u32,
+        p0: i32,
+        p1: i32,
+        rotation: Option<&KeyRotation>,
+    ) -> Result<(), BackendError> {
+        Ok(GpuKvStore::discard(self, p0, p1, rotation)?)
     }
 }
