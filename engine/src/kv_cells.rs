@@ -71,34 +71,27 @@ impl CellPositions {
         }
     }
 
-    /// Whether every token held sits in the cell of its own number (no position at or past
-    /// `n_cells`: the ring never wrapped), which [`Self::discard`] needs.
-    pub fn holds_positions_in_place(&self) -> bool {
-        self.pos.iter().all(|&p| p < self.pos.len() as i32)
-    }
-
     /// Forget positions `p0..p1` and move the later ones back by `p1 - p0`, each to the cell
-    /// of its new position; returns the moves `(from cell, to cell)` in position order (a
-    /// store copying its rows in that order never overwrites a row still to move). Only where
-    /// [`Self::holds_positions_in_place`].
+    /// of its new position; returns the moves `(from cell, to cell)` in position order. In a
+    /// ring that wrapped a move's target may be a later move's source, so stores move the rows
+    /// through a copy (all read, then all written). A moved token landing on the cell of an
+    /// earlier kept one (a whole ring behind the new last position) replaces it, as a step
+    /// writing there would.
     pub fn discard(&mut self, p0: i32, p1: i32) -> Vec<(usize, usize)> {
-        assert!(
-            self.holds_positions_in_place(),
-            "a wrapped ring cannot discard"
-        );
         let d = p1 - p0;
+        let mut held: Vec<(i32, usize)> = (self.pos.iter().enumerate())
+            .filter(|&(_, &p)| p >= p0)
+            .map(|(c, &p)| (p, c))
+            .collect();
+        held.sort_unstable();
+        for &(_, c) in &held {
+            self.pos[c] = -1;
+        }
         let mut moves = Vec::new();
-        for cell in p0.max(0) as usize..self.pos.len() {
-            let p = self.pos[cell];
-            if p < p0 {
-                continue;
-            }
-            self.pos[cell] = -1;
-            if p >= p1 {
-                let to = (p - d) as usize;
-                self.pos[to] = p - d;
-                moves.push((cell, to));
-            }
+        for (p, from) in held.into_iter().filter(|&(p, _)| p >= p1) {
+            let to = self.cell_of(p - d);
+            self.pos[to] = p - d;
+            moves.push((from, to));
         }
         moves
     }
@@ -365,16 +358,22 @@ mod tests {
         for p in 0..6 {
             c.note_written(p);
         }
-        assert!(c.holds_positions_in_place());
         assert_eq!(c.discard(1, 3), vec![(3, 1), (4, 2), (5, 3)]);
         assert_eq!(c.as_slice(), &[0, 1, 2, 3, -1, -1, -1, -1]);
         // Nothing past the gap: only forgotten.
         assert_eq!(c.discard(3, 9), vec![]);
         assert_eq!(c.as_slice(), &[0, 1, 2, -1, -1, -1, -1, -1]);
-        for p in 3..10 {
-            c.note_written(p);
+        // A ring of 4 that wrapped (positions 6..10 in cells 2, 3, 0, 1): dropping 3..7
+        // leaves 7, 8, 9 at 3, 4, 5 (cells 3, 0, 1).
+        let mut r = CellPositions::new(4);
+        for p in 0..10 {
+            r.note_written(p);
         }
-        assert!(!c.holds_positions_in_place(), "wrapped");
+        assert_eq!(r.discard(3, 7), vec![(3, 3), (0, 0), (1, 1)]);
+        assert_eq!(r.as_slice(), &[4, 5, -1, 3]);
+        // Dropping what the ring no longer holds moves everything it does.
+        assert_eq!(r.discard(0, 2), vec![(3, 1), (0, 2), (1, 3)]);
+        assert_eq!(r.as_slice(), &[-1, 1, 2, 3]);
     }
 
     #[test]

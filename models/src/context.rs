@@ -310,11 +310,11 @@ impl Context {
     /// the kept tokens again. The moved keys equal keys roped at their new positions up to
     /// rounding (rotated twice, stored in F16); past the first layer the kept tokens' keys
     /// and values still carry the dropped tokens, as in llama.cpp, so the result is not that
-    /// of evaluating the kept tokens afresh. Refused, changing nothing, where the cache cannot
-    /// (sliding-window rings on the CPU, and on the GPU once they wrapped; keys whose RoPE is
-    /// not the last op before attention, as in MLA) or the pool lacks cells for later tokens
-    /// other sequences share. On the GPU the moved cells go through the host; a device
-    /// failing meanwhile leaves the sequence empty.
+    /// of evaluating the kept tokens afresh. Every cache can (pools, sliding-window rings,
+    /// the GPU's stores, whose moved cells go through the host); refused, changing nothing,
+    /// where keys' RoPE is not the last op before attention (MLA) or the pool lacks cells for
+    /// later tokens other sequences share. A device failing while the cells move leaves the
+    /// sequence empty.
     pub fn seq_discard(&mut self, seq: u32, p0: usize, p1: usize) -> Result<()> {
         self.check_seq(seq)?;
         let len = self.n_past[seq as usize];

@@ -271,29 +271,35 @@ fn rings_that_moved_past_a_prefix_refuse_to_fork_or_truncate_it() {
     assert_eq!(ctx.seq_len(0), 21);
 }
 
-/// Dropping tokens 4..14 of a 30-token sequence moves the last 16 back 10 positions with
-/// their keys rotated. In a one-layer model each token's K and V depend on the token alone, so
-/// the next token's logits must be those of evaluating the 20 kept tokens afresh, up to
-/// rounding (a key rotated twice, stored in F16): within 3% of the largest logit everywhere,
-/// the same top token (25% off without the rotation). (With
-/// more layers a kept token's K and V also carry the dropped ones, as in llama.cpp's context
-/// shift.) Without the rotation they are far off. Another sequence sharing the prefix keeps
-/// its own cells, bit for bit; rings refuse, changing nothing.
-/// Sequence 0 of a context of `p` drops positions 4..14 of 30 and decodes one more token
-/// beside sequence 1 (a copy of all 30): close to evaluating the kept tokens afresh (see
-/// [`Context::seq_discard`]), and far from it without the rotation; sequence 1 unchanged
-/// (`same`: its comparison with a fresh run). Rings (that wrapped) refuse.
-fn discard_the_middle_of_a_sequence(p: ContextParams, same: fn(&str, &[f32], &[f32])) {
-    let m = Arc::new(
-        load(
-            &TinyLlama {
-                n_layer: 1,
-                ..TinyLlama::default()
-            }
-            .writer(),
-        )
-        .unwrap(),
-    );
+/// Sequence 0 of a context of `p` drops tokens 4..14 of 30: the last 16 move back 10
+/// positions with their keys rotated. In a one-layer model each token's K and V depend on the
+/// token alone, so the next token's logits must be those of evaluating the 20 kept tokens
+/// afresh, up to rounding (a key rotated twice, stored in F16): within 3% of the largest
+/// logit everywhere, the same top token. (With more layers a kept token's K and V also carry
+/// the dropped ones, as in llama.cpp's context shift.) Without the rotation they are far off.
+/// Sequence 1, a copy of all 30 decoding beside it, keeps its own cells (`same`: its
+/// comparison with a fresh run). With `window`, the layer attends through a sliding window
+/// kept in rings (of 6 + 16 cells: they wrapped, and positions 4..8 were gone already).
+fn discard_the_middle_of_a_sequence(
+    p: ContextParams,
+    window: Option<u32>,
+    same: fn(&str, &[f32], &[f32]),
+) {
+    let mut w = TinyLlama {
+        n_layer: 1,
+        ..TinyLlama::default()
+    }
+    .writer();
+    if let Some(win) = window {
+        // No pattern: every layer is local.
+        set_kv(
+            &mut w,
+            "llama.attention.sliding_window",
+            MetaValue::U32(win),
+        );
+    }
+    let m = Arc::new(load(&w).unwrap());
+    assert_eq!(m.hparams().layer_attention(0).window, window);
     let n_vocab = m.hparams().n_vocab;
     let text = prompt(30, 7, n_vocab);
     let next = prompt(1, 9, n_vocab)[0];
@@ -328,16 +334,13 @@ fn discard_the_middle_of_a_sequence(p: ContextParams, same: fn(&str, &[f32], &[f
         ctx.batch_logits(1),
         &fresh_rows(&m, p, &whole)[30],
     );
-    // Rings (of 6 + 16 cells here) cannot drop the middle of a sequence once they wrapped.
-    let mut ring = Context::new(tiny(Some(6)), p).unwrap();
-    ring.eval(&text, false).unwrap();
-    assert!(ring.seq_discard(0, 4, 14).is_err());
-    assert_eq!(ring.seq_len(0), 30);
 }
 
 #[test]
 fn discarding_the_middle_of_a_sequence_equals_evaluating_what_is_kept() {
-    discard_the_middle_of_a_sequence(params(64, 16), assert_bitwise);
+    for window in [None, Some(6)] {
+        discard_the_middle_of_a_sequence(params(64, 16), window, assert_bitwise);
+    }
 }
 
 #[test]
@@ -554,12 +557,14 @@ fn gpu_discarding_the_middle_of_a_sequence_equals_evaluating_what_is_kept() {
     let Some(p) = gpu_params(&tiny(None), params(64, 16)) else {
         return;
     };
-    discard_the_middle_of_a_sequence(p, |what, got, want| {
-        let worst = got
-            .iter()
-            .zip(want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst <= 0.05, "{what}: logits differ by {worst}");
-    });
+    for window in [None, Some(6)] {
+        discard_the_middle_of_a_sequence(p, window, |what, got, want| {
+            let worst = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst <= 0.05, "{what}: logits differ by {worst}");
+        });
+    }
 }

@@ -162,9 +162,8 @@ pub trait Backend: Send {
     /// Drop sequence `seq`'s tokens at positions `p0..p1` (`p0 < p1`) and move its later
     /// tokens back by `p1 - p0`, each layer's keys rotated by its `rotations` entry (`None`:
     /// the layer has no RoPE): llama.cpp's `seq_rm` then `seq_add`. Cells other sequences
-    /// share are copied first. Refused, changing nothing, where a store cannot (the CPU's
-    /// rings; the GPU's rings once they wrapped) or the pool lacks cells for the copies; a
-    /// device failing while the cells move leaves the sequence empty
+    /// share are copied first. Refused, changing nothing, where the pool lacks cells for the
+    /// copies; a device failing while the cells move leaves the sequence empty
     /// ([`BackendError::Device`]).
     fn kv_seq_discard(
         &mut self,

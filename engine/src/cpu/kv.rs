@@ -193,38 +193,55 @@ impl KvStore {
         }
     }
 
-    /// Fails unless [`Self::seq_discard`] can drop sequence `seq`'s positions `p0..p1`: only
-    /// a pool can (a ring's cells are its positions), with free cells for the later tokens
-    /// it shares with other sequences.
+    /// Fails unless [`Self::seq_discard`] can drop sequence `seq`'s positions `p0..p1`: a pool
+    /// needs free cells for the later tokens it shares with other sequences (rings always
+    /// can).
     pub fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), BackendError> {
         match &self.cells {
-            Cells::Rings { .. } => Err(BackendError::Unsupported(
-                "a sliding-window ring cannot drop tokens from the middle of a sequence \
-                 (its cells are its positions)"
-                    .into(),
-            )),
+            Cells::Rings { .. } => Ok(()),
             Cells::Pool(pool) => Ok(pool.check_discard(seq, p0, p1)?),
         }
     }
 
     /// Drop sequence `seq`'s tokens at positions `p0..p1` and move its later tokens back by
-    /// `p1 - p0`, rotating their keys by `rotation` (`None`: the layer has no RoPE). A pool
-    /// only, after [`Self::check_discard`].
+    /// `p1 - p0`, rotating their keys by `rotation` (`None`: the layer has no RoPE). After
+    /// [`Self::check_discard`]. A pool moves its rows in place in position order; a ring
+    /// (whose targets may be later sources once it wrapped) through a copy.
     pub fn seq_discard(&mut self, seq: u32, p0: i32, p1: i32, rotation: Option<&KeyRotation>) {
-        let Cells::Pool(pool) = &mut self.cells else {
-            panic!("check_discard first: rings cannot discard");
-        };
-        let moves = pool.discard(seq, p0, p1).expect("check_discard first");
         let (kw, vw) = (self.k_width, self.v_width);
         let mut key = vec![0.0f32; kw];
-        for (from, to) in moves {
-            let (f, t) = (from as usize, to as usize);
-            if f != t {
-                self.k.copy_within(f * kw..(f + 1) * kw, t * kw);
-                self.v.copy_within(f * vw..(f + 1) * vw, t * vw);
-            }
+        let mut rotate = |row: &mut [f16]| {
             if let Some(r) = rotation {
-                r.apply_f16(&mut self.k[t * kw..(t + 1) * kw], &mut key);
+                r.apply_f16(row, &mut key);
+            }
+        };
+        match &mut self.cells {
+            Cells::Pool(pool) => {
+                let moves = pool.discard(seq, p0, p1).expect("check_discard first");
+                for (from, to) in moves {
+                    let (f, t) = (from as usize, to as usize);
+                    if f != t {
+                        self.k.copy_within(f * kw..(f + 1) * kw, t * kw);
+                        self.v.copy_within(f * vw..(f + 1) * vw, t * vw);
+                    }
+                    rotate(&mut self.k[t * kw..(t + 1) * kw]);
+                }
+            }
+            Cells::Rings { ring, seqs } => {
+                let base = seq as usize * *ring;
+                let moves = seqs[seq as usize].discard(p0, p1);
+                for (data, w) in [(&mut self.k, kw), (&mut self.v, vw)] {
+                    let rows: Vec<f16> = (moves.iter())
+                        .flat_map(|&(from, _)| &data[(base + from) * w..(base + from + 1) * w])
+                        .copied()
+                        .collect();
+                    for (&(_, to), row) in moves.iter().zip(rows.chunks_exact(w.max(1))) {
+                        data[(base + to) * w..(base + to + 1) * w].copy_from_slice(row);
+                    }
+                }
+                for &(_, to) in &moves {
+                    rotate(&mut self.k[(base + to) * kw..(base + to + 1) * kw]);
+                }
             }
         }
     }
@@ -415,7 +432,7 @@ mod tests {
 
     /// Keys roped at positions 0..8; positions 2..5 dropped: the keys of 5..8, rotated back 3
     /// positions, are those of a key roped at 2..5 (to F16 rounding), and far from it when not
-    /// rotated. Rings refuse.
+    /// rotated; in a pool, and in a ring that wrapped.
     #[test]
     fn discarding_rotates_later_keys_to_their_new_positions() {
         use crate::graph::{RopeMode, RopeParams};
@@ -443,35 +460,44 @@ mod tests {
         };
         let keys: Vec<f16> = (0..8).flat_map(roped).map(f16::from_f32).collect();
         let positions: Vec<i32> = (0..8).collect();
-        let shifted = |rotate: bool| {
-            let mut s = KvStore::try_pool(16, 1, 16, w, w).unwrap();
+        // A pool, and a ring of 6 cells that wrapped (it holds 2..8 before the discard).
+        let shifted = |pool: bool, rotate: bool| {
+            let mut s = if pool {
+                KvStore::try_pool(16, 1, 16, w, w).unwrap()
+            } else {
+                KvStore::try_rings(6, 1, w, w).unwrap()
+            };
             s.write_step(0, &positions, &keys, &keys);
             s.check_discard(0, 2, 5).unwrap();
             let r = KeyRotation::new(&p, None, hd, -3);
             s.seq_discard(0, 2, 5, rotate.then_some(&r));
             let (mut rows, mut pos) = (vec![0; 16], vec![0; 16]);
             let n = s.gather(0, 5, None, &mut rows, &mut pos);
-            assert_eq!(pos[..n], [0, 1, 2, 3, 4]);
-            (rows[..n].to_vec(), s)
+            let want: &[i32] = if pool { &[0, 1, 2, 3, 4] } else { &[2, 3, 4] };
+            assert_eq!(pos[..n], *want);
+            (rows[..n].to_vec(), pos[..n].to_vec(), s)
         };
-        let err = |rotate: bool| {
-            let (rows, s) = shifted(rotate);
-            (2..5)
-                .flat_map(|j| {
-                    let want = roped(j as i32);
-                    let c = rows[j] as usize;
+        // The largest difference of the moved keys (now at 2..5) from keys roped there.
+        let err = |pool: bool, rotate: bool| {
+            let (rows, pos, s) = shifted(pool, rotate);
+            rows.iter()
+                .zip(&pos)
+                .filter(|&(_, &q)| q >= 2)
+                .flat_map(|(&c, &q)| {
+                    let c = c as usize;
                     let got = s.k_all()[c * w..(c + 1) * w].to_vec();
-                    want.into_iter()
+                    roped(q)
+                        .into_iter()
                         .zip(got)
                         .map(|(a, b)| (a - b.to_f32()).abs())
                         .collect::<Vec<_>>()
                 })
                 .fold(0.0f32, f32::max)
         };
-        assert!(err(true) < 4e-3, "rotated: {}", err(true));
-        assert!(err(false) > 0.1, "not rotated: {}", err(false));
-        let rings = KvStore::try_rings(8, 1, w, w).unwrap();
-        assert!(rings.check_discard(0, 2, 5).is_err());
+        for pool in [true, false] {
+            assert!(err(pool, true) < 4e-3, "rotated: {}", err(pool, true));
+            assert!(err(pool, false) > 0.1, "not rotated: {}", err(pool, false));
+        }
     }
 
     /// A pool and rings give a sequence the same sources, with the same keys, wherever its

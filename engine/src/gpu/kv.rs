@@ -159,23 +159,10 @@ impl GpuKvStore {
         self.upload_positions();
     }
 
-    /// Fails unless [`Self::discard`] can drop positions `p0..p1`: every token held must sit
-    /// in the cell of its own position (a ring that wrapped cannot).
-    pub fn check_discard(&self) -> Result<(), BackendError> {
-        if self.host_pos.holds_positions_in_place() {
-            Ok(())
-        } else {
-            Err(BackendError::Unsupported(
-                "a sliding-window ring that has wrapped cannot drop tokens from the middle of a \
-                 sequence (its cells are its positions)"
-                    .into(),
-            ))
-        }
-    }
-
-    /// Drop the tokens at positions `p0..p1` and move the later ones back by `p1 - p0`, their
-    /// keys rotated by `rotation` (`None`: no RoPE in this layer): the moved cells are read
-    /// back, moved and rotated on the host, and written again. After [`Self::check_discard`].
+    /// Drop the tokens at positions `p0..p1` and move the later ones back by `p1 - p0`, each
+    /// to the cell of its new position ([`CellPositions::discard`]), keys rotated by
+    /// `rotation` (`None`: no RoPE in this layer): the cells spanning the moved tokens are read
+    /// back, the rows moved and rotated on the host and written again.
     pub fn discard(
         &mut self,
         p0: i32,
@@ -183,38 +170,61 @@ impl GpuKvStore {
         rotation: Option<&KeyRotation>,
     ) -> Result<(), GpuError> {
         let moves = self.host_pos.discard(p0, p1);
-        if let (Some(&(from, to)), Some(&(last, _))) = (moves.first(), moves.last()) {
-            // Moved cells are consecutive (each position in its own cell), and so are their
-            // targets.
-            let n = last + 1 - from;
-            debug_assert_eq!(n, moves.len());
-            let (kw, vw) = (self.k_width, self.v_width);
-            let mut keys: Vec<half::f16> = read_range(
-                &self.dev,
-                &self.k,
-                (from * kw * 2) as u64,
-                (n * kw * 2) as u64,
-            )?;
-            if let Some(r) = rotation {
-                let mut scratch = vec![0.0f32; kw];
-                for row in keys.chunks_exact_mut(kw) {
+        if !moves.is_empty() {
+            let lo = moves.iter().map(|m| m.0).min().expect("some");
+            let hi = moves.iter().map(|m| m.0).max().expect("some") + 1;
+            let mut scratch = vec![0.0f32; self.k_width];
+            self.move_rows(&self.k, self.k_width, &moves, lo..hi, |row| {
+                if let Some(r) = rotation {
                     r.apply_f16(row, &mut scratch);
                 }
-            }
-            let q = &self.dev.queue;
-            q.write_buffer(&self.k, (to * kw * 2) as u64, bytemuck::cast_slice(&keys));
-            if vw > 0 {
-                let values: Vec<half::f16> = read_range(
-                    &self.dev,
-                    &self.v,
-                    (from * vw * 2) as u64,
-                    (n * vw * 2) as u64,
-                )?;
-                q.write_buffer(&self.v, (to * vw * 2) as u64, bytemuck::cast_slice(&values));
+            })?;
+            if self.v_width > 0 {
+                self.move_rows(&self.v, self.v_width, &moves, lo..hi, |_| {})?;
             }
         }
         self.upload_positions();
         self.dev.check()
+    }
+
+    /// Move the rows of `buf` (`width` f16 values each) by `moves` (sources within
+    /// `sources`), each through `edit`: all read back first, then written by runs of
+    /// consecutive targets.
+    fn move_rows(
+        &self,
+        buf: &wgpu::Buffer,
+        width: usize,
+        moves: &[(usize, usize)],
+        sources: std::ops::Range<usize>,
+        mut edit: impl FnMut(&mut [half::f16]),
+    ) -> Result<(), GpuError> {
+        let row_bytes = width * 2;
+        let read: Vec<half::f16> = read_range(
+            &self.dev,
+            buf,
+            (sources.start * row_bytes) as u64,
+            (sources.len() * row_bytes) as u64,
+        )?;
+        let mut rows = Vec::with_capacity(moves.len() * width);
+        for &(from, _) in moves {
+            let at = (from - sources.start) * width;
+            rows.extend_from_slice(&read[at..at + width]);
+        }
+        rows.chunks_exact_mut(width).for_each(&mut edit);
+        let mut i = 0;
+        while i < moves.len() {
+            let run = 1
+                + (moves[i + 1..].iter().zip(&moves[i..]))
+                    .take_while(|(b, a)| b.1 == a.1 + 1)
+                    .count();
+            self.dev.queue.write_buffer(
+                buf,
+                (moves[i].1 * row_bytes) as u64,
+                bytemuck::cast_slice(&rows[i * width..(i + run) * width]),
+            );
+            i += run;
+        }
+        Ok(())
     }
 
     /// Record (host side) that the kernels wrote position `pos`.
@@ -262,7 +272,7 @@ impl KvLayer for GpuKvStore {
     }
 
     fn check_discard(&self, _seq: u32, _p0: i32, _p1: i32) -> Result<(), BackendError> {
-        GpuKvStore::check_discard(self)
+        Ok(())
     }
 
     fn seq_discard(
