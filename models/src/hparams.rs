@@ -496,11 +496,13 @@ impl HParams {
         Ok(Some(v))
     }
 
-    /// KV cells layer `il` needs for a context of `n_ctx` tokens (a ring of the window for
-    /// local layers).
-    pub fn kv_cells(&self, il: usize, n_ctx: usize) -> usize {
+    /// KV cells layer `il` keeps for a context of `n_ctx` tokens: `n_ctx`, or for a local
+    /// layer a ring of its window plus `rollback` cells (room to cut a sequence back that far,
+    /// as llama.cpp's SWA cache keeps `n_swa + n_ubatch`; contexts use `n_batch`) where that
+    /// is fewer.
+    pub fn kv_cells(&self, il: usize, n_ctx: usize, rollback: usize) -> usize {
         match self.layer_attention(il).window {
-            Some(w) => n_ctx.min(w as usize),
+            Some(w) => n_ctx.min((w as usize).saturating_add(rollback)),
             None => n_ctx,
         }
     }
@@ -531,10 +533,11 @@ impl HParams {
         }
     }
 
-    /// Bytes of the whole KV cache for `n_ctx` tokens (F16), per layer.
-    pub fn kv_bytes_per_layer(&self, n_ctx: usize) -> Vec<usize> {
+    /// Bytes of the whole KV cache for `n_ctx` tokens (F16), per layer, rings with `rollback`
+    /// cells beyond their window ([`Self::kv_cells`]).
+    pub fn kv_bytes_per_layer(&self, n_ctx: usize, rollback: usize) -> Vec<usize> {
         (0..self.n_layer)
-            .map(|il| self.kv_cells(il, n_ctx) * self.kv_cell_bytes(self.n_head_kv, 2))
+            .map(|il| self.kv_cells(il, n_ctx, rollback) * self.kv_cell_bytes(self.n_head_kv, 2))
             .collect()
     }
 }
@@ -651,7 +654,7 @@ mod tests {
         );
         assert_eq!(h.rope_style, RopeStyle::Normal);
         assert!(h.layer_is_local.iter().all(|l| !l));
-        assert_eq!(h.kv_cells(0, 4096), 4096);
+        assert_eq!(h.kv_cells(0, 4096, 512), 4096);
     }
 
     #[test]
@@ -668,10 +671,17 @@ mod tests {
         assert_eq!(globals, [5, 11, 17]);
         assert_eq!(h.layer_attention(0).rope_base, 10_000.0);
         assert_eq!(h.layer_attention(5).rope_base, 1_000_000.0);
-        let small: usize = h.kv_bytes_per_layer(4096).iter().sum();
-        let big: usize = h.kv_bytes_per_layer(32768).iter().sum();
-        let ratio = big as f64 / small as f64;
-        assert!((ratio - 5.3).abs() < 0.1, "{ratio}");
+        // Rings of the window alone, then with a batch of 512 to roll back.
+        let ratio = |rollback| {
+            let small: usize = h.kv_bytes_per_layer(4096, rollback).iter().sum();
+            let big: usize = h.kv_bytes_per_layer(32768, rollback).iter().sum();
+            big as f64 / small as f64
+        };
+        assert!((ratio(0) - 5.3).abs() < 0.1, "{}", ratio(0));
+        assert!((ratio(512) - 4.1).abs() < 0.1, "{}", ratio(512));
+        assert_eq!(h.kv_cells(0, 4096, 512), 1024);
+        assert_eq!(h.kv_cells(0, 800, 512), 800);
+        assert_eq!(h.kv_cells(5, 4096, 512), 4096);
     }
 
     #[test]

@@ -61,14 +61,15 @@ impl KvCache {
     /// against.
     pub fn new(hp: &HParams, n_ctx: usize, ring: bool, rollback: usize) -> KvCache {
         let policies: Vec<KvPolicy> = (0..hp.n_layer)
-            .map(|il| match hp.layer_attention(il).window {
-                Some(w) if ring && (w as usize).saturating_add(rollback) < n_ctx => {
-                    KvPolicy::Ring {
+            .map(|il| {
+                let cells = hp.kv_cells(il, n_ctx, rollback);
+                match hp.layer_attention(il).window {
+                    Some(w) if ring && cells < n_ctx => KvPolicy::Ring {
                         window: w as usize,
-                        cells: w as usize + rollback,
-                    }
+                        cells,
+                    },
+                    _ => KvPolicy::Full(n_ctx),
                 }
-                _ => KvPolicy::Full(n_ctx),
             })
             .collect();
         let shapes = policies

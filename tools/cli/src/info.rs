@@ -44,6 +44,10 @@ pub struct InfoArgs {
     #[arg(short = 'c', long = "ctx-size", default_value_t = 4096,
           value_parser = clap::value_parser!(u32).range(1..))]
     ctx: u32,
+    /// Tokens per step (as `run`'s -b): sliding-window layers' rings keep this many cells
+    /// beyond their window.
+    #[arg(short = 'b', long = "batch-size", default_value_t = 512)]
+    batch_size: u32,
     #[command(flatten)]
     load: crate::common::LoadArgs,
 }
@@ -55,7 +59,7 @@ pub fn run(args: InfoArgs) -> CliResult {
         (Some(model), false) => {
             let path = tessera_registry::resolve_model(model)?;
             let file = GgufFile::open_with(&path, !args.load.no_mmap)?;
-            let report = Report::new(&path, &file, args.ctx as usize);
+            let report = Report::new(&path, &file, args.ctx as usize, args.batch_size as usize);
             if args.json {
                 serde_json::to_string_pretty(&report.to_json())? + "\n"
             } else {
@@ -266,13 +270,14 @@ struct KvSummary {
 }
 
 impl KvSummary {
-    fn new(h: &HParams, n_ctx: usize) -> Self {
+    /// The figures at context `n_ctx`, rings keeping `n_batch` cells beyond their window.
+    fn new(h: &HParams, n_ctx: usize, n_batch: usize) -> Self {
         let cell = h.kv_cell_bytes(h.n_head_kv, KV_ELEM_BYTES);
         let cell_mha = h.kv_cell_bytes_equivalent(h.n_head, KV_ELEM_BYTES);
         let layers: Vec<LayerKv> = (0..h.n_layer)
             .map(|il| {
                 let a = h.layer_attention(il);
-                let cells = h.kv_cells(il, n_ctx);
+                let cells = h.kv_cells(il, n_ctx, n_batch);
                 LayerKv {
                     local: a.window.is_some(),
                     window: a.window,
@@ -340,7 +345,7 @@ struct Report<'a> {
 }
 
 impl<'a> Report<'a> {
-    fn new(path: &'a Path, file: &'a GgufFile, n_ctx: usize) -> Self {
+    fn new(path: &'a Path, file: &'a GgufFile, n_ctx: usize, n_batch: usize) -> Self {
         let meta = file.metadata();
         let hparams = HParams::as_run(meta).map_err(|e| e.to_string());
         let mut totals: BTreeMap<&'static str, DTypeTotal> = BTreeMap::new();
@@ -349,7 +354,10 @@ impl<'a> Report<'a> {
             e.count += 1;
             e.bytes += t.n_bytes;
         }
-        let kv = hparams.as_ref().ok().map(|h| KvSummary::new(h, n_ctx));
+        let kv = hparams
+            .as_ref()
+            .ok()
+            .map(|h| KvSummary::new(h, n_ctx, n_batch));
         Report {
             path,
             file,

@@ -101,7 +101,8 @@ fn gemma3_json() {
     assert_eq!(counts.values().sum::<usize>(), 236);
     assert_eq!(v["tokenizer"]["has_chat_template"], false);
 
-    // Every 6th layer is global with the 1e6 RoPE base; local layers keep 512 cells.
+    // Every 6th layer is global with the 1e6 RoPE base; local layers keep their window of
+    // 512 plus a batch (-b, 512 by default) of cells, as a context allocates them.
     let kv = &v["kv_cache"];
     assert_eq!(kv["n_ctx"], 2048);
     let cell = 256 * 2 * 2; // one KV head, K and V of 256, F16
@@ -111,7 +112,7 @@ fn gemma3_json() {
         assert_eq!(l["attention"], if global { "global" } else { "local" });
         assert_eq!(l["window"], if global { Value::Null } else { 512.into() });
         assert_eq!(l["rope_base"], if global { 1e6 } else { 1e4 });
-        let cells = if global { 2048 } else { 512 };
+        let cells = if global { 2048 } else { 1024 };
         assert_eq!(l["cells"], cells);
         assert_eq!(l["bytes"], cells * cell);
         assert_eq!(l["bytes_mha"], cells * cell * 4);
@@ -120,6 +121,8 @@ fn gemma3_json() {
     assert_eq!(kv["bytes_at_n_ctx"], total);
     assert_eq!(kv["bytes_at_n_ctx_full_attention"], 18 * 2048 * cell);
     assert_eq!(kv["bytes_per_token_beyond_window"], 3 * cell);
+    let v = info_json(&path, &["-c", "2048", "-b", "64"]);
+    assert_eq!(v["kv_cache"]["layers"][0]["cells"], 576);
 }
 
 #[test]
