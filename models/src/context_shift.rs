@@ -1,10 +1,11 @@
 //! Context shifting as llama.cpp does it: when a session's context is full, keep the first
 //! `n_keep` tokens, drop the oldest half of the tokens after them, and go on generating.
 //!
-//! Tessera has no RoPE shift of cached keys (llama.cpp rotates the kept keys to their new
-//! positions in place), so the tokens that stay after the dropped ones are evaluated again at
-//! their new positions: a prefill of about half the context per shift, which is slower than a
-//! rope shift but gives exactly the state a fresh evaluation of the kept tokens would.
+//! llama.cpp rotates the kept keys to their new positions in place; here the tokens that stay
+//! after the dropped ones are evaluated again at their new positions: a prefill of about half
+//! the context per shift, slower than a rope shift but exactly the state a fresh evaluation of
+//! the kept tokens gives (rotated keys still carry the dropped tokens past the first layer).
+//! [`crate::Context::seq_discard`] is the rope shift, for callers that prefer speed.
 //! Sliding-window layers kept as rings (Gemma 3) have overwritten the oldest positions once
 //! the cache has grown past their window, so then the kept prefix is evaluated again as well.
 
@@ -58,8 +59,8 @@ pub fn reuse_point(cached: &[u32], prompt: &[u32], policies: &[KvPolicy]) -> usi
 impl Session {
     /// Make room in a full (or any non-empty) context: keep the first `n_keep` cached tokens,
     /// drop half of the tokens after them (the oldest), and evaluate the remaining ones again
-    /// at their new positions (see the module documentation: there is no rope shift of the
-    /// cache). Afterwards [`Self::tokens`] is the kept tokens followed by the survivors and
+    /// at their new positions (see the module documentation: exact, where a rope shift of the
+    /// cache is not). Afterwards [`Self::tokens`] is the kept tokens followed by the survivors and
     /// [`Self::logits`] are those of the last one. The sampler's history is left as it is.
     ///
     /// Fails, changing nothing, when nothing can be dropped (`n_keep` covers all but at most

@@ -6,8 +6,8 @@
 //!
 //! When the context fills up, generation stops (with a notice), or with `--context-shift` the
 //! first `--keep` tokens stay, the oldest half of the rest is dropped and generation goes on
-//! ([`Session::shift_context`]: the surviving tokens are evaluated again, there is no rope
-//! shift). `--ignore-eos` never samples end-of-generation tokens, and `--stats-interval N`
+//! ([`Session::shift_context`]: the surviving tokens are evaluated again, exactly, rather than
+//! their cached keys rotated). `--ignore-eos` never samples end-of-generation tokens, and `--stats-interval N`
 //! reports speed and resident memory every N tokens ([`stats`]), so long runs can be watched.
 //! `--grammar`/`--grammar-file` (GBNF or Lark), `--json-schema` and `--regex` constrain the
 //! continuation to a grammar (see `tessera_models::constraint`); it then ends only where the
