@@ -112,6 +112,176 @@ impl CellPositions {
     }
 }
 
+/// Which cells of one layer's store hold which sequence's tokens, the same for the CPU's and
+/// the GPU's stores: a ring per sequence (sequence `s`'s at cells `s × ring ..`, a token at
+/// position `p` in its ring's cell `p % ring`), or one [`CellPool`] all sequences share. The
+/// stores keep the keys and values and move them as these say.
+#[derive(Clone, Debug)]
+pub enum SeqCells {
+    /// One ring of `ring` cells per sequence.
+    Rings {
+        /// Cells per ring.
+        ring: usize,
+        /// Each sequence's ring.
+        seqs: Vec<CellPositions>,
+    },
+    /// One pool of cells shared by every sequence.
+    Pool(CellPool),
+}
+
+impl SeqCells {
+    /// A ring of `ring` cells for each of `n_seq` sequences (at least one).
+    pub fn try_rings(ring: usize, n_seq: usize) -> Result<SeqCells, OutOfMemory> {
+        let seqs = (0..n_seq.max(1))
+            .map(|_| CellPositions::try_new(ring))
+            .collect::<Result<_, _>>()?;
+        Ok(SeqCells::Rings { ring, seqs })
+    }
+
+    /// A pool of `n_cells` cells for `n_seq` sequences of up to `n_ctx` tokens each.
+    pub fn try_pool(n_cells: usize, n_seq: usize, n_ctx: usize) -> Result<SeqCells, OutOfMemory> {
+        Ok(SeqCells::Pool(CellPool::try_new(n_cells, n_seq, n_ctx)?))
+    }
+
+    /// Cells of the store (every sequence's).
+    pub fn n_cells(&self) -> usize {
+        match self {
+            SeqCells::Rings { ring, seqs } => ring.saturating_mul(seqs.len()),
+            SeqCells::Pool(pool) => pool.n_cells(),
+        }
+    }
+
+    /// Sequences served.
+    pub fn n_seq(&self) -> usize {
+        match self {
+            SeqCells::Rings { seqs, .. } => seqs.len(),
+            SeqCells::Pool(pool) => pool.n_seq(),
+        }
+    }
+
+    /// Cells holding a token of some sequence (a shared cell counts once).
+    pub fn used(&self) -> usize {
+        match self {
+            SeqCells::Rings { seqs, .. } => seqs.iter().map(CellPositions::used).sum(),
+            SeqCells::Pool(pool) => pool.used(),
+        }
+    }
+
+    /// Cells holding a token of sequence `seq` (0 for one not served).
+    pub fn seq_used(&self, seq: u32) -> usize {
+        match self {
+            SeqCells::Rings { seqs, .. } => seqs.get(seq as usize).map_or(0, CellPositions::used),
+            SeqCells::Pool(pool) => pool.seq_used(seq),
+        }
+    }
+
+    /// Free cells of a pool (`None` for rings, which never run out).
+    pub fn free_cells(&self) -> Option<usize> {
+        match self {
+            SeqCells::Rings { .. } => None,
+            SeqCells::Pool(pool) => Some(pool.free_cells()),
+        }
+    }
+
+    /// Forget everything.
+    pub fn clear(&mut self) {
+        match self {
+            SeqCells::Rings { seqs, .. } => seqs.iter_mut().for_each(CellPositions::clear),
+            SeqCells::Pool(pool) => pool.clear(),
+        }
+    }
+
+    /// Forget sequence `seq`'s tokens at positions `>= pos`.
+    pub fn seq_truncate(&mut self, seq: u32, pos: i32) {
+        match self {
+            SeqCells::Rings { seqs, .. } => seqs[seq as usize].truncate(pos),
+            SeqCells::Pool(pool) => pool.truncate(seq, pos),
+        }
+    }
+
+    /// Make sequence `dst` hold what `src` holds at positions `< n` and nothing else. A pool
+    /// shares the cells; rings return the rows whose data the store must copy: `(first row
+    /// of src's ring, rows, first row of dst's)`.
+    pub fn seq_copy(&mut self, src: u32, dst: u32, n: i32) -> Option<(usize, usize, usize)> {
+        match self {
+            SeqCells::Pool(pool) => {
+                pool.copy(src, dst, n);
+                None
+            }
+            SeqCells::Rings { ring, seqs } => {
+                let copy = (src != dst).then(|| {
+                    seqs[dst as usize] = seqs[src as usize].clone();
+                    (src as usize * *ring, *ring, dst as usize * *ring)
+                });
+                seqs[dst as usize].truncate(n);
+                copy
+            }
+        }
+    }
+
+    /// Whether a step fits: each `(sequence, first position, tokens)` of it. Only a pool can
+    /// run out.
+    pub fn check_step(
+        &self,
+        groups: impl Iterator<Item = (u32, i32, usize)>,
+    ) -> Result<(), PoolFull> {
+        match self {
+            SeqCells::Rings { .. } => Ok(()),
+            SeqCells::Pool(pool) => pool.check_step(groups),
+        }
+    }
+
+    /// Fails as [`Self::discard`] would (a pool short of cells for the later tokens it shares
+    /// with other sequences), changing nothing.
+    pub fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), PoolFull> {
+        match self {
+            SeqCells::Rings { .. } => Ok(()),
+            SeqCells::Pool(pool) => pool.check_discard(seq, p0, p1),
+        }
+    }
+
+    /// Sequence `seq` drops its tokens at positions `p0..p1` and its later ones move back by
+    /// `p1 - p0`; returns the store's row moves `(from cell, to cell)` (a pool keeps its cells
+    /// but for those other sequences share; a ring moves each to its new position's cell).
+    /// Stores move the rows through a copy: all read, then all written. After
+    /// [`Self::check_discard`].
+    pub fn discard(&mut self, seq: u32, p0: i32, p1: i32) -> Vec<(usize, usize)> {
+        match self {
+            SeqCells::Pool(pool) => (pool.discard(seq, p0, p1).expect("check_discard first"))
+                .into_iter()
+                .map(|(f, t)| (f as usize, t as usize))
+                .collect(),
+            SeqCells::Rings { ring, seqs } => {
+                let base = seq as usize * *ring;
+                (seqs[seq as usize].discard(p0, p1).into_iter())
+                    .map(|(f, t)| (base + f, base + t))
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Move rows of `width` values of `data` by `moves` (`(from, to)` row numbers), all read
+/// before any is written, each passed through `edit` on the way.
+pub fn move_rows<T: Copy>(
+    data: &mut [T],
+    width: usize,
+    moves: &[(usize, usize)],
+    mut edit: impl FnMut(&mut [T]),
+) {
+    if width == 0 {
+        return;
+    }
+    let mut rows: Vec<T> = Vec::with_capacity(moves.len() * width);
+    for &(from, _) in moves {
+        rows.extend_from_slice(&data[from * width..(from + 1) * width]);
+    }
+    for (&(_, to), row) in moves.iter().zip(rows.chunks_exact_mut(width)) {
+        edit(row);
+        data[to * width..(to + 1) * width].copy_from_slice(row);
+    }
+}
+
 /// A step needs more free cells than a [`CellPool`] has.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(

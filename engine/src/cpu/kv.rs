@@ -12,21 +12,9 @@
 use half::f16;
 
 use crate::backend::{BackendError, KvLayer};
-use crate::kv_cells::{CellPool, CellPositions, PoolFull};
+use crate::kv_cells::{PoolFull, SeqCells, move_rows};
 use crate::memory::{OutOfMemory, try_filled_vec};
 use crate::rope::KeyRotation;
-
-/// Which cells hold which sequence's tokens.
-#[derive(Clone, Debug)]
-enum Cells {
-    /// One ring of `ring` cells per sequence, sequence `s`'s at cells `s × ring ..`.
-    Rings {
-        ring: usize,
-        seqs: Vec<CellPositions>,
-    },
-    /// One pool of cells shared by every sequence.
-    Pool(CellPool),
-}
 
 /// K and V of one attention layer, for every sequence.
 pub struct KvStore {
@@ -35,7 +23,7 @@ pub struct KvStore {
     v_width: usize,
     k: Vec<f16>,
     v: Vec<f16>,
-    cells: Cells,
+    cells: SeqCells,
 }
 
 impl KvStore {
@@ -58,16 +46,7 @@ impl KvStore {
         k_width: usize,
         v_width: usize,
     ) -> Result<KvStore, OutOfMemory> {
-        let n_seq = n_seq.max(1);
-        let seqs = (0..n_seq)
-            .map(|_| CellPositions::try_new(ring))
-            .collect::<Result<_, _>>()?;
-        Self::try_with(
-            ring.saturating_mul(n_seq),
-            k_width,
-            v_width,
-            Cells::Rings { ring, seqs },
-        )
+        Self::try_with(k_width, v_width, SeqCells::try_rings(ring, n_seq)?)
     }
 
     /// A pool of `n_cells` cells shared by `n_seq` sequences of up to `n_ctx` tokens each.
@@ -78,16 +57,11 @@ impl KvStore {
         k_width: usize,
         v_width: usize,
     ) -> Result<KvStore, OutOfMemory> {
-        let pool = CellPool::try_new(n_cells, n_seq, n_ctx)?;
-        Self::try_with(n_cells, k_width, v_width, Cells::Pool(pool))
+        Self::try_with(k_width, v_width, SeqCells::try_pool(n_cells, n_seq, n_ctx)?)
     }
 
-    fn try_with(
-        n_cells: usize,
-        k_width: usize,
-        v_width: usize,
-        cells: Cells,
-    ) -> Result<KvStore, OutOfMemory> {
+    fn try_with(k_width: usize, v_width: usize, cells: SeqCells) -> Result<KvStore, OutOfMemory> {
+        let n_cells = cells.n_cells();
         let elems = |width: usize| n_cells.saturating_mul(width);
         Ok(KvStore {
             n_cells,
@@ -106,10 +80,7 @@ impl KvStore {
 
     /// Sequences the store serves.
     pub fn n_seq(&self) -> usize {
-        match &self.cells {
-            Cells::Rings { seqs, .. } => seqs.len(),
-            Cells::Pool(pool) => pool.n_seq(),
-        }
+        self.cells.n_seq()
     }
 
     /// Key elements per cell.
@@ -129,42 +100,27 @@ impl KvStore {
 
     /// Cells holding a token of some sequence (a shared cell counts once).
     pub fn used_cells(&self) -> usize {
-        match &self.cells {
-            Cells::Rings { seqs, .. } => seqs.iter().map(CellPositions::used).sum(),
-            Cells::Pool(pool) => pool.used(),
-        }
+        self.cells.used()
     }
 
     /// Cells holding a token of sequence `seq`.
     pub fn seq_used_cells(&self, seq: u32) -> usize {
-        match &self.cells {
-            Cells::Rings { seqs, .. } => seqs.get(seq as usize).map_or(0, CellPositions::used),
-            Cells::Pool(pool) => pool.seq_used(seq),
-        }
+        self.cells.seq_used(seq)
     }
 
     /// Free cells of a pool (`None` for rings, which never run out).
     pub fn free_cells(&self) -> Option<usize> {
-        match &self.cells {
-            Cells::Rings { .. } => None,
-            Cells::Pool(pool) => Some(pool.free_cells()),
-        }
+        self.cells.free_cells()
     }
 
     /// Forget everything.
     pub fn clear(&mut self) {
-        match &mut self.cells {
-            Cells::Rings { seqs, .. } => seqs.iter_mut().for_each(CellPositions::clear),
-            Cells::Pool(pool) => pool.clear(),
-        }
+        self.cells.clear();
     }
 
     /// Forget sequence `seq`'s tokens at positions `>= pos`.
     pub fn seq_truncate(&mut self, seq: u32, pos: i32) {
-        match &mut self.cells {
-            Cells::Rings { seqs, .. } => seqs[seq as usize].truncate(pos),
-            Cells::Pool(pool) => pool.truncate(seq, pos),
-        }
+        self.cells.seq_truncate(seq, pos);
     }
 
     /// Forget every sequence's tokens at positions `>= pos`.
@@ -177,19 +133,10 @@ impl KvStore {
     /// Make sequence `dst` hold what `src` holds at positions `< n` and nothing else: a pool
     /// shares the cells, rings copy `src`'s ring.
     pub fn seq_copy(&mut self, src: u32, dst: u32, n: i32) {
-        match &mut self.cells {
-            Cells::Pool(pool) => pool.copy(src, dst, n),
-            Cells::Rings { ring, seqs } => {
-                if src != dst {
-                    let (s, d) = (src as usize * *ring, dst as usize * *ring);
-                    let (kw, vw) = (self.k_width, self.v_width);
-                    self.k.copy_within(s * kw..(s + *ring) * kw, d * kw);
-                    self.v.copy_within(s * vw..(s + *ring) * vw, d * vw);
-                    let from = seqs[src as usize].clone();
-                    seqs[dst as usize] = from;
-                }
-                seqs[dst as usize].truncate(n);
-            }
+        if let Some((from, rows, to)) = self.cells.seq_copy(src, dst, n) {
+            let (kw, vw) = (self.k_width, self.v_width);
+            self.k.copy_within(from * kw..(from + rows) * kw, to * kw);
+            self.v.copy_within(from * vw..(from + rows) * vw, to * vw);
         }
     }
 
@@ -197,10 +144,7 @@ impl KvStore {
     /// needs free cells for the later tokens it shares with other sequences (rings always
     /// can).
     pub fn check_discard(&self, seq: u32, p0: i32, p1: i32) -> Result<(), BackendError> {
-        match &self.cells {
-            Cells::Rings { .. } => Ok(()),
-            Cells::Pool(pool) => Ok(pool.check_discard(seq, p0, p1)?),
-        }
+        Ok(self.cells.check_discard(seq, p0, p1)?)
     }
 
     /// Drop sequence `seq`'s tokens at positions `p0..p1` and move its later tokens back by
@@ -208,49 +152,21 @@ impl KvStore {
     /// [`Self::check_discard`]. A pool moves its rows in place in position order; a ring
     /// (whose targets may be later sources once it wrapped) through a copy.
     pub fn seq_discard(&mut self, seq: u32, p0: i32, p1: i32, rotation: Option<&KeyRotation>) {
-        let (kw, vw) = (self.k_width, self.v_width);
-        let mut key = vec![0.0f32; kw];
-        let mut rotate = |row: &mut [f16]| {
+        let moves = self.cells.discard(seq, p0, p1);
+        let mut key = vec![0.0f32; self.k_width];
+        move_rows(&mut self.k, self.k_width, &moves, |row| {
             if let Some(r) = rotation {
                 r.apply_f16(row, &mut key);
             }
-        };
-        match &mut self.cells {
-            Cells::Pool(pool) => {
-                let moves = pool.discard(seq, p0, p1).expect("check_discard first");
-                for (from, to) in moves {
-                    let (f, t) = (from as usize, to as usize);
-                    if f != t {
-                        self.k.copy_within(f * kw..(f + 1) * kw, t * kw);
-                        self.v.copy_within(f * vw..(f + 1) * vw, t * vw);
-                    }
-                    rotate(&mut self.k[t * kw..(t + 1) * kw]);
-                }
-            }
-            Cells::Rings { ring, seqs } => {
-                let base = seq as usize * *ring;
-                let moves = seqs[seq as usize].discard(p0, p1);
-                for (data, w) in [(&mut self.k, kw), (&mut self.v, vw)] {
-                    let rows: Vec<f16> = (moves.iter())
-                        .flat_map(|&(from, _)| &data[(base + from) * w..(base + from + 1) * w])
-                        .copied()
-                        .collect();
-                    for (&(_, to), row) in moves.iter().zip(rows.chunks_exact(w.max(1))) {
-                        data[(base + to) * w..(base + to + 1) * w].copy_from_slice(row);
-                    }
-                }
-                for &(_, to) in &moves {
-                    rotate(&mut self.k[(base + to) * kw..(base + to + 1) * kw]);
-                }
-            }
-        }
+        });
+        move_rows(&mut self.v, self.v_width, &moves, |_| {});
     }
 
     /// Sequence 0's ring: the position each of its cells holds (-1 = empty); empty for a pool.
     pub fn cell_positions(&self) -> &[i32] {
         match &self.cells {
-            Cells::Rings { seqs, .. } => seqs[0].as_slice(),
-            Cells::Pool(_) => &[],
+            SeqCells::Rings { seqs, .. } => seqs[0].as_slice(),
+            SeqCells::Pool(_) => &[],
         }
     }
 
@@ -260,10 +176,7 @@ impl KvStore {
         &self,
         groups: impl Iterator<Item = (u32, i32, usize)>,
     ) -> Result<(), PoolFull> {
-        match &self.cells {
-            Cells::Rings { .. } => Ok(()),
-            Cells::Pool(pool) => pool.check_step(groups),
-        }
+        self.cells.check_step(groups)
     }
 
     /// Sequence `seq`'s cells a step starting at `pmin` reads, oldest first, into `rows`
@@ -281,7 +194,7 @@ impl KvStore {
         let visible = |pk: i32| window.is_none_or(|w| (pmin as i64 - pk as i64) < w as i64);
         let mut n = 0;
         match &self.cells {
-            Cells::Pool(pool) => {
+            SeqCells::Pool(pool) => {
                 for &(pk, c) in pool.before(seq, pmin) {
                     if visible(pk) {
                         rows[n] = c;
@@ -290,7 +203,7 @@ impl KvStore {
                     }
                 }
             }
-            Cells::Rings { ring, seqs } => {
+            SeqCells::Rings { ring, seqs } => {
                 // Walk the ring in position order (oldest first) whatever the layout: its
                 // oldest cell is the one the step's first token will overwrite. The same
                 // order for rings and plain caches makes their results bit-identical.
@@ -321,12 +234,12 @@ impl KvStore {
             self.v[c * vw..(c + 1) * vw].copy_from_slice(&v[t * vw..(t + 1) * vw]);
         };
         match &mut self.cells {
-            Cells::Pool(pool) => {
+            SeqCells::Pool(pool) => {
                 for (t, &(_, c)) in pool.extend(seq, positions).iter().enumerate() {
                     put(c as usize, t);
                 }
             }
-            Cells::Rings { ring, seqs } => {
+            SeqCells::Rings { ring, seqs } => {
                 let cells = &mut seqs[seq as usize];
                 let base = seq as usize * *ring;
                 for (t, &pos) in positions.iter().enumerate() {
