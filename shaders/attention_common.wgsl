@@ -1,11 +1,14 @@
 // Shared by the flash-attention kernels: bindings, and where source `j` of a step
 // comes from. A dispatch attends for one sequence's tokens of the step, its group: the
-// `n_tok()` tokens from `tok0()` (a step may mix sequences, each over its own store; token `t`
-// below is the group's `t`-th). The sources of a group are, in position order, the cached cells
-// holding positions `lo .. lo + n_scan` (the group's scan info, written by the host) (cell
-// `pos % n_cells`, checked against the cell's stored position, which also covers ring caches),
-// then the group's own keys and values (rounded to f16 as the cache will hold them). A store without values (MLA's latent cache, `values_in_keys`) gives each
-// value as the first `dv` elements of the key head, for the batch's sources too.
+// `n_tok()` tokens from `tok0()` (a step may mix sequences; token `t` below is the group's
+// `t`-th). The sources of a group are, in position order, its cached tokens, then the
+// group's own keys and values (rounded to f16 as the cache will hold them). The cached tokens
+// are, per the group's scan info (written by the host), either the positions
+// `lo .. lo + n_scan` of the sequence's ring of `n_cells()` cells at cell `base()` (cell
+// `base + pos % n_cells`, checked against the cell's stored position, which covers wrapped
+// rings), or the `n_scan` pool cells listed at `list()` as (cell, position) pairs. A store
+// without values (MLA's latent cache, `values_in_keys`) gives each value as the first `dv`
+// elements of the key head, for the batch's sources too.
 
 // `AttentionUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
@@ -18,9 +21,29 @@
 
 const NEG: f32 = -1.0e30;
 
-// Cells of the layer's store (the third word of the step's scan info).
+// Cells of the group's ring (the third word of the scan info).
 fn n_cells() -> u32 {
     return S[P.info_off + 2u];
+}
+
+// The ring's first cell (the eighth word of the scan info).
+fn base() -> u32 {
+    return S[P.info_off + 7u];
+}
+
+// Step-buffer offset of the pool's (cell, position) list, or NO_LIST for a ring (the ninth
+// word of the scan info).
+const NO_LIST: u32 = 0xffffffffu;
+fn list() -> u32 {
+    return S[P.info_off + 8u];
+}
+
+// The cell of cached source `j` (`j < n_scan`), the scan starting at position `lo`.
+fn source_cell(j: u32, lo: u32) -> u32 {
+    if (list() != NO_LIST) {
+        return S[list() + 2u * j];
+    }
+    return base() + (lo + j) % n_cells();
 }
 
 // Split-K workgroups per head this step (the fourth word of the scan info).
@@ -62,8 +85,11 @@ fn pack_f32(a: f32, b: f32) -> u32 {
 // length `n_scan`.
 fn source_pos(j: u32, lo: u32, n_scan: u32) -> i32 {
     if (j < n_scan) {
+        if (list() != NO_LIST) {
+            return bitcast<i32>(S[list() + 2u * j + 1u]);
+        }
         let pos = lo + j;
-        if (CP[pos % n_cells()] == i32(pos)) {
+        if (CP[source_cell(j, lo)] == i32(pos)) {
             return i32(pos);
         }
         return -1;
@@ -74,7 +100,7 @@ fn source_pos(j: u32, lo: u32, n_scan: u32) -> i32 {
 // Words `4·w4 .. 4·w4 + 4` (eight f16 values) of KV head `kvh`'s key of source `j`.
 fn key_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
     if (j < n_scan) {
-        let cell = (lo + j) % n_cells();
+        let cell = source_cell(j, lo);
         return KC[cell * (P.n_head_kv * P.dk / 8u) + kvh * P.dk / 8u + w4];
     }
     let x = P.k_off + (tok0() + j - n_scan) * P.n_head_kv * P.dk + kvh * P.dk + 8u * w4;
@@ -93,7 +119,7 @@ fn value_words4(j: u32, n_scan: u32, lo: u32, kvh: u32, w4: u32) -> vec4<u32> {
         return key_words4(j, n_scan, lo, kvh, w4);
     }
     if (j < n_scan) {
-        let cell = (lo + j) % n_cells();
+        let cell = source_cell(j, lo);
         return VC[cell * (P.n_head_kv * P.dv / 8u) + kvh * P.dv / 8u + w4];
     }
     let x = P.v_off + (tok0() + j - n_scan) * P.n_head_kv * P.dv + kvh * P.dv + 8u * w4;

@@ -1,10 +1,13 @@
 // Stores one sequence group's keys and values (its `n_tok` tokens from `tok0`, the seventh
-// and sixth words of the scan info; rounded to f16 pairs) in the cache cells of their
-// positions, `pos % n_cells`, and records each cell's position. Runs after the layer's
-// attention, which read the batch's K/V from the activations, so a ring never overwrites a
-// cell that a query of the same batch still needs. A step of more tokens than the store has
-// cells maps several of its tokens to one cell: only the last of them writes it (tokens are
-// written in parallel, so "the last write wins" would be a race).
+// and sixth words of the scan info; rounded to f16 pairs) in their cells, and records each
+// cell's position: in a pool the cells the host gave the group's tokens, listed after its
+// cached ones (the ninth word of the scan info: the list; the second: how many cached); in a
+// ring of `n_cells` cells at cell `base` (third and eighth words) the cell
+// `base + pos % n_cells`. Runs after the layer's attention, which read the batch's K/V from
+// the activations, so a ring never overwrites a cell that a query of the same batch still
+// needs. A step of more tokens than a ring has cells maps several of its tokens to one cell:
+// only the last of them writes it (tokens are written in parallel, so "the last write wins"
+// would be a race).
 
 // `KvWriteUniforms`: declared by the host from engine/src/gpu/params.rs, prepended.
 @group(0) @binding(0) var<storage, read_write> A: array<f32>;
@@ -24,16 +27,22 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let pos = bitcast<i32>(S[P.pos_off + t0 + t]);
-    let n_cells = S[P.info_off + 2u];
-    let cell = u32(pos) % n_cells;
-    // Positions increase: only tokens at least `n_cells` later can share the cell.
-    for (var u = n_tok - 1u; u > t; u--) {
-        let d = u32(bitcast<i32>(S[P.pos_off + t0 + u]) - pos);
-        if (d < n_cells) {
-            break;
-        }
-        if (d % n_cells == 0u) {
-            return;
+    let list = S[P.info_off + 8u];
+    var cell = 0u;
+    if (list != 0xffffffffu) {
+        cell = S[list + 2u * (S[P.info_off + 1u] + t)];
+    } else {
+        let n_cells = S[P.info_off + 2u];
+        cell = S[P.info_off + 7u] + u32(pos) % n_cells;
+        // Positions increase: only tokens at least `n_cells` later can share the cell.
+        for (var u = n_tok - 1u; u > t; u--) {
+            let d = u32(bitcast<i32>(S[P.pos_off + t0 + u]) - pos);
+            if (d < n_cells) {
+                break;
+            }
+            if (d % n_cells == 0u) {
+                return;
+            }
         }
     }
     let kw2 = P.kw / 2u;

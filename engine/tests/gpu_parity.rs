@@ -1657,11 +1657,12 @@ fn table_attention(n: usize, tables: &[Tensor; 3], p: AttnParams, select: Option
 }
 
 #[test]
-fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
+fn a_step_mixing_sequences_attends_each_over_its_own_cells() {
     need_gpu!();
     let dev = device().unwrap();
     let mut rng = Rng(77);
-    for window in [None, Some(6)] {
+    // Rings of a window, rings of a whole context, and a pool the sequences share.
+    for (window, pooled) in [(None, false), (Some(6), false), (None, true)] {
         let p = AttnParams {
             n_head: 4,
             n_head_kv: 2,
@@ -1676,28 +1677,36 @@ fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
             .map(|c| Tensor::from_f32("table", vec![c, n_rows], &rng.vec(n_rows * c, 1.5)));
         let id = |s: u32, pos: i32| (s * 13 + pos as u32 * 5) % n_rows as u32;
         let n_cells = if window.is_some() { 16 } else { 64 };
-        let store = || GpuKvStore::new(&dev, n_cells, kw, kw).unwrap();
-        // Three slots of one layer stepped together, and three stores stepped alone.
+        // Three sequences stepped together in one store, and each alone in a store of its own.
         let mut mixed = GpuExecutor::new(dev.clone());
         mixed.set_max_sequences(3);
         let mut alone = GpuExecutor::new(dev.clone());
-        let mut slots: Vec<GpuKvStore> = (0..3).map(|_| store()).collect();
-        let mut own: Vec<GpuKvStore> = (0..3).map(|_| store()).collect();
+        let mut shared = vec![if pooled {
+            GpuKvStore::pool(&dev, 3 * n_cells, 3, n_cells, kw, kw).unwrap()
+        } else {
+            GpuKvStore::rings(&dev, n_cells, 3, kw, kw).unwrap()
+        }];
+        let mut own: Vec<GpuKvStore> = (0..3)
+            .map(|_| GpuKvStore::new(&dev, n_cells, kw, kw).unwrap())
+            .collect();
         let mut len = [0i32; 3];
         // Sequence 0 holds 9 tokens, 1 holds 3, 2 none, each written alone.
         for (s, n) in [(0u32, 9usize), (1, 3)] {
             let tok: Vec<u32> = (0..n as i32).map(|q| id(s, q)).collect();
             let pos: Vec<i32> = (0..n as i32).collect();
-            for (exec, kv) in [(&mut mixed, &mut slots), (&mut alone, &mut own)] {
-                let mut g = exec.prepare(table_attention(n, &tables, p, None)).unwrap();
-                let step = Step {
-                    tokens: &tok,
-                    positions: &pos,
-                    seqs: &vec![s; n],
-                    out_rows: &[],
-                };
-                exec.run_step(&mut g, &step, kv, 1).unwrap();
-            }
+            let seqs = vec![s; n];
+            let step = Step {
+                tokens: &tok,
+                positions: &pos,
+                seqs: &seqs,
+                out_rows: &[],
+            };
+            let mut g = mixed.prepare(table_attention(n, &tables, p, None)).unwrap();
+            mixed.run_step(&mut g, &step, &mut shared).unwrap();
+            let mut g = alone.prepare(table_attention(n, &tables, p, None)).unwrap();
+            alone
+                .run(&mut g, &tok, &pos, &mut own[s as usize..s as usize + 1])
+                .unwrap();
             len[s as usize] = n as i32;
         }
         // Steps mixing all three: 6 prompt tokens (the query-tile kernel) with 1 and 2 tokens
@@ -1726,10 +1735,7 @@ fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
                 seqs: &seqs,
                 out_rows: &rows,
             };
-            let got = mixed
-                .run_step(&mut g, &step, &mut slots, 1)
-                .unwrap()
-                .to_vec();
+            let got = mixed.run_step(&mut g, &step, &mut shared).unwrap().to_vec();
             check_sentinel(&g, &graph, &plan, &dev);
             // Each group alone over its own store.
             let width = 4 * 32;
@@ -1737,11 +1743,12 @@ fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
             let mut t0 = 0;
             for &(s, n) in &groups {
                 let mut ga = alone.prepare(table_attention(n, &tables, p, None)).unwrap();
+                let r = t0..t0 + n;
                 let out = alone
                     .run(
                         &mut ga,
-                        &tok[t0..t0 + n],
-                        &pos[t0..t0 + n],
+                        &tok[r.clone()],
+                        &pos[r],
                         &mut own[s as usize..s as usize + 1],
                     )
                     .unwrap();
@@ -1762,15 +1769,8 @@ fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
                 .position(|(a, b)| a.to_bits() != b.to_bits());
             assert_eq!(
                 diff, None,
-                "window {window:?}, groups {groups:?}: value {diff:?} differs"
+                "window {window:?}, pooled {pooled}, groups {groups:?}: value {diff:?} differs"
             );
-            for s in 0..3 {
-                assert_eq!(
-                    slots[s].cell_positions(),
-                    own[s].cell_positions(),
-                    "slot {s}"
-                );
-            }
         }
         // A step mixing more sequences than the executor was prepared for is refused.
         let mut two = GpuExecutor::new(dev.clone());
@@ -1782,7 +1782,42 @@ fn a_step_mixing_sequences_attends_each_over_its_own_slot() {
             seqs: &[0, 1, 2],
             out_rows: &[],
         };
-        let e = two.run_step(&mut g, &step, &mut slots, 1).unwrap_err();
+        let e = two.run_step(&mut g, &step, &mut shared).unwrap_err();
         assert!(e.to_string().contains("mixes 3 sequences"), "{e}");
     }
+}
+
+#[test]
+fn a_pool_too_full_for_a_step_refuses_it_unchanged() {
+    need_gpu!();
+    let dev = device().unwrap();
+    let mut rng = Rng(78);
+    let p = AttnParams {
+        n_head: 2,
+        n_head_kv: 1,
+        head_dim: 32,
+        head_dim_v: 32,
+        scale: 0.3,
+        window: None,
+        softcap: None,
+    };
+    let tables =
+        [64, 32, 32].map(|c| Tensor::from_f32("table", vec![c, 16], &rng.vec(16 * c, 1.0)));
+    let mut gpu = GpuExecutor::new(dev.clone());
+    gpu.set_max_sequences(2);
+    let mut kv = vec![GpuKvStore::pool(&dev, 6, 2, 8, 32, 32).unwrap()];
+    let mut g = gpu.prepare(table_attention(4, &tables, p, None)).unwrap();
+    let step = |seq: u32| Step {
+        tokens: &[1, 2, 3, 4],
+        positions: &[0, 1, 2, 3],
+        seqs: [&[0u32; 4][..], &[1u32; 4][..]][seq as usize],
+        out_rows: &[],
+    };
+    gpu.run_step(&mut g, &step(0), &mut kv).unwrap();
+    let e = gpu.run_step(&mut g, &step(1), &mut kv).unwrap_err();
+    assert!(matches!(e, GpuError::KvFull(_)), "{e}");
+    assert_eq!(kv[0].used_cells(), 4, "nothing taken");
+    // Sequence 1 forks sequence 0's first two tokens without taking cells.
+    kv[0].seq_copy(0, 1, 2);
+    assert_eq!(kv[0].used_cells(), 4);
 }

@@ -2,8 +2,8 @@
 //! against the limits that apply ([`tessera_engine::memory`]).
 //!
 //! What is counted, for `n_ctx` tokens and batches of `n_batch` (at most `n_ctx`):
-//! - the KV cache: every layer's keys and values (F16) and cell positions, rings included,
-//!   once per sequence slot (`n_seq`);
+//! - the KV cache: every layer's keys and values (F16) and cell positions: a global layer's
+//!   pool of cells the sequences share, a sliding-window layer's ring per sequence;
 //! - compute scratch: the planned arena of the largest step's graph (all its live
 //!   activations, the output rows included), the quantized activations of its widest mat-mul
 //!   input, the RoPE table, and attention's gathered sources and staged K/V;
@@ -30,7 +30,7 @@ pub struct Footprint {
     pub n_ctx: usize,
     /// Where the context computes.
     pub device: Device,
-    /// KV cache bytes (all layers and sequence slots, keys, values and cell positions).
+    /// KV cache bytes (all layers and sequences, keys, values and cell positions).
     pub kv: u64,
     /// Compute scratch bytes (arena, quantized activations, RoPE table, attention scratch).
     pub compute: u64,
@@ -47,11 +47,9 @@ impl Footprint {
         let n_batch = params.n_batch.clamp(1, n_ctx.max(1));
         let output_rows = output_rows.clamp(1, n_ctx.max(1));
         let kv_cache = KvCache::new(hp, n_ctx, params.kv_ring, n_batch);
-        // Cells of each layer's store: on the CPU one store serves every sequence (a pool for
-        // global layers, a ring each for sliding-window layers); on the GPU each sequence has
-        // its own.
+        // Cells of each layer's store, which serves every sequence (CPU and GPU alike): a pool
+        // for global layers, a ring each for sliding-window layers.
         let n_seq = params.n_seq.max(1) as u64;
-        let cpu = params.device == Device::Cpu;
         // The pool's size as the backend reads it from these parameters.
         let backend = BackendParams {
             n_seq: params.n_seq,
@@ -59,10 +57,10 @@ impl Footprint {
             ..BackendParams::default()
         };
         let store_cells = |s: &KvShape| -> u64 {
-            match (cpu, s.pooled) {
-                (true, true) => backend.pool_cells(s) as u64,
-                (true, false) => (s.n_cells as u64).saturating_mul(n_seq),
-                (false, _) => s.n_cells as u64,
+            if s.pooled {
+                backend.pool_cells(s) as u64
+            } else {
+                (s.n_cells as u64).saturating_mul(n_seq)
             }
         };
         let kv = kv_cache
@@ -70,10 +68,7 @@ impl Footprint {
             .iter()
             .map(|s| {
                 let per_cell = (s.k_width as u64 + s.v_width as u64) * 2 + 4;
-                let stores = if cpu { 1 } else { n_seq };
-                store_cells(s)
-                    .saturating_mul(stores)
-                    .saturating_mul(per_cell)
+                store_cells(s).saturating_mul(per_cell)
             })
             .fold(0u64, u64::saturating_add);
         let out = if output_rows > 1 {

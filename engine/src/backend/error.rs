@@ -71,6 +71,7 @@ impl From<crate::gpu::GpuError> for BackendError {
                 backend: "GPU",
             },
             E::Unsupported(_) => BackendError::Unsupported(e.to_string()),
+            E::KvFull(full) => BackendError::KvFull(full),
             E::NoAdapter | E::BadIndex { .. } | E::RequestDevice { .. } | E::Device(_) => {
                 BackendError::Device(e.to_string())
             }

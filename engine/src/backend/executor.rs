@@ -1,13 +1,11 @@
 //! What every backend is made of, written once: an executor that prepares and runs graphs
 //! against its own kind of KV store ([`Executor`]), and the [`Backend`] built on it
-//! ([`ExecutorBackend`]: the executor, its stores (one per layer serving every sequence, or one
-//! per layer and sequence slot), the prepared graphs by handle, and the per-sequence KV
-//! operations).
+//! ([`ExecutorBackend`]: the executor, its stores (one per layer, serving every sequence), the
+//! prepared graphs by handle, and the per-sequence KV operations).
 //! A backend implements [`Executor`] for its executor and [`KvLayer`] for its store.
 
 use super::{Backend, BackendError, GraphId, KvLayer, Step};
 use crate::graph::Graph;
-use crate::kv_cells::source_and_target;
 
 /// A backend's executor: plans graphs for its device and runs them over its KV stores.
 pub(crate) trait Executor: Send {
@@ -26,21 +24,16 @@ pub(crate) trait Executor: Send {
     fn max_output_rows(&self, row_len: usize) -> Option<usize>;
     /// Plan `graph` and resolve its kernels.
     fn prepare(&mut self, graph: Graph) -> Result<Self::Graph, Self::Error>;
-    /// Run one step of `g` (already checked by [`Step::validate`]) over the stores `kv`:
-    /// `n_layers` per slot, slot after slot (one slot serving every sequence, or one per
-    /// sequence); the output node's values.
+    /// Run one step of `g` (already checked by [`Step::validate`]) over the stores `kv` (one
+    /// per attention layer, serving every sequence); the output node's values.
     fn run<'a>(
         &'a mut self,
         g: &'a mut Self::Graph,
         step: &Step<'_>,
         kv: &mut [Self::Store],
-        n_layers: usize,
     ) -> Result<&'a [f32], Self::Error>;
     /// Whether a step may mix sequences ([`Backend::batches_sequences`]).
     fn batches_sequences(&self) -> bool;
-    /// Make `dst` (a store of the same shape, another sequence's slot) hold what `src` holds:
-    /// keys, values and cell positions.
-    fn copy_store(&mut self, src: &Self::Store, dst: &mut Self::Store);
     /// Show `tap` the inputs of weight products ([`Backend::set_mat_mul_tap`]); `false` where
     /// the executor cannot.
     fn set_mat_mul_tap(&mut self, tap: Option<std::sync::Arc<dyn super::MatMulTap>>) -> bool {
@@ -49,37 +42,24 @@ pub(crate) trait Executor: Send {
     }
 }
 
-/// A [`Backend`] made of an executor, its KV stores and the graphs it has prepared.
-///
-/// The stores come in one of two arrangements, the executor's choice:
-/// - **shared** (`n_slots == 1`): one store per layer serves every sequence (the CPU's cell
-///   pools and per-sequence rings);
-/// - **slots** (`n_slots == n_seq`): each sequence has its own store of every layer, slot
-///   after slot (the GPU).
+/// A [`Backend`] made of an executor, its KV stores (one per attention layer, each serving
+/// every sequence: a pool of cells they share, or a ring each) and the graphs it has
+/// prepared.
 pub(crate) struct ExecutorBackend<E: Executor> {
     exec: E,
-    /// `n_layers` stores per slot, slot after slot.
     kv: Vec<E::Store>,
-    n_layers: usize,
     n_seq: usize,
-    n_slots: usize,
     graphs: Vec<E::Graph>,
 }
 
 impl<E: Executor> ExecutorBackend<E> {
-    /// `exec` with the stores `kv` of `n_slots` slots (1: each store serves all `n_seq`
-    /// sequences; else one slot per sequence), `kv.len() / n_slots` attention layers each.
-    pub(crate) fn new(exec: E, kv: Vec<E::Store>, n_seq: usize, n_slots: usize) -> Self {
-        assert!(
-            n_seq > 0 && (n_slots == 1 || n_slots == n_seq) && kv.len().is_multiple_of(n_slots),
-            "whole slots of stores, one or one per sequence"
-        );
+    /// `exec` with the stores `kv` (one per attention layer) of `n_seq` sequences.
+    pub(crate) fn new(exec: E, kv: Vec<E::Store>, n_seq: usize) -> Self {
+        assert!(n_seq > 0, "a backend serves at least one sequence");
         ExecutorBackend {
             exec,
-            n_layers: kv.len() / n_slots,
-            n_seq,
-            n_slots,
             kv,
+            n_seq,
             graphs: Vec::new(),
         }
     }
@@ -93,16 +73,6 @@ impl<E: Executor> ExecutorBackend<E> {
                 "sequence {seq} is out of range (the backend has {} sequences)",
                 self.n_seq
             )))
-        }
-    }
-
-    /// Sequence `seq`'s stores and its number within them.
-    fn seq_stores(&mut self, seq: u32) -> (&mut [E::Store], u32) {
-        if self.n_slots == 1 {
-            (&mut self.kv[..], seq)
-        } else {
-            let s = seq as usize * self.n_layers;
-            (&mut self.kv[s..s + self.n_layers], 0)
         }
     }
 }
@@ -146,9 +116,7 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
                 graph.0
             ))
         })?;
-        self.exec
-            .run(g, step, &mut self.kv, self.n_layers)
-            .map_err(Into::into)
+        self.exec.run(g, step, &mut self.kv).map_err(Into::into)
     }
 
     fn batches_sequences(&self) -> bool {
@@ -160,14 +128,11 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
     }
 
     fn n_kv_layers(&self) -> usize {
-        self.n_layers
+        self.kv.len()
     }
 
     fn kv_layer_bytes(&self, layer: usize) -> usize {
-        assert!(layer < self.n_layers, "layer {layer} of {}", self.n_layers);
-        (0..self.n_slots)
-            .map(|slot| self.kv[slot * self.n_layers + layer].bytes())
-            .sum()
+        self.kv[layer].bytes()
     }
 
     fn kv_clear(&mut self) {
@@ -176,8 +141,7 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
 
     fn kv_truncate(&mut self, pos: i32) {
         for seq in 0..self.n_seq as u32 {
-            let (stores, s) = self.seq_stores(seq);
-            stores.iter_mut().for_each(|st| st.seq_truncate(s, pos));
+            self.kv.iter_mut().for_each(|st| st.seq_truncate(seq, pos));
         }
     }
 
@@ -187,27 +151,15 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
 
     fn kv_seq_truncate(&mut self, seq: u32, pos: i32) -> Result<(), BackendError> {
         self.check_seq(seq)?;
-        let (stores, s) = self.seq_stores(seq);
-        stores.iter_mut().for_each(|st| st.seq_truncate(s, pos));
+        self.kv.iter_mut().for_each(|st| st.seq_truncate(seq, pos));
         Ok(())
     }
 
     fn kv_seq_copy(&mut self, src: u32, dst: u32, n: i32) -> Result<(), BackendError> {
         self.check_seq(src)?;
         self.check_seq(dst)?;
-        if self.n_slots == 1 {
-            self.kv.iter_mut().for_each(|st| st.seq_copy(src, dst, n));
-            return Ok(());
-        }
-        if src != dst {
-            let l = self.n_layers;
-            for i in 0..l {
-                let (a, b) = (src as usize * l + i, dst as usize * l + i);
-                let (src_store, dst_store) = source_and_target(&mut self.kv, a, b);
-                self.exec.copy_store(src_store, dst_store);
-            }
-        }
-        self.kv_seq_truncate(dst, n)
+        self.kv.iter_mut().for_each(|st| st.seq_copy(src, dst, n));
+        Ok(())
     }
 
     fn kv_seq_discard(
@@ -218,23 +170,22 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
         rotations: &[Option<crate::rope::KeyRotation>],
     ) -> Result<(), BackendError> {
         self.check_seq(seq)?;
-        if p0 < 0 || p1 <= p0 || rotations.len() != self.n_layers {
+        if p0 < 0 || p1 <= p0 || rotations.len() != self.kv.len() {
             return Err(BackendError::InvalidStep(format!(
                 "discarding positions {p0}..{p1} with {} rotations for {} layers",
                 rotations.len(),
-                self.n_layers
+                self.kv.len()
             )));
         }
-        let (stores, s) = self.seq_stores(seq);
-        for st in stores.iter() {
-            st.check_discard(s, p0, p1)?;
+        for st in &self.kv {
+            st.check_discard(seq, p0, p1)?;
         }
-        for (st, r) in stores.iter_mut().zip(rotations) {
-            if let Err(e) = st.seq_discard(s, p0, p1, r.as_ref()) {
+        for (i, r) in rotations.iter().enumerate() {
+            if let Err(e) = self.kv[i].seq_discard(seq, p0, p1, r.as_ref()) {
                 // Some layers moved, some not: the sequence is lost.
-                stores
+                self.kv
                     .iter_mut()
-                    .for_each(|st| st.seq_truncate(s, i32::MIN));
+                    .for_each(|st| st.seq_truncate(seq, i32::MIN));
                 return Err(e);
             }
         }
@@ -245,15 +196,7 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
         if seq as usize >= self.n_seq {
             return 0;
         }
-        if self.n_slots == 1 {
-            self.kv.iter().map(|st| st.seq_used_cells(seq)).sum()
-        } else {
-            let s = seq as usize * self.n_layers;
-            self.kv[s..s + self.n_layers]
-                .iter()
-                .map(|st| st.seq_used_cells(0))
-                .sum()
-        }
+        self.kv.iter().map(|st| st.seq_used_cells(seq)).sum()
     }
 
     fn kv_used_cells(&self) -> usize {

@@ -36,7 +36,7 @@ pub(crate) fn open(params: &BackendParams) -> Result<Box<dyn Backend>, BackendEr
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Box::new(ExecutorBackend::new(exec, kv, n_seq, 1)))
+    Ok(Box::new(ExecutorBackend::new(exec, kv, n_seq)))
 }
 
 impl Executor for CpuExecutor {
@@ -65,18 +65,12 @@ impl Executor for CpuExecutor {
         g: &'a mut PreparedGraph,
         step: &Step<'_>,
         kv: &mut [KvStore],
-        _n_layers: usize,
     ) -> Result<&'a [f32], ExecError> {
-        // One slot: each store serves every sequence.
         CpuExecutor::run_step(self, g, step, kv)
     }
 
     fn batches_sequences(&self) -> bool {
         true
-    }
-
-    fn copy_store(&mut self, src: &KvStore, dst: &mut KvStore) {
-        dst.copy_from(src);
     }
 
     fn set_mat_mul_tap(

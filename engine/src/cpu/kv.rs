@@ -259,18 +259,6 @@ impl KvStore {
     pub fn v_all(&self) -> &[f16] {
         &self.v
     }
-
-    /// Make this store (of the same shape) hold what `src` holds: keys, values and cells.
-    pub fn copy_from(&mut self, src: &KvStore) {
-        assert_eq!(
-            (self.n_cells, self.k_width, self.v_width),
-            (src.n_cells, src.k_width, src.v_width),
-            "KV stores of one shape"
-        );
-        self.k.copy_from_slice(&src.k);
-        self.v.copy_from_slice(&src.v);
-        self.cells.clone_from(&src.cells);
-    }
 }
 
 impl KvLayer for KvStore {

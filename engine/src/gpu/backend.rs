@@ -1,7 +1,8 @@
 //! A GPU as a backend: a [`GpuExecutor`] on a device opened once per process and shared by
-//! every backend on it, and one [`GpuKvStore`] per attention layer and sequence slot in GPU
-//! memory. A step may mix sequences: its weight products run over all its rows at once, and
-//! each sequence's attention over that sequence's stores.
+//! every backend on it, and one [`GpuKvStore`] per attention layer in GPU memory, serving
+//! every sequence as the CPU's stores do (a pool of cells they share, or a ring each for
+//! sliding-window layers). A step may mix sequences: its weight products run over all its
+//! rows at once, and each sequence's attention over its own cells.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -28,19 +29,26 @@ pub fn shared_device(index: usize) -> Result<Arc<GpuDevice>, GpuError> {
     Ok(d)
 }
 
-/// A backend on adapter `index` with empty KV stores of `params.kv_layers` for each of
-/// `params.n_seq` sequence slots (no shared pool: `params.kv_pool_cells` is not used, each
-/// slot's store holds `n_cells`).
+/// A backend on adapter `index` with an empty KV store of each of `params.kv_layers` for
+/// `params.n_seq` sequences.
 pub(crate) fn open(index: usize, params: &BackendParams) -> Result<Box<dyn Backend>, BackendError> {
     let dev = shared_device(index)?;
-    let kv = (0..executor::n_seq(params))
-        .flat_map(|_| &params.kv_layers)
-        .map(|s| GpuKvStore::new(&dev, s.n_cells, s.k_width, s.v_width))
-        .collect::<Result<Vec<_>, _>>()?;
     let n_seq = executor::n_seq(params);
+    let kv = params
+        .kv_layers
+        .iter()
+        .map(|s| {
+            if s.pooled {
+                let cells = params.pool_cells(s);
+                GpuKvStore::pool(&dev, cells, n_seq, s.n_cells, s.k_width, s.v_width)
+            } else {
+                GpuKvStore::rings(&dev, s.n_cells, n_seq, s.k_width, s.v_width)
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut exec = GpuExecutor::new(dev);
     exec.set_max_sequences(n_seq);
-    Ok(Box::new(ExecutorBackend::new(exec, kv, n_seq, n_seq)))
+    Ok(Box::new(ExecutorBackend::new(exec, kv, n_seq)))
 }
 
 impl Executor for GpuExecutor {
@@ -73,16 +81,11 @@ impl Executor for GpuExecutor {
         g: &'a mut GpuPreparedGraph,
         step: &Step<'_>,
         kv: &mut [GpuKvStore],
-        n_layers: usize,
     ) -> Result<&'a [f32], GpuError> {
-        GpuExecutor::run_step(self, g, step, kv, n_layers)
+        GpuExecutor::run_step(self, g, step, kv)
     }
 
     fn batches_sequences(&self) -> bool {
         true
-    }
-
-    fn copy_store(&mut self, src: &GpuKvStore, dst: &mut GpuKvStore) {
-        dst.copy_from(src);
     }
 }

@@ -48,6 +48,9 @@ pub enum GpuError {
     /// wgpu reported an error while running.
     #[error("GPU error: {0}")]
     Device(String),
+    /// A step needs more KV cells than the pool has free.
+    #[error(transparent)]
+    KvFull(#[from] crate::kv_cells::PoolFull),
 }
 
 pub use crate::backend::AdapterReport;

@@ -7,10 +7,10 @@
 //! it writes the token ids, positions, RoPE tables and attention scan ranges into the step
 //! buffer, records the dispatches, and reads back only the output node.
 //!
-//! A step may mix sequences ([`Step::groups`]), each over its own KV stores (a slot of
-//! `n_layers` stores): every op but attention treats the step's rows alike (one weight read
-//! for all of them), and attention is dispatched per sequence group, each with bind groups
-//! over its slot's stores (made on first use of a (dispatch, slot) pair, then kept).
+//! A step may mix sequences ([`Step::groups`]): every op but attention treats the step's rows
+//! alike (one weight read for all of them), and attention is dispatched per sequence group,
+//! each reading its sequence's cells of the layer's store (one store per layer serves every
+//! sequence, [`GpuKvStore`]).
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -47,10 +47,8 @@ pub struct GpuPreparedGraph {
     out_host: Vec<f32>,
     /// The arena range (f32 elements) where weight products' inputs are rounded.
     scratch: std::ops::Range<usize>,
-    /// KV store ids the bind groups were made with, and the bind groups: dispatch `d` over
-    /// slot `s` at `d · n_slots + s` (dispatches that bind no store use slot 0), each made
-    /// on first use.
-    bound: Option<(Vec<u64>, Vec<Option<wgpu::BindGroup>>)>,
+    /// KV store ids the bind groups were made with, and the bind groups (one per dispatch).
+    bound: Option<(Vec<u64>, Vec<wgpu::BindGroup>)>,
     /// This step's sequence groups.
     groups: Vec<StepGroup>,
 }
@@ -447,25 +445,35 @@ impl GpuExecutor {
         positions: &[i32],
         kv: &mut [GpuKvStore],
     ) -> Result<&'g [f32], GpuError> {
-        let n_layers = kv.len();
-        self.run_step(g, &Step::single(tokens, positions), kv, n_layers)
+        self.run_step(g, &Step::single(tokens, positions), kv)
     }
 
-    /// Run one step that may mix sequences: each sequence group of `step` reads and
-    /// extends its slot of the stores `kv` (`n_layers` per slot, slot after slot; a
-    /// sequence's slot is its number). Returns the output node's values.
+    /// Run one step that may mix sequences: each sequence group of `step` reads and extends
+    /// its cells of the stores `kv` (one per attention layer, serving every sequence).
+    /// Returns the output node's values; a step the stores' pools have no room for is
+    /// [`GpuError::KvFull`], changing nothing.
     pub fn run_step<'g>(
         &mut self,
         g: &'g mut GpuPreparedGraph,
         step: &Step<'_>,
         kv: &mut [GpuKvStore],
-        n_layers: usize,
     ) -> Result<&'g [f32], GpuError> {
-        let n_slots = n_slots(kv.len(), n_layers);
-        check_step(&g.graph, &g.layout, step, kv, n_layers)?;
+        check_step(&g.graph, &g.layout, step, kv)?;
         let (tokens, positions) = (step.tokens, step.positions);
         g.groups.clear();
         g.groups.extend(step.groups());
+        for &s in &g.layout.writes {
+            let sizes = g
+                .groups
+                .iter()
+                .map(|(q, r)| (*q, positions[r.start], r.len()));
+            kv[s as usize].check_step(sizes)?;
+        }
+        for &s in &g.layout.writes {
+            for (seq, r) in &g.groups {
+                kv[s as usize].take_cells(*seq, &positions[r.clone()]);
+            }
+        }
         // The step's values.
         g.layout.write(
             &mut g.step_host,
@@ -474,12 +482,23 @@ impl GpuExecutor {
             &g.groups,
             step.out_rows,
             kv,
-            n_layers,
         );
+        let step_bytes = (g.step_host.len() * 4) as u64;
+        if step_bytes > g.step.size() {
+            // Pool cell lists outgrew the step buffer: a larger one, new bind groups.
+            g.step = self.dev.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("step"),
+                size: step_bytes.max(2 * g.step.size()),
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            g.bound = None;
+        }
         self.dev
             .queue
             .write_buffer(&g.step, 0, bytemuck::cast_slice(&g.step_host));
-        // Bind groups, forgotten when the shared buffers grew or other KV stores are passed.
+        // Bind groups, made again when the buffers they bind were replaced or other KV stores
+        // are passed.
         let shared = self.shared.as_ref().expect("made by prepare");
         if g.shared.generation != shared.generation {
             g.shared = shared.clone();
@@ -489,27 +508,14 @@ impl GpuExecutor {
             b.len() != kv.len() || b.iter().zip(kv.iter()).any(|(&i, s)| i != s.id)
         }) {
             let ids = kv.iter().map(|s| s.id).collect();
-            let mut groups = Vec::new();
-            groups.resize_with(g.dispatches.len() * n_slots, || None);
+            let groups = (g.dispatches.iter())
+                .map(|d| self.bind_group(g, d, kv))
+                .collect();
             g.bound = Some((ids, groups));
         }
-        // The bind groups of the dispatches that run this step, over their groups' slots.
-        let mut bound = g.bound.take().expect("just made");
-        for (i, d) in g.dispatches.iter().enumerate() {
-            if let Some((slot, _)) = launch(d, &g.groups, &g.step_host) {
-                let at = i * n_slots + slot;
-                if bound.1[at].is_none() {
-                    let stores = kv
-                        .get(slot * n_layers..(slot + 1) * n_layers)
-                        .unwrap_or(&[]);
-                    bound.1[at] = Some(self.bind_group(g, d, stores));
-                }
-            }
-        }
-        g.bound = Some(bound);
         let bind_groups = &g.bound.as_ref().expect("just made").1;
         if self.trace {
-            self.trace_step(g, n_slots)?;
+            self.trace_step(g)?;
         }
         let mut enc = self
             .dev
@@ -522,13 +528,10 @@ impl GpuExecutor {
                 label: Some("step"),
                 timestamp_writes: None,
             });
-            for (i, d) in g.dispatches.iter().enumerate() {
-                let Some((slot, [x, y, z])) = launch(d, &g.groups, &g.step_host) else {
+            for (d, bg) in g.dispatches.iter().zip(bind_groups) {
+                let Some([x, y, z]) = launch(d, &g.step_host) else {
                     continue;
                 };
-                let bg = bind_groups[i * n_slots + slot]
-                    .as_ref()
-                    .expect("made above");
                 pass.set_pipeline(&self.pipelines[&d.kernel]);
                 pass.set_bind_group(0, bg, &[]);
                 pass.dispatch_workgroups(x, y, z);
@@ -538,31 +541,21 @@ impl GpuExecutor {
         enc.copy_buffer_to_buffer(&g.shared.arena, g.out_range.0, &g.readback, 0, bytes);
         self.dev.queue.submit([enc.finish()]);
         map_read(&self.dev, &g.readback, bytes, &mut g.out_host)?;
-        for (slot, r) in &g.groups {
-            for &s in &g.layout.writes {
-                let store = &mut kv[*slot as usize * n_layers + s as usize];
-                for &p in &positions[r.clone()] {
-                    store.note_written(p);
-                }
+        for &s in &g.layout.writes {
+            for (seq, r) in &g.groups {
+                kv[s as usize].note_written(*seq, &positions[r.clone()]);
             }
         }
         Ok(&g.out_host)
     }
 }
 
-/// Slots in `n_stores` KV stores of `n_layers` each (1 where there are no layers).
-fn n_slots(n_stores: usize, n_layers: usize) -> usize {
-    n_stores.checked_div(n_layers).unwrap_or(1).max(1)
-}
-
-/// Whether dispatch `d` runs this step, over which slot's stores and with which workgroups.
-fn launch(d: &Dispatch, groups: &[StepGroup], host: &[u32]) -> Option<(usize, [u32; 3])> {
+/// The workgroups of dispatch `d` this step, or `None` where it does not run (an attention
+/// kernel of a group the step lacks, or of the other kind for the group's size).
+fn launch(d: &Dispatch, host: &[u32]) -> Option<[u32; 3]> {
     match d.seq_group {
-        None => Some((0, d.groups)),
-        Some(sg) => {
-            let (slot, _) = groups.get(sg.group as usize)?;
-            Some((*slot as usize, sg.workgroups(d.groups, host)?))
-        }
+        None => Some(d.groups),
+        Some(sg) => sg.workgroups(d.groups, host),
     }
 }
 
@@ -570,7 +563,7 @@ impl GpuExecutor {
     /// Run the step node by node, printing each node's sum and first values (slow: one
     /// submission and readback per node). The KV writes happen here too, so the normal run
     /// that follows recomputes the step over an already-written cache: only for debugging.
-    fn trace_step(&self, g: &GpuPreparedGraph, n_slots: usize) -> Result<(), GpuError> {
+    fn trace_step(&self, g: &GpuPreparedGraph) -> Result<(), GpuError> {
         let groups = &g.bound.as_ref().expect("made before").1;
         let mut d = 0;
         for (i, node) in g.graph.nodes.iter().enumerate() {
@@ -580,10 +573,9 @@ impl GpuExecutor {
                 let mut pass = enc.begin_compute_pass(&Default::default());
                 while d < g.dispatches.len() && g.dispatches[d].node == i {
                     let disp = &g.dispatches[d];
-                    if let Some((slot, [x, y, z])) = launch(disp, &g.groups, &g.step_host) {
-                        let bg = groups[d * n_slots + slot].as_ref().expect("made before");
+                    if let Some([x, y, z]) = launch(disp, &g.step_host) {
                         pass.set_pipeline(&self.pipelines[&disp.kernel]);
-                        pass.set_bind_group(0, bg, &[]);
+                        pass.set_bind_group(0, &groups[d], &[]);
                         pass.dispatch_workgroups(x, y, z);
                     }
                     d += 1;
@@ -603,17 +595,16 @@ impl GpuExecutor {
     }
 }
 
-/// Fails unless `step` over the stores `kv` (`n_layers` per slot) is a valid step of `graph`
-/// laid out as `layout`: as many tokens as it takes, each sequence's contiguous at increasing
-/// non-negative positions, no more sequences than it was prepared for, each with a slot of
-/// stores, ids inside the vocabulary, every KV store it names passed with the widths its
-/// layer needs, and as many output rows as it selects.
+/// Fails unless `step` over the stores `kv` (one per attention layer) is a valid step of
+/// `graph` laid out as `layout`: as many tokens as it takes, each sequence's contiguous at
+/// increasing non-negative positions, no more sequences than it was prepared for or the
+/// stores serve, ids inside the vocabulary, every KV store it names passed with the widths
+/// its layer needs, and as many output rows as it selects.
 fn check_step(
     graph: &Graph,
     layout: &StepLayout,
     step: &Step<'_>,
     kv: &[GpuKvStore],
-    n_layers: usize,
 ) -> Result<(), GpuError> {
     let (tokens, positions) = (step.tokens, step.positions);
     let n_tok = graph.n_tokens;
@@ -633,8 +624,8 @@ fn check_step(
             "positions must be non-negative and increasing within each sequence".into(),
         ));
     }
-    let n_slots = n_slots(kv.len(), n_layers);
-    if let Err(e) = step.validate(n_slots) {
+    let n_seq = kv.iter().map(GpuKvStore::n_seq).min().unwrap_or(1);
+    if let Err(e) = step.validate(n_seq) {
         return Err(GpuError::Unsupported(e.to_string()));
     }
     let n_groups = step.groups().count();
@@ -663,31 +654,26 @@ fn check_step(
                 }
             }
             Op::Attention { kv: id, params, .. } => {
-                for slot in 0..n_slots {
-                    let Some(s) = kv
-                        .get(slot * n_layers + id.0 as usize)
-                        .filter(|_| (id.0 as usize) < n_layers)
-                    else {
-                        return Err(GpuError::Unsupported(format!(
-                            "the graph uses KV store {}, but only {} were passed",
-                            id.0,
-                            kv.len()
-                        )));
-                    };
-                    // A store without values (MLA's latent cache) reads them from the keys.
-                    let values_in_keys = s.v_width() == 0 && params.head_dim_v <= params.head_dim;
-                    if s.k_width() != params.n_head_kv * params.head_dim
-                        || (s.v_width() != params.n_head_kv * params.head_dim_v && !values_in_keys)
-                    {
-                        return Err(GpuError::Unsupported(format!(
-                            "KV store {} has widths {}/{}, the layer needs {}/{}",
-                            id.0,
-                            s.k_width(),
-                            s.v_width(),
-                            params.n_head_kv * params.head_dim,
-                            params.n_head_kv * params.head_dim_v
-                        )));
-                    }
+                let Some(s) = kv.get(id.0 as usize) else {
+                    return Err(GpuError::Unsupported(format!(
+                        "the graph uses KV store {}, but only {} were passed",
+                        id.0,
+                        kv.len()
+                    )));
+                };
+                // A store without values (MLA's latent cache) reads them from the keys.
+                let values_in_keys = s.v_width() == 0 && params.head_dim_v <= params.head_dim;
+                if s.k_width() != params.n_head_kv * params.head_dim
+                    || (s.v_width() != params.n_head_kv * params.head_dim_v && !values_in_keys)
+                {
+                    return Err(GpuError::Unsupported(format!(
+                        "KV store {} has widths {}/{}, the layer needs {}/{}",
+                        id.0,
+                        s.k_width(),
+                        s.v_width(),
+                        params.n_head_kv * params.head_dim,
+                        params.n_head_kv * params.head_dim_v
+                    )));
                 }
             }
             _ => {}

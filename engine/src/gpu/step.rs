@@ -2,13 +2,15 @@
 //! each sequence group's attention scan range, the output rows a step selects), laid out once
 //! when a graph is prepared and written by the host before every step.
 //!
-//! A step may mix sequences, each over its own KV stores: its tokens come in groups, one per
-//! sequence (contiguous, [`crate::backend::Step::groups`]). Attention is the only op that
-//! tells sequences apart, so each attention node has one scan info per group it may meet
-//! ([`ScanInfo`]), and its kernels are dispatched once per group present.
+//! A step may mix sequences: its tokens come in groups, one per sequence (contiguous,
+//! [`crate::backend::Step::groups`]). Attention is the only op that tells sequences apart, so
+//! each attention node has one scan info per group it may meet ([`ScanInfo`]: the group's
+//! tokens and which cached cells it reads), and its kernels are dispatched once per group
+//! present. Pool cell lists follow the fixed layout, written each step (identical lists of
+//! consecutive layers, whose pools hold the same cells, written once).
 
 use super::encode::MAX_HEAD_DIM;
-use super::kv::GpuKvStore;
+use super::kv::{GpuKvStore, GroupScan};
 use crate::graph::RopeParams;
 use crate::rope::rope_table;
 
@@ -17,18 +19,21 @@ pub const ATTN_SPLITS: u32 = 16;
 /// Sources per split-K workgroup before another split is used.
 const ATTN_SPLIT_SOURCES: u32 = 256;
 
-/// One sequence group's scan info for one attention node, as the kernels read it (7 words):
-/// the cached positions `[lo, lo + n_scan)` to scan, the store's cell count, the split-K
-/// workgroups per head, 1 for a store without values (whose values are the first
-/// `head_dim_v` elements of each key head), and the group's tokens: `n_tok` from step token
-/// `tok0` (0 tokens: the group is absent this step and its dispatches are skipped).
+/// One sequence group's scan info for one attention node, as the kernels read it
+/// ([`Self::WORDS`] words): which cached tokens to read — the positions `[lo, lo + n_scan)`
+/// of the ring of `n_cells` cells at cell `base`, or, where `list` is not [`Self::NO_LIST`],
+/// the `n_scan` pool cells listed at `list` in the step buffer as `(cell, position)` pairs,
+/// followed by the cells of the group's own tokens — the split-K workgroups per head, 1 for a
+/// store without values (whose values are the first `head_dim_v` elements of each key head),
+/// and the group's tokens: `n_tok` from step token `tok0` (0 tokens: the group is absent this
+/// step and its dispatches are skipped).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanInfo {
-    /// First cached position scanned.
+    /// First cached position scanned (rings).
     pub lo: u32,
-    /// Cached positions scanned.
+    /// Cached tokens scanned.
     pub n_scan: u32,
-    /// Cells of the store.
+    /// Cells of the ring (rings).
     pub n_cells: u32,
     /// Split-K workgroups per head.
     pub n_split: u32,
@@ -38,11 +43,17 @@ pub struct ScanInfo {
     pub tok0: u32,
     /// The group's tokens.
     pub n_tok: u32,
+    /// The ring's first cell (rings).
+    pub base: u32,
+    /// Step-buffer offset of the pool's cell list, or [`Self::NO_LIST`] for a ring.
+    pub list: u32,
 }
 
 impl ScanInfo {
     /// Words of one scan info in the step buffer.
-    pub const WORDS: usize = 7;
+    pub const WORDS: usize = 9;
+    /// `list` of a ring.
+    pub const NO_LIST: u32 = u32::MAX;
 
     /// The scan info at `host[o..]`.
     pub fn read(host: &[u32], o: usize) -> ScanInfo {
@@ -55,6 +66,8 @@ impl ScanInfo {
             values_in_keys: w[4],
             tok0: w[5],
             n_tok: w[6],
+            base: w[7],
+            list: w[8],
         }
     }
 
@@ -67,11 +80,16 @@ impl ScanInfo {
             self.values_in_keys,
             self.tok0,
             self.n_tok,
+            self.base,
+            self.list,
         ]);
     }
 }
 
-/// A sequence group of a step: the KV slot it reads and writes, and its tokens.
+/// A pool sequence's `(position, cell)`s.
+type PoolCells<'a> = &'a [(i32, u32)];
+
+/// A sequence group of a step: its sequence and its tokens.
 pub type StepGroup = (u32, std::ops::Range<usize>);
 
 /// Where a step's per-step values go in the step buffer (in u32 words).
@@ -156,20 +174,20 @@ impl StepLayout {
         o
     }
 
-    /// Write the step's values into `host` (`len` words): `tokens` at `positions` in the
-    /// sequence `groups` (at most [`Self::n_groups`]), attending over the stores `kv`
-    /// (`n_layers` per slot, slot after slot), keeping `out_rows`.
-    #[allow(clippy::too_many_arguments)]
+    /// Write the step's values into `host` (`len` words, then the pool cell lists it appends):
+    /// `tokens` at `positions` in the sequence `groups` (at most [`Self::n_groups`]),
+    /// attending over the stores `kv` (pools given the step's cells already), keeping
+    /// `out_rows`.
     pub fn write(
         &self,
-        host: &mut [u32],
+        host: &mut Vec<u32>,
         tokens: &[u32],
         positions: &[i32],
         groups: &[StepGroup],
         out_rows: &[u32],
         kv: &[GpuKvStore],
-        n_layers: usize,
     ) {
+        host.resize(self.len, 0);
         let n_tok = tokens.len();
         host[self.tokens..self.tokens + n_tok].copy_from_slice(tokens);
         for (t, &p) in positions.iter().enumerate() {
@@ -185,29 +203,68 @@ impl StepLayout {
                 }
             }
         }
+        // Each group's last pool list and its offset, to write a list identical to it once.
+        let mut last: Vec<Option<(PoolCells, u32)>> = vec![None; self.n_groups];
         for &(s, window, o) in &self.attention {
-            for j in 0..self.n_groups {
-                let info = match groups.get(j) {
-                    Some((slot, r)) => {
-                        let store = &kv[*slot as usize * n_layers + s as usize];
-                        let (lo, n_scan) = store.scan_range(positions[r.start], window);
-                        ScanInfo {
-                            lo,
-                            n_scan,
-                            n_cells: store.n_cells() as u32,
-                            n_split: (n_scan + r.len() as u32)
-                                .div_ceil(ATTN_SPLIT_SOURCES)
-                                .clamp(1, ATTN_SPLITS),
-                            values_in_keys: (store.v_width() == 0) as u32,
-                            tok0: r.start as u32,
-                            n_tok: r.len() as u32,
-                        }
-                    }
-                    None => ScanInfo {
+            let store = &kv[s as usize];
+            for (j, last) in last.iter_mut().enumerate() {
+                let Some((seq, r)) = groups.get(j) else {
+                    let absent = ScanInfo {
                         n_cells: 1,
                         n_split: 1,
+                        list: ScanInfo::NO_LIST,
                         ..ScanInfo::default()
+                    };
+                    absent.write(host, o + ScanInfo::WORDS * j);
+                    continue;
+                };
+                let (tok0, n) = (r.start as u32, r.len() as u32);
+                let values_in_keys = (store.v_width() == 0) as u32;
+                let splits = |n_scan: u32| {
+                    (n_scan + n)
+                        .div_ceil(ATTN_SPLIT_SOURCES)
+                        .clamp(1, ATTN_SPLITS)
+                };
+                let info = match store.group_scan(*seq, positions[r.start], window) {
+                    GroupScan::Ring {
+                        lo,
+                        n: n_scan,
+                        base,
+                        ring,
+                    } => ScanInfo {
+                        lo,
+                        n_scan,
+                        n_cells: ring,
+                        n_split: splits(n_scan),
+                        values_in_keys,
+                        tok0,
+                        n_tok: n,
+                        base,
+                        list: ScanInfo::NO_LIST,
                     },
+                    GroupScan::Pool(cells) => {
+                        let n_scan = (cells.len() - r.len()) as u32;
+                        let list = match *last {
+                            Some((prev, at)) if prev == cells => at,
+                            _ => {
+                                let at = host.len() as u32;
+                                host.extend(cells.iter().flat_map(|&(p, c)| [c, p as u32]));
+                                *last = Some((cells, at));
+                                at
+                            }
+                        };
+                        ScanInfo {
+                            lo: 0,
+                            n_scan,
+                            n_cells: store.n_cells() as u32,
+                            n_split: splits(n_scan),
+                            values_in_keys,
+                            tok0,
+                            n_tok: n,
+                            base: 0,
+                            list,
+                        }
+                    }
                 };
                 info.write(host, o + ScanInfo::WORDS * j);
             }
@@ -241,10 +298,10 @@ mod tests {
         assert_eq!(l.attention_info(2, None), 30);
         assert_eq!(l.rope_table(p, None, 3), 6, "one table per parameter set");
         let q = RopeParams { base: 1e6, ..p };
-        assert_eq!(l.rope_table(q, None, 3), 37);
-        assert_eq!(l.len, 61);
-        assert_eq!(l.writes, [2]);
-        assert_eq!(l.select_rows(2), 61);
+        assert_eq!(l.rope_table(q, None, 3), 39);
         assert_eq!(l.len, 63);
+        assert_eq!(l.writes, [2]);
+        assert_eq!(l.select_rows(2), 63);
+        assert_eq!(l.len, 65);
     }
 }

@@ -1,15 +1,15 @@
 //! `tessera serve -m MODEL [--host H] [--port P] [-c N] [--parallel N] [--api-key KEY] …`: an
 //! OpenAI-compatible HTTP server (the `tessera-server` library). It binds first and prints
 //! `listening on http://ADDR` on one line of stdout, then loads the model (`/health` answers
-//! 503 meanwhile). `-c` is the context of all slots together, as llama-server counts it: each
-//! of the `--parallel` slots gets `-c / --parallel` tokens, and `-t` threads are shared
-//! between them. SIGINT/SIGTERM stop it (exit 0).
+//! 503 meanwhile). `-c` is the context of all slots together, as llama-server counts it: the
+//! `--parallel` slots share one pool of `-c` KV cells (on the CPU and the GPU alike), any slot
+//! may use all of it, and `-t` threads are shared between them. SIGINT/SIGTERM stop it
+//! (exit 0).
 
 use std::io::Write;
 use std::sync::Arc;
 
 use clap::Args;
-use tessera_models::Device;
 use tessera_server::{DEFAULT_BODY_LIMIT, EngineConfig, Server, ServerConfig};
 
 use crate::CliResult;
@@ -26,7 +26,7 @@ pub struct ServeArgs {
     /// Port (0 = any free port; the address is printed).
     #[arg(long = "port", default_value_t = 8080)]
     port: u16,
-    /// Requests served at once (slots); each gets -c / --parallel tokens of context.
+    /// Requests served at once (slots), sharing the -c tokens of context.
     #[arg(long = "parallel", alias = "np", default_value_t = 4)]
     parallel: usize,
     /// Require `Authorization: Bearer KEY` on every endpoint but /health.
@@ -57,28 +57,16 @@ fn engine_config(args: &ServeArgs) -> CliResult<EngineConfig> {
     if args.queue_size == 0 {
         return Err("--queue-size 0 must be at least 1".into());
     }
-    // On the CPU every slot may use the whole context: the slots share its KV cells (a
-    // pool). The GPU gives each slot its own store, so the context is split between them.
+    // Every slot may use the whole context: the slots share its KV cells (a pool).
     let n_ctx = params.context.n_ctx;
-    let (n_ctx_slot, kv_cells) = match params.context.device {
-        Device::Cpu => (n_ctx, n_ctx),
-        Device::Gpu(_) => (n_ctx / args.parallel, 0),
-    };
-    if n_ctx_slot == 0 {
-        return Err(format!(
-            "-c {n_ctx} gives each of the --parallel {} slots no context; use -c >= --parallel",
-            args.parallel
-        )
-        .into());
-    }
     let threads = match params.context.n_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         t => t,
     };
     Ok(EngineConfig {
         parallel: args.parallel,
-        n_ctx_slot,
-        kv_cells,
+        n_ctx_slot: n_ctx,
+        kv_cells: n_ctx,
         n_batch: params.context.n_batch,
         n_threads: threads,
         kv_ring: params.context.kv_ring,

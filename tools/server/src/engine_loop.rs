@@ -11,12 +11,12 @@
 //! is bit-identical to what the sequence gets alone: a greedy answer does not depend on what
 //! else runs.
 //!
-//! KV cells: on the CPU the slots share one pool (`kv_cells`). A batch that needs more cells
+//! KV cells: the slots share one pool (`kv_cells`; sliding-window layers keep a ring per
+//! slot). A batch that needs more cells
 //! than are free is made to fit (`Engine::fit_plan`): idle slots' cached prompts are
 //! forgotten, least recently used first; then prompt chunks of the newest jobs wait; then the
 //! newest job gives its cells up (preempted) and evaluates its tokens again when there is
 //! room, which changes none of its tokens (a sequence's logits do not depend on its cells).
-//! On the GPU each slot has its own store.
 //!
 //! Prefix reuse: a job goes to the free slot whose cached tokens share the longest prefix with
 //! its prompt (ties and no match: the least recently used); that slot keeps the common prefix
@@ -63,10 +63,10 @@ pub struct EngineConfig {
     pub parallel: usize,
     /// Context size of each slot, in tokens (what one request may use).
     pub n_ctx_slot: usize,
-    /// KV cells the slots share on the CPU (0: `n_ctx_slot × parallel`, room for every slot
-    /// at full length; at least `n_ctx_slot`). When a step finds them taken, idle slots'
-    /// cached prompts go first (least recently used), then prompt chunks wait, then the newest
-    /// requests give way. The GPU gives each slot its own `n_ctx_slot` instead.
+    /// KV cells the slots share (0: `n_ctx_slot × parallel`, room for every slot at full
+    /// length; at least `n_ctx_slot`). When a step finds them taken, idle slots' cached
+    /// prompts go first (least recently used), then prompt chunks wait, then the newest
+    /// requests give way.
     pub kv_cells: usize,
     /// Most tokens evaluated in one batch (all slots together).
     pub n_batch: usize,

@@ -22,7 +22,7 @@ pub struct Metrics {
     pub kv_cells_used: AtomicI64,
     /// KV cells (token positions) held by slots serving a request.
     pub kv_cells_busy: AtomicI64,
-    /// KV cells of all slots together (on the CPU, the pool they share).
+    /// KV cells of all slots together (the pool they share).
     pub kv_cells_total: AtomicI64,
     /// Times a request gave its KV cells up for older ones (the pool was full) and evaluated
     /// its tokens again later.

@@ -81,7 +81,7 @@ pub fn encode(
     let decode_tokens = n_tok.min(DECODE_MAX_TOKENS);
     for group in 0..n_groups as u32 {
         let info = info0 + ScanInfo::WORDS * group as usize;
-        let per_group = |kind| Some(GroupDispatch { info, group, kind });
+        let per_group = |kind| Some(GroupDispatch { info, kind });
         let p = AttentionUniforms {
             q_off: ctx.off(q),
             k_off: ctx.off(k),
@@ -164,7 +164,6 @@ pub fn encode(
         );
         rec.dispatches[d].seq_group = Some(GroupDispatch {
             info,
-            group,
             kind: GroupKernel::KvWrite,
         });
     }

@@ -76,8 +76,6 @@ pub struct Dispatch {
 pub struct GroupDispatch {
     /// Step-buffer offset of the group's scan info.
     pub info: usize,
-    /// The group's number in the step (its KV slot is the step's choice).
-    pub group: u32,
     /// Which attention kernel.
     pub kind: GroupKernel,
 }
