@@ -476,7 +476,7 @@ fn gpu_params(m: &Arc<Model>, p: ContextParams) -> Option<ContextParams> {
 
 #[test]
 fn gpu_two_sequences_batched_equal_each_alone() {
-    // Steps mix the two sequences (each attending over its own slot's stores). Decode steps
+    // Steps mix the two sequences (each attending over its own cells). Decode steps
     // of up to 8 rows take the mat-vec kernel, which computes each row alone, and the
     // prompts' steps of 16 rows the tiled kernel as the solo prompts do: bit-identical.
     let m = tiny(Some(6));
@@ -486,8 +486,8 @@ fn gpu_two_sequences_batched_equal_each_alone() {
     let n_vocab = m.hparams().n_vocab;
     let two = prompts([9, 23, 0, 0], n_vocab)[..2].to_vec();
     assert_batch_invariant(&m, p, &two, 6);
-    // A prefix copied between GPU slots continues as if recomputed (full caches: a ring that
-    // has moved past the prefix cannot give it, see the test below).
+    // A prefix forked on the GPU (its pool cells shared) continues as if recomputed (full
+    // caches: a ring that has moved past the prefix cannot give it, see the test below).
     let m = tiny(None);
     let text = prompt(30, 7, n_vocab);
     let tail = prompt(4, 8, n_vocab);

@@ -65,7 +65,7 @@ impl BackendParams {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct GraphId(pub(crate) usize);
 
-/// One layer's KV store, for every sequence of a backend (or one sequence slot's of it).
+/// One layer's KV store, for every sequence of a backend.
 pub trait KvLayer {
     /// Cells in the store.
     fn n_cells(&self) -> usize;
