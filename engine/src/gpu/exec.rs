@@ -3,9 +3,8 @@
 //! needs is created when the graph is prepared (pipelines, the uniform parameters of every
 //! dispatch, the step buffer, the readback buffer; the activation arena and attention partials,
 //! which all of an executor's graphs share, grown to the largest), so a decode step creates no
-//! buffers:
-//! it writes the token ids, positions, RoPE tables and attention scan ranges into the step
-//! buffer, records the dispatches, and reads back only the output node.
+//! buffers: it writes the token ids, positions, RoPE tables and attention scan infos into the
+//! step buffer, records the dispatches, and reads back only the output node.
 //!
 //! A step may mix sequences ([`Step::groups`]): every op but attention treats the step's rows
 //! alike (one weight read for all of them), and attention is dispatched per sequence group,

@@ -9,8 +9,8 @@
 //! the CPU folds them in: at the end of the prompt kernel, and in the reduction of the split-K
 //! partials (never per split).
 //!
-//! A step may mix sequences, each over its own store: all of this is recorded once per
-//! sequence group the step may hold, each reading its group's scan info, and a step runs the
+//! A step may mix sequences, each over its own cells of the store: all of this is recorded
+//! once per sequence group the step may hold, each reading its group's scan info, and a step runs the
 //! dispatches of the groups it has (the split-K pair for groups of up to
 //! [`DECODE_MAX_TOKENS`] tokens, the query-tile kernel for longer ones; see
 //! [`super::GroupDispatch::workgroups`]).
@@ -143,8 +143,8 @@ pub fn encode(
             rec.dispatches[d].seq_group = per_group(GroupKernel::Prefill);
         }
     }
-    // Every group's K/V written after every group's attention (a group reads only its own
-    // store, so the order between groups does not matter).
+    // Every group's K/V written after every group's attention (a group writes only cells of
+    // its own, so the order between groups does not matter).
     let (kw, vw) = (a.n_head_kv * dk, a.n_head_kv * dv);
     for group in 0..n_groups as u32 {
         let info = info0 + ScanInfo::WORDS * group as usize;
