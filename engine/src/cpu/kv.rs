@@ -1,10 +1,11 @@
 //! KV storage on the CPU: one store per attention layer holds the F16 keys and values of every
-//! sequence, in one of two layouts:
-//! - a **pool** ([`CellPool`]): cells shared by every sequence, each new token given a free
-//!   cell, a forked prefix shared rather than copied (global-attention layers);
-//! - **rings** ([`CellPositions`]): each sequence its own ring of cells, a token at position
-//!   `p` in cell `p % ring`, so memory stays O(window) however long the context
-//!   (sliding-window layers).
+//! sequence, its cells laid out as [`SeqCells`] says:
+//! - a **pool** ([`CellPool`](crate::kv_cells::CellPool)): cells shared by every sequence,
+//!   each new token given a free cell, a forked prefix shared rather than copied
+//!   (global-attention layers);
+//! - **rings** ([`CellPositions`](crate::kv_cells::CellPositions)): each sequence its own ring
+//!   of cells, a token at position `p` in cell `p % ring`, so memory stays O(window) however
+//!   long the context (sliding-window layers).
 //!
 //! Attention reads a sequence's cells in position order in both, so a token's result does not
 //! depend on where its sequence's cells lie or what other sequences hold.
