@@ -730,19 +730,22 @@ impl Engine {
         }
     }
 
-    /// Send slot `i`'s held-back text and its `Done` event, and free it.
+    /// Free slot `i` and send its held-back text and its `Done` event (after the gauges count
+    /// it free, so a client reading `/metrics` on its answer sees its cells released).
     fn finish(&mut self, i: usize, reason: FinishReason) {
         let slot = &mut self.slots[i];
-        if let Some(a) = slot.active.as_mut() {
-            let mut text = String::new();
-            if !a.hit_stop {
-                let tail = a.utf8.finish();
-                let released = a.stop.push(&tail);
-                text = released.text;
-                if !released.stopped {
-                    text.push_str(&a.stop.flush());
-                }
+        let mut text = String::new();
+        if let Some(a) = slot.active.as_mut()
+            && !a.hit_stop
+        {
+            let tail = a.utf8.finish();
+            let released = a.stop.push(&tail);
+            text = released.text;
+            if !released.stopped {
+                text.push_str(&a.stop.flush());
             }
+        }
+        if let Some(a) = self.release(i) {
             if !text.is_empty() {
                 let _ = a.job.events.send(Event::Token {
                     text,
@@ -756,30 +759,31 @@ impl Engine {
             };
             let _ = a.job.events.send(Event::Done { reason, usage });
         }
-        self.release(i);
     }
 
     /// End slot `i`'s job with an error; its cache is forgotten (its state is unknown).
     fn fail(&mut self, i: usize, message: String) {
         let slot = &mut self.slots[i];
-        if let Some(a) = &slot.active {
-            let _ = a.job.events.send(Event::Error(message));
-        }
         let seq = slot.seq;
         slot.tokens.clear();
         let ctx = &mut self.ctx;
         let _ = catch_unwind(AssertUnwindSafe(|| ctx.seq_clear(seq)));
-        self.release(i);
+        if let Some(a) = self.release(i) {
+            let _ = a.job.events.send(Event::Error(message));
+        }
     }
 
-    /// Free slot `i`.
-    fn release(&mut self, i: usize) {
+    /// Free slot `i` and bring the gauges up to date; returns the job it ran, if any.
+    fn release(&mut self, i: usize) -> Option<Active> {
         self.clock += 1;
         let slot = &mut self.slots[i];
-        if slot.active.take().is_some() {
+        let active = slot.active.take();
+        if active.is_some() {
             self.metrics.busy_slots.fetch_sub(1, Ordering::Relaxed);
         }
         slot.last_used = self.clock;
+        self.update_gauges();
+        active
     }
 
     /// Fail every running and queued job (shutdown).
