@@ -24,6 +24,13 @@ unsafe impl<T> Send for Shared<T> {}
 // SAFETY: as for `Send`: the API checks and locks every handle itself.
 unsafe impl<T> Sync for Shared<T> {}
 
+/// Held by every test of this file while it runs: the thread-count test counts the process's
+/// threads, which the other tests' threads would change under it.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl<T> Shared<T> {
     /// The pointer (a method, so closures capture the whole `Shared`, not its field).
     fn get(self) -> *mut T {
@@ -82,6 +89,7 @@ fn load(path: &std::path::Path) -> *mut tessera_model {
 
 #[test]
 fn one_model_many_threads() {
+    let _serial = one_at_a_time();
     let Some(path) = common::smollm2() else {
         return;
     };
@@ -100,6 +108,7 @@ fn one_model_many_threads() {
 
 #[test]
 fn contexts_outlive_their_model_and_refuse_concurrent_use() {
+    let _serial = one_at_a_time();
     let Some(path) = common::smollm2() else {
         return;
     };
@@ -158,6 +167,7 @@ fn process_threads() -> usize {
 #[cfg(target_os = "linux")]
 #[test]
 fn absurd_thread_counts_are_refused_and_leave_no_threads_behind() {
+    let _serial = one_at_a_time();
     let Some(path) = common::smollm2() else {
         return;
     };
