@@ -2,7 +2,7 @@
 # `tessera serve` against llama.cpp's `llama-server`, side by side on this machine, with one
 # client (scripts/bench_serve.py) for both: per model, each server is started on a loopback
 # port with PARALLEL slots and a context of CTX tokens (llama-server splits it, CTX / PARALLEL
-# per slot; tessera's slots share it on the CPU), then measured (single stream of TOKENS
+# per slot; tessera's slots share it), then measured (single stream of TOKENS
 # tokens; PARALLEL concurrent streams of TOKENS tokens: aggregate tokens/s, time to first
 # token p50/p95; a ~1000-token
 # prefix cold then cached), then stopped. Servers alternate A B A B over ROUNDS rounds; the
@@ -14,7 +14,9 @@
 #
 # Environment: LLAMA_SERVER (required), TESSERA (target/release/tessera), THREADS (all cores),
 # PARALLEL (8), CTX (16384), TOKENS (128), ROUNDS (1), PORT (18200), OUT (append the table to
-# this file, e.g. BENCHMARKS.md; default: print only). Models default to the two registry
+# this file, e.g. BENCHMARKS.md; default: print only), TESSERA_ARGS and LLAMA_ARGS (more
+# arguments for each server, split on spaces: on a GPU, TESSERA_ARGS="--device gpu" and
+# LLAMA_ARGS="-ngl 99"). Models default to the two registry
 # models in ~/.cache/tessera/models. The machine should be quiet: these are throughput figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,9 +65,9 @@ for model in "$@"; do
     name=$(basename "$model" .gguf)
     for _ in $(seq 1 "$ROUNDS"); do
         measure "$name llama-server" "$LLAMA_SERVER" -m "$model" --host 127.0.0.1 --port "$PORT" \
-            -np "$PARALLEL" -c "$CTX" -t "$THREADS"
+            -np "$PARALLEL" -c "$CTX" -t "$THREADS" ${LLAMA_ARGS:-}
         measure "$name tessera" "$TESSERA" serve -m "$model" --host 127.0.0.1 --port "$PORT" \
-            --parallel "$PARALLEL" -c "$CTX" -t "$THREADS"
+            --parallel "$PARALLEL" -c "$CTX" -t "$THREADS" ${TESSERA_ARGS:-}
     done
 done
 
@@ -101,7 +103,7 @@ for m in models:
         print(f"| {m} | **tessera / llama-server aggregate** | | **{ratio:.2f}×** | | | | |")
 print()
 print(f"-c {ctx}: llama-server splits it over its {par} slots; tessera's {par} slots share it "
-      f"(one KV pool on the CPU). {threads} threads, greedy, ignore_eos where supported.")
+      f"(one KV pool). {threads} threads, greedy, ignore_eos where supported.")
 EOF
 )
 echo "$table"
@@ -110,7 +112,7 @@ if [ -n "${OUT:-}" ]; then
         echo
         echo "### tessera serve vs llama-server ($(date -u +%Y-%m-%d), $(nproc) cores)"
         echo
-        echo "Command: \`LLAMA_SERVER=... scripts/bench-serve-vs-llamacpp.sh\` (ROUNDS=$ROUNDS)."
+        echo "Command: \`LLAMA_SERVER=... scripts/bench-serve-vs-llamacpp.sh\` (ROUNDS=$ROUNDS${TESSERA_ARGS:+, TESSERA_ARGS=$TESSERA_ARGS}${LLAMA_ARGS:+, LLAMA_ARGS=$LLAMA_ARGS})."
         echo
         echo "$table"
     } >>"$OUT"
