@@ -268,6 +268,24 @@ fn a_seed_makes_sampling_reproducible_and_penalties_are_accepted() {
     server.stop().unwrap();
 }
 
+/// The text `/v1/completions` answers `body` with (status 200).
+fn completion(addr: std::net::SocketAddr, body: &serde_json::Value) -> String {
+    let r = post(addr, "/v1/completions", body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    answer_text(&r.json())
+}
+
+/// [`completion`] of every body, the requests all sent at once; the answers in body order.
+fn completions_at_once(addr: std::net::SocketAddr, bodies: &[serde_json::Value]) -> Vec<String> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|b| s.spawn(move || completion(addr, b)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
 /// Four concurrent requests whose prompts and answers need 4 × 108 cells, with the slots
 /// sharing a pool of 128 (one slot's context): every request completes, with the answer it
 /// gets alone, and `/metrics` counts the preemptions that made room and shows every cell back
@@ -277,13 +295,7 @@ fn slots_sharing_a_small_pool_all_answer_as_alone() {
     let prompt = |k: u32| -> Vec<u32> { (0..100u32).map(|i| (i * 7 + k * 13) % 60 + 1).collect() };
     let body = |k: u32| json!({"prompt": prompt(k), "max_tokens": 8, "temperature": 0});
     let alone = start(config(engine(1, 128)), tiny_loader());
-    let want: Vec<String> = (0..4)
-        .map(|k| {
-            let r = post(alone.addr(), "/v1/completions", &body(k));
-            assert_eq!(r.status, 200, "{}", r.body);
-            answer_text(&r.json())
-        })
-        .collect();
+    let want: Vec<String> = (0..4).map(|k| completion(alone.addr(), &body(k))).collect();
     alone.stop().unwrap();
     let server = start(
         config(EngineConfig {
@@ -293,19 +305,7 @@ fn slots_sharing_a_small_pool_all_answer_as_alone() {
         tiny_loader(),
     );
     let a = server.addr();
-    let answers: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|k| {
-                let b = body(k);
-                s.spawn(move || {
-                    let r = post(a, "/v1/completions", &b);
-                    assert_eq!(r.status, 200, "{}", r.body);
-                    answer_text(&r.json())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let answers = completions_at_once(a, &(0..4).map(body).collect::<Vec<_>>());
     assert_eq!(answers, want);
     assert!(metric(a, "preemptions_total") > 0);
     assert_eq!(metric(a, "kv_cells_total"), 128);
@@ -315,7 +315,7 @@ fn slots_sharing_a_small_pool_all_answer_as_alone() {
 }
 
 /// On the GPU the engine's steps mix the slots' sequences (one weight read for all their rows,
-/// each sequence's attention over its own slot): four concurrent requests with prompts of
+/// each sequence's attention over its own cells): four concurrent requests with prompts of
 /// different lengths (chunks of several prompts and decode tokens in one step) each get the
 /// answer they get alone. Skipped without an adapter unless `TESSERA_REQUIRE_GPU=1`.
 #[cfg(feature = "gpu")]
@@ -340,29 +340,11 @@ fn gpu_slots_stepped_together_answer_as_alone() {
     };
     let body = |k: u32| json!({"prompt": prompt(k), "max_tokens": 12, "temperature": 0});
     let alone = start(config(gpu(1)), tiny_loader());
-    let want: Vec<String> = (0..4)
-        .map(|k| {
-            let r = post(alone.addr(), "/v1/completions", &body(k));
-            assert_eq!(r.status, 200, "{}", r.body);
-            answer_text(&r.json())
-        })
-        .collect();
+    let want: Vec<String> = (0..4).map(|k| completion(alone.addr(), &body(k))).collect();
     alone.stop().unwrap();
     let server = start(config(gpu(4)), tiny_loader());
     let a = server.addr();
-    let answers: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
-            .map(|k| {
-                let b = body(k);
-                s.spawn(move || {
-                    let r = post(a, "/v1/completions", &b);
-                    assert_eq!(r.status, 200, "{}", r.body);
-                    answer_text(&r.json())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let answers = completions_at_once(a, &(0..4).map(body).collect::<Vec<_>>());
     assert_eq!(answers, want);
     assert_eq!(metric(a, "kv_cells_busy"), 0);
     server.stop().unwrap();
