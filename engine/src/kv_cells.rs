@@ -507,7 +507,7 @@ fn release(refs: &mut [u32], free: &mut Vec<u32>, c: u32) {
 
 /// Items `src` and `dst` (`src != dst`) of `items`, the one to read and the one to write:
 /// what copying one sequence's (or slot's) cells to another borrows.
-pub(crate) fn source_and_target<T>(items: &mut [T], src: usize, dst: usize) -> (&T, &mut T) {
+fn source_and_target<T>(items: &mut [T], src: usize, dst: usize) -> (&T, &mut T) {
     assert_ne!(src, dst, "a source and a distinct target");
     if src < dst {
         let (lo, hi) = items.split_at_mut(dst);

@@ -183,9 +183,7 @@ impl<E: Executor> Backend for ExecutorBackend<E> {
         for (i, r) in rotations.iter().enumerate() {
             if let Err(e) = self.kv[i].seq_discard(seq, p0, p1, r.as_ref()) {
                 // Some layers moved, some not: the sequence is lost.
-                self.kv
-                    .iter_mut()
-                    .for_each(|st| st.seq_truncate(seq, i32::MIN));
+                self.kv_seq_clear(seq)?;
                 return Err(e);
             }
         }
