@@ -26,9 +26,8 @@
 //! `acc_m += (dmin·d_a)·f32(M)`; the result `acc − acc_m`. The integer totals are exact in
 //! any order, so the output is bit for bit the 256-bit tile's.
 
-use super::gemm_k::prefetch_next;
 use super::kquant::k45_bytes;
-use super::q8k_d;
+use super::{prefetch_next, q8k_d};
 use crate::quant::QK_K;
 use crate::quant::k8::Q8_K_BYTES;
 use std::arch::x86_64::*;

@@ -20,8 +20,7 @@
 //! vector. The integer totals are exact in any order, so the output is bit for bit the
 //! 256-bit tile's.
 
-use super::gemm_k::prefetch_next;
-use super::q8k_d;
+use super::{prefetch_next, q8k_d};
 use crate::quant::QK_K;
 use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::Q8_K_BYTES;

@@ -16,7 +16,7 @@ use super::decode_q4k_zmm::tile_k45_zmm;
 use super::decode_q6k_zmm::tile_q6_k_zmm;
 use super::kquant::{k45_bytes, k45_values};
 use super::packed::gemm_packed;
-use super::{checked_blocks, f16_at, hsum_epi32, load, q8k_d, unpack_q6_k_half};
+use super::{checked_blocks, f16_at, hsum_epi32, load, prefetch_next, q8k_d, unpack_q6_k_half};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, Q5_K_BYTES};
@@ -28,17 +28,6 @@ use std::arch::x86_64::*;
 const Y_QS: usize = 4;
 /// Offset of the sixteen i16 block sums in a Q8_K block.
 const Y_BSUMS: usize = 4 + QK_K;
-
-/// Prefetches the share of block `b` of the rows that follow an `R`-row tile of `bytes`-byte
-/// blocks starting at `w` (see `gemm_small.rs`: one-token tiles stream their rows once).
-#[inline(always)]
-pub(super) fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
-    let p = w.wrapping_add(R * wrb + b * R * bytes);
-    for k in 0..=R * bytes / 64 {
-        // SAFETY: a prefetch never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8) };
-    }
-}
 
 /// Q4_K tile (Q5_K with `Q5`): `out[t * ldo + r] = w_r · a_t` for `R` rows (`wrb` bytes
 /// apart) and `T` tokens (`arb` bytes apart) over `nb` super-blocks.

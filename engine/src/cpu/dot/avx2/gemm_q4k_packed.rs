@@ -16,7 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::packed::{PackedKernel, TT};
-use super::{f16_at, load, transpose8x4};
+use super::{f16_at, load, prefetch_next, transpose8x4};
 use crate::quant::QK_K;
 use crate::quant::k4_5::{Q4_K_BYTES, unpack_scales_mins_k4};
 use crate::quant::k8::Q8_K_BYTES;
@@ -66,6 +66,7 @@ thread_local! {
 unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedK4) {
     let low = _mm256_set1_epi8(0x0f);
     for b in 0..nb {
+        prefetch_next::<8>(w, wrb, b, Q4_K_BYTES);
         // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
         // to them.
         let p = unsafe { &mut *dst.add(b) };

@@ -20,7 +20,7 @@
 
 use super::kquant::{k45_bytes, k45_values};
 use super::packed::{PackedKernel, TT};
-use super::{f16_at, load, transpose8x4};
+use super::{f16_at, load, prefetch_next, transpose8x4};
 use crate::quant::QK_K;
 use crate::quant::k4_5::unpack_scales_mins_k4;
 use crate::quant::k8::Q8_K_BYTES;
@@ -89,6 +89,7 @@ unsafe fn repack16<const Q5: bool>(
 ) {
     let bytes = k45_bytes::<Q5>();
     for b in 0..nb {
+        prefetch_next::<ROWS>(w, wrb, b, bytes);
         // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
         // to them.
         let p = unsafe { &mut *dst.add(b) };

@@ -16,7 +16,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::packed::{PackedKernel, TT};
-use super::{f16_at, transpose8x4, unpack_q6_k_half};
+use super::{f16_at, prefetch_next, transpose8x4, unpack_q6_k_half};
 use crate::quant::QK_K;
 use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::Q8_K_BYTES;
@@ -64,6 +64,7 @@ thread_local! {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn repack16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6x16) {
     for b in 0..nb {
+        prefetch_next::<ROWS>(w, wrb, b, Q6_K_BYTES);
         // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
         // to them.
         let p = unsafe { &mut *dst.add(b) };

@@ -30,7 +30,8 @@
 use super::blocks::{Block, Q4_0, Q4_1, Q5_0, Q8_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
 use super::{
-    checked_blocks, dot_i8_i8, dot_u8_i8, f16_at, has_avxvnni, hsum_epi32, load, transpose8x4,
+    checked_blocks, dot_i8_i8, dot_u8_i8, f16_at, has_avxvnni, hsum_epi32, load, prefetch_next,
+    transpose8x4,
 };
 use crate::cpu::dot::GemmArgs;
 use crate::quant::q8::QK;
@@ -224,13 +225,9 @@ unsafe fn rows_tile<B: SmallBlock, const R: usize>(
     prefetch: bool,
 ) {
     let mut acc = _mm256_setzero_ps();
-    let next = w.wrapping_add(R * wrb);
     for b in 0..nb {
         if prefetch {
-            let p = next.wrapping_add(b * R * B::BYTES);
-            for k in 0..=R * B::BYTES / 64 {
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8);
-            }
+            prefetch_next::<R>(w, wrb, b, B::BYTES);
         }
         // SAFETY: block `b < nb` of the token is readable (precondition); its quants end the block.
         let y = unsafe { load(a.add(b * B::ACT_BYTES + B::ACT_QS)) };
@@ -285,6 +282,7 @@ unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst:
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     for b in 0..nb {
+        prefetch_next::<8>(w, wrb, b, B::BYTES);
         let mut v = [_mm256_setzero_si256(); 8];
         let mut dh = [0u16; 8];
         let mut mh = [0u16; 8];

@@ -142,6 +142,22 @@ fn has_avxvnni() -> bool {
     })
 }
 
+/// Prefetches the share of block `b` of the rows that follow an `R`-row group of
+/// `bytes`-byte blocks starting at `w` (`wrb` apart; the rows are contiguous, so block `b`'s
+/// share is `R · bytes` bytes from `b · R · bytes`). A kernel that streams its rows once
+/// (one-token tiles, the prompt kernels' repacking) fetches the next group with it, a
+/// block's share at a time, while it works on this one: each row of a group is its own
+/// short stream, which the hardware prefetchers do not follow (for the repacking:
+/// 8-token steps 10-15% faster).
+#[inline(always)]
+fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
+    let p = w.wrapping_add(R * wrb + b * R * bytes);
+    for k in 0..=R * bytes / 64 {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8) };
+    }
+}
+
 /// Sum of the eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
