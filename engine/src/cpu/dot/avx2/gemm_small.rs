@@ -8,13 +8,16 @@
 //! computes it (the tests check bit identity).
 //!
 //! **Prompt path (4 tokens or more): 8 rows per register.** Each call repacks its weight rows
-//! into groups of 8, a block at a time: the 8 rows' quants as signed bytes, interleaved 4 bytes
-//! a row (`q[j]` holds elements `4j..4j+4` of rows 0..8), beside their f32 scales and `128·Σq`.
-//! The activation block's bytes are offset to unsigned (`a + 128`). Then one `maddubs` of
-//! `q[j]` with the token's 4 bytes `4j..4j+4` broadcast gives 8 rows × 4 products, and the
-//! block's 8 dot products arrive in the 8 lanes: `Σ (a+128)·q − 128·Σq = Σ a·q`. The scales
-//! of 8 rows are one vector, so a block costs one conversion and one `fma` for 8 outputs
-//! (instead of per row and token). |q| ≤ 16 keeps four `maddubs` sums inside i16.
+//! into groups of 8, a block at a time: the 8 rows' stored quants (unsigned, 0..=31),
+//! interleaved 4 bytes a row (`q[j]` holds elements `4j..4j+4` of rows 0..8), beside their f32
+//! scales. Then one `maddubs` of `q[j]` with the token's 4 bytes `4j..4j+4` broadcast gives
+//! 8 rows × 4 products, and the block's 8 dot products arrive in the 8 lanes:
+//! `Σ stored·a − OFFSET·Σa = Σ q·a`, the token's `OFFSET·Σa` worked out once per call. The
+//! scales of 8 rows are one vector, so a block costs one conversion and one `fma` for 8
+//! outputs (instead of per row and token). Stored quants ≤ 31 against |a| ≤ 127 keep four
+//! `maddubs` sums inside i16 (≤ 31 496). Q8_0's quants are signed: its rows are repacked as
+//! signed bytes beside `128·Σq`, and meet the activations offset to unsigned (`a + 128`):
+//! `Σ (a+128)·q − 128·Σq = Σ a·q`.
 //! The repacking is done once per call and used by all its tokens (64 per call). With
 //! AVX-VNNI, `vpdpbusd` replaces `maddubs` (i32 sums, so Q8_0 fits too); with AVX-512 VNNI,
 //! `gemm_small_zmm` multiplies two repacked groups at once, 16 rows per 512-bit register
@@ -146,11 +149,12 @@ const PACKED_TT: usize = 4;
 pub(super) struct Packed8 {
     /// f32 scale of each row.
     pub(super) d: [f32; 8],
-    /// `128 · Σ q` of each row (removes the activations' +128 offset).
+    /// `128 · Σ q` of each row (removes the activations' +128 offset; `WIDE` formats only).
     pub(super) corr: [i32; 8],
     /// f32 min of each row (Q4_1; zero otherwise).
     pub(super) m: [f32; 8],
-    /// `q[j]`: elements `4j..4j+4` of rows 0..8, as signed bytes, row after row.
+    /// `q[j]`: elements `4j..4j+4` of rows 0..8, row after row: the stored quants (`WIDE`
+    /// formats: the signed quants).
     pub(super) q: [[u8; 32]; 8],
 }
 
@@ -165,18 +169,21 @@ const PACKED8_ZERO: Packed8 = Packed8 {
 #[derive(Clone, Copy)]
 #[repr(C, align(8))]
 pub(super) struct ActBlock {
-    /// The quants plus 128, as unsigned bytes.
+    /// The quants as signed bytes (`WIDE` formats: plus 128, as unsigned bytes).
     pub(super) u: [u8; 32],
     /// f32 scale.
     pub(super) d: f32,
     /// f32 `d · Σ a` (Q8_1 activations; zero otherwise).
     pub(super) s: f32,
+    /// `OFFSET · Σ a`, which comes off the stored quants' products (zero where `OFFSET` is).
+    pub(super) c: i32,
 }
 
 const ACT_ZERO: ActBlock = ActBlock {
     u: [0; 32],
     d: 0.0,
     s: 0.0,
+    c: 0,
 };
 
 thread_local! {
@@ -278,7 +285,13 @@ unsafe fn rows_tile<B: SmallBlock, const R: usize>(
 /// # Safety
 /// AVX2/FMA/F16C present; `nb` blocks readable in each of the `nr` rows; `dst` holds `nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Packed8) {
+unsafe fn repack8<B: SmallBlock>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    nr: usize,
+    dst: *mut Packed8,
+) {
     let ones8 = _mm256_set1_epi8(1);
     let ones16 = _mm256_set1_epi16(1);
     for b in 0..nb {
@@ -290,7 +303,13 @@ unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst:
             // SAFETY: row `r < nr`, block `b < nb`: inside the rows (precondition).
             let wb = unsafe { w.add(r * wrb + b * B::BYTES) };
             // SAFETY: `wb` starts a whole readable block, and AVX2 is present (precondition).
-            v[r] = unsafe { B::quants(wb) };
+            v[r] = unsafe {
+                if B::WIDE {
+                    B::quants(wb)
+                } else {
+                    B::stored(wb)
+                }
+            };
             // SAFETY: every block starts with its f16 scale.
             dh[r] = unsafe { (wb as *const u16).read_unaligned() };
             if B::HAS_MIN {
@@ -304,15 +323,20 @@ unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst:
         // SAFETY: `b < nb`, and `dst` holds `nb` blocks (precondition); nothing else refers to them.
         let p = unsafe { &mut *dst.add(b) };
         for (j, c) in chunks.iter().enumerate() {
-            sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(ones8, *c));
+            if B::WIDE {
+                sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(ones8, *c));
+            }
             // SAFETY: `p.q[j]` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
             unsafe { _mm256_store_si256(p.q[j].as_mut_ptr() as *mut __m256i, *c) };
         }
-        let corr = _mm256_slli_epi32::<7>(_mm256_madd_epi16(sum16, ones16));
-        // SAFETY: `corr`, `d` and `m` are 32 bytes at 32-aligned offsets of the 32-aligned `Packed8`;
+        if B::WIDE {
+            let corr = _mm256_slli_epi32::<7>(_mm256_madd_epi16(sum16, ones16));
+            // SAFETY: `corr` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
+            unsafe { _mm256_store_si256(p.corr.as_mut_ptr() as *mut __m256i, corr) };
+        }
+        // SAFETY: `d` and `m` are 32 bytes at 32-aligned offsets of the 32-aligned `Packed8`;
         // `dh` and `mh` are 16 bytes each (unaligned loads).
         unsafe {
-            _mm256_store_si256(p.corr.as_mut_ptr() as *mut __m256i, corr);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(dh.as_ptr() as *const __m128i));
             _mm256_store_ps(p.d.as_mut_ptr(), d);
             if B::HAS_MIN {
@@ -329,7 +353,7 @@ unsafe fn repack8<B: Block>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst:
 /// # Safety
 /// AVX2/FMA/F16C present; the blocks readable; `dst` holds `tokens · nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prepare_acts<B: Block>(
+unsafe fn prepare_acts<B: SmallBlock>(
     nb: usize,
     a: *const u8,
     arb: usize,
@@ -337,6 +361,7 @@ unsafe fn prepare_acts<B: Block>(
     dst: *mut ActBlock,
 ) {
     let offset = _mm256_set1_epi8(0x80u8 as i8);
+    let ones = _mm256_set1_epi8(1);
     for t in 0..tokens {
         for b in 0..nb {
             // SAFETY: token `t < tokens`, block `b < nb`: inside the activations (precondition).
@@ -344,9 +369,19 @@ unsafe fn prepare_acts<B: Block>(
             // SAFETY: `t·nb + b < tokens·nb`, which `dst` holds (precondition); nothing else refers to it.
             let o = unsafe { &mut *dst.add(t * nb + b) };
             // SAFETY: the block is readable and its quants end it (`ACT_QS + 32 == ACT_BYTES`).
-            let u = _mm256_xor_si256(unsafe { load(ab.add(B::ACT_QS)) }, offset);
+            let y = unsafe { load(ab.add(B::ACT_QS)) };
+            let u = if B::WIDE {
+                _mm256_xor_si256(y, offset)
+            } else {
+                y
+            };
             // SAFETY: `o.u` is 32 bytes.
             unsafe { _mm256_storeu_si256(o.u.as_mut_ptr() as *mut __m256i, u) };
+            o.c = if B::OFFSET != 0 {
+                B::OFFSET * hsum_epi32(dot_u8_i8(ones, y))
+            } else {
+                0
+            };
             // SAFETY: every activation block starts with its f16 scale.
             o.d = unsafe { f16_at(ab) };
             o.s = if B::HAS_MIN {
@@ -359,6 +394,24 @@ unsafe fn prepare_acts<B: Block>(
     }
 }
 
+/// A packed block's exact integer products `Σ q·a` of 8 rows from the sums `i` of its
+/// packed bytes: less `128·Σq` of each row for a `WIDE` format (whose activations were
+/// offset), less the token's `OFFSET·Σa` for the others (nothing for Q4_1).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn exact<B: SmallBlock>(i: __m256i, p: &Packed8, ab: &ActBlock) -> __m256i {
+    if B::WIDE {
+        // SAFETY: `corr` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
+        _mm256_sub_epi32(i, unsafe {
+            _mm256_load_si256(p.corr.as_ptr() as *const __m256i)
+        })
+    } else if B::OFFSET != 0 {
+        _mm256_sub_epi32(i, _mm256_set1_epi32(ab.c))
+    } else {
+        i
+    }
+}
+
 /// `out[t·ldo + r] = w_r · a_t` for the 8 rows of `pk` (first `nr` stored) and `TT` tokens of
 /// `act` (`nb` blocks apart).
 ///
@@ -367,7 +420,7 @@ unsafe fn prepare_acts<B: Block>(
 /// `t·ldo + r` for `r < nr`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn packed_tile<B: Block, const TT: usize>(
+unsafe fn packed_tile<B: SmallBlock, const TT: usize>(
     nb: usize,
     pk: *const Packed8,
     act: *const ActBlock,
@@ -390,8 +443,14 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
             for t in 0..TT {
                 // SAFETY: bytes `4j..4j + 4` (`j < 8`) of the 32-byte `u`.
                 let u = _mm256_set1_epi32(unsafe { u32_at(ab[t].u.as_ptr().add(4 * j)) });
-                let m = _mm256_maddubs_epi16(u, wj);
-                // Four sums of two products ≤ 255·16 each stay inside i16.
+                // The unsigned operand: the stored quants (≤ 31, against |a| ≤ 127: four
+                // sums of two products stay inside i16). `WIDE` formats, whose offset
+                // activations would saturate them, never take this tile.
+                let m = if B::WIDE {
+                    _mm256_maddubs_epi16(u, wj)
+                } else {
+                    _mm256_maddubs_epi16(wj, u)
+                };
                 if j < 4 {
                     lo[t] = _mm256_add_epi16(lo[t], m);
                 } else {
@@ -399,17 +458,16 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
                 }
             }
         }
-        // SAFETY: `corr` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
-        let corr = unsafe { _mm256_load_si256(p.corr.as_ptr() as *const __m256i) };
         // SAFETY: `d` is 32 bytes at offset 0 of the 32-aligned `Packed8`.
         let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
         for t in 0..TT {
-            let i = _mm256_sub_epi32(
+            let i = exact::<B>(
                 _mm256_add_epi32(
                     _mm256_madd_epi16(lo[t], ones),
                     _mm256_madd_epi16(hi[t], ones),
                 ),
-                corr,
+                p,
+                ab[t],
             );
             let s = _mm256_mul_ps(d, _mm256_set1_ps(ab[t].d));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, acc[t]);
@@ -433,7 +491,7 @@ unsafe fn packed_tile<B: Block, const TT: usize>(
 /// As [`packed_tile`], and AVX-VNNI present.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avxvnni")]
-unsafe fn packed_tile_vnni<B: Block, const TT: usize>(
+unsafe fn packed_tile_vnni<B: SmallBlock, const TT: usize>(
     nb: usize,
     pk: *const Packed8,
     act: *const ActBlock,
@@ -455,19 +513,20 @@ unsafe fn packed_tile_vnni<B: Block, const TT: usize>(
             for t in 0..TT {
                 // SAFETY: bytes `4j..4j + 4` (`j < 8`) of the 32-byte `u`.
                 let u = _mm256_set1_epi32(unsafe { u32_at(ab[t].u.as_ptr().add(4 * j)) });
+                // The unsigned operand: the stored quants, or a `WIDE` format's offset
+                // activations.
+                let (x, y) = if B::WIDE { (u, wj) } else { (wj, u) };
                 if j % 2 == 0 {
-                    even[t] = _mm256_dpbusd_avx_epi32(even[t], u, wj);
+                    even[t] = _mm256_dpbusd_avx_epi32(even[t], x, y);
                 } else {
-                    odd[t] = _mm256_dpbusd_avx_epi32(odd[t], u, wj);
+                    odd[t] = _mm256_dpbusd_avx_epi32(odd[t], x, y);
                 }
             }
         }
-        // SAFETY: `corr` is 32 bytes at a 32-aligned offset of the 32-aligned `Packed8`.
-        let corr = unsafe { _mm256_load_si256(p.corr.as_ptr() as *const __m256i) };
         // SAFETY: `d` is 32 bytes at offset 0 of the 32-aligned `Packed8`.
         let d = unsafe { _mm256_load_ps(p.d.as_ptr()) };
         for t in 0..TT {
-            let i = _mm256_sub_epi32(_mm256_add_epi32(even[t], odd[t]), corr);
+            let i = exact::<B>(_mm256_add_epi32(even[t], odd[t]), p, ab[t]);
             let s = _mm256_mul_ps(d, _mm256_set1_ps(ab[t].d));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), s, acc[t]);
             if B::HAS_MIN {

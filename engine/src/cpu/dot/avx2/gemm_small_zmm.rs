@@ -8,11 +8,11 @@
 //! where the 256-bit tile adds 8. The repacking is unchanged.
 //!
 //! **Sum order:** the 8-row tiles', lane by lane: per block the exact integer
-//! `Σ (a + 128)·q − 128·Σ q`, then `acc = fma(f32(·), d_r·d_t, acc)` (and, for Q4_1,
+//! `Σ stored·a − OFFSET·Σa` (Q8_0: `Σ (a + 128)·q − 128·Σ q`), then `acc = fma(f32(·), d_r·d_t, acc)` (and, for Q4_1,
 //! `acc = fma(m_r, s_t, acc)`). So it is bit for bit the 256-bit tiles and the decode tiles.
 
-use super::blocks::{Block, u32_at};
-use super::gemm_small::{ActBlock, Packed8};
+use super::blocks::u32_at;
+use super::gemm_small::{ActBlock, Packed8, SmallBlock};
 use std::arch::x86_64::*;
 
 /// Rows per tile.
@@ -42,7 +42,7 @@ unsafe fn pair<T>(a: *const T, b: *const T) -> __m512i {
 /// writable at every `t·ldo + r` for `t < TT`, `r < nr ≤ 16`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
-pub(super) unsafe fn packed_tile16<B: Block, const TT: usize>(
+pub(super) unsafe fn packed_tile16<B: SmallBlock, const TT: usize>(
     nb: usize,
     pa: *const Packed8,
     pb: *const Packed8,
@@ -65,11 +65,14 @@ pub(super) unsafe fn packed_tile16<B: Block, const TT: usize>(
             for t in 0..TT {
                 // SAFETY: bytes `4j..4j + 4` (`j < 8`) of the 32-byte `u`.
                 let u = _mm512_set1_epi32(unsafe { u32_at(ab[t].u.as_ptr().add(4 * j)) });
+                // The unsigned operand: the stored quants, or a `WIDE` format's offset
+                // activations.
+                let (x, y) = if B::WIDE { (u, wj) } else { (wj, u) };
                 // Two chains per token: one is bound by the instruction's latency.
                 if j % 2 == 0 {
-                    even[t] = _mm512_dpbusd_epi32(even[t], u, wj);
+                    even[t] = _mm512_dpbusd_epi32(even[t], x, y);
                 } else {
-                    odd[t] = _mm512_dpbusd_epi32(odd[t], u, wj);
+                    odd[t] = _mm512_dpbusd_epi32(odd[t], x, y);
                 }
             }
         }
@@ -81,7 +84,16 @@ pub(super) unsafe fn packed_tile16<B: Block, const TT: usize>(
             )
         };
         for t in 0..TT {
-            let i = _mm512_sub_epi32(_mm512_add_epi32(even[t], odd[t]), corr);
+            let sum = _mm512_add_epi32(even[t], odd[t]);
+            // Less what the packing added: each row's `128·Σq` (`WIDE`), or the token's
+            // `OFFSET·Σa` (nothing for Q4_1).
+            let i = if B::WIDE {
+                _mm512_sub_epi32(sum, corr)
+            } else if B::OFFSET != 0 {
+                _mm512_sub_epi32(sum, _mm512_set1_epi32(ab[t].c))
+            } else {
+                sum
+            };
             let s = _mm512_mul_ps(d, _mm512_set1_ps(ab[t].d));
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), s, acc[t]);
             if B::HAS_MIN {
