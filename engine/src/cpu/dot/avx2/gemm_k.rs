@@ -171,7 +171,7 @@ fn hsum_epi32_128(v: __m128i) -> i32 {
 /// `vpshufb` controls picking, from 8 i16 scales in each 128-bit lane, scale `2k` for every
 /// word of the low lane and scale `2k + 1` for every word of the high lane.
 #[allow(clippy::identity_op)]
-const Q6_SCALE_PICK: [__m256i; 4] = {
+pub(super) const Q6_SCALE_PICK: [__m256i; 4] = {
     const fn pick(k: usize) -> __m256i {
         let mut b = [0u8; 32];
         let mut i = 0;

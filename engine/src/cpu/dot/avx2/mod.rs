@@ -12,6 +12,7 @@ mod decode_q6k_zmm;
 mod float;
 mod fp4;
 mod gemm_k;
+mod gemm_k23;
 mod gemm_q4k_packed;
 mod gemm_q4k_zmm;
 mod gemm_q6k_packed;
@@ -31,7 +32,7 @@ pub(super) use attn_tile::{TILE_ZMM, available as attn_tile_available};
 use std::arch::x86_64::*;
 
 /// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.
-pub(super) static KERNELS: [DotKernel; 10] = [
+pub(super) static KERNELS: [DotKernel; 12] = [
     k(
         DType::F32,
         DType::F32,
@@ -73,6 +74,20 @@ pub(super) static KERNELS: [DotKernel; 10] = [
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q8_0,
         Some(gemm_small::gemm_q8_0),
+    ),
+    k(
+        DType::Q2_K,
+        DType::Q8_K,
+        kquant::quantize_row_q8_k,
+        gemm_k23::vec_dot_q2_k,
+        Some(gemm_k23::gemm_q2_k),
+    ),
+    k(
+        DType::Q3_K,
+        DType::Q8_K,
+        kquant::quantize_row_q8_k,
+        gemm_k23::vec_dot_q3_k,
+        Some(gemm_k23::gemm_q3_k),
     ),
     k(
         DType::Q4_K,
