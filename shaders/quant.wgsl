@@ -116,6 +116,40 @@ fn dq_mxfp4(base: u32, i: u32) -> f32 {
     return fp4x2(vec4<u32>(q)).x * e8m0_half(ld_u8(b));
 }
 
+// Q2_K: 84 bytes per 256 values: 16 scale bytes (scale low nibble, min high nibble, one per
+// sub-block of 16), 64 bytes of 2-bit values (element 128h + 32j + l: bits 2j.. of byte
+// 32h + l), f16 d, f16 dmin.
+fn dq_q2_k(base: u32, i: u32) -> f32 {
+    let b = base + (i / 256u) * 84u;
+    let e = i % 256u;
+    let q = (ld_u8(b + 16u + (e / 128u) * 32u + e % 32u) >> (2u * ((e % 128u) / 32u))) & 3u;
+    let sc = ld_u8(b + e / 16u);
+    return ld_f16(b + 80u) * f32(sc & 0xfu) * f32(q) - ld_f16(b + 82u) * f32(sc >> 4u);
+}
+
+// The 6-bit scale (0..64, offset by 32) of sub-block `s` (0..16) of a Q3_K block whose 12
+// scale bytes start at `p`: low 4 bits from byte s % 8 (its high nibble for s ≥ 8), high 2
+// bits from bits 2·(s / 4) of byte 8 + s % 4.
+fn k3_scale(p: u32, s: u32) -> f32 {
+    let lo = (ld_u8(p + s % 8u) >> ((s / 8u) * 4u)) & 0xfu;
+    let hi = (ld_u8(p + 8u + s % 4u) >> (2u * (s / 4u))) & 3u;
+    return f32(lo | (hi << 4u)) - 32.0;
+}
+
+// Q3_K: 110 bytes per 256 values: 32 bytes of high bits (element 128h + 32j + l: bit 4h + j
+// of byte l), 64 bytes of low 2 bits (as Q2_K's), 12 scale bytes, f16 d. A value is
+// low2 − 4 + 4·hbit (−4..3).
+fn dq_q3_k(base: u32, i: u32) -> f32 {
+    let b = base + (i / 256u) * 110u;
+    let e = i % 256u;
+    let h = e / 128u;
+    let j = (e % 128u) / 32u;
+    let l = e % 32u;
+    let low = (ld_u8(b + 32u + h * 32u + l) >> (2u * j)) & 3u;
+    let hbit = (ld_u8(b + l) >> (4u * h + j)) & 1u;
+    return ld_f16(b + 108u) * k3_scale(b + 96u, e / 16u) * (f32(low + 4u * hbit) - 4.0);
+}
+
 // The 6-bit scale and min of sub-block `j` (0..8) of a Q4_K/Q5_K block whose 12 scale bytes
 // start at `s`.
 fn k4_scale_min(s: u32, j: u32) -> vec2<f32> {
@@ -286,6 +320,55 @@ fn blk_q8_0(base: u32, blk: u32) {
         let nxt = W[w0 + w + 1u];
         put4(4u * w, sbytes(join16(cur, nxt, odd)) * d);
         cur = nxt;
+    }
+}
+
+fn blk_q2_k(base: u32, blk: u32) {
+    let b = base + (blk / 8u) * 84u;
+    let j = blk % 8u;
+    let d = ld_f16(b + 80u);
+    let dmin = ld_f16(b + 82u);
+    let sc0 = ld_u8(b + 2u * j);
+    let sc1 = ld_u8(b + 2u * j + 1u);
+    let d0 = d * f32(sc0 & 0xfu);
+    let d1 = d * f32(sc1 & 0xfu);
+    let m0 = dmin * f32(sc0 >> 4u);
+    let m1 = dmin * f32(sc1 >> 4u);
+    let q = b + 16u + (j / 4u) * 32u;
+    let shift = 2u * (j % 4u);
+    for (var w = 0u; w < 8u; w++) {
+        let u = (ld_w(q + 4u * w) >> shift) & 0x03030303u;
+        let v = vec4<f32>(f32(u & 0xffu), f32((u >> 8u) & 0xffu), f32((u >> 16u) & 0xffu), f32(u >> 24u));
+        put4(4u * w, select(d1, d0, w < 4u) * v - select(m1, m0, w < 4u));
+    }
+}
+
+fn blk_q3_k(base: u32, blk: u32) {
+    let b = base + (blk / 8u) * 110u;
+    let j = blk % 8u;
+    let h = j / 4u;
+    let d = ld_f16(b + 108u);
+    let s0 = d * k3_scale(b + 96u, 2u * j);
+    let s1 = d * k3_scale(b + 96u, 2u * j + 1u);
+    let lshift = 2u * (j % 4u);
+    let hshift = 4u * h + j % 4u;
+    // The low bits at b + 32 + 32h and the high bits at b share the block's parity: one new
+    // load per word of each.
+    let odd = (b & 2u) != 0u;
+    let l0 = (b + 32u + 32u * h) >> 2u;
+    let h0 = b >> 2u;
+    var lcur = W[l0];
+    var hcur = W[h0];
+    for (var w = 0u; w < 8u; w++) {
+        let lnxt = W[l0 + w + 1u];
+        let hnxt = W[h0 + w + 1u];
+        let lo = (join16(lcur, lnxt, odd) >> lshift) & 0x03030303u;
+        let hi = (join16(hcur, hnxt, odd) >> hshift) & 0x01010101u;
+        lcur = lnxt;
+        hcur = hnxt;
+        let q = lo + (hi << 2u);
+        let v = vec4<f32>(f32(q & 0xffu), f32((q >> 8u) & 0xffu), f32((q >> 16u) & 0xffu), f32(q >> 24u));
+        put4(4u * w, select(s1, s0, w < 4u) * (v - 4.0));
     }
 }
 

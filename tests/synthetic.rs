@@ -187,11 +187,13 @@ pub fn vocab_dir() -> Option<PathBuf> {
 }
 
 /// The llama.cpp mix a variant is quantized to after gen.py writes it (gen.py's `requant`: the
-/// `*-q4_k_m` variants, whose K-quants the `gguf` package cannot write), else `None`.
+/// variants named after a K-quant mix, `*-q4_k_m`, `*-q3_k_m`, `*-q2_k`, whose K-quants the
+/// `gguf` package cannot write), else `None`.
 pub fn requant_type(variant: &str) -> Option<FileType> {
-    variant
-        .ends_with("-q4_k_m")
-        .then(|| FileType::parse("Q4_K_M").expect("a known file type"))
+    ["Q4_K_M", "Q3_K_M", "Q2_K"]
+        .into_iter()
+        .find(|mix| variant.ends_with(&format!("-{}", mix.to_lowercase())))
+        .map(|mix| FileType::parse(mix).expect("a known file type"))
 }
 
 /// Generate `variant` (with feature `broken` altered, see gen.py's `--break`) into the test

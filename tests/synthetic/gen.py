@@ -12,7 +12,7 @@ is the oracle (see oracle.py); Tessera's tests regenerate the files and compare.
 `--break` writes a model with one feature removed or altered (for showing a test can fail):
 the model is the same except for that feature's metadata or tensor, as the test's docs say.
 
-Variants with `requant` (named `*-q4_k_m`) are written unquantized here: they are the source
+Variants with `requant` (named after their mix: `*-q4_k_m`, `*-q3_k_m`, `*-q2_k`) are written unquantized here: they are the source
 that llama.cpp's `llama-quantize` (oracle.py) and Tessera's `tessera quantize` (the tests; byte
 for byte the same file) turn into that llama.cpp mix, since the `gguf` package has no K-quant
 quantizers. Their rows are 256 wide so the K-quants apply (64-wide rows would fall back).
@@ -154,6 +154,15 @@ VARIANTS = {
                             head_dim=32, n_embd=256, qk_norm=True, tied=False,
                             rope_base=1000000.0, n_expert=8, n_expert_used=3, n_ff_exp=256,
                             emb_std=0.3, requant="Q4_K_M"),
+    # The 2- and 3-bit K-quant mixes (Q3_K_M: Q3_K matrices with Q4_K/Q5_K where the mix
+    # gives more bits, Q6_K output; Q2_K: Q2_K and Q3_K matrices, Q4_K/Q6_K in places): the
+    # same model as `qwen3-q4_k_m`.
+    "qwen3-q3_k_m": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                         head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
+                         rope_base=1000000.0, emb_std=0.3, requant="Q3_K_M"),
+    "qwen3-q2_k": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                       head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
+                       rope_base=1000000.0, emb_std=0.3, requant="Q2_K"),
     # Phi-3's fused weights in llama.cpp's Q4_K_M mix: the QKV and gate+up splits fall inside
     # K-quant rows of 256.
     "phi3-q4_k_m": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=8, n_head_kv=8,

@@ -317,6 +317,16 @@ fn qwen3_quantized_q4_k_m() {
 }
 
 #[test]
+fn qwen3_quantized_q3_k_m() {
+    check("qwen3-q3_k_m", "qk_norm");
+}
+
+#[test]
+fn qwen3_quantized_q2_k() {
+    check("qwen3-q2_k", "qk_norm");
+}
+
+#[test]
 fn qwen3moe_quantized_q4_k_m_experts() {
     check("qwen3moe-q4_k_m", "experts");
 }

@@ -91,8 +91,8 @@ pub const FORMATS: &[FormatInfo] = &[
     FormatInfo::of::<Q8_0, Q8_0>(WEIGHT, Some("dq_q8_0")).gpu_rounded_by("act_q8_0"),
     // Q8_1's values are Q8_0's (its extra `s` only serves the `_1` formats' offset term).
     FormatInfo::of::<Q8_1, Q8_1>(ACTIVATION_ONLY, None).gpu_rounded_by("act_q8_0"),
-    FormatInfo::of::<Q2_K, Q8_K>(WEIGHT, None),
-    FormatInfo::of::<Q3_K, Q8_K>(WEIGHT, None),
+    FormatInfo::of::<Q2_K, Q8_K>(WEIGHT, Some("dq_q2_k")),
+    FormatInfo::of::<Q3_K, Q8_K>(WEIGHT, Some("dq_q3_k")),
     FormatInfo::of::<Q4_K, Q8_K>(WEIGHT, Some("dq_q4_k")),
     FormatInfo::of::<Q5_K, Q8_K>(WEIGHT, Some("dq_q5_k")),
     FormatInfo::of::<Q6_K, Q8_K>(WEIGHT, Some("dq_q6_k")),

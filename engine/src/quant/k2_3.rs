@@ -4,12 +4,11 @@
 //! `l < 32`) the bits are `(qs[32·h + l] >> 2·j) & 3`. Sub-block of element `e` is `e / 16`.
 
 use super::k8::{Q8_K_BYTES, q8k_d};
-use super::kutil::{
-    Qkx2, importance_weights, make_qkx2_quants, make_qp_quants, make_qx_quants, qkx3_params,
-    sum_sq,
-};
 /// Q3_K's sixteen 6-bit scales (offset by 32) from their 12 packed bytes.
 pub use super::kutil::unpack_scales_q3k;
+use super::kutil::{
+    Qkx2, importance_weights, make_qkx2_quants, make_qp_quants, make_qx_quants, qkx3_params, sum_sq,
+};
 use super::lanes::make_q3_quants_x16;
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
 use crate::DType;

@@ -270,8 +270,7 @@ unsafe fn tile<K: K23, const R: usize, const T: usize>(
                 let yd = unsafe { q8k_d(y) };
                 acc[r][t] = (hsum_epi32(sum) as f32).mul_add(u.d * yd, acc[r][t]);
                 if K::HAS_MIN {
-                    acc_m[r][t] =
-                        (hsum_epi32(per_bsum) as f32).mul_add(u.dmin * yd, acc_m[r][t]);
+                    acc_m[r][t] = (hsum_epi32(per_bsum) as f32).mul_add(u.dmin * yd, acc_m[r][t]);
                 }
             }
         }
