@@ -384,6 +384,8 @@ fn every_product_path_is_bit_identical() {
         DType::Q4_1,
         DType::Q5_0,
         DType::Q8_0,
+        DType::Q2_K,
+        DType::Q3_K,
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,

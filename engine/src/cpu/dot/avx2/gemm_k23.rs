@@ -14,6 +14,11 @@
 //! - **Q2_K** values are 0..=3 with a scale and a min per sub-block: the mins meet the block
 //!   sums in one `madd`.
 //!
+//! **Prompts** (4 tokens or more) take the Q6_K prompt kernels, whose shape these formats
+//! share (sixteen sub-blocks of 16 with a scale each: `gemm_q6k_packed::Sub16`, values stored
+//! +32, scales as i8), in the same sum order; Q2_K's mins then come off in a pass of their
+//! own, 8 rows in the lanes of a vector ([`subtract_mins_q2_k`]).
+//!
 //! **Sum order:** per row, token and super-block the exact integer totals — Q3_K
 //! `T = Σ_s (sc_s − 32)·Σ q·a`; Q2_K `T = Σ_s sc_s·Σ q·a` and `M = Σ_s m_s·Σa` — then
 //! `acc = fma(f32(T), d·d_a, acc)` (Q2_K: and `acc_m = fma(f32(M), dmin·d_a, acc_m)`, the
@@ -24,12 +29,16 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::gemm_k::Q6_SCALE_PICK;
+use super::gemm_q6k_packed::{Sub16, Sub16Packed8};
+use super::gemm_q6k_zmm::Sub16Zmm16;
+use super::packed::gemm_packed;
 use super::{checked_blocks, f16_at, hsum_epi32, load, prefetch_next, q8k_d};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
 use crate::quant::k2_3::{Q2_K_BYTES, Q3_K_BYTES};
 use crate::quant::k8::Q8_K_BYTES;
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 /// Offset of the quants in a Q8_K block (after its f32 scale).
 const Y_QS: usize = 4;
@@ -189,6 +198,171 @@ unsafe fn unpack_q3_k(x: *const u8) -> Unpacked {
     }
 }
 
+impl Sub16 for Q2K {
+    const BYTES: usize = Q2_K_BYTES;
+
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
+        // SAFETY: the trait's contract is `sub16_q2_k`'s.
+        unsafe { sub16_q2_k(x) }
+    }
+}
+
+/// [`Sub16::unpack`] of Q2_K: its values plus 32, the low nibbles of its scale bytes, `d`
+/// (the mins are [`subtract_mins_q2_k`]'s).
+///
+/// # Safety
+/// AVX2 present; the 84 bytes at `x` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sub16_q2_k(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
+    // SAFETY: bytes `16..80` of the 84-byte block: the 2-bit values.
+    let q = unsafe { low2(x.add(16)) };
+    let k32 = _mm256_set1_epi8(32);
+    // SAFETY: bytes `0..16`: the scale bytes.
+    let scales = std::array::from_fn(|s| (unsafe { *x.add(s) } & 0xf) as i8);
+    // SAFETY: bytes `80..82`: the f16 `d`.
+    (q.map(|v| _mm256_add_epi8(v, k32)), scales, unsafe {
+        f16_at(x.add(80))
+    })
+}
+
+impl Sub16 for Q3K {
+    const BYTES: usize = Q3_K_BYTES;
+
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
+        // SAFETY: the trait's contract is `sub16_q3_k`'s.
+        unsafe { sub16_q3_k(x) }
+    }
+}
+
+/// [`Sub16::unpack`] of Q3_K: its values plus 32 (28..=35), its scales less 32, `d`.
+///
+/// # Safety
+/// AVX2 present; the 110 bytes at `x` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sub16_q3_k(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
+    // SAFETY: the 110 bytes are readable (precondition).
+    let u = unsafe { unpack_q3_k(x) };
+    let k28 = _mm256_set1_epi8(28);
+    let mut scales = [0u8; 16];
+    // SAFETY: bytes `96..108`: the packed scales; `scales` is 16 bytes.
+    unsafe {
+        _mm_storeu_si128(
+            scales.as_mut_ptr() as *mut __m128i,
+            _mm_sub_epi8(scales_q3_k(x.add(96)), _mm_set1_epi8(32)),
+        )
+    };
+    (
+        u.q.map(|v| _mm256_add_epi8(v, k28)),
+        scales.map(|s| s as i8),
+        u.d,
+    )
+}
+
+/// One super-block of Q2_K's mins for 8 rows: `dmin` per row and, for each pair of
+/// sub-blocks `2k, 2k + 1`, the rows' two mins as i16 pairs (against the activations' block
+/// sums in one `madd`).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct MinsQ2 {
+    dmin: [f32; 8],
+    mp: [[i16; 16]; 8],
+}
+
+const MINS_ZERO: MinsQ2 = MinsQ2 {
+    dmin: [0.0; 8],
+    mp: [[0; 16]; 8],
+};
+
+thread_local! {
+    /// Each thread's mins of a group of rows; grown, never shrunk.
+    static MINS: RefCell<Vec<MinsQ2>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Takes Q2_K's mins term off `out` (`tokens × rows`), where the Q6_K prompt kernels put its
+/// scaled term: per row and token `out −= acc_m`, with per super-block
+/// `acc_m = fma(f32(M), dmin·d_a, acc_m)`, `M = Σ_s m_s·Σa_s` (the tile's order, 8 rows in
+/// the lanes of one vector).
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `rows` rows at `w`
+/// (`wrb` apart) and the `tokens` rows at `a` (`arb` apart); `out` holds `tokens × rows`.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn subtract_mins_q2_k(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    out: *mut f32,
+) {
+    let mins = MINS.with_borrow_mut(|m| {
+        if m.len() < nb {
+            m.resize(nb, MINS_ZERO);
+        }
+        m.as_mut_ptr()
+    });
+    for r0 in (0..rows).step_by(8) {
+        let nr = (rows - r0).min(8);
+        for b in 0..nb {
+            // SAFETY: `b < nb`, which the scratch holds; nothing else refers to it.
+            let m = unsafe { &mut *mins.add(b) };
+            *m = MINS_ZERO;
+            for r in 0..nr {
+                // SAFETY: row `r0 + r < rows`, super-block `b < nb`: inside the rows.
+                let x = unsafe { w.add((r0 + r) * wrb + b * Q2_K_BYTES) };
+                // SAFETY: bytes `82..84` of the 84-byte block: its f16 `dmin`.
+                m.dmin[r] = unsafe { f16_at(x.add(82)) };
+                for s in 0..16 {
+                    // SAFETY: bytes `0..16`: the scale bytes, mins in the high nibbles.
+                    m.mp[s / 2][2 * r + s % 2] = (unsafe { *x.add(s) } >> 4) as i16;
+                }
+            }
+        }
+        for t in 0..tokens {
+            let mut acc_m = _mm256_setzero_ps();
+            for b in 0..nb {
+                // SAFETY: `b < nb`: filled above.
+                let m = unsafe { &*mins.add(b) };
+                // SAFETY: token `t < tokens`, block `b < nb`: inside the activations.
+                let y = unsafe { a.add(t * arb + b * Q8_K_BYTES) };
+                let mut total = _mm256_setzero_si256();
+                for k in 0..8 {
+                    // SAFETY: bytes `260 + 4k..264 + 4k` of the Q8_K block: the i16 sums of
+                    // sub-blocks 2k and 2k + 1; `m.mp[k]` is 32 aligned bytes.
+                    let (pair, mp) = unsafe {
+                        (
+                            (y.add(Y_BSUMS + 4 * k) as *const i32).read_unaligned(),
+                            _mm256_load_si256(m.mp[k].as_ptr() as *const __m256i),
+                        )
+                    };
+                    total = _mm256_add_epi32(total, _mm256_madd_epi16(mp, _mm256_set1_epi32(pair)));
+                }
+                // SAFETY: a Q8_K block opens with its f32 scale; `dmin` is 32 aligned bytes.
+                let (yd, dmin) = unsafe { (q8k_d(y), _mm256_load_ps(m.dmin.as_ptr())) };
+                acc_m = _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(total),
+                    _mm256_mul_ps(dmin, _mm256_set1_ps(yd)),
+                    acc_m,
+                );
+            }
+            let mut v = [0.0f32; 8];
+            // SAFETY: `v` is 8 f32s.
+            unsafe { _mm256_storeu_ps(v.as_mut_ptr(), acc_m) };
+            for (r, &v) in v.iter().enumerate().take(nr) {
+                // SAFETY: `t < tokens`, `r0 + r < rows`: inside `out`.
+                unsafe { *out.add(t * rows + r0 + r) -= v };
+            }
+        }
+    }
+}
+
 /// Q3_K's sixteen 6-bit scales (0..=63, offset by 32) from the 12 bytes at `s`, as bytes:
 /// `quant::k2_3::unpack_scales_q3k` on vectors. Scale `j`'s low 4 bits are the low (`j < 8`) or high
 /// nibble of byte `j % 8`; its high 2 bits are bits `2·(j / 4)..` of byte `8 + j % 4`.
@@ -293,14 +467,58 @@ const TILE_R: usize = 4;
 /// Tokens per tile when there are several.
 const TILE_T: usize = 4;
 
-/// Checks `g` and `out` and runs the tiles over the whole product: 4 × 4 tiles, then the
-/// rest of the tokens 4 rows × 1, then the last rows 1 × 1.
-fn gemm<K: K23>(g: &GemmArgs<'_>, out: &mut [f32]) {
-    let Some(nb) = checked_blocks(g, out, QK_K, K::BYTES, Q8_K_BYTES, 0) else {
+/// Fewest tokens for which a call takes the Q6_K prompt kernels (below: the tiles).
+const MIN_PACKED_TOKENS: usize = 4;
+
+/// Which kernels a product runs on (all give the same bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Path {
+    /// The tiles.
+    Tiles,
+    /// The Q6_K 8-row prompt kernel (`gemm_q6k_packed`).
+    Packed8,
+    /// The Q6_K 16-row prompt kernel (`gemm_q6k_zmm`; AVX-512 VNNI).
+    Zmm16,
+}
+
+/// The path this CPU takes for `tokens` tokens.
+fn best_path(tokens: usize) -> Path {
+    if tokens < MIN_PACKED_TOKENS {
+        Path::Tiles
+    } else if super::gemm_q4k_zmm::available() {
+        Path::Zmm16
+    } else {
+        Path::Packed8
+    }
+}
+
+/// Checks `g` and `out` and runs the product on `path` (the 16-row kernel only where this CPU
+/// has AVX-512 VNNI; elsewhere nothing is written).
+fn gemm_on<K: K23 + Sub16>(path: Path, g: &GemmArgs<'_>, out: &mut [f32]) {
+    if path == Path::Zmm16 && !super::gemm_q4k_zmm::available() {
+        return;
+    }
+    let Some(nb) = checked_blocks(g, out, QK_K, <K as K23>::BYTES, Q8_K_BYTES, 0) else {
         return;
     };
     let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
     let (wrb, arb, rows) = (g.w_stride, g.a_stride, g.rows);
+    if path != Path::Tiles {
+        // SAFETY: AVX2/FMA/F16C come with the table holding the callers, AVX-512 VNNI was
+        // checked above for the 16-row kernel; the checks keep every super-block of every row
+        // and token, and every output, in bounds.
+        unsafe {
+            if path == Path::Zmm16 {
+                gemm_packed::<Sub16Zmm16<K>>(nb, w, wrb, rows, a, arb, g.tokens, o);
+            } else {
+                gemm_packed::<Sub16Packed8<K>>(nb, w, wrb, rows, a, arb, g.tokens, o);
+            }
+            if <K as K23>::HAS_MIN {
+                subtract_mins_q2_k(nb, w, wrb, rows, a, arb, g.tokens, o);
+            }
+        }
+        return;
+    }
     // SAFETY: the table holding the callers is handed out only with AVX2/FMA/F16C present;
     // the checks above keep every block of every row and token in bounds, and each tile
     // writes only its own outputs inside `rows × tokens`.
@@ -349,11 +567,35 @@ pub(super) fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub(super) fn gemm_q2_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm::<Q2K>(g, out)
+    gemm_on::<Q2K>(best_path(g.tokens), g, out)
 }
 
 pub(super) fn gemm_q3_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm::<Q3K>(g, out)
+    gemm_on::<Q3K>(best_path(g.tokens), g, out)
+}
+
+/// Q2_K's or Q3_K's product on a chosen path (`None` the tiles, `Some(0)` the 8-row prompt
+/// kernel, `Some(1)` the 16-row one), for the test that holds them bit-identical; `false`
+/// where the CPU lacks the path or the format is another.
+#[cfg(test)]
+pub(super) fn gemm_path_k23(
+    dtype: crate::DType,
+    path: Option<usize>,
+    g: &GemmArgs<'_>,
+    out: &mut [f32],
+) -> bool {
+    let path = match path {
+        None => Path::Tiles,
+        Some(0) => Path::Packed8,
+        Some(1) if super::gemm_q4k_zmm::available() => Path::Zmm16,
+        _ => return false,
+    };
+    match dtype {
+        crate::DType::Q2_K => gemm_on::<Q2K>(path, g, out),
+        crate::DType::Q3_K => gemm_on::<Q3K>(path, g, out),
+        _ => return false,
+    }
+    true
 }
 
 #[cfg(test)]

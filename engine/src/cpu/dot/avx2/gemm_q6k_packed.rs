@@ -12,6 +12,10 @@
 //! **Sum order** (shared with `kquant.rs`'s `vec_dot_q6_k` and the decode tiles of
 //! `gemm_k.rs`): per super-block, the exact integer `T = Σ_s sc_s·Σ q·a − 32·Σ_s sc_s·Σ a`;
 //! `acc = fma(f32(T), d·d_a, acc)`.
+//!
+//! Q3_K and Q2_K have the same shape (sixteen sub-blocks of 16 with a scale each, `x =
+//! d·sc·q` with small `q`), so these kernels take them too ([`Sub16`]: their values stored
+//! +32, their scales as i8), in the sum order of their own tiles (`gemm_k23.rs`).
 
 // Row, sub-block and token indices address several arrays together.
 #![allow(clippy::needless_range_loop)]
@@ -28,6 +32,49 @@ use std::cell::RefCell;
 const Y_QS: usize = 4;
 /// Offset of the sixteen i16 block sums in a Q8_K block.
 const Y_BSUMS: usize = 4 + QK_K;
+
+/// A K-quant of sixteen 16-value sub-blocks with one i8 scale each (`x = d·sc·q`, `q + 32`
+/// within 0..=63), as the Q6_K prompt kernels (here and `gemm_q6k_zmm`) take it.
+pub(super) trait Sub16 {
+    /// Bytes per super-block.
+    const BYTES: usize;
+
+    /// The super-block at `x`: its 256 values plus 32 as eight vectors (vector `g` holds
+    /// elements `32g..32g + 32`), its sixteen scales and its `d`.
+    ///
+    /// # Safety
+    /// AVX2 present; `x..x + BYTES` readable.
+    unsafe fn unpack(x: *const u8) -> ([__m256i; 8], [i8; 16], f32);
+}
+
+/// Q6_K itself: values stored +32, i8 scales at byte 192, f16 `d` at 208.
+pub(super) struct Q6K;
+
+impl Sub16 for Q6K {
+    const BYTES: usize = Q6_K_BYTES;
+
+    #[inline(always)]
+    unsafe fn unpack(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
+        // SAFETY: the trait's contract is `unpack_q6_k`'s.
+        unsafe { unpack_q6_k(x) }
+    }
+}
+
+/// [`Sub16::unpack`] of Q6_K.
+///
+/// # Safety
+/// AVX2 present; the 210 bytes at `x` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack_q6_k(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
+    // SAFETY: the block is readable (precondition), and 210 ≥ 192 bytes.
+    let (h0, h1) = unsafe { (unpack_q6_k_half(x, 0), unpack_q6_k_half(x, 1)) };
+    let values = [h0[0], h0[1], h0[2], h0[3], h1[0], h1[1], h1[2], h1[3]];
+    // SAFETY: bytes `192..208` of the 210-byte block: its sixteen i8 scales.
+    let scales = std::array::from_fn(|s| unsafe { *x.add(192 + s) } as i8);
+    // SAFETY: bytes `208..210`: its f16 `d`.
+    (values, scales, unsafe { f16_at(x.add(208)) })
+}
 
 /// One super-block of 8 weight rows, repacked.
 #[derive(Clone, Copy)]
@@ -62,9 +109,9 @@ thread_local! {
 /// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds
 /// `nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6) {
+unsafe fn repack8<K: Sub16>(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6) {
     for b in 0..nb {
-        prefetch_next::<8>(w, wrb, b, Q6_K_BYTES);
+        prefetch_next::<8>(w, wrb, b, K::BYTES);
         // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
         // to them.
         let p = unsafe { &mut *dst.add(b) };
@@ -73,22 +120,16 @@ unsafe fn repack8(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pack
         let mut groups = [[_mm256_setzero_si256(); 8]; 8];
         for r in 0..nr {
             // SAFETY: row `r < nr`, super-block `b < nb`: inside the rows (precondition).
-            let x = unsafe { w.add(r * wrb + b * Q6_K_BYTES) };
-            // SAFETY: bytes `208..210` of the 210-byte block: its f16 `d`.
-            p.d[r] = unsafe { f16_at(x.add(208)) };
-            for s in 0..16 {
-                // SAFETY: bytes `192..208` of the 210-byte block: its sixteen i8 scales.
-                let sc = unsafe { *x.add(192 + s) } as i8 as i16;
+            let (values, scales, d) = unsafe { K::unpack(w.add(r * wrb + b * K::BYTES)) };
+            p.d[r] = d;
+            for (s, &sc) in scales.iter().enumerate() {
+                let sc = sc as i16;
                 p.sc[s][2 * r] = sc;
                 p.sc[s][2 * r + 1] = sc;
                 p.sp[s / 2][2 * r + s % 2] = sc;
             }
-            for h in 0..2 {
-                // SAFETY: the block is readable (precondition), and 210 ≥ 192 bytes.
-                let q = unsafe { unpack_q6_k_half(x, h) };
-                for (k, qk) in q.into_iter().enumerate() {
-                    groups[4 * h + k][r] = qk;
-                }
+            for (g, v) in values.into_iter().enumerate() {
+                groups[g][r] = v;
             }
         }
         for (g, rows) in groups.into_iter().enumerate() {
@@ -188,10 +229,14 @@ unsafe fn packed_tile<const N: usize>(
     }
 }
 
-/// This file's kernel (8 rows per register) for [`super::packed::gemm_packed`].
-pub(super) struct Q6kPacked8;
+/// This file's kernel (8 rows per register) for [`super::packed::gemm_packed`], on the
+/// super-blocks of `K`.
+pub(super) struct Sub16Packed8<K>(std::marker::PhantomData<K>);
 
-impl PackedKernel for Q6kPacked8 {
+/// Q6_K's 8-row prompt kernel.
+pub(super) type Q6kPacked8 = Sub16Packed8<Q6K>;
+
+impl<K: Sub16> PackedKernel for Sub16Packed8<K> {
     type Block = PackedQ6;
     const ROWS: usize = 8;
 
@@ -206,7 +251,7 @@ impl PackedKernel for Q6kPacked8 {
 
     unsafe fn repack(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6) {
         // SAFETY: the trait's contract is `repack8`'s (AVX2/FMA/F16C present).
-        unsafe { repack8(nb, w, wrb, nr, dst) }
+        unsafe { repack8::<K>(nb, w, wrb, nr, dst) }
     }
 
     unsafe fn tile(

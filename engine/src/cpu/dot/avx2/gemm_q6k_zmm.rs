@@ -8,6 +8,8 @@
 //! sub-blocks per `madd`) and their f32 `d`. One `vpdpbusd` adds 16 rows × 4 products into
 //! i32 lanes; each sub-block's sum is multiplied by its scale in i32.
 //!
+//! Like the 8-row kernel it takes Q3_K and Q2_K too (`gemm_q6k_packed::Sub16`).
+//!
 //! **Sum order:** `gemm_q6k_packed`'s, lane by lane: per super-block the exact integer
 //! `T = Σ_s sc_s·Σ q·a − 32·Σ_s sc_s·Σ a`, then `acc = fma(f32(T), d·d_a, acc)`; bit for bit
 //! the 8-row kernel, the decode tiles and `vec_dot_q6_k`.
@@ -15,10 +17,10 @@
 // Row, sub-block and token indices address several arrays together.
 #![allow(clippy::needless_range_loop)]
 
+use super::gemm_q6k_packed::{Q6K, Sub16};
 use super::packed::{PackedKernel, TT};
-use super::{f16_at, prefetch_next, transpose8x4, unpack_q6_k_half};
+use super::{prefetch_next, transpose8x4};
 use crate::quant::QK_K;
-use crate::quant::k6::Q6_K_BYTES;
 use crate::quant::k8::Q8_K_BYTES;
 use std::arch::x86_64::*;
 use std::cell::RefCell;
@@ -62,9 +64,15 @@ thread_local! {
 /// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds
 /// `nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn repack16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6x16) {
+unsafe fn repack16<K: Sub16>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    nr: usize,
+    dst: *mut PackedQ6x16,
+) {
     for b in 0..nb {
-        prefetch_next::<ROWS>(w, wrb, b, Q6_K_BYTES);
+        prefetch_next::<ROWS>(w, wrb, b, K::BYTES);
         // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else refers
         // to them.
         let p = unsafe { &mut *dst.add(b) };
@@ -73,21 +81,14 @@ unsafe fn repack16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut Pac
         let mut groups = [[_mm256_setzero_si256(); ROWS]; 8];
         for r in 0..nr {
             // SAFETY: row `r < nr`, super-block `b < nb`: inside the rows (precondition).
-            let x = unsafe { w.add(r * wrb + b * Q6_K_BYTES) };
-            // SAFETY: bytes `208..210` of the 210-byte block: its f16 `d`.
-            p.d[r] = unsafe { f16_at(x.add(208)) };
-            for s in 0..16 {
-                // SAFETY: bytes `192..208` of the 210-byte block: its sixteen i8 scales.
-                let sc = unsafe { *x.add(192 + s) } as i8;
+            let (values, scales, d) = unsafe { K::unpack(w.add(r * wrb + b * K::BYTES)) };
+            p.d[r] = d;
+            for (s, &sc) in scales.iter().enumerate() {
                 p.sc[s][r] = sc as i32;
                 p.sp[s / 2][2 * r + s % 2] = sc as i16;
             }
-            for h in 0..2 {
-                // SAFETY: the block is readable (precondition), and 210 ≥ 192 bytes.
-                let q = unsafe { unpack_q6_k_half(x, h) };
-                for (k, qk) in q.into_iter().enumerate() {
-                    groups[4 * h + k][r] = qk;
-                }
+            for (g, v) in values.into_iter().enumerate() {
+                groups[g][r] = v;
             }
         }
         for (g, rows) in groups.iter().enumerate() {
@@ -186,10 +187,14 @@ unsafe fn tile16<const N: usize>(
     }
 }
 
-/// This file's kernel (16 rows per register) for [`super::packed::gemm_packed`].
-pub(super) struct Q6kZmm16;
+/// This file's kernel (16 rows per register) for [`super::packed::gemm_packed`], on the
+/// super-blocks of `K`.
+pub(super) struct Sub16Zmm16<K>(std::marker::PhantomData<K>);
 
-impl PackedKernel for Q6kZmm16 {
+/// Q6_K's 16-row prompt kernel.
+pub(super) type Q6kZmm16 = Sub16Zmm16<Q6K>;
+
+impl<K: Sub16> PackedKernel for Sub16Zmm16<K> {
     type Block = PackedQ6x16;
     const ROWS: usize = ROWS;
 
@@ -204,7 +209,7 @@ impl PackedKernel for Q6kZmm16 {
 
     unsafe fn repack(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedQ6x16) {
         // SAFETY: the trait's contract is `repack16`'s (AVX-512 F/BW/VNNI (and AVX2) present).
-        unsafe { repack16(nb, w, wrb, nr, dst) }
+        unsafe { repack16::<K>(nb, w, wrb, nr, dst) }
     }
 
     unsafe fn tile(
