@@ -2,8 +2,8 @@
 # Speed at the sizes people run, Tessera vs llama.cpp side by side: synthetic models with the
 # shapes of Llama-3.2-1B (Q4_0, Q4_K_M, Q5_K_M, Q8_0, Q3_K_M, Q2_K), Qwen3-1.7B (Q4_K_M) and,
 # when LARGE=1, Llama-3.1-8B (Q4_K_M; pp64 and tg32 only, it is slow on two cores). The F16
-# sources come from
-# tests/synthetic/gen.py (`bench-*-f16`, random weights: the speed does not depend on them),
+# sources come from tests/synthetic/gen.py (`bench-*-f16`, random weights: the speed does not
+# depend on them),
 # quantized by `tessera quantize` (byte for byte llama-quantize's); both are kept in WORK and
 # made only when missing. Then scripts/bench-vs-llamacpp.sh times them (A B A B, the read
 # bandwidth measured before every run) and its report replaces the `sizes` section of
