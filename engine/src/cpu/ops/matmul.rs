@@ -231,6 +231,7 @@ mod tests {
         let pool = ThreadPool::new(2);
         let formats = [
             DType::Q4_1,
+            DType::Q5_1,
             DType::Q2_K,
             DType::Q3_K,
             DType::Q4_K,

@@ -1,10 +1,10 @@
-//! The 32-element block formats as the AVX2 tiles read them ([`Block`]: Q4_0, Q4_1, Q5_0 and
-//! Q8_0); their products live in `gemm_small.rs`.
+//! The 32-element block formats as the AVX2 tiles read them ([`Block`]: Q4_0, Q4_1, Q5_0, Q5_1
+//! and Q8_0); their products live in `gemm_small.rs`.
 
 use super::legacy::{bits_to_bytes, nibbles};
 use super::load;
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
-use crate::quant::q5::Q5_0_BYTES;
+use crate::quant::q5::{Q5_0_BYTES, Q5_1_BYTES};
 use crate::quant::q8::{Q8_0_BYTES, Q8_1_BYTES};
 use std::arch::x86_64::*;
 
@@ -30,6 +30,7 @@ pub(super) trait Block {
 pub(super) struct Q4_0;
 pub(super) struct Q4_1;
 pub(super) struct Q5_0;
+pub(super) struct Q5_1;
 pub(super) struct Q8_0;
 
 impl Block for Q4_0 {
@@ -71,6 +72,25 @@ impl Block for Q5_0 {
             _mm256_or_si256(
                 nibbles(p.add(6)),
                 _mm256_andnot_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0xf0u8 as i8)),
+            )
+        }
+    }
+}
+
+impl Block for Q5_1 {
+    const BYTES: usize = Q5_1_BYTES;
+    const ACT_BYTES: usize = Q8_1_BYTES;
+    const ACT_QS: usize = 4;
+    const HAS_MIN: bool = true;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        // Unsigned 0..=31: the nibble, plus 16 where bit 4 is set.
+        // SAFETY: as for Q4_0; the nibbles are bytes `8..24` and the high bits `4..8` of the
+        // 24-byte block.
+        unsafe {
+            _mm256_or_si256(
+                nibbles(p.add(8)),
+                _mm256_and_si256(bits_to_bytes(p.add(4)), _mm256_set1_epi8(0x10)),
             )
         }
     }

@@ -1,4 +1,4 @@
-//! AVX2 matrix products of the 4- and 5-bit 32-element formats (Q4_0, Q4_1, Q5_0) against
+//! AVX2 matrix products of the 4- and 5-bit 32-element formats (Q4_0, Q4_1, Q5_0, Q5_1) against
 //! Q8_0/Q8_1 activations, with weight rows in vector lanes.
 //!
 //! **One sum order for every path.** For row `r` and token `t`, block by block:
@@ -30,7 +30,7 @@
 //! each tile of rows runs every token before the next tile, so the weights stream from memory
 //! once per call, not once per token.
 
-use super::blocks::{Block, Q4_0, Q4_1, Q5_0, Q8_0, u32_at};
+use super::blocks::{Block, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
 use super::{
     checked_blocks, dot_i8_i8, dot_u8_i8, f16_at, has_avxvnni, hsum_epi32, load, prefetch_next,
@@ -97,6 +97,15 @@ impl SmallBlock for Q5_0 {
                 _mm256_and_si256(bits_to_bytes(p.add(2)), _mm256_set1_epi8(0x10)),
             )
         }
+    }
+}
+
+impl SmallBlock for Q5_1 {
+    const OFFSET: i32 = 0;
+    #[inline(always)]
+    unsafe fn stored(p: *const u8) -> __m256i {
+        // SAFETY: the trait's precondition is `quants`'s (the stored quants are unsigned).
+        unsafe { Self::quants(p) }
     }
 }
 
@@ -815,6 +824,10 @@ pub(super) fn gemm_q5_0(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm::<Q5_0>(g, out)
 }
 
+pub(super) fn gemm_q5_1(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm::<Q5_1>(g, out)
+}
+
 pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm::<Q8_0>(g, out)
 }
@@ -860,6 +873,7 @@ pub(in crate::cpu::dot) fn gemm_path(
         DType::Q4_0 => gemm_on::<Q4_0>(packed, g, out),
         DType::Q4_1 => gemm_on::<Q4_1>(packed, g, out),
         DType::Q5_0 => gemm_on::<Q5_0>(packed, g, out),
+        DType::Q5_1 => gemm_on::<Q5_1>(packed, g, out),
         DType::Q8_0 => gemm_on::<Q8_0>(packed, g, out),
         _ => return false,
     }

@@ -1,13 +1,13 @@
-//! AVX2 kernels of the 32-element formats: Q4_0, Q4_1, Q5_0 and Q8_0 dot products and the
+//! AVX2 kernels of the 32-element formats: Q4_0, Q4_1, Q5_0, Q5_1 and Q8_0 dot products and the
 //! Q8_0/Q8_1 activation quantizers (byte-identical to the reference, `roundf` included).
 //!
-//! The Q4_0, Q4_1 and Q5_0 dot products sum in the order of [`super::gemm_small`]: each block's
+//! The Q4_0, Q4_1, Q5_0 and Q5_1 dot products sum in the order of [`super::gemm_small`]: each block's
 //! exact integer dot product, then `acc = fma(Σ q·a, d_w·d_a, acc)` (and `fma(m, s, acc)`),
 //! so that they and its tiles give bit-identical results.
 
 use super::{dot_i8_i8, dot_u8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, load};
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
-use crate::quant::q5::Q5_0_BYTES;
+use crate::quant::q5::{Q5_0_BYTES, Q5_1_BYTES};
 use crate::quant::q8::{Q8_0_BYTES, Q8_1_BYTES, QK};
 use std::arch::x86_64::*;
 
@@ -145,6 +145,38 @@ unsafe fn q5_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
         // SAFETY: bytes `2..34` of a 34-byte Q8_0 block: its 32 quants.
         let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
         acc = (hsum_epi32(p) as f32).mul_add(d, acc);
+    }
+    acc
+}
+
+pub(super) fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q5_1_BYTES, a, Q8_1_BYTES);
+    // SAFETY: as in `vec_dot_q8_0`.
+    unsafe { q5_1_impl(nb, w.as_ptr(), a.as_ptr()) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5_1_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+    let mut acc = 0.0f32;
+    let bit4 = _mm256_set1_epi8(0x10);
+    for i in 0..nb {
+        // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
+        let (x, y) = unsafe { (w.add(i * Q5_1_BYTES), a.add(i * Q8_1_BYTES)) };
+        // SAFETY: `x` and `y` start whole blocks, each opening with its f16 scale.
+        let d = unsafe { f16_at(x) * f16_at(y) };
+        // q = nibble, plus 16 where bit 4 is set (0..=31, unsigned).
+        // SAFETY: bytes `8..24` (nibbles) and `4..8` (high bits) of a 24-byte Q5_1 block.
+        let qx = unsafe {
+            _mm256_or_si256(
+                nibbles(x.add(8)),
+                _mm256_and_si256(bits_to_bytes(x.add(4)), bit4),
+            )
+        };
+        // SAFETY: bytes `4..36` of a 36-byte Q8_1 block: its quants.
+        let p = unsafe { dot_u8_i8(qx, load(y.add(4))) };
+        acc = (hsum_epi32(p) as f32).mul_add(d, acc);
+        // SAFETY: bytes `2..4` of both blocks: the Q5_1 minimum and the Q8_1 scaled sum.
+        acc = unsafe { f16_at(x.add(2)).mul_add(f16_at(y.add(2)), acc) };
     }
     acc
 }

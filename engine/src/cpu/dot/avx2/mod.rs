@@ -32,7 +32,7 @@ pub(super) use attn_tile::{TILE_ZMM, available as attn_tile_available};
 use std::arch::x86_64::*;
 
 /// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.
-pub(super) static KERNELS: [DotKernel; 12] = [
+pub(super) static KERNELS: [DotKernel; 13] = [
     k(
         DType::F32,
         DType::F32,
@@ -67,6 +67,13 @@ pub(super) static KERNELS: [DotKernel; 12] = [
         legacy::quantize_row_q8_0,
         legacy::vec_dot_q5_0,
         Some(gemm_small::gemm_q5_0),
+    ),
+    k(
+        DType::Q5_1,
+        DType::Q8_1,
+        legacy::quantize_row_q8_1,
+        legacy::vec_dot_q5_1,
+        Some(gemm_small::gemm_q5_1),
     ),
     k(
         DType::Q8_0,
