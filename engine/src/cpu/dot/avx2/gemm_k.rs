@@ -295,20 +295,20 @@ unsafe fn tile_q6_k<const R: usize, const T: usize>(
 }
 
 /// Rows per tile.
-const TILE_R: usize = 4;
+pub(super) const TILE_R: usize = 4;
 /// Tokens per tile when there are several.
-const TILE_T: usize = 4;
+pub(super) const TILE_T: usize = 4;
 
 /// A tile function: `(nb, w, wrb, a, arb, out, ldo)`.
-type TileFn = unsafe fn(usize, *const u8, usize, *const u8, usize, *mut f32, usize);
+pub(super) type TileFn = unsafe fn(usize, *const u8, usize, *const u8, usize, *mut f32, usize);
 
 /// The tile functions of one format, for 4×4, 4×1 and 1×1 tiles.
-struct Tiles {
+pub(super) struct Tiles {
     /// Bytes per weight super-block.
-    bytes: usize,
-    r4t4: TileFn,
-    r4t1: TileFn,
-    r1t1: TileFn,
+    pub(super) bytes: usize,
+    pub(super) r4t4: TileFn,
+    pub(super) r4t1: TileFn,
+    pub(super) r1t1: TileFn,
 }
 
 static Q4_K_TILES: Tiles = Tiles {
@@ -394,17 +394,18 @@ fn gemm(tiles: &Tiles, g: &GemmArgs<'_>, out: &mut [f32]) {
 }
 
 /// A packed kernel's whole product (`packed::gemm_packed::<K>`).
-type PackedFn = unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32);
+pub(super) type PackedFn =
+    unsafe fn(usize, *const u8, usize, usize, *const u8, usize, usize, *mut f32);
 
 /// How a K-quant's products run: its tiles (decode), and its packed prompt kernels on 16 rows
 /// (AVX-512 VNNI) and on 8 (none for Q5_K, whose 5-bit values would overflow the 8-row
 /// kernel's i16 sums: without AVX-512 VNNI its prompts take the tiles).
-struct KQuant {
-    tiles: &'static Tiles,
+pub(super) struct KQuant {
+    pub(super) tiles: &'static Tiles,
     /// The tiles where AVX-512 VNNI is present (`decode_q4k_zmm::available`).
-    tiles_zmm: &'static Tiles,
-    zmm: PackedFn,
-    ymm: Option<PackedFn>,
+    pub(super) tiles_zmm: &'static Tiles,
+    pub(super) zmm: PackedFn,
+    pub(super) ymm: Option<PackedFn>,
 }
 
 static Q4_K: KQuant = KQuant {
@@ -431,7 +432,7 @@ static Q6_K: KQuant = KQuant {
 /// `k`'s product on a chosen path: `None` the tiles, `Some(true)` the 16-row kernel (only with
 /// AVX-512 VNNI present, see `gemm_q4k_zmm::available`), `Some(false)` the 8-row one; where
 /// the CPU or the format lacks the packed kernel asked for, the tiles.
-fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
+pub(super) fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
     let kernel = match packed {
         Some(true) if super::gemm_q4k_zmm::available() => Some(k.zmm),
         Some(_) => k.ymm,
@@ -457,7 +458,7 @@ fn run(k: &KQuant, packed: Option<bool>, g: &GemmArgs<'_>, out: &mut [f32]) {
 
 /// The path this CPU takes for `tokens` tokens: tiles below [`MIN_PACKED_TOKENS`], else the
 /// 16-row kernel where AVX-512 VNNI is present, else the 8-row one.
-fn path(tokens: usize) -> Option<bool> {
+pub(super) fn path(tokens: usize) -> Option<bool> {
     (tokens >= MIN_PACKED_TOKENS).then(super::gemm_q4k_zmm::available)
 }
 
@@ -473,7 +474,7 @@ pub(super) fn gemm_q6_k(g: &GemmArgs<'_>, out: &mut [f32]) {
     run(&Q6_K, path(g.tokens), g, out)
 }
 
-/// A K-quant's product (Q4_K, Q5_K or Q6_K) on each of its paths (`None`: the tiles;
+/// A K-quant's product (Q2_K … Q6_K) on each of its paths (`None`: the tiles;
 /// `Some(true)`: the 16-row AVX-512 kernel; `Some(false)`: the 8-row one), for the test that
 /// holds them bit-identical; `false` where the CPU or the format lacks that path.
 #[cfg(test)]
@@ -488,6 +489,8 @@ pub(super) fn gemm_path_k(
         DType::Q4_K => &Q4_K,
         DType::Q5_K => &Q5_K,
         DType::Q6_K => &Q6_K,
+        DType::Q2_K => &super::gemm_k23::Q2_K,
+        DType::Q3_K => &super::gemm_k23::Q3_K,
         _ => return false,
     };
     match packed {
@@ -499,7 +502,7 @@ pub(super) fn gemm_path_k(
     true
 }
 
-/// Fewest tokens for which a Q4_K, Q5_K or Q6_K call repacks its rows (`gemm_q4k_packed`,
+/// Fewest tokens for which a K-quant call repacks its rows (`gemm_q4k_packed`,
 /// `gemm_q6k_packed`, or their 16-row forms).
 const MIN_PACKED_TOKENS: usize = 4;
 

@@ -14,7 +14,8 @@
 //! - **Q2_K** values are 0..=3 with a scale and a min per sub-block: the mins meet the block
 //!   sums in one `madd`.
 //!
-//! **Prompts** (4 tokens or more) take the Q6_K prompt kernels, whose shape these formats
+//! Both run through `gemm_k`'s dispatch (`KQuant`): the tiles below 4 tokens, and for
+//! **prompts** (4 tokens or more) the Q6_K prompt kernels, whose shape these formats
 //! share (sixteen sub-blocks of 16 with a scale each: `gemm_q6k_packed::Sub16`, values stored
 //! +32, scales as i8), in the same sum order; Q2_K's mins then come off in a pass of their
 //! own, 8 rows in the lanes of a vector ([`subtract_mins_q2_k`]).
@@ -28,11 +29,11 @@
 // Row and token indices address accumulators, weight rows and activation rows together.
 #![allow(clippy::needless_range_loop)]
 
-use super::gemm_k::Q6_SCALE_PICK;
+use super::gemm_k::{KQuant, Q6_SCALE_PICK, TILE_R, TILE_T, Tiles, path, run};
 use super::gemm_q6k_packed::{Sub16, Sub16Packed8};
 use super::gemm_q6k_zmm::Sub16Zmm16;
-use super::packed::gemm_packed;
-use super::{checked_blocks, f16_at, hsum_epi32, load, prefetch_next, q8k_d};
+use super::packed::{PackedKernel, gemm_packed};
+use super::{f16_at, hsum_epi32, load, prefetch_next, q8k_d};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
 use crate::quant::k2_3::{Q2_K_BYTES, Q3_K_BYTES};
@@ -462,89 +463,60 @@ unsafe fn tile<K: K23, const R: usize, const T: usize>(
     }
 }
 
-/// Rows per tile.
-const TILE_R: usize = 4;
-/// Tokens per tile when there are several.
-const TILE_T: usize = 4;
+/// Q2_K's tiles (the same with AVX-512 VNNI).
+static Q2_K_TILES: Tiles = Tiles {
+    bytes: Q2_K_BYTES,
+    r4t4: tile::<Q2K, TILE_R, TILE_T>,
+    r4t1: tile::<Q2K, TILE_R, 1>,
+    r1t1: tile::<Q2K, 1, 1>,
+};
 
-/// Fewest tokens for which a call takes the Q6_K prompt kernels (below: the tiles).
-const MIN_PACKED_TOKENS: usize = 4;
+/// Q3_K's tiles (the same with AVX-512 VNNI).
+static Q3_K_TILES: Tiles = Tiles {
+    bytes: Q3_K_BYTES,
+    r4t4: tile::<Q3K, TILE_R, TILE_T>,
+    r4t1: tile::<Q3K, TILE_R, 1>,
+    r1t1: tile::<Q3K, 1, 1>,
+};
 
-/// Which kernels a product runs on (all give the same bits).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Path {
-    /// The tiles.
-    Tiles,
-    /// The Q6_K 8-row prompt kernel (`gemm_q6k_packed`).
-    Packed8,
-    /// The Q6_K 16-row prompt kernel (`gemm_q6k_zmm`; AVX-512 VNNI).
-    Zmm16,
-}
+/// How Q2_K's products run (`gemm_k::run`): the tiles, and for prompts the Q6_K prompt
+/// kernels followed by the mins' pass.
+pub(super) static Q2_K: KQuant = KQuant {
+    tiles: &Q2_K_TILES,
+    tiles_zmm: &Q2_K_TILES,
+    zmm: packed_q2_k::<Sub16Zmm16<Q2K>>,
+    ymm: Some(packed_q2_k::<Sub16Packed8<Q2K>>),
+};
 
-/// The path this CPU takes for `tokens` tokens.
-fn best_path(tokens: usize) -> Path {
-    if tokens < MIN_PACKED_TOKENS {
-        Path::Tiles
-    } else if super::gemm_q4k_zmm::available() {
-        Path::Zmm16
-    } else {
-        Path::Packed8
-    }
-}
+/// How Q3_K's products run (`gemm_k::run`): the tiles, and for prompts the Q6_K prompt
+/// kernels.
+pub(super) static Q3_K: KQuant = KQuant {
+    tiles: &Q3_K_TILES,
+    tiles_zmm: &Q3_K_TILES,
+    zmm: gemm_packed::<Sub16Zmm16<Q3K>>,
+    ymm: Some(gemm_packed::<Sub16Packed8<Q3K>>),
+};
 
-/// Checks `g` and `out` and runs the product on `path` (the 16-row kernel only where this CPU
-/// has AVX-512 VNNI; elsewhere nothing is written).
-fn gemm_on<K: K23 + Sub16>(path: Path, g: &GemmArgs<'_>, out: &mut [f32]) {
-    if path == Path::Zmm16 && !super::gemm_q4k_zmm::available() {
-        return;
-    }
-    let Some(nb) = checked_blocks(g, out, QK_K, <K as K23>::BYTES, Q8_K_BYTES, 0) else {
-        return;
-    };
-    let (w, a, o) = (g.w.as_ptr(), g.a.as_ptr(), out.as_mut_ptr());
-    let (wrb, arb, rows) = (g.w_stride, g.a_stride, g.rows);
-    if path != Path::Tiles {
-        // SAFETY: AVX2/FMA/F16C come with the table holding the callers, AVX-512 VNNI was
-        // checked above for the 16-row kernel; the checks keep every super-block of every row
-        // and token, and every output, in bounds.
-        unsafe {
-            if path == Path::Zmm16 {
-                gemm_packed::<Sub16Zmm16<K>>(nb, w, wrb, rows, a, arb, g.tokens, o);
-            } else {
-                gemm_packed::<Sub16Packed8<K>>(nb, w, wrb, rows, a, arb, g.tokens, o);
-            }
-            if <K as K23>::HAS_MIN {
-                subtract_mins_q2_k(nb, w, wrb, rows, a, arb, g.tokens, o);
-            }
-        }
-        return;
-    }
-    // SAFETY: the table holding the callers is handed out only with AVX2/FMA/F16C present;
-    // the checks above keep every block of every row and token in bounds, and each tile
-    // writes only its own outputs inside `rows × tokens`.
+/// Q2_K's prompt product: the scaled term through the Q6_K prompt kernel `P`, then the mins
+/// taken off ([`subtract_mins_q2_k`]).
+///
+/// # Safety
+/// As [`gemm_packed`] for `P`, and AVX2/FMA/F16C present.
+#[allow(clippy::too_many_arguments)]
+unsafe fn packed_q2_k<P: PackedKernel>(
+    nb: usize,
+    w: *const u8,
+    wrb: usize,
+    rows: usize,
+    a: *const u8,
+    arb: usize,
+    tokens: usize,
+    out: *mut f32,
+) {
+    // SAFETY: the caller's contract is both functions'.
     unsafe {
-        let mut r = 0;
-        while r + TILE_R <= rows {
-            let mut t = 0;
-            while t + TILE_T <= g.tokens {
-                let at = (w.add(r * wrb), a.add(t * arb), o.add(t * rows + r));
-                tile::<K, TILE_R, TILE_T>(nb, at.0, wrb, at.1, arb, at.2, rows);
-                t += TILE_T;
-            }
-            while t < g.tokens {
-                let at = (w.add(r * wrb), a.add(t * arb), o.add(t * rows + r));
-                tile::<K, TILE_R, 1>(nb, at.0, wrb, at.1, arb, at.2, rows);
-                t += 1;
-            }
-            r += TILE_R;
-        }
-        while r < rows {
-            for t in 0..g.tokens {
-                let at = (w.add(r * wrb), a.add(t * arb), o.add(t * rows + r));
-                tile::<K, 1, 1>(nb, at.0, wrb, at.1, arb, at.2, rows);
-            }
-            r += 1;
-        }
+        gemm_packed::<P>(nb, w, wrb, rows, a, arb, tokens, out);
+        subtract_mins_q2_k(nb, w, wrb, rows, a, arb, tokens, out);
     }
 }
 
@@ -567,35 +539,11 @@ pub(super) fn vec_dot_q3_k(n: usize, w: &[u8], a: &[u8]) -> f32 {
 }
 
 pub(super) fn gemm_q2_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm_on::<Q2K>(best_path(g.tokens), g, out)
+    run(&Q2_K, path(g.tokens), g, out)
 }
 
 pub(super) fn gemm_q3_k(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm_on::<Q3K>(best_path(g.tokens), g, out)
-}
-
-/// Q2_K's or Q3_K's product on a chosen path (`None` the tiles, `Some(0)` the 8-row prompt
-/// kernel, `Some(1)` the 16-row one), for the test that holds them bit-identical; `false`
-/// where the CPU lacks the path or the format is another.
-#[cfg(test)]
-pub(super) fn gemm_path_k23(
-    dtype: crate::DType,
-    path: Option<usize>,
-    g: &GemmArgs<'_>,
-    out: &mut [f32],
-) -> bool {
-    let path = match path {
-        None => Path::Tiles,
-        Some(0) => Path::Packed8,
-        Some(1) if super::gemm_q4k_zmm::available() => Path::Zmm16,
-        _ => return false,
-    };
-    match dtype {
-        crate::DType::Q2_K => gemm_on::<Q2K>(path, g, out),
-        crate::DType::Q3_K => gemm_on::<Q3K>(path, g, out),
-        _ => return false,
-    }
-    true
+    run(&Q3_K, path(g.tokens), g, out)
 }
 
 #[cfg(test)]

@@ -834,9 +834,8 @@ pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
 
 /// The product of a format on one of its paths, for the tests that hold them bit-identical:
 /// `None` the decode tiles; for the 32-element formats `Some(0)` packed with `maddubs`,
-/// `Some(1)` with AVX-VNNI, `Some(2)` 16 rows with AVX-512 VNNI; for Q4_K, Q5_K and Q6_K (see
-/// `gemm_k::gemm_path_k`) and Q2_K and Q3_K (`gemm_k23::gemm_path_k23`) `Some(0)` 8 rows,
-/// `Some(1)` 16 rows. `false` where the CPU cannot
+/// `Some(1)` with AVX-VNNI, `Some(2)` 16 rows with AVX-512 VNNI; for the K-quants (see
+/// `gemm_k::gemm_path_k`) `Some(0)` 8 rows, `Some(1)` 16 rows. `false` where the CPU cannot
 /// take that path or the format has none here.
 #[cfg(test)]
 pub(in crate::cpu::dot) fn gemm_path(
@@ -846,10 +845,10 @@ pub(in crate::cpu::dot) fn gemm_path(
     out: &mut [f32],
 ) -> bool {
     use crate::DType;
-    if matches!(dtype, DType::Q2_K | DType::Q3_K) {
-        return super::gemm_k23::gemm_path_k23(dtype, path, g, out);
-    }
-    if matches!(dtype, DType::Q4_K | DType::Q5_K | DType::Q6_K) {
+    if matches!(
+        dtype,
+        DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K
+    ) {
         let packed = match path {
             None => None,
             Some(0) => Some(false),
