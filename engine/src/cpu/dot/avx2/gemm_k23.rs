@@ -170,6 +170,30 @@ impl K23 for Q3K {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn unpack_q3_k(x: *const u8) -> Unpacked {
+    // SAFETY: bytes `96..108`: the 12 bytes of sixteen packed 6-bit scales.
+    let sc = unsafe { scales_q3_k(x.add(96)) };
+    let sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32));
+    let (sc_lo, sc_hi) = halves(sc);
+    Unpacked {
+        // SAFETY: the 110 bytes are readable (precondition).
+        q: unsafe { values_q3_k(x) },
+        sc_lo,
+        sc_hi,
+        // Σ (q + 4)·a·sc − 4·Σ sc·Σa: the block sums meet −4·sc (|·| ≤ 128).
+        per_bsum: _mm256_mullo_epi16(sc, _mm256_set1_epi16(-4)),
+        // SAFETY: bytes `108..110`: the f16 `d`.
+        d: unsafe { f16_at(x.add(108)) },
+        dmin: 0.0,
+    }
+}
+
+/// The 256 values of the Q3_K block at `x` plus 4 (0..=7), as [`low2`] lays them out.
+///
+/// # Safety
+/// AVX2 present; the 110 bytes at `x` readable.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn values_q3_k(x: *const u8) -> [__m256i; 8] {
     // SAFETY: bytes `32..96` of the 110-byte block: the low 2 bits of its values.
     let mut q = unsafe { low2(x.add(32)) };
     // SAFETY: bytes `0..32`: the high bits (bit `4h + j` of byte `l` for element
@@ -183,20 +207,7 @@ unsafe fn unpack_q3_k(x: *const u8) -> Unpacked {
         // q + 4 = low2 + 4·hbit.
         *q = _mm256_or_si256(*q, _mm256_slli_epi16::<2>(bit));
     }
-    // SAFETY: bytes `96..108`: the 12 bytes of sixteen packed 6-bit scales.
-    let sc = unsafe { scales_q3_k(x.add(96)) };
-    let sc = _mm256_sub_epi16(_mm256_cvtepu8_epi16(sc), _mm256_set1_epi16(32));
-    let (sc_lo, sc_hi) = halves(sc);
-    Unpacked {
-        q,
-        sc_lo,
-        sc_hi,
-        // Σ (q + 4)·a·sc − 4·Σ sc·Σa: the block sums meet −4·sc (|·| ≤ 128).
-        per_bsum: _mm256_mullo_epi16(sc, _mm256_set1_epi16(-4)),
-        // SAFETY: bytes `108..110`: the f16 `d`.
-        d: unsafe { f16_at(x.add(108)) },
-        dmin: 0.0,
-    }
+    q
 }
 
 impl Sub16 for Q2K {
@@ -246,7 +257,7 @@ impl Sub16 for Q3K {
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn sub16_q3_k(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
     // SAFETY: the 110 bytes are readable (precondition).
-    let u = unsafe { unpack_q3_k(x) };
+    let q = unsafe { values_q3_k(x) };
     let k28 = _mm256_set1_epi8(28);
     let mut scales = [0u8; 16];
     // SAFETY: bytes `96..108`: the packed scales; `scales` is 16 bytes.
@@ -257,9 +268,10 @@ unsafe fn sub16_q3_k(x: *const u8) -> ([__m256i; 8], [i8; 16], f32) {
         )
     };
     (
-        u.q.map(|v| _mm256_add_epi8(v, k28)),
+        q.map(|v| _mm256_add_epi8(v, k28)),
         scales.map(|s| s as i8),
-        u.d,
+        // SAFETY: bytes `108..110`: the f16 `d`.
+        unsafe { f16_at(x.add(108)) },
     )
 }
 
