@@ -5,7 +5,9 @@
 //! exact integer dot product, then `acc = fma(Σ q·a, d_w·d_a, acc)` (and `fma(m, s, acc)`),
 //! so that they and its tiles give bit-identical results.
 
-use super::{dot_i8_i8, dot_u8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, load};
+use super::blocks;
+use super::gemm_small::SmallBlock;
+use super::{dot_i8_i8, f16_at, f16_bytes, hmax_ps, hsum_epi32, load};
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
 use crate::quant::q5::{Q5_0_BYTES, Q5_1_BYTES};
 use crate::quant::q8::{Q8_0_BYTES, Q8_1_BYTES, QK};
@@ -98,22 +100,31 @@ unsafe fn q4_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
 pub(super) fn vec_dot_q4_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
     let nb = blocks(n, w, Q4_1_BYTES, a, Q8_1_BYTES);
     // SAFETY: as in `vec_dot_q8_0`.
-    unsafe { q4_1_impl(nb, w.as_ptr(), a.as_ptr()) }
+    unsafe { with_min_impl::<blocks::Q4_1>(nb, w.as_ptr(), a.as_ptr()) }
 }
 
+pub(super) fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
+    let nb = blocks(n, w, Q5_1_BYTES, a, Q8_1_BYTES);
+    // SAFETY: as in `vec_dot_q8_0`.
+    unsafe { with_min_impl::<blocks::Q5_1>(nb, w.as_ptr(), a.as_ptr()) }
+}
+
+/// The dot product of a format with a min (Q4_1, Q5_1; unsigned stored quants) against Q8_1.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` whole blocks readable in both rows.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
+unsafe fn with_min_impl<B: SmallBlock>(nb: usize, w: *const u8, a: *const u8) -> f32 {
     let mut acc = 0.0f32;
     for i in 0..nb {
         // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
-        let (x, y) = unsafe { (w.add(i * Q4_1_BYTES), a.add(i * Q8_1_BYTES)) };
+        let (x, y) = unsafe { (w.add(i * B::BYTES), a.add(i * Q8_1_BYTES)) };
         // SAFETY: `x` and `y` start whole blocks, each opening with its f16 scale.
         let d = unsafe { f16_at(x) * f16_at(y) };
-        // SAFETY: bytes `4..20` of a 20-byte Q4_1 block (its nibbles) and `4..36` of a 36-byte Q8_1
-        // block (its quants).
-        let p = unsafe { dot_u8_i8(nibbles(x.add(4)), load(y.add(4))) };
+        // SAFETY: `x` is a whole block; bytes `4..36` of a 36-byte Q8_1 block are its quants.
+        let p = unsafe { B::dot(x, load(y.add(4))) };
         acc = (hsum_epi32(p) as f32).mul_add(d, acc);
-        // SAFETY: bytes `2..4` of both blocks: the Q4_1 minimum and the Q8_1 scaled sum.
+        // SAFETY: bytes `2..4` of both blocks: the minimum and the Q8_1 scaled sum.
         acc = unsafe { f16_at(x.add(2)).mul_add(f16_at(y.add(2)), acc) };
     }
     acc
@@ -145,38 +156,6 @@ unsafe fn q5_0_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
         // SAFETY: bytes `2..34` of a 34-byte Q8_0 block: its 32 quants.
         let p = unsafe { dot_i8_i8(qx, load(y.add(2))) };
         acc = (hsum_epi32(p) as f32).mul_add(d, acc);
-    }
-    acc
-}
-
-pub(super) fn vec_dot_q5_1(n: usize, w: &[u8], a: &[u8]) -> f32 {
-    let nb = blocks(n, w, Q5_1_BYTES, a, Q8_1_BYTES);
-    // SAFETY: as in `vec_dot_q8_0`.
-    unsafe { q5_1_impl(nb, w.as_ptr(), a.as_ptr()) }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_1_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let mut acc = 0.0f32;
-    let bit4 = _mm256_set1_epi8(0x10);
-    for i in 0..nb {
-        // SAFETY: `i < nb`: block `i` starts inside both rows, which hold `nb` whole blocks.
-        let (x, y) = unsafe { (w.add(i * Q5_1_BYTES), a.add(i * Q8_1_BYTES)) };
-        // SAFETY: `x` and `y` start whole blocks, each opening with its f16 scale.
-        let d = unsafe { f16_at(x) * f16_at(y) };
-        // q = nibble, plus 16 where bit 4 is set (0..=31, unsigned).
-        // SAFETY: bytes `8..24` (nibbles) and `4..8` (high bits) of a 24-byte Q5_1 block.
-        let qx = unsafe {
-            _mm256_or_si256(
-                nibbles(x.add(8)),
-                _mm256_and_si256(bits_to_bytes(x.add(4)), bit4),
-            )
-        };
-        // SAFETY: bytes `4..36` of a 36-byte Q8_1 block: its quants.
-        let p = unsafe { dot_u8_i8(qx, load(y.add(4))) };
-        acc = (hsum_epi32(p) as f32).mul_add(d, acc);
-        // SAFETY: bytes `2..4` of both blocks: the Q5_1 minimum and the Q8_1 scaled sum.
-        acc = unsafe { f16_at(x.add(2)).mul_add(f16_at(y.add(2)), acc) };
     }
     acc
 }
