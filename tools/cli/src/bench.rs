@@ -6,6 +6,11 @@
 //! - `tgN`: `N` single-token evaluations, each of a random token; the time of all of them.
 //! - with `--depth D`, `D` random tokens are evaluated first (not timed), and the test is named
 //!   `pp512 @ d4096`.
+//! - `tgN xS` (`--parallel S`, S > 1): `S` sequences of one context generate together, as a
+//!   server's streams do: `N` steps, each one batch of `S` random tokens (one per sequence,
+//!   every one's logits wanted); the time of all of them, `N·S` tokens. Like llama.cpp's
+//!   `llama-batched-bench` S_TG, the aggregate rate. With `--depth D` every sequence starts
+//!   from the same `D` cached tokens (evaluated once, then copied).
 //!
 //! Speed is tokens / seconds per repetition, reported as mean ± sample standard deviation, in
 //! llama-bench's markdown table or (`--json`) as a JSON array with one object per test.
@@ -18,7 +23,7 @@ use clap::Args;
 use serde_json::{Value, json};
 use tessera_engine::GgufFile;
 use tessera_models::hparams::RopeOverrides;
-use tessera_models::{ContextParams, Device, Footprint, Session, SessionParams};
+use tessera_models::{Batch, Context, ContextParams, Device, Footprint};
 
 use crate::CliResult;
 use crate::common::LoadArgs;
@@ -30,7 +35,8 @@ Lists (-p, -n, -t, -d) take comma-separated values; every combination is run.
 examples:
   tessera bench -m smollm2-135m                 # pp512 and tg128, 5 repetitions
   tessera bench -m gemma3-270m -p 512 -n 128 -d 0,2048 -t 1,2
-  tessera bench -m smollm2-135m -p 32 -n 8 -r 2 --json")]
+  tessera bench -m smollm2-135m -p 32 -n 8 -r 2 --json
+  tessera bench -m smollm2-135m -p 0 -n 128 --parallel 1,8   # one stream vs 8 together")]
 pub struct BenchArgs {
     /// Model: a GGUF path or a registry name (`smollm2-135m`, `gemma3-270m`), pulled on first use.
     #[arg(short = 'm', long = "model")]
@@ -66,6 +72,11 @@ pub struct BenchArgs {
         default_value = "0"
     )]
     depth: Vec<usize>,
+    /// Sequences generating together in the tg tests, comma-separated: `tgN xS` runs `S`
+    /// sequences of `N` tokens in steps of `S` tokens and reports their aggregate rate (the pp
+    /// tests run once, as one sequence).
+    #[arg(long = "parallel", value_delimiter = ',', default_value = "1")]
+    parallel: Vec<usize>,
     /// Largest batch evaluated at once: a prompt up to this size is one batch (a batch larger
     /// than a test's context is cut to it).
     #[arg(short = 'b', long = "batch-size", default_value_t = 2048)]
@@ -96,13 +107,17 @@ struct Test {
     n_gen: usize,
     depth: usize,
     threads: usize,
+    /// Sequences generating together (1: llama-bench's tg).
+    seqs: usize,
 }
 
 impl Test {
-    /// llama-bench's name: `pp512`, `tg128`, `tg128 @ d4096`.
+    /// llama-bench's name: `pp512`, `tg128`, `tg128 @ d4096`; `tg128 x8` for 8 sequences.
     fn name(&self) -> String {
         let base = if self.n_prompt > 0 {
             format!("pp{}", self.n_prompt)
+        } else if self.seqs > 1 {
+            format!("tg{} x{}", self.n_gen, self.seqs)
         } else {
             format!("tg{}", self.n_gen)
         };
@@ -115,7 +130,12 @@ impl Test {
 
     /// Tokens one repetition times.
     fn n_tokens(&self) -> usize {
-        self.n_prompt + self.n_gen
+        self.n_prompt + self.n_gen * self.seqs
+    }
+
+    /// Tokens each sequence's context must hold.
+    fn n_ctx(&self) -> usize {
+        self.depth + self.n_prompt + self.n_gen
     }
 }
 
@@ -270,6 +290,7 @@ fn json_row(m: &ModelInfo, backend: &str, t: &Test, s: &Samples, n_batch: usize)
         "n_gen": t.n_gen,
         "depth": t.depth,
         "n_depth": t.depth,
+        "n_parallel": t.seqs,
         "repetitions": s.ns.len(),
         "t_s_mean": mean,
         "t_s_std": std,
@@ -296,9 +317,9 @@ impl TokenRng {
     }
 }
 
-/// Runs tests on one session.
+/// Runs tests on one context.
 struct Runner {
-    session: Session,
+    ctx: Context,
     rng: TokenRng,
     n_vocab: usize,
     bos: Option<u32>,
@@ -315,26 +336,48 @@ impl Runner {
 
     /// One repetition: fresh cache, depth filled, then the timed part; nanoseconds.
     fn run_once(&mut self, t: &Test, n_prompt: usize, n_gen: usize) -> CliResult<u64> {
-        self.session.reset();
+        for s in 0..t.seqs as u32 {
+            self.ctx.seq_clear(s)?;
+        }
         if t.depth > 0 {
             let fill = self.random_tokens(t.depth, true);
-            self.session.eval(&fill)?;
+            self.ctx.eval(&fill, false)?;
+            for s in 1..t.seqs as u32 {
+                self.ctx.seq_copy(0, s, t.depth)?;
+            }
         }
         let start_with_bos = t.depth == 0;
         if n_prompt > 0 {
             let tokens = self.random_tokens(n_prompt, start_with_bos);
             let t0 = Instant::now();
-            self.session.eval(&tokens)?;
+            self.ctx.eval(&tokens, false)?;
             return Ok(t0.elapsed().as_nanos() as u64);
         }
-        let mut token = match self.bos {
+        let first = |r: &mut Runner| match r.bos {
             Some(b) if start_with_bos => b,
-            _ => self.rng.next(self.n_vocab),
+            _ => r.rng.next(r.n_vocab),
         };
+        if t.seqs <= 1 {
+            let mut token = first(self);
+            let t0 = Instant::now();
+            for _ in 0..n_gen {
+                self.ctx.eval(&[token], false)?;
+                token = self.rng.next(self.n_vocab);
+            }
+            return Ok(t0.elapsed().as_nanos() as u64);
+        }
+        let mut tokens: Vec<u32> = (0..t.seqs).map(|_| first(self)).collect();
+        let mut batch = Batch::new();
         let t0 = Instant::now();
-        for _ in 0..n_gen {
-            self.session.eval(&[token])?;
-            token = self.rng.next(self.n_vocab);
+        for step in 0..n_gen {
+            batch.clear();
+            for (s, &tok) in tokens.iter().enumerate() {
+                batch.push(tok, t.depth + step, s as u32, true);
+            }
+            self.ctx.decode(&batch)?;
+            for tok in tokens.iter_mut() {
+                *tok = self.rng.next(self.n_vocab);
+            }
         }
         Ok(t0.elapsed().as_nanos() as u64)
     }
@@ -342,6 +385,9 @@ impl Runner {
 
 /// Most timed repetitions: every one keeps its time, and more than this measure nothing new.
 pub const MAX_REPETITIONS: usize = 100_000;
+
+/// Most sequences one tg test may run together.
+pub const MAX_PARALLEL: usize = 4096;
 
 /// Most tokens one test may hold (`-d` + `-p` + `-n`): positions are 32-bit. Whether a
 /// context of that size fits in memory is checked once the model is loaded.
@@ -383,6 +429,9 @@ pub fn run(args: BenchArgs) -> CliResult {
     if let Some(&t) = args.threads.iter().find(|&&t| t == 0 || t > 1024) {
         return Err(format!("-t/--threads {t} must be between 1 and 1024").into());
     }
+    if let Some(&s) = args.parallel.iter().find(|&&s| s == 0 || s > MAX_PARALLEL) {
+        return Err(format!("--parallel {s} must be between 1 and {MAX_PARALLEL}").into());
+    }
     let mut tests = Vec::new();
     let threads = if args.threads.is_empty() {
         vec![0]
@@ -397,15 +446,19 @@ pub fn run(args: BenchArgs) -> CliResult {
                     n_gen: 0,
                     depth: d,
                     threads: th,
+                    seqs: 1,
                 });
             }
             for &n in args.n_gen.iter().filter(|&&n| n > 0) {
-                tests.push(Test {
-                    n_prompt: 0,
-                    n_gen: n,
-                    depth: d,
-                    threads: th,
-                });
+                for &seqs in &args.parallel {
+                    tests.push(Test {
+                        n_prompt: 0,
+                        n_gen: n,
+                        depth: d,
+                        threads: th,
+                        seqs,
+                    });
+                }
             }
         }
     }
@@ -430,17 +483,17 @@ pub fn run(args: BenchArgs) -> CliResult {
     };
 
     let context = |t: &Test| ContextParams {
-        n_ctx: (t.depth + t.n_tokens()).max(1),
+        n_ctx: t.n_ctx().max(1),
         n_batch: args.batch_size,
         n_threads: t.threads,
         kv_ring: true,
         device,
-        n_seq: 1,
+        n_seq: t.seqs,
         kv_pool: 0,
     };
     // Every test's context must fit before the first one runs.
     for t in &tests {
-        Footprint::new(&model, &context(t), 1)
+        Footprint::new(&model, &context(t), t.seqs)
             .check_now()
             .map_err(|e| format!("{}: {e}", t.name()))?;
     }
@@ -452,15 +505,11 @@ pub fn run(args: BenchArgs) -> CliResult {
     }
     let mut rows = Vec::new();
     for mut t in tests {
-        let params = SessionParams {
-            context: context(&t),
-            ..Default::default()
-        };
-        let session = Session::new(model.clone(), &params)?;
+        let ctx = Context::new(model.clone(), context(&t))?;
         if device != Device::Cpu && args.progress {
-            eprintln!("bench: on {}", session.context().backend_name());
+            eprintln!("bench: on {}", ctx.backend_name());
         }
-        t.threads = session.context().n_threads();
+        t.threads = ctx.n_threads();
         if args.progress {
             eprintln!(
                 "bench: {} with {} threads: {} repetitions",
@@ -470,7 +519,7 @@ pub fn run(args: BenchArgs) -> CliResult {
             );
         }
         let mut runner = Runner {
-            session,
+            ctx,
             rng: TokenRng(0x9e37_79b9_7f4a_7c15),
             n_vocab,
             bos,
@@ -511,6 +560,7 @@ mod tests {
             n_gen: 0,
             depth: 0,
             threads: 4,
+            seqs: 1,
         };
         assert_eq!(t.name(), "pp512");
         let t = Test {
@@ -518,8 +568,13 @@ mod tests {
             n_gen: 128,
             depth: 4096,
             threads: 4,
+            seqs: 1,
         };
         assert_eq!(t.name(), "tg128 @ d4096");
+        let t = Test { seqs: 8, ..t };
+        assert_eq!(t.name(), "tg128 x8 @ d4096");
+        assert_eq!(t.n_tokens(), 1024);
+        assert_eq!(t.n_ctx(), 4096 + 128);
     }
 
     #[test]
@@ -547,6 +602,7 @@ mod tests {
             n_gen: 0,
             depth: 0,
             threads: 2,
+            seqs: 1,
         };
         let row = table_row(&m, "CPU", &t, 214.344, 1.2);
         assert!(row.ends_with(" 214.34 ± 1.20 |"), "{row}");

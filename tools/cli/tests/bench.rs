@@ -106,6 +106,52 @@ fn bench_markdown_has_llama_bench_columns() {
     }
 }
 
+/// `--parallel S`: S sequences generating together, named `tgN xS`, counted as N·S tokens;
+/// with a depth every sequence starts from the same cached tokens.
+#[test]
+fn bench_parallel_sequences() {
+    let Some(path) = model(SMOLLM2) else { return };
+    let path = path.to_str().unwrap();
+    let out = tessera(&[
+        "bench",
+        "-m",
+        path,
+        "--json",
+        "-p",
+        "0",
+        "-n",
+        "4",
+        "-d",
+        "8",
+        "--parallel",
+        "1,3",
+        "-r",
+        "1",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("bench --json prints JSON");
+    let rows = v.as_array().expect("a JSON array");
+    assert_eq!(rows.len(), 2, "{v:#}");
+    for (row, (test, seqs)) in rows.iter().zip([("tg4 @ d8", 1), ("tg4 x3 @ d8", 3)]) {
+        assert_eq!(row["test"], test);
+        assert_eq!(row["n_parallel"], seqs);
+        assert_eq!(row["n_gen"], 4);
+        let ts = row["samples_ts"][0].as_f64().unwrap();
+        let ns = row["samples_ns"][0].as_f64().unwrap();
+        assert!(ts > 0.0 && ts.is_finite(), "{row:#}");
+        // The rate counts every sequence's tokens.
+        assert!(
+            (ts - (4 * seqs) as f64 * 1e9 / ns).abs() <= 1e-6 * ts,
+            "{row:#}"
+        );
+    }
+    let bad = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["bench", "-m", path, "-p", "0", "-n", "4", "--parallel", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--parallel 0"));
+}
+
 #[test]
 fn bench_refuses_other_devices() {
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
