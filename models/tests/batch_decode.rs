@@ -577,3 +577,26 @@ fn gpu_sequences_sharing_a_pool_fork_without_cells_and_a_step_that_does_not_fit_
     };
     share_a_pool(p, assert_within_gpu_noise);
 }
+
+/// A long sequence decoded token by token gets the bits its tokens get in one prompt, on a
+/// model with one KV head: a decode step is then one tile, fewer than the threads, so it
+/// splits the keys by segment across them and merges (a prompt's tiles walk the segments
+/// themselves).
+#[test]
+fn decoding_past_several_key_segments_on_one_kv_head_equals_the_prompt() {
+    let tiny = TinyLlama {
+        n_head_kv: 1,
+        n_ctx_train: 1024,
+        ..Default::default()
+    };
+    let m = Arc::new(load(&tiny.writer()).unwrap());
+    let n_vocab = m.hparams().n_vocab;
+    let text = prompt(700, 3, n_vocab);
+    let whole = fresh_rows(&m, params(1024, 512), &text);
+    let mut ctx = Context::new(m.clone(), params(1024, 512)).unwrap();
+    ctx.eval(&text[..690], false).unwrap();
+    for (i, token) in text.iter().enumerate().skip(690) {
+        ctx.eval(&[*token], false).unwrap();
+        assert_bitwise(&format!("token {i}"), ctx.logits(), &whole[i]);
+    }
+}
