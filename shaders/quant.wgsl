@@ -116,6 +116,44 @@ fn dq_mxfp4(base: u32, i: u32) -> f32 {
     return fp4x2(vec4<u32>(q)).x * e8m0_half(ld_u8(b));
 }
 
+// IQ4_NL's and IQ4_XS's values of nibbles `n` (ggml's `kvalues_iq4nl`: -127 -104 -83 -65
+// -49 -35 -22 -10 1 13 25 38 53 69 89 113), as signed bytes packed four to a word: the word
+// picked by selects (no array, no branch), the byte shifted out and sign-extended.
+fn iq4nl(n: vec4<u32>) -> vec4<f32> {
+    let lo = select(vec4<u32>(0xbfad9881u), vec4<u32>(0xf6eaddcfu), n >= vec4<u32>(4u));
+    let hi = select(vec4<u32>(0x26190d01u), vec4<u32>(0x71594535u), n >= vec4<u32>(12u));
+    let w = select(lo, hi, n >= vec4<u32>(8u));
+    let b = (w >> ((n & vec4<u32>(3u)) * 8u)) << vec4<u32>(24u);
+    return vec4<f32>(bitcast<vec4<i32>>(b) >> vec4<u32>(24u));
+}
+
+// IQ4_NL: 18 bytes per 32 values: f16 d, 16 bytes of nibbles (low nibbles first half).
+fn dq_iq4_nl(base: u32, i: u32) -> f32 {
+    let b = base + (i / 32u) * 18u;
+    let j = i % 32u;
+    let q = (ld_u8(b + 2u + (j % 16u)) >> ((j / 16u) * 4u)) & 0xfu;
+    return ld_f16(b) * iq4nl(vec4<u32>(q)).x;
+}
+
+// The six-bit scale less 32 of sub-block `ib` (0..8) of the IQ4_XS block at `b`: low nibble
+// from byte 4 + ib / 2 (its high nibble for odd ib), high 2 bits from bits 2·ib of the u16 at 2.
+fn xs_scale(b: u32, ib: u32) -> f32 {
+    let lo = (ld_u8(b + 4u + ib / 2u) >> (4u * (ib % 2u))) & 0xfu;
+    let hi = (ld_u16(b + 2u) >> (2u * ib)) & 3u;
+    return f32(lo | (hi << 4u)) - 32.0;
+}
+
+// IQ4_XS: 136 bytes per 256 values: f16 d, u16 scales_h, 4 bytes scales_l, 128 bytes of
+// nibbles, each sub-block of 32 as an IQ4_NL block's.
+fn dq_iq4_xs(base: u32, i: u32) -> f32 {
+    let b = base + (i / 256u) * 136u;
+    let j = i % 256u;
+    let ib = j / 32u;
+    let l = j % 32u;
+    let q = (ld_u8(b + 8u + 16u * ib + (l % 16u)) >> ((l / 16u) * 4u)) & 0xfu;
+    return ld_f16(b) * xs_scale(b, ib) * iq4nl(vec4<u32>(q)).x;
+}
+
 // Q2_K: 84 bytes per 256 values: 16 scale bytes (scale low nibble, min high nibble, one per
 // sub-block of 16), 64 bytes of 2-bit values (element 128h + 32j + l: bits 2j.. of byte
 // 32h + l), f16 d, f16 dmin.
@@ -450,5 +488,35 @@ fn blk_mxfp4(base: u32, blk: u32) {
         let bytes = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u);
         put4(4u * w, fp4x2(bytes & vec4<u32>(0xfu)) * d);
         put4(4u * w + 16u, fp4x2((bytes >> vec4<u32>(4u)) & vec4<u32>(0xfu)) * d);
+    }
+}
+
+fn blk_iq4_nl(base: u32, blk: u32) {
+    let b = base + blk * 18u;
+    let d = ld_f16(b);
+    // The quants' words, at b + 2: one new load per word (as Q4_0's).
+    let odd = ((b + 2u) & 2u) != 0u;
+    let w0 = (b + 2u) >> 2u;
+    var cur = W[w0];
+    for (var w = 0u; w < 4u; w++) {
+        let nxt = W[w0 + w + 1u];
+        let u = join16(cur, nxt, odd);
+        cur = nxt;
+        let bytes = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u);
+        put4(4u * w, iq4nl(bytes & vec4<u32>(0xfu)) * d);
+        put4(4u * w + 16u, iq4nl((bytes >> vec4<u32>(4u)) & vec4<u32>(0xfu)) * d);
+    }
+}
+
+fn blk_iq4_xs(base: u32, blk: u32) {
+    let b = base + (blk / 8u) * 136u;
+    let ib = blk % 8u;
+    let d = ld_f16(b) * xs_scale(b, ib);
+    let q = b + 8u + 16u * ib;
+    for (var w = 0u; w < 4u; w++) {
+        let u = ld_w(q + 4u * w);
+        let bytes = vec4<u32>(u, u >> 8u, u >> 16u, u >> 24u);
+        put4(4u * w, iq4nl(bytes & vec4<u32>(0xfu)) * d);
+        put4(4u * w + 16u, iq4nl((bytes >> vec4<u32>(4u)) & vec4<u32>(0xfu)) * d);
     }
 }

@@ -10,6 +10,11 @@ With --llama-imatrix, it also computes llama.cpp's importance matrix of the mode
 (`-c 128 --chunks 8 -b 128`), saves it beside the JSON as VARIANT.imatrix.gguf, and records every
 mix (and Q2_K_S, which needs one) quantized with it (`llama-quantize --imatrix`).
 
+    quantize_ref.py MODEL.gguf VARIANT --llama-quantize PATH --out FIXTURE.json --add MIX[,MIX]
+
+adds mixes to an existing fixture (the same model): each quantized plainly and, where the
+fixture has an importance matrix, with the VARIANT.imatrix.gguf beside it.
+
 MODEL.gguf is gen.py's VARIANT (its sha256 is recorded). llama-quantize is llama.cpp's, built
 from the llama-cpp-python 0.3.36 source distribution (vendor/llama.cpp, CPU, CMake).
 """
@@ -26,7 +31,7 @@ from gguf import GGUFReader
 
 IMATRIX_ARGS = ["-c", "128", "--chunks", "8", "-b", "128", "-t", "2"]
 MIXES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K_S", "Q3_K_M", "Q3_K_L",
-         "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "F16", "BF16", "F32"]
+         "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "F16", "BF16", "F32", "IQ4_NL", "IQ4_XS"]
 
 
 def sha(path):
@@ -42,6 +47,40 @@ def describe(path):
     return {"sha256": sha(path), "tensors": tensors}
 
 
+def quantize(llama_quantize, model, dst, mix, imatrix=None):
+    """llama-quantize MODEL DST MIX 2 (with --imatrix NAME, run beside the imatrix file)."""
+    if imatrix is None:
+        subprocess.run([llama_quantize, model, dst, mix, "2"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return
+    # The file name is recorded in the output (quantize.imatrix.file): use the bare name from
+    # the fixture folder, as the test does.
+    subprocess.run([os.path.abspath(llama_quantize), "--imatrix", os.path.basename(imatrix),
+                    os.path.abspath(model), dst, mix, "2"],
+                   check=True, cwd=os.path.dirname(os.path.abspath(imatrix)),
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def add(a):
+    out = json.load(open(a.out))
+    if out["model_sha256"] != sha(a.model):
+        raise SystemExit(f"{a.model} is not the fixture's model")
+    with tempfile.TemporaryDirectory() as d:
+        for mix in a.add.split(","):
+            dst = os.path.join(d, f"{mix}.gguf")
+            quantize(a.llama_quantize, a.model, dst, mix)
+            out["mixes"][mix] = describe(dst)
+            print(mix, out["mixes"][mix]["sha256"])
+            if "imatrix" in out:
+                imatrix = os.path.join(os.path.dirname(a.out), out["imatrix"]["file"])
+                quantize(a.llama_quantize, a.model, dst, mix, imatrix)
+                out["imatrix"]["mixes"][mix] = describe(dst)
+                print("imatrix", mix, out["imatrix"]["mixes"][mix]["sha256"])
+    with open(a.out, "w") as f:
+        json.dump(out, f, separators=(",", ":"))
+        f.write("\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("model")
@@ -50,7 +89,10 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--llama-imatrix")
     ap.add_argument("--text", default="/usr/share/common-licenses/GPL-3")
+    ap.add_argument("--add", help="comma-separated mixes to add to the existing fixture --out")
     a = ap.parse_args()
+    if a.add:
+        return add(a)
     out = {"variant": a.variant, "generator": f"tests/synthetic/gen.py {a.variant}",
            "model_sha256": sha(a.model),
            "llama_cpp": "llama-cpp-python==0.3.36 sdist, vendor/llama.cpp, CPU build",

@@ -12,8 +12,8 @@
 //! its kernels.
 
 use super::{
-    BF16, BlockFormat, F16, F32, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0,
-    Q8_1, Q8_K, QuantOps,
+    BF16, BlockFormat, F16, F32, IQ4_NL, IQ4_XS, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
+    Q5_K, Q6_K, Q8_0, Q8_1, Q8_K, QuantOps,
 };
 use crate::DType;
 
@@ -98,6 +98,8 @@ pub const FORMATS: &[FormatInfo] = &[
     FormatInfo::of::<Q6_K, Q8_K>(WEIGHT, Some("dq_q6_k")),
     FormatInfo::of::<Q8_K, Q8_K>(ACTIVATION_ONLY, None).gpu_rounded_by("act_q8_k"),
     FormatInfo::of::<MXFP4, Q8_0>(WEIGHT, Some("dq_mxfp4")),
+    FormatInfo::of::<IQ4_NL, Q8_0>(WEIGHT, Some("dq_iq4_nl")),
+    FormatInfo::of::<IQ4_XS, Q8_K>(WEIGHT, Some("dq_iq4_xs")),
 ];
 
 /// The table entry of `dtype`, or `None` for types Tessera cannot compute with.

@@ -9,7 +9,7 @@
 //!
 //! One file per family: [`float`] (F32, F16, BF16), [`q4`] (Q4_0, Q4_1), [`q5`] (Q5_0, Q5_1),
 //! [`q8`] (Q8_0, Q8_1), [`k2_3`] (Q2_K, Q3_K), [`k4_5`] (Q4_K, Q5_K), [`k6`] (Q6_K), [`k8`] (Q8_K),
-//! [`mxfp4`] (MXFP4).
+//! [`mxfp4`] (MXFP4), [`iq4`] (IQ4_NL, IQ4_XS).
 //! Dependencies point one way: these files know nothing about `cpu::dot`'s SIMD kernels;
 //! `cpu::dot` imports them. (The quantizers' scale searches, `kutil` and `lanes`, have AVX2
 //! builds of their own that do the scalar operations in the same order.)
@@ -32,6 +32,7 @@
 
 pub mod float;
 pub mod formats;
+pub mod iq4;
 pub mod k2_3;
 pub mod k4_5;
 pub mod k6;
@@ -49,6 +50,7 @@ use crate::DType;
 
 pub use float::{BF16, F16, F32};
 pub use formats::{FORMATS, FormatInfo, activation_formats, format, weight_formats};
+pub use iq4::{IQ4_NL, IQ4_XS};
 pub use k2_3::{Q2_K, Q3_K};
 pub use k4_5::{Q4_K, Q5_K};
 pub use k6::Q6_K;

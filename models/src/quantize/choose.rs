@@ -335,6 +335,7 @@ fn fallback(t: &TensorInfo, want: DType) -> (DType, bool) {
         return (want, false);
     }
     let smaller = match want {
+        DType::IQ4_XS => DType::IQ4_NL,
         DType::Q2_K | DType::Q3_K => DType::Q4_0,
         DType::Q4_K => DType::Q5_0,
         DType::Q5_K => DType::Q5_1,
@@ -398,6 +399,7 @@ fn mix_rule(
             F::Q3_K_L => new = Q5_K,
             F::Q4_K_M | F::Q5_K_M if use_more_bits(i, n) => new = Q6_K,
             F::Q4_K_S if i < 4 => new = Q5_K,
+            F::IQ4_NL | F::IQ4_XS if facts.n_gqa >= 4 => new = Q5_K,
             _ => {}
         }
         if facts.is_70b && (new == Q3_K || new == Q4_K) {
@@ -439,6 +441,7 @@ fn mix_rule(
                     new = Q6_K;
                 }
             }
+            F::IQ4_NL | F::IQ4_XS if i < n / 8 && !choices.has_imatrix => new = Q5_K,
             F::Q5_K_M if use_more_bits(i, n) => new = Q6_K,
             F::Q4_K_S if !falcon && i < n / 8 => new = Q5_K,
             // With an imatrix, the first eighth of ffn_down gets the type with a minimum.
@@ -450,7 +453,10 @@ fn mix_rule(
     } else if cat == Category::AttnOutput {
         if !falcon {
             if facts.n_expert == 8 {
-                if matches!(ft, F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M) {
+                if matches!(
+                    ft,
+                    F::Q2_K | F::Q3_K_S | F::Q3_K_M | F::Q4_K_S | F::Q4_K_M | F::IQ4_NL | F::IQ4_XS
+                ) {
                     new = Q5_K;
                 }
             } else {

@@ -4,8 +4,8 @@
 
 use tessera_engine::DType;
 
-/// A target of `tessera quantize`: a single type (`Q8_0`, `F16`) or one of llama.cpp's K-quant
-/// mixes (`Q4_K_M`), whose per-tensor choices are in [`super::choose`].
+/// A target of `tessera quantize`: a single type (`Q8_0`, `F16`) or one of llama.cpp's mixes
+/// (`Q4_K_M`, `IQ4_XS`), whose per-tensor choices are in [`super::choose`].
 #[allow(non_camel_case_types)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FileType {
@@ -45,6 +45,10 @@ pub enum FileType {
     Q5_K_M,
     /// Q6_K.
     Q6_K,
+    /// Mostly IQ4_NL (non-linear 4-bit, blocks of 32).
+    IQ4_NL,
+    /// Mostly IQ4_XS (non-linear 4-bit, super-blocks of 256).
+    IQ4_XS,
 }
 
 /// One row of [`FILE_TYPES`].
@@ -94,6 +98,8 @@ pub const FILE_TYPES: &[FileTypeInfo] = &[
     row(FileType::Q5_K_S, "Q5_K_S", 16, DType::Q5_K),
     row(FileType::Q5_K_M, "Q5_K_M", 17, DType::Q5_K),
     row(FileType::Q6_K, "Q6_K", 18, DType::Q6_K),
+    row(FileType::IQ4_NL, "IQ4_NL", 25, DType::IQ4_NL),
+    row(FileType::IQ4_XS, "IQ4_XS", 30, DType::IQ4_XS),
 ];
 
 /// llama-quantize's aliases: a K type's bare name means its `_M` mix.

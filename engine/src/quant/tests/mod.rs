@@ -131,6 +131,8 @@ pub(crate) fn random_row(rng: &mut Rng, dtype: DType, n: usize) -> Vec<u8> {
             DType::Q6_K => scale(blk, 208, true),
             // E8M0 scales 2^(−8)..2^2 for the doubled FP4 values; the nibbles stay random.
             DType::MXFP4 => blk[0] = 120 + (rng.next_u64() % 11) as u8,
+            // The indices (and IQ4_XS's six-bit sub-block scales) stay random.
+            DType::IQ4_NL | DType::IQ4_XS => scale(blk, 0, true),
             other => panic!("no random generator for {other}"),
         }
     }
@@ -200,6 +202,8 @@ fn reference_table_covers_supported_types() {
         (DType::Q5_0, DType::Q8_0),
         (DType::Q8_0, DType::Q8_0),
         (DType::MXFP4, DType::Q8_0),
+        (DType::IQ4_NL, DType::Q8_0),
+        (DType::IQ4_XS, DType::Q8_K),
         (DType::Q4_1, DType::Q8_1),
         (DType::Q5_1, DType::Q8_1),
         (DType::Q2_K, DType::Q8_K),
