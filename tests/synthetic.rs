@@ -187,10 +187,10 @@ pub fn vocab_dir() -> Option<PathBuf> {
 }
 
 /// The llama.cpp mix a variant is quantized to after gen.py writes it (gen.py's `requant`: the
-/// variants named after a K-quant mix, `*-q4_k_m`, `*-q3_k_m`, `*-q2_k`, whose K-quants the
-/// `gguf` package cannot write), else `None`.
+/// variants named after a K-quant or IQ4 mix, `*-q4_k_m`, `*-q3_k_m`, `*-q2_k`, `*-iq4_xs`,
+/// `*-iq4_nl`, whose types the `gguf` package cannot write), else `None`.
 pub fn requant_type(variant: &str) -> Option<FileType> {
-    ["Q4_K_M", "Q3_K_M", "Q2_K"]
+    ["Q4_K_M", "Q3_K_M", "Q2_K", "IQ4_XS", "IQ4_NL"]
         .into_iter()
         .find(|mix| variant.ends_with(&format!("-{}", mix.to_lowercase())))
         .map(|mix| FileType::parse(mix).expect("a known file type"))

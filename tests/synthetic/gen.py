@@ -12,7 +12,8 @@ is the oracle (see oracle.py); Tessera's tests regenerate the files and compare.
 `--break` writes a model with one feature removed or altered (for showing a test can fail):
 the model is the same except for that feature's metadata or tensor, as the test's docs say.
 
-Variants with `requant` (named after their mix: `*-q4_k_m`, `*-q3_k_m`, `*-q2_k`) are written unquantized here: they are the source
+Variants with `requant` (named after their mix: `*-q4_k_m`, `*-q3_k_m`, `*-q2_k`, `*-iq4_xs`,
+`*-iq4_nl`) are written unquantized here: they are the source
 that llama.cpp's `llama-quantize` (oracle.py) and Tessera's `tessera quantize` (the tests; byte
 for byte the same file) turn into that llama.cpp mix, since the `gguf` package has no K-quant
 quantizers. Their rows are 256 wide so the K-quants apply (64-wide rows would fall back).
@@ -163,6 +164,14 @@ VARIANTS = {
     "qwen3-q2_k": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
                        head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
                        rope_base=1000000.0, emb_std=0.3, requant="Q2_K"),
+    # The non-linear 4-bit mixes (IQ4_XS: IQ4_XS matrices and embeddings, Q5_K attn_v at
+    # n_gqa 4, Q6_K output; IQ4_NL the same with IQ4_NL): the same model as `qwen3-q4_k_m`.
+    "qwen3-iq4_xs": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                         head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
+                         rope_base=1000000.0, emb_std=0.3, requant="IQ4_XS"),
+    "qwen3-iq4_nl": dict(arch="qwen3", vocab="qwen2", n_layer=2, n_head=8, n_head_kv=2,
+                         head_dim=32, n_embd=256, n_ff=512, qk_norm=True, tied=False,
+                         rope_base=1000000.0, emb_std=0.3, requant="IQ4_NL"),
     # Phi-3's fused weights in llama.cpp's Q4_K_M mix: the QKV and gate+up splits fall inside
     # K-quant rows of 256.
     "phi3-q4_k_m": dict(arch="phi3", vocab="phi-3", n_layer=2, n_head=8, n_head_kv=8,

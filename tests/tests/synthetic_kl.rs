@@ -327,6 +327,16 @@ fn qwen3_quantized_q2_k() {
 }
 
 #[test]
+fn qwen3_quantized_iq4_xs() {
+    check("qwen3-iq4_xs", "qk_norm");
+}
+
+#[test]
+fn qwen3_quantized_iq4_nl() {
+    check("qwen3-iq4_nl", "qk_norm");
+}
+
+#[test]
 fn qwen3moe_quantized_q4_k_m_experts() {
     check("qwen3moe-q4_k_m", "experts");
 }
