@@ -13,8 +13,10 @@
 //! llama-quantize, run), with or without an importance matrix, operation for operation.
 //!
 //! **Sum order of the dot products:** each 32-value block's exact integer `Σ KVALUES[q]·a`;
-//! IQ4_NL adds `(d·d_a)·Σ` per block, IQ4_XS sums `(ls − 32)·Σ` over a super-block in
-//! integers and adds `(d·d_a)·total` once per super-block. The SIMD kernels keep this order.
+//! IQ4_NL adds it per block with one fused multiply-add, `sum = fma(Σ, d·d_a, sum)` (the
+//! order of the SIMD tiles it shares with Q8_0), IQ4_XS sums `(ls − 32)·Σ` over a super-block
+//! in integers and adds `(d·d_a)·total` once per super-block. The SIMD kernels keep this
+//! order, so they give these bits.
 
 use super::q8::Q8_0_BYTES;
 use super::{BlockFormat, QK_K, f16_at, nearest_int, put_f16};
@@ -267,7 +269,7 @@ impl BlockFormat for IQ4_NL {
         let mut sum = 0.0f32;
         for (x, y) in wb.iter().zip(ab).take(n / QK4_NL) {
             let isum = block_dot(&x[2..18], &y[2..34]);
-            sum += (f16_at(x, 0) * f16_at(y, 0)) * isum as f32;
+            sum = (isum as f32).mul_add(f16_at(x, 0) * f16_at(y, 0), sum);
         }
         sum
     }

@@ -215,6 +215,8 @@ fn ftype_name(ft: u32) -> String {
         17 => "Q5_K - Medium",
         18 => "Q6_K",
         21 => "Q2_K - Small",
+        25 => "IQ4_NL - 4.5 bpw",
+        30 => "IQ4_XS - 4.25 bpw",
         32 => "BF16",
         _ => return format!("file type {ft}"),
     };

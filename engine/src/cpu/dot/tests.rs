@@ -385,6 +385,7 @@ fn every_product_path_is_bit_identical() {
         DType::Q5_0,
         DType::Q5_1,
         DType::Q8_0,
+        DType::IQ4_NL,
         DType::Q2_K,
         DType::Q3_K,
         DType::Q4_K,

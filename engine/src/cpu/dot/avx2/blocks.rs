@@ -1,8 +1,9 @@
-//! The 32-element block formats as the AVX2 tiles read them ([`Block`]: Q4_0, Q4_1, Q5_0, Q5_1
-//! and Q8_0); their products live in `gemm_small.rs`.
+//! The 32-element block formats as the AVX2 tiles read them ([`Block`]: Q4_0, Q4_1, Q5_0, Q5_1,
+//! Q8_0 and IQ4_NL); their products live in `gemm_small.rs`.
 
 use super::legacy::{bits_to_bytes, nibbles};
 use super::load;
+use crate::quant::iq4::{IQ4_NL_BYTES, KVALUES as IQ4_VALUES};
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
 use crate::quant::q5::{Q5_0_BYTES, Q5_1_BYTES};
 use crate::quant::q8::{Q8_0_BYTES, Q8_1_BYTES};
@@ -32,6 +33,8 @@ pub(super) struct Q4_1;
 pub(super) struct Q5_0;
 pub(super) struct Q5_1;
 pub(super) struct Q8_0;
+#[allow(non_camel_case_types)]
+pub(super) struct IQ4_NL;
 
 impl Block for Q4_0 {
     const BYTES: usize = Q4_0_BYTES;
@@ -105,6 +108,23 @@ impl Block for Q8_0 {
     unsafe fn quants(p: *const u8) -> __m256i {
         // SAFETY: as for Q4_0; the quants are bytes `2..34` of the 34-byte block.
         unsafe { load(p.add(2)) }
+    }
+}
+
+impl Block for IQ4_NL {
+    const BYTES: usize = IQ4_NL_BYTES;
+    const ACT_BYTES: usize = Q8_0_BYTES;
+    const ACT_QS: usize = 2;
+    const HAS_MIN: bool = false;
+    #[inline(always)]
+    unsafe fn quants(p: *const u8) -> __m256i {
+        // The indices looked up in the table of values (16 bytes: one `pshufb` lane).
+        // SAFETY: as for Q4_0 (the nibbles are bytes `2..18` of the 18-byte block); the table
+        // is 16 bytes.
+        unsafe {
+            let table = _mm_loadu_si128(IQ4_VALUES.as_ptr() as *const __m128i);
+            _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), nibbles(p.add(2)))
+        }
     }
 }
 

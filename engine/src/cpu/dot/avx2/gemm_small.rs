@@ -30,7 +30,7 @@
 //! each tile of rows runs every token before the next tile, so the weights stream from memory
 //! once per call, not once per token.
 
-use super::blocks::{Block, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, u32_at};
+use super::blocks::{Block, IQ4_NL, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, u32_at};
 use super::legacy::{bits_to_bytes, nibbles};
 use super::{
     checked_blocks, dot_i8_i8, dot_u8_i8, f16_at, has_avxvnni, hsum_epi32, load, prefetch_next,
@@ -125,6 +125,23 @@ impl SmallBlock for Q8_0 {
     }
 }
 
+/// IQ4_NL: its table's values (−127..=113, signed) are what the tiles multiply, as Q8_0's
+/// quants (so `WIDE`: offset activations in the packed tiles).
+impl SmallBlock for IQ4_NL {
+    const OFFSET: i32 = 0;
+    const WIDE: bool = true;
+    #[inline(always)]
+    unsafe fn stored(p: *const u8) -> __m256i {
+        // SAFETY: the trait's precondition is `quants`'s.
+        unsafe { Self::quants(p) }
+    }
+    #[inline(always)]
+    unsafe fn dot(p: *const u8, y: __m256i) -> __m256i {
+        // SAFETY: as `stored`; signed values meet the activations through the sign trick.
+        unsafe { dot_i8_i8(Self::stored(p), y) }
+    }
+}
+
 /// Fewest tokens for which a call repacks its rows (below: decode tiles).
 const MIN_PACKED_TOKENS: usize = 4;
 
@@ -204,7 +221,7 @@ thread_local! {
 /// The exact totals of the 8 i32 lanes of each of `p[0..8]`, in lanes 0..8.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn totals8(p: [__m256i; 8]) -> __m256i {
+pub(super) fn totals8(p: [__m256i; 8]) -> __m256i {
     let lo = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
     let hi = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
     // lo = rows 0..4 over lanes 0..4 | rows 0..4 over lanes 4..8; hi the same for rows 4..8.
@@ -832,6 +849,10 @@ pub(super) fn gemm_q8_0(g: &GemmArgs<'_>, out: &mut [f32]) {
     gemm::<Q8_0>(g, out)
 }
 
+pub(super) fn gemm_iq4_nl(g: &GemmArgs<'_>, out: &mut [f32]) {
+    gemm::<IQ4_NL>(g, out)
+}
+
 /// The product of a format on one of its paths, for the tests that hold them bit-identical:
 /// `None` the decode tiles; for the 32-element formats `Some(0)` packed with `maddubs`,
 /// `Some(1)` with AVX-VNNI, `Some(2)` 16 rows with AVX-512 VNNI; for the K-quants (see
@@ -864,7 +885,7 @@ pub(in crate::cpu::dot) fn gemm_path(
             None => return false,
         },
     };
-    let wide = dtype == DType::Q8_0;
+    let wide = matches!(dtype, DType::Q8_0 | DType::IQ4_NL);
     if packed.is_some_and(|p| !p.available() || (wide && p == Packing::Maddubs8)) {
         return false;
     }
@@ -874,6 +895,7 @@ pub(in crate::cpu::dot) fn gemm_path(
         DType::Q5_0 => gemm_on::<Q5_0>(packed, g, out),
         DType::Q5_1 => gemm_on::<Q5_1>(packed, g, out),
         DType::Q8_0 => gemm_on::<Q8_0>(packed, g, out),
+        DType::IQ4_NL => gemm_on::<IQ4_NL>(packed, g, out),
         _ => return false,
     }
     true

@@ -19,6 +19,7 @@ mod gemm_q6k_packed;
 mod gemm_q6k_zmm;
 mod gemm_small;
 mod gemm_small_zmm;
+mod iq4;
 #[cfg(test)]
 pub(super) use gemm_small::gemm_path;
 mod kquant;
@@ -32,7 +33,7 @@ pub(super) use attn_tile::{TILE_ZMM, available as attn_tile_available};
 use std::arch::x86_64::*;
 
 /// Kernels with an AVX2 `vec_dot`; other types fall back to the scalar table.
-pub(super) static KERNELS: [DotKernel; 13] = [
+pub(super) static KERNELS: [DotKernel; 15] = [
     k(
         DType::F32,
         DType::F32,
@@ -123,6 +124,20 @@ pub(super) static KERNELS: [DotKernel; 13] = [
         legacy::quantize_row_q8_0,
         fp4::vec_dot_mxfp4,
         Some(fp4::gemm_mxfp4),
+    ),
+    k(
+        DType::IQ4_NL,
+        DType::Q8_0,
+        legacy::quantize_row_q8_0,
+        iq4::vec_dot_iq4_nl,
+        Some(gemm_small::gemm_iq4_nl),
+    ),
+    k(
+        DType::IQ4_XS,
+        DType::Q8_K,
+        kquant::quantize_row_q8_k,
+        iq4::vec_dot_iq4_xs,
+        Some(iq4::gemm_iq4_xs),
     ),
 ];
 
