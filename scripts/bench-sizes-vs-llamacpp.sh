@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Speed at the sizes people run, Tessera vs llama.cpp side by side: synthetic models with the
-# shapes of Llama-3.2-1B (Q4_0, Q4_K_M, Q5_K_M, Q8_0, Q3_K_M, Q2_K, Q5_1), Qwen3-1.7B (Q4_K_M)
+# shapes of Llama-3.2-1B (Q4_0, Q4_K_M, Q5_K_M, Q8_0, Q3_K_M, Q2_K, Q5_1, IQ4_XS,
+# IQ4_NL), Qwen3-1.7B (Q4_K_M)
 # and, when LARGE=1, Llama-3.1-8B (Q4_K_M; pp64 and tg32 only, it is slow on two cores). The F16
 # sources come from tests/synthetic/gen.py (`bench-*-f16`, random weights: the speed does not
 # depend on them), quantized by `tessera quantize` (byte for byte llama-quantize's); both are
@@ -43,7 +44,7 @@ model() {
 
 models="$(model llama3-1b Q4_0) $(model llama3-1b Q4_K_M) $(model llama3-1b Q5_K_M)"
 models="$models $(model llama3-1b Q8_0) $(model llama3-1b Q3_K_M) $(model llama3-1b Q2_K)"
-models="$models $(model llama3-1b Q5_1)"
+models="$models $(model llama3-1b Q5_1) $(model llama3-1b IQ4_XS) $(model llama3-1b IQ4_NL)"
 models="$models $(model qwen3-1.7b Q4_K_M)"
 if [ "$LARGE" = 1 ]; then
     models="$models $(model llama3-8b Q4_K_M):64:32"
