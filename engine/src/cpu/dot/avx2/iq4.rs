@@ -199,6 +199,21 @@ fn gemm_iq4_xs_on(packed: bool, g: &GemmArgs<'_>, out: &mut [f32]) {
     let Some(nb) = checked_blocks(g, out, QK_K, IQ4_XS_BYTES, Q8_K_BYTES, 0) else {
         return;
     };
+    if packed && super::gemm_q4k_zmm::available() {
+        // SAFETY: AVX2/FMA/F16C and AVX-512 F/BW/VNNI present; the bounds as below.
+        return unsafe {
+            gemm_packed::<XsZmm16>(
+                nb,
+                g.w.as_ptr(),
+                g.w_stride,
+                g.rows,
+                g.a.as_ptr(),
+                g.a_stride,
+                g.tokens,
+                out.as_mut_ptr(),
+            )
+        };
+    }
     if packed && has_avxvnni() {
         // SAFETY: AVX2/FMA/F16C and AVX-VNNI present; `checked_blocks` keeps every row's and
         // token's `nb` super-blocks and the `rows × tokens` outputs in bounds.
@@ -439,6 +454,201 @@ unsafe fn xs_gemm(nb: usize, g: &GemmArgs<'_>, out: &mut [f32]) {
     }
 }
 
+/// One IQ4_XS super-block of 16 weight rows, repacked for [`XsZmm16`]: as [`PackedXs`], rows
+/// 0..8 in the low 32 bytes of each 64-byte chunk and rows 8..16 in the high ones.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(super) struct PackedXs16 {
+    /// f32 `d` of each row.
+    d: [f32; 16],
+    /// `sc[ib]`: each row's `ls − 32` of sub-block `ib`.
+    sc: [[i32; 16]; 8],
+    /// `q[ib][j]`: values + 128 of elements `32·ib + 4j..+4` of rows 0..16, row after row.
+    q: [[[u8; 64]; 8]; 8],
+}
+
+const PACKED_XS16_ZERO: PackedXs16 = PackedXs16 {
+    d: [0.0; 16],
+    sc: [[0; 16]; 8],
+    q: [[[0; 64]; 8]; 8],
+};
+
+thread_local! {
+    /// Each thread's repacked IQ4_XS rows for the 16-row tile; grown, never shrunk.
+    static XS16_SCRATCH: RefCell<Vec<PackedXs16>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Repacks rows `0..nr` (`nr ≤ 16`; the rest zero) at `w` (`wrb` apart) into `dst[0..nb]`.
+///
+/// # Safety
+/// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds `nb`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn repack_xs16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedXs16) {
+    let table = table();
+    let flip = _mm256_set1_epi8(0x80u8 as i8);
+    for b in 0..nb {
+        prefetch_next::<16>(w, wrb, b, IQ4_XS_BYTES);
+        // SAFETY: `b < nb`, and `dst` holds `nb` super-blocks (precondition); nothing else
+        // refers to them.
+        let p = unsafe { &mut *dst.add(b) };
+        if nr < 16 {
+            *p = PACKED_XS16_ZERO;
+        }
+        for half in 0..2 {
+            // rows[ib][r]: sub-block ib of row 8·half + r, values + 128.
+            let mut rows = [[_mm256_setzero_si256(); 8]; 8];
+            for r in 0..nr.saturating_sub(8 * half).min(8) {
+                let row = 8 * half + r;
+                // SAFETY: row `row < nr`, super-block `b < nb`: inside the rows (precondition).
+                let x = unsafe { w.add(row * wrb + b * IQ4_XS_BYTES) };
+                // SAFETY: the super-block's 136 bytes are readable.
+                let blk = unsafe { std::slice::from_raw_parts(x, IQ4_XS_BYTES) };
+                // SAFETY: the f16 scale opens the block.
+                p.d[row] = unsafe { f16_at(x) };
+                for (ib, sub) in rows.iter_mut().enumerate() {
+                    p.sc[ib][row] = xs_scale(blk, ib) - 32;
+                    // SAFETY: sub-block `ib`'s 16 bytes of indices start at 8 + 16·ib < 136.
+                    sub[r] = _mm256_xor_si256(unsafe { values(table, x.add(8 + 16 * ib)) }, flip);
+                }
+            }
+            for (ib, sub) in rows.into_iter().enumerate() {
+                for (j, chunk) in transpose8x4(sub).into_iter().enumerate() {
+                    // SAFETY: bytes `32·half..32·half + 32` of the 64-byte `p.q[ib][j]`, at a
+                    // 32-aligned offset of the 64-aligned `PackedXs16`.
+                    unsafe {
+                        _mm256_store_si256(
+                            p.q[ib][j].as_mut_ptr().add(32 * half) as *mut __m256i,
+                            chunk,
+                        )
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// [`tile_xs`] on 16 rows per 512-bit register: the same integers and float steps, lane by
+/// lane.
+///
+/// # Safety
+/// AVX-512 F/BW/VNNI present; `pk` holds `nb`; `nb` Q8_K blocks readable in each token; `out`
+/// writable at every `t·ldo + r` for `t < N`, `r < nr`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vnni")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_xs16<const N: usize>(
+    nb: usize,
+    pk: *const PackedXs16,
+    a: *const u8,
+    arb: usize,
+    out: *mut f32,
+    ldo: usize,
+    nr: usize,
+) {
+    let mut acc = [_mm512_setzero_ps(); N];
+    for b in 0..nb {
+        // SAFETY: `b < nb`, and `pk` holds `nb` super-blocks (precondition).
+        let p = unsafe { &*pk.add(b) };
+        // SAFETY: token `t < N`, block `b < nb`: inside the activations (precondition).
+        let y: [*const u8; N] = std::array::from_fn(|t| unsafe { a.add(t * arb + b * Q8_K_BYTES) });
+        let mut iv = [_mm512_setzero_si512(); N];
+        for ib in 0..8 {
+            let mut even = [_mm512_setzero_si512(); N];
+            let mut odd = [_mm512_setzero_si512(); N];
+            for j in 0..8 {
+                // SAFETY: `p.q[ib][j]` is 64 bytes at a 64-aligned offset of the 64-aligned
+                // `PackedXs16`.
+                let wq = unsafe { _mm512_load_si512(p.q[ib][j].as_ptr() as *const __m512i) };
+                for t in 0..N {
+                    // SAFETY: bytes `4 + 32·ib + 4j..+4` of the block: four of its quants.
+                    let u = _mm512_set1_epi32(unsafe {
+                        (y[t].add(4 + 32 * ib + 4 * j) as *const i32).read_unaligned()
+                    });
+                    if j % 2 == 0 {
+                        even[t] = _mm512_dpbusd_epi32(even[t], wq, u);
+                    } else {
+                        odd[t] = _mm512_dpbusd_epi32(odd[t], wq, u);
+                    }
+                }
+            }
+            // SAFETY: `p.sc[ib]` is 64 bytes at a 64-aligned offset of the 64-aligned
+            // `PackedXs16`.
+            let sc = unsafe { _mm512_load_si512(p.sc[ib].as_ptr() as *const __m512i) };
+            for t in 0..N {
+                // SAFETY: bytes `260 + 4·ib..264 + 4·ib` of the Q8_K block: the i16 sums of
+                // the sub-block's two halves.
+                let (s0, s1) = unsafe {
+                    let s = y[t].add(260 + 4 * ib) as *const i16;
+                    (s.read_unaligned() as i32, s.add(1).read_unaligned() as i32)
+                };
+                let sum = _mm512_add_epi32(even[t], odd[t]);
+                let exact = _mm512_sub_epi32(sum, _mm512_set1_epi32(128 * (s0 + s1)));
+                iv[t] = _mm512_add_epi32(iv[t], _mm512_mullo_epi32(exact, sc));
+            }
+        }
+        // SAFETY: `p.d` is 64 bytes at offset 0 of the 64-aligned `PackedXs16`.
+        let d = unsafe { _mm512_load_ps(p.d.as_ptr()) };
+        for t in 0..N {
+            // SAFETY: a Q8_K block opens with its f32 scale.
+            let yd = _mm512_set1_ps(unsafe { (y[t] as *const f32).read_unaligned() });
+            let s = _mm512_mul_ps(_mm512_mul_ps(d, yd), _mm512_cvtepi32_ps(iv[t]));
+            acc[t] = _mm512_add_ps(acc[t], s);
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        let mut x = [0.0f32; 16];
+        // SAFETY: `x` is 16 f32s, one 512-bit store.
+        unsafe { _mm512_storeu_ps(x.as_mut_ptr(), *acc) };
+        for (r, &x) in x.iter().enumerate().take(nr) {
+            // SAFETY: `t < N`, `r < nr`: an output the precondition makes writable.
+            unsafe { *out.add(t * ldo + r) = x };
+        }
+    }
+}
+
+/// IQ4_XS's prompt kernel for [`gemm_packed`]: 16 rows per register, AVX-512 VNNI.
+struct XsZmm16;
+
+impl PackedKernel for XsZmm16 {
+    type Block = PackedXs16;
+    const ROWS: usize = 16;
+
+    fn scratch(len: usize) -> *mut PackedXs16 {
+        XS16_SCRATCH.with_borrow_mut(|pk| {
+            if pk.len() < len {
+                pk.resize(len, PACKED_XS16_ZERO);
+            }
+            pk.as_mut_ptr()
+        })
+    }
+
+    unsafe fn repack(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedXs16) {
+        // SAFETY: the trait's contract is `repack_xs16`'s (AVX2/FMA/F16C present).
+        unsafe { repack_xs16(nb, w, wrb, nr, dst) }
+    }
+
+    unsafe fn tile(
+        n: usize,
+        nb: usize,
+        pk: *const PackedXs16,
+        a: *const u8,
+        arb: usize,
+        out: *mut f32,
+        ldo: usize,
+        nr: usize,
+    ) {
+        // SAFETY: the trait's contract is `tile_xs16`'s for `n` tokens; this kernel is only
+        // chosen where AVX-512 VNNI is present (`gemm_iq4_xs_on`).
+        unsafe {
+            if n == PACKED_TT {
+                tile_xs16::<PACKED_TT>(nb, pk, a, arb, out, ldo, nr)
+            } else {
+                tile_xs16::<1>(nb, pk, a, arb, out, ldo, nr)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,7 +679,7 @@ mod tests {
             let r = reference(dt).unwrap();
             for blocks in [1, 3, 8] {
                 let n = blocks * dt.block_elems();
-                let (rows, tokens) = (5, 11);
+                let (rows, tokens) = (13, 11);
                 let w: Vec<Vec<u8>> = (0..rows).map(|_| random_row(&mut rng, dt, n)).collect();
                 let a: Vec<Vec<u8>> = (0..tokens)
                     .map(|_| random_activations(&mut rng, r.vec_dot_type, n))
@@ -485,10 +695,41 @@ mod tests {
                     tokens,
                 };
                 gemm(&g, &mut out);
-                let mut packed = vec![f32::NAN; rows * tokens];
-                let has_packed = dt == DType::IQ4_XS && has_avxvnni();
-                if has_packed {
-                    gemm_iq4_xs_on(true, &g, &mut packed);
+                // Both packed kernels where the CPU has them (IQ4_XS only; NaN where not run).
+                let mut p8 = vec![f32::NAN; rows * tokens];
+                let mut p16 = vec![f32::NAN; rows * tokens];
+                let xs = dt == DType::IQ4_XS;
+                let (wp, ap) = (g.w.as_ptr(), g.a.as_ptr());
+                let nb = n / QK_K;
+                if xs && has_avxvnni() {
+                    // SAFETY: AVX-VNNI present; `g` holds `rows × nb` and `tokens × nb` blocks.
+                    unsafe {
+                        gemm_packed::<XsVnni8>(
+                            nb,
+                            wp,
+                            g.w_stride,
+                            rows,
+                            ap,
+                            g.a_stride,
+                            tokens,
+                            p8.as_mut_ptr(),
+                        )
+                    };
+                }
+                if xs && super::super::gemm_q4k_zmm::available() {
+                    // SAFETY: AVX-512 VNNI present; as above.
+                    unsafe {
+                        gemm_packed::<XsZmm16>(
+                            nb,
+                            wp,
+                            g.w_stride,
+                            rows,
+                            ap,
+                            g.a_stride,
+                            tokens,
+                            p16.as_mut_ptr(),
+                        )
+                    };
                 }
                 for (t, at) in a.iter().enumerate() {
                     for (i, wr) in w.iter().enumerate() {
@@ -499,9 +740,11 @@ mod tests {
                             want.to_bits(),
                             "{dt} tile n={n}"
                         );
-                        if has_packed {
-                            let got = packed[t * rows + i];
-                            assert_eq!(got.to_bits(), want.to_bits(), "{dt} packed n={n}");
+                        for (name, p) in [("8-row", &p8), ("16-row", &p16)] {
+                            let got = p[t * rows + i];
+                            if !got.is_nan() {
+                                assert_eq!(got.to_bits(), want.to_bits(), "{dt} {name} n={n}");
+                            }
                         }
                     }
                 }
