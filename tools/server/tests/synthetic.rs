@@ -305,8 +305,16 @@ fn slots_sharing_a_small_pool_all_answer_as_alone() {
         tiny_loader(),
     );
     let a = server.addr();
-    let answers = completions_at_once(a, &(0..4).map(body).collect::<Vec<_>>());
-    assert_eq!(answers, want);
+    // Sent at once, but on a loaded machine (CI runs tests side by side) one request may be
+    // served before the others arrive, and then nothing needs preempting: the round is
+    // repeated (every answer checked each time) until the pool had to make room.
+    for _round in 0..20 {
+        let answers = completions_at_once(a, &(0..4).map(body).collect::<Vec<_>>());
+        assert_eq!(answers, want);
+        if metric(a, "preemptions_total") > 0 {
+            break;
+        }
+    }
     assert!(metric(a, "preemptions_total") > 0);
     assert_eq!(metric(a, "kv_cells_total"), 128);
     assert!(metric(a, "kv_cells_used") <= 128);
