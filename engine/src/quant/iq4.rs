@@ -144,11 +144,7 @@ fn block_weights(xb: &[f32], qw: Option<&[f32]>, sigma2: f32, w: &mut [f32]) {
 
 /// `2/n · Σ x²` (ggml's `sigma2`).
 fn sigma2(x: &[f32]) -> f32 {
-    let mut s = 0.0f32;
-    for &v in x {
-        s += v * v;
-    }
-    s * (2.0 / x.len() as f32)
+    super::kutil::sum_sq(x) * (2.0 / x.len() as f32)
 }
 
 /// The 32 indices `l` of a block packed two per byte (Q4_0's nibble order) into `q`.

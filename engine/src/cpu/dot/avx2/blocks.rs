@@ -2,7 +2,7 @@
 //! Q8_0 and IQ4_NL); their products live in `gemm_small.rs`.
 
 use super::legacy::{bits_to_bytes, nibbles};
-use super::load;
+use super::{load, lut16};
 use crate::quant::iq4::{IQ4_NL_BYTES, KVALUES as IQ4_VALUES};
 use crate::quant::q4::{Q4_0_BYTES, Q4_1_BYTES};
 use crate::quant::q5::{Q5_0_BYTES, Q5_1_BYTES};
@@ -121,10 +121,7 @@ impl Block for IQ4_NL {
         // The indices looked up in the table of values (16 bytes: one `pshufb` lane).
         // SAFETY: as for Q4_0 (the nibbles are bytes `2..18` of the 18-byte block); the table
         // is 16 bytes.
-        unsafe {
-            let table = _mm_loadu_si128(IQ4_VALUES.as_ptr() as *const __m128i);
-            _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(table), nibbles(p.add(2)))
-        }
+        unsafe { _mm256_shuffle_epi8(lut16(&IQ4_VALUES), nibbles(p.add(2))) }
     }
 }
 

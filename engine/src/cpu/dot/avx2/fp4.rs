@@ -10,7 +10,7 @@
 //! every (row, token) pair in exactly `vec_dot_mxfp4`'s order, so either gives the same bits.
 
 use super::legacy::nibbles;
-use super::{checked_blocks, dot_i8_i8, f16_at, hsum_epi32, load};
+use super::{checked_blocks, dot_i8_i8, f16_at, hsum_epi32, load, lut16};
 use crate::cpu::dot::GemmArgs;
 use crate::quant::mxfp4::{KVALUES, MXFP4_BYTES, QK, e8m0_to_f32_half};
 use crate::quant::q8::Q8_0_BYTES;
@@ -24,15 +24,6 @@ pub(super) fn vec_dot_mxfp4(n: usize, w: &[u8], a: &[u8]) -> f32 {
     // SAFETY: the table holding this fn is handed out only with AVX2/FMA/F16C present, and
     // every read below is inside the first `nb` blocks of `w` and `a`.
     unsafe { mxfp4_impl(nb, w.as_ptr(), a.as_ptr()) }
-}
-
-/// The doubled FP4 table in both 128-bit lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn fp4_table() -> __m256i {
-    // SAFETY: `KVALUES` is 16 bytes; the load is unaligned.
-    let table = unsafe { _mm_loadu_si128(KVALUES.as_ptr() as *const __m128i) };
-    _mm256_broadcastsi128_si256(table)
 }
 
 /// The 32 values of the MXFP4 block at `x` as signed bytes (doubled FP4) and its half scale.
@@ -65,7 +56,7 @@ unsafe fn step(qx: __m256i, e: f32, y: *const u8, acc: f32) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn mxfp4_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let table = fp4_table();
+    let table = lut16(&KVALUES);
     let mut acc = 0.0f32;
     for i in 0..nb {
         // SAFETY: `i < nb`: block `i` is whole in both rows, which hold `nb` whole blocks.
@@ -91,7 +82,7 @@ pub(super) fn gemm_mxfp4(g: &GemmArgs<'_>, out: &mut [f32]) {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_impl(nb: usize, g: &GemmArgs<'_>, out: &mut [f32]) {
-    let table = fp4_table();
+    let table = lut16(&KVALUES);
     let (w, a) = (g.w.as_ptr(), g.a.as_ptr());
     for t0 in (0..g.tokens).step_by(TT) {
         let tt = TT.min(g.tokens - t0);

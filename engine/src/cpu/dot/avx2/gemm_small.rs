@@ -572,7 +572,12 @@ unsafe fn packed_tile_vnni<B: SmallBlock, const TT: usize>(
 /// `out` writable at every `t·ldo + r` for `t < TT`, `r < nr`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn store_tile<const TT: usize>(acc: &[__m256; TT], out: *mut f32, ldo: usize, nr: usize) {
+pub(super) unsafe fn store_tile<const TT: usize>(
+    acc: &[__m256; TT],
+    out: *mut f32,
+    ldo: usize,
+    nr: usize,
+) {
     for (t, acc) in acc.iter().enumerate() {
         // SAFETY: `t < TT`: `t·ldo` is an output the precondition makes writable.
         let o = unsafe { out.add(t * ldo) };

@@ -20,11 +20,12 @@
 //! sub-block totals are multiplied by the rows' `ls − 32` and added as integers, then the
 //! same float steps: the same bits again.
 
-use super::gemm_small::totals8;
+use super::gemm_small::{store_tile, totals8};
 use super::legacy::nibbles;
 use super::packed::{PackedKernel, TT as PACKED_TT, gemm_packed};
 use super::{
-    checked_blocks, dot_i8_i8, f16_at, has_avxvnni, hsum_epi32, load, prefetch_next, transpose8x4,
+    checked_blocks, dot_i8_i8, f16_at, has_avxvnni, hsum_epi32, load, lut16, prefetch_next,
+    transpose8x4,
 };
 use crate::cpu::dot::GemmArgs;
 use crate::quant::QK_K;
@@ -41,15 +42,6 @@ const TT: usize = 8;
 
 /// How far ahead of the super-block being read the row-by-row tile prefetches, in bytes.
 const PREFETCH_AHEAD: usize = 2048;
-
-/// The table of values in both 128-bit lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn table() -> __m256i {
-    // SAFETY: `KVALUES` is 16 bytes; the load is unaligned.
-    let t = unsafe { _mm_loadu_si128(KVALUES.as_ptr() as *const __m128i) };
-    _mm256_broadcastsi128_si256(t)
-}
 
 /// The 32 values of the block of indices at `q` (16 bytes) as signed bytes.
 ///
@@ -152,7 +144,7 @@ pub(super) fn vec_dot_iq4_nl(n: usize, w: &[u8], a: &[u8]) -> f32 {
 unsafe fn nl_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
     // `gemm_small`'s sum order (IQ4_NL's tiles are there): each block's exact integer total,
     // then one fma.
-    let table = table();
+    let table = lut16(&KVALUES);
     let mut acc = 0.0f32;
     for i in 0..nb {
         // SAFETY: `i < nb`: block `i` is whole in both rows, which hold `nb` whole blocks; a
@@ -177,7 +169,7 @@ pub(super) fn vec_dot_iq4_xs(n: usize, w: &[u8], a: &[u8]) -> f32 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn xs_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
-    let table = table();
+    let table = lut16(&KVALUES);
     let mut acc = 0.0f32;
     for i in 0..nb {
         // SAFETY: `i < nb`: super-block `i` is whole in both rows.
@@ -264,7 +256,7 @@ thread_local! {
 /// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds `nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn repack_xs(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedXs) {
-    let table = table();
+    let table = lut16(&KVALUES);
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     for b in 0..nb {
         prefetch_next::<8>(w, wrb, b, IQ4_XS_BYTES);
@@ -367,15 +359,8 @@ unsafe fn tile_xs<const N: usize>(
             acc[t] = _mm256_add_ps(acc[t], s);
         }
     }
-    for (t, acc) in acc.iter().enumerate() {
-        let mut x = [0.0f32; 8];
-        // SAFETY: `x` is 8 f32s, one 256-bit store.
-        unsafe { _mm256_storeu_ps(x.as_mut_ptr(), *acc) };
-        for (r, &x) in x.iter().enumerate().take(nr) {
-            // SAFETY: `t < N`, `r < nr`: an output the precondition makes writable.
-            unsafe { *out.add(t * ldo + r) = x };
-        }
-    }
+    // SAFETY: the outputs are the precondition's.
+    unsafe { store_tile(&acc, out, ldo, nr) };
 }
 
 /// IQ4_XS's prompt kernel for [`gemm_packed`]: 8 rows per register, AVX-VNNI.
@@ -423,7 +408,7 @@ impl PackedKernel for XsVnni8 {
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn xs_gemm(nb: usize, g: &GemmArgs<'_>, out: &mut [f32]) {
-    let table = table();
+    let table = lut16(&KVALUES);
     let (w, a) = (g.w.as_ptr(), g.a.as_ptr());
     for t0 in (0..g.tokens).step_by(TT) {
         let tt = TT.min(g.tokens - t0);
@@ -484,7 +469,7 @@ thread_local! {
 /// AVX2/FMA/F16C present; `nb` super-blocks readable in each of the `nr` rows; `dst` holds `nb`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn repack_xs16(nb: usize, w: *const u8, wrb: usize, nr: usize, dst: *mut PackedXs16) {
-    let table = table();
+    let table = lut16(&KVALUES);
     let flip = _mm256_set1_epi8(0x80u8 as i8);
     for b in 0..nb {
         prefetch_next::<16>(w, wrb, b, IQ4_XS_BYTES);

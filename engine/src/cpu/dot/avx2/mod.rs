@@ -240,6 +240,16 @@ fn dot_i8_i8(x: __m256i, y: __m256i) -> __m256i {
     dot_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 
+/// A 16-entry byte table (a 4-bit format's values) in both 128-bit lanes, for `pshufb` lookups
+/// of nibbles.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lut16(table: &[i8; 16]) -> __m256i {
+    // SAFETY: `table` is 16 readable bytes; the load is unaligned.
+    let t = unsafe { _mm_loadu_si128(table.as_ptr() as *const __m128i) };
+    _mm256_broadcastsi128_si256(t)
+}
+
 /// Load 32 bytes from `p`.
 ///
 /// # Safety
