@@ -122,10 +122,19 @@ fn contexts_outlive_their_model_and_refuse_concurrent_use() {
 
     // Hold the context busy in one thread (a long decode) while another pokes at it.
     let tokens: Vec<i32> = (0..48).map(|i| 100 + i).collect();
-    // SAFETY: `ctx` is live until it is freed after this thread is joined; `tokens` moves
-    // into the closure and outlives the call.
-    let worker = std::thread::spawn(move || unsafe {
-        tessera_decode(ctx.get(), tokens.as_ptr(), tokens.len() as i32, true)
+    // The worker retries while refused: the poking thread may hold the context for an instant
+    // just as the worker starts, and then it is the worker that is told `TESSERA_ERR_BUSY`.
+    let worker = std::thread::spawn(move || {
+        loop {
+            // SAFETY: `ctx` is live until it is freed after this thread is joined; `tokens` moves
+            // into the closure and outlives the call.
+            let st =
+                unsafe { tessera_decode(ctx.get(), tokens.as_ptr(), tokens.len() as i32, true) };
+            if st != tessera_status::TESSERA_ERR_BUSY {
+                return st;
+            }
+            std::thread::yield_now();
+        }
     });
     let mut saw_busy = false;
     while !worker.is_finished() {
