@@ -185,15 +185,26 @@ fn has_avxvnni() -> bool {
 /// (one-token tiles, the prompt kernels' repacking) fetches the next group with it, a
 /// block's share at a time, while it works on this one: each row of a group is its own
 /// short stream, which the hardware prefetchers do not follow (for the repacking:
-/// 8-token steps 10-15% faster).
+/// 8-token steps 10-15% faster). It also brings the same share of the group [`AHEAD`]
+/// groups on into L2: one group ahead is too near to cover the memory's latency on its own
+/// (on a 2-core EPYC, 1B shape: Q8_0 decode 19 -> 23-29 tok/s, 8-sequence steps of every
+/// format 10-25% faster; prompts, whose rows are read once per 64-256 tokens, unchanged).
 #[inline(always)]
 fn prefetch_next<const R: usize>(w: *const u8, wrb: usize, b: usize, bytes: usize) {
     let p = w.wrapping_add(R * wrb + b * R * bytes);
+    // The same share of the group `AHEAD` groups on, into L2 only.
+    let q = p.wrapping_add((AHEAD - 1) * R * wrb);
     for k in 0..=R * bytes / 64 {
         // SAFETY: a prefetch never faults, whatever the address.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8) };
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64 * k) as *const i8);
+            _mm_prefetch::<_MM_HINT_T1>(q.wrapping_add(64 * k) as *const i8);
+        }
     }
 }
+
+/// Groups ahead that [`prefetch_next`] also brings into L2 (2 to 5 measured alike).
+const AHEAD: usize = 3;
 
 /// Sum of the eight lanes.
 #[inline]
