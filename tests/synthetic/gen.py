@@ -204,6 +204,16 @@ VARIANTS = {
     "bench-llama3-8b-f16": dict(arch="llama", vocab="llama-bpe", n_layer=32, n_head=32,
                                 n_head_kv=8, head_dim=128, n_embd=4096, n_ff=14336, tied=False,
                                 rope_base=500000.0, dtype="F16"),
+    # The two registry models' shapes with random weights (SmolLM2-135M: the StarCoder
+    # vocabulary's 49152 tokens; Gemma 3 270M: Gemma's 262144), F16, for timing where the
+    # real files cannot travel (scripts/device-check.sh on a lent GPU machine); not tests.
+    "bench-smollm2-f16": dict(arch="llama", vocab="starcoder", n_layer=30, n_head=9,
+                              n_head_kv=3, head_dim=64, n_embd=576, n_ff=1536, tied=True,
+                              rope_base=100000.0, dtype="F16"),
+    "bench-gemma3-270m-f16": dict(arch="gemma3", vocab="gemma", n_layer=18, n_head=4,
+                                  n_head_kv=1, head_dim=256, n_embd=640, n_ff=2048,
+                                  post_norms=True, qk_norm=True, window=512, tied=True,
+                                  rope_base=1000000.0, dtype="F16"),
     # A MoE with Qwen3-30B-A3B's proportions at ~1.9B parameters (32 experts of 512, 4 chosen,
     # 2048 wide, 16 layers, GQA 16:4 with 128-wide heads), F16, for timing decode and prompts
     # against llama.cpp (scripts/bench-moe-vs-llamacpp.sh quantizes it to Q4_K_M); not a test.
