@@ -182,11 +182,13 @@ unsafe fn xs_impl(nb: usize, w: *const u8, a: *const u8) -> f32 {
 }
 
 pub(super) fn gemm_iq4_xs(g: &GemmArgs<'_>, out: &mut [f32]) {
-    gemm_iq4_xs_on(g.tokens >= PACKED_TT && has_avxvnni(), g, out)
+    // AVX-512 VNNI without AVX-VNNI (AMD Zen 4, Intel Ice Lake) takes the 16-row kernel too.
+    let vnni = super::gemm_q4k_zmm::available() || has_avxvnni();
+    gemm_iq4_xs_on(g.tokens >= PACKED_TT && vnni, g, out)
 }
 
-/// [`gemm_iq4_xs`] through the packed VNNI kernel (`packed`, only where the CPU has AVX-VNNI)
-/// or the row-by-row tile.
+/// [`gemm_iq4_xs`] through a packed VNNI kernel (`packed`: the 16-row one where the CPU has
+/// AVX-512 VNNI, else the 8-row one where it has AVX-VNNI) or the row-by-row tile.
 fn gemm_iq4_xs_on(packed: bool, g: &GemmArgs<'_>, out: &mut [f32]) {
     let Some(nb) = checked_blocks(g, out, QK_K, IQ4_XS_BYTES, Q8_K_BYTES, 0) else {
         return;
