@@ -46,6 +46,7 @@ else
         cd "$work/llama" &&
             cmake -B build -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON \
                 -DCMAKE_CUDA_ARCHITECTURES="${CUDA_ARCH:-90}" -DLLAMA_CURL=OFF \
+                -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF ${LLAMA_CMAKE_ARGS:-} \
                 -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >"$OUT/llama-build.log" 2>&1 &&
             cmake --build build -j"$(nproc)" --target llama-bench llama-batched-bench llama-server \
                 >>"$OUT/llama-build.log" 2>&1

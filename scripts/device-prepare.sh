@@ -5,8 +5,8 @@
 #   .device/tessera.gz        this checkout's `tessera` (release, default features: wgpu),
 #                             debug info stripped
 #   .device/llama.cpp.tar.gz  llama.cpp's sources (the llama-cpp-python 0.3.36 sdist's
-#                             vendor/llama.cpp without its vocabularies, web UI and the other
-#                             GPU backends), built with CUDA over there
+#                             vendor/llama.cpp without its vocabularies, the web UI's sources
+#                             and the other GPU backends), built with CUDA over there
 #   .device/vocab/            the StarCoder vocabulary (SmolLM2's 49152 tokens) and Gemma 3's
 #                             tokenizer alone (from the registry model), for tests/synthetic/gen.py
 #   .device/whl/              the `gguf` package and what it needs beyond numpy, as wheels
@@ -32,7 +32,7 @@ strip --strip-debug -o .device/tessera target/release/tessera
 gzip -9 .device/tessera
 
 tar -czf .device/llama.cpp.tar.gz -C "$src" \
-    --exclude='./models' --exclude='./tools/ui' --exclude='./.git' \
+    --exclude='./models' --exclude='./tools/ui/src' --exclude='./tools/ui/tests' --exclude='./.git' \
     --exclude='./ggml/src/ggml-sycl' --exclude='./ggml/src/ggml-metal' \
     --exclude='./ggml/src/ggml-cann' --exclude='./ggml/src/ggml-opencl' \
     --exclude='./ggml/src/ggml-webgpu' --exclude='./ggml/src/ggml-hexagon' \
