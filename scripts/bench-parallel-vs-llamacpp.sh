@@ -61,7 +61,9 @@ for m in $MODELS; do
 done
 
 python3 - "$work" "$OUT" "$SECTION" "$S" "$TG" "$THREADS" "$REPS" "$ROUNDS" "$LLAMA_BATCHED_BENCH" "$DEVICE" $MODELS <<'PY'
-import datetime, glob, json, os, re, statistics, subprocess, sys
+import datetime, glob, json, os, statistics, subprocess, sys
+sys.path.insert(0, "scripts")
+from bench_report import cpu, flags, write_section
 work, out, section, s, tg, threads, reps, rounds, llama, device = sys.argv[1:11]
 models = sys.argv[11:]
 s = int(s)
@@ -96,23 +98,13 @@ try:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 except OSError:
     rev = "?"
-cpu, flags = "?", []
-try:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name") and cpu == "?":
-            cpu = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            have = set(line.split(":", 1)[1].split())
-            flags = [f for f in ("avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni") if f in have]
-except OSError:
-    pass
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 lines = [
     f"# {s} sequences decoding together: Tessera vs llama.cpp, engine against engine ({device})",
     "",
     f"Produced by `scripts/bench-parallel-vs-llamacpp.sh` on {now}.",
     "",
-    f"- CPU: {cpu}, {os.cpu_count()} logical cores ({' '.join(flags)}); threads: {threads}",
+    f"- CPU: {cpu()}, {os.cpu_count()} logical cores ({flags()}); threads: {threads}",
     f"- llama.cpp: `{llama}`; Tessera: `git {rev}`",
     f"- Runs: llama.cpp and Tessera alternately, {rounds} rounds each; figures are the median over rounds.",
     "",
@@ -138,15 +130,6 @@ for m in models:
     lines.append(f"| {name} | **Tessera / llama.cpp, {s} streams** | | **{agg['Tessera'] / agg['llama.cpp']:.2f}×** | |")
 lines += ["", "Per-round t/s:", ""] + per_round + [""]
 report = "\n".join(lines)
-body = re.sub(r"^#", "##", report, count=1)
-begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
-block = f"{begin}\n{body}{end}\n"
-old = open(out).read() if os.path.exists(out) else ""
-if begin in old and end in old:
-    head, rest = old.split(begin, 1)
-    new = head + block + rest.split(end, 1)[1].lstrip("\n")
-else:
-    new = old.rstrip("\n") + "\n\n" + block
-open(out, "w").write(new)
+write_section(out, section, report)
 print(report)
 PY

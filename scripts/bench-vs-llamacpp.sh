@@ -147,21 +147,8 @@ def clock_ghz():
         pass
     return None
 
-def cpu():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-def flags():
-    try:
-        f = next(l for l in open("/proc/cpuinfo") if l.startswith("flags")).split()
-        return " ".join(x for x in ["avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni"] if x in f)
-    except (OSError, StopIteration):
-        return "?"
+sys.path.insert(0, "scripts")
+from bench_report import cpu, flags, write_section
 
 def results(name, engine):
     per = {}
@@ -254,17 +241,7 @@ if appendix:
 report = "\n".join(lines) + "\n"
 if section:
     # Only this section of OUT is replaced (appended if it is not there yet).
-    body = re.sub(r"^#", "##", report, count=1)
-    begin, end = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
-    block = f"{begin}\n{body}{end}\n"
-    old = open(out).read() if os.path.exists(out) else ""
-    if begin in old and end in old:
-        head, rest = old.split(begin, 1)
-        tail = rest.split(end, 1)[1].lstrip("\n")
-        new = head + block + tail
-    else:
-        new = old.rstrip("\n") + "\n\n" + block
-    open(out, "w").write(new)
+    write_section(out, section, report)
 else:
     open(out, "w").write(report)
 print(report)

@@ -21,6 +21,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:?OUT: where the results go}
 QUICK=${QUICK:-0}
+# Generated tokens per stream (and rounds of the side-by-side runs); QUICK=1: a dry run.
+if [ "$QUICK" = 1 ]; then n=16 par_tg=16 rounds=1; else n=128 par_tg=64 rounds=2; fi
 log() { printf '[%4ds] %s\n' "$SECONDS" "$*" | tee -a "$OUT/device-check.log"; }
 work=/tmp/device-check
 mkdir -p "$work/models"
@@ -79,8 +81,6 @@ models="$work/models/smollm2-135m-shape-q4_1.gguf $work/models/gemma-3-270m-shap
 log "models made"
 
 # Tessera alone first (useful even if llama.cpp does not build in time).
-n=128
-[ "$QUICK" = 1 ] && n=16
 for m in $models; do
     "$TESSERA" bench -m "$m" --device gpu -p 512 -n "$n" --parallel 1,8 -r 3 2>&1 |
         tee -a "$OUT/tessera-gpu.md"
@@ -94,7 +94,7 @@ fi
 cp BENCHMARKS.md "$OUT/BENCHMARKS.md"
 if [ -x "$llama_bin/llama-batched-bench" ]; then
     LLAMA_BATCHED_BENCH=$llama_bin/llama-batched-bench DEVICE=gpu MODELS="$models" THREADS=$(nproc) \
-        ROUNDS=$([ "$QUICK" = 1 ] && echo 1 || echo 2) TG=$([ "$QUICK" = 1 ] && echo 16 || echo 64) \
+        ROUNDS=$rounds TG=$par_tg \
         OUT=$OUT/BENCHMARKS.md SECTION=parallel-gpu \
         bash scripts/bench-parallel-vs-llamacpp.sh 2>&1 | tee -a "$OUT/device-check.log"
     log "parallel bench done"
@@ -102,7 +102,7 @@ fi
 if [ -x "$llama_bin/llama-server" ]; then
     # shellcheck disable=SC2086
     LLAMA_SERVER=$llama_bin/llama-server TESSERA_ARGS="--device gpu" LLAMA_ARGS="-ngl 99" \
-        TOKENS=$([ "$QUICK" = 1 ] && echo 16 || echo 128) OUT=$OUT/serve.md \
+        TOKENS=$n OUT=$OUT/serve.md \
         bash scripts/bench-serve-vs-llamacpp.sh $models 2>&1 | tee -a "$OUT/device-check.log"
     log "serve bench done"
 fi
